@@ -1,0 +1,53 @@
+#include "client/control_client.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace ligerd {
+
+ControlClient::ControlClient(std::string socket_path, std::chrono::milliseconds deadline)
+    : socket_path_(std::move(socket_path)), deadline_(deadline) {
+  grpc::ChannelArguments args;
+  // Fail fast instead of retrying quietly: the caller wants to know the daemon is not there.
+  args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
+  channel_ = grpc::CreateCustomChannel(absl::StrCat("unix:", socket_path_),
+                                       grpc::InsecureChannelCredentials(), args);
+  health_ = grpc::health::v1::Health::NewStub(channel_);
+  info_ = ligerd::v1::Info::NewStub(channel_);
+}
+
+void ControlClient::SetDeadline(grpc::ClientContext* context) const {
+  context->set_deadline(std::chrono::system_clock::now() + deadline_);
+}
+
+absl::Status ControlClient::FromGrpc(const grpc::Status& status, absl::string_view method) const {
+  if (status.ok()) return absl::OkStatus();
+  std::string message = status.error_message();
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+      status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    message = absl::StrCat("no ligerd answered on ", socket_path_, " (", message,
+                           "); start one with `ligerd --socket=", socket_path_, "`");
+  }
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      absl::StrCat(method, ": ", message));
+}
+
+absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> ControlClient::Health() {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  grpc::health::v1::HealthCheckRequest request;
+  grpc::health::v1::HealthCheckResponse response;
+  grpc::Status status = health_->Check(&context, request, &response);
+  if (absl::Status s = FromGrpc(status, "Health/Check"); !s.ok()) return s;
+  return response.status();
+}
+
+absl::StatusOr<ligerd::v1::GetInfoResponse> ControlClient::GetInfo(const ligerd::v1::GetInfoRequest& request) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  ligerd::v1::GetInfoResponse response;
+  grpc::Status status = info_->GetInfo(&context, request, &response);
+  if (absl::Status s = FromGrpc(status, "Info/GetInfo"); !s.ok()) return s;
+  return response;
+}
+
+}  // namespace ligerd

@@ -1,0 +1,53 @@
+// The executor: one library that plans and launches catalogue ops, used both by ligerd (remote
+// dispatch, on IPC-mapped tensors) and by the Python extension ligerd._C (local dispatch, on the
+// trainer's own tensors). Both paths run this code, so their results are bitwise the same.
+//
+// Contract for callers:
+// - A CUDA context for the tensors' device is current on the calling thread (torch makes one;
+//   ligerd makes its own per device).
+// - Tensors and scalars are positional, in the order the op's catalogue entry lists them
+//   (kernels/ops/<op>.cc documents it). Optional tensors are passed with data == nullptr.
+// - Launch() checks every tensor (dtype, shape, strides, device) and returns INVALID_ARGUMENT
+//   naming the op and the tensor before anything is launched; it never writes a tensor it
+//   rejected. Kernel modules come from the NVRTC JIT cache (compiled once per key per node).
+// - Launch() is asynchronous on `stream`, like a kernel launch.
+#pragma once
+
+#include <cuda.h>
+
+#include <cstddef>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kernels/tensor_view.h"
+
+namespace ligerd::kernels {
+
+struct ExecutorOptions {
+  std::filesystem::path cache_dir;  // on-disk JIT cache (shared by ligerd and its clients)
+  int device = 0;                   // CUDA ordinal this executor launches on
+};
+
+class Executor {
+ public:
+  static absl::StatusOr<std::unique_ptr<Executor>> Create(const ExecutorOptions& options);
+  virtual ~Executor() = default;
+
+  // Bytes of scratch memory `op` needs for these arguments (0 for most ops). The caller allocates
+  // it (torch's caching allocator locally, the session's scratch pool in ligerd) and passes it to
+  // Launch; it need not be zeroed.
+  virtual absl::StatusOr<size_t> WorkspaceBytes(std::string_view op,
+                                                std::span<const TensorView> tensors,
+                                                std::span<const double> scalars) = 0;
+
+  virtual absl::Status Launch(std::string_view op, std::span<const TensorView> tensors,
+                              std::span<const double> scalars, void* workspace,
+                              size_t workspace_bytes, CUstream stream) = 0;
+};
+
+}  // namespace ligerd::kernels

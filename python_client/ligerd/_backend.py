@@ -1,0 +1,70 @@
+"""The one door every op goes through: ``launch(op, tensors, scalars)``.
+
+In ``local`` mode it calls the executor in ``ligerd._C`` (the same C++ library the daemon runs) on
+this process's tensors, on torch's current CUDA stream. ``remote`` will send a ring record instead.
+Tensors and scalars are positional, in the order the op's catalogue entry (kernels/ops/<op>.cc)
+lists them; an absent optional tensor is passed as None.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, Optional, Sequence
+
+from ligerd import _dispatch, _paths
+from ligerd._errors import KernelError, LigerdError
+
+_C = None
+_C_error: Optional[BaseException] = None
+_C_lock = threading.Lock()
+
+# Tests on machines without a GPU replace the executor with a reference implementation (see
+# tests/python/test_rms_norm_wiring.py); never set in production.
+_test_launcher: Optional[Callable] = None
+
+
+def load_extension():
+    """Import ``ligerd._C`` once and point it at the shared JIT cache directory."""
+    global _C, _C_error
+    if _C is not None:
+        return _C
+    with _C_lock:
+        if _C is not None:
+            return _C
+        try:
+            from ligerd import _C as ext  # type: ignore[attr-defined]
+        except ImportError as e:
+            _C_error = e
+            raise LigerdError(
+                "ligerd: the local executor extension ligerd._C is not available "
+                f"({e}). Build it with `pip install --no-build-isolation --no-deps ./python_client` "
+                "(after `import torch` works), or build the CMake target ligerd_python with "
+                "-DLIGERD_BUILD_PYTHON=ON and put <build>/python on PYTHONPATH.") from e
+        ext.set_cache_dir(str(_paths.cache_dir()))
+        _C = ext
+        return _C
+
+
+def extension_available() -> bool:
+    try:
+        load_extension()
+        return True
+    except LigerdError:
+        return False
+
+
+def launch(op: str, tensors: Sequence, scalars: Sequence[float]) -> None:
+    """Run ``op`` asynchronously on the current stream of the tensors' device."""
+    if _test_launcher is not None:
+        _test_launcher(op, list(tensors), [float(s) for s in scalars])
+        return
+    session = _dispatch.session()
+    if session.mode != "local":  # pragma: no cover (remote is not built yet)
+        raise KernelError(f"ligerd op {op}: dispatch mode {session.mode} has no launcher", op=op)
+    ext = _C if _C is not None else load_extension()
+    ext.launch(op, list(tensors), [float(s) for s in scalars])
+
+
+def cpu_allowed() -> bool:
+    """True only under a test launcher: real ops take CUDA tensors."""
+    return _test_launcher is not None

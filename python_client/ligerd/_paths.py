@@ -1,0 +1,63 @@
+"""Where things live: the daemon's socket, the JIT cache, the ligerd binary.
+
+The defaults are the daemon's own, so a client and a daemon started without flags find each other
+and share one on-disk kernel cache.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Mapping, Optional
+
+
+def _env(env: Optional[Mapping[str, str]], name: str) -> str:
+    env = os.environ if env is None else env
+    return (env.get(name) or "").strip()
+
+
+def default_socket_path(env: Optional[Mapping[str, str]] = None, uid: Optional[int] = None) -> Path:
+    """``$LIGERD_SOCKET``, else ``$XDG_RUNTIME_DIR/ligerd/ligerd.sock``, else ``/tmp/ligerd-<uid>/ligerd.sock``."""
+    explicit = _env(env, "LIGERD_SOCKET")
+    if explicit:
+        return Path(explicit).expanduser()
+    runtime = _env(env, "XDG_RUNTIME_DIR")
+    if runtime:
+        return Path(runtime) / "ligerd" / "ligerd.sock"
+    uid = os.getuid() if uid is None else uid
+    return Path(f"/tmp/ligerd-{uid}") / "ligerd.sock"
+
+
+def cache_dir(env: Optional[Mapping[str, str]] = None, home: Optional[str] = None) -> Path:
+    """``$LIGERD_CACHE_DIR``, else ``$XDG_CACHE_HOME/ligerd``, else ``~/.cache/ligerd``."""
+    explicit = _env(env, "LIGERD_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = _env(env, "XDG_CACHE_HOME")
+    if xdg:
+        return Path(xdg) / "ligerd"
+    home = home if home is not None else os.path.expanduser("~")
+    return Path(home) / ".cache" / "ligerd"
+
+
+def package_dir() -> Path:
+    return Path(__file__).resolve().parent
+
+
+def find_daemon_binary(env: Optional[Mapping[str, str]] = None) -> Optional[str]:
+    """The ``ligerd`` executable to autostart: ``$LIGERD_BIN``, then PATH, then ``<package>/bin/ligerd``.
+
+    ``$LIGERD_BIN`` that names no executable file is reported as absent (the caller's error says so)."""
+    explicit = _env(env, "LIGERD_BIN")
+    if explicit:
+        p = Path(explicit).expanduser()
+        return str(p) if p.is_file() and os.access(p, os.X_OK) else None
+    path_env = (os.environ if env is None else env).get("PATH")
+    found = shutil.which("ligerd", path=path_env)
+    if found:
+        return found
+    bundled = package_dir() / "bin" / "ligerd"
+    if bundled.is_file() and os.access(bundled, os.X_OK):
+        return str(bundled)
+    return None

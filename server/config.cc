@@ -1,0 +1,126 @@
+#include "server/config.h"
+
+#include <grp.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <set>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+
+ABSL_FLAG(std::string, socket, "",
+          "Unix socket of the control plane. Default: $XDG_RUNTIME_DIR/ligerd/ligerd.sock, or "
+          "/tmp/ligerd-<uid>/ligerd.sock when XDG_RUNTIME_DIR is unset. Its directory is made "
+          "0700 and the socket 0600: only this user (and root) may connect.");
+ABSL_FLAG(std::string, socket_group, "",
+          "Also admit members of this group (name or gid): the socket becomes 0660 and its "
+          "directory 0710, both owned by the group. Default: none.");
+ABSL_FLAG(std::string, cache_dir, "",
+          "Directory of the NVRTC JIT cache and the tuning DB. Default: $XDG_CACHE_HOME/ligerd, "
+          "else $HOME/.cache/ligerd.");
+ABSL_FLAG(std::string, devices, "all",
+          "CUDA devices to serve: 'all' or a comma-separated list of ordinals, e.g. '0,1'.");
+ABSL_FLAG(std::string, log_level, "info", "Log verbosity: debug, info, warning or error.");
+ABSL_FLAG(std::string, metrics_address, "",
+          "host:port to serve Prometheus metrics on (e.g. 127.0.0.1:9464). Default: off.");
+ABSL_FLAG(std::string, precompile_arch, "",
+          "Compile every catalogue kernel variant for this arch (e.g. sm_90) into --cache_dir, "
+          "print how many, and exit (non-zero if any failed). Needs no GPU.");
+
+namespace ligerd {
+
+namespace {
+absl::StatusOr<gid_t> ResolveGroup(const std::string& group) {
+  uint32_t gid;
+  if (absl::SimpleAtoi(group, &gid)) return static_cast<gid_t>(gid);
+  struct group entry;
+  struct group* found = nullptr;
+  std::vector<char> buffer(16384);
+  if (getgrnam_r(group.c_str(), &entry, buffer.data(), buffer.size(), &found) != 0 ||
+      found == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("--socket_group: no group named '", group, "'"));
+  }
+  return found->gr_gid;
+}
+}  // namespace
+
+absl::StatusOr<std::vector<int>> ParseDevices(const std::string& spec) {
+  const absl::string_view trimmed = absl::StripAsciiWhitespace(spec);
+  if (trimmed.empty() || trimmed == "all") return std::vector<int>{};
+  std::vector<int> devices;
+  std::set<int> seen;
+  for (absl::string_view part : absl::StrSplit(trimmed, ',')) {
+    int ordinal;
+    if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(part), &ordinal) || ordinal < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--devices: '", part, "' is not a device ordinal (use 'all' or e.g. '0,1')"));
+    }
+    if (!seen.insert(ordinal).second) {
+      return absl::InvalidArgumentError(absl::StrCat("--devices: device ", ordinal, " listed twice"));
+    }
+    devices.push_back(ordinal);
+  }
+  return devices;
+}
+
+absl::StatusOr<DaemonConfig> ConfigFromFlags(const EnvLookup& env) {
+  DaemonConfig config;
+  const uid_t uid = geteuid();
+  config.socket_path = absl::GetFlag(FLAGS_socket);
+  if (config.socket_path.empty()) config.socket_path = DefaultSocketPath(env, uid);
+  if (config.socket_path.front() != '/') {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--socket: '", config.socket_path, "' must be an absolute path"));
+  }
+  // sockaddr_un::sun_path holds 108 bytes including the terminating NUL.
+  if (config.socket_path.size() >= sizeof(sockaddr_un{}.sun_path)) {
+    return absl::InvalidArgumentError(absl::StrCat("--socket: '", config.socket_path, "' is ",
+                                                   config.socket_path.size(),
+                                                   " bytes; a Unix socket path must be under ",
+                                                   sizeof(sockaddr_un{}.sun_path)));
+  }
+  config.socket_group_name = absl::GetFlag(FLAGS_socket_group);
+  if (!config.socket_group_name.empty()) {
+    auto gid = ResolveGroup(config.socket_group_name);
+    if (!gid.ok()) return gid.status();
+    config.socket_gid = *gid;
+  }
+  config.cache_dir = absl::GetFlag(FLAGS_cache_dir);
+  if (config.cache_dir.empty()) config.cache_dir = DefaultCacheDir(env, uid);
+  auto devices = ParseDevices(absl::GetFlag(FLAGS_devices));
+  if (!devices.ok()) return devices.status();
+  config.devices = *devices;
+  auto level = ParseLogLevel(absl::GetFlag(FLAGS_log_level));
+  if (!level.ok()) return absl::InvalidArgumentError(absl::StrCat("--log_level: ", level.status().message()));
+  config.log_level = *level;
+  config.metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  config.precompile_arch = absl::GetFlag(FLAGS_precompile_arch);
+  return config;
+}
+
+const char* DaemonUsage() {
+  return "the per-node daemon that owns fused GPU kernels for LLM training.\n"
+         "It serves its control plane (gRPC) on a Unix socket only this user may use.\n\n"
+         "usage: ligerd [--socket=PATH] [--cache_dir=DIR] [--devices=all|0,1] "
+         "[--log_level=info]\n"
+         "       ligerd --precompile_arch=sm_90 --cache_dir=DIR\n";
+}
+
+void InstallFlagsUsageConfig() {
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view file) {
+    return absl::StrContains(file, "server/config.cc");
+  };
+  usage.contains_helpshort_flags = usage.contains_help_flags;
+  usage.version_string = [] { return std::string("ligerd " LIGERD_VERSION "\n"); };
+  absl::SetFlagsUsageConfig(usage);
+}
+
+}  // namespace ligerd

@@ -1,0 +1,41 @@
+// ligerd's configuration: the flags, their documented defaults, and the pure functions that
+// compute the defaults from the environment (testable without starting anything).
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "client/default_paths.h"
+#include "server/logging.h"
+
+namespace ligerd {
+
+struct DaemonConfig {
+  std::string socket_path;          // Unix socket of the control plane
+  std::optional<gid_t> socket_gid;  // --socket_group: members may connect too (socket 0660)
+  std::string socket_group_name;    // as given, for logs
+  std::string cache_dir;            // JIT cache and tuning DB
+  std::vector<int> devices;         // CUDA ordinals to serve; empty = all
+  LogLevel log_level = LogLevel::kInfo;
+  std::string metrics_address;      // host:port for Prometheus text; "" = off
+  std::string precompile_arch;      // non-empty: compile every kernel variant for it and exit
+  int shutdown_grace_ms = 1500;     // how long in-flight RPCs get on SIGTERM (exit within 2 s)
+};
+
+// "all" or "" -> {} (every GPU); "0,2" -> {0, 2}. Rejects negatives, duplicates and junk.
+absl::StatusOr<std::vector<int>> ParseDevices(const std::string& spec);
+
+// Builds the config from the parsed absl flags (call after absl::ParseCommandLine).
+absl::StatusOr<DaemonConfig> ConfigFromFlags(const EnvLookup& env);
+
+// The usage text ligerd --help prints above the flag list.
+const char* DaemonUsage();
+// Makes --help list ligerd's own flags (those defined under server/), not abseil's internals.
+void InstallFlagsUsageConfig();
+
+}  // namespace ligerd

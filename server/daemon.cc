@@ -1,0 +1,105 @@
+#include "server/daemon.h"
+
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/server_posix.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "server/logging.h"
+
+namespace ligerd {
+
+absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config, DaemonFacts facts) {
+  if (absl::Status s = PrepareSocketDirectory(config.socket_path, config.socket_gid); !s.ok()) return s;
+  absl::StatusOr<InstanceLock> lock = InstanceLock::Acquire(config.socket_path);
+  if (!lock.ok()) return lock.status();
+  if (lock->removed_stale()) {
+    LIGERD_LOG(kWarning) << "removed a stale socket left by an instance that did not exit cleanly: "
+                         << config.socket_path;
+  }
+  absl::StatusOr<ListeningSocket> socket = ListeningSocket::Bind(config.socket_path, config.socket_gid);
+  if (!socket.ok()) return socket.status();
+
+  std::unique_ptr<Daemon> daemon(new Daemon(config, std::move(*lock), std::move(*socket)));
+  daemon->info_ = std::make_unique<InfoService>(std::move(facts), &daemon->active_sessions_);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  builder.RegisterService(daemon->info_.get());
+  // Control messages are small; cap them so a hostile client cannot make the daemon buffer much.
+  builder.SetMaxReceiveMessageSize(4 << 20);
+  daemon->server_ = builder.BuildAndStart();
+  if (daemon->server_ == nullptr) return absl::InternalError("gRPC server failed to start");
+  daemon->server_->GetHealthCheckService()->SetServingStatus(true);
+
+  daemon->wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (daemon->wake_fd_ < 0) return absl::InternalError(absl::StrCat("eventfd: ", std::strerror(errno)));
+  daemon->acceptor_ = std::thread([d = daemon.get()] { d->AcceptLoop(); });
+  return daemon;
+}
+
+Daemon::Daemon(const DaemonConfig& config, InstanceLock lock, ListeningSocket socket)
+    : config_(config), lock_(std::move(lock)), socket_(std::move(socket)) {
+  policy_.daemon_uid = geteuid();
+  policy_.group = config.socket_gid;
+}
+
+void Daemon::AcceptLoop() {
+  pollfd fds[2] = {{socket_.fd(), POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+  while (true) {
+    if (poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      LIGERD_LOG(kError) << "acceptor: poll failed: " << std::strerror(errno);
+      return;
+    }
+    if (fds[1].revents != 0) return;  // Shutdown() woke us
+    if ((fds[0].revents & POLLIN) == 0) continue;
+    const int fd = accept4(socket_.fd(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) {
+      if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
+        LIGERD_LOG(kWarning) << "acceptor: accept failed: " << std::strerror(errno);
+      }
+      continue;
+    }
+    absl::StatusOr<PeerCredentials> peer = GetPeerCredentials(fd);
+    absl::Status admitted = peer.ok() ? CheckPeer(*peer, policy_) : peer.status();
+    if (!admitted.ok()) {
+      refused_.fetch_add(1);
+      LIGERD_LOG(kWarning) << "refused a connection on " << config_.socket_path << ": "
+                           << admitted.message();
+      close(fd);
+      continue;
+    }
+    accepted_.fetch_add(1);
+    LIGERD_LOG(kDebug) << "admitted pid " << peer->pid << " uid " << peer->uid;
+    grpc::AddInsecureChannelFromFd(server_.get(), fd);  // gRPC owns fd from here
+  }
+}
+
+void Daemon::Shutdown() {
+  if (stopped_.exchange(true)) return;
+  if (wake_fd_ >= 0) {
+    const uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = write(wake_fd_, &one, sizeof(one));
+    if (acceptor_.joinable()) acceptor_.join();
+    close(wake_fd_);
+    wake_fd_ = -1;
+  }
+  if (server_) {
+    server_->GetHealthCheckService()->SetServingStatus(false);
+    server_->Shutdown(std::chrono::system_clock::now() +
+                      std::chrono::milliseconds(config_.shutdown_grace_ms));
+    server_->Wait();
+  }
+  // lock_ (destroyed with the daemon) removes the socket file, then releases the lock.
+}
+
+Daemon::~Daemon() { Shutdown(); }
+
+}  // namespace ligerd

@@ -1,0 +1,52 @@
+// The running daemon: the instance lock, the socket, the acceptor that checks peer credentials,
+// and the gRPC server that admitted connections are handed to.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <memory>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "server/config.h"
+#include "server/info_service.h"
+#include "server/instance_lock.h"
+#include "server/peer_credentials.h"
+#include "server/unix_socket.h"
+
+namespace ligerd {
+
+class Daemon {
+ public:
+  // Takes the instance lock, prepares the directory, binds the socket, starts serving. Fails
+  // (ALREADY_EXISTS) when another instance serves the same socket.
+  static absl::StatusOr<std::unique_ptr<Daemon>> Start(const DaemonConfig& config, DaemonFacts facts);
+
+  // Stops accepting, reports NOT_SERVING, gives in-flight RPCs `shutdown_grace_ms`, removes the
+  // socket file. Idempotent; the destructor calls it.
+  void Shutdown();
+  ~Daemon();
+
+  uint64_t refused_connections() const { return refused_.load(); }
+  uint64_t accepted_connections() const { return accepted_.load(); }
+
+ private:
+  Daemon(const DaemonConfig& config, InstanceLock lock, ListeningSocket socket);
+  void AcceptLoop();
+
+  DaemonConfig config_;
+  InstanceLock lock_;
+  ListeningSocket socket_;
+  PeerPolicy policy_;
+  std::atomic<uint32_t> active_sessions_{0};
+  std::unique_ptr<InfoService> info_;
+  std::unique_ptr<grpc::Server> server_;
+  int wake_fd_ = -1;  // eventfd that tells the acceptor to stop
+  std::thread acceptor_;
+  std::atomic<bool> stopped_{false};
+  std::atomic<uint64_t> refused_{0};
+  std::atomic<uint64_t> accepted_{0};
+};
+
+}  // namespace ligerd

@@ -1,0 +1,89 @@
+#include "server/unix_socket.h"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+
+namespace ligerd {
+namespace {
+absl::Status Errno(absl::string_view what, const std::string& path) {
+  return absl::InternalError(absl::StrCat(what, " '", path, "': ", std::strerror(errno)));
+}
+// The pending-connection backlog: trainers connect once per process, so a few hundred ranks
+// starting together is the worst case.
+constexpr int kListenBacklog = 512;
+}  // namespace
+
+absl::Status PrepareSocketDirectory(const std::string& socket_path, std::optional<gid_t> group) {
+  const std::string dir = std::filesystem::path(socket_path).parent_path().string();
+  const mode_t wanted = group ? 0710 : 0700;
+  std::error_code ec;
+  // Parents other than the last are created with the umask; only the last one is ours to lock.
+  std::filesystem::create_directories(std::filesystem::path(dir).parent_path(), ec);
+  if (mkdir(dir.c_str(), wanted) != 0 && errno != EEXIST) return Errno("cannot create directory", dir);
+  struct stat st;
+  if (lstat(dir.c_str(), &st) != 0) return Errno("cannot stat", dir);
+  if (!S_ISDIR(st.st_mode)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("socket directory '", dir, "' is not a directory (a symlink?); refusing it"));
+  }
+  if (st.st_uid != geteuid()) {
+    return absl::FailedPreconditionError(absl::StrCat("socket directory '", dir, "' belongs to uid ",
+                                                      st.st_uid, ", not to us (uid ", geteuid(),
+                                                      "); refusing it"));
+  }
+  if (group && chown(dir.c_str(), static_cast<uid_t>(-1), *group) != 0) {
+    return Errno("cannot give the group", dir);
+  }
+  if ((st.st_mode & 07777) != wanted && chmod(dir.c_str(), wanted) != 0) {
+    return Errno("cannot chmod", dir);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ListeningSocket> ListeningSocket::Bind(const std::string& path,
+                                                      std::optional<gid_t> group) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) {
+    return absl::InvalidArgumentError(absl::StrCat("socket path too long: '", path, "'"));
+  }
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return Errno("socket() for", path);
+  ListeningSocket owned(fd);
+  // Bind under a umask that leaves the socket owner-only from its first instant; chmod after.
+  const mode_t old_umask = umask(0177);
+  const int rc = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  umask(old_umask);
+  if (rc != 0) return Errno("cannot bind", path);
+  if (group) {
+    if (chown(path.c_str(), static_cast<uid_t>(-1), *group) != 0) return Errno("cannot chgrp", path);
+    if (chmod(path.c_str(), 0660) != 0) return Errno("cannot chmod", path);
+  }
+  if (listen(fd, kListenBacklog) != 0) return Errno("cannot listen on", path);
+  return owned;
+}
+
+ListeningSocket& ListeningSocket::operator=(ListeningSocket&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) close(fd_);
+    fd_ = other.fd_;
+    other.fd_ = -1;
+  }
+  return *this;
+}
+
+ListeningSocket::~ListeningSocket() {
+  if (fd_ >= 0) close(fd_);
+}
+
+}  // namespace ligerd

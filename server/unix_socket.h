@@ -1,0 +1,38 @@
+// The control socket's file-system side: a private directory, a socket file with owner-only (or
+// group) permissions, and removal on shutdown.
+#pragma once
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace ligerd {
+
+// Creates the socket's parent directory if needed (0700, or 0710 with `group`). An existing
+// directory must be ours and not a symlink; group/other permissions beyond the wanted mode are
+// removed (a directory someone else owns is refused: another user could swap the socket).
+absl::Status PrepareSocketDirectory(const std::string& socket_path, std::optional<gid_t> group);
+
+// An owned listening socket fd; closes on destruction. The socket file is not removed here
+// (the instance lock's owner does that, so a second instance never unlinks a live socket).
+class ListeningSocket {
+ public:
+  // Binds and listens on `path` (which must not exist), mode 0600 (0660 + chgrp with `group`).
+  static absl::StatusOr<ListeningSocket> Bind(const std::string& path, std::optional<gid_t> group);
+  ListeningSocket(ListeningSocket&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
+  ListeningSocket& operator=(ListeningSocket&& other) noexcept;
+  ListeningSocket(const ListeningSocket&) = delete;
+  ListeningSocket& operator=(const ListeningSocket&) = delete;
+  ~ListeningSocket();
+
+  int fd() const { return fd_; }
+
+ private:
+  explicit ListeningSocket(int fd) : fd_(fd) {}
+  int fd_ = -1;
+};
+
+}  // namespace ligerd
