@@ -1,0 +1,107 @@
+#include "server/config.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "absl/flags/declare.h"
+#include "absl/flags/flag.h"
+#include "absl/flags/reflection.h"
+
+ABSL_DECLARE_FLAG(std::string, socket);
+ABSL_DECLARE_FLAG(std::string, socket_group);
+ABSL_DECLARE_FLAG(std::string, devices);
+ABSL_DECLARE_FLAG(std::string, log_level);
+ABSL_DECLARE_FLAG(std::string, cache_dir);
+
+namespace ligerd {
+namespace {
+
+EnvLookup FakeEnv(std::map<std::string, std::string> vars) {
+  return [vars](const char* name) -> std::optional<std::string> {
+    auto it = vars.find(name);
+    if (it == vars.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+TEST(DefaultPaths, SocketUsesXdgRuntimeDir) {
+  EXPECT_EQ(DefaultSocketPath(FakeEnv({{"XDG_RUNTIME_DIR", "/run/user/1000"}}), 1000),
+            "/run/user/1000/ligerd/ligerd.sock");
+}
+
+TEST(DefaultPaths, SocketFallsBackToPrivateTmpDir) {
+  EXPECT_EQ(DefaultSocketPath(FakeEnv({}), 1234), "/tmp/ligerd-1234/ligerd.sock");
+  EXPECT_EQ(DefaultSocketPath(FakeEnv({{"XDG_RUNTIME_DIR", ""}}), 7), "/tmp/ligerd-7/ligerd.sock");
+}
+
+TEST(DefaultPaths, CacheDirOrder) {
+  EXPECT_EQ(DefaultCacheDir(FakeEnv({{"XDG_CACHE_HOME", "/c"}, {"HOME", "/h"}}), 1), "/c/ligerd");
+  EXPECT_EQ(DefaultCacheDir(FakeEnv({{"HOME", "/h"}}), 1), "/h/.cache/ligerd");
+  EXPECT_EQ(DefaultCacheDir(FakeEnv({}), 5), "/tmp/ligerd-5/cache");
+}
+
+TEST(ParseDevices, AllAndLists) {
+  EXPECT_TRUE(ParseDevices("all")->empty());
+  EXPECT_TRUE(ParseDevices("")->empty());
+  EXPECT_EQ(*ParseDevices("0,2, 3"), (std::vector<int>{0, 2, 3}));
+}
+
+TEST(ParseDevices, RejectsJunkNegativesAndDuplicates) {
+  for (const char* bad : {"x", "-1", "0,,1", "1,1", "0;1", "1.5"}) {
+    auto parsed = ParseDevices(bad);
+    ASSERT_FALSE(parsed.ok()) << bad;
+    EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(parsed.status().message().find("--devices"), absl::string_view::npos);
+  }
+}
+
+TEST(LogLevel, ParsesKnownNamesOnly) {
+  EXPECT_EQ(*ParseLogLevel("DEBUG"), LogLevel::kDebug);
+  EXPECT_EQ(*ParseLogLevel("warn"), LogLevel::kWarning);
+  EXPECT_FALSE(ParseLogLevel("loud").ok());
+}
+
+class ConfigFromFlagsTest : public ::testing::Test {
+ protected:
+  absl::FlagSaver saver_;  // restores every flag after each test
+};
+
+TEST_F(ConfigFromFlagsTest, DefaultsComeFromEnvironment) {
+  auto config = ConfigFromFlags(FakeEnv({{"XDG_RUNTIME_DIR", "/run/user/9"}, {"HOME", "/home/u"}}));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->socket_path, "/run/user/9/ligerd/ligerd.sock");
+  EXPECT_EQ(config->cache_dir, "/home/u/.cache/ligerd");
+  EXPECT_TRUE(config->devices.empty());
+  EXPECT_EQ(config->log_level, LogLevel::kInfo);
+  EXPECT_FALSE(config->socket_gid.has_value());
+}
+
+TEST_F(ConfigFromFlagsTest, RejectsRelativeAndOverlongSocketPaths) {
+  absl::SetFlag(&FLAGS_socket, "relative.sock");
+  EXPECT_EQ(ConfigFromFlags(FakeEnv({})).status().code(), absl::StatusCode::kInvalidArgument);
+  absl::SetFlag(&FLAGS_socket, "/" + std::string(200, 'a'));
+  auto config = ConfigFromFlags(FakeEnv({}));
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(config.status().message().find("must be under"), absl::string_view::npos);
+}
+
+TEST_F(ConfigFromFlagsTest, ResolvesGroupsByNameAndNumber) {
+  absl::SetFlag(&FLAGS_socket_group, "0");
+  auto config = ConfigFromFlags(FakeEnv({}));
+  ASSERT_TRUE(config.ok());
+  EXPECT_EQ(config->socket_gid, gid_t{0});
+  absl::SetFlag(&FLAGS_socket_group, "no-such-group-ligerd");
+  EXPECT_EQ(ConfigFromFlags(FakeEnv({})).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(ConfigFromFlagsTest, BadDevicesAndLogLevelNameTheFlag) {
+  absl::SetFlag(&FLAGS_devices, "gpu0");
+  EXPECT_NE(ConfigFromFlags(FakeEnv({})).status().message().find("--devices"), absl::string_view::npos);
+  absl::SetFlag(&FLAGS_devices, "all");
+  absl::SetFlag(&FLAGS_log_level, "chatty");
+  EXPECT_NE(ConfigFromFlags(FakeEnv({})).status().message().find("--log_level"), absl::string_view::npos);
+}
+
+}  // namespace
+}  // namespace ligerd
