@@ -15,7 +15,8 @@
 
 namespace ligerd {
 
-absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config, DaemonFacts facts) {
+absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config, DaemonFacts facts,
+                                                       dataplane::IpcOpener* opener, SessionLimits limits) {
   if (absl::Status s = PrepareSocketDirectory(config.socket_path, config.socket_gid); !s.ok()) return s;
   absl::StatusOr<InstanceLock> lock = InstanceLock::Acquire(config.socket_path);
   if (!lock.ok()) return lock.status();
@@ -27,11 +28,19 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   if (!socket.ok()) return socket.status();
 
   std::unique_ptr<Daemon> daemon(new Daemon(config, std::move(*lock), std::move(*socket)));
-  daemon->info_ = std::make_unique<InfoService>(std::move(facts), &daemon->active_sessions_);
+  std::vector<DeviceState> devices;
+  for (const GpuDescription& gpu : facts.inventory.gpus) devices.push_back({gpu.index, gpu.mps_enabled});
+  // Remote execution (the ring consumer and executor on IPC-mapped tensors) is not wired yet:
+  // sessions are told so and dispatch locally.
+  daemon->sessions_ = std::make_unique<SessionRegistry>(limits, std::move(devices), /*remote_available=*/false, opener);
+  SessionRegistry* registry = daemon->sessions_.get();
+  daemon->info_ = std::make_unique<InfoService>(std::move(facts), [registry] { return registry->active(); });
+  daemon->sessions_service_ = std::make_unique<SessionsService>(registry, &daemon->peers_);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   builder.RegisterService(daemon->info_.get());
+  builder.RegisterService(daemon->sessions_service_.get());
   // Control messages are small; cap them so a hostile client cannot make the daemon buffer much.
   builder.SetMaxReceiveMessageSize(4 << 20);
   daemon->server_ = builder.BuildAndStart();
@@ -78,6 +87,7 @@ void Daemon::AcceptLoop() {
     }
     accepted_.fetch_add(1);
     LIGERD_LOG(kDebug) << "admitted pid " << peer->pid << " uid " << peer->uid;
+    peers_.Admit(fd, *peer);
     grpc::AddInsecureChannelFromFd(server_.get(), fd);  // gRPC owns fd from here
   }
 }

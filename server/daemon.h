@@ -13,6 +13,9 @@
 #include "server/info_service.h"
 #include "server/instance_lock.h"
 #include "server/peer_credentials.h"
+#include "server/peer_table.h"
+#include "server/session_registry.h"
+#include "server/sessions_service.h"
 #include "server/unix_socket.h"
 
 namespace ligerd {
@@ -21,7 +24,10 @@ class Daemon {
  public:
   // Takes the instance lock, prepares the directory, binds the socket, starts serving. Fails
   // (ALREADY_EXISTS) when another instance serves the same socket.
-  static absl::StatusOr<std::unique_ptr<Daemon>> Start(const DaemonConfig& config, DaemonFacts facts);
+  // `opener` maps clients' CUDA IPC handles (not owned; outlives the daemon).
+  static absl::StatusOr<std::unique_ptr<Daemon>> Start(const DaemonConfig& config, DaemonFacts facts,
+                                                       dataplane::IpcOpener* opener,
+                                                       SessionLimits limits = SessionLimits{});
 
   // Stops accepting, reports NOT_SERVING, gives in-flight RPCs `shutdown_grace_ms`, removes the
   // socket file. Idempotent; the destructor calls it.
@@ -30,6 +36,7 @@ class Daemon {
 
   uint64_t refused_connections() const { return refused_.load(); }
   uint64_t accepted_connections() const { return accepted_.load(); }
+  uint32_t active_sessions() const { return sessions_->active(); }
 
  private:
   Daemon(const DaemonConfig& config, InstanceLock lock, ListeningSocket socket);
@@ -39,8 +46,10 @@ class Daemon {
   InstanceLock lock_;
   ListeningSocket socket_;
   PeerPolicy policy_;
-  std::atomic<uint32_t> active_sessions_{0};
+  PeerTable peers_;
+  std::unique_ptr<SessionRegistry> sessions_;
   std::unique_ptr<InfoService> info_;
+  std::unique_ptr<SessionsService> sessions_service_;
   std::unique_ptr<grpc::Server> server_;
   int wake_fd_ = -1;  // eventfd that tells the acceptor to stop
   std::thread acceptor_;

@@ -10,8 +10,8 @@
 
 namespace ligerd {
 
-InfoService::InfoService(DaemonFacts facts, const std::atomic<uint32_t>* active_sessions)
-    : facts_(std::move(facts)), active_sessions_(active_sessions) {}
+InfoService::InfoService(DaemonFacts facts, std::function<uint32_t()> active_sessions)
+    : facts_(std::move(facts)), active_sessions_(std::move(active_sessions)) {}
 
 grpc::ServerUnaryReactor* InfoService::GetInfo(grpc::CallbackServerContext* context,
                                                const grpc::ByteBuffer* request,
@@ -58,7 +58,7 @@ void InfoService::Fill(const ligerd::v1::GetInfoRequest& request,
       out->set_variant_count(op.variant_count);
     }
   }
-  response->set_active_sessions(active_sessions_->load());
+  response->set_active_sessions(active_sessions_());
   response->set_socket_path(facts_.socket_path);
   response->set_cache_dir(facts_.cache_dir);
   response->set_uptime_seconds(

@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -28,7 +29,7 @@ struct DaemonFacts {
 class InfoService final
     : public ligerd::v1::Info::WithRawCallbackMethod_GetInfo<ligerd::v1::Info::Service> {
  public:
-  InfoService(DaemonFacts facts, const std::atomic<uint32_t>* active_sessions);
+  InfoService(DaemonFacts facts, std::function<uint32_t()> active_sessions);
 
   grpc::ServerUnaryReactor* GetInfo(grpc::CallbackServerContext* context,
                                     const grpc::ByteBuffer* request,
@@ -39,7 +40,7 @@ class InfoService final
 
  private:
   DaemonFacts facts_;
-  const std::atomic<uint32_t>* active_sessions_;
+  std::function<uint32_t()> active_sessions_;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };
 

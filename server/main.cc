@@ -19,6 +19,7 @@
 #include "server/build_info.h"
 #include "server/config.h"
 #include "server/daemon.h"
+#include "server/dataplane/cuda_ipc_opener.h"
 #include "server/gpu_inventory.h"
 #include "server/kernel_catalogue.h"
 #include "server/logging.h"
@@ -74,7 +75,8 @@ int Serve(const DaemonConfig& config) {
   facts.ops = CatalogueSummary();
   LogGpus(facts.inventory);
 
-  absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(config, facts);
+  dataplane::CudaIpcOpener ipc_opener;
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(config, facts, &ipc_opener);
   if (!daemon.ok()) {
     const bool already = daemon.status().code() == absl::StatusCode::kAlreadyExists;
     LIGERD_LOG(kError) << daemon.status().message() << (already ? "; exiting" : "");

@@ -7,6 +7,7 @@
 
 #include "client/control_client.h"
 #include "server/gpu_inventory.h"
+#include "tests/cpp/fake_ipc.h"
 #include "tests/cpp/test_util.h"
 
 namespace ligerd {
@@ -22,7 +23,7 @@ class DaemonTest : public ::testing::Test {
     facts_.cache_dir = config_.cache_dir;
     facts_.inventory = DiscoverGpus({});
     facts_.ops = {{"example_op", "an op for the test", 3}};
-    auto daemon = Daemon::Start(config_, facts_);
+    auto daemon = Daemon::Start(config_, facts_, &opener_);
     ASSERT_TRUE(daemon.ok()) << daemon.status();
     daemon_ = std::move(*daemon);
   }
@@ -47,6 +48,7 @@ class DaemonTest : public ::testing::Test {
     return status;
   }
 
+  testing::FakeIpcOpener opener_;
   TempDir tmp_;
   DaemonConfig config_;
   DaemonFacts facts_;
@@ -95,12 +97,20 @@ TEST_F(DaemonTest, MalformedRequestIsInvalidArgumentAndDaemonStaysUp) {
 }
 
 TEST_F(DaemonTest, ServicesNotBuiltYetAnswerUnimplemented) {
-  EXPECT_EQ(CallRaw("/ligerd.v1.Sessions/OpenSession", "").error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_EQ(CallRaw("/ligerd.v1.Kernels/Precompile", "").error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_EQ(CallRaw("/ligerd.v1.Telemetry/Snapshot", "").error_code(), grpc::StatusCode::UNIMPLEMENTED);
   EXPECT_EQ(CallRaw("/ligerd.v1.Admin/Drain", "").error_code(), grpc::StatusCode::UNIMPLEMENTED);
 }
 
+TEST_F(DaemonTest, MalformedSessionRequestsAreInvalidArgument) {
+  for (const char* method : {"/ligerd.v1.Sessions/OpenSession", "/ligerd.v1.Sessions/RegisterBuffer"}) {
+    const grpc::Status status = CallRaw(method, std::string("\x0a\xff\xff\xff\x7f", 5));
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << method;
+  }
+}
+
 TEST_F(DaemonTest, SecondDaemonOnTheSameSocketIsRefused) {
-  auto second = Daemon::Start(config_, facts_);
+  auto second = Daemon::Start(config_, facts_, &opener_);
   ASSERT_FALSE(second.ok());
   EXPECT_EQ(second.status().code(), absl::StatusCode::kAlreadyExists);
   ControlClient client(config_.socket_path);

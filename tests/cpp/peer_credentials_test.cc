@@ -15,6 +15,7 @@
 #include <filesystem>
 
 #include "server/daemon.h"
+#include "tests/cpp/fake_ipc.h"
 #include "tests/cpp/test_util.h"
 
 namespace ligerd {
@@ -97,10 +98,11 @@ class PeerRefusalTest : public ::testing::Test {
     config_.socket_path = tmp_.Join("run/ligerd.sock");
     config_.cache_dir = tmp_.Join("cache");
     DaemonFacts facts;
-    auto daemon = Daemon::Start(config_, facts);
+    auto daemon = Daemon::Start(config_, facts, &opener_);
     ASSERT_TRUE(daemon.ok()) << daemon.status();
     daemon_ = std::move(*daemon);
   }
+  testing::FakeIpcOpener opener_;
   TempDir tmp_;
   DaemonConfig config_;
   std::unique_ptr<Daemon> daemon_;

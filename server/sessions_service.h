@@ -1,0 +1,37 @@
+// ligerd.v1.Sessions: open/heartbeat/close sessions and register buffers. Every call is tied to
+// the process that made it through PeerTable, so a session can only be used by its own process.
+#pragma once
+
+#include "ligerd/v1/sessions.grpc.pb.h"
+#include "server/peer_table.h"
+#include "server/session_registry.h"
+
+namespace ligerd {
+
+using SessionsRawService = ligerd::v1::Sessions::WithRawCallbackMethod_OpenSession<
+    ligerd::v1::Sessions::WithRawCallbackMethod_Heartbeat<
+        ligerd::v1::Sessions::WithRawCallbackMethod_CloseSession<
+            ligerd::v1::Sessions::WithRawCallbackMethod_RegisterBuffer<
+                ligerd::v1::Sessions::WithRawCallbackMethod_UnregisterBuffer<ligerd::v1::Sessions::Service>>>>>;
+
+class SessionsService final : public SessionsRawService {
+ public:
+  SessionsService(SessionRegistry* registry, const PeerTable* peers) : registry_(registry), peers_(peers) {}
+
+  grpc::ServerUnaryReactor* OpenSession(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+                                        grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+                                      grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* CloseSession(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+                                         grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* RegisterBuffer(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+                                           grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* UnregisterBuffer(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+                                             grpc::ByteBuffer* response) override;
+
+ private:
+  SessionRegistry* registry_;
+  const PeerTable* peers_;
+};
+
+}  // namespace ligerd
