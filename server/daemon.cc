@@ -30,12 +30,13 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   std::unique_ptr<Daemon> daemon(new Daemon(config, std::move(*lock), std::move(*socket)));
   std::vector<DeviceState> devices;
   for (const GpuDescription& gpu : facts.inventory.gpus) devices.push_back({gpu.index, gpu.mps_enabled});
-  // Remote execution (the ring consumer and executor on IPC-mapped tensors) is not wired yet:
-  // sessions are told so and dispatch locally.
-  daemon->sessions_ = std::make_unique<SessionRegistry>(limits, std::move(devices), /*remote_available=*/false, opener);
+  // Remote execution needs a GPU and its driver; without them sessions are told so and run locally.
+  const bool remote_available = !devices.empty();
+  daemon->executors_ = std::make_unique<ExecutorPool>(config.cache_dir);
+  daemon->sessions_ = std::make_unique<SessionRegistry>(limits, std::move(devices), remote_available, opener);
   SessionRegistry* registry = daemon->sessions_.get();
   daemon->info_ = std::make_unique<InfoService>(std::move(facts), [registry] { return registry->active(); });
-  daemon->sessions_service_ = std::make_unique<SessionsService>(registry, &daemon->peers_);
+  daemon->sessions_service_ = std::make_unique<SessionsService>(registry, &daemon->peers_, daemon->executors_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;

@@ -47,6 +47,7 @@ class Daemon {
   ListeningSocket socket_;
   PeerPolicy policy_;
   PeerTable peers_;
+  std::unique_ptr<ExecutorPool> executors_;
   std::unique_ptr<SessionRegistry> sessions_;
   std::unique_ptr<InfoService> info_;
   std::unique_ptr<SessionsService> sessions_service_;

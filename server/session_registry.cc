@@ -58,7 +58,28 @@ Session::Session(uint64_t id, std::string token, PeerCredentials peer, int devic
   Touch();
 }
 
+absl::Status Session::StartRemote(kernels::Executor* executor, uint64_t flag_buffer_id, uint32_t slots,
+                                  std::vector<std::string> op_names) {
+  if (dispatch_.mode != ligerd::v1::OpenSessionRequest::DISPATCH_REMOTE) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("session ", id_, " dispatches locally (", dispatch_.reason, "); it has no remote stream flags"));
+  }
+  absl::StatusOr<dataplane::BufferRef> flags = buffers_.Find(flag_buffer_id);
+  if (!flags.ok()) return flags.status();
+  absl::MutexLock lock(&runner_mu_);
+  if (runner_ != nullptr) return absl::AlreadyExistsError(absl::StrCat("session ", id_, " already runs remotely"));
+  absl::StatusOr<std::unique_ptr<dataplane::RemoteRunner>> runner = dataplane::RemoteRunner::Start(
+      device_, executor, &ring_, &buffers_, std::move(*flags), slots, std::move(op_names));
+  if (!runner.ok()) return runner.status();
+  runner_ = std::move(*runner);
+  return absl::OkStatus();
+}
+
 Session::~Session() {
+  {
+    absl::MutexLock lock(&runner_mu_);
+    runner_.reset();  // drains the session's stream while its mappings are still open
+  }
   buffers_.Clear();
   if (pidfd_ >= 0) close(pidfd_);
 }

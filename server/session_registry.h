@@ -17,6 +17,7 @@
 #include "absl/synchronization/mutex.h"
 #include "ligerd/v1/sessions.pb.h"
 #include "server/dataplane/buffer_registry.h"
+#include "server/dataplane/remote_runner.h"
 #include "server/dataplane/shm_ring.h"
 #include "server/peer_credentials.h"
 
@@ -55,6 +56,10 @@ class Session {
   const std::string& token() const { return token_; }
   int pidfd() const { return pidfd_; }
   void Touch() { last_heartbeat_ = std::chrono::steady_clock::now().time_since_epoch().count(); }
+  // Starts remote execution once the client named its stream-flag page. FAILED_PRECONDITION for
+  // a session that dispatches locally, ALREADY_EXISTS when already started.
+  absl::Status StartRemote(kernels::Executor* executor, uint64_t flag_buffer_id, uint32_t slots,
+                           std::vector<std::string> op_names);
   std::chrono::steady_clock::time_point last_heartbeat() const {
     return std::chrono::steady_clock::time_point(std::chrono::steady_clock::duration(last_heartbeat_.load()));
   }
@@ -69,6 +74,9 @@ class Session {
   dataplane::BufferRegistry buffers_;
   int pidfd_;
   std::atomic<int64_t> last_heartbeat_;
+  absl::Mutex runner_mu_;
+  // Last: destroyed first, so its stream drains before the ring and the mappings go.
+  std::unique_ptr<dataplane::RemoteRunner> runner_ ABSL_GUARDED_BY(runner_mu_);
 };
 
 struct DeviceState {

@@ -1,5 +1,6 @@
 #include "server/sessions_service.h"
 
+#include "kernels/catalogue.h"
 #include "server/build_info.h"
 #include "server/raw_unary.h"
 
@@ -77,6 +78,26 @@ grpc::ServerUnaryReactor* SessionsService::UnregisterBuffer(grpc::CallbackServer
         auto session = registry_->Authenticate(req.session_id(), req.token(), *peer);
         if (!session.ok()) return session.status();
         return (*session)->buffers().Unregister(req.buffer_id());
+      });
+}
+
+grpc::ServerUnaryReactor* SessionsService::AttachStreamFlags(grpc::CallbackServerContext* context,
+                                                             const grpc::ByteBuffer* request,
+                                                             grpc::ByteBuffer* response) {
+  return ServeRawUnary<v1::AttachStreamFlagsRequest, v1::AttachStreamFlagsResponse>(
+      context, request, response, "Sessions/AttachStreamFlags",
+      [&](const v1::AttachStreamFlagsRequest& req, v1::AttachStreamFlagsResponse*) -> absl::Status {
+        absl::StatusOr<PeerCredentials> peer = peers_->Lookup(context->peer());
+        if (!peer.ok()) return peer.status();
+        auto session = registry_->Authenticate(req.session_id(), req.token(), *peer);
+        if (!session.ok()) return session.status();
+        // The request's own mistakes first, then whether this machine can run it at all.
+        if (absl::Status s = (*session)->buffers().Find(req.buffer_id()).status(); !s.ok()) return s;
+        absl::StatusOr<kernels::Executor*> executor = executors_->ForDevice((*session)->device());
+        if (!executor.ok()) return executor.status();
+        std::vector<std::string> op_names;
+        for (const kernels::OpSpec* op : kernels::AllOps()) op_names.push_back(op->name);
+        return (*session)->StartRemote(*executor, req.buffer_id(), req.slots(), std::move(op_names));
       });
 }
 

@@ -3,20 +3,23 @@
 #pragma once
 
 #include "ligerd/v1/sessions.grpc.pb.h"
+#include "server/executor_pool.h"
 #include "server/peer_table.h"
 #include "server/session_registry.h"
 
 namespace ligerd {
 
-using SessionsRawService = ligerd::v1::Sessions::WithRawCallbackMethod_OpenSession<
+using SessionsRawService = ligerd::v1::Sessions::WithRawCallbackMethod_AttachStreamFlags<
+    ligerd::v1::Sessions::WithRawCallbackMethod_OpenSession<
     ligerd::v1::Sessions::WithRawCallbackMethod_Heartbeat<
         ligerd::v1::Sessions::WithRawCallbackMethod_CloseSession<
             ligerd::v1::Sessions::WithRawCallbackMethod_RegisterBuffer<
-                ligerd::v1::Sessions::WithRawCallbackMethod_UnregisterBuffer<ligerd::v1::Sessions::Service>>>>>;
+                ligerd::v1::Sessions::WithRawCallbackMethod_UnregisterBuffer<ligerd::v1::Sessions::Service>>>>>>;
 
 class SessionsService final : public SessionsRawService {
  public:
-  SessionsService(SessionRegistry* registry, const PeerTable* peers) : registry_(registry), peers_(peers) {}
+  SessionsService(SessionRegistry* registry, const PeerTable* peers, ExecutorPool* executors)
+      : registry_(registry), peers_(peers), executors_(executors) {}
 
   grpc::ServerUnaryReactor* OpenSession(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
                                         grpc::ByteBuffer* response) override;
@@ -28,10 +31,13 @@ class SessionsService final : public SessionsRawService {
                                            grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* UnregisterBuffer(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
                                              grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* AttachStreamFlags(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+                                              grpc::ByteBuffer* response) override;
 
  private:
   SessionRegistry* registry_;
   const PeerTable* peers_;
+  ExecutorPool* executors_;
 };
 
 }  // namespace ligerd

@@ -11,6 +11,7 @@
 
 #include "client/control_client.h"
 #include "client/ring_writer.h"
+#include "kernels/cuda_driver.h"
 #include "ligerd/v1/sessions.grpc.pb.h"
 #include "server/daemon.h"
 #include "tests/cpp/fake_ipc.h"
@@ -80,9 +81,8 @@ TEST_F(SessionsTest, OpenGivesARingTheClientCanMapAndAnHonestDispatchChoice) {
   ASSERT_TRUE(Open(&session).ok());
   EXPECT_EQ(session.token().size(), 32u);
   EXPECT_EQ(session.ring_record_bytes(), sizeof(ring::OpRecord));
-  EXPECT_EQ(session.dispatch(), v1::OpenSessionRequest::DISPATCH_LOCAL)
-      << "remote execution is not wired yet, so even with MPS the daemon must say local";
-  EXPECT_NE(session.dispatch_reason().find("cannot execute ops remotely"), std::string::npos);
+  EXPECT_EQ(session.dispatch(), v1::OpenSessionRequest::DISPATCH_REMOTE) << "the fake GPU has MPS on";
+  EXPECT_NE(session.dispatch_reason().find("MPS active"), std::string::npos);
   EXPECT_TRUE(RingWriter::Open(session.ring_name(), session.session_id(), session.ring_records()).ok());
   EXPECT_EQ(daemon_->active_sessions(), 1u);
   auto info = client_->GetInfo();
@@ -157,6 +157,28 @@ TEST_F(SessionsTest, KilledClientIsTornDownWithinASecondAndOthersKeepServing) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);
   EXPECT_LT(shm_open(ring_name, O_RDONLY, 0), 0) << "the dead client's ring must be unlinked";
   EXPECT_TRUE(Heartbeat(mine.session_id(), mine.token()).ok()) << "the other session is untouched";
+}
+
+TEST_F(SessionsTest, AttachStreamFlagsChecksTheBufferAndSaysWhyItCannotRun) {
+  v1::OpenSessionResponse session;
+  ASSERT_TRUE(Open(&session).ok());
+  auto attach = [&](uint64_t buffer, uint32_t slots) {
+    grpc::ClientContext context;
+    v1::AttachStreamFlagsRequest request;
+    request.set_session_id(session.session_id());
+    request.set_token(session.token());
+    request.set_buffer_id(buffer);
+    request.set_slots(slots);
+    v1::AttachStreamFlagsResponse response;
+    return stub_->AttachStreamFlags(&context, request, &response);
+  };
+  ASSERT_TRUE(Register(session.session_id(), session.token(), 5, 4096).ok());
+  EXPECT_EQ(attach(6, 1).error_code(), grpc::StatusCode::NOT_FOUND) << "unregistered flag buffer";
+  if (kernels::Driver().ok()) GTEST_SKIP() << "a GPU is present: the remote path is covered by tests/gpu";
+  // No driver here: the executor cannot start, and the error says why rather than crashing.
+  const grpc::Status status = attach(5, 1);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << status.error_message();
+  EXPECT_NE(status.error_message().find("CUDA driver"), std::string::npos) << status.error_message();
 }
 
 TEST(ChooseDispatch, AutoFollowsMpsAndExplicitRequestsAreHonoured) {

@@ -1,0 +1,68 @@
+// Executes a remote session's ops in the daemon: reads its ring, validates each record, orders it
+// after the client's work with stream memory flags, launches the kernels through the same
+// executor local dispatch uses, and releases the client. No CPU waits on the GPU; errors are
+// asynchronous like CUDA's: the first one is recorded in the session's status area and the done
+// flag is still written, so a client stream never waits forever.
+#pragma once
+
+#include <cuda.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kernels/executor.h"
+#include "server/dataplane/buffer_registry.h"
+#include "server/dataplane/ring_reader.h"
+#include "server/dataplane/shm_ring.h"
+
+namespace ligerd::dataplane {
+
+inline constexpr uint32_t kMaxStreamSlots = 64;
+inline constexpr uint32_t kStreamFlagBytes = 16;  // {uint64 ready, uint64 done} per slot
+
+struct RunnerStats {
+  std::atomic<uint64_t> ops{0};
+  std::atomic<uint64_t> failed_ops{0};
+};
+
+class RemoteRunner {
+ public:
+  // `flags` holds the mapped flag page; `op_names` is the catalogue in op-id order.
+  static absl::StatusOr<std::unique_ptr<RemoteRunner>> Start(int device, kernels::Executor* executor,
+                                                             const ShmRing* ring, const BufferRegistry* buffers,
+                                                             BufferRef flags, uint32_t slots,
+                                                             std::vector<std::string> op_names);
+  ~RemoteRunner();  // stops the thread, waits for the session's stream, frees its scratch
+
+  const RunnerStats& stats() const { return stats_; }
+
+ private:
+  RemoteRunner() = default;
+  void Loop();
+  absl::Status RunOne(const ring::OpRecord& record);
+  void Fail(const ring::OpRecord& record, const absl::Status& status);
+  absl::Status EnsureWorkspace(size_t bytes);
+
+  int device_ = 0;
+  kernels::Executor* executor_ = nullptr;
+  const ShmRing* ring_ = nullptr;
+  const BufferRegistry* buffers_ = nullptr;
+  BufferRef flags_;
+  uint32_t slots_ = 0;
+  std::vector<std::string> op_names_;
+  CUcontext context_ = nullptr;
+  CUstream stream_ = nullptr;
+  CUdeviceptr workspace_ = 0;
+  size_t workspace_bytes_ = 0;
+  std::unique_ptr<RingReader> reader_;
+  RunnerStats stats_;
+  bool error_recorded_ = false;  // touched only by the runner thread
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+}  // namespace ligerd::dataplane
