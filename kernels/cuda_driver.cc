@@ -79,7 +79,7 @@ absl::Status FormatCuError(const DriverApi* api, CUresult result, const char* ca
   switch (result) {
     case CUDA_ERROR_OUT_OF_MEMORY: return absl::ResourceExhaustedError(msg);
     case CUDA_ERROR_NO_DEVICE:
-    case CUDA_ERROR_INSUFFICIENT_DRIVER:
+    case CUDA_ERROR_SYSTEM_DRIVER_MISMATCH:
     case CUDA_ERROR_NOT_INITIALIZED:
     case CUDA_ERROR_INVALID_CONTEXT:
     case CUDA_ERROR_NO_BINARY_FOR_GPU:

@@ -1,0 +1,61 @@
+#include "kernels/catalogue.h"
+
+#include "absl/strings/str_cat.h"
+#include "kernels/ops/ops.h"
+#include "kernels/status_macros.h"
+#include "kernels/validate.h"
+
+namespace ligerd::kernels {
+
+const std::vector<const OpSpec*>& AllOps() {
+  // An explicit list rather than static registrars: a static library drops object files that
+  // nothing references, and with them any self-registration.
+  static const auto* ops = new std::vector<const OpSpec*>{
+      &RmsNormForwardSpec(),
+      &RmsNormBackwardSpec(),
+  };
+  return *ops;
+}
+
+const OpSpec* FindOp(std::string_view name) {
+  for (const OpSpec* op : AllOps())
+    if (op->name == name) return op;
+  return nullptr;
+}
+
+std::vector<OpInfo> ListOps() {
+  std::vector<OpInfo> out;
+  for (const OpSpec* op : AllOps()) {
+    OpInfo info;
+    info.name = op->name;
+    info.doc = op->doc;
+    info.variant_count = op->variants.size();
+    for (const TensorParam& t : op->tensors)
+      info.tensors.push_back(absl::StrCat(t.name, t.optional ? "?" : "", t.output ? "->" : ""));
+    info.scalars = op->scalars;
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
+absl::StatusOr<OpPlan> PlanOp(std::string_view op, const OpCall& call, const DeviceInfo& device) {
+  const OpSpec* spec = FindOp(op);
+  if (spec == nullptr) return absl::NotFoundError(absl::StrCat("unknown op '", std::string(op), "'"));
+  LIGERD_RETURN_IF_ERROR(CheckCall(*spec, call, device));
+  return spec->plan(*spec, call, device);
+}
+
+CompileRequest MakeCompileRequest(const OpSpec& spec, const KernelVariant& variant,
+                                  std::string_view arch) {
+  CompileRequest r;
+  r.op = spec.name;
+  r.variant = variant.tag;
+  r.main = spec.main;
+  r.headers = spec.headers;
+  r.options = spec.options;
+  for (const std::string& d : variant.defines) r.options.push_back(absl::StrCat("-D", d));
+  r.arch = std::string(arch);
+  return r;
+}
+
+}  // namespace ligerd::kernels

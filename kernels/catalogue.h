@@ -1,0 +1,126 @@
+// The op catalogue: one OpSpec per op (its tensors, scalars, kernel sources and every kernel
+// variant it can compile) and the pure planning step that checks a call and chooses what to
+// launch. Nothing here touches CUDA, so argument checking is testable without a GPU or driver;
+// the executor (executor.cc) turns an OpPlan into driver calls.
+//
+// Adding an op: kernels/ops/<op>.cuh (NVRTC source) + kernels/ops/<op>.cc (its OpSpec), one
+// line in kernels/ops/ops.h and in AllOps() (catalogue.cc), and the .cuh in kernels/CMakeLists.txt.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kernels/jit/compile_request.h"
+#include "kernels/tensor_view.h"
+
+namespace ligerd::kernels {
+
+struct TensorParam {
+  std::string name;
+  bool output = false;
+  bool optional = false;
+  std::vector<DType> dtypes;  // allowed dtypes
+  std::string may_alias;      // an input this output may be exactly (e.g. dX over dY), else ""
+};
+
+// One compile unit: the op's sources built with these -D defines. `tag` names it in cache file
+// names and messages (e.g. "xbf16.wbf16.llama").
+struct KernelVariant {
+  std::string tag;
+  std::vector<std::string> defines;
+};
+
+// How a row-wise kernel is launched. Ops choose one with a default heuristic; the autotuner
+// (later) passes a measured one in OpCall::tuned, which the op checks like any other input.
+struct LaunchConfig {
+  int threads_per_row = 0;  // blockDim.x: a power of two <= 32, or a multiple of 32 <= 1024
+  int rows_per_block = 0;   // blockDim.y
+  int iters = 0;            // vectors per thread held in registers; 0 = streaming (loop) kernel
+  bool vectorized = true;   // 16-byte accesses (needs aligned rows) vs one element per access
+  int grid = 0;             // blocks; 0 = the op's default (per row group, or persistent)
+};
+
+struct KernelLaunch {
+  std::string kernel;  // extern "C" name in the variant's module
+  unsigned grid[3] = {1, 1, 1};
+  unsigned block[3] = {1, 1, 1};
+  unsigned shared_bytes = 0;     // dynamic shared memory
+  std::vector<uint8_t> params;   // the kernel's single by-value parameter struct
+};
+
+struct OpPlan {
+  KernelVariant variant;
+  std::vector<KernelLaunch> launches;  // in stream order; may be empty (nothing to do)
+  size_t workspace_bytes = 0;
+  LaunchConfig config;  // what was chosen (for telemetry and the tuner)
+};
+
+// What planning needs to know about the device. The executor fills it from the driver; tests
+// fake it.
+struct DeviceInfo {
+  int ordinal = 0;
+  int sm_count = 0;
+  int compute_capability = 0;  // 90 for sm_90
+  // Resident blocks per SM of `kernel` (in `op`'s module for `variant`) at this block size.
+  std::function<absl::StatusOr<int>(std::string_view op, const KernelVariant& variant,
+                                    std::string_view kernel, int block_threads,
+                                    size_t dynamic_shared_bytes)>
+      blocks_per_sm;
+};
+
+struct OpCall {
+  std::span<const TensorView> tensors;  // positional, as OpSpec::tensors lists them
+  std::span<const double> scalars;      // positional, as OpSpec::scalars lists them
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+  bool check_workspace = true;          // false when only asking how much is needed
+  const LaunchConfig* tuned = nullptr;  // autotuner's choice, or null for the default
+};
+
+struct OpSpec {
+  std::string name;
+  std::string doc;
+  std::vector<TensorParam> tensors;
+  std::vector<std::string> scalars;
+  SourceFile main;                   // NVRTC source
+  std::vector<SourceFile> headers;   // everything it includes
+  std::vector<std::string> options;  // NVRTC options common to every variant
+  std::vector<KernelVariant> variants;  // the full set, for precompile
+  // Op-specific checks and planning, called after the generic checks (count, dtype, rank,
+  // strides, device, overlap) passed.
+  std::function<absl::StatusOr<OpPlan>(const OpSpec& spec, const OpCall& call,
+                                       const DeviceInfo& device)>
+      plan;
+};
+
+// Every op, in catalogue order.
+const std::vector<const OpSpec*>& AllOps();
+const OpSpec* FindOp(std::string_view name);
+
+struct OpInfo {
+  std::string name;
+  std::string doc;
+  size_t variant_count = 0;
+  std::vector<std::string> tensors;  // "X", "W?" (optional), "Y->" (output)
+  std::vector<std::string> scalars;
+};
+// The catalogue as the daemon's Info service reports it.
+std::vector<OpInfo> ListOps();
+
+// Generic checks, then the op's plan. INVALID_ARGUMENT messages start with the op name and
+// name the tensor, e.g. "rms_norm_fwd: tensor 'W' has 4095 elements, expected 4096 (hidden
+// size of X)"; NOT_FOUND for an unknown op.
+absl::StatusOr<OpPlan> PlanOp(std::string_view op, const OpCall& call, const DeviceInfo& device);
+
+// The compile unit for one variant of `spec` on `arch` ("sm_90", "compute_90").
+CompileRequest MakeCompileRequest(const OpSpec& spec, const KernelVariant& variant,
+                                  std::string_view arch);
+
+}  // namespace ligerd::kernels

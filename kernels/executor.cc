@@ -1,0 +1,201 @@
+// Executor: catalogue plan -> JIT-cached module -> cuLaunchKernel. See executor.h.
+#include "kernels/executor.h"
+
+#include <memory>
+#include <string>
+#include <tuple>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "kernels/catalogue.h"
+#include "kernels/cuda_driver.h"
+#include "kernels/jit/jit_cache.h"
+#include "kernels/jit/nvrtc_compiler.h"
+#include "kernels/status_macros.h"
+
+namespace ligerd::kernels {
+namespace {
+
+// Oldest GPU the kernels support: they use sm_80 conversion instructions (bf16, packed x2).
+constexpr int kMinComputeCapability = 80;
+
+// A loaded module; unloaded when dropped (errors ignored: the context may already be gone).
+class Module {
+ public:
+  Module(const DriverApi* drv, CUmodule m) : drv_(drv), module_(m) {}
+  ~Module() {
+    if (module_ != nullptr) drv_->cuModuleUnload(module_);
+  }
+  Module(const Module&) = delete;
+  Module& operator=(const Module&) = delete;
+  CUmodule get() const { return module_; }
+  // Functions looked up so far, by name (guarded by the executor's mutex).
+  absl::flat_hash_map<std::string, CUfunction> functions;
+
+ private:
+  const DriverApi* drv_;
+  CUmodule module_;
+};
+
+class ExecutorImpl final : public Executor {
+ public:
+  ExecutorImpl(const DriverApi* drv, std::shared_ptr<JitCache> cache, int device, std::string arch,
+               int sm_count, int cc)
+      : drv_(drv), cache_(std::move(cache)), arch_(std::move(arch)) {
+    info_.ordinal = device;
+    info_.sm_count = sm_count;
+    info_.compute_capability = cc;
+    info_.blocks_per_sm = [this](std::string_view op, const KernelVariant& v,
+                                 std::string_view kernel, int threads, size_t smem) {
+      return BlocksPerSm(op, v, kernel, threads, smem);
+    };
+  }
+
+  absl::StatusOr<size_t> WorkspaceBytes(std::string_view op, std::span<const TensorView> tensors,
+                                        std::span<const double> scalars) override {
+    OpCall call;
+    call.tensors = tensors;
+    call.scalars = scalars;
+    call.check_workspace = false;
+    LIGERD_ASSIGN_OR_RETURN(OpPlan plan, PlanOp(op, call, info_));
+    return plan.workspace_bytes;
+  }
+
+  absl::Status Launch(std::string_view op, std::span<const TensorView> tensors,
+                      std::span<const double> scalars, void* workspace, size_t workspace_bytes,
+                      CUstream stream) override {
+    OpCall call;
+    call.tensors = tensors;
+    call.scalars = scalars;
+    call.workspace = workspace;
+    call.workspace_bytes = workspace_bytes;
+    // Every check happens here, before anything touches the GPU.
+    LIGERD_ASSIGN_OR_RETURN(OpPlan plan, PlanOp(op, call, info_));
+    for (KernelLaunch& k : plan.launches) {
+      LIGERD_ASSIGN_OR_RETURN(CUfunction fn, Function(op, plan.variant, k.kernel));
+      void* args[] = {k.params.data()};
+      LIGERD_CU_CHECK(drv_->cuLaunchKernel(fn, k.grid[0], k.grid[1], k.grid[2], k.block[0],
+                                           k.block[1], k.block[2], k.shared_bytes, stream, args,
+                                           nullptr));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  absl::StatusOr<int> BlocksPerSm(std::string_view op, const KernelVariant& v,
+                                  std::string_view kernel, int threads, size_t smem) {
+    LIGERD_ASSIGN_OR_RETURN(CUfunction fn, Function(op, v, kernel));
+    const auto key = std::make_tuple(fn, threads, smem);
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = occupancy_.find(key);
+      if (it != occupancy_.end()) return it->second;
+    }
+    int blocks = 0;
+    LIGERD_CU_CHECK(drv_->cuOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, fn, threads, smem));
+    absl::MutexLock lock(&mu_);
+    occupancy_[key] = blocks;
+    return blocks;
+  }
+
+  // The CUfunction for `kernel` in the current context's copy of the variant's module.
+  absl::StatusOr<CUfunction> Function(std::string_view op, const KernelVariant& variant,
+                                      std::string_view kernel) {
+    const std::string op_name(op);
+    const std::string name(kernel);
+    CUcontext ctx = nullptr;
+    LIGERD_CU_CHECK(drv_->cuCtxGetCurrent(&ctx));
+    if (ctx == nullptr)
+      return absl::FailedPreconditionError(absl::StrCat(
+          op_name, ": no CUDA context is current on this thread (device ", info_.ordinal, ")"));
+    const auto module_key = std::make_pair(ctx, absl::StrCat(op_name, "/", variant.tag));
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = modules_.find(module_key);
+      if (it != modules_.end()) {
+        auto fit = it->second->functions.find(name);
+        if (fit != it->second->functions.end()) return fit->second;
+      }
+    }
+    CUdevice ctx_device = 0;
+    LIGERD_CU_CHECK(drv_->cuCtxGetDevice(&ctx_device));
+    if (ctx_device != info_.ordinal)
+      return absl::FailedPreconditionError(absl::StrCat(op_name, ": the current CUDA context is on device ",
+                                                        ctx_device, ", this executor runs on device ",
+                                                        info_.ordinal));
+    // Compile or fetch outside our lock: it may take seconds and the cache has its own.
+    const OpSpec* spec = FindOp(op);
+    if (spec == nullptr) return absl::NotFoundError(absl::StrCat("unknown op '", op_name, "'"));
+    LIGERD_ASSIGN_OR_RETURN(std::shared_ptr<const CompiledModule> image,
+                            cache_->Get(MakeCompileRequest(*spec, variant, arch_)));
+    absl::MutexLock lock(&mu_);
+    std::unique_ptr<Module>& mod = modules_[module_key];
+    if (mod == nullptr) {
+      CUmodule m = nullptr;
+      LIGERD_CU_CHECK(drv_->cuModuleLoadData(&m, image->image.data()));
+      mod = std::make_unique<Module>(drv_, m);
+    }
+    auto fit = mod->functions.find(name);
+    if (fit != mod->functions.end()) return fit->second;
+    CUfunction fn = nullptr;
+    LIGERD_CU_CHECK(drv_->cuModuleGetFunction(&fn, mod->get(), name.c_str()));
+    mod->functions.emplace(name, fn);
+    return fn;
+  }
+
+  const DriverApi* const drv_;
+  const std::shared_ptr<JitCache> cache_;
+  const std::string arch_;
+  DeviceInfo info_;
+  absl::Mutex mu_;
+  absl::flat_hash_map<std::pair<CUcontext, std::string>, std::unique_ptr<Module>> modules_
+      ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::tuple<CUfunction, int, size_t>, int> occupancy_ ABSL_GUARDED_BY(mu_);
+};
+
+// sm_XY when this NVRTC can build CUBIN for the GPU; otherwise PTX for the newest arch it
+// knows (older than the GPU), which the driver JIT-compiles forward.
+absl::StatusOr<std::string> ArchFor(int cc) {
+  std::vector<int> supported = NvrtcSupportedArchs();
+  if (supported.empty()) return absl::InternalError("NVRTC reports no supported GPU archs");
+  for (int a : supported)
+    if (a == cc) return absl::StrCat("sm_", cc);
+  int best = 0;
+  for (int a : supported)
+    if (a <= cc) best = a;
+  if (best == 0)
+    return absl::FailedPreconditionError(absl::StrCat("GPU sm_", cc, " is older than any arch ",
+                                                      NvrtcVersionTag(), " supports"));
+  return absl::StrCat("compute_", best);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Executor>> Executor::Create(const ExecutorOptions& options) {
+  LIGERD_ASSIGN_OR_RETURN(const DriverApi* drv, Driver());
+  int count = 0;
+  LIGERD_CU_CHECK(drv->cuDeviceGetCount(&count));
+  if (options.device < 0 || options.device >= count)
+    return absl::InvalidArgumentError(absl::StrCat("CUDA device ", options.device,
+                                                   " does not exist (", count, " visible)"));
+  CUdevice dev = 0;
+  LIGERD_CU_CHECK(drv->cuDeviceGet(&dev, options.device));
+  int major = 0, minor = 0, sms = 0;
+  LIGERD_CU_CHECK(drv->cuDeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev));
+  LIGERD_CU_CHECK(drv->cuDeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev));
+  LIGERD_CU_CHECK(drv->cuDeviceGetAttribute(&sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev));
+  const int cc = major * 10 + minor;
+  if (cc < kMinComputeCapability)
+    return absl::FailedPreconditionError(absl::StrCat("CUDA device ", options.device, " is sm_", cc,
+                                                      "; ligerd kernels need sm_",
+                                                      kMinComputeCapability, " or newer"));
+  LIGERD_ASSIGN_OR_RETURN(std::string arch, ArchFor(cc));
+  LIGERD_ASSIGN_OR_RETURN(std::shared_ptr<JitCache> cache,
+                          JitCache::Shared(options.cache_dir.empty() ? DefaultJitCacheDir()
+                                                                     : options.cache_dir));
+  return std::unique_ptr<Executor>(
+      new ExecutorImpl(drv, std::move(cache), options.device, std::move(arch), sms, cc));
+}
+
+}  // namespace ligerd::kernels

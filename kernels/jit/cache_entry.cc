@@ -1,0 +1,191 @@
+#include "kernels/jit/cache_entry.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/jit/jit_cache.h"
+
+namespace ligerd::kernels {
+namespace {
+
+constexpr char kMagic[8] = {'L', 'G', 'R', 'D', 'J', 'I', 'T', '\n'};
+
+absl::Status ErrnoError(std::string_view what, const std::filesystem::path& path, int err) {
+  std::string msg = absl::StrCat(std::string(what), " ", path.string(), ": ", std::strerror(err));
+  if (err == ENOENT) return absl::NotFoundError(msg);
+  if (err == EACCES || err == EPERM) return absl::PermissionDeniedError(msg);
+  if (err == ENOSPC || err == EDQUOT) return absl::ResourceExhaustedError(msg);
+  return absl::InternalError(msg);
+}
+
+template <typename T>
+void Put(std::string& out, const T& v) {
+  out.append(reinterpret_cast<const char*>(&v), sizeof(v));
+}
+template <typename T>
+T Get(std::string_view bytes, size_t offset) {
+  T v;
+  std::memcpy(&v, bytes.data() + offset, sizeof(v));
+  return v;
+}
+
+int RetryEintr(int (*fn)(int), int fd) {
+  int r;
+  do r = fn(fd); while (r < 0 && errno == EINTR);
+  return r;
+}
+
+}  // namespace
+
+std::string EncodeCacheEntry(const Digest256& key, const CompiledModule& module) {
+  std::string out;
+  out.reserve(kCacheEntryHeaderBytes + module.image.size());
+  out.append(kMagic, sizeof(kMagic));
+  Put(out, kJitCacheFormatVersion);
+  Put(out, static_cast<uint32_t>(module.kind));
+  out.append(reinterpret_cast<const char*>(key.data()), key.size());
+  Put(out, static_cast<uint64_t>(module.image.size()));
+  Digest256 sum = Sha256Of(module.image);
+  out.append(reinterpret_cast<const char*>(sum.data()), sum.size());
+  out.append(module.image);
+  return out;
+}
+
+absl::StatusOr<CompiledModule> DecodeCacheEntry(std::string_view bytes, const Digest256& key) {
+  if (bytes.size() < kCacheEntryHeaderBytes) {
+    return absl::DataLossError(absl::StrCat("entry truncated: ", bytes.size(),
+                                            " bytes, header alone is ", kCacheEntryHeaderBytes));
+  }
+  if (std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0)
+    return absl::DataLossError("entry has a bad magic number");
+  const auto version = Get<uint32_t>(bytes, 8);
+  if (version != kJitCacheFormatVersion)
+    return absl::DataLossError(absl::StrCat("entry format version ", version, ", expected ",
+                                            kJitCacheFormatVersion));
+  const auto kind = Get<uint32_t>(bytes, 12);
+  if (kind != static_cast<uint32_t>(BinaryKind::kCubin) &&
+      kind != static_cast<uint32_t>(BinaryKind::kPtx))
+    return absl::DataLossError(absl::StrCat("entry has unknown binary kind ", kind));
+  if (std::memcmp(bytes.data() + 16, key.data(), key.size()) != 0)
+    return absl::DataLossError("entry key does not match its file name");
+  const auto size = Get<uint64_t>(bytes, 48);
+  if (size != bytes.size() - kCacheEntryHeaderBytes)
+    return absl::DataLossError(absl::StrCat("entry payload is ",
+                                            bytes.size() - kCacheEntryHeaderBytes,
+                                            " bytes, header says ", size));
+  std::string_view payload = bytes.substr(kCacheEntryHeaderBytes);
+  Digest256 sum = Sha256Of(payload);
+  if (std::memcmp(bytes.data() + 56, sum.data(), sum.size()) != 0)
+    return absl::DataLossError("entry payload checksum mismatch");
+  CompiledModule m;
+  m.kind = static_cast<BinaryKind>(kind);
+  m.image = std::string(payload);
+  return m;
+}
+
+absl::Status EnsurePrivateDirectory(const std::filesystem::path& dir) {
+  if (dir.empty()) return absl::InvalidArgumentError("cache directory path is empty");
+  std::filesystem::path abs = std::filesystem::absolute(dir).lexically_normal();
+  // mkdir each missing level with 0700 (what create_directories would make 0777 & ~umask).
+  std::filesystem::path partial;
+  for (const auto& part : abs) {
+    partial /= part;
+    if (partial == partial.root_path()) continue;
+    if (::mkdir(partial.c_str(), 0700) != 0 && errno != EEXIST)
+      return ErrnoError("cannot create cache directory", partial, errno);
+  }
+  struct stat st;
+  if (::stat(abs.c_str(), &st) != 0) return ErrnoError("cannot stat", abs, errno);
+  if (!S_ISDIR(st.st_mode))
+    return absl::FailedPreconditionError(absl::StrCat(abs.string(), " is not a directory"));
+  if (st.st_uid != ::geteuid())
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cache directory ", abs.string(), " is owned by uid ", st.st_uid,
+        ", not by this process (uid ", ::geteuid(), "); refusing to load code from it"));
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0)
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cache directory ", abs.string(),
+        " is writable by group or others; refusing to load code from it (chmod 700 it)"));
+  return absl::OkStatus();
+}
+
+absl::Status AtomicWriteFile(const std::filesystem::path& path, std::string_view bytes) {
+  std::string tmpl = (path.parent_path() / (".tmp-" + path.filename().string() + "-XXXXXX")).string();
+  int fd = ::mkostemp(tmpl.data(), O_CLOEXEC);  // mode 0600
+  if (fd < 0) return ErrnoError("cannot create temp file", tmpl, errno);
+  auto fail = [&](std::string_view what) {
+    int err = errno;
+    ::close(fd);
+    ::unlink(tmpl.c_str());
+    return ErrnoError(what, tmpl, err);
+  };
+  for (size_t done = 0; done < bytes.size();) {
+    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return fail("cannot write");
+    done += static_cast<size_t>(n);
+  }
+  if (RetryEintr(::fsync, fd) != 0) return fail("cannot fsync");
+  if (::close(fd) != 0) {
+    int err = errno;
+    ::unlink(tmpl.c_str());
+    return ErrnoError("cannot close", tmpl, err);
+  }
+  if (::rename(tmpl.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmpl.c_str());
+    return ErrnoError("cannot rename temp file to", path, err);
+  }
+  // Make the rename itself durable; failure here loses only durability, not correctness.
+  int dfd = ::open(path.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    RetryEintr(::fsync, dfd);
+    ::close(dfd);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadWholeFile(const std::filesystem::path& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoError("cannot open", path, errno);
+  std::string out;
+  char buf[1 << 16];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int err = errno;
+      ::close(fd);
+      return ErrnoError("cannot read", path, err);
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+absl::StatusOr<FileLock> FileLock::Acquire(const std::filesystem::path& path) {
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return ErrnoError("cannot open lock file", path, errno);
+  int r;
+  do r = ::flock(fd, LOCK_EX); while (r != 0 && errno == EINTR);
+  if (r != 0) {
+    int err = errno;
+    ::close(fd);
+    return ErrnoError("cannot lock", path, err);
+  }
+  return FileLock(fd);
+}
+
+FileLock::~FileLock() {
+  if (fd_ >= 0) ::close(fd_);  // closing the only descriptor releases the flock
+}
+
+}  // namespace ligerd::kernels

@@ -1,0 +1,11 @@
+// The catalogue's ops, one accessor per kernels/ops/<op>.cc (listed in AllOps()).
+#pragma once
+
+#include "kernels/catalogue.h"
+
+namespace ligerd::kernels {
+
+const OpSpec& RmsNormForwardSpec();   // rms_norm_fwd
+const OpSpec& RmsNormBackwardSpec();  // rms_norm_bwd
+
+}  // namespace ligerd::kernels

@@ -1,0 +1,113 @@
+// The catalogue and RMSNorm's launch-shape heuristic (pure functions, no CUDA).
+#include "kernels/catalogue.h"
+
+#include <set>
+
+#include "gtest/gtest.h"
+#include "kernels/embedded_sources.h"
+#include "kernels/ops/rms_norm.h"
+
+namespace ligerd::kernels {
+namespace {
+
+TEST(Catalogue, ListsRmsNormWithItsVariants) {
+  std::vector<OpInfo> ops = ListOps();
+  ASSERT_EQ(ops.size(), 2u);
+  EXPECT_EQ(ops[0].name, "rms_norm_fwd");
+  EXPECT_EQ(ops[1].name, "rms_norm_bwd");
+  // fwd: fp32 {no W, W} + {bf16, fp16} x {no W, W same, W fp32} x 3 casting modes.
+  EXPECT_EQ(ops[0].variant_count, 2u + 2u * 3u * 3u);
+  // bwd: casting mode matters only for llama's dW rounding: fp32 {2} + 2 x (1 + 2 + 2).
+  EXPECT_EQ(ops[1].variant_count, 2u + 2u * 5u);
+  EXPECT_EQ(ops[0].tensors, (std::vector<std::string>{"X", "W?", "Y->", "RSTD->"}));
+  EXPECT_EQ(ops[1].tensors, (std::vector<std::string>{"dY", "X", "W?", "RSTD", "dX->", "dW?->"}));
+  EXPECT_EQ(ops[0].scalars, (std::vector<std::string>{"eps", "offset", "casting_mode"}));
+  EXPECT_EQ(ops[1].scalars, (std::vector<std::string>{"offset", "casting_mode"}));
+  EXPECT_FALSE(ops[0].doc.empty());
+  EXPECT_EQ(FindOp("nope"), nullptr);
+}
+
+TEST(Catalogue, VariantTagsAreUniqueAndSourcesEmbedded) {
+  for (const OpSpec* op : AllOps()) {
+    std::set<std::string> tags;
+    for (const KernelVariant& v : op->variants) EXPECT_TRUE(tags.insert(v.tag).second) << v.tag;
+    EXPECT_FALSE(op->main.text.empty()) << op->name;
+    EXPECT_NE(op->main.text.find("LIGERD_RMS_FWD_REG(1)"), std::string_view::npos);
+    for (const SourceFile& h : op->headers) EXPECT_FALSE(h.text.empty()) << h.name;
+  }
+  EXPECT_TRUE(EmbeddedSource("kernels/ops/nothing.cuh").empty());
+}
+
+// For every hidden size (odd ones, powers of two, past 64K), both directions and all dtypes,
+// the default config is legal and covers the row.
+TEST(RmsNormConfig, DefaultIsLegalForAllShapes) {
+  std::vector<int64_t> sizes = {1, 2, 3, 7, 8, 31, 64, 100, 127, 128, 255, 256, 1000, 1024, 2048,
+                                2880, 4096, 5120, 8191, 8192, 11008, 12288, 16384, 18432, 32768,
+                                65535, 65536, 65537, 131072, 1 << 20};
+  for (bool backward : {false, true})
+    for (DType x : {DType::kFloat32, DType::kBFloat16, DType::kFloat16})
+      for (int64_t n : sizes)
+        for (bool vec : {true, false}) {
+          if (vec && n % RmsNormVectorWidth(x) != 0) continue;
+          for (int64_t rows : {1, 3, 4096, 1 << 20}) {
+            LaunchConfig c = RmsNormDefaultConfig(backward, rows, n, x, vec, 132);
+            absl::Status s = RmsNormCheckConfig(backward, c, n, x, vec);
+            EXPECT_TRUE(s.ok()) << "bwd=" << backward << " " << DTypeName(x) << " n=" << n
+                                << " vec=" << vec << " rows=" << rows << ": " << s;
+          }
+        }
+}
+
+TEST(RmsNormConfig, ChoicesAtKeyShapes) {
+  // 16384 x 4096 bf16 forward: 128 threads x 4 vectors of 8 = one row, two rows per block.
+  LaunchConfig f = RmsNormDefaultConfig(false, 16384, 4096, DType::kBFloat16, true, 132);
+  EXPECT_EQ(f.threads_per_row, 128);
+  EXPECT_EQ(f.iters, 4);
+  EXPECT_EQ(f.rows_per_block, 2);
+  EXPECT_EQ(RmsNormKernelName(false, f), "rms_norm_fwd_i4_v");
+  // Backward: 256 threads x 2 vectors, 512-thread blocks.
+  LaunchConfig b = RmsNormDefaultConfig(true, 16384, 4096, DType::kBFloat16, true, 132);
+  EXPECT_EQ(b.threads_per_row, 256);
+  EXPECT_EQ(b.iters, 2);
+  EXPECT_EQ(b.rows_per_block, 2);
+  // Non-power-of-two hidden size with no padding: 5120 = 160 threads x 4 x 8.
+  LaunchConfig g = RmsNormDefaultConfig(false, 4096, 5120, DType::kBFloat16, true, 132);
+  EXPECT_EQ(g.threads_per_row, 160);
+  EXPECT_EQ(g.iters, 4);
+  // Past what registers hold: the streaming kernel.
+  LaunchConfig l = RmsNormDefaultConfig(false, 8, 1 << 20, DType::kBFloat16, true, 132);
+  EXPECT_EQ(l.iters, 0);
+  EXPECT_EQ(RmsNormKernelName(false, l), "rms_norm_fwd_loop_v");
+  // Tiny rows: several rows share a warp.
+  LaunchConfig t = RmsNormDefaultConfig(false, 100000, 64, DType::kBFloat16, true, 132);
+  EXPECT_EQ(t.threads_per_row, 2);
+  EXPECT_EQ(t.threads_per_row * t.rows_per_block % 32, 0);
+}
+
+TEST(RmsNormConfig, BadTunedConfigsAreRejected) {
+  LaunchConfig c = RmsNormDefaultConfig(false, 16, 4096, DType::kBFloat16, true, 132);
+  ASSERT_TRUE(RmsNormCheckConfig(false, c, 4096, DType::kBFloat16, true).ok());
+  EXPECT_FALSE(RmsNormCheckConfig(false, c, 4096, DType::kBFloat16, false).ok()) << "unaligned";
+  LaunchConfig small = c;
+  small.iters = 1;
+  EXPECT_FALSE(RmsNormCheckConfig(false, small, 4096, DType::kBFloat16, true).ok()) << "capacity";
+  LaunchConfig odd = c;
+  odd.threads_per_row = 48;
+  EXPECT_FALSE(RmsNormCheckConfig(false, odd, 4096, DType::kBFloat16, true).ok()) << "tpr";
+  LaunchConfig big = c;
+  big.threads_per_row = 512;
+  big.rows_per_block = 4;
+  EXPECT_FALSE(RmsNormCheckConfig(false, big, 4096, DType::kBFloat16, true).ok()) << "block";
+  LaunchConfig bwd = RmsNormDefaultConfig(true, 16, 4096, DType::kBFloat16, true, 132);
+  bwd.iters = 3;
+  bwd.threads_per_row = 1024;
+  bwd.rows_per_block = 1;
+  EXPECT_FALSE(RmsNormCheckConfig(true, bwd, 4096, DType::kBFloat16, true).ok())
+      << "i3 backward kernels are bounded to 512 threads";
+  bwd.iters = 5;
+  bwd.threads_per_row = 128;
+  EXPECT_FALSE(RmsNormCheckConfig(true, bwd, 4096, DType::kBFloat16, true).ok()) << "no i5 bwd";
+}
+
+}  // namespace
+}  // namespace ligerd::kernels

@@ -1,0 +1,79 @@
+// Helpers for the kernels tests: temporary directories and a fake compiler.
+#pragma once
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "kernels/jit/compile_request.h"
+
+namespace ligerd::kernels::testing {
+
+// A fresh private directory removed at scope exit.
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "ligerd_kernels_test.XXXXXX").string();
+    path_ = ::mkdtemp(tmpl.data());
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// Compiles nothing: the "image" is derived from the request. Counts calls, can be slow (to widen
+// races) and can append one line per compile to a log file shared by processes.
+class FakeCompiler : public Compiler {
+ public:
+  explicit FakeCompiler(std::string version = "fake-1") : version_(std::move(version)) {}
+  std::string VersionTag() const override { return version_; }
+  absl::StatusOr<CompiledModule> Compile(const CompileRequest& r) const override {
+    calls.fetch_add(1);
+    if (delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+    if (!log_path.empty()) {
+      int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+      std::string line = r.op + " " + r.variant + " " + std::to_string(::getpid()) + "\n";
+      if (fd >= 0) {
+        (void)!::write(fd, line.data(), line.size());  // O_APPEND: one atomic line per compile
+        ::close(fd);
+      }
+    }
+    if (fail) return absl::InternalError("fake compile error: line 1: oops");
+    CompiledModule m;
+    m.kind = BinaryKind::kCubin;
+    m.image = "IMAGE:" + r.op + ":" + r.variant + ":" + r.arch + ":" + std::string(r.main.text);
+    return m;
+  }
+  mutable std::atomic<int> calls{0};
+  int delay_ms = 0;
+  bool fail = false;
+  std::string log_path;
+
+ private:
+  std::string version_;
+};
+
+inline CompileRequest SampleRequest() {
+  CompileRequest r;
+  r.op = "test_op";
+  r.variant = "xbf16.llama";
+  r.main = {"kernels/ops/test.cuh", "extern \"C\" __global__ void k() {}"};
+  r.headers = {{"kernels/ops/common.cuh", "// common"}};
+  r.options = {"--std=c++17", "-DLIGERD_XT=float"};
+  r.arch = "sm_90";
+  return r;
+}
+
+}  // namespace ligerd::kernels::testing
