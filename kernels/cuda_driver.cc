@@ -39,20 +39,22 @@ absl::StatusOr<const DriverApi*> LoadDriver() {
   }
   auto* api = new DriverApi();  // leaked on purpose: lives for the process
   CUdriverProcAddressQueryResult found;
-#define LIGERD_DRIVER_FN(name)                                                                 \
+#define LIGERD_DRIVER_FN_V(name, version)                                                                 \
   {                                                                                            \
     void* fn = nullptr;                                                                        \
-    CUresult r = get_proc(#name, &fn, CUDA_VERSION, CU_GET_PROC_ADDRESS_DEFAULT, &found);      \
+    CUresult r = get_proc(#name, &fn, version, CU_GET_PROC_ADDRESS_DEFAULT, &found);      \
     if (r != CUDA_SUCCESS || fn == nullptr || found != CU_GET_PROC_ADDRESS_SUCCESS) {          \
       delete api;                                                                              \
       return absl::FailedPreconditionError(absl::StrCat(                                       \
-          "CUDA driver at ", path, " has no usable ", #name, " for CUDA ", CUDA_VERSION,       \
+          "CUDA driver at ", path, " has no usable ", #name, " for CUDA ", version,       \
           " (query result ", static_cast<int>(found), "); update the NVIDIA driver"));         \
     }                                                                                          \
     api->name = reinterpret_cast<decltype(api->name)>(fn);                                    \
   }
+#define LIGERD_DRIVER_FN(name) LIGERD_DRIVER_FN_V(name, CUDA_VERSION)
 #include "kernels/cuda_driver_functions.inc"
 #undef LIGERD_DRIVER_FN
+#undef LIGERD_DRIVER_FN_V
   CUresult r = api->cuInit(0);
   if (r != CUDA_SUCCESS) {
     absl::Status s = FormatCuError(api, r, "cuInit(0)", __FILE__, __LINE__);

@@ -19,7 +19,9 @@ namespace ligerd::kernels {
 // One pointer per driver function we use; typed from cuda.h's own declarations.
 struct DriverApi {
 #define LIGERD_DRIVER_FN(name) decltype(&::name) name = nullptr;
+#define LIGERD_DRIVER_FN_V(name, version) LIGERD_DRIVER_FN(name)
 #include "kernels/cuda_driver_functions.inc"
+#undef LIGERD_DRIVER_FN_V
 #undef LIGERD_DRIVER_FN
   int driver_version = 0;  // cuDriverGetVersion, e.g. 13000
 };
