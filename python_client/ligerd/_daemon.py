@@ -75,14 +75,14 @@ class DaemonHandle:
             raise DaemonUnavailableError(
                 f"ligerd at {self.socket_path} is {_health.STATUS_NAMES.get(status, status)}, not SERVING")
 
-    def stop(self) -> None:
-        """Stop a private daemon (SIGTERM, then SIGKILL after 2 s) and remove its directory.
+    def stop(self, grace: float = STOP_TIMEOUT_S) -> None:
+        """Stop a private daemon (SIGTERM, then SIGKILL after ``grace`` s) and remove its directory.
         A daemon found on a socket is not ours: it is left alone."""
         if self._stopped:
             return
         self._stopped = True
         if self.proc is not None:
-            _terminate(self.proc)
+            _terminate(self.proc, grace)
         if self.private_dir:
             shutil.rmtree(self.private_dir, ignore_errors=True)
 
@@ -95,12 +95,12 @@ class DaemonHandle:
         return f"DaemonHandle({self.describe()})"
 
 
-def _terminate(proc: subprocess.Popen) -> None:
+def _terminate(proc: subprocess.Popen, grace: float = STOP_TIMEOUT_S) -> None:
     if proc.poll() is not None:
         return
     try:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=STOP_TIMEOUT_S)
+        proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:
         proc.kill()
         try:
@@ -205,7 +205,7 @@ def start_private(binary: str, timeout: float = START_TIMEOUT_S,
         return handle
     exited = proc.poll()
     tail = _log_tail(private_dir)
-    handle.stop()
+    handle.stop(grace=0.2)  # it already failed us: do not spend another 2 s on a polite exit
     if exited is not None:
         why = f"exited with status {exited} before serving"
     elif status is None:

@@ -72,13 +72,13 @@ STATUS_NAMES = {
     DATA_LOSS: "DATA_LOSS", UNAUTHENTICATED: "UNAUTHENTICATED",
 }
 
-# Which Python class a status code becomes. Input problems are ValueErrors (OpInputError), the
-# daemon being gone is DaemonUnavailableError, everything else (compile failures, launch failures,
-# out of memory, internal bugs) is KernelError.
+# Which Python class a status code becomes. Input problems (INVALID_ARGUMENT, OUT_OF_RANGE) are
+# ValueErrors (OpInputError), the daemon being gone is DaemonUnavailableError, everything else
+# (no driver or context: FAILED_PRECONDITION; compile or launch failures, out of memory,
+# internal bugs) is KernelError.
 _CLASS_FOR_CODE = {
     INVALID_ARGUMENT: OpInputError,
     OUT_OF_RANGE: OpInputError,
-    FAILED_PRECONDITION: OpInputError,
     UNAVAILABLE: DaemonUnavailableError,
     DEADLINE_EXCEEDED: DaemonUnavailableError,
     UNIMPLEMENTED: DispatchUnavailableError,

@@ -29,16 +29,20 @@ def default_socket_path(env: Optional[Mapping[str, str]] = None, uid: Optional[i
     return Path(f"/tmp/ligerd-{uid}") / "ligerd.sock"
 
 
-def cache_dir(env: Optional[Mapping[str, str]] = None, home: Optional[str] = None) -> Path:
-    """``$LIGERD_CACHE_DIR``, else ``$XDG_CACHE_HOME/ligerd``, else ``~/.cache/ligerd``."""
+def cache_dir(env: Optional[Mapping[str, str]] = None, uid: Optional[int] = None) -> Path:
+    """``$LIGERD_CACHE_DIR``, else ``$XDG_CACHE_HOME/ligerd``, else ``$HOME/.cache/ligerd``, else
+    ``/tmp/ligerd-<uid>/cache`` (the daemon's default, client/default_paths.cc, so both share it)."""
     explicit = _env(env, "LIGERD_CACHE_DIR")
     if explicit:
         return Path(explicit).expanduser()
     xdg = _env(env, "XDG_CACHE_HOME")
     if xdg:
         return Path(xdg) / "ligerd"
-    home = home if home is not None else os.path.expanduser("~")
-    return Path(home) / ".cache" / "ligerd"
+    home = _env(env, "HOME")
+    if home:
+        return Path(home) / ".cache" / "ligerd"
+    uid = os.getuid() if uid is None else uid
+    return Path(f"/tmp/ligerd-{uid}") / "cache"
 
 
 def package_dir() -> Path:

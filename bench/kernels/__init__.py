@@ -1,0 +1,1 @@
+"""Benchmark row families, one module per op."""

@@ -1,0 +1,261 @@
+// ligerd._C: the LibTorch extension behind the Python package.
+//
+// Local dispatch: ops run in this process on torch's tensors through the same executor library
+// (kernels/executor.h) that the daemon uses, on torch's current CUDA stream, with scratch memory
+// from torch's caching allocator. Later (issue 3, step 3) this module also holds the ring writer,
+// buffer registration and stream flags for remote dispatch.
+//
+// Errors: an absl::Status from the executor becomes the matching ligerd.LigerdError subclass; the
+// code -> class table lives in Python (ligerd/_errors.py: error_from_status) so that errors coming
+// from the daemon map through the same table.
+
+#include <torch/extension.h>
+
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <cuda.h>
+#include <cuda_runtime_api.h>
+
+#include <array>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/executor.h"
+#include "kernels/tensor_view.h"
+
+namespace py = pybind11;
+namespace lk = ligerd::kernels;
+
+namespace {
+
+constexpr int kMaxDevices = 64;
+
+// Raises the Python exception for a non-OK status (with the GIL held).
+[[noreturn]] void RaiseStatus(const absl::Status& status, const std::string& op) {
+  py::object errors = py::module_::import("ligerd._errors");
+  py::object exc = errors.attr("error_from_status")(static_cast<int>(status.code()),
+                                                    std::string(status.message()), op);
+  PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc.ptr())), exc.ptr());
+  throw py::error_already_set();
+}
+
+// Process-wide state. Deliberately leaked: destroying executors (CUDA modules) during interpreter
+// teardown, after the CUDA runtime may already be gone, would crash at exit.
+struct State {
+  std::mutex mu;
+  std::string cache_dir;
+  std::array<std::unique_ptr<lk::Executor>, kMaxDevices> executors;
+};
+
+State& state() {
+  static State* s = new State;
+  return *s;
+}
+
+// The executor needs a current CUDA context for the device. torch uses the primary context but
+// only binds it to a thread when the runtime needs it, and c10's device guard skips
+// cudaSetDevice when the device index already matches, so a fresh thread (an autograd worker, a
+// DataLoader thread) can have none. cudaSetDevice (CUDA >= 12) makes the primary context current
+// on this thread; it is a cheap thread-local check when it already is. Using torch's runtime
+// here, not the driver API, keeps this module free of a libcuda link (the kernels library loads
+// the driver itself), so it imports on machines without a GPU driver.
+absl::Status EnsureContext(int device) {
+  const cudaError_t e = cudaSetDevice(device);
+  if (e != cudaSuccess) {
+    return absl::FailedPreconditionError(absl::StrCat("cannot make CUDA device ", device,
+                                                      " current: ", cudaGetErrorString(e)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<lk::Executor*> GetExecutor(int device) {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (s.executors[device]) return s.executors[device].get();
+  lk::ExecutorOptions options;
+  options.cache_dir = s.cache_dir;
+  options.device = device;
+  auto created = lk::Executor::Create(options);
+  if (!created.ok()) return created.status();
+  s.executors[device] = std::move(created).value();
+  return s.executors[device].get();
+}
+
+absl::StatusOr<lk::DType> ToDType(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return lk::DType::kFloat32;
+    case at::kHalf: return lk::DType::kFloat16;
+    case at::kBFloat16: return lk::DType::kBFloat16;
+    case at::kInt: return lk::DType::kInt32;
+    case at::kLong: return lk::DType::kInt64;
+    default: return absl::InvalidArgumentError(absl::StrCat("unsupported dtype ", c10::toString(t)));
+  }
+}
+
+// Converts the positional tensor list; all present tensors must be CUDA tensors on one device.
+// Returns that device (or -1 if no tensor is present).
+absl::StatusOr<int> ToViews(const std::vector<std::optional<at::Tensor>>& tensors,
+                            std::vector<lk::TensorView>& views) {
+  int device = -1;
+  views.resize(tensors.size());
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    lk::TensorView& v = views[i];
+    if (!tensors[i].has_value() || !tensors[i]->defined()) continue;  // optional, absent
+    const at::Tensor& t = *tensors[i];
+    const std::string which = absl::StrCat("tensor #", i);
+    if (!t.is_cuda()) {
+      return absl::InvalidArgumentError(absl::StrCat(which, " is on ", t.device().str(),
+                                                     "; ligerd ops take CUDA tensors"));
+    }
+    if (t.dim() > lk::kMaxDims) {
+      return absl::InvalidArgumentError(absl::StrCat(which, " has ", t.dim(), " dimensions; at most ",
+                                                     lk::kMaxDims, " are supported"));
+    }
+    const int d = t.get_device();
+    if (device == -1) {
+      device = d;
+    } else if (d != device) {
+      return absl::InvalidArgumentError(absl::StrCat(which, " is on cuda:", d,
+                                                     " but an earlier tensor is on cuda:", device));
+    }
+    auto dtype = ToDType(t.scalar_type());
+    if (!dtype.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(which, ": ", dtype.status().message()));
+    }
+    v.dtype = *dtype;
+    v.ndim = static_cast<int32_t>(t.dim());
+    for (int k = 0; k < v.ndim; ++k) {
+      v.sizes[k] = t.size(k);
+      v.strides[k] = t.stride(k);
+    }
+    v.device = d;
+    // A present tensor with no elements still needs a non-null pointer to count as present.
+    v.data = t.numel() > 0 ? t.data_ptr() : reinterpret_cast<void*>(alignof(std::max_align_t));
+  }
+  if (device >= kMaxDevices) {
+    return absl::InvalidArgumentError(absl::StrCat("device cuda:", device, " is beyond the ",
+                                                   kMaxDevices, " devices ligerd supports"));
+  }
+  return device;
+}
+
+void SetCacheDir(const std::string& dir) {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  s.cache_dir = dir;
+}
+
+std::string GetCacheDir() {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  return s.cache_dir;
+}
+
+// Runs `op` on the current stream of the tensors' device, asynchronously (like a kernel launch).
+void Launch(const std::string& op, const std::vector<std::optional<at::Tensor>>& tensors,
+            const std::vector<double>& scalars) {
+  std::vector<lk::TensorView> views;
+  auto device_or = ToViews(tensors, views);
+  if (!device_or.ok()) RaiseStatus(device_or.status(), op);
+  const int device = *device_or;
+  if (device < 0) {
+    RaiseStatus(absl::InvalidArgumentError("no CUDA tensor given, so no device to run on"), op);
+  }
+  c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
+  const CUstream stream =
+      reinterpret_cast<CUstream>(at::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(device)).stream());
+  absl::Status status;
+  {
+    // The first launch of a kernel variant may JIT-compile it (NVRTC, up to seconds): let other
+    // Python threads run meanwhile. Nothing below touches Python objects.
+    py::gil_scoped_release no_gil;
+    status = EnsureContext(device);
+    lk::Executor* executor = nullptr;
+    if (status.ok()) {
+      auto ex = GetExecutor(device);
+      if (ex.ok()) executor = *ex; else status = ex.status();
+    }
+    size_t workspace_bytes = 0;
+    if (status.ok()) {
+      auto ws = executor->WorkspaceBytes(op, views, scalars);
+      if (ws.ok()) workspace_bytes = *ws; else status = ws.status();
+    }
+    if (status.ok()) {
+      // Scratch from torch's caching allocator, on this stream: freed (returned to the cache) when
+      // `workspace` goes out of scope, which is safe because later users of the block are ordered
+      // after this launch on the same stream.
+      at::Tensor workspace;
+      void* ws_ptr = nullptr;
+      if (workspace_bytes > 0) {
+        workspace = at::empty({static_cast<int64_t>(workspace_bytes)},
+                              at::TensorOptions().dtype(at::kByte).device(at::kCUDA, device));
+        ws_ptr = workspace.data_ptr();
+      }
+      status = executor->Launch(op, views, scalars, ws_ptr, workspace_bytes, stream);
+    }
+  }
+  if (!status.ok()) RaiseStatus(status, op);
+}
+
+// Bytes of scratch `op` would get for these arguments (for tests and memory accounting).
+size_t WorkspaceBytes(const std::string& op, const std::vector<std::optional<at::Tensor>>& tensors,
+                      const std::vector<double>& scalars) {
+  std::vector<lk::TensorView> views;
+  auto device_or = ToViews(tensors, views);
+  if (!device_or.ok()) RaiseStatus(device_or.status(), op);
+  const int device = *device_or;
+  if (device < 0) RaiseStatus(absl::InvalidArgumentError("no CUDA tensor given"), op);
+  c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
+  absl::StatusOr<size_t> result;
+  {
+    py::gil_scoped_release no_gil;
+    absl::Status st = EnsureContext(device);
+    if (!st.ok()) {
+      result = st;
+    } else {
+      auto ex = GetExecutor(device);
+      result = ex.ok() ? (*ex)->WorkspaceBytes(op, views, scalars) : absl::StatusOr<size_t>(ex.status());
+    }
+  }
+  if (!result.ok()) RaiseStatus(result.status(), op);
+  return *result;
+}
+
+// Creates the device's executor now (loads the driver, opens the cache), to surface setup
+// errors early rather than at the first op.
+void InitDevice(int device) {
+  if (device < 0 || device >= kMaxDevices) {
+    RaiseStatus(absl::InvalidArgumentError(absl::StrCat("bad device ordinal ", device)), "init");
+  }
+  c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
+  absl::Status st;
+  {
+    py::gil_scoped_release no_gil;
+    st = EnsureContext(device);
+    if (st.ok()) st = GetExecutor(device).status();
+  }
+  if (!st.ok()) RaiseStatus(st, "init");
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "ligerd local executor (LibTorch extension)";
+  m.def("set_cache_dir", &SetCacheDir, py::arg("path"),
+        "Directory of the shared NVRTC JIT cache; takes effect for executors created afterwards.");
+  m.def("cache_dir", &GetCacheDir);
+  m.def("launch", &Launch, py::arg("op"), py::arg("tensors"), py::arg("scalars"),
+        "Run a catalogue op on torch's current stream. tensors: positional, None for an absent "
+        "optional tensor; scalars: positional floats.");
+  m.def("workspace_bytes", &WorkspaceBytes, py::arg("op"), py::arg("tensors"), py::arg("scalars"));
+  m.def("init_device", &InitDevice, py::arg("device"));
+  m.attr("max_devices") = kMaxDevices;
+#ifdef LIGERD_VERSION
+  m.attr("version") = LIGERD_VERSION;
+#endif
+}

@@ -1,0 +1,8 @@
+"""Torch custom ops (``torch.ops.ligerd.*``) with autograd and fake kernels.
+
+Importing this package registers the ops (it imports torch). One submodule per op family:
+``ligerd.ops.rms_norm`` (``rms_norm()`` is its public entry point)."""
+
+from ligerd.ops import rms_norm  # noqa: F401  (module; registers ligerd::rms_norm_*)
+
+__all__ = ["rms_norm"]

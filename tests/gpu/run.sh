@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# One command on the GPU machine, from the repository root (with .device taken along):
+#
+#   source .device/env.sh && bash tests/gpu/run.sh
+#
+# Builds (CMake, Release, into $LIGERD_BUILD, default /tmp/b) with the Python extension, runs
+# ctest (the CPU suites), precompiles every kernel variant for this GPU into the shared JIT cache,
+# checks that `pip install` of python_client works (non-fatal), runs the CPU and GPU pytest suites
+# against the built package (<build>/python on PYTHONPATH), then the kernel benchmark. Logs,
+# JUnit XML, CSV, JSON and PNG go under $OUT (default ./out); a short table is printed last.
+#
+# Knobs: LIGERD_BUILD, OUT, PYTHON (default python3), JOBS (default nproc),
+#        SKIP_CTEST=1, SKIP_PIP=1, SKIP_PYTEST_CPU=1, SKIP_BENCH=1, BENCH_ARGS="--quick",
+#        CMAKE_ARGS (extra configure arguments).
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$ROOT"
+OUT=${OUT:-$ROOT/out}
+OUT=$(mkdir -p "$OUT" && cd "$OUT" && pwd)
+BUILD=${LIGERD_BUILD:-/tmp/b}
+PY=$(command -v "${PYTHON:-python3}")
+JOBS=${JOBS:-$(nproc)}
+export LIGERD_CACHE_DIR=${LIGERD_CACHE_DIR:-/tmp/ligerd-cache}
+T_START=$(date +%s)
+
+if [[ ":${CMAKE_PREFIX_PATH:-}:" != *":/opt/devdeps/usr:"* && -f .device/env.sh ]]; then
+  echo "run.sh: sourcing .device/env.sh"
+  # shellcheck disable=SC1091
+  source .device/env.sh
+fi
+
+declare -a STEP_NAMES STEP_STATUS STEP_SECS STEP_NOTE
+FAILED=0
+
+# step NAME REQUIRED(1|0) CMD...: runs CMD with output in $OUT/NAME.log, records status and time.
+step() {
+  local name=$1 required=$2; shift 2
+  local t0=$(date +%s) rc
+  echo "== $name: $*"
+  "$@" > "$OUT/$name.log" 2>&1
+  rc=$?
+  local secs=$(( $(date +%s) - t0 ))
+  local status=ok
+  if [[ $rc -ne 0 ]]; then
+    if [[ $required == 1 ]]; then status="FAILED($rc)"; FAILED=1; else status="failed($rc), non-fatal"; fi
+    echo "   -> $status after ${secs}s; last lines of $OUT/$name.log:"
+    tail -n 25 "$OUT/$name.log" | sed 's/^/   | /'
+  fi
+  STEP_NAMES+=("$name"); STEP_STATUS+=("$status"); STEP_SECS+=("$secs")
+  STEP_NOTE+=("$(grep -E 'tests passed|passed|failed|error|compiled|variants' "$OUT/$name.log" 2>/dev/null | tail -n 1 | cut -c1-90)")
+  return $rc
+}
+
+skip() { STEP_NAMES+=("$1"); STEP_STATUS+=("skipped"); STEP_SECS+=("0"); STEP_NOTE+=("$2"); }
+
+{ nvidia-smi || true; } > "$OUT/nvidia-smi.txt" 2>&1
+"$PY" - > "$OUT/env.txt" 2>&1 <<'EOF'
+import platform, sys
+print("python", sys.version.replace("\n", " "))
+try:
+    import torch
+    print("torch", torch.__version__, "cuda", torch.version.cuda, "gpus", torch.cuda.device_count())
+    if torch.cuda.is_available():
+        print("device", torch.cuda.get_device_name(0), torch.cuda.get_device_capability(0))
+except Exception as e:
+    print("torch: not importable:", e)
+EOF
+cat "$OUT/env.txt"
+
+# 1. configure + build (everything, including the ligerd_python target)
+step configure 1 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DLIGERD_BUILD_PYTHON=ON "-DPython3_EXECUTABLE=$PY" ${CMAKE_ARGS:-} || true
+if [[ $FAILED == 0 ]]; then
+  step build 1 cmake --build "$BUILD" -j "$JOBS" || true
+fi
+if [[ $FAILED != 0 ]]; then
+  echo "run.sh: the build failed; see $OUT/configure.log and $OUT/build.log"
+fi
+LIGERD_DAEMON_BIN=$(find "$BUILD" -maxdepth 3 -type f -name ligerd -perm -u+x 2>/dev/null | head -n 1)
+
+# 2. precompile every kernel variant for this GPU (in the background, while ctest runs)
+ARCH=$("$PY" -c 'import torch; c = torch.cuda.get_device_capability(0); print(f"sm_{c[0]}{c[1]}")' 2>/dev/null || echo sm_90)
+PRE_PID=
+if [[ $FAILED == 0 && -n "$LIGERD_DAEMON_BIN" ]]; then
+  ( step_t0=$(date +%s)
+    "$LIGERD_DAEMON_BIN" --precompile_arch="$ARCH" --cache_dir="$LIGERD_CACHE_DIR" > "$OUT/precompile.log" 2>&1
+    echo $? > "$OUT/precompile.rc"; echo $(( $(date +%s) - step_t0 )) > "$OUT/precompile.secs" ) &
+  PRE_PID=$!
+fi
+
+# 3. ctest (CPU suites)
+if [[ $FAILED == 0 && "${SKIP_CTEST:-0}" != 1 ]]; then
+  step ctest 1 ctest --test-dir "$BUILD" -j 8 --output-on-failure --timeout 300 || true
+else
+  skip ctest "${SKIP_CTEST:+SKIP_CTEST=1}"
+fi
+
+if [[ -n "$PRE_PID" ]]; then
+  wait "$PRE_PID"
+  rc=$(cat "$OUT/precompile.rc" 2>/dev/null || echo 1)
+  STEP_NAMES+=("precompile-$ARCH"); STEP_SECS+=("$(cat "$OUT/precompile.secs" 2>/dev/null || echo ?)")
+  STEP_NOTE+=("$(tail -n 1 "$OUT/precompile.log" | cut -c1-90)")
+  if [[ $rc == 0 ]]; then STEP_STATUS+=("ok"); else STEP_STATUS+=("failed($rc), non-fatal"); tail -n 20 "$OUT/precompile.log"; fi
+elif [[ $FAILED == 0 ]]; then
+  skip "precompile" "no ligerd binary under $BUILD"
+fi
+
+# 4. pip install path (reuses the build directory; into a scratch --target, non-fatal)
+if [[ $FAILED == 0 && "${SKIP_PIP:-0}" != 1 ]]; then
+  rm -rf /tmp/ligerd-pip
+  step pip-install 0 env LIGERD_CMAKE_BUILD_DIR="$BUILD" "$PY" -m pip install --no-build-isolation \
+    --no-deps --no-index --target /tmp/ligerd-pip ./python_client || true
+  if [[ -d /tmp/ligerd-pip/ligerd ]]; then
+    step pip-import 0 env PYTHONPATH=/tmp/ligerd-pip "$PY" -c \
+      'import torch, ligerd, ligerd._C as c; print("ligerd", ligerd.__version__, "from", ligerd.__file__, "_C", c.__file__)' || true
+  fi
+else
+  skip pip-install ""
+fi
+
+export PYTHONPATH="$BUILD/python${PYTHONPATH:+:$PYTHONPATH}"
+[[ -n "$LIGERD_DAEMON_BIN" ]] && export LIGERD_BIN="$LIGERD_DAEMON_BIN"
+
+# 5. pytest: CPU suite (package logic, with the built extension) and the GPU suite
+if [[ $FAILED == 0 && "${SKIP_PYTEST_CPU:-0}" != 1 ]]; then
+  step pytest-cpu 1 env LIGERD_BUILD_DIR="$BUILD" "$PY" -m pytest tests/python -q -ra -p no:cacheprovider \
+    --junitxml="$OUT/pytest-cpu.xml" || true
+else
+  skip pytest-cpu ""
+fi
+if [[ $FAILED == 0 || -f "$BUILD/python/ligerd/__init__.py" ]]; then
+  step pytest-gpu 1 timeout 420 "$PY" -m pytest tests/gpu -q -ra -p no:cacheprovider \
+    --junitxml="$OUT/pytest-gpu.xml" || true
+fi
+
+# 6. benchmark
+if [[ "${SKIP_BENCH:-0}" != 1 && -f "$BUILD/python/ligerd/__init__.py" ]]; then
+  # shellcheck disable=SC2086
+  step bench 0 timeout 420 "$PY" bench/run_kernels.py --out "$OUT/bench" ${BENCH_ARGS:-} || true
+else
+  skip bench ""
+fi
+
+echo
+echo "== ligerd GPU run: $(( $(date +%s) - T_START )) s in all; logs in $OUT"
+printf '%-18s %-22s %6s  %s\n' step status seconds detail
+for i in "${!STEP_NAMES[@]}"; do
+  printf '%-18s %-22s %6s  %s\n' "${STEP_NAMES[$i]}" "${STEP_STATUS[$i]}" "${STEP_SECS[$i]}" "${STEP_NOTE[$i]}"
+done
+if [[ -f "$OUT/bench/summary.txt" ]]; then
+  echo
+  cat "$OUT/bench/summary.txt"
+fi
+exit $FAILED
