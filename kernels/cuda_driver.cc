@@ -39,22 +39,26 @@ absl::StatusOr<const DriverApi*> LoadDriver() {
   }
   auto* api = new DriverApi();  // leaked on purpose: lives for the process
   CUdriverProcAddressQueryResult found;
-#define LIGERD_DRIVER_FN_V(name, version)                                                                 \
+// `symbol` is stringified by the outer macros before cuda.h's #defines (cuMemAlloc ->
+// cuMemAlloc_v2) can rename it: cuGetProcAddress wants the un-suffixed name.
+#define LIGERD_LOAD_DRIVER_FN(symbol, member, version)                                          \
   {                                                                                            \
     void* fn = nullptr;                                                                        \
-    CUresult r = get_proc(#name, &fn, version, CU_GET_PROC_ADDRESS_DEFAULT, &found);      \
+    CUresult r = get_proc(symbol, &fn, version, CU_GET_PROC_ADDRESS_DEFAULT, &found);          \
     if (r != CUDA_SUCCESS || fn == nullptr || found != CU_GET_PROC_ADDRESS_SUCCESS) {          \
       delete api;                                                                              \
       return absl::FailedPreconditionError(absl::StrCat(                                       \
-          "CUDA driver at ", path, " has no usable ", #name, " for CUDA ", version,       \
+          "CUDA driver at ", path, " has no usable ", symbol, " for CUDA ", version,           \
           " (query result ", static_cast<int>(found), "); update the NVIDIA driver"));         \
     }                                                                                          \
-    api->name = reinterpret_cast<decltype(api->name)>(fn);                                    \
+    api->member = reinterpret_cast<decltype(api->member)>(fn);                                 \
   }
-#define LIGERD_DRIVER_FN(name) LIGERD_DRIVER_FN_V(name, CUDA_VERSION)
+#define LIGERD_DRIVER_FN(name) LIGERD_LOAD_DRIVER_FN(#name, name, CUDA_VERSION)
+#define LIGERD_DRIVER_FN_V(name, version) LIGERD_LOAD_DRIVER_FN(#name, name, version)
 #include "kernels/cuda_driver_functions.inc"
 #undef LIGERD_DRIVER_FN
 #undef LIGERD_DRIVER_FN_V
+#undef LIGERD_LOAD_DRIVER_FN
   CUresult r = api->cuInit(0);
   if (r != CUDA_SUCCESS) {
     absl::Status s = FormatCuError(api, r, "cuInit(0)", __FILE__, __LINE__);

@@ -91,7 +91,7 @@ fi
 
 # 3. ctest (CPU suites)
 if [[ $FAILED == 0 && "${SKIP_CTEST:-0}" != 1 ]]; then
-  step ctest 1 ctest --test-dir "$BUILD" -j 8 --output-on-failure --timeout 300 || true
+  step ctest 1 ctest --test-dir "$BUILD" -j 8 --output-on-failure --timeout 150 || true
 else
   skip ctest "${SKIP_CTEST:+SKIP_CTEST=1}"
 fi

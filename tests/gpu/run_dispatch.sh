@@ -16,4 +16,4 @@ mkdir -p /tmp/ligerd-no-mps
 CUDA_MPS_PIPE_DIRECTORY=/tmp/ligerd-no-mps timeout 120 "$bench" "$ligerd" "$CACHE" "$CSV" no-mps
 bash "$(dirname "$0")/../../.device/with-mps.sh" timeout 120 "$bench" "$ligerd" "$CACHE" "$CSV" mps
 echo "== dispatch overhead (us): $CSV"
-column -t -s, "$CSV"
+cat "$CSV"
