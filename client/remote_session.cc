@@ -145,8 +145,11 @@ absl::StatusOr<uint64_t> RemoteSession::BufferFor(const kernels::TensorView& t, 
   request.set_ipc_handle(std::string(reinterpret_cast<const char*>(&handle), sizeof(handle)));
   request.set_size_bytes(size);
   request.set_device(static_cast<uint32_t>(options_.device));
+  request.set_client_base(base);
   v1::RegisterBufferResponse response;
   LIGERD_RETURN_IF_ERROR(FromGrpc(sessions_->RegisterBuffer(&context, request, &response), "RegisterBuffer"));
+  // Entries overlapping this range belong to freed allocations (the daemon drops them too).
+  absl::erase_if(buffers_, [&](const auto& e) { return e.second.base < base + size && base < e.second.base + e.second.size; });
   buffers_[buffer_id] = {base, size};
   *byte_offset = ptr - base;
   return buffer_id;

@@ -63,7 +63,7 @@ grpc::ServerUnaryReactor* SessionsService::RegisterBuffer(grpc::CallbackServerCo
         auto session = registry_->Authenticate(req.session_id(), req.token(), *peer);
         if (!session.ok()) return session.status();
         return (*session)->buffers().Register(req.buffer_id(), req.ipc_handle(), req.size_bytes(),
-                                              static_cast<int>(req.device()));
+                                              static_cast<int>(req.device()), req.client_base());
       });
 }
 

@@ -2,12 +2,14 @@
 
 #include <algorithm>
 
+#include "absl/container/flat_hash_map.h"
+
 #include "absl/strings/str_cat.h"
 
 namespace ligerd::dataplane {
 
 absl::Status BufferRegistry::Register(uint64_t buffer_id, const std::string& ipc_handle,
-                                      uint64_t size_bytes, int device) {
+                                      uint64_t size_bytes, int device, uint64_t client_base) {
   if (buffer_id == 0) return absl::InvalidArgumentError("RegisterBuffer: buffer_id 0 is reserved for 'no tensor'");
   if (ipc_handle.size() != kIpcHandleBytes) {
     return absl::InvalidArgumentError(absl::StrCat("RegisterBuffer: ipc_handle is ", ipc_handle.size(),
@@ -22,6 +24,15 @@ absl::Status BufferRegistry::Register(uint64_t buffer_id, const std::string& ipc
     absl::MutexLock lock(&mu_);
     if (buffers_.contains(buffer_id)) {
       return absl::AlreadyExistsError(absl::StrCat("RegisterBuffer: buffer ", buffer_id, " is already registered"));
+    }
+    if (client_base != 0) {
+      // An address range is reused only after its allocation was freed, so overlapping entries
+      // are stale; CUDA refuses to map the new allocation while the old mapping is open.
+      absl::erase_if(buffers_, [&](const auto& entry) {
+        const BufferRef& old = entry.second;
+        return old.client_base != 0 && old.client_base < client_base + size_bytes &&
+               client_base < old.client_base + old.size_bytes;
+      });
     }
     if (buffers_.size() >= max_buffers_) {
       return absl::ResourceExhaustedError(absl::StrCat("RegisterBuffer: this session already has ", max_buffers_,
@@ -39,7 +50,7 @@ absl::Status BufferRegistry::Register(uint64_t buffer_id, const std::string& ipc
     return absl::InvalidArgumentError(absl::StrCat("RegisterBuffer: buffer ", buffer_id, " claims ", size_bytes,
                                                    " bytes but the allocation has ", (*mapping)->size_bytes()));
   }
-  BufferRef ref{std::shared_ptr<const IpcMapping>(std::move(*mapping)), size_bytes};
+  BufferRef ref{std::shared_ptr<const IpcMapping>(std::move(*mapping)), size_bytes, client_base};
   absl::MutexLock lock(&mu_);
   if (!buffers_.try_emplace(buffer_id, std::move(ref)).second) {
     return absl::AlreadyExistsError(absl::StrCat("RegisterBuffer: buffer ", buffer_id, " is already registered"));

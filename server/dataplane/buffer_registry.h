@@ -33,6 +33,7 @@ class IpcOpener {
 struct BufferRef {
   std::shared_ptr<const IpcMapping> mapping;  // keeps the mapping open while held
   uint64_t size_bytes = 0;                     // min(claimed, measured)
+  uint64_t client_base = 0;                    // the allocation's address in the client (0: unknown)
 };
 
 class BufferRegistry {
@@ -44,7 +45,10 @@ class BufferRegistry {
 
   // INVALID_ARGUMENT: id 0, a handle that is not 64 bytes, size 0, another device, or a claimed
   // size larger than the allocation; ALREADY_EXISTS: id registered; RESOURCE_EXHAUSTED: too many.
-  absl::Status Register(uint64_t buffer_id, const std::string& ipc_handle, uint64_t size_bytes, int device);
+  // Buffers whose client range [client_base, +size) overlaps the new one were freed by the client:
+  // they are dropped first (their mappings close once no running op holds them).
+  absl::Status Register(uint64_t buffer_id, const std::string& ipc_handle, uint64_t size_bytes, int device,
+                        uint64_t client_base = 0);
   // NOT_FOUND for an unknown id. In-flight ops keep their mapping until they finish.
   absl::Status Unregister(uint64_t buffer_id);
   // NOT_FOUND naming the id when unknown or unregistered (a stale id).

@@ -33,6 +33,19 @@ TEST(BufferRegistry, UnregisterWhileAnOpHoldsItDefersTheClose) {
   EXPECT_EQ(opener.open_mappings(), 0);
 }
 
+TEST(BufferRegistry, ANewAllocationAtAFreedOnesAddressEvictsTheStaleMapping) {
+  FakeIpcOpener opener;
+  BufferRegistry registry(&opener, 0, 8);
+  ASSERT_TRUE(registry.Register(1, FakeIpcOpener::Handle(4096), 4096, 0, 0x10000).ok());
+  ASSERT_TRUE(registry.Register(2, FakeIpcOpener::Handle(4096), 4096, 0, 0x20000).ok());
+  // The client freed buffer 1 and its allocator reused part of that range for buffer 3.
+  ASSERT_TRUE(registry.Register(3, FakeIpcOpener::Handle(1024), 1024, 0, 0x10400).ok());
+  EXPECT_EQ(registry.Find(1).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(registry.Find(2).ok()) << "a buffer that does not overlap is kept";
+  EXPECT_TRUE(registry.Find(3).ok());
+  EXPECT_EQ(opener.open_mappings(), 2);
+}
+
 TEST(BufferRegistry, RejectsBadRegistrations) {
   FakeIpcOpener opener;
   BufferRegistry registry(&opener, 1, 2);

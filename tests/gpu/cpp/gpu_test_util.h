@@ -66,7 +66,7 @@ class DaemonProcess {
     pid_ = fork();
     if (pid_ == 0) {
       const std::string s = "--socket=" + socket, c = "--cache_dir=" + cache_dir;
-      execl(LIGERD_BINARY, LIGERD_BINARY, s.c_str(), c.c_str(), "--log_level=warning", nullptr);
+      execl(LIGERD_BINARY, LIGERD_BINARY, s.c_str(), c.c_str(), "--log_level=info", nullptr);
       _exit(127);
     }
     const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
