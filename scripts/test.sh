@@ -1,15 +1,26 @@
 #!/usr/bin/env bash
-# Runs ligerd's test suites: the C++ suites through CTest (no GPU needed), then the Python client's
-# CPU tests when Python and pytest are present. GPU suites are run on a GPU machine by
-# tests/gpu/run.sh; here they are skipped, and this script says so.
+# Runs ligerd's test suites: the C++ suites through CTest (no GPU needed: GPU tests skip and say
+# so), then the Python client's CPU tests with pytest. GPU suites and benchmarks run on a GPU
+# machine with tests/gpu/run.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 build_type=${LIGERD_BUILD_TYPE:-Release}
 build_dir=${LIGERD_BUILD_DIR:-build/$(echo "$build_type" | tr '[:upper:]' '[:lower:]')}
 
-ctest --test-dir "$build_dir" -j"$(nproc)" --output-on-failure --timeout 120
+ctest --test-dir "$build_dir" -j"$(nproc)" --output-on-failure --timeout 900
+
+# Python client, CPU side. pytest and grpcio come from PyPI; torch is optional (tests that need
+# it skip with a reason), since its wheel is gigabytes.
+if command -v python3 >/dev/null; then
+  python3 -m pip install -q --disable-pip-version-check pytest grpcio 2>&1 | grep -v "^WARNING: Running pip as" || true
+  LIGERD_BIN="$PWD/$build_dir/server/ligerd" LIGERD_BUILD_DIR="$build_dir" \
+    python3 -m pytest tests/python -q -ra -p no:cacheprovider
+else
+  echo "test: no python3: Python client tests skipped"
+fi
 
 if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >/dev/null 2>&1; then
-  echo "test: no GPU on this machine: GPU suites (tests/gpu) skipped; run tests/gpu/run.sh on a GPU machine"
+  echo "test: no GPU on this machine: GPU suites skipped (C++ GPU tests above reported SKIPPED);"
+  echo "      run 'bash tests/gpu/run.sh' on a GPU machine for them and the benchmarks"
 fi
