@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job: set up and build, then
-#  - on any machine: start a private ligerd, show `ligerctl status`, stop it (SIGTERM);
-#  - on a machine with a GPU and PyTorch: build the Python client and run examples/rmsnorm_demo.py,
-#    which starts its own private ligerd when none is running (LIGERD_AUTOSTART, on by default).
+#  - on any machine: start a private ligerd, show `ligerctl status`, stop it with SIGTERM;
+#  - with a CUDA GPU and PyTorch: build the Python client (ligerd._C) and run
+#    examples/rmsnorm_demo.py, whose client starts its own private ligerd when none is running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -23,12 +23,14 @@ kill -TERM "$daemon"
 wait "$daemon"
 echo "run: ligerd stopped cleanly"
 
-if python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
-  if [ -f examples/rmsnorm_demo.py ]; then
-    bash python_client/build.sh "$build_dir"
-    PYTHONPATH="$PWD/python_client${PYTHONPATH:+:$PYTHONPATH}" LIGERD_BIN="$build_dir/server/ligerd" \
-      python3 examples/rmsnorm_demo.py
-  fi
+py=$(command -v python3 || true)
+if [ -n "$py" ] && "$py" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+  cmake -S . -B "$build_dir" -DLIGERD_BUILD_PYTHON=ON -DPython3_EXECUTABLE="$py" > "$build_dir/configure-python.log" 2>&1 \
+    || { cat "$build_dir/configure-python.log" >&2; exit 1; }
+  cmake --build "$build_dir" --target ligerd_python -j"$(nproc)"
+  PYTHONPATH="$PWD/$build_dir/python${PYTHONPATH:+:$PYTHONPATH}" LIGERD_BIN="$PWD/$build_dir/server/ligerd" \
+    "$py" examples/rmsnorm_demo.py
 else
-  echo "run: no CUDA GPU with PyTorch on this machine: the GPU part of the demo (examples/rmsnorm_demo.py) needs one"
+  echo "run: no CUDA GPU with PyTorch here, so the GPU part (examples/rmsnorm_demo.py) did not run; it needs one" >&2
+  exit 2
 fi
