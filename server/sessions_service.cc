@@ -8,6 +8,14 @@ namespace ligerd {
 
 namespace v1 = ::ligerd::v1;
 
+absl::StatusOr<std::shared_ptr<Session>> SessionsService::Authenticated(grpc::CallbackServerContext* context,
+                                                                        uint64_t session_id,
+                                                                        const std::string& token) {
+  absl::StatusOr<PeerCredentials> peer = peers_->Lookup(context->peer());
+  if (!peer.ok()) return peer.status();
+  return registry_->Authenticate(session_id, token, *peer);
+}
+
 grpc::ServerUnaryReactor* SessionsService::OpenSession(grpc::CallbackServerContext* context,
                                                        const grpc::ByteBuffer* request, grpc::ByteBuffer* response) {
   return ServeRawUnary<v1::OpenSessionRequest, v1::OpenSessionResponse>(
@@ -36,9 +44,7 @@ grpc::ServerUnaryReactor* SessionsService::Heartbeat(grpc::CallbackServerContext
   return ServeRawUnary<v1::HeartbeatRequest, v1::HeartbeatResponse>(
       context, request, response, "Sessions/Heartbeat",
       [&](const v1::HeartbeatRequest& req, v1::HeartbeatResponse*) -> absl::Status {
-        absl::StatusOr<PeerCredentials> peer = peers_->Lookup(context->peer());
-        if (!peer.ok()) return peer.status();
-        return registry_->Authenticate(req.session_id(), req.token(), *peer).status();
+        return Authenticated(context, req.session_id(), req.token()).status();
       });
 }
 
@@ -58,9 +64,7 @@ grpc::ServerUnaryReactor* SessionsService::RegisterBuffer(grpc::CallbackServerCo
   return ServeRawUnary<v1::RegisterBufferRequest, v1::RegisterBufferResponse>(
       context, request, response, "Sessions/RegisterBuffer",
       [&](const v1::RegisterBufferRequest& req, v1::RegisterBufferResponse*) -> absl::Status {
-        absl::StatusOr<PeerCredentials> peer = peers_->Lookup(context->peer());
-        if (!peer.ok()) return peer.status();
-        auto session = registry_->Authenticate(req.session_id(), req.token(), *peer);
+        auto session = Authenticated(context, req.session_id(), req.token());
         if (!session.ok()) return session.status();
         return (*session)->buffers().Register(req.buffer_id(), req.ipc_handle(), req.size_bytes(),
                                               static_cast<int>(req.device()), req.client_base());
@@ -73,9 +77,7 @@ grpc::ServerUnaryReactor* SessionsService::UnregisterBuffer(grpc::CallbackServer
   return ServeRawUnary<v1::UnregisterBufferRequest, v1::UnregisterBufferResponse>(
       context, request, response, "Sessions/UnregisterBuffer",
       [&](const v1::UnregisterBufferRequest& req, v1::UnregisterBufferResponse*) -> absl::Status {
-        absl::StatusOr<PeerCredentials> peer = peers_->Lookup(context->peer());
-        if (!peer.ok()) return peer.status();
-        auto session = registry_->Authenticate(req.session_id(), req.token(), *peer);
+        auto session = Authenticated(context, req.session_id(), req.token());
         if (!session.ok()) return session.status();
         return (*session)->buffers().Unregister(req.buffer_id());
       });
@@ -87,9 +89,7 @@ grpc::ServerUnaryReactor* SessionsService::AttachStreamFlags(grpc::CallbackServe
   return ServeRawUnary<v1::AttachStreamFlagsRequest, v1::AttachStreamFlagsResponse>(
       context, request, response, "Sessions/AttachStreamFlags",
       [&](const v1::AttachStreamFlagsRequest& req, v1::AttachStreamFlagsResponse*) -> absl::Status {
-        absl::StatusOr<PeerCredentials> peer = peers_->Lookup(context->peer());
-        if (!peer.ok()) return peer.status();
-        auto session = registry_->Authenticate(req.session_id(), req.token(), *peer);
+        auto session = Authenticated(context, req.session_id(), req.token());
         if (!session.ok()) return session.status();
         // The request's own mistakes first, then whether this machine can run it at all.
         if (absl::Status s = (*session)->buffers().Find(req.buffer_id()).status(); !s.ok()) return s;

@@ -35,6 +35,10 @@ class SessionsService final : public SessionsRawService {
                                               grpc::ByteBuffer* response) override;
 
  private:
+  // The session `session_id`, if the calling process owns it and `token` is right.
+  absl::StatusOr<std::shared_ptr<Session>> Authenticated(grpc::CallbackServerContext* context, uint64_t session_id,
+                                                         const std::string& token);
+
   SessionRegistry* registry_;
   const PeerTable* peers_;
   ExecutorPool* executors_;
