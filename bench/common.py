@@ -1,14 +1,26 @@
 """Shared benchmark helpers: timing (medians), the measured copy bandwidth, CSV/PNG output.
 
-Timing uses triton.testing.do_bench when Triton is importable (it flushes L2 between repetitions
-and reports the median), else CUDA events with the same L2 flush. Speed of light: a large
-device-to-device copy, counting bytes read + written, measured in the same run as everything
-else (absolute numbers move between machines and runs; ratios measured side by side do not)."""
+Kernel timing (``graph_ms``): the measured step is captured once in a CUDA graph and replayed many
+times between two CUDA events; the result is the median over several trials of (elapsed / steps).
+Replays cost the host one graph launch for many steps, so the GPU never waits for Python and
+every implementation is measured alike, whatever its per-call host cost. L2: a step's working set
+is rotated over enough copies of its buffers that each step reads cold data, as a cache flush
+would make it (``rotation``), without a flush kernel in the timed interval.
+
+``eager_ms``: the same steps called from Python back to back (no graph), timed with CUDA events
+over the whole loop: what a non-graphed training step sees, max(GPU time, host issue time). The
+host time to issue one step is reported beside it (``host_us``).
+
+``bench_ms`` (triton.testing.do_bench, or events with an L2 flush) is kept for other callers.
+Speed of light: a large device-to-device copy, counting bytes read + written, measured in the
+same run as everything else (absolute numbers move between machines and runs; ratios measured
+side by side do not)."""
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import statistics
 import sys
@@ -74,12 +86,126 @@ def _events_median_ms(fn, warmup_ms, rep_ms, grad_to_none) -> float:
 
 
 def copy_bandwidth_gbps(nbytes: int = 1 << 30) -> float:
-    """Measured device-to-device copy bandwidth in GB/s, counting bytes read + written."""
+    """Measured device-to-device copy bandwidth in GB/s, counting bytes read + written
+    (a graph-replayed 1 GiB copy, as the kernels are timed)."""
     src = torch.empty(nbytes, dtype=torch.uint8, device="cuda").random_(0, 255)
     dst = torch.empty_like(src)
-    ms = bench_ms(lambda: dst.copy_(src))
+    ms, _ = graph_ms([lambda: dst.copy_(src)])
     del src, dst
     return 2 * nbytes / (ms * 1e-3) / 1e9
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA-graph and eager-launch timing.
+
+_STREAM: Optional["torch.cuda.Stream"] = None
+
+
+def bench_stream() -> "torch.cuda.Stream":
+    """The one side stream every step runs on (warm-up, capture, replay, eager loops), so that
+    autograd's backward ops (which run on their forward's stream) are on the capture stream."""
+    global _STREAM
+    if _STREAM is None:
+        _STREAM = torch.cuda.Stream()
+    return _STREAM
+
+
+def l2_bytes() -> int:
+    try:
+        return int(torch.cuda.get_device_properties(torch.cuda.current_device()).L2_cache_size)
+    except Exception:  # noqa: BLE001
+        return 50 << 20  # H100
+
+
+def rotation(step_bytes: int, max_sets: int = 8) -> int:
+    """Copies of a step's buffers to cycle through so that between two uses of one copy at least
+    3x the L2 size of other data was touched (1 when a single step already does that)."""
+    l2 = l2_bytes()
+    if step_bytes >= 3 * l2:
+        return 1
+    return min(max_sets, 1 + math.ceil(3 * l2 / max(step_bytes, 1)))
+
+
+def _queue_ahead(us: float = 100.0) -> None:
+    """A short spin kernel, so the host queues the first timed work before the GPU gets there."""
+    if hasattr(torch.cuda, "_sleep"):
+        torch.cuda._sleep(int(us * 2000))  # ~2 GHz: cycles
+
+
+def _trials(run_once: Callable[[int], None], steps_per_run: int, reps: int, trials: int) -> float:
+    s = bench_stream()
+    ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+          for _ in range(trials)]
+    with torch.cuda.stream(s):
+        for a, b in ev:
+            _queue_ahead()
+            a.record(s)
+            run_once(reps)
+            b.record(s)
+    s.synchronize()
+    return statistics.median(a.elapsed_time(b) / (reps * steps_per_run) for a, b in ev)
+
+
+def _reps_for(run_once: Callable[[int], None], steps_per_run: int, target_ms: float) -> int:
+    """Repetitions per trial so that a trial lasts about target_ms (at least 1)."""
+    est = _trials(run_once, steps_per_run, 1, 1) * steps_per_run
+    return max(1, min(1000, int(math.ceil(target_ms / max(est, 1e-3)))))
+
+
+def graph_ms(steps: Sequence[Callable[[], object]], trials: int = 7, target_ms: float = 8.0,
+             warmup: int = 2) -> "tuple[float, int]":
+    """Median ms of one step, with ``steps`` (one per buffer copy) captured in one CUDA graph
+    and replayed. Returns (ms, replays per trial). Raises if capture fails."""
+    s = bench_stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(warmup):  # lazy init, JIT compiles, autotuning: all before capture
+            for st in steps:
+                st()
+    s.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g, stream=s):
+        for st in steps:
+            st()
+    try:
+        run = lambda reps: [g.replay() for _ in range(reps)]  # noqa: E731
+        with torch.cuda.stream(s):
+            g.replay()
+        reps = _reps_for(run, len(steps), target_ms)
+        return _trials(run, len(steps), reps, trials), reps
+    finally:
+        s.synchronize()
+        del g
+
+
+def eager_ms(steps: Sequence[Callable[[], object]], trials: int = 5, target_ms: float = 8.0,
+             warmup: int = 2) -> "tuple[float, float]":
+    """(ms per step on the GPU clock, host us to issue one step): the steps called back to back
+    from Python with nothing else per iteration, timed over the whole loop."""
+    import time
+    s = bench_stream()
+    s.wait_stream(torch.cuda.current_stream())
+
+    def run(reps):
+        for _ in range(reps):
+            for st in steps:
+                st()
+
+    with torch.cuda.stream(s):
+        run(warmup)
+    s.synchronize()
+    reps = _reps_for(run, len(steps), target_ms)
+    ms = _trials(run, len(steps), reps, trials)
+    # Host issue cost alone: the same loop timed on the CPU clock (the GPU may lag behind; the
+    # queue is deep enough for these step counts).
+    host_reps = max(1, min(reps, 24 // len(steps)))
+    with torch.cuda.stream(s):
+        _queue_ahead(2000)  # the GPU is busy meanwhile: launches never wait for a full queue
+        t0 = time.perf_counter()
+        run(host_reps)
+        host_us = (time.perf_counter() - t0) / (host_reps * len(steps)) * 1e6
+    s.synchronize()
+    return ms, host_us
 
 
 def environment() -> Dict[str, object]:

@@ -5,9 +5,17 @@
     python3 bench/run_kernels.py --out out/bench            # full grid (~2 minutes on an H100)
     python3 bench/run_kernels.py --quick                    # M=16384, N=4096 only
 
-Columns: op, impl, M, N, pass (fwd/bwd/full), ms (median), GBps (minimal byte model: fwd 2*M*N*b,
+Columns: op, impl, M, N, pass (fwd/bwd/full), method, ms, GBps (minimal byte model: fwd 2*M*N*b,
 bwd 3*M*N*b, full 5*M*N*b), pct_copy_bw (GBps / measured device-to-device copy bandwidth, bytes
-read + written), speedup_vs_<peer> (peer ms / this ms: > 1 means this row is faster).
+read + written), speedup_vs_<peer> (peer ms / this ms: > 1 means this row is faster),
+ms_eager_launch, GBps_eager_launch, pct_copy_bw_eager_launch, host_us, copies, note.
+
+ms is what the GPU does: the step (fwd; bwd; fwd+bwd) captured in a CUDA graph and replayed,
+CUDA events around many replays, median of 7 trials (method "cuda-graph"); where capture fails
+for an implementation, its eager-launch time is used instead (method "eager-events", reason in
+note). ms_eager_launch is the same step called from Python back to back, timed the same way:
+what a training step without CUDA graphs sees (host-bound where host_us > the GPU time).
+copies: buffer copies rotated so each step reads cold (not L2-resident) data. See bench/common.py.
 """
 
 from __future__ import annotations
@@ -38,8 +46,8 @@ def parse_args():
     ap.add_argument("--impls", nargs="+", default=None, help=f"subset of {PEERS}")
     ap.add_argument("--passes", nargs="+", default=list(rms_norm.PASSES))
     ap.add_argument("--quick", action="store_true", help="one shape (16384 x 4096)")
-    ap.add_argument("--warmup-ms", type=float, default=25)
-    ap.add_argument("--rep-ms", type=float, default=100)
+    ap.add_argument("--no-eager-launch", action="store_true",
+                    help="skip the eager-launch (non-graphed) timing column")
     ap.add_argument("--no-overhead", action="store_true", help="skip the per-call host cost rows")
     return ap.parse_args()
 
@@ -49,6 +57,8 @@ def add_ratios(rows, copy_gbps):
     for r in rows:
         by_key.setdefault((r["op"], r["M"], r["N"], r["pass"]), {})[r["impl"]] = r["ms"]
         r["pct_copy_bw"] = 100.0 * r["GBps"] / copy_gbps if copy_gbps > 0 else float("nan")
+        if r.get("GBps_eager_launch") and copy_gbps > 0:
+            r["pct_copy_bw_eager_launch"] = 100.0 * r["GBps_eager_launch"] / copy_gbps
     for r in rows:
         peers = by_key[(r["op"], r["M"], r["N"], r["pass"])]
         for p in PEERS:
@@ -71,16 +81,21 @@ def plot(rows, copy_gbps, path: Path):
     width = 0.8 / max(1, len(impls))
     for ax, p in zip(axes[0], passes):
         for k, impl in enumerate(impls):
-            vals = []
+            vals, eager = [], []
             for (m, n) in shapes:
                 hit = [r for r in rows if r["impl"] == impl and r["pass"] == p and r["M"] == m and r["N"] == n]
-                vals.append(hit[0]["GBps"] if hit else float("nan"))
-            ax.bar([i + k * width for i in range(len(shapes))], vals, width, label=impl)
-        ax.axhline(copy_gbps, color="k", ls="--", lw=1, label=f"copy {copy_gbps:.0f} GB/s")
+                vals.append(hit[0]["pct_copy_bw"] if hit else float("nan"))
+                eager.append(hit[0].get("pct_copy_bw_eager_launch", float("nan")) if hit else float("nan"))
+            xs = [i + k * width for i in range(len(shapes))]
+            ax.bar(xs, vals, width, label=impl)
+            ax.plot(xs, eager, ls="none", marker="_", ms=9, mew=2, color="k",
+                    label="eager launch (no graph)" if k == 0 else None)
+        ax.axhline(100, color="k", ls="--", lw=1, label=f"copy {copy_gbps:.0f} GB/s")
         ax.set_xticks([i + width * (len(impls) - 1) / 2 for i in range(len(shapes))])
         ax.set_xticklabels([f"{m // 1024}K\u00d7{n}" for m, n in shapes], rotation=45, ha="right", fontsize=8)
-        ax.set_title(f"RMSNorm {p} (bf16)")
-        ax.set_ylabel("GB/s (minimal byte model)")
+        ax.set_title(f"RMSNorm {p} (bf16), CUDA-graph replay")
+        ax.set_ylabel("% of measured copy bandwidth (minimal byte model)")
+        ax.set_ylim(0, 115)
         ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,6 +119,18 @@ def summary(rows):
     return out
 
 
+def eager_launch_table(rows):
+    """One line per (shape, pass): each impl's eager-launch % of copy bandwidth and ms."""
+    out = {}
+    for r in rows:
+        if r.get("ms_eager_launch") is None:
+            continue
+        key = (r["M"], r["N"], r["pass"])
+        line = out.setdefault(key, {"M": r["M"], "N": r["N"], "pass": r["pass"]})
+        line[r["impl"]] = f"{r.get('pct_copy_bw_eager_launch', float('nan')):.0f}% ({r['ms_eager_launch']:.3f})"
+    return list(out.values())
+
+
 def main():
     args = parse_args()
     if not torch.cuda.is_available():
@@ -114,19 +141,22 @@ def main():
         args.M, args.N = [16384], [4096]
     out = Path(args.out)
     t0 = time.time()
-    bench = lambda fn, grad_to_none=None: common.bench_ms(  # noqa: E731
-        fn, args.warmup_ms, args.rep_ms, grad_to_none=grad_to_none)
     copy_gbps = common.copy_bandwidth_gbps()
     print(f"[bench] measured copy bandwidth: {copy_gbps:.0f} GB/s (read + write)")
     impls = rms_norm.make_impls(args.impls)
-    rows = rms_norm.run(args.M, args.N, impls, bench, passes=args.passes)
+    rows = rms_norm.run(args.M, args.N, impls, passes=args.passes,
+                        eager_launch=not args.no_eager_launch)
     add_ratios(rows, copy_gbps)
-    columns = ["op", "impl", "M", "N", "pass", "ms", "GBps", "pct_copy_bw"] + \
-              [f"speedup_vs_{p}" for p in PEERS]
+    columns = ["op", "impl", "M", "N", "pass", "method", "ms", "GBps", "pct_copy_bw"] + \
+              [f"speedup_vs_{p}" for p in PEERS] + \
+              ["ms_eager_launch", "GBps_eager_launch", "pct_copy_bw_eager_launch", "host_us",
+               "copies", "note"]
     common.write_csv(out / "kernels.csv", rows, columns)
     meta = common.environment()
     meta.update({"copy_GBps": copy_gbps, "seconds": time.time() - t0, "M": args.M, "N": args.N,
-                 "impls": list(impls)})
+                 "impls": list(impls), "timing": "cuda-graph replay, CUDA events, median of 7 "
+                 "trials; L2 cold by buffer rotation; eager-launch column: Python loop, events",
+                 "L2_bytes": common.l2_bytes()})
     try:
         import ligerd
         meta["ligerd_session"] = ligerd.session_info()
@@ -136,19 +166,30 @@ def main():
     png = plot(rows, copy_gbps, out / "rms_norm.png")
     overhead = [] if args.no_overhead else rms_norm.call_overhead(impls)
     if overhead:
-        common.write_csv(out / "call_overhead.csv", overhead,
-                         ["op", "impl", "M", "N", "fwd_us_per_call", "full_us_per_call"])
+        common.write_csv(out / "call_overhead.csv", overhead, rms_norm.OVERHEAD_COLUMNS)
     print()
     print(f"RMSNorm bf16, copy bandwidth {copy_gbps:.0f} GB/s; {meta['device']}; "
           f"torch {meta['torch']}, liger_kernel {meta['liger_kernel']}")
-    print(common.format_table(rows, ["impl", "M", "N", "pass", "ms", "GBps", "pct_copy_bw"]))
+    print(common.format_table(rows, ["impl", "M", "N", "pass", "method", "ms", "GBps", "pct_copy_bw",
+                                     "ms_eager_launch", "host_us"]))
     s = summary(rows)
     if s:
-        text = ("ligerd vs peers (x = peer ms / ligerd ms; > 1 means ligerd is faster), "
-                f"copy bandwidth {copy_gbps:.0f} GB/s:\n" + common.format_table(s, list(s[0].keys())))
+        text = ("ligerd vs peers (x = peer ms / ligerd ms; > 1 means ligerd is faster; CUDA-graph "
+                f"replay times, what the GPU does), copy bandwidth {copy_gbps:.0f} GB/s:\n" +
+                common.format_table(s, list(s[0].keys())))
+        fallbacks = [r for r in rows if r.get("method") != "cuda-graph"]
+        if fallbacks:
+            text += "\n\nnot graph-timed: " + "; ".join(
+                f"{r['impl']} {r['pass']} {r['M']}x{r['N']}: {r.get('note', r.get('method'))}"
+                for r in fallbacks)
+        el = eager_launch_table(rows)
+        if el:
+            text += ("\n\neager launch (no CUDA graph: what a plain training step sees), % of copy "
+                     "bandwidth (ms):\n" + common.format_table(el, list(el[0].keys())))
         if overhead:
             text += ("\n\nhost cost per call (tiny input, us; what a training step pays per layer):\n" +
-                     common.format_table(overhead, ["impl", "M", "N", "fwd_us_per_call", "full_us_per_call"]))
+                     common.format_table(overhead, [c for c in rms_norm.OVERHEAD_COLUMNS
+                                                    if c not in ("op",)]))
         print()
         print(text)
         (out / "summary.txt").write_text(text + "\n")

@@ -12,6 +12,7 @@
 #include "kernels/cuda_driver.h"
 #include "kernels/jit/jit_cache.h"
 #include "kernels/jit/nvrtc_compiler.h"
+#include "kernels/plan_cache.h"
 #include "kernels/status_macros.h"
 
 namespace ligerd::kernels {
@@ -58,7 +59,7 @@ class ExecutorImpl final : public Executor {
     call.tensors = tensors;
     call.scalars = scalars;
     call.check_workspace = false;
-    LIGERD_ASSIGN_OR_RETURN(OpPlan plan, PlanOp(op, call, info_));
+    LIGERD_ASSIGN_OR_RETURN(OpPlan plan, plans_.Plan(op, call, info_));
     return plan.workspace_bytes;
   }
 
@@ -70,8 +71,10 @@ class ExecutorImpl final : public Executor {
     call.scalars = scalars;
     call.workspace = workspace;
     call.workspace_bytes = workspace_bytes;
-    // Every check happens here, before anything touches the GPU.
-    LIGERD_ASSIGN_OR_RETURN(OpPlan plan, PlanOp(op, call, info_));
+    // Every check happens here, before anything touches the GPU: PlanOp on the first call with
+    // this geometry, a cached plan with this call's addresses patched in afterwards (a call
+    // with the same geometry passes the same checks; see plan_cache.h).
+    LIGERD_ASSIGN_OR_RETURN(OpPlan plan, plans_.Plan(op, call, info_));
     for (KernelLaunch& k : plan.launches) {
       LIGERD_ASSIGN_OR_RETURN(CUfunction fn, Function(op, plan.variant, k.kernel));
       void* args[] = {k.params.data()};
@@ -148,6 +151,7 @@ class ExecutorImpl final : public Executor {
   const std::shared_ptr<JitCache> cache_;
   const std::string arch_;
   DeviceInfo info_;
+  PlanCache plans_;
   absl::Mutex mu_;
   absl::flat_hash_map<std::pair<CUcontext, std::string>, std::unique_ptr<Module>> modules_
       ABSL_GUARDED_BY(mu_);

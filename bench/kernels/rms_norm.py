@@ -8,15 +8,19 @@ bwd reads dY and X and writes dX = 3*M*N*b; full = 5*M*N*b (weight, rstd and dW 
 
 from __future__ import annotations
 
+import contextlib
 import gc
 from typing import Callable, Dict, List, Optional
 
 import torch
 
+import common
+
 OP = "rms_norm"
 PASSES = ("fwd", "bwd", "full")
 BYTES_FACTOR = {"fwd": 2, "bwd": 3, "full": 5}
 EPS = 1e-6
+DEVICE = "cuda"  # tests of the harness itself set "cpu"
 
 
 class HFLlamaRMSNorm(torch.nn.Module):
@@ -96,92 +100,183 @@ def make_impls(selected: Optional[List[str]] = None) -> Dict[str, Callable[[int]
     return impls
 
 
-def _inputs(m_rows, n, dtype):
-    x = torch.randn(m_rows, n, device="cuda", dtype=dtype)
-    dy = torch.randn(m_rows, n, device="cuda", dtype=dtype)
-    return x, dy
+class _Set:
+    """One copy of a step's buffers: x, a leaf xg (requires grad) and dy."""
+
+    def __init__(self, m_rows, n, dtype):
+        self.x = torch.randn(m_rows, n, device=DEVICE, dtype=dtype)
+        self.xg = self.x.clone().requires_grad_()
+        self.dy = torch.randn(m_rows, n, device=DEVICE, dtype=dtype)
+        self.y = None  # the retained forward of the "bwd" pass
 
 
-def run(M_list, N_list, impls, bench_ms, dtype=torch.bfloat16, passes=PASSES, log=print) -> List[dict]:
-    """One row per (impl, M, N, pass): ms and GB/s by the byte model."""
+def _steps(p, module, sets):
+    """One step function per buffer copy for pass ``p``; nothing else happens per iteration.
+
+    fwd:  module(x) under no_grad.
+    bwd:  torch.autograd.grad over a forward run once beforehand (retain_graph=True). With
+          Liger's and ligerd's default in_place=True, dX overwrites dY: values drift from
+          repetition to repetition, the traffic does not.
+    full: module(xg) then torch.autograd.grad. Gradients are returned, not accumulated into
+          .grad, so no step adds a gradient-accumulation kernel and nothing is reset between
+          steps (a training step with zero_grad(set_to_none=True) does the same work)."""
+    params = [q for q in module.parameters() if q.requires_grad]
+    dynamic = getattr(module, "_bench_dynamic_rows", False)
+    for st in sets:
+        if dynamic:
+            torch._dynamo.mark_dynamic(st.x, 0)
+            torch._dynamo.mark_dynamic(st.xg, 0)
+
+    def fwd(st):
+        def step():
+            with torch.no_grad():
+                module(st.x)
+        return step
+
+    def bwd(st):
+        inputs = [st.xg] + params
+        return lambda: torch.autograd.grad(st.y, inputs, st.dy, retain_graph=True)
+
+    def full(st):
+        inputs = [st.xg] + params
+        return lambda: torch.autograd.grad(module(st.xg), inputs, st.dy)
+
+    if p == "bwd":
+        # Backward ops run on their forward's stream: the forward runs on the stream the steps
+        # are timed and captured on.
+        ctx = torch.cuda.stream(common.bench_stream()) if DEVICE == "cuda" else contextlib.nullcontext()
+        with ctx:
+            for st in sets:
+                st.y = module(st.xg)
+    return [{"fwd": fwd, "bwd": bwd, "full": full}[p](st) for st in sets]
+
+
+def _release(sets):
+    for st in sets:
+        st.y = None
+
+
+def run(M_list, N_list, impls, dtype=torch.bfloat16, passes=PASSES, log=print,
+        eager_launch=True) -> List[dict]:
+    """One row per (impl, M, N, pass): ms (CUDA-graph replay, or the eager-launch time where
+    capture failed: see ``method`` and ``note``), GB/s by the byte model, ms_eager_launch and
+    host_us (see bench/common.py)."""
     rows = []
     b = torch.tensor([], dtype=dtype).element_size()
     for n in N_list:
         for name, factory in impls.items():
-            module = factory(n).to("cuda", dtype)
+            module = factory(n).to(DEVICE, dtype)
             for m_rows in M_list:
-                x, dy = _inputs(m_rows, n, dtype)
                 for p in passes:
+                    step_bytes = BYTES_FACTOR[p] * m_rows * n * b
+                    k = common.rotation(step_bytes)
+                    row = {"op": OP, "impl": name, "M": m_rows, "N": n, "pass": p, "copies": k}
+                    sets = [_Set(m_rows, n, dtype) for _ in range(k)]
                     try:
-                        ms = _time_pass(p, module, x, dy, bench_ms)
+                        steps = _steps(p, module, sets)
+                        if eager_launch:
+                            row["ms_eager_launch"], row["host_us"] = common.eager_ms(steps)
+                        try:
+                            row["ms"], _ = common.graph_ms(steps)
+                            row["method"] = "cuda-graph"
+                        except Exception as e:  # noqa: BLE001
+                            msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:160]
+                            log(f"[bench] {name} {p} {m_rows}x{n}: graph capture failed ({msg}); "
+                                f"eager-launch time used")
+                            if DEVICE == "cuda":
+                                torch.cuda.synchronize()
+                            if "ms_eager_launch" not in row:
+                                row["ms_eager_launch"], row["host_us"] = common.eager_ms(steps)
+                            row["ms"] = row["ms_eager_launch"]
+                            row["method"] = "eager-events"
+                            row["note"] = f"graph capture failed: {msg}"
                     except Exception as e:  # noqa: BLE001
                         log(f"[bench] {name} {p} {m_rows}x{n}: FAILED: {type(e).__name__}: {e}")
-                        ms = float("nan")
-                    gbps = BYTES_FACTOR[p] * m_rows * n * b / (ms * 1e-3) / 1e9
-                    rows.append({"op": OP, "impl": name, "M": m_rows, "N": n, "pass": p,
-                                 "ms": ms, "GBps": gbps})
-                    log(f"[bench] {OP} {name:>13} {p:>4} M={m_rows:>6} N={n:>5}: {ms:8.4f} ms "
-                        f"{gbps:7.0f} GB/s")
-                del x, dy
+                        row.update(ms=float("nan"), method="failed",
+                                   note=f"{type(e).__name__}: {e}"[:160])
+                    row["GBps"] = step_bytes / (row["ms"] * 1e-3) / 1e9
+                    if row.get("ms_eager_launch"):
+                        row["GBps_eager_launch"] = step_bytes / (row["ms_eager_launch"] * 1e-3) / 1e9
+                    rows.append(row)
+                    log(f"[bench] {OP} {name:>13} {p:>4} M={m_rows:>6} N={n:>5}: {row['ms']:8.4f} ms "
+                        f"{row['GBps']:7.0f} GB/s [{row.get('method')}, x{k}]; eager launch "
+                        f"{row.get('ms_eager_launch', float('nan')):8.4f} ms, host "
+                        f"{row.get('host_us', float('nan')):6.1f} us/step")
+                    _release(sets)
+                    steps = sets = None  # noqa: F841
                 gc.collect()
-                torch.cuda.empty_cache()
+                if DEVICE == "cuda":
+                    torch.cuda.empty_cache()
             del module
     return rows
 
 
-def _time_pass(p, module, x, dy, bench_ms):
-    params = [q for q in module.parameters()]
-    dynamic = getattr(module, "_bench_dynamic_rows", False)
-    if p == "fwd":
-        if dynamic:
-            torch._dynamo.mark_dynamic(x, 0)
-        with torch.no_grad():
-            return bench_ms(lambda: module(x))
-    xg = x.detach().clone().requires_grad_()
-    if dynamic:
-        torch._dynamo.mark_dynamic(xg, 0)
-    grads = [xg] + params
-    if p == "bwd":
-        y = module(xg)
-        # retain_graph: the same graph is run backward every repetition. With Liger's and
-        # ligerd's default in_place=True, dX overwrites dY's buffer: the values drift from
-        # repetition to repetition, the traffic does not.
-        g = dy.clone()
-        ms = bench_ms(lambda: y.backward(g, retain_graph=True), grad_to_none=grads)
-        del y
-        return ms
-    g = dy.clone()
-    return bench_ms(lambda: module(xg).backward(g), grad_to_none=grads)
+def call_overhead(impls, n=4096, rows=4, calls=1000, dtype=torch.bfloat16, log=print) -> List[dict]:
+    """Host cost of one call: a tiny input (the GPU work is a few microseconds), many calls back
+    to back, wall time per call. Measures the Python/dispatch path, not the kernels (the issue's
+    target: ligerd's call costs no more than a Liger/Triton launch).
 
-
-def call_overhead(impls, n=4096, rows=4, calls=2000, dtype=torch.bfloat16, log=print) -> List[dict]:
-    """Host cost of one call: a tiny input (the GPU work is a few microseconds), many calls
-    back to back, wall time per call. Measures the Python/dispatch path, not the kernels
-    (the issue's target: ligerd's call costs no more than a Liger/Triton launch)."""
+    Columns (us per call): torch_op_us, one tiny torch op (x.add_(1)), the host's speed floor;
+    fwd_us_per_call, forward under no_grad; fwd_grad_us, forward recording autograd (the graph is
+    dropped); full_us_per_call, forward + .backward(dy) accumulating into .grad (what a training
+    step does; the previous harness's number); full_grad_us, forward + torch.autograd.grad.
+    ligerd also: *_python_only_us, the same with the executor replaced by a no-op (Python custom
+    op, checks and allocations only); the executor's share is the difference."""
     import time
+
+    def per_call(fn, ctx):
+        with ctx():
+            for _ in range(20):
+                fn()
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            torch.cuda.synchronize()
+            return (time.perf_counter() - t0) / calls * 1e6
+
+    t = torch.zeros(rows, n, device="cuda", dtype=dtype)
+    torch_op_us = per_call(lambda: t.add_(1.0), torch.no_grad)
     out = []
     for name, factory in impls.items():
         if name == "torch.compile":
             continue  # its per-call cost is the compiled graph's guard + launch, not comparable here
         module = factory(n).to("cuda", dtype)
+        params = [q for q in module.parameters() if q.requires_grad]
         x = torch.randn(rows, n, device="cuda", dtype=dtype)
         xg = x.clone().requires_grad_()
         dy = torch.randn(rows, n, device="cuda", dtype=dtype)
-        row = {"op": OP, "impl": name, "M": rows, "N": n}
-        for label, fn in (("fwd", lambda: module(x)), ("full", lambda: module(xg).backward(dy))):
-            ctx = torch.no_grad() if label == "fwd" else torch.enable_grad()
-            with ctx:
-                for _ in range(50):
-                    fn()
-                torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                for _ in range(calls):
-                    fn()
-                torch.cuda.synchronize()
-                row[f"{label}_us_per_call"] = (time.perf_counter() - t0) / calls * 1e6
+        cases = {
+            "fwd_us_per_call": (lambda: module(x), torch.no_grad),
+            "fwd_grad_us": (lambda: module(xg), torch.enable_grad),
+            "full_us_per_call": (lambda: module(xg).backward(dy), torch.enable_grad),
+            "full_grad_us": (lambda: torch.autograd.grad(module(xg), [xg] + params, dy),
+                             torch.enable_grad),
+        }
+        row = {"op": OP, "impl": name, "M": rows, "N": n, "torch_op_us": torch_op_us}
+        for col, (fn, ctx) in cases.items():
+            row[col] = per_call(fn, ctx)
             xg.grad = None
-        log(f"[bench] call overhead {name:>8}: fwd {row['fwd_us_per_call']:.1f} us, "
-            f"fwd+bwd {row['full_us_per_call']:.1f} us per call")
+            for q in params:
+                q.grad = None
+        if name == "ligerd":
+            try:
+                from ligerd import _backend
+                saved = _backend._test_launcher
+                _backend._test_launcher = lambda op, tensors, scalars: None
+                try:
+                    row["fwd_python_only_us"] = per_call(*cases["fwd_us_per_call"])
+                    row["full_python_only_us"] = per_call(*cases["full_grad_us"])
+                finally:
+                    _backend._test_launcher = saved
+            except Exception as e:  # noqa: BLE001
+                log(f"[bench] ligerd python-only timing skipped: {e}")
+        log(f"[bench] call overhead {name:>8}: " +
+            ", ".join(f"{k} {v:.1f}" for k, v in row.items() if k.endswith("_us") or k.endswith("_call")))
         out.append(row)
         del module
     return out
+
+
+OVERHEAD_COLUMNS = ["op", "impl", "M", "N", "torch_op_us", "fwd_us_per_call", "fwd_grad_us",
+                    "full_us_per_call", "full_grad_us", "fwd_python_only_us", "full_python_only_us"]

@@ -1,0 +1,71 @@
+// A small cache of op plans, so a call with the same geometry as an earlier one skips the checks
+// and the planning (PlanOp) and only patches its tensor and workspace addresses into the kernel
+// parameter blocks.
+//
+// Key: op name, and per tensor: present, dtype, rank, sizes, strides, device, address mod 16
+// (vectorisation depends on alignment) and which earlier tensor it aliases (dX over dY); the
+// scalars bit for bit. Everything a plan depends on besides the addresses themselves.
+//
+// Generic, with a self-check: on a miss the op is planned twice more with synthetic addresses
+// (the call's own, then all of them shifted by one constant that keeps every alignment and every
+// relative position). Words of the parameter blocks that move by exactly that constant are the
+// addresses of one tensor (or of the workspace) and are recorded as patches; if anything else
+// differs between the two plans (an address with an offset added, a launch shape that depends on
+// an address), the key is marked uncacheable and every such call is planned from scratch. A call
+// that fails its checks is never cached (the next one fails the same way, through PlanOp, with
+// the same message). Calls with an autotuned config (OpCall::tuned) bypass the cache.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "kernels/catalogue.h"
+
+namespace ligerd::kernels {
+
+class PlanCache {
+ public:
+  explicit PlanCache(size_t max_entries = 256) : max_entries_(max_entries) {}
+
+  // Same result as PlanOp(op, call, device) (the plan, or the same error), from the cache when
+  // it can. `device` must be the same for every call on one cache (one executor, one device).
+  absl::StatusOr<OpPlan> Plan(std::string_view op, const OpCall& call, const DeviceInfo& device);
+
+  struct Stats {
+    uint64_t hits = 0;
+    uint64_t misses = 0;
+    uint64_t uncacheable = 0;  // calls planned from scratch because their key is uncacheable
+  };
+  Stats stats() const;
+  size_t size() const;
+
+ private:
+  struct Patch {
+    uint32_t launch = 0;
+    uint32_t offset = 0;  // byte offset in KernelLaunch::params (8-byte aligned)
+    int32_t source = 0;   // tensor index, or -1 for the workspace
+  };
+  struct Entry {
+    bool cacheable = false;
+    OpPlan plan;  // built with the addresses of the call that missed
+    std::vector<Patch> patches;
+  };
+
+  static void AppendKey(std::string& key, std::string_view op, const OpCall& call);
+  static absl::StatusOr<std::shared_ptr<const Entry>> Build(std::string_view op, const OpCall& call,
+                                                            const DeviceInfo& device);
+
+  const size_t max_entries_;
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, std::shared_ptr<const Entry>> entries_ ABSL_GUARDED_BY(mu_);
+  Stats stats_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace ligerd::kernels
