@@ -2,8 +2,11 @@
 //
 // Local dispatch: ops run in this process on torch's tensors through the same executor library
 // (kernels/executor.h) that the daemon uses, on torch's current CUDA stream, with scratch memory
-// from torch's caching allocator. Later (issue 3, step 3) this module also holds the ring writer,
-// buffer registration and stream flags for remote dispatch.
+// from torch's caching allocator.
+// Remote dispatch: a RemoteSession (client/remote_session.h) per (process, device) writes op
+// records to the daemon's ring; the daemon runs them on our tensors, mapped by CUDA IPC, ordered
+// against torch's current stream by flags on the GPU. The Python side (ligerd/_backend.py,
+// _dispatch.py) decides which path an op takes and owns the session handles.
 //
 // Errors: an absl::Status from the executor becomes the matching ligerd.LigerdError subclass; the
 // code -> class table lives in Python (ligerd/_errors.py: error_from_status) so that errors coming
@@ -25,6 +28,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "python_client/csrc/remote_client.h"  // not client/remote_session.h: see there
 #include "kernels/executor.h"
 #include "kernels/tensor_view.h"
 
@@ -242,6 +246,155 @@ void InitDevice(int device) {
   if (!st.ok()) RaiseStatus(st, "init");
 }
 
+// ---------------------------------------------------------------------------------------------
+// Remote dispatch.
+
+// EnsureContext changes this thread's current device, which is torch's current device too: put
+// it back where no c10::cuda::CUDAGuard does (a guard cannot even be built without a GPU driver,
+// and open_session must fail with a ligerd error there).
+struct DeviceRestorer {
+  int previous = -1;
+  DeviceRestorer() {
+    if (cudaGetDevice(&previous) != cudaSuccess) previous = -1;
+  }
+  ~DeviceRestorer() {
+    int now = -1;
+    if (previous >= 0 && cudaGetDevice(&now) == cudaSuccess && now != previous) cudaSetDevice(previous);
+  }
+};
+
+// A Python-owned RemoteSession. The mutex serialises submits: RemoteSession is thread-compatible
+// and we drop the GIL around its gRPC calls (buffer registration), so two Python threads (e.g. an
+// autograd worker and the main thread) could otherwise be inside it at once. Always take the
+// mutex *after* releasing the GIL, never the other way round (lock-order inversion).
+struct SessionHandle {
+  std::mutex mu;
+  std::unique_ptr<ligerd::RemoteClient> session;
+  int device = 0;
+  bool remote = false;
+  std::string reason;
+  uint64_t session_id = 0;
+
+  // Ends the session: CloseSession (the daemon drains our ops first), releases any stream waits,
+  // frees the flag page. Blocks up to an RPC deadline, so never with the GIL held.
+  void Close() {
+    std::unique_ptr<ligerd::RemoteClient> doomed;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      doomed = std::move(session);
+    }
+    if (doomed) {
+      DeviceRestorer restore;
+      (void)EnsureContext(device);  // the destructor frees CUDA memory of torch's primary context
+      doomed.reset();
+    }
+  }
+  ~SessionHandle() {
+    if (!session) return;
+    if (Py_IsInitialized() && PyGILState_Check()) {
+      py::gil_scoped_release no_gil;
+      Close();
+    } else {
+      Close();
+    }
+  }
+};
+
+// Opens this process's session for `device` (torch's ordinal; the daemon is assumed to see the
+// same devices in the same order, i.e. the same CUDA_VISIBLE_DEVICES). The daemon picks the mode.
+std::shared_ptr<SessionHandle> OpenSession(const std::string& socket_path, int device,
+                                           const std::string& requested_mode, const std::string& client_name) {
+  if (device < 0 || device >= kMaxDevices) {
+    RaiseStatus(absl::InvalidArgumentError(absl::StrCat("bad device ordinal ", device)), "open_session");
+  }
+  if (requested_mode != "local" && requested_mode != "remote" && requested_mode != "auto") {
+    RaiseStatus(absl::InvalidArgumentError(absl::StrCat("requested mode must be local, remote or auto; got '",
+                                                        requested_mode, "'")), "open_session");
+  }
+  auto handle = std::make_shared<SessionHandle>();
+  handle->device = device;
+  absl::Status status;
+  {
+    py::gil_scoped_release no_gil;  // GetInfo + OpenSession (+ AttachStreamFlags) RPCs
+    DeviceRestorer restore;
+    status = EnsureContext(device);  // the session's flag page lives in the device's context
+    if (status.ok()) {
+      auto opened = ligerd::RemoteClient::Open(socket_path, device, requested_mode, client_name);
+      if (opened.ok()) handle->session = std::move(opened).value(); else status = opened.status();
+    }
+  }
+  if (!status.ok()) RaiseStatus(status, "open_session");
+  handle->remote = handle->session->remote();
+  handle->reason = handle->session->reason();
+  handle->session_id = handle->session->session_id();
+  return handle;
+}
+
+// The op an asynchronous error belongs to: the daemon's message starts with "<op>: ".
+std::string FailedOp(const absl::Status& status) {
+  const std::string message(status.message());
+  const size_t colon = message.find(": ");
+  if (colon == std::string::npos || message.find(' ') < colon) return "";
+  return message.substr(0, colon);
+}
+
+// Raises the daemon's recorded error (naming the op that failed), or DaemonUnavailableError once
+// the daemon is gone; returns otherwise. Reads shared memory and an atomic: cheap, GIL held.
+void SessionCheck(SessionHandle& handle) {
+  absl::Status status;
+  {
+    std::lock_guard<std::mutex> lock(handle.mu);
+    if (!handle.session) {
+      status = absl::FailedPreconditionError("remote session is closed");
+    } else {
+      status = handle.session->Check();
+    }
+  }
+  if (!status.ok()) RaiseStatus(status, FailedOp(status));
+}
+
+// Enqueues `op` for the daemon on torch's current stream of the tensors' device; asynchronous like
+// a kernel launch. Raises an error recorded for an earlier op before submitting, and one already
+// recorded right after (so a failure surfaces at the next op at the latest).
+void RemoteLaunch(SessionHandle& handle, const std::string& op,
+                  const std::vector<std::optional<at::Tensor>>& tensors, const std::vector<double>& scalars) {
+  SessionCheck(handle);
+  std::vector<lk::TensorView> views;
+  auto device_or = ToViews(tensors, views);
+  if (!device_or.ok()) RaiseStatus(device_or.status(), op);
+  const int device = *device_or;
+  if (device < 0) RaiseStatus(absl::InvalidArgumentError("no CUDA tensor given, so no device to run on"), op);
+  if (device != handle.device) {
+    RaiseStatus(absl::InvalidArgumentError(absl::StrCat("tensors are on cuda:", device, " but the session is for cuda:",
+                                                        handle.device)), op);
+  }
+  c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
+  const CUstream stream =
+      reinterpret_cast<CUstream>(at::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(device)).stream());
+  absl::Status status;
+  {
+    // Registering a new allocation is a gRPC round trip; a full ring waits for the daemon.
+    py::gil_scoped_release no_gil;
+    status = EnsureContext(device);
+    if (status.ok()) {
+      std::lock_guard<std::mutex> lock(handle.mu);
+      status = handle.session ? handle.session->Submit(op, views, scalars, stream)
+                              : absl::FailedPreconditionError("remote session is closed");
+    }
+  }
+  if (!status.ok()) {
+    // Submit reports a recorded asynchronous error too; that one names the op that failed.
+    const std::string failed = FailedOp(status);
+    RaiseStatus(status, failed.empty() ? op : failed);
+  }
+  SessionCheck(handle);
+}
+
+void CloseSession(SessionHandle& handle) {
+  py::gil_scoped_release no_gil;
+  handle.Close();
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -255,6 +408,26 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("workspace_bytes", &WorkspaceBytes, py::arg("op"), py::arg("tensors"), py::arg("scalars"));
   m.def("init_device", &InitDevice, py::arg("device"));
   m.attr("max_devices") = kMaxDevices;
+
+  py::class_<SessionHandle, std::shared_ptr<SessionHandle>>(m, "RemoteSession",
+      "A session with ligerd for one device (from open_session).")
+      .def_readonly("device", &SessionHandle::device)
+      .def_readonly("session_id", &SessionHandle::session_id)
+      .def_readonly("reason", &SessionHandle::reason, "why the daemon chose this mode")
+      .def_property_readonly("mode", [](const SessionHandle& h) { return h.remote ? "remote" : "local"; })
+      .def_property_readonly("closed", [](SessionHandle& h) {
+        std::lock_guard<std::mutex> lock(h.mu);
+        return !h.session;
+      });
+  m.def("open_session", &OpenSession, py::arg("socket_path"), py::arg("device"), py::arg("requested_mode"),
+        py::arg("client_name"),
+        "Open a session with the daemon on socket_path for a CUDA device; requested_mode is "
+        "'local', 'remote' or 'auto'. The handle's mode/reason say what the daemon chose.");
+  m.def("remote_launch", &RemoteLaunch, py::arg("handle"), py::arg("op"), py::arg("tensors"), py::arg("scalars"),
+        "Like launch(), but the daemon runs the op (the session must be remote).");
+  m.def("session_check", &SessionCheck, py::arg("handle"),
+        "Raise the daemon's recorded asynchronous error, or DaemonUnavailableError if it is gone.");
+  m.def("close_session", &CloseSession, py::arg("handle"));
 #ifdef LIGERD_VERSION
   m.attr("version") = LIGERD_VERSION;
 #endif

@@ -8,7 +8,7 @@ torch, start a daemon or load the extension; that happens at the first op.
 from ligerd._version import __version__
 from ligerd._errors import (ConfigError, DaemonUnavailableError, DispatchUnavailableError,
                             KernelError, LigerdError, LigerdWarning, OpInputError)
-from ligerd._dispatch import get_dispatch_mode, session_info, set_dispatch_mode
+from ligerd._dispatch import dispatch_info, get_dispatch_mode, session_info, set_dispatch_mode
 
 __all__ = [
     "__version__",
@@ -21,5 +21,6 @@ __all__ = [
     "LigerdWarning",
     "set_dispatch_mode",
     "get_dispatch_mode",
+    "dispatch_info",
     "session_info",
 ]

@@ -1,7 +1,9 @@
 """The one door every op goes through: ``launch(op, tensors, scalars)``.
 
 In ``local`` mode it calls the executor in ``ligerd._C`` (the same C++ library the daemon runs) on
-this process's tensors, on torch's current CUDA stream. ``remote`` will send a ring record instead.
+this process's tensors, on torch's current CUDA stream. In ``remote`` mode (or ``auto`` where the
+daemon chose remote for the device) it writes a ring record to the device's session instead
+(``ligerd._C.remote_launch``); the daemon runs the op on the same tensors, in the same stream order.
 Tensors and scalars are positional, in the order the op's catalogue entry (kernels/ops/<op>.cc)
 lists them; an absent optional tensor is passed as None.
 """
@@ -12,7 +14,7 @@ import threading
 from typing import Callable, Optional, Sequence
 
 from ligerd import _dispatch, _paths
-from ligerd._errors import KernelError, LigerdError
+from ligerd._errors import DaemonUnavailableError, LigerdError
 
 _C = None
 _C_error: Optional[BaseException] = None
@@ -59,10 +61,35 @@ def launch(op: str, tensors: Sequence, scalars: Sequence[float]) -> None:
         _test_launcher(op, list(tensors), [float(s) for s in scalars])
         return
     session = _dispatch.session()
-    if session.mode != "local":  # pragma: no cover (remote is not built yet)
-        raise KernelError(f"ligerd op {op}: dispatch mode {session.mode} has no launcher", op=op)
     ext = _C if _C is not None else load_extension()
-    ext.launch(op, list(tensors), [float(s) for s in scalars])
+    tensors = list(tensors)
+    scalars = [float(s) for s in scalars]
+    if session.mode != "local":
+        device = _dispatch.device_of(tensors)
+        if device is not None:
+            d = session.device(device)
+            if d.handle is not None:
+                _remote_launch(ext, session, d, op, tensors, scalars)
+                return
+    ext.launch(op, tensors, scalars)
+
+
+def _remote_launch(ext, session, d, op, tensors, scalars) -> None:
+    try:
+        ext.remote_launch(d.handle, op, tensors, scalars)
+    except DaemonUnavailableError:
+        raise  # the session stays dead: every later op says so too
+    except LigerdError:
+        # Was it this submit that failed (bad tensor: the session is fine), or did the daemon record
+        # an asynchronous error? Those are sticky, like CUDA's: the session is spent, so close it
+        # and let the next op open a fresh one.
+        try:
+            ext.session_check(d.handle)
+        except DaemonUnavailableError:
+            pass
+        except LigerdError:
+            session.drop_device(d.device)
+        raise
 
 
 def cpu_allowed() -> bool:

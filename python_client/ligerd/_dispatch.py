@@ -2,32 +2,40 @@
 
 - ``local``: in this process, by the same executor library the daemon uses (``ligerd._C``), loading
   kernels from the shared on-disk JIT cache. Works with no daemon at all (it warns once).
-- ``remote``: in the daemon, on CUDA-IPC-mapped tensors, over the shared-memory ring. Not in this
-  build yet (sessions, ring and IPC registry land with issue 3): asking for it raises
-  DispatchUnavailableError.
-- ``auto`` (default): remote where MPS is active for the device, local otherwise. While remote is
-  not built, auto always picks local and the session says so: "local (remote dispatch not available
-  in this build)".
+- ``remote``: in the daemon, on CUDA-IPC-mapped tensors, over the session's shared-memory ring,
+  ordered against torch's current stream by flags on the GPU (``ligerd._C.remote_launch``). Needs
+  a daemon (one is autostarted as for local) and a CUDA device. Without MPS it still works, only
+  each op pays a GPU context switch; the daemon says so and we warn once.
+- ``auto`` (default): the daemon decides per device at the first op on it (OpenSession with
+  DISPATCH_AUTO): remote where MPS is active on the device, local otherwise. With no daemon, or no
+  CUDA device, auto is local.
 
 Set with ``LIGERD_DISPATCH=local|remote|auto`` or ``ligerd.set_dispatch_mode(...)`` (the API wins).
+The choice and its reason are logged once per device (logger ``ligerd``) and returned by
+``ligerd.dispatch_info()``.
+
+A remote session is per (process, device), opened lazily at the first op on the device. Errors in
+the daemon are asynchronous, like CUDA's: the first one is recorded in the session's shared memory
+and raised (naming the op that failed) by the next op at the latest. Such a session is then
+closed and the next op opens a fresh one; a daemon that died is reported as
+DaemonUnavailableError by every later op (no reconnect behind the user's back).
 """
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Mapping, Optional
+from typing import Dict, Mapping, Optional
 
 from ligerd._errors import (ConfigError, DaemonUnavailableError, DispatchUnavailableError,
-                            warn_once)
+                            LigerdError, warn_once)
+
+log = logging.getLogger("ligerd")
 
 MODES = ("local", "remote", "auto")
-REMOTE_AVAILABLE = False  # flips when the session/ring/IPC data plane (issue 3, step 3) is built
-
-_REMOTE_MISSING = ("ligerd: dispatch mode 'remote' is not available in this build: the daemon-side "
-                   "data plane (sessions, shared-memory ring, CUDA IPC registry) is still being "
-                   "built under issue 3. Use LIGERD_DISPATCH=local or auto (auto runs ops locally).")
 
 
 def parse_mode(value: Optional[str], source: str = "LIGERD_DISPATCH") -> str:
@@ -63,31 +71,25 @@ def requested_mode(env: Optional[Mapping[str, str]] = None) -> tuple:
 
 
 def resolve(mode: str, source: str) -> tuple:
-    """(effective mode, reason) for a requested mode."""
+    """(process-wide mode, reason) for a requested mode; ``auto`` is settled per device later."""
     if mode == "remote":
-        if not REMOTE_AVAILABLE:
-            raise DispatchUnavailableError(_REMOTE_MISSING)
-        return "remote", f"remote (requested by {source})"  # pragma: no cover (not built yet)
+        return "remote", f"remote (requested by {source})"
     if mode == "local":
         return "local", f"local (requested by {source})"
-    # auto
-    if not REMOTE_AVAILABLE:
-        return "local", "local (remote dispatch not available in this build)"
-    return "local", "local (MPS not active)"  # pragma: no cover (decided per device once remote exists)
+    return "auto", "auto: remote where MPS is active on the device, local otherwise (decided by the daemon)"
 
 
 def set_dispatch_mode(mode: Optional[str]) -> None:
     """Choose ``"local"``, ``"remote"`` or ``"auto"`` for this process (None: back to the env/default).
 
-    Takes effect for the next op (the current session is dropped). ``"remote"`` raises
-    DispatchUnavailableError in this build."""
+    Takes effect for the next op: the current session (and its remote sessions) is closed."""
     global _api_mode, _session
     parsed = None if mode is None else parse_mode(mode, source="set_dispatch_mode()")
-    if parsed == "remote" and not REMOTE_AVAILABLE:
-        raise DispatchUnavailableError(_REMOTE_MISSING)
     with _lock:
         _api_mode = parsed
-        _session = None
+        old, _session = _session, None
+    if old is not None:
+        old.close_devices()
 
 
 def get_dispatch_mode() -> str:
@@ -96,18 +98,119 @@ def get_dispatch_mode() -> str:
 
 
 @dataclass
+class DeviceDispatch:
+    """How ops on one CUDA device run: ``handle`` is the ligerd._C.RemoteSession when remote."""
+    device: int
+    mode: str
+    reason: str
+    handle: Optional[object] = None
+
+
+@dataclass
 class Session:
-    """What this process uses: the effective mode, why, and the daemon (if one could be reached)."""
+    """What this process uses: the mode (``auto`` until a device's first op settles it), why, the
+    daemon (if one could be reached) and the per-device choices."""
     requested: str
     mode: str
     reason: str
+    source: str = ""
     daemon: Optional[object] = None
     daemon_error: Optional[str] = None
+    devices: Dict[int, DeviceDispatch] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     def describe(self) -> str:
         d = self.daemon.describe() if self.daemon is not None else f"none ({self.daemon_error})"
-        return f"dispatch: {self.reason}; daemon: {d}"
+        per = "; ".join(f"cuda:{k}: {v.reason}" for k, v in sorted(self.devices.items()))
+        return f"dispatch: {self.reason}; daemon: {d}" + (f"; {per}" if per else "")
+
+    def device(self, index: int) -> DeviceDispatch:
+        """The dispatch for CUDA device ``index``, opening its session at the first op on it."""
+        d = self.devices.get(index)
+        if d is not None:
+            return d
+        with _lock:
+            d = self.devices.get(index)
+            if d is None:
+                d = _open_device(self, index)
+                self.devices[index] = d
+            return d
+
+    def drop_device(self, index: int) -> None:
+        """Close a device's remote session (after the daemon recorded an error on it)."""
+        with _lock:
+            d = self.devices.pop(index, None)
+        if d is not None and d.handle is not None:
+            _close_handle(d.handle)
+
+    def close_devices(self) -> None:
+        for index in list(self.devices):
+            self.drop_device(index)
+
+
+def _close_handle(handle) -> None:
+    from ligerd import _backend
+    try:
+        _backend.load_extension().close_session(handle)
+    except LigerdError:
+        pass  # best effort: the daemon tears the session down when this process exits anyway
+
+
+def _cuda_device_count() -> int:
+    """CUDA devices torch sees (0 without torch or a GPU). A function so CPU tests can fake it."""
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _open_device(s: Session, index: int) -> DeviceDispatch:
+    """Ask the daemon how to run ops on ``index`` (OpenSession); a local answer closes the session
+    again (local needs no session: the executor only shares the daemon's kernel cache)."""
+    if s.mode == "local":
+        return DeviceDispatch(index, "local", s.reason)
+    from ligerd import _backend
+    ext = _backend.load_extension()
+    try:
+        handle = ext.open_session(s.daemon.socket_path, index, s.mode, f"python pid {os.getpid()}")
+    except LigerdError as e:
+        if s.mode == "remote":
+            raise
+        warn_once(f"auto-open-failed-{index}",
+                  f"ligerd: cuda:{index}: could not open a session with {s.daemon.describe()} ({e}); "
+                  f"running ops locally", stacklevel=6)
+        return DeviceDispatch(index, "local", f"local (auto: opening a session failed: {e})")
+    _register_atexit()
+    reason = f"{handle.mode} ({handle.reason})"
+    if s.mode == "remote":
+        reason = f"{handle.mode} (requested by {s.source}; daemon: {handle.reason})"
+    msg = f"ligerd: ops on cuda:{index} run {reason}"
+    log.info(msg)
+    if s.mode == "remote" and (handle.mode != "remote" or "MPS inactive" in handle.reason):
+        warn_once(f"remote-degraded-{index}", msg, stacklevel=6)
+    if handle.mode == "remote":
+        return DeviceDispatch(index, "remote", reason, handle)
+    ext.close_session(handle)
+    return DeviceDispatch(index, "local", reason)
+
+
+_atexit_registered = False
+
+
+def _register_atexit() -> None:
+    # Registered after ligerd._daemon's handler (imported when the daemon was found), so it runs
+    # first (atexit is LIFO): sessions are closed while the daemon and CUDA are still up.
+    global _atexit_registered
+    if not _atexit_registered:
+        _atexit_registered = True
+        atexit.register(_close_all)
+
+
+def _close_all() -> None:
+    s = _session
+    if s is not None:
+        s.close_devices()
 
 
 def _attach_daemon(session: Session) -> None:
@@ -123,6 +226,49 @@ def _attach_daemon(session: Session) -> None:
                   f"compiled into the shared cache by this process.", stacklevel=5)
 
 
+def _no_daemon_env() -> bool:
+    return os.environ.get("LIGERD_NO_DAEMON", "").strip() not in ("", "0")
+
+
+def _new_session() -> Session:
+    requested, source = requested_mode()
+    mode, reason = resolve(requested, source)
+    s = Session(requested=requested, mode=mode, reason=reason, source=source)
+    if mode == "local":
+        if _no_daemon_env():
+            s.daemon_error = "LIGERD_NO_DAEMON is set"
+        else:
+            _attach_daemon(s)
+        return s
+    if _cuda_device_count() == 0:
+        if mode == "remote":
+            raise DispatchUnavailableError(
+                f"ligerd: dispatch mode 'remote' (from {source}) needs a CUDA device in this process, "
+                f"and torch sees none (torch.cuda.is_available() is False). Use "
+                f"LIGERD_DISPATCH=local or auto on machines without a GPU.")
+        s.mode, s.reason = "local", "local (auto: no CUDA device)"
+        s.daemon_error = "not needed without a CUDA device"
+        return s
+    if _no_daemon_env():
+        if mode == "remote":
+            raise DaemonUnavailableError(
+                f"ligerd: dispatch mode 'remote' (from {source}) needs a daemon, but LIGERD_NO_DAEMON is set")
+        s.mode, s.reason, s.daemon_error = "local", "local (auto: LIGERD_NO_DAEMON is set)", "LIGERD_NO_DAEMON is set"
+        return s
+    if mode == "remote":
+        from ligerd import _daemon
+        try:
+            s.daemon = _daemon.connect_or_start()
+        except DaemonUnavailableError as e:
+            raise DaemonUnavailableError(
+                f"ligerd: dispatch mode 'remote' (from {source}) needs a daemon: {e}") from None
+        return s
+    _attach_daemon(s)  # auto: a daemon decides per device; without one, local
+    if s.daemon is None:
+        s.mode, s.reason = "local", "local (auto: no daemon)"
+    return s
+
+
 def session() -> Session:
     """The process's session, created on first use (first op)."""
     global _session
@@ -131,19 +277,22 @@ def session() -> Session:
         return s
     with _lock:
         if _session is None:
-            requested, source = requested_mode()
-            mode, reason = resolve(requested, source)
-            s = Session(requested=requested, mode=mode, reason=reason)
-            if mode == "local" and os.environ.get("LIGERD_NO_DAEMON", "").strip() not in ("", "0"):
-                s.daemon_error = "LIGERD_NO_DAEMON is set"
-            elif mode == "local":
-                _attach_daemon(s)
-            _session = s
+            _session = _new_session()
         return _session
 
 
-def session_info() -> dict:
-    """A dict a user (or a log line) can print: requested and effective mode, reason, daemon."""
+def device_of(tensors) -> Optional[int]:
+    """Index of the first CUDA tensor's device, None if there is none (the executor's own checks
+    then raise OpInputError naming the op, in either mode)."""
+    for t in tensors:
+        if t is not None and getattr(t, "is_cuda", False):
+            return t.device.index
+    return None
+
+
+def dispatch_info() -> dict:
+    """A dict a user (or a log line) can print: requested and effective mode, reason, daemon, and
+    per device (once an op ran there) the mode the daemon chose and why."""
     s = session()
     return {
         "requested": s.requested,
@@ -151,13 +300,21 @@ def session_info() -> dict:
         "reason": s.reason,
         "daemon": s.daemon.describe() if s.daemon is not None else None,
         "daemon_error": s.daemon_error,
+        "devices": {i: {"mode": d.mode, "reason": d.reason,
+                        "session_id": getattr(d.handle, "session_id", None)}
+                    for i, d in sorted(s.devices.items())},
     }
+
+
+session_info = dispatch_info  # the name used before per-device dispatch
 
 
 def _reset_for_tests() -> None:
     global _api_mode, _session
     with _lock:
-        if _session is not None and _session.daemon is not None and getattr(_session.daemon, "private", False):
-            _session.daemon.stop()
+        old, _session = _session, None
         _api_mode = None
-        _session = None
+    if old is not None:
+        old.close_devices()
+        if old.daemon is not None and getattr(old.daemon, "private", False):
+            old.daemon.stop()

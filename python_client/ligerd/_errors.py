@@ -33,7 +33,7 @@ class KernelError(LigerdError):
 
 
 class DispatchUnavailableError(LigerdError, NotImplementedError):
-    """The requested dispatch mode does not exist in this build (e.g. ``remote`` before issue 3 lands)."""
+    """The requested dispatch mode cannot be used here (e.g. ``remote`` without a CUDA device)."""
 
 
 class ConfigError(LigerdError, ValueError):

@@ -58,3 +58,22 @@ def test_no_tensor(ext):
     import ligerd
     with pytest.raises(ligerd.OpInputError, match="no CUDA tensor"):
         ext.launch("rms_norm_bwd", [None, None], [])
+
+
+def test_remote_entry_points_exist(ext):
+    for name in ("open_session", "remote_launch", "session_check", "close_session", "RemoteSession"):
+        assert hasattr(ext, name), name
+
+
+def test_open_session_without_gpu_or_daemon_is_a_clear_error(ext, tmp_path):
+    import ligerd
+    with pytest.raises(ligerd.LigerdError) as ei:
+        ext.open_session(str(tmp_path / "none.sock"), 0, "remote", "test")
+    # No GPU here: making the device current fails first (on a GPU machine: no daemon answers).
+    assert ei.value.op == "open_session" and ("CUDA device 0" in str(ei.value) or "GetInfo" in str(ei.value))
+
+
+def test_open_session_rejects_unknown_mode(ext, tmp_path):
+    import ligerd
+    with pytest.raises(ligerd.OpInputError, match="local, remote or auto"):
+        ext.open_session(str(tmp_path / "none.sock"), 0, "sideways", "test")

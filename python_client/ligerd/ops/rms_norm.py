@@ -31,6 +31,10 @@ _MAX_DIMS = 4
 
 def casting_mode_id(casting_mode) -> int:
     """Liger accepts the mode as a string or as its integer id."""
+    if type(casting_mode) is str:  # the common case, one dict probe (per call: keep it cheap)
+        mode = CASTING_MODES.get(casting_mode)
+        if mode is not None:
+            return mode
     if isinstance(casting_mode, bool):
         pass
     elif isinstance(casting_mode, int) and casting_mode in CASTING_MODES.values():
@@ -46,23 +50,30 @@ def _fail(msg: str):
 
 
 def check_inputs(X, W) -> None:
-    """Friendly checks before anything reaches C++ (which checks again, as a second line)."""
+    """Friendly checks before anything reaches C++ (which checks again, as a second line).
+
+    Run on every call: each check reads cheap tensor attributes (is_cuda, dtype, dim, shape,
+    get_device) and builds its message only when it fails."""
     if not isinstance(X, torch.Tensor):
         _fail(f"X must be a torch.Tensor, got {type(X).__name__}")
-    if X.device.type != "cuda" and not _backend.cpu_allowed():
+    if not X.is_cuda and not _backend.cpu_allowed():
         _fail(f"X must be a CUDA tensor, got a tensor on {X.device}")
     if X.dtype not in _SUPPORTED_DTYPES:
         _fail(f"X has dtype {X.dtype}; supported: float32, bfloat16, float16")
-    if X.dim() < 1 or X.dim() > _MAX_DIMS:
+    nd = X.dim()
+    if nd < 1 or nd > _MAX_DIMS:
         _fail(f"X must have 1 to {_MAX_DIMS} dimensions (rows flattened x hidden), got shape "
-              f"{tuple(X.shape)} ({X.dim()}-D)")
+              f"{tuple(X.shape)} ({nd}-D)")
     if X.shape[-1] == 0:
         _fail(f"X has hidden size 0 (shape {tuple(X.shape)})")
     if W is None:
         return
     if not isinstance(W, torch.Tensor):
         _fail(f"W must be a torch.Tensor or None, got {type(W).__name__}")
-    if W.device != X.device:
+    # get_device() is an int (-1 off the GPU): cheaper per call than comparing torch.device
+    # objects, which are compared only when both are off the GPU.
+    w_dev = W.get_device()
+    if w_dev != X.get_device() or (w_dev < 0 and W.device != X.device):
         _fail(f"W is on {W.device} but X is on {X.device}")
     if W.dim() != 1 or W.shape[0] != X.shape[-1]:
         _fail(f"W must have shape ({X.shape[-1]},) to match X's hidden size, got {tuple(W.shape)}")
