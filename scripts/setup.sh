@@ -12,6 +12,11 @@ packages=(build-essential cmake ninja-build pkg-config git
           libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
           libabsl-dev libgtest-dev libgmock-dev)
 missing=()
+# Where the libraries are already reachable (e.g. unpacked from .device/env.sh on a machine with
+# no package registry), apt is not needed.
+if pkg-config --exists grpc++ protobuf 2>/dev/null && command -v protoc >/dev/null && command -v grpc_cpp_plugin >/dev/null; then
+  packages=()
+fi
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
