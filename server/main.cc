@@ -44,7 +44,9 @@ void LogGpus(const GpuInventory& inventory) {
                       << (gpu.mps_enabled ? "active (remote dispatch is fast)"
                                           : "inactive (clients will dispatch locally)");
   }
-  if (!inventory.status.empty()) LIGERD_LOG(kWarning) << "devices: " << inventory.status;
+  if (!inventory.status.empty()) {
+    LIGERD_LOG(kWarning) << "devices: " << inventory.status;
+  }
 }
 
 int Serve(const DaemonConfig& config) {

@@ -28,7 +28,10 @@ class SessionsTest : public ::testing::Test {
     config_.socket_path = tmp_.Join("run/ligerd.sock");
     config_.cache_dir = tmp_.Join("cache");
     DaemonFacts facts;
-    facts.inventory.gpus.push_back({.index = 0, .name = "test GPU", .mps_enabled = true});
+    GpuDescription gpu;
+    gpu.name = "test GPU";
+    gpu.mps_enabled = true;
+    facts.inventory.gpus.push_back(gpu);
     auto daemon = Daemon::Start(config_, facts, &opener_);
     ASSERT_TRUE(daemon.ok()) << daemon.status();
     daemon_ = std::move(*daemon);
