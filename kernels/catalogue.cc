@@ -13,6 +13,10 @@ const std::vector<const OpSpec*>& AllOps() {
   static const auto* ops = new std::vector<const OpSpec*>{
       &RmsNormForwardSpec(),
       &RmsNormBackwardSpec(),
+      &SwiGluForwardSpec(),
+      &SwiGluBackwardSpec(),
+      &GeGluForwardSpec(),
+      &GeGluBackwardSpec(),
   };
   return *ops;
 }

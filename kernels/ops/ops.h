@@ -7,5 +7,9 @@ namespace ligerd::kernels {
 
 const OpSpec& RmsNormForwardSpec();   // rms_norm_fwd
 const OpSpec& RmsNormBackwardSpec();  // rms_norm_bwd
+const OpSpec& SwiGluForwardSpec();    // swiglu_fwd
+const OpSpec& SwiGluBackwardSpec();   // swiglu_bwd
+const OpSpec& GeGluForwardSpec();     // geglu_fwd
+const OpSpec& GeGluBackwardSpec();    // geglu_bwd
 
 }  // namespace ligerd::kernels

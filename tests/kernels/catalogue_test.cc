@@ -5,6 +5,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/embedded_sources.h"
+#include "kernels/ops/glu.h"
 #include "kernels/ops/rms_norm.h"
 
 namespace ligerd::kernels {
@@ -12,7 +13,7 @@ namespace {
 
 TEST(Catalogue, ListsRmsNormWithItsVariants) {
   std::vector<OpInfo> ops = ListOps();
-  ASSERT_EQ(ops.size(), 2u);
+  ASSERT_EQ(ops.size(), 6u);
   EXPECT_EQ(ops[0].name, "rms_norm_fwd");
   EXPECT_EQ(ops[1].name, "rms_norm_bwd");
   // fwd: fp32 {no W, W} + {bf16, fp16} x {no W, W same, W fp32} x 3 casting modes.
@@ -24,6 +25,21 @@ TEST(Catalogue, ListsRmsNormWithItsVariants) {
   EXPECT_EQ(ops[0].scalars, (std::vector<std::string>{"eps", "offset", "casting_mode"}));
   EXPECT_EQ(ops[1].scalars, (std::vector<std::string>{"offset", "casting_mode"}));
   EXPECT_FALSE(ops[0].doc.empty());
+  // SwiGLU / GeGLU: one variant per dtype, the activation is part of the op name.
+  const std::vector<std::string> glu = {"swiglu_fwd", "swiglu_bwd", "geglu_fwd", "geglu_bwd"};
+  for (size_t i = 0; i < glu.size(); ++i) {
+    const OpInfo& o = ops[2 + i];
+    EXPECT_EQ(o.name, glu[i]);
+    EXPECT_EQ(o.variant_count, 3u);
+    EXPECT_TRUE(o.scalars.empty());
+    EXPECT_FALSE(o.doc.empty());
+    if (i % 2 == 0)
+      EXPECT_EQ(o.tensors, (std::vector<std::string>{"A", "B", "C->"}));
+    else
+      EXPECT_EQ(o.tensors, (std::vector<std::string>{"dC", "A", "B", "dA->", "dB->"}));
+  }
+  EXPECT_EQ(FindOp("swiglu_bwd")->tensors[3].may_alias, "A");
+  EXPECT_EQ(FindOp("geglu_bwd")->tensors[4].may_alias, "B");
   EXPECT_EQ(FindOp("nope"), nullptr);
 }
 
@@ -32,7 +48,10 @@ TEST(Catalogue, VariantTagsAreUniqueAndSourcesEmbedded) {
     std::set<std::string> tags;
     for (const KernelVariant& v : op->variants) EXPECT_TRUE(tags.insert(v.tag).second) << v.tag;
     EXPECT_FALSE(op->main.text.empty()) << op->name;
-    EXPECT_NE(op->main.text.find("LIGERD_RMS_FWD_REG(1)"), std::string_view::npos);
+    if (op->name.starts_with("rms_norm"))
+      EXPECT_NE(op->main.text.find("LIGERD_RMS_FWD_REG(1)"), std::string_view::npos);
+    else
+      EXPECT_NE(op->main.text.find("glu_fwd_v"), std::string_view::npos) << op->name;
     for (const SourceFile& h : op->headers) EXPECT_FALSE(h.text.empty()) << h.name;
   }
   EXPECT_TRUE(EmbeddedSource("kernels/ops/nothing.cuh").empty());
@@ -107,6 +126,26 @@ TEST(RmsNormConfig, BadTunedConfigsAreRejected) {
   bwd.iters = 5;
   bwd.threads_per_row = 128;
   EXPECT_FALSE(RmsNormCheckConfig(true, bwd, 4096, DType::kBFloat16, true).ok()) << "no i5 bwd";
+}
+
+TEST(GluConfig, DefaultAndTunedConfigs) {
+  LaunchConfig c = GluDefaultConfig(true);
+  EXPECT_TRUE(GluCheckConfig(c, true).ok());
+  EXPECT_FALSE(GluCheckConfig(c, false).ok()) << "vectorized needs aligned operands";
+  EXPECT_TRUE(GluCheckConfig(GluDefaultConfig(false), false).ok());
+  LaunchConfig odd = c;
+  odd.threads_per_row = 48;
+  EXPECT_FALSE(GluCheckConfig(odd, true).ok());
+  LaunchConfig big = c;
+  big.threads_per_row = 2048;
+  EXPECT_FALSE(GluCheckConfig(big, true).ok());
+  LaunchConfig two_d = c;
+  two_d.rows_per_block = 2;
+  EXPECT_FALSE(GluCheckConfig(two_d, true).ok());
+  EXPECT_EQ(GluKernelName(false, true), "glu_fwd_v");
+  EXPECT_EQ(GluKernelName(true, false), "glu_bwd_s");
+  EXPECT_EQ(GluVectorWidth(DType::kBFloat16), 8);
+  EXPECT_EQ(GluVectorWidth(DType::kFloat32), 4);
 }
 
 }  // namespace

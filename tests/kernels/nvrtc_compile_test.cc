@@ -8,6 +8,7 @@
 #include "kernels/catalogue.h"
 #include "kernels/jit/jit_cache.h"
 #include "kernels/jit/nvrtc_compiler.h"
+#include "kernels/ops/glu.h"
 #include "kernels/ops/rms_norm.h"
 #include "kernels/precompile.h"
 #include "tests/kernels/test_util.h"
@@ -63,8 +64,11 @@ TEST(Nvrtc, ArchIsChecked) {
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
 }
 
-// Every kernel name the RMSNorm planner can produce, for the module of each direction.
-std::vector<std::string> PlannableKernels(bool backward) {
+// Every kernel name the op's planner can produce, for the module of each direction.
+std::vector<std::string> PlannableKernels(const std::string& op) {
+  const bool backward = op.ends_with("_bwd");
+  if (op.find("glu") != std::string::npos)
+    return {GluKernelName(backward, true), GluKernelName(backward, false)};
   std::vector<std::string> names;
   const int max_iters = backward ? 4 : 8;
   for (bool vec : {true, false}) {
@@ -101,11 +105,10 @@ void PrecompileEverything(const std::string& arch) {
   // Every module exports every kernel the planner may ask it for (names are in the ELF symbol
   // table as plain strings).
   for (const OpSpec* op : AllOps()) {
-    const bool backward = op->name == "rms_norm_bwd";
     for (const KernelVariant& v : op->variants) {
       auto m = (*cache)->Get(MakeCompileRequest(*op, v, arch));
       ASSERT_TRUE(m.ok()) << m.status();
-      for (const std::string& k : PlannableKernels(backward))
+      for (const std::string& k : PlannableKernels(op->name))
         EXPECT_NE((*m)->image.find(k + '\0'), std::string::npos) << op->name << " " << v.tag << " lacks " << k;
     }
   }

@@ -1,10 +1,12 @@
 """Liger-compatible modules and functions: ``from ligerd.transformers import LigerRMSNorm``
 is a drop-in for ``from liger_kernel.transformers import LigerRMSNorm``."""
 
-from ligerd.transformers.functional import liger_rms_norm
+from ligerd.transformers.functional import liger_geglu, liger_rms_norm, liger_swiglu
+from ligerd.transformers.geglu import LigerGEGLUMLP
 from ligerd.transformers.rms_norm import (LigerRMSNorm, LigerRMSNormForGemma,
                                           LigerRMSNormForGemma2, LigerRMSNormForGemma3,
                                           LigerRMSNormForGlm4, LigerRMSNormForOlmo2)
+from ligerd.transformers.swiglu import LigerSwiGLUMLP
 
 __all__ = [
     "LigerRMSNorm",
@@ -13,5 +15,9 @@ __all__ = [
     "LigerRMSNormForGemma3",
     "LigerRMSNormForOlmo2",
     "LigerRMSNormForGlm4",
+    "LigerSwiGLUMLP",
+    "LigerGEGLUMLP",
     "liger_rms_norm",
+    "liger_swiglu",
+    "liger_geglu",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ligerd.ops.glu import geglu as _geglu
+from ligerd.ops.glu import swiglu as _swiglu
 from ligerd.ops.rms_norm import rms_norm as _rms_norm
 
 
@@ -10,4 +12,14 @@ def liger_rms_norm(X, W, eps, offset: float = 0.0, casting_mode: str = "llama", 
     return _rms_norm(X, W, eps, offset=offset, casting_mode=casting_mode, in_place=in_place)
 
 
-__all__ = ["liger_rms_norm"]
+def liger_swiglu(a, b):
+    """``silu(a) * b``; the backward writes da, db into a and b (eager mode). See ligerd.ops.glu."""
+    return _swiglu(a, b)
+
+
+def liger_geglu(a, b):
+    """``gelu_tanh(a) * b``; the backward writes da, db into a and b (eager mode)."""
+    return _geglu(a, b)
+
+
+__all__ = ["liger_geglu", "liger_rms_norm", "liger_swiglu"]
