@@ -17,6 +17,7 @@
 #include "kernels/embedded_sources.h"
 #include "kernels/ops/glu.h"
 #include "kernels/ops/glu_params.h"
+#include "kernels/ops/dtype_names.h"
 #include "kernels/ops/ops.h"
 #include "kernels/status_macros.h"
 #include "kernels/validate.h"
@@ -32,22 +33,6 @@ constexpr size_t kVectorAlign = 16;
 // Blocks per SM assumed when no occupancy oracle is available (tests).
 constexpr int kFallbackBlocksPerSm = 8;
 
-const char* DeviceTypeName(DType t) {
-  switch (t) {
-    case DType::kFloat32: return "float";
-    case DType::kBFloat16: return "ligerd::bf16";
-    case DType::kFloat16: return "ligerd::f16";
-    default: return "void";
-  }
-}
-const char* ShortName(DType t) {
-  switch (t) {
-    case DType::kFloat32: return "f32";
-    case DType::kBFloat16: return "bf16";
-    case DType::kFloat16: return "f16";
-    default: return "bad";
-  }
-}
 
 KernelVariant MakeVariant(bool backward, Act act, DType x) {
   KernelVariant v;

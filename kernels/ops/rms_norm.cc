@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "kernels/embedded_sources.h"
+#include "kernels/ops/dtype_names.h"
 #include "kernels/ops/ops.h"
 #include "kernels/ops/rms_norm_params.h"
 #include "kernels/status_macros.h"
@@ -60,22 +61,6 @@ constexpr int64_t kMaxHidden = int64_t{1} << 30;
 constexpr unsigned kReduceCols = 32, kReduceLanes = 16;
 constexpr size_t kVectorAlign = 16;
 
-const char* DeviceTypeName(DType t) {
-  switch (t) {
-    case DType::kFloat32: return "float";
-    case DType::kBFloat16: return "ligerd::bf16";
-    case DType::kFloat16: return "ligerd::f16";
-    default: return "void";
-  }
-}
-const char* ShortName(DType t) {
-  switch (t) {
-    case DType::kFloat32: return "f32";
-    case DType::kBFloat16: return "bf16";
-    case DType::kFloat16: return "f16";
-    default: return "bad";
-  }
-}
 
 // Casting modes that compile to identical code share a variant: fp32 inputs round nothing,
 // and the backward differs only in llama mode's dW (and not at all without a weight).

@@ -13,33 +13,9 @@
 namespace ligerd::kernels {
 namespace {
 
-// Distinct, 256-byte aligned fake addresses far apart (never dereferenced).
-void* Addr(int i) { return reinterpret_cast<void*>(uintptr_t{0x100000000} * (i + 1)); }
-
-TensorView Tensor(void* data, DType dt, std::vector<int64_t> sizes, std::vector<int64_t> strides = {}) {
-  TensorView t;
-  t.data = data;
-  t.dtype = dt;
-  t.ndim = static_cast<int32_t>(sizes.size());
-  int64_t s = 1;
-  for (int i = t.ndim - 1; i >= 0; --i) {
-    t.sizes[i] = sizes[i];
-    t.strides[i] = strides.empty() ? s : strides[i];
-    s *= sizes[i];
-  }
-  return t;
-}
-
-DeviceInfo FakeDevice() {
-  DeviceInfo d;
-  d.ordinal = 0;
-  d.sm_count = 132;
-  d.compute_capability = 90;
-  d.blocks_per_sm = [](std::string_view, const KernelVariant&, std::string_view, int, size_t) {
-    return absl::StatusOr<int>(2);
-  };
-  return d;
-}
+using testing::Addr;
+using testing::FakeDevice;
+using testing::Tensor;
 
 struct Fwd {
   std::vector<TensorView> t;

@@ -7,36 +7,16 @@
 #include "kernels/catalogue.h"
 #include "kernels/ops/glu.h"
 #include "kernels/ops/glu_params.h"
+#include "tests/kernels/test_util.h"
 
 namespace ligerd::kernels {
 namespace {
 
-// Distinct, 256-byte aligned fake addresses far apart (never dereferenced).
-char* Addr(int i) { return reinterpret_cast<char*>(uintptr_t{0x100000000} * (i + 1)); }
-
-TensorView Tensor(void* data, DType dt, std::vector<int64_t> sizes, std::vector<int64_t> strides = {}) {
-  TensorView t;
-  t.data = data;
-  t.dtype = dt;
-  t.ndim = static_cast<int32_t>(sizes.size());
-  int64_t s = 1;
-  for (int i = t.ndim - 1; i >= 0; --i) {
-    t.sizes[i] = sizes[i];
-    t.strides[i] = strides.empty() ? s : strides[i];
-    s *= sizes[i];
-  }
-  return t;
-}
-
-DeviceInfo FakeDevice() {
-  DeviceInfo d;
-  d.sm_count = 132;
-  d.compute_capability = 90;
-  d.blocks_per_sm = [](std::string_view, const KernelVariant&, std::string_view, int, size_t) {
-    return absl::StatusOr<int>(8);
-  };
-  return d;
-}
+// Byte-addressable, for halves of one [rows, 2F] tensor.
+char* Addr(int i) { return static_cast<char*>(testing::Addr(i)); }
+using testing::Tensor;
+// The GLU planner sizes its grid from occupancy: 8 blocks/SM as for a 256-thread kernel.
+DeviceInfo FakeDevice() { return testing::FakeDevice(8); }
 
 absl::StatusOr<OpPlan> Plan(const std::string& op, const std::vector<TensorView>& t) {
   OpCall c;

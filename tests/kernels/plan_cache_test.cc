@@ -9,6 +9,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/catalogue.h"
+#include "tests/kernels/test_util.h"
 
 namespace ligerd::kernels {
 namespace {
@@ -18,29 +19,8 @@ void* Addr(int i, uintptr_t base = 0) {
   return reinterpret_cast<void*>(uintptr_t{0x100000000} * (i + 1) + base);
 }
 
-TensorView Tensor(void* data, DType dt, std::vector<int64_t> sizes) {
-  TensorView t;
-  t.data = data;
-  t.dtype = dt;
-  t.ndim = static_cast<int32_t>(sizes.size());
-  int64_t s = 1;
-  for (int i = t.ndim - 1; i >= 0; --i) {
-    t.sizes[i] = sizes[i];
-    t.strides[i] = s;
-    s *= sizes[i];
-  }
-  return t;
-}
-
-DeviceInfo FakeDevice() {
-  DeviceInfo d;
-  d.sm_count = 132;
-  d.compute_capability = 90;
-  d.blocks_per_sm = [](std::string_view, const KernelVariant&, std::string_view, int, size_t) {
-    return absl::StatusOr<int>(2);
-  };
-  return d;
-}
+using testing::FakeDevice;
+using testing::Tensor;
 
 struct Call {
   std::string op;

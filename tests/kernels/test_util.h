@@ -10,11 +10,45 @@
 #include <filesystem>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "kernels/catalogue.h"
 #include "kernels/jit/compile_request.h"
+#include "kernels/tensor_view.h"
 
 namespace ligerd::kernels::testing {
+
+// Planning tests: distinct, 256-byte aligned fake device addresses far apart (never dereferenced).
+inline void* Addr(int i) { return reinterpret_cast<void*>(uintptr_t{0x100000000} * (i + 1)); }
+
+// A tensor view over a fake address; row-major strides unless given.
+inline TensorView Tensor(void* data, DType dt, std::vector<int64_t> sizes, std::vector<int64_t> strides = {}) {
+  TensorView t;
+  t.data = data;
+  t.dtype = dt;
+  t.ndim = static_cast<int32_t>(sizes.size());
+  int64_t s = 1;
+  for (int i = t.ndim - 1; i >= 0; --i) {
+    t.sizes[i] = sizes[i];
+    t.strides[i] = strides.empty() ? s : strides[i];
+    s *= sizes[i];
+  }
+  return t;
+}
+
+// An H100-like device whose occupancy oracle answers `blocks_per_sm` for every kernel.
+inline DeviceInfo FakeDevice(int blocks_per_sm = 2) {
+  DeviceInfo d;
+  d.ordinal = 0;
+  d.sm_count = 132;
+  d.compute_capability = 90;
+  d.blocks_per_sm = [blocks_per_sm](std::string_view, const KernelVariant&, std::string_view, int, size_t) {
+    return absl::StatusOr<int>(blocks_per_sm);
+  };
+  return d;
+}
+
 
 // A fresh private directory removed at scope exit.
 class TempDir {
