@@ -7,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "kernels/catalogue.h"
 #include "kernels/tensor_view.h"
 
@@ -38,5 +39,10 @@ bool IsContiguous(const TensorView& t);
 bool SameView(const TensorView& a, const TensorView& b);
 
 std::string ShapeString(const TensorView& t);
+
+// OK when `t` has the shape and dtype of `ref`; otherwise INVALID_ARGUMENT naming the op, both
+// tensors and what differs (sizes only: strides are the op's business).
+absl::Status CheckSameShape(absl::string_view op, absl::string_view name, const TensorView& t,
+                            absl::string_view ref_name, const TensorView& ref);
 
 }  // namespace ligerd::kernels

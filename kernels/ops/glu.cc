@@ -46,22 +46,6 @@ KernelVariant MakeVariant(bool backward, Act act, DType x) {
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 bool Aligned(const void* p, size_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; }
 
-absl::Status CheckSameShape(absl::string_view op, absl::string_view name, const TensorView& t,
-                            absl::string_view ref_name, const TensorView& ref) {
-  bool same = t.ndim == ref.ndim;
-  for (int i = 0; same && i < t.ndim; ++i) same = t.sizes[i] == ref.sizes[i];
-  if (!same)
-    return absl::InvalidArgumentError(absl::StrCat(op, ": tensor '", name, "' has shape ",
-                                                   ShapeString(t), ", expected ",
-                                                   ShapeString(ref), " (shape of ", ref_name, ")"));
-  if (t.dtype != ref.dtype)
-    return absl::InvalidArgumentError(absl::StrCat(op, ": tensor '", name, "' has dtype ",
-                                                   DTypeName(t.dtype), ", expected ",
-                                                   DTypeName(ref.dtype), " (dtype of ", ref_name,
-                                                   ")"));
-  return absl::OkStatus();
-}
-
 struct Operand {
   const char* name;
   const TensorView* t;

@@ -129,22 +129,6 @@ absl::Status CheckFinite(absl::string_view op, absl::string_view name, double v)
   return absl::OkStatus();
 }
 
-absl::Status CheckSameShape(absl::string_view op, absl::string_view name, const TensorView& t,
-                            absl::string_view ref_name, const TensorView& ref) {
-  bool same = t.ndim == ref.ndim;
-  for (int i = 0; same && i < t.ndim; ++i) same = t.sizes[i] == ref.sizes[i];
-  if (!same)
-    return absl::InvalidArgumentError(absl::StrCat(op, ": tensor '", name, "' has shape ",
-                                                   ShapeString(t), ", expected ",
-                                                   ShapeString(ref), " (shape of ", ref_name, ")"));
-  if (t.dtype != ref.dtype)
-    return absl::InvalidArgumentError(absl::StrCat(op, ": tensor '", name, "' has dtype ",
-                                                   DTypeName(t.dtype), ", expected ",
-                                                   DTypeName(ref.dtype), " (dtype of ", ref_name,
-                                                   ")"));
-  return absl::OkStatus();
-}
-
 // W or dW: n elements, contiguous, `x`'s dtype or fp32.
 absl::Status CheckWeight(absl::string_view op, absl::string_view name, const TensorView& w, int64_t n,
                          DType x) {
