@@ -11,7 +11,9 @@
 #
 # Knobs: LIGERD_BUILD, OUT, PYTHON (default python3), JOBS (default nproc),
 #        SKIP_CTEST=1, SKIP_PIP=1, SKIP_PYTEST_CPU=1, SKIP_BENCH=1, BENCH_ARGS="--quick",
-#        CMAKE_ARGS (extra configure arguments).
+#        CMAKE_ARGS (extra configure arguments),
+#        GPU_TESTS (pytest targets, default "tests/gpu"; e.g. "tests/gpu/test_rope.py -k bf16"),
+#        SKIP_PRECOMPILE=1 (kernels then compile on first use).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -82,7 +84,7 @@ LIGERD_DAEMON_BIN=$(find "$BUILD" -maxdepth 3 -type f -name ligerd -perm -u+x 2>
 # 2. precompile every kernel variant for this GPU (in the background, while ctest runs)
 ARCH=$("$PY" -c 'import torch; c = torch.cuda.get_device_capability(0); print(f"sm_{c[0]}{c[1]}")' 2>/dev/null || echo sm_90)
 PRE_PID=
-if [[ $FAILED == 0 && -n "$LIGERD_DAEMON_BIN" ]]; then
+if [[ $FAILED == 0 && -n "$LIGERD_DAEMON_BIN" && "${SKIP_PRECOMPILE:-0}" != 1 ]]; then
   ( step_t0=$(date +%s)
     "$LIGERD_DAEMON_BIN" --precompile_arch="$ARCH" --cache_dir="$LIGERD_CACHE_DIR" > "$OUT/precompile.log" 2>&1
     echo $? > "$OUT/precompile.rc"; echo $(( $(date +%s) - step_t0 )) > "$OUT/precompile.secs" ) &
@@ -136,7 +138,7 @@ if [[ -f .device/with-mps.sh ]] && command -v nvidia-cuda-mps-control >/dev/null
   MPS_WRAP=(bash .device/with-mps.sh)
 fi
 if [[ $FAILED == 0 || -f "$BUILD/python/ligerd/__init__.py" ]]; then
-  step pytest-gpu 1 timeout 420 "${MPS_WRAP[@]}" "$PY" -m pytest tests/gpu -q -ra -p no:cacheprovider \
+  step pytest-gpu 1 timeout 420 "${MPS_WRAP[@]}" "$PY" -m pytest ${GPU_TESTS:-tests/gpu} -q -ra -p no:cacheprovider \
     --junitxml="$OUT/pytest-gpu.xml" || true
 fi
 
