@@ -634,7 +634,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 dispatch=args.dispatch, device=next((r.device for r in results if r.ok), args.device),
                 params=next((r.params for r in results if r.ok), 0),
                 title=f"{model_desc}, {next((r.params for r in results if r.ok), 0) / 1e6:.0f}M "
-                      f"parameters, batch {args.batch} x {args.seq} tokens, bf16 weights, AdamW\n"
+                      f"parameters, batch {args.batch} x {args.seq} tokens, "
+                      f"{'bf16' if args.device == 'cuda' else 'float32'} weights, AdamW\n"
                       f"text: {facts['text']}; tokenizer: {facts['tokenizer']}")
     print(f"\n== {model_desc}, {meta['params'] / 1e6:.0f}M parameters, on {meta['device']}")
     print(report_table(results))
