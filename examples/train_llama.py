@@ -235,18 +235,20 @@ def window_batch(tokens, starts, seq: int):
 # ---------------------------------------------------------------------------------------------
 # Model, optimizer, one training run (what a child process does)
 
-def llama_config(size: str, vocab_size: int, seq: int):
+def llama_config(dims: Dict[str, int], vocab_size: int, seq: int, tie_word_embeddings: bool = False,
+                 rope_theta: float = 10000.0):
+    """A LlamaConfig with ``dims`` (a SIZES entry), SDPA attention, no KV cache."""
     from transformers import LlamaConfig
-    s = SIZES[size]
+    s = dims
     kw = dict(vocab_size=vocab_size, hidden_size=s["hidden"], intermediate_size=s["ffn"],
               num_hidden_layers=s["layers"], num_attention_heads=s["heads"],
               num_key_value_heads=s["kv_heads"], max_position_embeddings=max(seq, 2048),
-              rms_norm_eps=1e-5, hidden_act="silu", tie_word_embeddings=False, use_cache=False,
-              bos_token_id=None, eos_token_id=None, pad_token_id=None)
+              rms_norm_eps=1e-5, hidden_act="silu", tie_word_embeddings=tie_word_embeddings,
+              use_cache=False, bos_token_id=None, eos_token_id=None, pad_token_id=None)
     try:  # transformers 5: rope_parameters; 4.x: rope_theta
-        cfg = LlamaConfig(**kw, rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+        cfg = LlamaConfig(**kw, rope_parameters={"rope_type": "default", "rope_theta": rope_theta})
     except TypeError:
-        cfg = LlamaConfig(**kw, rope_theta=10000.0)
+        cfg = LlamaConfig(**kw, rope_theta=rope_theta)
     cfg._attn_implementation = "sdpa"
     return cfg
 
@@ -343,7 +345,7 @@ def train_run(run: str, tokens, vocab_size: int, args: argparse.Namespace,
     device = args.device
     if patch is not None:
         patch()
-    config = llama_config(args.model_size, vocab_size, args.seq)
+    config = llama_config(SIZES[args.model_size], vocab_size, args.seq)
     # bf16 on the GPU (the demo's subject); float32 on the CPU (tests only: bf16 matmuls are
     # emulated there and ~10x slower).
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
