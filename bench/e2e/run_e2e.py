@@ -498,15 +498,19 @@ def plot_results(results: Dict[str, Dict], path: Path, meta: Dict) -> Optional[P
     except ImportError:
         print("run_e2e: matplotlib is not installed: no PNG", file=sys.stderr)
         return None
+    from matplotlib.ticker import ScalarFormatter
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(16, 4.8))
+    colors = {n: f"C{i}" for i, n in enumerate(CONFIGS)}
     for name, res in results.items():
         ok = sorted((r for r in res["rows"] if r.get("status") == "ok"), key=lambda r: r["batch"])
         if ok:
             b = [r["batch"] for r in ok]
-            ax1.plot(b, [r["tokens_per_s"] / 1e3 for r in ok], marker="o", label=res["label"])
-            ax2.plot(b, [r["peak_gib"] for r in ok], marker="o", label=res["label"])
+            ax1.plot(b, [r["tokens_per_s"] / 1e3 for r in ok], marker="o", label=res["label"],
+                     color=colors[name])
+            ax2.plot(b, [r["peak_gib"] for r in ok], marker="o", label=res["label"], color=colors[name])
     for ax, yl, title in ((ax1, "K tokens/s", "throughput"), (ax2, "GiB", "peak memory")):
         ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.set_xlabel(f"batch (x {meta.get('seq')} tokens)")
         ax.set_ylabel(yl)
         ax.set_title(title)
@@ -516,7 +520,7 @@ def plot_results(results: Dict[str, Dict], path: Path, meta: Dict) -> Optional[P
         ax2.axhline(meta["gpu_gib"], color="red", linewidth=0.8, linestyle="--", label="GPU memory")
     labels = [res["label"] for res in results.values()]
     mb = [res["max_batch"] or 0 for res in results.values()]
-    bars = ax3.bar(range(len(labels)), mb, color="tab:green")
+    bars = ax3.bar(range(len(labels)), mb, color=[colors[n] for n in results])
     ax3.set_xticks(range(len(labels)), labels, rotation=15, fontsize=8)
     for bar, v in zip(bars, mb):
         ax3.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), str(v), ha="center", va="bottom")
@@ -552,6 +556,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         meta["transformers"] = transformers.__version__
     except ImportError:
         pass
+    if args.device == "cuda":
+        import common
+        meta["environment"] = common.environment()  # torch, CUDA, GPU, triton, ligerd, liger_kernel
     meta["title"] = (f"Llama-3.2-1B shape ({m['dims']['layers']} layers, hidden {m['dims']['hidden']}, "
                      f"vocab {m['vocab']}), bf16, AdamW, seq {args.seq}, on {meta['device']}")
     t0 = time.time()
