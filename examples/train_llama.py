@@ -384,13 +384,7 @@ def train_run(run: str, tokens, vocab_size: int, args: argparse.Namespace,
     if bar is not None:
         bar.close()
     timed = args.steps - args.warmup
-    dispatch = ""
-    if run == "ligerd":
-        try:
-            import ligerd
-            dispatch = str(ligerd.dispatch_info())
-        except Exception as e:  # noqa: BLE001 (a fake patch in tests, or an older client)
-            dispatch = f"unknown ({type(e).__name__})"
+    dispatch = describe_dispatch() if run == "ligerd" else ""
     return RunResult(
         run=run, label=RUNS[run], ok=True, steps=args.steps, batch=args.batch, seq=args.seq,
         params=params, tokens_per_s=timed * args.batch * args.seq / elapsed,
@@ -398,6 +392,23 @@ def train_run(run: str, tokens, vocab_size: int, args: argparse.Namespace,
         peak_mem_bytes=int(torch.cuda.max_memory_allocated()) if device == "cuda" else 0,
         losses=[float(x) for x in torch.stack(losses).float().cpu().tolist()],
         dispatch=dispatch, device=torch.cuda.get_device_name(0) if device == "cuda" else "cpu")
+
+
+def describe_dispatch() -> str:
+    """How ligerd dispatched the ops in this process (mode and why, per device), for the report."""
+    try:
+        import ligerd
+        info = ligerd.dispatch_info()
+    except Exception as e:  # noqa: BLE001 (a stand-in patch in tests, or no ligerd)
+        return f"unknown ({type(e).__name__}: {e})"[:200]
+    if not isinstance(info, dict):
+        return str(info)
+    text = f"{info.get('mode')} (requested {info.get('requested')}: {info.get('reason')})"
+    for dev, d in (info.get("devices") or {}).items():
+        text += f"; device {dev}: {d.get('mode')} ({d.get('reason')})"
+    if info.get("daemon"):
+        text += f"; {info['daemon']}"
+    return text
 
 
 def worker_main(args: argparse.Namespace) -> int:

@@ -189,12 +189,6 @@ def worker_main(args: argparse.Namespace) -> int:
         info["error"] = f"{type(e).__name__}: {e}"
         save()
         return 1
-    if name in LIGERD_CONFIGS:
-        try:
-            import ligerd
-            info["dispatch"] = str(ligerd.dispatch_info())
-        except Exception as e:  # noqa: BLE001
-            info["dispatch"] = f"unknown ({type(e).__name__})"
     gen = torch.Generator(device="cpu").manual_seed(1)
     cuda = args.device == "cuda"
     for batch in args.batches:
@@ -240,6 +234,8 @@ def worker_main(args: argparse.Namespace) -> int:
                 rows.append(row)
             save()
             break  # memory after an OOM is not to be trusted: a fresh process continues
+    if name in LIGERD_CONFIGS:
+        info["dispatch"] = train_llama.describe_dispatch()  # after the ops ran: per-device modes
     save()
     return 1 if info["error"] else 0
 
