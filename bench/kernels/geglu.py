@@ -3,7 +3,8 @@ model and peers: Liger's LigerGELUMulFunction, ligerd's liger_geglu)."""
 
 from __future__ import annotations
 
-from kernels.swiglu import PASSES, bytes_moved, make_args, make_impls, shapes  # noqa: F401
+from kernels.swiglu import (PASSES, bytes_moved, make_args, make_impls, make_steps,  # noqa: F401
+                            shapes)
 
 OP = "geglu"
 TITLE = "GeGLU (tanh)"

@@ -6,6 +6,11 @@ liger_swiglu.
 Byte model (minimal traffic): fwd reads a, b and writes c = 3*M*F*b; bwd reads dc, a, b and
 writes da, db = 5*M*F*b; full = 8*M*F*b. Liger and ligerd write da, db over a, b (their eager
 backward is in place); torch writes fresh ones: the traffic is the same.
+
+ligerd's "bwd" step calls its backward op (ligerd::glu_bwd_inplace) directly: the generic step
+replays one retained graph's backward, and ligerd's in-place backward (a custom op that declares
+its mutation of the saved a, b) is, rightly, refused by autograd a second time. Liger's Triton
+backward mutates the saved tensors without telling autograd, so the generic step works for it.
 """
 
 from __future__ import annotations
@@ -70,3 +75,26 @@ def make_impls(kind: str) -> Dict[str, Callable]:
 
 def impls() -> Dict[str, Callable]:
     return make_impls(OP)
+
+
+def make_steps(fn, args, grad_idx, p):
+    act = _ligerd_act(fn)
+    if p != "bwd" or act is None:
+        return harness.generic_step(fn, args, grad_idx, p)
+    a, b = args
+    dc = torch.randn_like(a)
+
+    def bwd():
+        with torch.no_grad():
+            torch.ops.ligerd.glu_bwd_inplace(dc, a, b, act)
+    return bwd
+
+
+def _ligerd_act(fn):
+    """ligerd's activation code if fn is liger_swiglu / liger_geglu, else None."""
+    try:
+        import ligerd.transformers as lt
+        from ligerd.ops import glu
+    except Exception:  # noqa: BLE001
+        return None
+    return {lt.liger_swiglu: glu.SILU, lt.liger_geglu: glu.GELU_TANH}.get(fn)
