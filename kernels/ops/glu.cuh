@@ -8,7 +8,9 @@
 //   LIGERD_XT       element type of every tensor: float | ligerd::bf16 | ligerd::f16
 // Kernels in each module: glu_{fwd,bwd}_v (16-byte vectors: needs cols % VEC == 0, every row
 // stride % VEC == 0, 16-byte aligned pointers) and glu_{fwd,bwd}_s (one element per access,
-// any shape). Both are grid-stride loops over the rows x cols elements, 1-D blocks.
+// any shape). 1-D blocks, each over one contiguous chunk of the rows x cols elements (a
+// persistent grid-stride loop measured 4-7% slower on an H100: 2.81-2.91 vs 3.05 TB/s at
+// 16384 x 14336 bf16, for any block size or grid multiple).
 //
 // Numerics: a, b, dc are converted to fp32 on load; everything is computed in fp32 and each
 // output is rounded once to XT (torch eager rounds act(a) to XT before the multiply; Liger
@@ -31,11 +33,8 @@ constexpr int kAct = LIGERD_GLU_ACT;
 constexpr int kVec = 16 / static_cast<int>(sizeof(XT));
 constexpr float kK0 = 0.7978845608028654f;  // sqrt(2/pi)
 constexpr float kK1 = 0.044715f;
-// Grid-stride positions each thread handles per loop iteration (see fwd).
-#ifndef LIGERD_GLU_UNROLL
-#define LIGERD_GLU_UNROLL 2
-#endif
-constexpr int kUnroll = LIGERD_GLU_UNROLL;
+// Vector positions per thread (glu_params.h says why this many).
+constexpr int kUnroll = LIGERD_GLU_POSITIONS_PER_THREAD;
 
 // 16-bit outputs keep 8 (bf16) or 11 (fp16) bits, so the activation uses the SFU's fast exp
 // (ex2.approx, ~2 ulp of fp32) and a fast division: that halves the instruction count, which
@@ -96,11 +95,13 @@ __device__ __forceinline__ void fwd(const LigerdGluParams& p) {
   const XT* a = static_cast<const XT*>(p.a);
   const XT* b = static_cast<const XT*>(p.b);
   XT* c = static_cast<XT*>(p.out0);
-  const long long step = static_cast<long long>(gridDim.x) * blockDim.x;
-  // kUnroll grid-stride positions per iteration, all loads issued before any math: more bytes
-  // in flight per thread (HBM latency x bandwidth needs ~32 KB in flight per SM).
-  for (long long i0 = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; i0 < total;
-       i0 += kUnroll * step) {
+  // Block k owns the contiguous chunk of kUnroll * blockDim.x vectors starting at
+  // k * kUnroll * blockDim.x; thread t takes positions t, t + blockDim.x, ... of it, all loads
+  // issued before any math. The grid normally covers every chunk once (the loop runs once).
+  const long long step = blockDim.x;
+  const long long chunk = kUnroll * step;
+  for (long long i0 = static_cast<long long>(blockIdx.x) * chunk + threadIdx.x; i0 < total;
+       i0 += static_cast<long long>(gridDim.x) * chunk) {
     Vec<XT, VEC> av[kUnroll], bv[kUnroll];
     long long off_a[kUnroll], off_b[kUnroll], off_c[kUnroll];
 #pragma unroll
@@ -151,11 +152,12 @@ __device__ __forceinline__ void bwd(const LigerdGluParams& p) {
   const XT* b = static_cast<const XT*>(p.b);
   XT* da = static_cast<XT*>(p.out0);
   XT* db = static_cast<XT*>(p.out1);
-  const long long step = static_cast<long long>(gridDim.x) * blockDim.x;
-  // As fwd: kUnroll positions per iteration, every load before any store (which also keeps
-  // the in-place case race-free: a thread reads its own elements before writing them).
-  for (long long i0 = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; i0 < total;
-       i0 += kUnroll * step) {
+  // Chunks and positions as in fwd; every load before any store (which also keeps the
+  // in-place case race-free: a thread reads its own elements before writing them).
+  const long long step = blockDim.x;
+  const long long chunk = kUnroll * step;
+  for (long long i0 = static_cast<long long>(blockIdx.x) * chunk + threadIdx.x; i0 < total;
+       i0 += static_cast<long long>(gridDim.x) * chunk) {
     Vec<XT, VEC> gv[kUnroll], av[kUnroll], bv[kUnroll];
     Pos q[kUnroll];
 #pragma unroll
