@@ -3,6 +3,7 @@
 // 128-1024, with and without streaming cache hints. Standalone, to settle kernels/ops/glu.cuh's
 // launch shape; result on the H100: bench/results/glu_launch_shapes.txt.
 //   nvcc -O3 -arch=sm_90 -std=c++17 bench/micro/glu_launch_shapes.cu -o /tmp/glu_launch_shapes
+#include <cstdio>
 #include <cuda_runtime.h>
 #include <cuda_bf16.h>
 #define CK(x) do{cudaError_t e=(x); if(e){printf("%s:%d %s\n",__FILE__,__LINE__,cudaGetErrorString(e)); return 1;}}while(0)
