@@ -44,27 +44,35 @@ constexpr int kVec = 16 / static_cast<int>(sizeof(XT));
 // Heads whose loads are issued before the first store (memory-level parallelism per thread).
 constexpr int kUnroll = 4;
 
+template <class I>
+struct Split {
+  I s, b, group, lane;
+};
+template <class I>
+__device__ __forceinline__ Split<I> split(I item, const LigerdRopeParams& p) {
+  const I lanes = static_cast<I>(p.lanes), per_token = static_cast<I>(p.groups) * lanes;
+  const I tok = item / per_token, rest = item - tok * per_token;
+  const I group = rest / lanes;
+  const I s = tok / static_cast<I>(p.batch);
+  return {s, tok - s * static_cast<I>(p.batch), group, rest - group * lanes};
+}
+
 template <int VEC>
 __device__ __forceinline__ void run(const LigerdRopeParams& p) {
-  // Thread -> (token, group, lane). 32-bit division when the item count allows (the usual case).
+  // Thread -> (token, group, lane), tokens seq-major (batch fastest). 32-bit divisions when
+  // the item count allows (always, short of 4G items); 64-bit otherwise.
   const unsigned long long item =
       static_cast<unsigned long long>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (item >= static_cast<unsigned long long>(p.items)) return;
-  long long tok, rest;
-  const long long per_token = p.groups * p.lanes;
+  long long s, b, col;
+  int group;
   if (p.items <= 0xffffffffll) {
-    const unsigned i = static_cast<unsigned>(item), pt = static_cast<unsigned>(per_token);
-    tok = i / pt;
-    rest = i - static_cast<unsigned>(tok) * pt;
+    const Split<unsigned> q = split<unsigned>(static_cast<unsigned>(item), p);
+    s = q.s, b = q.b, group = static_cast<int>(q.group), col = static_cast<long long>(q.lane) * VEC;
   } else {
-    tok = static_cast<long long>(item) / per_token;
-    rest = static_cast<long long>(item) - tok * per_token;
+    const Split<unsigned long long> q = split<unsigned long long>(item, p);
+    s = q.s, b = q.b, group = static_cast<int>(q.group), col = static_cast<long long>(q.lane) * VEC;
   }
-  const int group = static_cast<int>(rest / p.lanes);
-  const long long col = (rest - group * p.lanes) * VEC;
-  // Seq-major token order: batch fastest.
-  const long long s = tok / p.batch;
-  const long long b = tok - s * p.batch;
 
   const CT* cp = static_cast<const CT*>(p.cos) + b * p.cos_stride[0] + s * p.cos_stride[1] + col;
   const CT* sp = static_cast<const CT*>(p.sin) + b * p.sin_stride[0] + s * p.sin_stride[1] + col;
