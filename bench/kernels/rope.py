@@ -105,9 +105,25 @@ def _cos_sin(b, s, d, dtype):
     return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
+def _on_bench_stream():
+    return torch.cuda.stream(common.bench_stream()) if DEVICE == "cuda" else contextlib.nullcontext()
+
+
 def make_args(shape: dict, dtype):
     """[q, k, cos, sin], differentiable indices [0, 1]. q and k are non-leaf transposed views of
-    [B, S, H*hd] "projection outputs" (x * 1 of a leaf, computed here, once, untimed)."""
+    [B, S, H*hd] "projection outputs" (x * 1 of a leaf, computed here, once, untimed).
+
+    Made on the stream the steps are captured on: the backward delivers dq to q's autograd node
+    on the stream that node was recorded on, and a node recorded on the default stream would
+    make the captured backward wait on the legacy stream (an invalid capture)."""
+    with _on_bench_stream():
+        out = _make_args(shape, dtype)
+    if DEVICE == "cuda":
+        common.bench_stream().synchronize()
+    return out
+
+
+def _make_args(shape: dict, dtype):
     b, s, hq, hk, d = shape["B"], shape["S"], shape["Hq"], shape["Hk"], shape["D"]
     xq = torch.randn(b, s, hq * d, device=DEVICE, dtype=dtype, requires_grad=True)
     xk = torch.randn(b, s, hk * d, device=DEVICE, dtype=dtype, requires_grad=True)
@@ -129,8 +145,9 @@ def make_steps(fn, args, grad_idx, p):
     in-place op that bumps q's version (ligerd, as torch's own in-place ops do) makes autograd
     regenerate q's grad_fn afterwards, so ``q`` itself no longer names the edge the op used."""
     q, k = args[0], args[1]
-    dq = torch.randn_like(q)  # the layout autograd would hand over: q's (transposed) layout
-    dk = torch.randn_like(k)
+    with _on_bench_stream():
+        dq = torch.randn_like(q)  # the layout autograd would hand over: q's (transposed) layout
+        dk = torch.randn_like(k)
     inputs = [args[i] for i in grad_idx]
     if p == "fwd":
         def step():
@@ -139,8 +156,7 @@ def make_steps(fn, args, grad_idx, p):
         return step
     edges = lambda: [torch.autograd.graph.get_gradient_edge(t) for t in inputs]  # noqa: E731
     if p == "bwd":
-        ctx = torch.cuda.stream(common.bench_stream()) if DEVICE == "cuda" else contextlib.nullcontext()
-        with ctx:
+        with _on_bench_stream():
             e = edges()
             out = fn(*args)
         return lambda: torch.autograd.grad(out, e, (dq, dk), retain_graph=True)
