@@ -17,6 +17,8 @@ const std::vector<const OpSpec*>& AllOps() {
       &SwiGluBackwardSpec(),
       &GeGluForwardSpec(),
       &GeGluBackwardSpec(),
+      &RopeForwardSpec(),
+      &RopeBackwardSpec(),
   };
   return *ops;
 }

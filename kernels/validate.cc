@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -39,6 +40,23 @@ bool SameView(const TensorView& a, const TensorView& b) {
   if (a.data != b.data || a.dtype != b.dtype || a.ndim != b.ndim) return false;
   for (int i = 0; i < a.ndim; ++i)
     if (a.sizes[i] != b.sizes[i] || (a.sizes[i] > 1 && a.strides[i] != b.strides[i])) return false;
+  return true;
+}
+
+bool NoInternalOverlap(const TensorView& t) {
+  std::pair<int64_t, int64_t> dims[kMaxDims];  // (stride, size) of dims with size > 1
+  int n = 0;
+  for (int i = 0; i < t.ndim; ++i) {
+    if (t.sizes[i] == 0) return true;
+    if (t.sizes[i] > 1) dims[n++] = {t.strides[i], t.sizes[i]};
+  }
+  for (int i = 1; i < n; ++i)  // insertion sort by stride: at most kMaxDims entries
+    for (int j = i; j > 0 && dims[j].first < dims[j - 1].first; --j) std::swap(dims[j], dims[j - 1]);
+  int64_t span = 0;  // elements covered by the dims sorted so far, minus one
+  for (int i = 0; i < n; ++i) {
+    if (dims[i].first <= span) return false;
+    span += dims[i].first * (dims[i].second - 1);
+  }
   return true;
 }
 

@@ -38,6 +38,11 @@ bool IsContiguous(const TensorView& t);
 
 bool SameView(const TensorView& a, const TensorView& b);
 
+// True when no two elements of `t` share an address (strides sorted, each dim's stride exceeds
+// the span of the smaller ones; size-1 dims ignored). False for e.g. expanded (stride 0) views:
+// an output must not be one.
+bool NoInternalOverlap(const TensorView& t);
+
 std::string ShapeString(const TensorView& t);
 
 // OK when `t` has the shape and dtype of `ref`; otherwise INVALID_ARGUMENT naming the op, both

@@ -11,5 +11,7 @@ const OpSpec& SwiGluForwardSpec();    // swiglu_fwd
 const OpSpec& SwiGluBackwardSpec();   // swiglu_bwd
 const OpSpec& GeGluForwardSpec();     // geglu_fwd
 const OpSpec& GeGluBackwardSpec();    // geglu_bwd
+const OpSpec& RopeForwardSpec();      // rope_fwd
+const OpSpec& RopeBackwardSpec();     // rope_bwd
 
 }  // namespace ligerd::kernels

@@ -13,7 +13,7 @@ namespace {
 
 TEST(Catalogue, ListsRmsNormWithItsVariants) {
   std::vector<OpInfo> ops = ListOps();
-  ASSERT_EQ(ops.size(), 6u);
+  ASSERT_EQ(ops.size(), 8u);
   EXPECT_EQ(ops[0].name, "rms_norm_fwd");
   EXPECT_EQ(ops[1].name, "rms_norm_bwd");
   // fwd: fp32 {no W, W} + {bf16, fp16} x {no W, W same, W fp32} x 3 casting modes.
@@ -38,6 +38,19 @@ TEST(Catalogue, ListsRmsNormWithItsVariants) {
     else
       EXPECT_EQ(o.tensors, (std::vector<std::string>{"dC", "A", "B", "dA->", "dB->"}));
   }
+  // RoPE: fp32 with fp32 cos/sin; bf16 and fp16 with cos/sin of their dtype or fp32.
+  EXPECT_EQ(ops[6].name, "rope_fwd");
+  EXPECT_EQ(ops[7].name, "rope_bwd");
+  for (int i : {6, 7}) {
+    EXPECT_EQ(ops[i].variant_count, 5u);
+    EXPECT_TRUE(ops[i].scalars.empty());
+    EXPECT_FALSE(ops[i].doc.empty());
+  }
+  EXPECT_EQ(ops[6].tensors, (std::vector<std::string>{"Q", "K", "COS", "SIN", "Q_out->", "K_out->"}));
+  EXPECT_EQ(ops[7].tensors,
+            (std::vector<std::string>{"dQ", "dK", "COS", "SIN", "dQ_out->", "dK_out->"}));
+  EXPECT_EQ(FindOp("rope_bwd")->tensors[4].may_alias, "dQ");
+  EXPECT_EQ(FindOp("rope_fwd")->tensors[5].may_alias, "K");
   EXPECT_EQ(FindOp("swiglu_bwd")->tensors[3].may_alias, "A");
   EXPECT_EQ(FindOp("geglu_bwd")->tensors[4].may_alias, "B");
   EXPECT_EQ(FindOp("nope"), nullptr);
@@ -50,6 +63,8 @@ TEST(Catalogue, VariantTagsAreUniqueAndSourcesEmbedded) {
     EXPECT_FALSE(op->main.text.empty()) << op->name;
     if (op->name.starts_with("rms_norm"))
       EXPECT_NE(op->main.text.find("LIGERD_RMS_FWD_REG(1)"), std::string_view::npos);
+    else if (op->name.starts_with("rope"))
+      EXPECT_NE(op->main.text.find("rope_v"), std::string_view::npos) << op->name;
     else
       EXPECT_NE(op->main.text.find("glu_fwd_v"), std::string_view::npos) << op->name;
     for (const SourceFile& h : op->headers) EXPECT_FALSE(h.text.empty()) << h.name;

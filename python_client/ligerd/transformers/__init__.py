@@ -1,11 +1,12 @@
 """Liger-compatible modules and functions: ``from ligerd.transformers import LigerRMSNorm``
 is a drop-in for ``from liger_kernel.transformers import LigerRMSNorm``."""
 
-from ligerd.transformers.functional import liger_geglu, liger_rms_norm, liger_swiglu
+from ligerd.transformers.functional import liger_geglu, liger_rms_norm, liger_rope, liger_swiglu
 from ligerd.transformers.geglu import LigerGEGLUMLP
 from ligerd.transformers.rms_norm import (LigerRMSNorm, LigerRMSNormForGemma,
                                           LigerRMSNormForGemma2, LigerRMSNormForGemma3,
                                           LigerRMSNormForGlm4, LigerRMSNormForOlmo2)
+from ligerd.transformers.rope import LigerRopeFunction, liger_rotary_pos_emb
 from ligerd.transformers.swiglu import LigerSwiGLUMLP
 
 __all__ = [
@@ -20,4 +21,7 @@ __all__ = [
     "liger_rms_norm",
     "liger_swiglu",
     "liger_geglu",
+    "liger_rotary_pos_emb",
+    "liger_rope",
+    "LigerRopeFunction",
 ]
