@@ -1,5 +1,4 @@
-"""RoPE benchmark rows (the generic harness's op-module interface; also runnable on its own:
-``python3 bench/kernels/rope.py [--quick] [--out DIR]``): forward, backward and forward+backward
+"""RoPE benchmark rows (run by bench/run_kernels.py --ops rope): forward, backward and forward+backward
 of HF's apply_rotary_pos_emb for torch eager, torch.compile of the same, Liger-Kernel's
 liger_rotary_pos_emb (if importable) and ligerd's liger_rotary_pos_emb (local dispatch).
 
@@ -16,22 +15,16 @@ fwd = bwd = 2*(Hq+Hk)*B*S*hd*b + 2*B*S*hd*b; full = fwd + bwd.
 from __future__ import annotations
 
 import contextlib
-import sys
-from pathlib import Path
 from typing import Callable, Dict, List
 
 import torch
 
-HERE = Path(__file__).resolve().parent
-if str(HERE.parent) not in sys.path:
-    sys.path.insert(0, str(HERE.parent))
-
-import common  # noqa: E402
+import common
+from kernels import harness
 
 OP = "rope"
 TITLE = "RoPE (q and k, HF rotate_half)"
 PASSES = ("fwd", "bwd", "full")
-DEVICE = "cuda"
 
 LLAMA3_8B = {"B": 4, "S": 4096, "Hq": 32, "Hk": 8, "D": 128}
 
@@ -71,16 +64,7 @@ def hf_apply_rotary_pos_emb(q, k, cos, sin, position_ids=None, unsqueeze_dim=1):
 
 def impls() -> Dict[str, Callable]:
     out: Dict[str, Callable] = {"eager": lambda shape, dtype: hf_apply_rotary_pos_emb}
-    # The "bwd" pass runs one graph's backward repeatedly (retain_graph=True), which AOTAutograd's
-    # donated buffers forbid; turning donation off changes allocations, not kernels or traffic.
-    import torch._functorch.config as functorch_config
-    if hasattr(functorch_config, "donated_buffer"):
-        functorch_config.donated_buffer = False
-    import torch._dynamo.config as dynamo_config
-    for knob in ("recompile_limit", "cache_size_limit"):
-        if hasattr(dynamo_config, knob):
-            setattr(dynamo_config, knob, 256)
-    out["torch.compile"] = lambda shape, dtype: torch.compile(hf_apply_rotary_pos_emb, fullgraph=True)
+    out["torch.compile"] = lambda shape, dtype: harness.compiled(hf_apply_rotary_pos_emb)
     common.add_peer_site()
     try:
         from liger_kernel.transformers import liger_rotary_pos_emb as liger
@@ -98,15 +82,15 @@ def impls() -> Dict[str, Callable]:
 
 
 def _cos_sin(b, s, d, dtype):
-    inv = 1.0 / (500000.0 ** (torch.arange(0, d, 2, device=DEVICE, dtype=torch.float32) / d))
-    pos = torch.arange(s, device=DEVICE, dtype=torch.float32)[None].expand(b, s)
+    inv = 1.0 / (500000.0 ** (torch.arange(0, d, 2, device=harness.DEVICE, dtype=torch.float32) / d))
+    pos = torch.arange(s, device=harness.DEVICE, dtype=torch.float32)[None].expand(b, s)
     f = pos[..., None] * inv
     emb = torch.cat([f, f], -1)
     return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
 def _on_bench_stream():
-    return torch.cuda.stream(common.bench_stream()) if DEVICE == "cuda" else contextlib.nullcontext()
+    return torch.cuda.stream(common.bench_stream()) if harness.DEVICE == "cuda" else contextlib.nullcontext()
 
 
 def make_args(shape: dict, dtype):
@@ -118,15 +102,15 @@ def make_args(shape: dict, dtype):
     make the captured backward wait on the legacy stream (an invalid capture)."""
     with _on_bench_stream():
         out = _make_args(shape, dtype)
-    if DEVICE == "cuda":
+    if harness.DEVICE == "cuda":
         common.bench_stream().synchronize()
     return out
 
 
 def _make_args(shape: dict, dtype):
     b, s, hq, hk, d = shape["B"], shape["S"], shape["Hq"], shape["Hk"], shape["D"]
-    xq = torch.randn(b, s, hq * d, device=DEVICE, dtype=dtype, requires_grad=True)
-    xk = torch.randn(b, s, hk * d, device=DEVICE, dtype=dtype, requires_grad=True)
+    xq = torch.randn(b, s, hq * d, device=harness.DEVICE, dtype=dtype, requires_grad=True)
+    xk = torch.randn(b, s, hk * d, device=harness.DEVICE, dtype=dtype, requires_grad=True)
     q = (xq * 1).view(b, s, hq, d).transpose(1, 2)
     k = (xk * 1).view(b, s, hk, d).transpose(1, 2)
     cos, sin = _cos_sin(b, s, d, dtype)
@@ -166,83 +150,3 @@ def make_steps(fn, args, grad_idx, p):
             return torch.autograd.grad(fn(*args), e, (dq, dk))
         return full
     raise ValueError(p)
-
-
-# ---------------------------------------------------------------------------------------------
-# Standalone runner (until the generic harness lands): CUDA-graph replay timing, L2 cold by
-# buffer rotation, % of measured copy bandwidth, speedups, peak extra memory of a full step.
-
-def _peak_extra_mib(fn, args, grad_idx) -> float:
-    step = make_steps(fn, args, grad_idx, "full")
-    step()
-    torch.cuda.synchronize()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    step()
-    torch.cuda.synchronize()
-    return (torch.cuda.max_memory_allocated() - base) / 2 ** 20
-
-
-def run(quick: bool, out_dir: Path, dtype=torch.bfloat16) -> List[dict]:
-    import gc
-    copy = common.copy_bandwidth_gbps()
-    print(f"[bench] measured copy bandwidth: {copy:.0f} GB/s (read + write)")
-    rows = []
-    eb = torch.tensor([], dtype=dtype).element_size()
-    table = impls()
-    for shape in shapes(quick):
-        for name, factory in table.items():
-            fn = factory(shape, dtype)
-            for p in PASSES:
-                nbytes = bytes_moved(shape, p, eb)
-                k = common.rotation(nbytes)
-                row = dict(op=OP, impl=name, **shape, **{"pass": p, "copies": k})
-                try:
-                    sets = [make_args(shape, dtype) for _ in range(k)]
-                    steps = [make_steps(fn, a, gi, p) for a, gi in sets]
-                    row["ms"], _ = common.graph_ms(steps)
-                    if p == "full":
-                        row["peak_extra_MiB"] = _peak_extra_mib(fn, *sets[0])
-                except Exception as e:  # noqa: BLE001
-                    row["ms"] = float("nan")
-                    row["note"] = f"{type(e).__name__}: {e}"[:160]
-                    print(f"[bench] {name} {p} {shape}: FAILED {row['note']}")
-                row["GBps"] = nbytes / (row["ms"] * 1e-3) / 1e9
-                row["pct_copy_bw"] = 100 * row["GBps"] / copy
-                rows.append(row)
-                print(f"[bench] rope {name:>13} {p:>4} {shape}: {row['ms']:.4f} ms "
-                      f"{row['GBps']:.0f} GB/s {row['pct_copy_bw']:.0f}% of copy"
-                      + (f", peak extra {row['peak_extra_MiB']:.0f} MiB" if "peak_extra_MiB" in row else ""))
-                sets = steps = None  # noqa: F841
-                gc.collect()
-                torch.cuda.empty_cache()
-    for r in rows:
-        for peer in table:
-            other = [o for o in rows if o["impl"] == peer and o["pass"] == r["pass"] and
-                     all(o[x] == r[x] for x in ("B", "S", "Hq", "Hk", "D"))]
-            if other and peer != r["impl"]:
-                r[f"speedup_vs_{peer}"] = other[0]["ms"] / r["ms"]
-    cols = ["op", "impl", "B", "S", "Hq", "Hk", "D", "pass", "ms", "GBps", "pct_copy_bw"] + \
-           [f"speedup_vs_{p}" for p in ("eager", "torch.compile", "liger", "ligerd")] + \
-           ["peak_extra_MiB", "copies", "note"]
-    common.write_csv(out_dir / "rope.csv", rows, cols)
-    meta = common.environment()
-    meta["copy_GBps"] = copy
-    common.write_json(out_dir / "rope_meta.json", meta)
-    print(f"\nRoPE bf16, copy bandwidth {copy:.0f} GB/s; {meta['device']}; torch {meta['torch']}, "
-          f"liger_kernel {meta['liger_kernel']}")
-    print(common.format_table(rows, ["impl", "B", "S", "Hq", "Hk", "D", "pass", "ms", "GBps", "pct_copy_bw",
-                                     "speedup_vs_torch.compile", "speedup_vs_liger", "peak_extra_MiB"]))
-    return rows
-
-
-if __name__ == "__main__":
-    import argparse
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", default="out/bench")
-    a = ap.parse_args()
-    if not torch.cuda.is_available():
-        print("[bench] no CUDA device")
-        sys.exit(0)
-    run(a.quick, Path(a.out))
