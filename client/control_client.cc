@@ -13,6 +13,7 @@ ControlClient::ControlClient(std::string socket_path, std::chrono::milliseconds 
                                        grpc::InsecureChannelCredentials(), args);
   health_ = grpc::health::v1::Health::NewStub(channel_);
   info_ = ligerd::v1::Info::NewStub(channel_);
+  kernels_ = ligerd::v1::Kernels::NewStub(channel_);
 }
 
 void ControlClient::SetDeadline(grpc::ClientContext* context) const {
@@ -48,6 +49,19 @@ absl::StatusOr<ligerd::v1::GetInfoResponse> ControlClient::GetInfo(const ligerd:
   grpc::Status status = info_->GetInfo(&context, request, &response);
   if (absl::Status s = FromGrpc(status, "Info/GetInfo"); !s.ok()) return s;
   return response;
+}
+
+absl::Status ControlClient::Tune(const ligerd::v1::TuneRequest& request,
+                                 const std::function<void(const ligerd::v1::TuneProgress&)>& on_progress,
+                                 std::chrono::seconds timeout) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + timeout);
+  std::unique_ptr<grpc::ClientReader<ligerd::v1::TuneProgress>> reader = kernels_->Tune(&context, request);
+  ligerd::v1::TuneProgress progress;
+  while (reader->Read(&progress)) {
+    if (on_progress) on_progress(progress);
+  }
+  return FromGrpc(reader->Finish(), "Kernels/Tune");
 }
 
 }  // namespace ligerd

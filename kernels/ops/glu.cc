@@ -28,6 +28,12 @@ namespace {
 enum Act { kSilu = 0, kGeluTanh = 1 };
 
 constexpr int kDefaultBlock = 256;
+// Vectors per thread the kernels come in (glu.cuh: glu_*_v, _v2, _v4); the scalar kernels take 1.
+constexpr int kIterChoices[] = {1, 2, 4};
+// Autotuning candidates: block sizes and grid sizes in waves of resident blocks (0 = the default,
+// one wave), plus the full grid that covers the work in one pass without grid-striding.
+constexpr int kCandidateBlocks[] = {128, 256, 512, 1024};
+constexpr int kCandidateWaves[] = {2, 4};
 constexpr int kMaxThreadsPerBlock = 1024;
 constexpr size_t kVectorAlign = 16;
 // Blocks per SM assumed when no occupancy oracle is available (tests).
@@ -96,7 +102,7 @@ absl::StatusOr<OpPlan> Plan(const OpSpec& spec, const OpCall& call, const Device
   }
   const LaunchConfig& c = plan.config;
   const int block = c.threads_per_row;
-  const std::string kernel = GluKernelName(backward, c.vectorized);
+  const std::string kernel = GluKernelName(backward, c.vectorized, c.iters);
 
   LigerdGluParams p{};
   int k = 0;
@@ -118,7 +124,7 @@ absl::StatusOr<OpPlan> Plan(const OpSpec& spec, const OpCall& call, const Device
   p.rows = dense ? 1 : rows;
   p.cols = dense ? rows * cols : cols;
 
-  const int64_t work = CeilDiv(p.rows * (p.cols / (c.vectorized ? vec : 1)), block);
+  const int64_t work = CeilDiv(p.rows * (p.cols / (c.vectorized ? vec : 1)), int64_t{block} * c.iters);
   int64_t grid = work;
   if (c.grid > 0) {
     grid = std::min<int64_t>(c.grid, work);
@@ -141,6 +147,52 @@ absl::StatusOr<OpPlan> Plan(const OpSpec& spec, const OpCall& call, const Device
   std::memcpy(launch.params.data(), &p, sizeof(p));
   plan.launches.push_back(std::move(launch));
   return plan;
+}
+
+// Every legal config worth timing: 1-D blocks of 128..1024 threads, 1/2/4 vectors per thread
+// (vector kernels only), grid = one wave of resident blocks (the default), 2 or 4 waves, or the
+// whole work at once. Empty when the call is empty or not a valid GLU call.
+std::vector<LaunchConfig> Candidates(const std::string& op, const OpCall& call, const DeviceInfo& dev,
+                                     bool backward, Act act) {
+  std::vector<LaunchConfig> out;
+  const int a_index = backward ? 1 : 0;
+  if (call.tensors.size() != (backward ? 5u : 3u)) return out;
+  const TensorView& A = call.tensors[a_index];
+  // The default plan tells whether vector access is possible and how much work there is.
+  absl::StatusOr<OpPlan> base = PlanOp(op, OpCall{call.tensors, call.scalars}, dev);
+  if (!base.ok() || base->launches.empty()) return out;
+  const bool vec_ok = base->config.vectorized;
+  const int vec = vec_ok ? GluVectorWidth(A.dtype) : 1;
+  const LigerdGluParams* p = reinterpret_cast<const LigerdGluParams*>(base->launches[0].params.data());
+  const int64_t units = p->rows * (p->cols / vec);
+  const KernelVariant variant = base->variant;
+  for (int block : kCandidateBlocks) {
+    for (int iters : kIterChoices) {
+      if (!vec_ok && iters != 1) continue;
+      LaunchConfig c = GluDefaultConfig(vec_ok);
+      c.threads_per_row = block;
+      c.iters = iters;
+      if (!GluCheckConfig(c, vec_ok).ok()) continue;
+      const int64_t work = CeilDiv(units, int64_t{block} * iters);
+      int per_sm = kFallbackBlocksPerSm;
+      if (dev.blocks_per_sm) {
+        absl::StatusOr<int> b = dev.blocks_per_sm(op, variant, GluKernelName(backward, vec_ok, iters), block, 0);
+        if (!b.ok() || *b <= 0) continue;
+        per_sm = *b;
+      }
+      const int64_t wave = int64_t{std::max(dev.sm_count, 1)} * per_sm;
+      std::vector<int64_t> grids = {0};
+      for (int w : kCandidateWaves)
+        if (wave * w < work) grids.push_back(wave * w);
+      if (wave < work && work <= 0x7fffffff) grids.push_back(work);
+      for (int64_t g : grids) {
+        c.grid = static_cast<int>(g);
+        out.push_back(c);
+      }
+    }
+  }
+  (void)act;
+  return out;
 }
 
 OpSpec MakeSpec(bool backward, Act act) {
@@ -172,6 +224,17 @@ OpSpec MakeSpec(bool backward, Act act) {
   s.plan = [backward, act](const OpSpec& spec, const OpCall& call, const DeviceInfo& dev) {
     return Plan(spec, call, dev, backward, act);
   };
+  const std::string name = s.name;
+  s.candidates = [backward, act, name](const OpCall& call, const DeviceInfo& dev) {
+    return Candidates(name, call, dev, backward, act);
+  };
+  s.tuning_shape = RowTuningShape(backward ? 1 : 0);  // A
+  s.tuning_problem = [backward](const TuningShape& shape) -> absl::StatusOr<TuningProblem> {
+    TuningProblem p;
+    const ScratchTensor t{true, shape.dtype, {shape.rows, shape.cols}, false};
+    p.tensors.assign(backward ? 5 : 3, t);  // separate outputs (timing is the same in place)
+    return p;
+  };
   return s;
 }
 
@@ -198,12 +261,16 @@ absl::Status GluCheckConfig(const LaunchConfig& c, bool vectorized_ok) {
                                                    " threads must be a multiple of 32 <= 1024"));
   if (c.rows_per_block != 1)
     return absl::InvalidArgumentError("the GLU kernels take 1-D blocks (rows_per_block 1)");
+  if (c.vectorized ? (c.iters != 1 && c.iters != 2 && c.iters != 4) : c.iters != 1)
+    return absl::InvalidArgumentError(absl::StrCat("iters ", c.iters, " not available (vector kernels: "
+                                                   "1, 2 or 4 vectors per thread; scalar kernels: 1)"));
   if (c.grid < 0) return absl::InvalidArgumentError("grid must be >= 0");
   return absl::OkStatus();
 }
 
-std::string GluKernelName(bool backward, bool vectorized) {
-  return absl::StrCat(backward ? "glu_bwd_" : "glu_fwd_", vectorized ? "v" : "s");
+std::string GluKernelName(bool backward, bool vectorized, int iters) {
+  return absl::StrCat(backward ? "glu_bwd_" : "glu_fwd_", vectorized ? "v" : "s",
+                      iters > 1 ? absl::StrCat(iters) : std::string());
 }
 
 const OpSpec& SwiGluForwardSpec() {

@@ -9,6 +9,10 @@
 // Kernels in each module: glu_{fwd,bwd}_v (16-byte vectors: needs cols % VEC == 0, every row
 // stride % VEC == 0, 16-byte aligned pointers) and glu_{fwd,bwd}_s (one element per access,
 // any shape). Both are grid-stride loops over the rows x cols elements, 1-D blocks.
+// glu_{fwd,bwd}_v2 / _v4: the vector kernel with 2 / 4 vectors per thread per loop trip, all
+// loads issued before any math, so each thread keeps 2-4x more bytes in flight (the autotuner's
+// LaunchConfig::iters; _v is iters 1). A block covers blockDim.x * ITERS consecutive vectors,
+// vector k of thread t at k * blockDim.x + t, so every load instruction stays coalesced.
 //
 // Numerics: a, b, dc are converted to fp32 on load; everything is computed in fp32 and each
 // output is rounded once to XT (torch eager rounds act(a) to XT before the multiply; Liger
@@ -69,42 +73,60 @@ __device__ __forceinline__ Pos pos_of(long long i, long long ncols, long long ro
 #if LIGERD_GLU_BWD == 0
 // Forward. Moves 3*M*F*b bytes (read a, b; write c) and nothing else: HBM-bound,
 // limit = 3*M*F*b / copy bandwidth.
-template <int VEC>
+template <int VEC, int ITERS>
 __device__ __forceinline__ void fwd(const LigerdGluParams& p) {
   const long long ncols = p.cols / VEC;
   const long long total = ncols * p.rows;
   const XT* a = static_cast<const XT*>(p.a);
   const XT* b = static_cast<const XT*>(p.b);
   XT* c = static_cast<XT*>(p.out0);
-  const long long step = static_cast<long long>(gridDim.x) * blockDim.x;
-  for (long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step) {
-    const Pos q = pos_of(i, ncols, p.rows);
-    const long long col = q.col * VEC;
-    Vec<XT, VEC> av, bv;
-    av.load(a + q.row * p.a_stride + col);
-    bv.load(b + q.row * p.b_stride + col);
-    float o[VEC];
+  const long long tile = static_cast<long long>(blockDim.x) * ITERS;
+  const long long step = static_cast<long long>(gridDim.x) * tile;
+  for (long long base = static_cast<long long>(blockIdx.x) * tile + threadIdx.x; base < total; base += step) {
+    Vec<XT, VEC> av[ITERS], bv[ITERS];
+    Pos q[ITERS];
 #pragma unroll
-    for (int k = 0; k < VEC; ++k) o[k] = act(av.get(k)) * bv.get(k);
-    Vec<XT, VEC> cv;
-    cv.set_all(o);
-    cv.store(c + q.row * p.out0_stride + col);
+    for (int k = 0; k < ITERS; ++k) {
+      const long long i = base + static_cast<long long>(k) * blockDim.x;
+      if (i < total) {
+        q[k] = pos_of(i, ncols, p.rows);
+        av[k].load(a + q[k].row * p.a_stride + q[k].col * VEC);
+        bv[k].load(b + q[k].row * p.b_stride + q[k].col * VEC);
+      }
+    }
+#pragma unroll
+    for (int k = 0; k < ITERS; ++k) {
+      if (base + static_cast<long long>(k) * blockDim.x < total) {
+        float o[VEC];
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) o[e] = act(av[k].get(e)) * bv[k].get(e);
+        Vec<XT, VEC> cv;
+        cv.set_all(o);
+        cv.store(c + q[k].row * p.out0_stride + q[k].col * VEC);
+      }
+    }
   }
 }
 }  // namespace glu
 }  // namespace ligerd
 
 extern "C" __global__ void __launch_bounds__(1024) glu_fwd_v(const LigerdGluParams p) {
-  ligerd::glu::fwd<ligerd::glu::kVec>(p);
+  ligerd::glu::fwd<ligerd::glu::kVec, 1>(p);
+}
+extern "C" __global__ void __launch_bounds__(1024) glu_fwd_v2(const LigerdGluParams p) {
+  ligerd::glu::fwd<ligerd::glu::kVec, 2>(p);
+}
+extern "C" __global__ void __launch_bounds__(1024) glu_fwd_v4(const LigerdGluParams p) {
+  ligerd::glu::fwd<ligerd::glu::kVec, 4>(p);
 }
 extern "C" __global__ void __launch_bounds__(1024) glu_fwd_s(const LigerdGluParams p) {
-  ligerd::glu::fwd<1>(p);
+  ligerd::glu::fwd<1, 1>(p);
 }
 
 #else  // LIGERD_GLU_BWD
 // Backward. Moves 5*M*F*b bytes (read dc, a, b; write da, db) and nothing else: HBM-bound,
 // limit = 5*M*F*b / copy bandwidth. In place (da over a, db over b) it needs no extra memory.
-template <int VEC>
+template <int VEC, int ITERS>
 __device__ __forceinline__ void bwd(const LigerdGluParams& p) {
   const long long ncols = p.cols / VEC;
   const long long total = ncols * p.rows;
@@ -113,37 +135,57 @@ __device__ __forceinline__ void bwd(const LigerdGluParams& p) {
   const XT* b = static_cast<const XT*>(p.b);
   XT* da = static_cast<XT*>(p.out0);
   XT* db = static_cast<XT*>(p.out1);
-  const long long step = static_cast<long long>(gridDim.x) * blockDim.x;
-  for (long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step) {
-    const Pos q = pos_of(i, ncols, p.rows);
-    const long long col = q.col * VEC;
-    Vec<XT, VEC> gv, av, bv;
-    gv.load(dc + q.row * p.dc_stride + col);
-    av.load(a + q.row * p.a_stride + col);
-    bv.load(b + q.row * p.b_stride + col);
-    float oa[VEC], ob[VEC];
+  const long long tile = static_cast<long long>(blockDim.x) * ITERS;
+  const long long step = static_cast<long long>(gridDim.x) * tile;
+  for (long long base = static_cast<long long>(blockIdx.x) * tile + threadIdx.x; base < total; base += step) {
+    Vec<XT, VEC> gv[ITERS], av[ITERS], bv[ITERS];
+    Pos q[ITERS];
 #pragma unroll
-    for (int k = 0; k < VEC; ++k) {
-      float f, g;
-      act_and_grad(av.get(k), &f, &g);
-      const float d = gv.get(k);
-      oa[k] = d * bv.get(k) * g;
-      ob[k] = d * f;
+    for (int k = 0; k < ITERS; ++k) {
+      const long long i = base + static_cast<long long>(k) * blockDim.x;
+      if (i < total) {
+        q[k] = pos_of(i, ncols, p.rows);
+        gv[k].load(dc + q[k].row * p.dc_stride + q[k].col * VEC);
+        av[k].load(a + q[k].row * p.a_stride + q[k].col * VEC);
+        bv[k].load(b + q[k].row * p.b_stride + q[k].col * VEC);
+      }
     }
-    Vec<XT, VEC> dav, dbv;
-    dav.set_all(oa);
-    dbv.set_all(ob);
-    dav.store(da + q.row * p.out0_stride + col);
-    dbv.store(db + q.row * p.out1_stride + col);
+#pragma unroll
+    for (int k = 0; k < ITERS; ++k) {
+      if (base + static_cast<long long>(k) * blockDim.x < total) {
+        float oa[VEC], ob[VEC];
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) {
+          float f, g;
+          act_and_grad(av[k].get(e), &f, &g);
+          const float d = gv[k].get(e);
+          oa[e] = d * bv[k].get(e) * g;
+          ob[e] = d * f;
+        }
+        Vec<XT, VEC> dav, dbv;
+        dav.set_all(oa);
+        dbv.set_all(ob);
+        // In place (da over a, db over b) is still race-free: this thread read element i of
+        // dc, a, b above, and no other thread touches element i.
+        dav.store(da + q[k].row * p.out0_stride + q[k].col * VEC);
+        dbv.store(db + q[k].row * p.out1_stride + q[k].col * VEC);
+      }
+    }
   }
 }
 }  // namespace glu
 }  // namespace ligerd
 
 extern "C" __global__ void __launch_bounds__(1024) glu_bwd_v(const LigerdGluParams p) {
-  ligerd::glu::bwd<ligerd::glu::kVec>(p);
+  ligerd::glu::bwd<ligerd::glu::kVec, 1>(p);
+}
+extern "C" __global__ void __launch_bounds__(1024) glu_bwd_v2(const LigerdGluParams p) {
+  ligerd::glu::bwd<ligerd::glu::kVec, 2>(p);
+}
+extern "C" __global__ void __launch_bounds__(1024) glu_bwd_v4(const LigerdGluParams p) {
+  ligerd::glu::bwd<ligerd::glu::kVec, 4>(p);
 }
 extern "C" __global__ void __launch_bounds__(1024) glu_bwd_s(const LigerdGluParams p) {
-  ligerd::glu::bwd<1>(p);
+  ligerd::glu::bwd<1, 1>(p);
 }
 #endif  // LIGERD_GLU_BWD

@@ -21,7 +21,7 @@ LaunchConfig GluDefaultConfig(bool vectorized);
 // vector accesses allowed); INVALID_ARGUMENT saying why not.
 absl::Status GluCheckConfig(const LaunchConfig& config, bool vectorized_ok);
 
-// "glu_fwd_v", "glu_bwd_s", ...
-std::string GluKernelName(bool backward, bool vectorized);
+// glu_{fwd,bwd}_{v,s}[2|4]: iters > 1 only for the vector kernels (glu.cuh).
+std::string GluKernelName(bool backward, bool vectorized, int iters = 1);
 
 }  // namespace ligerd::kernels
