@@ -28,15 +28,20 @@ namespace {
 enum Act { kSilu = 0, kGeluTanh = 1 };
 
 constexpr int kDefaultBlock = 256;
-// Vectors per thread the kernels come in (glu.cuh: glu_*_v, _v2, _v4); the scalar kernels take 1.
+// Positions (16-byte vectors per operand) per thread the vector kernels come in (glu.cuh:
+// glu_*_v = LIGERD_GLU_POSITIONS_PER_THREAD, glu_*_v1, glu_*_v4); the scalar kernels take only
+// the default.
 constexpr int kIterChoices[] = {1, 2, 4};
-// Autotuning candidates: block sizes and grid sizes in waves of resident blocks (0 = the default,
-// one wave), plus the full grid that covers the work in one pass without grid-striding.
+static_assert(LIGERD_GLU_POSITIONS_PER_THREAD == 1 || LIGERD_GLU_POSITIONS_PER_THREAD == 2 ||
+              LIGERD_GLU_POSITIONS_PER_THREAD == 4, "glu.cuh instantiates 1, 2, 4 and the default");
+// Autotuning candidates: block sizes, and besides the default one-shot grid (one block per
+// chunk), persistent grids of 1, 2 or 4 waves of resident blocks that loop over the chunks.
 constexpr int kCandidateBlocks[] = {128, 256, 512, 1024};
-constexpr int kCandidateWaves[] = {2, 4};
+constexpr int kCandidateWaves[] = {1, 2, 4};
 constexpr int kMaxThreadsPerBlock = 1024;
 constexpr size_t kVectorAlign = 16;
-// Blocks per SM assumed when no occupancy oracle is available (tests).
+constexpr int64_t kMaxGrid = 0x7fffffff;  // gridDim.x limit
+// Blocks per SM assumed for the tuner's "waves" grids when no occupancy oracle is available (tests).
 constexpr int kFallbackBlocksPerSm = 8;
 
 
@@ -58,7 +63,7 @@ struct Operand {
   RowMatrix m;
 };
 
-absl::StatusOr<OpPlan> Plan(const OpSpec& spec, const OpCall& call, const DeviceInfo& dev,
+absl::StatusOr<OpPlan> Plan(const OpSpec& spec, const OpCall& call, const DeviceInfo& /*dev*/,
                             bool backward, Act act) {
   const std::string& op = spec.name;
   // Operands in the kernel's order: [dC,] A, B, out0, [out1].
@@ -124,20 +129,10 @@ absl::StatusOr<OpPlan> Plan(const OpSpec& spec, const OpCall& call, const Device
   p.rows = dense ? 1 : rows;
   p.cols = dense ? rows * cols : cols;
 
+  // One block per chunk of iters (positions per thread) * block vectors (glu.cuh); a tuned grid
+  // may be smaller (blocks then loop over chunks).
   const int64_t work = CeilDiv(p.rows * (p.cols / (c.vectorized ? vec : 1)), int64_t{block} * c.iters);
-  int64_t grid = work;
-  if (c.grid > 0) {
-    grid = std::min<int64_t>(c.grid, work);
-  } else {
-    int per_sm = kFallbackBlocksPerSm;
-    if (dev.blocks_per_sm) {
-      LIGERD_ASSIGN_OR_RETURN(per_sm, dev.blocks_per_sm(op, plan.variant, kernel, block, 0));
-    }
-    if (per_sm <= 0)
-      return absl::InternalError(absl::StrCat(op, ": kernel ", kernel, " cannot run with ", block, " threads"));
-    grid = std::min<int64_t>(work, int64_t{std::max(dev.sm_count, 1)} * per_sm);
-  }
-  grid = std::min<int64_t>(grid, 0x7fffffff);
+  const int64_t grid = std::min<int64_t>(c.grid > 0 ? std::min<int64_t>(c.grid, work) : work, kMaxGrid);
 
   KernelLaunch launch;
   launch.kernel = kernel;
@@ -149,49 +144,46 @@ absl::StatusOr<OpPlan> Plan(const OpSpec& spec, const OpCall& call, const Device
   return plan;
 }
 
-// Every legal config worth timing: 1-D blocks of 128..1024 threads, 1/2/4 vectors per thread
-// (vector kernels only), grid = one wave of resident blocks (the default), 2 or 4 waves, or the
-// whole work at once. Empty when the call is empty or not a valid GLU call.
+// Every legal config worth timing: 1-D blocks of 128..1024 threads, 1/2/4 positions per thread
+// (vector kernels only), the one-shot grid (0, the default) or 1/2/4 waves of resident blocks.
+// Empty when the call is empty or not a valid GLU call.
 std::vector<LaunchConfig> Candidates(const std::string& op, const OpCall& call, const DeviceInfo& dev,
-                                     bool backward, Act act) {
+                                     bool backward) {
   std::vector<LaunchConfig> out;
-  const int a_index = backward ? 1 : 0;
   if (call.tensors.size() != (backward ? 5u : 3u)) return out;
-  const TensorView& A = call.tensors[a_index];
+  const TensorView& A = call.tensors[backward ? 1 : 0];
   // The default plan tells whether vector access is possible and how much work there is.
   absl::StatusOr<OpPlan> base = PlanOp(op, OpCall{call.tensors, call.scalars}, dev);
   if (!base.ok() || base->launches.empty()) return out;
   const bool vec_ok = base->config.vectorized;
   const int vec = vec_ok ? GluVectorWidth(A.dtype) : 1;
-  const LigerdGluParams* p = reinterpret_cast<const LigerdGluParams*>(base->launches[0].params.data());
-  const int64_t units = p->rows * (p->cols / vec);
-  const KernelVariant variant = base->variant;
+  LigerdGluParams p;
+  std::memcpy(&p, base->launches[0].params.data(), sizeof(p));
+  const int64_t units = p.rows * (p.cols / vec);
   for (int block : kCandidateBlocks) {
     for (int iters : kIterChoices) {
-      if (!vec_ok && iters != 1) continue;
       LaunchConfig c = GluDefaultConfig(vec_ok);
       c.threads_per_row = block;
       c.iters = iters;
       if (!GluCheckConfig(c, vec_ok).ok()) continue;
-      const int64_t work = CeilDiv(units, int64_t{block} * iters);
+      const int64_t chunks = CeilDiv(units, int64_t{block} * iters);
+      c.grid = 0;
+      out.push_back(c);
       int per_sm = kFallbackBlocksPerSm;
       if (dev.blocks_per_sm) {
-        absl::StatusOr<int> b = dev.blocks_per_sm(op, variant, GluKernelName(backward, vec_ok, iters), block, 0);
+        absl::StatusOr<int> b =
+            dev.blocks_per_sm(op, base->variant, GluKernelName(backward, vec_ok, iters), block, 0);
         if (!b.ok() || *b <= 0) continue;
         per_sm = *b;
       }
       const int64_t wave = int64_t{std::max(dev.sm_count, 1)} * per_sm;
-      std::vector<int64_t> grids = {0};
-      for (int w : kCandidateWaves)
-        if (wave * w < work) grids.push_back(wave * w);
-      if (wave < work && work <= 0x7fffffff) grids.push_back(work);
-      for (int64_t g : grids) {
-        c.grid = static_cast<int>(g);
+      for (int w : kCandidateWaves) {
+        if (wave * w >= chunks || wave * w > kMaxGrid) break;  // no smaller than the one-shot grid
+        c.grid = static_cast<int>(wave * w);
         out.push_back(c);
       }
     }
   }
-  (void)act;
   return out;
 }
 
@@ -225,8 +217,8 @@ OpSpec MakeSpec(bool backward, Act act) {
     return Plan(spec, call, dev, backward, act);
   };
   const std::string name = s.name;
-  s.candidates = [backward, act, name](const OpCall& call, const DeviceInfo& dev) {
-    return Candidates(name, call, dev, backward, act);
+  s.candidates = [backward, name](const OpCall& call, const DeviceInfo& dev) {
+    return Candidates(name, call, dev, backward);
   };
   s.tuning_shape = RowTuningShape(backward ? 1 : 0);  // A
   s.tuning_problem = [backward](const TuningShape& shape) -> absl::StatusOr<TuningProblem> {
@@ -246,7 +238,7 @@ LaunchConfig GluDefaultConfig(bool vectorized) {
   LaunchConfig c;
   c.threads_per_row = kDefaultBlock;
   c.rows_per_block = 1;
-  c.iters = 1;
+  c.iters = LIGERD_GLU_POSITIONS_PER_THREAD;
   c.vectorized = vectorized;
   c.grid = 0;
   return c;
@@ -261,16 +253,17 @@ absl::Status GluCheckConfig(const LaunchConfig& c, bool vectorized_ok) {
                                                    " threads must be a multiple of 32 <= 1024"));
   if (c.rows_per_block != 1)
     return absl::InvalidArgumentError("the GLU kernels take 1-D blocks (rows_per_block 1)");
-  if (c.vectorized ? (c.iters != 1 && c.iters != 2 && c.iters != 4) : c.iters != 1)
-    return absl::InvalidArgumentError(absl::StrCat("iters ", c.iters, " not available (vector kernels: "
-                                                   "1, 2 or 4 vectors per thread; scalar kernels: 1)"));
+  if (c.vectorized ? (c.iters != 1 && c.iters != 2 && c.iters != 4) : c.iters != LIGERD_GLU_POSITIONS_PER_THREAD)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "iters ", c.iters, " not available (positions per thread: 1, 2 or 4 with vector access, ",
+        LIGERD_GLU_POSITIONS_PER_THREAD, " without)"));
   if (c.grid < 0) return absl::InvalidArgumentError("grid must be >= 0");
   return absl::OkStatus();
 }
 
 std::string GluKernelName(bool backward, bool vectorized, int iters) {
   return absl::StrCat(backward ? "glu_bwd_" : "glu_fwd_", vectorized ? "v" : "s",
-                      iters > 1 ? absl::StrCat(iters) : std::string());
+                      iters == LIGERD_GLU_POSITIONS_PER_THREAD ? std::string() : absl::StrCat(iters));
 }
 
 const OpSpec& SwiGluForwardSpec() {

@@ -6,6 +6,7 @@
 
 #include "absl/status/status.h"
 #include "kernels/catalogue.h"
+#include "kernels/ops/glu_params.h"
 #include "kernels/tensor_view.h"
 
 namespace ligerd::kernels {
@@ -13,15 +14,16 @@ namespace ligerd::kernels {
 // Elements per 16-byte access of dtype x.
 int GluVectorWidth(DType x);
 
-// Default: 256-thread blocks (threads_per_row = block size, rows_per_block = 1), grid 0 = as many
-// blocks as are resident on the GPU at once (grid-stride beyond that).
+// Default: 256-thread blocks (threads_per_row = block size, rows_per_block = 1), grid 0 = one
+// block per chunk of the tensor (glu.cuh).
 LaunchConfig GluDefaultConfig(bool vectorized);
 
 // OK if `config` is a legal launch (block a multiple of 32 <= 1024, one "row" per block,
 // vector accesses allowed); INVALID_ARGUMENT saying why not.
 absl::Status GluCheckConfig(const LaunchConfig& config, bool vectorized_ok);
 
-// glu_{fwd,bwd}_{v,s}[2|4]: iters > 1 only for the vector kernels (glu.cuh).
-std::string GluKernelName(bool backward, bool vectorized, int iters = 1);
+// "glu_fwd_v", "glu_bwd_s" (default positions per thread, LIGERD_GLU_POSITIONS_PER_THREAD),
+// "glu_fwd_v1", "glu_bwd_v4" (the autotuner's other iters, vector kernels only; glu.cuh).
+std::string GluKernelName(bool backward, bool vectorized, int iters = LIGERD_GLU_POSITIONS_PER_THREAD);
 
 }  // namespace ligerd::kernels

@@ -415,11 +415,12 @@ TEST(Candidates, BigGluShapesOfferVectorsPerThreadAndGrids) {
   }
   EXPECT_EQ(iters, (std::set<int>{1, 2, 4}));
   EXPECT_EQ(blocks, (std::set<int>{128, 256, 512, 1024}));
-  EXPECT_GE(grids.size(), 4u) << "one wave (0), 2 and 4 waves, the full grid";
-  // The kernel name follows iters.
+  EXPECT_EQ(grids.size(), 4u) << "the one-shot grid (0) and 1, 2, 4 waves of resident blocks";
+  // The kernel name follows iters (the default positions per thread keeps the plain name).
   EXPECT_EQ(GluKernelName(false, true, 4), "glu_fwd_v4");
-  EXPECT_EQ(GluKernelName(true, true, 2), "glu_bwd_v2");
-  EXPECT_EQ(GluKernelName(true, false, 1), "glu_bwd_s");
+  EXPECT_EQ(GluKernelName(true, true, 1), "glu_bwd_v1");
+  EXPECT_EQ(GluKernelName(true, true, LIGERD_GLU_POSITIONS_PER_THREAD), "glu_bwd_v");
+  EXPECT_EQ(GluKernelName(true, false), "glu_bwd_s");
 }
 
 TEST(Candidates, GluChecksVectorsPerThread) {
@@ -433,29 +434,40 @@ TEST(Candidates, GluChecksVectorsPerThread) {
     EXPECT_FALSE(GluCheckConfig(c, true).ok()) << it;
   }
   LaunchConfig s = GluDefaultConfig(false);
-  s.iters = 2;
-  EXPECT_FALSE(GluCheckConfig(s, false).ok()) << "the scalar kernels take one element per trip";
+  EXPECT_TRUE(GluCheckConfig(s, false).ok());
+  s.iters = LIGERD_GLU_POSITIONS_PER_THREAD == 1 ? 2 : 1;
+  EXPECT_FALSE(GluCheckConfig(s, false).ok()) << "the scalar kernels come in the default only";
 }
 
-TEST(Candidates, ATunedPlanCoversTheSameWorkAsTheDefault) {
-  // GLU: grid x block x iters x vec must cover every element at least once per grid-stride
-  // pass; the full-grid candidate covers it exactly in one pass.
+TEST(Candidates, GluGridsCoverTheWork) {
+  // One-shot candidates (grid 0) launch exactly one block per chunk of block x iters vectors;
+  // persistent ones launch fewer blocks than chunks (they loop).
   const DeviceInfo dev = FakeDevice(2);
   Problem p = MakeProblem(*FindOp("geglu_bwd"), DType::kBFloat16, 1000, 2880);
   OpCall call;
   call.tensors = p.tensors;
   call.scalars = p.scalars;
   const int64_t vectors = 1000 * 2880 / 8;
-  bool saw_full = false;
+  int one_shot = 0, persistent = 0;
   for (const LaunchConfig& c : FindOp("geglu_bwd")->candidates(call, dev)) {
-    if (c.grid == 0) continue;
+    OpCall t = call;
+    t.tuned = &c;
+    auto plan = PlanOp("geglu_bwd", t, dev);
+    ASSERT_TRUE(plan.ok()) << plan.status();
     const int64_t per_block = int64_t{c.threads_per_row} * c.iters;
-    if (c.grid * per_block >= vectors) {
-      saw_full = true;
-      EXPECT_LT((c.grid - 1) * per_block, vectors) << FormatLaunchConfig(c) << ": no idle block";
+    const int64_t grid = plan->launches[0].grid[0];
+    if (c.grid == 0) {
+      ++one_shot;
+      EXPECT_GE(grid * per_block, vectors) << FormatLaunchConfig(c);
+      EXPECT_LT((grid - 1) * per_block, vectors) << FormatLaunchConfig(c) << ": no idle block";
+    } else {
+      ++persistent;
+      EXPECT_EQ(grid, c.grid);
+      EXPECT_LT(grid * per_block, vectors) << FormatLaunchConfig(c);
     }
   }
-  EXPECT_TRUE(saw_full);
+  EXPECT_EQ(one_shot, 12) << "4 block sizes x 3 positions per thread";
+  EXPECT_GT(persistent, 0);
 }
 
 TEST(PlanCacheTuned, TunedAndDefaultPlansAreCachedSideBySide) {
