@@ -1,5 +1,6 @@
 #include "client/control_client.h"
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 namespace ligerd {
@@ -28,8 +29,9 @@ absl::Status ControlClient::FromGrpc(const grpc::Status& status, absl::string_vi
     message = absl::StrCat("no ligerd answered on ", socket_path_, " (", message,
                            "); start one with `ligerd --socket=", socket_path_, "`");
   }
+  // Servers that already name the method (Kernels/Tune does) are not prefixed twice.
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                      absl::StrCat(method, ": ", message));
+                      absl::StartsWith(message, method) ? message : absl::StrCat(method, ": ", message));
 }
 
 absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> ControlClient::Health() {

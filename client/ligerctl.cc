@@ -5,7 +5,8 @@
 //                            tune launch configs in the daemon (SHAPE = op:dtype:ROWSxCOLS, or
 //                            op:ROWSxCOLS with --dtype) and print default vs tuned per shape
 //   ligerctl tune --show     list the node's tuning DB (every GPU model)
-// Exit codes: 0 the daemon is serving; 1 it answers but is not serving; 2 usage error;
+// Exit codes: 0 the daemon is serving (tune: tuned); 1 it answers but is not serving (tune: the
+// daemon could not tune, e.g. no GPU); 2 usage error (tune: a shape the daemon refused);
 // 3 no daemon answers on the socket.
 #include <unistd.h>
 
@@ -249,7 +250,13 @@ int Tune(ligerd::ControlClient& client, const std::vector<std::string>& shape_ar
     }
     std::cout << "stored in " << results.back().db_file() << "\n";
   }
-  if (!status.ok()) return Fail(status);
+  if (!status.ok()) {
+    if (status.code() == absl::StatusCode::kInvalidArgument) {
+      std::fprintf(stderr, "ligerctl: %s\n", std::string(status.message()).c_str());
+      return kExitUsage;
+    }
+    return Fail(status);
+  }
   return kExitServing;
 }
 

@@ -25,6 +25,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -179,6 +180,15 @@ def run_child(cache, cases, tuning=True):
     return json.loads(line[len("RESULT "):]), p.stderr
 
 
+def private_copy(d, name):
+    """A copy of the daemon's cache dir (compiled kernels and tuning DB) to edit freely."""
+    dst = os.path.join(d["root"], name)
+    shutil.copytree(d["cache"], dst, ignore=shutil.ignore_patterns("*.lock", "locks"))
+    os.chmod(dst, 0o700)
+    os.chmod(os.path.join(dst, "tuning"), 0o700)
+    return dst
+
+
 def bucket(rows):
     b = 1
     while b < rows:
@@ -243,11 +253,8 @@ def test_hand_written_configs_are_used_and_exact_rejected_ones_ignored(daemon):
     files = db_files(daemon["cache"])
     assert files
     # A private copy of the DB: non-default configs for buckets the tune did not touch.
-    cache = os.path.join(daemon["root"], "cache2")
-    os.makedirs(os.path.join(cache, "tuning"), mode=0o700)
+    cache = private_copy(daemon, "cache2")
     path = pathlib.Path(cache, "tuning", files[0].name)
-    path.write_text(files[0].read_text())
-    os.chmod(path, 0o600)
     t0 = "1.0 0.9 0 1 1700000000"
     add_entries(path, [
         f"entry swiglu_fwd bf16 2048 5120 512 1 4 1 264 {t0}",    # 4 positions, persistent grid
@@ -284,8 +291,7 @@ def test_hand_written_configs_are_used_and_exact_rejected_ones_ignored(daemon):
 def test_corrupt_db_is_rebuilt_not_trusted(daemon):
     files = db_files(daemon["cache"])
     assert files
-    cache = os.path.join(daemon["root"], "cache3")
-    os.makedirs(os.path.join(cache, "tuning"), mode=0o700)
+    cache = private_copy(daemon, "cache3")
     path = pathlib.Path(cache, "tuning", files[0].name)
     text = files[0].read_text().replace("entry rms_norm_fwd bf16 4096 4096", "entry rms_norm_fwd bf16 4096 4095", 1)
     path.write_text(text)  # edited without re-signing
@@ -303,4 +309,6 @@ def test_llama3_8b_gains(daemon):
     out.mkdir(parents=True, exist_ok=True)
     (out / "tune_llama3_8b.txt").write_text(p.stdout + "\n--- progress ---\n" + p.stderr)
     assert p.returncode == 0, p.stdout + p.stderr[-3000:]
+    for f in db_files(daemon["cache"]):  # for a benchmark run with the tuned configs afterwards
+        shutil.copy(f, out / f.name)
     print(p.stdout)
