@@ -45,8 +45,9 @@ class Module {
 class ExecutorImpl final : public Executor {
  public:
   ExecutorImpl(const DriverApi* drv, std::shared_ptr<JitCache> cache, int device, std::string arch,
-               int sm_count, int cc, std::string name, std::shared_ptr<TuningDb> tuning)
-      : drv_(drv), cache_(std::move(cache)), arch_(std::move(arch)), tuning_(std::move(tuning)) {
+               int sm_count, int cc, std::string name, std::shared_ptr<TuningDb> tuning, CUdevice cu_device)
+      : drv_(drv), cache_(std::move(cache)), arch_(std::move(arch)), tuning_(std::move(tuning)),
+        cu_device_(cu_device) {
     info_.ordinal = device;
     info_.name = std::move(name);
     info_.sm_count = sm_count;
@@ -119,6 +120,16 @@ class ExecutorImpl final : public Executor {
                                            nullptr));
     }
     return absl::OkStatus();
+  }
+
+  // Loaded modules belong to their context: unload them while the primary context still lives,
+  // then drop our hold on it (see Create).
+  ~ExecutorImpl() override {
+    {
+      absl::MutexLock lock(&mu_);
+      modules_.clear();
+    }
+    drv_->cuDevicePrimaryCtxRelease(cu_device_);
   }
 
   const DeviceInfo& device_info() const override { return info_; }
@@ -201,6 +212,7 @@ class ExecutorImpl final : public Executor {
   const std::shared_ptr<JitCache> cache_;
   const std::string arch_;
   const std::shared_ptr<TuningDb> tuning_;
+  const CUdevice cu_device_;
   DeviceInfo info_;
   PlanCache plans_;
   absl::Mutex mu_;
@@ -263,8 +275,14 @@ absl::StatusOr<std::unique_ptr<Executor>> Executor::Create(const ExecutorOptions
       TuningLog(absl::StrCat("tuning DB unavailable, using default launch configs: ", db.status().message()));
     }
   }
+  // Hold the device's primary context for the executor's life. Modules and functions are cached
+  // per context handle; if every other holder released the primary context (the last remote
+  // session closing, a tune finishing) it would be destroyed and a later retain could return the
+  // same handle for a new context, making the cached functions stale (CUDA_ERROR_INVALID_HANDLE).
+  CUcontext primary = nullptr;
+  LIGERD_CU_CHECK(drv->cuDevicePrimaryCtxRetain(&primary, dev));
   return std::unique_ptr<Executor>(new ExecutorImpl(drv, std::move(cache), options.device, std::move(arch), sms,
-                                                    cc, name, std::move(tuning)));
+                                                    cc, name, std::move(tuning), dev));
 }
 
 }  // namespace ligerd::kernels
