@@ -1,5 +1,6 @@
 #include "client/control_client.h"
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 namespace ligerd {
@@ -13,6 +14,7 @@ ControlClient::ControlClient(std::string socket_path, std::chrono::milliseconds 
                                        grpc::InsecureChannelCredentials(), args);
   health_ = grpc::health::v1::Health::NewStub(channel_);
   info_ = ligerd::v1::Info::NewStub(channel_);
+  kernels_ = ligerd::v1::Kernels::NewStub(channel_);
 }
 
 void ControlClient::SetDeadline(grpc::ClientContext* context) const {
@@ -27,8 +29,9 @@ absl::Status ControlClient::FromGrpc(const grpc::Status& status, absl::string_vi
     message = absl::StrCat("no ligerd answered on ", socket_path_, " (", message,
                            "); start one with `ligerd --socket=", socket_path_, "`");
   }
+  // Servers that already name the method (Kernels/Tune does) are not prefixed twice.
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                      absl::StrCat(method, ": ", message));
+                      absl::StartsWith(message, method) ? message : absl::StrCat(method, ": ", message));
 }
 
 absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> ControlClient::Health() {
@@ -48,6 +51,19 @@ absl::StatusOr<ligerd::v1::GetInfoResponse> ControlClient::GetInfo(const ligerd:
   grpc::Status status = info_->GetInfo(&context, request, &response);
   if (absl::Status s = FromGrpc(status, "Info/GetInfo"); !s.ok()) return s;
   return response;
+}
+
+absl::Status ControlClient::Tune(const ligerd::v1::TuneRequest& request,
+                                 const std::function<void(const ligerd::v1::TuneProgress&)>& on_progress,
+                                 std::chrono::seconds timeout) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + timeout);
+  std::unique_ptr<grpc::ClientReader<ligerd::v1::TuneProgress>> reader = kernels_->Tune(&context, request);
+  ligerd::v1::TuneProgress progress;
+  while (reader->Read(&progress)) {
+    if (on_progress) on_progress(progress);
+  }
+  return FromGrpc(reader->Finish(), "Kernels/Tune");
 }
 
 }  // namespace ligerd

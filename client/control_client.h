@@ -5,12 +5,14 @@
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "ligerd/v1/info.grpc.pb.h"
+#include "ligerd/v1/kernels.grpc.pb.h"
 
 namespace ligerd {
 
@@ -24,6 +26,11 @@ class ControlClient {
   // grpc.health.v1 status of the whole server ("" service).
   absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> Health();
   absl::StatusOr<ligerd::v1::GetInfoResponse> GetInfo(const ligerd::v1::GetInfoRequest& request = {});
+  // Kernels/Tune: calls `on_progress` for every streamed message. No deadline beyond
+  // `timeout` (tuning many shapes takes minutes); the daemon stops if the client goes away.
+  absl::Status Tune(const ligerd::v1::TuneRequest& request,
+                    const std::function<void(const ligerd::v1::TuneProgress&)>& on_progress,
+                    std::chrono::seconds timeout = std::chrono::seconds(3600));
 
   const std::string& socket_path() const { return socket_path_; }
   std::shared_ptr<grpc::Channel> channel() const { return channel_; }
@@ -37,6 +44,7 @@ class ControlClient {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<grpc::health::v1::Health::Stub> health_;
   std::unique_ptr<ligerd::v1::Info::Stub> info_;
+  std::unique_ptr<ligerd::v1::Kernels::Stub> kernels_;
 };
 
 }  // namespace ligerd

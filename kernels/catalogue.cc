@@ -51,6 +51,20 @@ absl::StatusOr<OpPlan> PlanOp(std::string_view op, const OpCall& call, const Dev
   return spec->plan(*spec, call, device);
 }
 
+std::function<std::optional<TuningShape>(const OpCall&)> RowTuningShape(int index) {
+  return [index](const OpCall& call) -> std::optional<TuningShape> {
+    if (index < 0 || static_cast<size_t>(index) >= call.tensors.size()) return std::nullopt;
+    const TensorView& t = call.tensors[index];
+    if (!t.present() || t.ndim < 1 || t.ndim > kMaxDims) return std::nullopt;
+    TuningShape s;
+    s.dtype = t.dtype;
+    s.cols = t.sizes[t.ndim - 1];
+    s.rows = 1;
+    for (int d = 0; d + 1 < t.ndim; ++d) s.rows *= t.sizes[d];
+    return s;
+  };
+}
+
 CompileRequest MakeCompileRequest(const OpSpec& spec, const KernelVariant& variant,
                                   std::string_view arch) {
   CompileRequest r;

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -38,7 +39,8 @@ struct KernelVariant {
 };
 
 // How a row-wise kernel is launched. Ops choose one with a default heuristic; the autotuner
-// (later) passes a measured one in OpCall::tuned, which the op checks like any other input.
+// (kernels/tuning/) measures the op's candidates and the executor passes the fastest in
+// OpCall::tuned, which the op checks like any other input (a config it rejects is ignored).
 struct LaunchConfig {
   int threads_per_row = 0;  // blockDim.x: a power of two <= 32, or a multiple of 32 <= 1024
   int rows_per_block = 0;   // blockDim.y
@@ -60,12 +62,14 @@ struct OpPlan {
   std::vector<KernelLaunch> launches;  // in stream order; may be empty (nothing to do)
   size_t workspace_bytes = 0;
   LaunchConfig config;  // what was chosen (for telemetry and the tuner)
+  bool tuned = false;   // set by the executor: `config` came from the tuning DB
 };
 
 // What planning needs to know about the device. The executor fills it from the driver; tests
 // fake it.
 struct DeviceInfo {
   int ordinal = 0;
+  std::string name;  // GPU model, e.g. "NVIDIA H100 80GB HBM3" (part of the tuning key)
   int sm_count = 0;
   int compute_capability = 0;  // 90 for sm_90
   // Resident blocks per SM of `kernel` (in `op`'s module for `variant`) at this block size.
@@ -84,6 +88,34 @@ struct OpCall {
   const LaunchConfig* tuned = nullptr;  // autotuner's choice, or null for the default
 };
 
+// ---- Autotuning hooks (see kernels/tuning/README.md) -----------------------------------------
+// What a call's tuning bucket is made from: its element type and its problem as rows x cols
+// (for row-wise ops: rows = product of the leading dims, cols = the row width / hidden size).
+struct TuningShape {
+  DType dtype = DType::kFloat32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+};
+
+// One tensor of a tuning problem. The tuner allocates it (contiguous, fresh device memory, never
+// a user tensor), fills it with random values and passes it positionally like a real call.
+struct ScratchTensor {
+  bool present = true;            // false: an absent optional tensor
+  DType dtype = DType::kFloat32;
+  std::vector<int64_t> sizes;
+  bool positive = false;          // fill with values in [0.5, 2) (e.g. RSTD), else [-2, 2)
+};
+
+// A call the tuner can time for a TuningShape: tensors and scalars in OpSpec order.
+struct TuningProblem {
+  std::vector<ScratchTensor> tensors;
+  std::vector<double> scalars;
+};
+
+// TuningShape of a row-wise call from tensor `index` (the op's main input): its dtype, rows =
+// product of its leading dims, cols = its last dim. nullopt when the tensor is absent or 0-d.
+std::function<std::optional<TuningShape>(const OpCall&)> RowTuningShape(int index);
+
 struct OpSpec {
   std::string name;
   std::string doc;
@@ -98,6 +130,22 @@ struct OpSpec {
   std::function<absl::StatusOr<OpPlan>(const OpSpec& spec, const OpCall& call,
                                        const DeviceInfo& device)>
       plan;
+
+  // Autotuning (optional; an op that leaves `candidates` empty is simply never tuned).
+  // To make an op tunable (a few lines in its .cc, see rms_norm.cc / glu.cc):
+  //   candidates      every legal LaunchConfig worth timing for this call on this device:
+  //                   block sizes, vectors per thread, grids. Each one must pass the op's own
+  //                   check of OpCall::tuned (tests/kernels/tuning_test.cc plans every one);
+  //                   the default config need not be listed (the tuner always times it).
+  //   tuning_shape    the call's bucket input (usually RowTuningShape(<main input>)); nullopt =
+  //                   this call is not tuned.
+  //   tuning_problem  scratch tensors + scalars of a representative call for a TuningShape
+  //                   (the common variant: e.g. weight present, default casting mode).
+  // The bucket key is (op, dtype, rows rounded up to a power of two, exact cols, GPU model +
+  // SM count + compute capability); see kernels/tuning/tuning_db.h.
+  std::function<std::vector<LaunchConfig>(const OpCall& call, const DeviceInfo& device)> candidates;
+  std::function<std::optional<TuningShape>(const OpCall& call)> tuning_shape;
+  std::function<absl::StatusOr<TuningProblem>(const TuningShape& shape)> tuning_problem;
 };
 
 // Every op, in catalogue order.

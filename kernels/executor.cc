@@ -1,11 +1,13 @@
 // Executor: catalogue plan -> JIT-cached module -> cuLaunchKernel. See executor.h.
 #include "kernels/executor.h"
 
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <tuple>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "kernels/catalogue.h"
@@ -14,6 +16,7 @@
 #include "kernels/jit/nvrtc_compiler.h"
 #include "kernels/plan_cache.h"
 #include "kernels/status_macros.h"
+#include "kernels/tuning/tuning_db.h"
 
 namespace ligerd::kernels {
 namespace {
@@ -42,9 +45,11 @@ class Module {
 class ExecutorImpl final : public Executor {
  public:
   ExecutorImpl(const DriverApi* drv, std::shared_ptr<JitCache> cache, int device, std::string arch,
-               int sm_count, int cc)
-      : drv_(drv), cache_(std::move(cache)), arch_(std::move(arch)) {
+               int sm_count, int cc, std::string name, std::shared_ptr<TuningDb> tuning, CUdevice cu_device)
+      : drv_(drv), cache_(std::move(cache)), arch_(std::move(arch)), tuning_(std::move(tuning)),
+        cu_device_(cu_device) {
     info_.ordinal = device;
+    info_.name = std::move(name);
     info_.sm_count = sm_count;
     info_.compute_capability = cc;
     info_.blocks_per_sm = [this](std::string_view op, const KernelVariant& v,
@@ -55,29 +60,61 @@ class ExecutorImpl final : public Executor {
 
   absl::StatusOr<size_t> WorkspaceBytes(std::string_view op, std::span<const TensorView> tensors,
                                         std::span<const double> scalars) override {
-    OpCall call;
-    call.tensors = tensors;
-    call.scalars = scalars;
-    call.check_workspace = false;
-    LIGERD_ASSIGN_OR_RETURN(OpPlan plan, plans_.Plan(op, call, info_));
+    LIGERD_ASSIGN_OR_RETURN(OpPlan plan, Plan(op, tensors, scalars, nullptr, 0, {.check_workspace = false}));
     return plan.workspace_bytes;
   }
 
   absl::Status Launch(std::string_view op, std::span<const TensorView> tensors,
                       std::span<const double> scalars, void* workspace, size_t workspace_bytes,
                       CUstream stream) override {
+    // Every check happens here, before anything touches the GPU: PlanOp on the first call with
+    // this geometry, a cached plan with this call's addresses patched in afterwards (a call
+    // with the same geometry passes the same checks; see plan_cache.h).
+    LIGERD_ASSIGN_OR_RETURN(OpPlan plan, Plan(op, tensors, scalars, workspace, workspace_bytes, {}));
+    return LaunchPlan(op, plan, stream);
+  }
+
+  absl::StatusOr<OpPlan> Plan(std::string_view op, std::span<const TensorView> tensors,
+                              std::span<const double> scalars, void* workspace, size_t workspace_bytes,
+                              const PlanOptions& options) override {
     OpCall call;
     call.tensors = tensors;
     call.scalars = scalars;
     call.workspace = workspace;
     call.workspace_bytes = workspace_bytes;
-    // Every check happens here, before anything touches the GPU: PlanOp on the first call with
-    // this geometry, a cached plan with this call's addresses patched in afterwards (a call
-    // with the same geometry passes the same checks; see plan_cache.h).
-    LIGERD_ASSIGN_OR_RETURN(OpPlan plan, plans_.Plan(op, call, info_));
-    for (KernelLaunch& k : plan.launches) {
+    call.check_workspace = options.check_workspace;
+    if (options.config != nullptr) {
+      call.tuned = options.config;
+      return plans_.Plan(op, call, info_);
+    }
+    if (options.use_tuning_db && tuning_ != nullptr) {
+      const OpSpec* spec = FindOp(op);
+      std::optional<TuningShape> shape;
+      if (spec != nullptr && spec->candidates && spec->tuning_shape) shape = spec->tuning_shape(call);
+      if (shape.has_value()) {
+        const TuningKey key = MakeTuningKey(op, *shape);
+        if (std::optional<TuningEntry> entry = tuning_->Lookup(key)) {
+          call.tuned = &entry->config;
+          absl::StatusOr<OpPlan> tuned = plans_.Plan(op, call, info_);
+          if (tuned.ok()) {
+            tuned->tuned = true;
+            return tuned;
+          }
+          call.tuned = nullptr;
+          absl::StatusOr<OpPlan> fallback = plans_.Plan(op, call, info_);
+          // Only the tuned config's fault when the default plan is fine (else the call is bad).
+          if (fallback.ok()) NoteRejected(key, entry->config, tuned.status());
+          return fallback;
+        }
+      }
+    }
+    return plans_.Plan(op, call, info_);
+  }
+
+  absl::Status LaunchPlan(std::string_view op, const OpPlan& plan, CUstream stream) override {
+    for (const KernelLaunch& k : plan.launches) {
       LIGERD_ASSIGN_OR_RETURN(CUfunction fn, Function(op, plan.variant, k.kernel));
-      void* args[] = {k.params.data()};
+      void* args[] = {const_cast<uint8_t*>(k.params.data())};
       LIGERD_CU_CHECK(drv_->cuLaunchKernel(fn, k.grid[0], k.grid[1], k.grid[2], k.block[0],
                                            k.block[1], k.block[2], k.shared_bytes, stream, args,
                                            nullptr));
@@ -85,7 +122,31 @@ class ExecutorImpl final : public Executor {
     return absl::OkStatus();
   }
 
+  // Loaded modules belong to their context: unload them while the primary context still lives,
+  // then drop our hold on it (see Create).
+  ~ExecutorImpl() override {
+    {
+      absl::MutexLock lock(&mu_);
+      modules_.clear();
+    }
+    drv_->cuDevicePrimaryCtxRelease(cu_device_);
+  }
+
+  const DeviceInfo& device_info() const override { return info_; }
+  std::shared_ptr<TuningDb> tuning_db() const override { return tuning_; }
+
  private:
+  // A stored config this call's op refused: logged once per (bucket, config), not an error.
+  void NoteRejected(const TuningKey& key, const LaunchConfig& config, const absl::Status& why) {
+    const std::string id = absl::StrCat(KeyString(key), " ", FormatLaunchConfig(config));
+    {
+      absl::MutexLock lock(&mu_);
+      if (!rejected_.insert(id).second) return;
+    }
+    TuningLog(absl::StrCat("ignoring tuned config ", FormatLaunchConfig(config), " for ", KeyString(key),
+                           " (using the default): ", why.message()));
+  }
+
   absl::StatusOr<int> BlocksPerSm(std::string_view op, const KernelVariant& v,
                                   std::string_view kernel, int threads, size_t smem) {
     LIGERD_ASSIGN_OR_RETURN(CUfunction fn, Function(op, v, kernel));
@@ -150,12 +211,15 @@ class ExecutorImpl final : public Executor {
   const DriverApi* const drv_;
   const std::shared_ptr<JitCache> cache_;
   const std::string arch_;
+  const std::shared_ptr<TuningDb> tuning_;
+  const CUdevice cu_device_;
   DeviceInfo info_;
   PlanCache plans_;
   absl::Mutex mu_;
   absl::flat_hash_map<std::pair<CUcontext, std::string>, std::unique_ptr<Module>> modules_
       ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::tuple<CUfunction, int, size_t>, int> occupancy_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<std::string> rejected_ ABSL_GUARDED_BY(mu_);
 };
 
 // sm_XY when this NVRTC can build CUBIN for the GPU; otherwise PTX for the newest arch it
@@ -195,11 +259,30 @@ absl::StatusOr<std::unique_ptr<Executor>> Executor::Create(const ExecutorOptions
                                                       "; ligerd kernels need sm_",
                                                       kMinComputeCapability, " or newer"));
   LIGERD_ASSIGN_OR_RETURN(std::string arch, ArchFor(cc));
-  LIGERD_ASSIGN_OR_RETURN(std::shared_ptr<JitCache> cache,
-                          JitCache::Shared(options.cache_dir.empty() ? DefaultJitCacheDir()
-                                                                     : options.cache_dir));
-  return std::unique_ptr<Executor>(
-      new ExecutorImpl(drv, std::move(cache), options.device, std::move(arch), sms, cc));
+  char name[256] = {};
+  LIGERD_CU_CHECK(drv->cuDeviceGetName(name, sizeof(name) - 1, dev));
+  const std::filesystem::path cache_dir = options.cache_dir.empty() ? DefaultJitCacheDir() : options.cache_dir;
+  LIGERD_ASSIGN_OR_RETURN(std::shared_ptr<JitCache> cache, JitCache::Shared(cache_dir));
+  // The tuning DB is an optimisation: an unusable one is logged and the defaults are used.
+  std::shared_ptr<TuningDb> tuning;
+  const char* env = std::getenv("LIGERD_TUNING_DB");
+  const bool disabled = env != nullptr && (std::string_view(env) == "off" || std::string_view(env) == "0");
+  if (options.use_tuning_db && !disabled) {
+    absl::StatusOr<std::shared_ptr<TuningDb>> db = TuningDb::Shared(cache_dir, GpuIdentity{name, sms, cc});
+    if (db.ok()) {
+      tuning = *std::move(db);
+    } else {
+      TuningLog(absl::StrCat("tuning DB unavailable, using default launch configs: ", db.status().message()));
+    }
+  }
+  // Hold the device's primary context for the executor's life. Modules and functions are cached
+  // per context handle; if every other holder released the primary context (the last remote
+  // session closing, a tune finishing) it would be destroyed and a later retain could return the
+  // same handle for a new context, making the cached functions stale (CUDA_ERROR_INVALID_HANDLE).
+  CUcontext primary = nullptr;
+  LIGERD_CU_CHECK(drv->cuDevicePrimaryCtxRetain(&primary, dev));
+  return std::unique_ptr<Executor>(new ExecutorImpl(drv, std::move(cache), options.device, std::move(arch), sms,
+                                                    cc, name, std::move(tuning), dev));
 }
 
 }  // namespace ligerd::kernels

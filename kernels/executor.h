@@ -11,6 +11,9 @@
 //   naming the op and the tensor before anything is launched; it never writes a tensor it
 //   rejected. Kernel modules come from the NVRTC JIT cache (compiled once per key per node).
 // - Launch() is asynchronous on `stream`, like a kernel launch.
+// - Tuned configs: when the tuning DB (<cache_dir>/tuning/, kernels/tuning/tuning_db.h) holds a
+//   config for the call's bucket, the op is planned with it (OpCall::tuned); a config the op
+//   rejects for this call is ignored (logged once per bucket) and the default is used.
 #pragma once
 
 #include <cuda.h>
@@ -24,13 +27,24 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "kernels/catalogue.h"
 #include "kernels/tensor_view.h"
 
 namespace ligerd::kernels {
 
+class TuningDb;
+
 struct ExecutorOptions {
   std::filesystem::path cache_dir;  // on-disk JIT cache (shared by ligerd and its clients)
   int device = 0;                   // CUDA ordinal this executor launches on
+  bool use_tuning_db = true;        // also off with LIGERD_TUNING_DB=off in the environment
+};
+
+// How Plan() picks the launch config.
+struct PlanOptions {
+  bool use_tuning_db = true;             // look the call's bucket up in the tuning DB
+  const LaunchConfig* config = nullptr;  // explicit config (the tuner); null = DB or default
+  bool check_workspace = true;           // false: only asking (workspace size, which config)
 };
 
 class Executor {
@@ -48,6 +62,18 @@ class Executor {
   virtual absl::Status Launch(std::string_view op, std::span<const TensorView> tensors,
                               std::span<const double> scalars, void* workspace,
                               size_t workspace_bytes, CUstream stream) = 0;
+
+  // The plan Launch would run (all checks included): its config, whether that came from the
+  // tuning DB (OpPlan::tuned), kernels, grids. For the tuner, tests and debugging.
+  virtual absl::StatusOr<OpPlan> Plan(std::string_view op, std::span<const TensorView> tensors,
+                                      std::span<const double> scalars, void* workspace,
+                                      size_t workspace_bytes, const PlanOptions& options) = 0;
+  // Launches a plan from Plan() (same op) on `stream`.
+  virtual absl::Status LaunchPlan(std::string_view op, const OpPlan& plan, CUstream stream) = 0;
+
+  virtual const DeviceInfo& device_info() const = 0;
+  // The tuning DB this executor reads (null when disabled or its directory is unusable).
+  virtual std::shared_ptr<TuningDb> tuning_db() const = 0;
 };
 
 }  // namespace ligerd::kernels

@@ -96,6 +96,20 @@ void PlanCache::AppendKey(std::string& key, std::string_view op, const OpCall& c
   w.alias = ws_alias;
   w.bytes = call.workspace_bytes;
   Put(key, w);
+  struct {
+    uint8_t present, vectorized;
+    int32_t threads_per_row, rows_per_block, iters, grid;
+  } t;
+  std::memset(&t, 0, sizeof(t));
+  if (call.tuned != nullptr) {
+    t.present = 1;
+    t.vectorized = call.tuned->vectorized ? 1 : 0;
+    t.threads_per_row = call.tuned->threads_per_row;
+    t.rows_per_block = call.tuned->rows_per_block;
+    t.iters = call.tuned->iters;
+    t.grid = call.tuned->grid;
+  }
+  Put(key, t);
 }
 
 absl::StatusOr<std::shared_ptr<const PlanCache::Entry>> PlanCache::Build(std::string_view op,
@@ -142,7 +156,6 @@ absl::StatusOr<std::shared_ptr<const PlanCache::Entry>> PlanCache::Build(std::st
 
 absl::StatusOr<OpPlan> PlanCache::Plan(std::string_view op, const OpCall& call,
                                        const DeviceInfo& device) {
-  if (call.tuned != nullptr) return PlanOp(op, call, device);
   thread_local std::string key;
   key.clear();
   AppendKey(key, op, call);

@@ -13,7 +13,8 @@
 // differs between the two plans (an address with an offset added, a launch shape that depends on
 // an address), the key is marked uncacheable and every such call is planned from scratch. A call
 // that fails its checks is never cached (the next one fails the same way, through PlanOp, with
-// the same message). Calls with an autotuned config (OpCall::tuned) bypass the cache.
+// the same message). An autotuned config (OpCall::tuned) is part of the key, so tuned and
+// default plans of one geometry are cached side by side.
 #pragma once
 
 #include <cstddef>

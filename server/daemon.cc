@@ -33,6 +33,8 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   // Remote execution needs a GPU and its driver; without them sessions are told so and run locally.
   const bool remote_available = !devices.empty();
   daemon->executors_ = std::make_unique<ExecutorPool>(config.cache_dir);
+  daemon->kernels_service_ = std::make_unique<KernelsService>(daemon->executors_.get(), facts.inventory);
+  kernels::SetTuningLogSink([](std::string_view line) { LIGERD_LOG(kWarning) << "tuning: " << line; });
   daemon->sessions_ = std::make_unique<SessionRegistry>(limits, std::move(devices), remote_available, opener);
   SessionRegistry* registry = daemon->sessions_.get();
   daemon->info_ = std::make_unique<InfoService>(std::move(facts), [registry] { return registry->active(); });
@@ -42,6 +44,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   grpc::ServerBuilder builder;
   builder.RegisterService(daemon->info_.get());
   builder.RegisterService(daemon->sessions_service_.get());
+  builder.RegisterService(daemon->kernels_service_.get());
   // Control messages are small; cap them so a hostile client cannot make the daemon buffer much.
   builder.SetMaxReceiveMessageSize(4 << 20);
   daemon->server_ = builder.BuildAndStart();

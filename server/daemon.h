@@ -12,6 +12,7 @@
 #include "server/config.h"
 #include "server/info_service.h"
 #include "server/instance_lock.h"
+#include "server/kernels_service.h"
 #include "server/peer_credentials.h"
 #include "server/peer_table.h"
 #include "server/session_registry.h"
@@ -51,6 +52,7 @@ class Daemon {
   std::unique_ptr<SessionRegistry> sessions_;
   std::unique_ptr<InfoService> info_;
   std::unique_ptr<SessionsService> sessions_service_;
+  std::unique_ptr<KernelsService> kernels_service_;
   std::unique_ptr<grpc::Server> server_;
   int wake_fd_ = -1;  // eventfd that tells the acceptor to stop
   std::thread acceptor_;

@@ -28,9 +28,21 @@ namespace {
 enum Act { kSilu = 0, kGeluTanh = 1 };
 
 constexpr int kDefaultBlock = 256;
+// Positions (16-byte vectors per operand) per thread the vector kernels come in (glu.cuh:
+// glu_*_v = LIGERD_GLU_POSITIONS_PER_THREAD, glu_*_v1, glu_*_v4); the scalar kernels take only
+// the default.
+constexpr int kIterChoices[] = {1, 2, 4};
+static_assert(LIGERD_GLU_POSITIONS_PER_THREAD == 1 || LIGERD_GLU_POSITIONS_PER_THREAD == 2 ||
+              LIGERD_GLU_POSITIONS_PER_THREAD == 4, "glu.cuh instantiates 1, 2, 4 and the default");
+// Autotuning candidates: block sizes, and besides the default one-shot grid (one block per
+// chunk), persistent grids of 1, 2 or 4 waves of resident blocks that loop over the chunks.
+constexpr int kCandidateBlocks[] = {128, 256, 512, 1024};
+constexpr int kCandidateWaves[] = {1, 2, 4};
 constexpr int kMaxThreadsPerBlock = 1024;
 constexpr size_t kVectorAlign = 16;
 constexpr int64_t kMaxGrid = 0x7fffffff;  // gridDim.x limit
+// Blocks per SM assumed for the tuner's "waves" grids when no occupancy oracle is available (tests).
+constexpr int kFallbackBlocksPerSm = 8;
 
 
 KernelVariant MakeVariant(bool backward, Act act, DType x) {
@@ -95,7 +107,7 @@ absl::StatusOr<OpPlan> Plan(const OpSpec& spec, const OpCall& call, const Device
   }
   const LaunchConfig& c = plan.config;
   const int block = c.threads_per_row;
-  const std::string kernel = GluKernelName(backward, c.vectorized);
+  const std::string kernel = GluKernelName(backward, c.vectorized, c.iters);
 
   LigerdGluParams p{};
   int k = 0;
@@ -117,12 +129,10 @@ absl::StatusOr<OpPlan> Plan(const OpSpec& spec, const OpCall& call, const Device
   p.rows = dense ? 1 : rows;
   p.cols = dense ? rows * cols : cols;
 
-  // One block per chunk of POSITIONS_PER_THREAD * block vectors (glu.cuh); a tuned grid may
-  // be smaller (blocks then loop over chunks).
-  const int64_t work = CeilDiv(p.rows * (p.cols / (c.vectorized ? vec : 1)),
-                               int64_t{block} * LIGERD_GLU_POSITIONS_PER_THREAD);
-  const int64_t grid = std::min<int64_t>(c.grid > 0 ? std::min<int64_t>(c.grid, work) : work,
-                                         kMaxGrid);
+  // One block per chunk of iters (positions per thread) * block vectors (glu.cuh); a tuned grid
+  // may be smaller (blocks then loop over chunks).
+  const int64_t work = CeilDiv(p.rows * (p.cols / (c.vectorized ? vec : 1)), int64_t{block} * c.iters);
+  const int64_t grid = std::min<int64_t>(c.grid > 0 ? std::min<int64_t>(c.grid, work) : work, kMaxGrid);
 
   KernelLaunch launch;
   launch.kernel = kernel;
@@ -132,6 +142,49 @@ absl::StatusOr<OpPlan> Plan(const OpSpec& spec, const OpCall& call, const Device
   std::memcpy(launch.params.data(), &p, sizeof(p));
   plan.launches.push_back(std::move(launch));
   return plan;
+}
+
+// Every legal config worth timing: 1-D blocks of 128..1024 threads, 1/2/4 positions per thread
+// (vector kernels only), the one-shot grid (0, the default) or 1/2/4 waves of resident blocks.
+// Empty when the call is empty or not a valid GLU call.
+std::vector<LaunchConfig> Candidates(const std::string& op, const OpCall& call, const DeviceInfo& dev,
+                                     bool backward) {
+  std::vector<LaunchConfig> out;
+  if (call.tensors.size() != (backward ? 5u : 3u)) return out;
+  const TensorView& A = call.tensors[backward ? 1 : 0];
+  // The default plan tells whether vector access is possible and how much work there is.
+  absl::StatusOr<OpPlan> base = PlanOp(op, OpCall{call.tensors, call.scalars}, dev);
+  if (!base.ok() || base->launches.empty()) return out;
+  const bool vec_ok = base->config.vectorized;
+  const int vec = vec_ok ? GluVectorWidth(A.dtype) : 1;
+  LigerdGluParams p;
+  std::memcpy(&p, base->launches[0].params.data(), sizeof(p));
+  const int64_t units = p.rows * (p.cols / vec);
+  for (int block : kCandidateBlocks) {
+    for (int iters : kIterChoices) {
+      LaunchConfig c = GluDefaultConfig(vec_ok);
+      c.threads_per_row = block;
+      c.iters = iters;
+      if (!GluCheckConfig(c, vec_ok).ok()) continue;
+      const int64_t chunks = CeilDiv(units, int64_t{block} * iters);
+      c.grid = 0;
+      out.push_back(c);
+      int per_sm = kFallbackBlocksPerSm;
+      if (dev.blocks_per_sm) {
+        absl::StatusOr<int> b =
+            dev.blocks_per_sm(op, base->variant, GluKernelName(backward, vec_ok, iters), block, 0);
+        if (!b.ok() || *b <= 0) continue;
+        per_sm = *b;
+      }
+      const int64_t wave = int64_t{std::max(dev.sm_count, 1)} * per_sm;
+      for (int w : kCandidateWaves) {
+        if (wave * w >= chunks || wave * w > kMaxGrid) break;  // no smaller than the one-shot grid
+        c.grid = static_cast<int>(wave * w);
+        out.push_back(c);
+      }
+    }
+  }
+  return out;
 }
 
 OpSpec MakeSpec(bool backward, Act act) {
@@ -163,6 +216,17 @@ OpSpec MakeSpec(bool backward, Act act) {
   s.plan = [backward, act](const OpSpec& spec, const OpCall& call, const DeviceInfo& dev) {
     return Plan(spec, call, dev, backward, act);
   };
+  const std::string name = s.name;
+  s.candidates = [backward, name](const OpCall& call, const DeviceInfo& dev) {
+    return Candidates(name, call, dev, backward);
+  };
+  s.tuning_shape = RowTuningShape(backward ? 1 : 0);  // A
+  s.tuning_problem = [backward](const TuningShape& shape) -> absl::StatusOr<TuningProblem> {
+    TuningProblem p;
+    const ScratchTensor t{true, shape.dtype, {shape.rows, shape.cols}, false};
+    p.tensors.assign(backward ? 5 : 3, t);  // separate outputs (timing is the same in place)
+    return p;
+  };
   return s;
 }
 
@@ -174,7 +238,7 @@ LaunchConfig GluDefaultConfig(bool vectorized) {
   LaunchConfig c;
   c.threads_per_row = kDefaultBlock;
   c.rows_per_block = 1;
-  c.iters = 1;
+  c.iters = LIGERD_GLU_POSITIONS_PER_THREAD;
   c.vectorized = vectorized;
   c.grid = 0;
   return c;
@@ -189,12 +253,17 @@ absl::Status GluCheckConfig(const LaunchConfig& c, bool vectorized_ok) {
                                                    " threads must be a multiple of 32 <= 1024"));
   if (c.rows_per_block != 1)
     return absl::InvalidArgumentError("the GLU kernels take 1-D blocks (rows_per_block 1)");
+  if (c.vectorized ? (c.iters != 1 && c.iters != 2 && c.iters != 4) : c.iters != LIGERD_GLU_POSITIONS_PER_THREAD)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "iters ", c.iters, " not available (positions per thread: 1, 2 or 4 with vector access, ",
+        LIGERD_GLU_POSITIONS_PER_THREAD, " without)"));
   if (c.grid < 0) return absl::InvalidArgumentError("grid must be >= 0");
   return absl::OkStatus();
 }
 
-std::string GluKernelName(bool backward, bool vectorized) {
-  return absl::StrCat(backward ? "glu_bwd_" : "glu_fwd_", vectorized ? "v" : "s");
+std::string GluKernelName(bool backward, bool vectorized, int iters) {
+  return absl::StrCat(backward ? "glu_bwd_" : "glu_fwd_", vectorized ? "v" : "s",
+                      iters == LIGERD_GLU_POSITIONS_PER_THREAD ? std::string() : absl::StrCat(iters));
 }
 
 const OpSpec& SwiGluForwardSpec() {

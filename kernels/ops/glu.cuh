@@ -11,6 +11,8 @@
 // any shape). 1-D blocks, each over one contiguous chunk of the rows x cols elements (a
 // persistent grid-stride loop measured 4-7% slower on an H100: 2.81-2.91 vs 3.05 TB/s at
 // 16384 x 14336 bf16, for any block size or grid multiple).
+// glu_{fwd,bwd}_v1 / _v4: the vector kernels with 1 / 4 positions per thread instead of
+// LIGERD_GLU_POSITIONS_PER_THREAD (the autotuner's LaunchConfig::iters; glu.cc names them).
 //
 // Numerics: a, b, dc are converted to fp32 on load; everything is computed in fp32 and each
 // output is rounded once to XT (torch eager rounds act(a) to XT before the multiply; Liger
@@ -33,7 +35,7 @@ constexpr int kAct = LIGERD_GLU_ACT;
 constexpr int kVec = 16 / static_cast<int>(sizeof(XT));
 constexpr float kK0 = 0.7978845608028654f;  // sqrt(2/pi)
 constexpr float kK1 = 0.044715f;
-// Vector positions per thread (glu_params.h says why this many).
+// Vector positions per thread of the default kernels (glu_params.h says why this many).
 constexpr int kUnroll = LIGERD_GLU_POSITIONS_PER_THREAD;
 
 // 16-bit outputs keep 8 (bf16) or 11 (fp16) bits, so the activation uses the SFU's fast exp
@@ -88,24 +90,24 @@ __device__ __forceinline__ Pos pos_of(long long i, long long ncols, long long ro
 #if LIGERD_GLU_BWD == 0
 // Forward. Moves 3*M*F*b bytes (read a, b; write c) and nothing else: HBM-bound,
 // limit = 3*M*F*b / copy bandwidth.
-template <int VEC>
+template <int VEC, int UNROLL>
 __device__ __forceinline__ void fwd(const LigerdGluParams& p) {
   const long long ncols = p.cols / VEC;
   const long long total = ncols * p.rows;
   const XT* a = static_cast<const XT*>(p.a);
   const XT* b = static_cast<const XT*>(p.b);
   XT* c = static_cast<XT*>(p.out0);
-  // Block k owns the contiguous chunk of kUnroll * blockDim.x vectors starting at
-  // k * kUnroll * blockDim.x; thread t takes positions t, t + blockDim.x, ... of it, all loads
+  // Block k owns the contiguous chunk of UNROLL * blockDim.x vectors starting at
+  // k * UNROLL * blockDim.x; thread t takes positions t, t + blockDim.x, ... of it, all loads
   // issued before any math. The grid normally covers every chunk once (the loop runs once).
   const long long step = blockDim.x;
-  const long long chunk = kUnroll * step;
+  const long long chunk = UNROLL * step;
   for (long long i0 = static_cast<long long>(blockIdx.x) * chunk + threadIdx.x; i0 < total;
        i0 += static_cast<long long>(gridDim.x) * chunk) {
-    Vec<XT, VEC> av[kUnroll], bv[kUnroll];
-    long long off_a[kUnroll], off_b[kUnroll], off_c[kUnroll];
+    Vec<XT, VEC> av[UNROLL], bv[UNROLL];
+    long long off_a[UNROLL], off_b[UNROLL], off_c[UNROLL];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
+    for (int u = 0; u < UNROLL; ++u) {
       const long long i = i0 + u * step;
       if (i < total) {
         const Pos q = pos_of(i, ncols, p.rows);
@@ -118,7 +120,7 @@ __device__ __forceinline__ void fwd(const LigerdGluParams& p) {
       }
     }
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
+    for (int u = 0; u < UNROLL; ++u) {
       if (i0 + u * step < total) {
         float o[VEC];
 #pragma unroll
@@ -134,16 +136,26 @@ __device__ __forceinline__ void fwd(const LigerdGluParams& p) {
 }  // namespace ligerd
 
 extern "C" __global__ void __launch_bounds__(1024) glu_fwd_v(const LigerdGluParams p) {
-  ligerd::glu::fwd<ligerd::glu::kVec>(p);
+  ligerd::glu::fwd<ligerd::glu::kVec, ligerd::glu::kUnroll>(p);
 }
 extern "C" __global__ void __launch_bounds__(1024) glu_fwd_s(const LigerdGluParams p) {
-  ligerd::glu::fwd<1>(p);
+  ligerd::glu::fwd<1, ligerd::glu::kUnroll>(p);
 }
+#if LIGERD_GLU_POSITIONS_PER_THREAD != 1
+extern "C" __global__ void __launch_bounds__(1024) glu_fwd_v1(const LigerdGluParams p) {
+  ligerd::glu::fwd<ligerd::glu::kVec, 1>(p);
+}
+#endif
+#if LIGERD_GLU_POSITIONS_PER_THREAD != 4
+extern "C" __global__ void __launch_bounds__(1024) glu_fwd_v4(const LigerdGluParams p) {
+  ligerd::glu::fwd<ligerd::glu::kVec, 4>(p);
+}
+#endif
 
 #else  // LIGERD_GLU_BWD
 // Backward. Moves 5*M*F*b bytes (read dc, a, b; write da, db) and nothing else: HBM-bound,
 // limit = 5*M*F*b / copy bandwidth. In place (da over a, db over b) it needs no extra memory.
-template <int VEC>
+template <int VEC, int UNROLL>
 __device__ __forceinline__ void bwd(const LigerdGluParams& p) {
   const long long ncols = p.cols / VEC;
   const long long total = ncols * p.rows;
@@ -155,13 +167,13 @@ __device__ __forceinline__ void bwd(const LigerdGluParams& p) {
   // Chunks and positions as in fwd; every load before any store (which also keeps the
   // in-place case race-free: a thread reads its own elements before writing them).
   const long long step = blockDim.x;
-  const long long chunk = kUnroll * step;
+  const long long chunk = UNROLL * step;
   for (long long i0 = static_cast<long long>(blockIdx.x) * chunk + threadIdx.x; i0 < total;
        i0 += static_cast<long long>(gridDim.x) * chunk) {
-    Vec<XT, VEC> gv[kUnroll], av[kUnroll], bv[kUnroll];
-    Pos q[kUnroll];
+    Vec<XT, VEC> gv[UNROLL], av[UNROLL], bv[UNROLL];
+    Pos q[UNROLL];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
+    for (int u = 0; u < UNROLL; ++u) {
       const long long i = i0 + u * step;
       if (i < total) {
         q[u] = pos_of(i, ncols, p.rows);
@@ -172,7 +184,7 @@ __device__ __forceinline__ void bwd(const LigerdGluParams& p) {
       }
     }
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
+    for (int u = 0; u < UNROLL; ++u) {
       if (i0 + u * step < total) {
         float oa[VEC], ob[VEC];
 #pragma unroll
@@ -197,9 +209,19 @@ __device__ __forceinline__ void bwd(const LigerdGluParams& p) {
 }  // namespace ligerd
 
 extern "C" __global__ void __launch_bounds__(1024) glu_bwd_v(const LigerdGluParams p) {
-  ligerd::glu::bwd<ligerd::glu::kVec>(p);
+  ligerd::glu::bwd<ligerd::glu::kVec, ligerd::glu::kUnroll>(p);
 }
 extern "C" __global__ void __launch_bounds__(1024) glu_bwd_s(const LigerdGluParams p) {
-  ligerd::glu::bwd<1>(p);
+  ligerd::glu::bwd<1, ligerd::glu::kUnroll>(p);
 }
+#if LIGERD_GLU_POSITIONS_PER_THREAD != 1
+extern "C" __global__ void __launch_bounds__(1024) glu_bwd_v1(const LigerdGluParams p) {
+  ligerd::glu::bwd<ligerd::glu::kVec, 1>(p);
+}
+#endif
+#if LIGERD_GLU_POSITIONS_PER_THREAD != 4
+extern "C" __global__ void __launch_bounds__(1024) glu_bwd_v4(const LigerdGluParams p) {
+  ligerd::glu::bwd<ligerd::glu::kVec, 4>(p);
+}
+#endif
 #endif  // LIGERD_GLU_BWD

@@ -6,6 +6,7 @@
 
 #include "absl/status/status.h"
 #include "kernels/catalogue.h"
+#include "kernels/ops/glu_params.h"
 #include "kernels/tensor_view.h"
 
 namespace ligerd::kernels {
@@ -21,7 +22,8 @@ LaunchConfig GluDefaultConfig(bool vectorized);
 // vector accesses allowed); INVALID_ARGUMENT saying why not.
 absl::Status GluCheckConfig(const LaunchConfig& config, bool vectorized_ok);
 
-// "glu_fwd_v", "glu_bwd_s", ...
-std::string GluKernelName(bool backward, bool vectorized);
+// "glu_fwd_v", "glu_bwd_s" (default positions per thread, LIGERD_GLU_POSITIONS_PER_THREAD),
+// "glu_fwd_v1", "glu_bwd_v4" (the autotuner's other iters, vector kernels only; glu.cuh).
+std::string GluKernelName(bool backward, bool vectorized, int iters = LIGERD_GLU_POSITIONS_PER_THREAD);
 
 }  // namespace ligerd::kernels

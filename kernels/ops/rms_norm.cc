@@ -364,6 +364,86 @@ absl::StatusOr<OpPlan> PlanBackward(const OpSpec& spec, const OpCall& call, cons
   return plan;
 }
 
+// ---- autotuning ---------------------------------------------------------------------------
+
+// Every legal config worth timing for this call: for each vectors-per-thread count the narrowest
+// row group that holds a row (whole warps, or a power of two <= 32 lanes), 1..N rows per block up
+// to the kernel's thread limit, the streaming kernels at 256/512/1024 threads; the backward also
+// tries grids of 1 and 2 blocks per SM (fewer dW partial rows to reduce). Only configs that
+// RmsNormCheckConfig accepts for this call.
+std::vector<LaunchConfig> Candidates(bool backward, const OpCall& call, const DeviceInfo& dev) {
+  std::vector<LaunchConfig> out;
+  const OpSpec& spec = backward ? RmsNormBackwardSpec() : RmsNormForwardSpec();
+  absl::StatusOr<OpPlan> base = PlanOp(spec.name, OpCall{call.tensors, call.scalars, nullptr, 0, false}, dev);
+  if (!base.ok() || base->launches.empty()) return out;
+  const TensorView& X = call.tensors[backward ? bwd::kX : fwd::kX];
+  absl::StatusOr<RowMatrix> xm = AsRows(spec.name, "X", X);
+  if (!xm.ok()) return out;
+  const int64_t n = xm->cols, rows = xm->rows;
+  const bool vec_ok = base->config.vectorized;
+  const int64_t nvec = vec_ok ? CeilDiv(n, RmsNormVectorWidth(X.dtype)) : n;
+  const int max_iters = backward ? kBwdMaxIters : kFwdMaxIters;
+  std::vector<int> grids = {0};
+  if (backward) {
+    for (int per_sm : {1, 2}) {
+      const int64_t g = int64_t{std::max(dev.sm_count, 1)} * per_sm;
+      if (g < rows) grids.push_back(static_cast<int>(g));
+    }
+  }
+  auto add = [&](LaunchConfig c) {
+    for (int g : grids) {
+      c.grid = g;
+      if (!RmsNormCheckConfig(backward, c, n, X.dtype, vec_ok).ok()) continue;
+      bool seen = false;
+      for (const LaunchConfig& o : out)
+        seen = seen || (o.threads_per_row == c.threads_per_row && o.rows_per_block == c.rows_per_block &&
+                        o.iters == c.iters && o.vectorized == c.vectorized && o.grid == c.grid);
+      if (!seen) out.push_back(c);
+    }
+  };
+  for (int iters = 1; iters <= max_iters; ++iters) {
+    const int64_t need = CeilDiv(nvec, iters);
+    const int64_t tpr = need <= 32 ? NextPow2(need) : RoundUp(need, 32);
+    if (tpr > MaxThreads(backward, iters)) continue;
+    if (CeilDiv(nvec, tpr) != iters) continue;  // a narrower iters already covers this width
+    for (int rpb = 1; rpb * tpr <= MaxThreads(backward, iters); rpb *= 2) {
+      if (rpb * tpr < 32) continue;  // whole warps
+      if (rpb > 1 && rows < int64_t{rpb} * std::max(dev.sm_count, 1)) break;  // under one row group per SM
+      LaunchConfig c;
+      c.threads_per_row = static_cast<int>(tpr);
+      c.rows_per_block = rpb;
+      c.iters = iters;
+      c.vectorized = vec_ok;
+      add(c);
+    }
+  }
+  for (int threads : {256, 512, 1024}) {  // streaming kernels: rows of any width
+    LaunchConfig c;
+    c.threads_per_row = threads;
+    c.rows_per_block = 1;
+    c.iters = 0;
+    c.vectorized = vec_ok;
+    add(c);
+  }
+  return out;
+}
+
+absl::StatusOr<TuningProblem> Problem(bool backward, const TuningShape& shape) {
+  // The common call: a weight of X's dtype, llama casting; the backward computes dW too.
+  const ScratchTensor x{true, shape.dtype, {shape.rows, shape.cols}, false};
+  const ScratchTensor w{true, shape.dtype, {shape.cols}, false};
+  const ScratchTensor rstd{true, DType::kFloat32, {shape.rows}, true};
+  TuningProblem p;
+  if (backward) {
+    p.tensors = {x, x, w, rstd, x, w};  // dY, X, W, RSTD, dX, dW
+    p.scalars = {0.0, kLlama};          // offset, casting_mode
+  } else {
+    p.tensors = {x, w, x, rstd};        // X, W, Y, RSTD
+    p.scalars = {1e-6, 0.0, kLlama};    // eps, offset, casting_mode
+  }
+  return p;
+}
+
 std::vector<TensorParam> ForwardTensors() {
   const std::vector<DType> floats = {DType::kFloat32, DType::kBFloat16, DType::kFloat16};
   return {{"X", false, false, floats, ""},
@@ -399,6 +479,11 @@ OpSpec MakeSpec(bool backward) {
   s.options = {"--std=c++17"};
   s.variants = AllVariants(backward);
   s.plan = backward ? PlanBackward : PlanForward;
+  s.candidates = [backward](const OpCall& call, const DeviceInfo& dev) {
+    return Candidates(backward, call, dev);
+  };
+  s.tuning_shape = RowTuningShape(backward ? bwd::kX : fwd::kX);
+  s.tuning_problem = [backward](const TuningShape& shape) { return Problem(backward, shape); };
   return s;
 }
 

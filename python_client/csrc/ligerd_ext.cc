@@ -31,6 +31,7 @@
 #include "python_client/csrc/remote_client.h"  // not client/remote_session.h: see there
 #include "kernels/executor.h"
 #include "kernels/tensor_view.h"
+#include "kernels/tuning/tuning_db.h"
 
 namespace py = pybind11;
 namespace lk = ligerd::kernels;
@@ -230,6 +231,60 @@ size_t WorkspaceBytes(const std::string& op, const std::vector<std::optional<at:
   return *result;
 }
 
+// What Launch would run for these arguments (nothing is launched): the launch config, whether it
+// came from the node's tuning DB, and the kernels with their grids and blocks. For tests and
+// debugging ("did my process pick up `ligerctl tune`?").
+py::dict PlanInfo(const std::string& op, const std::vector<std::optional<at::Tensor>>& tensors,
+                  const std::vector<double>& scalars) {
+  std::vector<lk::TensorView> views;
+  auto device_or = ToViews(tensors, views);
+  if (!device_or.ok()) RaiseStatus(device_or.status(), op);
+  const int device = *device_or;
+  if (device < 0) RaiseStatus(absl::InvalidArgumentError("no CUDA tensor given"), op);
+  c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
+  absl::StatusOr<lk::OpPlan> plan;
+  std::string db_file;
+  {
+    py::gil_scoped_release no_gil;
+    absl::Status st = EnsureContext(device);
+    if (!st.ok()) {
+      plan = st;
+    } else {
+      auto ex = GetExecutor(device);
+      if (!ex.ok()) {
+        plan = ex.status();
+      } else {
+        plan = (*ex)->Plan(op, views, scalars, nullptr, 0, {.check_workspace = false});
+        if ((*ex)->tuning_db() != nullptr) db_file = (*ex)->tuning_db()->file().string();
+      }
+    }
+  }
+  if (!plan.ok()) RaiseStatus(plan.status(), op);
+  py::dict config;
+  config["threads_per_row"] = plan->config.threads_per_row;
+  config["rows_per_block"] = plan->config.rows_per_block;
+  config["iters"] = plan->config.iters;
+  config["vectorized"] = plan->config.vectorized;
+  config["grid"] = plan->config.grid;
+  py::list launches;
+  for (const lk::KernelLaunch& k : plan->launches) {
+    py::dict l;
+    l["kernel"] = k.kernel;
+    l["grid"] = py::make_tuple(k.grid[0], k.grid[1], k.grid[2]);
+    l["block"] = py::make_tuple(k.block[0], k.block[1], k.block[2]);
+    launches.append(l);
+  }
+  py::dict out;
+  out["config"] = config;
+  out["config_text"] = lk::FormatLaunchConfig(plan->config);
+  out["tuned"] = plan->tuned;
+  out["variant"] = plan->variant.tag;
+  out["launches"] = launches;
+  out["workspace_bytes"] = plan->workspace_bytes;
+  out["tuning_db"] = db_file;
+  return out;
+}
+
 // Creates the device's executor now (loads the driver, opens the cache), to surface setup
 // errors early rather than at the first op.
 void InitDevice(int device) {
@@ -407,6 +462,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "optional tensor; scalars: positional floats.");
   m.def("workspace_bytes", &WorkspaceBytes, py::arg("op"), py::arg("tensors"), py::arg("scalars"));
   m.def("init_device", &InitDevice, py::arg("device"));
+  m.def("plan_info", &PlanInfo, py::arg("op"), py::arg("tensors"), py::arg("scalars"),
+        "What launch() would run for these arguments, without launching: {'config', 'config_text', "
+        "'tuned' (config from the node's tuning DB), 'variant', 'launches', 'workspace_bytes', 'tuning_db'}.");
   m.attr("max_devices") = kMaxDevices;
 
   py::class_<SessionHandle, std::shared_ptr<SessionHandle>>(m, "RemoteSession",

@@ -68,7 +68,8 @@ TEST(Nvrtc, ArchIsChecked) {
 std::vector<std::string> PlannableKernels(const std::string& op) {
   const bool backward = op.ends_with("_bwd");
   if (op.find("glu") != std::string::npos)
-    return {GluKernelName(backward, true), GluKernelName(backward, false)};
+    return {GluKernelName(backward, true, 1), GluKernelName(backward, true, 2), GluKernelName(backward, true, 4),
+            GluKernelName(backward, false)};
   std::vector<std::string> names;
   const int max_iters = backward ? 4 : 8;
   for (bool vec : {true, false}) {
