@@ -264,7 +264,7 @@ def _fam(name, prefix, mlp_kind="swiglu", norm_cls="LigerRMSNorm", experts=None,
     return Family(name=name, model_type=model_type or name,
                   module=f"transformers.models.{module or name}.modeling_{module or name}",
                   causal_lm=f"{prefix}ForCausalLM", rms_norm=f"{prefix}RMSNorm", norm_cls=norm_cls,
-                  mlp=mlp or f"{prefix}MLP", mlp_kind=mlp_kind, experts=experts)
+                  mlp=f"{prefix}MLP" if mlp is None else mlp, mlp_kind=mlp_kind, experts=experts)
 
 
 FAMILIES: Dict[str, Family] = {f.name: f for f in [
