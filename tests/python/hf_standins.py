@@ -169,13 +169,14 @@ STANDINS = {
 }
 
 
-def install(monkeypatch) -> list:
-    """Put the reference launcher in place and inject each stand-in whose real op is missing
-    (until the op lands). Returns the names injected."""
+def install(monkeypatch, launcher: bool = True) -> list:
+    """Put the reference launcher in place (unless ``launcher=False``: real kernels) and inject
+    each stand-in whose real op is missing (until the op lands). Returns the names injected."""
     import importlib
 
     from ligerd import _backend
-    monkeypatch.setattr(_backend, "_test_launcher", RefLauncher())
+    if launcher:
+        monkeypatch.setattr(_backend, "_test_launcher", RefLauncher())
     injected = []
     for modname, objs in STANDINS.items():
         mod = importlib.import_module(modname)

@@ -643,3 +643,27 @@ def test_fully_patched_model_matches_hf(family):
     for (n, p), (_, q) in zip(ref.named_parameters(), model.named_parameters()):
         if p.grad is not None:
             torch.testing.assert_close(q.grad, p.grad, rtol=1e-3, atol=1e-5, msg=n)
+
+
+@pytest.mark.parametrize("impl", ["eager", "batched_mm", "grouped_mm"])
+def test_liger_experts_under_each_transformers_experts_implementation(monkeypatch, impl):
+    """LigerExperts keeps transformers' expert GEMMs (config._experts_implementation) and runs
+    ligerd's SwiGLU between them, for every implementation transformers picks."""
+    from ligerd import _backend
+    cfg = tiny_config("mixtral")
+    torch.manual_seed(0)
+    ref = AutoModelForCausalLM.from_config(cfg, experts_implementation=impl).eval()
+    x = torch.randint(0, VOCAB, (2, 8))
+    with torch.no_grad():
+        want = ref(x).logits
+    lt.apply_liger_kernel_to_mixtral(rope=False, rms_norm=False, fused_linear_cross_entropy=False)
+    model = AutoModelForCausalLM.from_config(cfg, experts_implementation=impl).eval()
+    model.load_state_dict(ref.state_dict())
+    assert model.config._experts_implementation == impl
+    ops = []
+    inner = _backend._test_launcher
+    monkeypatch.setattr(_backend, "_test_launcher", lambda op, t, s: (ops.append(op), inner(op, t, s)))
+    with torch.no_grad():
+        got = model(x).logits
+    assert "swiglu_fwd" in ops
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
