@@ -12,7 +12,6 @@ micro-batches, so a gradient-accumulation run that averaged per-micro-batch mean
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 

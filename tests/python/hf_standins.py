@@ -7,8 +7,8 @@
    (``liger_rotary_pos_emb``, ``liger_cross_entropy``, ``LigerCrossEntropyLoss``,
    ``LigerLayerNorm``, ``LigerFusedAddRMSNorm``, ``LigerFusedLinearCrossEntropyLoss`` and
    ``ligerd.transformers.functional.liger_fused_linear_cross_entropy``), injected into
-   ``ligerd.transformers`` ONLY WHEN THE REAL NAME IS MISSING: until the op lands. Once it has
-   landed the real op is used (on CPU through the test launcher where it supports that).
+   ``ligerd.transformers`` for a test's duration (see ``install`` for when). Nothing here creates
+   those modules; the real ops land in their own files.
    Each stand-in records its calls in ``CALLS`` so tests can see what the patches called.
 """
 
@@ -171,7 +171,12 @@ STANDINS = {
 
 def install(monkeypatch, launcher: bool = True) -> list:
     """Put the reference launcher in place (unless ``launcher=False``: real kernels) and inject
-    each stand-in whose real op is missing (until the op lands). Returns the names injected."""
+    the stand-ins, for the test's duration only (monkeypatch). Returns the names injected.
+
+    With ``launcher=False`` (real kernels) a stand-in is injected only where the real op is
+    missing: until the op lands. On the CPU (``launcher=True``) the stand-ins are used even where
+    the real op exists, because RefLauncher implements only the rms_norm/glu executor contracts
+    and these tests are about the patching, not about those ops (each has its own wiring test)."""
     import importlib
 
     from ligerd import _backend
@@ -181,7 +186,7 @@ def install(monkeypatch, launcher: bool = True) -> list:
     for modname, objs in STANDINS.items():
         mod = importlib.import_module(modname)
         for name, obj in objs.items():
-            if name not in vars(mod):  # only until the op lands
+            if launcher or name not in vars(mod):
                 monkeypatch.setattr(mod, name, obj, raising=False)
                 injected.append(f"{modname}.{name}")
     CALLS.clear()

@@ -32,8 +32,7 @@ import hf_standins  # noqa: E402
 import ligerd.transformers as lt  # noqa: E402
 from ligerd import ConfigError  # noqa: E402
 from ligerd.transformers import monkey_patch as mp  # noqa: E402
-from ligerd.transformers.mlp_variants import (LigerExperts, LigerPhi3SwiGLUMLP,  # noqa: E402
-                                              LigerQwen3MoeSwiGLUMLP)
+from ligerd.transformers.mlp_variants import LigerExperts  # noqa: E402
 
 VOCAB = 128
 COMMON = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
