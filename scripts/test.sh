@@ -10,10 +10,17 @@ build_dir=${LIGERD_BUILD_DIR:-build/$(echo "$build_type" | tr '[:upper:]' '[:low
 
 ctest --test-dir "$build_dir" -j"$(nproc)" --output-on-failure --timeout 900
 
-# Python client, CPU side. pytest and grpcio come from PyPI; torch is optional (tests that need
-# it skip with a reason), since its wheel is gigabytes.
+# Python client, CPU side. pytest, grpcio and transformers 5.x come from PyPI. torch: the one
+# installed is used (CUDA or not); where there is none, the CPU-only wheel from PyTorch's CPU index
+# (~200 MB, not PyPI's multi-GB CUDA build) is installed, so the op-wiring and Hugging Face
+# patching tests run. SKIP_TORCH_INSTALL=1 skips that (tests that need torch then skip, saying so).
 if command -v python3 >/dev/null; then
-  python3 -m pip install -q --disable-pip-version-check pytest grpcio 2>&1 | grep -v "^WARNING: Running pip as" || true
+  pip_q() { python3 -m pip install -q --disable-pip-version-check "$@" 2>&1 | grep -v "^WARNING: Running pip as" || true; }
+  pip_q pytest grpcio
+  if [ "${SKIP_TORCH_INSTALL:-0}" != 1 ]; then
+    python3 -c "import torch" 2>/dev/null || pip_q --index-url https://download.pytorch.org/whl/cpu torch
+    python3 -c "import torch" 2>/dev/null && pip_q "transformers>=5,<6"
+  fi
   LIGERD_BIN="$PWD/$build_dir/server/ligerd" LIGERD_BUILD_DIR="$build_dir" \
     python3 -m pytest tests/python -q -ra -p no:cacheprovider
 else

@@ -3,6 +3,8 @@ is a drop-in for ``from liger_kernel.transformers import LigerRMSNorm``."""
 
 from ligerd.transformers.functional import liger_geglu, liger_rms_norm, liger_rope, liger_swiglu
 from ligerd.transformers.geglu import LigerGEGLUMLP
+from ligerd.transformers.mlp_variants import (LigerExperts, LigerPhi3SwiGLUMLP,
+                                              LigerQwen3MoeSwiGLUMLP)
 from ligerd.transformers.rms_norm import (LigerRMSNorm, LigerRMSNormForGemma,
                                           LigerRMSNormForGemma2, LigerRMSNormForGemma3,
                                           LigerRMSNormForGlm4, LigerRMSNormForOlmo2)
@@ -24,4 +26,30 @@ __all__ = [
     "liger_rotary_pos_emb",
     "liger_rope",
     "LigerRopeFunction",
+    "LigerPhi3SwiGLUMLP",
+    "LigerQwen3MoeSwiGLUMLP",
+    "LigerExperts",
 ]
+
+# Hugging Face model patching (ligerd/transformers/monkey_patch.py, auto_model.py). Loaded on first
+# use, as in Liger-Kernel, so that importing ligerd.transformers does not import transformers.
+_MONKEY_PATCH_NAMES = (
+    "MODEL_TYPE_TO_APPLY_LIGER_FN", "_apply_liger_kernel", "_apply_liger_kernel_to_instance",
+    "revert_liger_kernel_patches",
+    "apply_liger_kernel_to_llama", "apply_liger_kernel_to_mistral", "apply_liger_kernel_to_mixtral",
+    "apply_liger_kernel_to_gemma", "apply_liger_kernel_to_gemma2",
+    "apply_liger_kernel_to_gemma3_text", "apply_liger_kernel_to_qwen2",
+    "apply_liger_kernel_to_qwen3", "apply_liger_kernel_to_qwen3_moe", "apply_liger_kernel_to_phi3",
+    "apply_liger_kernel_to_granite", "apply_liger_kernel_to_olmo2",
+)
+__all__ += list(_MONKEY_PATCH_NAMES) + ["AutoLigerKernelForCausalLM"]
+
+
+def __getattr__(name):
+    if name in _MONKEY_PATCH_NAMES:
+        from ligerd.transformers import monkey_patch
+        return getattr(monkey_patch, name)
+    if name == "AutoLigerKernelForCausalLM":
+        from ligerd.transformers.auto_model import AutoLigerKernelForCausalLM
+        return AutoLigerKernelForCausalLM
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

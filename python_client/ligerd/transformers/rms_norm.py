@@ -75,7 +75,13 @@ class LigerRMSNormForGemma2(LigerRMSNorm):
 
 
 class LigerRMSNormForGemma3(LigerRMSNormForGemma2):
-    """Gemma3: same settings as Gemma2."""
+    """Gemma3: same settings as Gemma2. The first parameter is named ``dim`` as in Liger-Kernel
+    and in transformers' ``Gemma3RMSNorm`` (whose q_norm/k_norm are built with ``dim=``)."""
+
+    def __init__(self, dim, eps=1e-6, offset=1.0, casting_mode="gemma", init_fn="zeros",
+                 in_place=False, row_mode=None, elementwise_affine=True):
+        super().__init__(dim, eps, offset, casting_mode, init_fn, in_place, row_mode,
+                         elementwise_affine)
 
 
 class LigerRMSNormForOlmo2(LigerRMSNorm):

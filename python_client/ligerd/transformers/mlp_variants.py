@@ -1,0 +1,154 @@
+"""The per-model SwiGLU layouts that the model patches install, named as in Liger-Kernel:
+
+- ``LigerPhi3SwiGLUMLP(config)``: Phi-3's fused ``gate_up_proj`` (one Linear to 2*I, gate first).
+- ``LigerQwen3MoeSwiGLUMLP(config, intermediate_size=None)``: Qwen3-MoE's dense MLP (its
+  ``mlp_only_layers``), whose width may differ from ``config.intermediate_size``.
+- ``LigerExperts(config)``: transformers 5.x's stacked-expert MoE (``MixtralExperts``,
+  ``Qwen3MoeExperts``): parameters ``gate_up_proj [E, 2*I, H]`` (gate rows first) and
+  ``down_proj [E, H, I]``, ``forward(hidden_states [T, H], top_k_index [T, K],
+  top_k_weights [T, K])``.
+
+About ``LigerExperts``: Liger-Kernel's replaces the whole expert computation with a fused grouped
+GEMM; ligerd has no grouped-GEMM kernel, so here the two expert GEMMs stay transformers' own
+(whichever ``config._experts_implementation`` selects: ``grouped_mm``, ``batched_mm`` or the
+``eager`` per-expert loop) and ligerd's SwiGLU kernel replaces the activation between them
+(``silu(gate) * up`` in one pass, its backward writing into the saved buffers where it can).
+Transformers 5.x routes that activation through the experts' ``_apply_gate`` hook, so this is the
+same hook the library exposes for it; the parameter layout, state-dict keys and initialisation are
+unchanged. Transformers 4.x's per-expert ``MixtralBlockSparseTop2MLP`` modules no longer exist in
+5.x, so there is no ``LigerBlockSparseTop2MLP`` here.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ligerd.ops.glu import geglu, swiglu
+
+
+def _check_silu(config) -> None:
+    act = getattr(config, "hidden_act", "silu")
+    if act not in ("silu", "swish"):
+        raise ValueError(f"Activation function {act} not supported.")
+
+
+class LigerPhi3SwiGLUMLP(nn.Module):
+    """Phi-3 MLP: ``down_proj(silu(gate) * up)`` with ``gate, up = gate_up_proj(x).chunk(2, -1)``.
+    The two halves are strided views of one buffer; ligerd's SwiGLU reads them in place."""
+
+    def __init__(self, config):
+        super().__init__()
+        _check_silu(config)
+        self.config = config
+        self.hidden_size = config.hidden_size
+        self.intermediate_size = config.intermediate_size
+        self.gate_up_proj = nn.Linear(self.hidden_size, 2 * self.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(self.intermediate_size, self.hidden_size, bias=False)
+
+    def forward(self, x):
+        return phi3_swiglu_forward(self, x)
+
+
+def phi3_swiglu_forward(self, x):
+    """Forward of a fused-gate_up MLP (also bound onto built ``Phi3MLP`` instances)."""
+    gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+    return self.down_proj(swiglu(gate, up))
+
+
+class LigerQwen3MoeSwiGLUMLP(nn.Module):
+    """Qwen3-MoE's dense MLP: as ``LigerSwiGLUMLP`` with an optional width override."""
+
+    def __init__(self, config, intermediate_size=None):
+        super().__init__()
+        _check_silu(config)
+        self.config = config
+        self.hidden_size = config.hidden_size
+        self.intermediate_size = (config.intermediate_size if intermediate_size is None
+                                  else intermediate_size)
+        self.gate_proj = nn.Linear(self.hidden_size, self.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(self.hidden_size, self.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(self.intermediate_size, self.hidden_size, bias=False)
+
+    def forward(self, x):
+        return swiglu_mlp_forward(self, x)
+
+
+def swiglu_mlp_forward(self, x):
+    """Forward of a gate/up/down MLP with SwiGLU (also bound onto built ``LlamaMLP`` & co)."""
+    return self.down_proj(swiglu(self.gate_proj(x), self.up_proj(x)))
+
+
+def geglu_mlp_forward(self, x):
+    """Forward of a gate/up/down MLP with GeGLU (tanh GELU; bound onto built ``GemmaMLP`` & co)."""
+    return self.down_proj(geglu(self.gate_proj(x), self.up_proj(x)))
+
+
+class LigerExperts(nn.Module):
+    """transformers 5.x stacked experts with ligerd's SwiGLU between the expert GEMMs (see the
+    module docstring). Drop-in for ``MixtralExperts`` and ``Qwen3MoeExperts``: same parameters,
+    same constructor argument (the model config), same forward signature."""
+
+    # Read by transformers' experts implementations (transformers.integrations.moe).
+    has_gate = True
+    has_bias = False
+    has_post_expert_norm = False
+    is_transposed = False
+    is_concatenated = True
+    _is_expert_parallel = False
+
+    def __init__(self, config, intermediate_size=None):
+        super().__init__()
+        _check_silu(config)
+        self.config = config
+        self.num_experts = getattr(config, "num_local_experts", None) or config.num_experts
+        self.hidden_dim = config.hidden_size
+        self.intermediate_dim = (intermediate_size or getattr(config, "moe_intermediate_size", None)
+                                 or config.intermediate_size)
+        self.gate_up_proj = nn.Parameter(
+            torch.empty(self.num_experts, 2 * self.intermediate_dim, self.hidden_dim))
+        self.down_proj = nn.Parameter(
+            torch.empty(self.num_experts, self.hidden_dim, self.intermediate_dim))
+
+    def _apply_gate(self, gate_up_out):
+        return experts_apply_gate(self, gate_up_out)
+
+    def forward(self, hidden_states, top_k_index, top_k_weights):
+        return experts_forward(self, hidden_states, top_k_index, top_k_weights)
+
+
+def experts_apply_gate(self, gate_up_out: torch.Tensor) -> torch.Tensor:
+    """``silu(gate) * up`` of a [S, 2*I] gate/up projection (gate first), on ligerd's kernel."""
+    gate, up = gate_up_out.chunk(2, dim=-1)
+    return swiglu(gate, up)
+
+
+def experts_forward(self, hidden_states, top_k_index, top_k_weights):
+    """Stacked-experts forward (also bound onto built ``MixtralExperts``/``Qwen3MoeExperts``):
+    transformers' GEMM implementation for ``config._experts_implementation`` (which calls
+    ``self._apply_gate``), or the eager per-expert loop, as transformers' own, through
+    ``self._apply_gate``."""
+    impl = getattr(self.config, "_experts_implementation", None)
+    if impl not in (None, "eager"):
+        from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS
+        fn = ALL_EXPERTS_FUNCTIONS.get_interface(impl, None)  # raises for an unknown name
+        if fn is not None:
+            return fn(self, hidden_states, top_k_index, top_k_weights)
+    final = torch.zeros_like(hidden_states)
+    with torch.no_grad():
+        expert_mask = F.one_hot(top_k_index, num_classes=self.num_experts + 1).permute(2, 1, 0)
+        expert_hit = torch.greater(expert_mask.sum(dim=(-1, -2)), 0).nonzero()
+    for expert_idx in expert_hit:
+        e = expert_idx[0]
+        if e == self.num_experts:  # the padding slot one_hot was widened by
+            continue
+        top_k_pos, token_idx = torch.where(expert_mask[e])
+        h = F.linear(hidden_states[token_idx], self.gate_up_proj[e])
+        h = F.linear(self._apply_gate(h), self.down_proj[e])
+        h = h * top_k_weights[token_idx, top_k_pos, None]
+        final.index_add_(0, token_idx, h.to(final.dtype))
+    return final
+
+
+__all__ = ["LigerPhi3SwiGLUMLP", "LigerQwen3MoeSwiGLUMLP", "LigerExperts"]

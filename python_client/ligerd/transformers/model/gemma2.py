@@ -1,0 +1,6 @@
+"""``Gemma2ForCausalLM.forward`` with the fused linear cross-entropy: the generic dense forward with config.final_logit_softcapping (c * tanh(logits / c)).
+See ligerd/transformers/model/causal_lm.py."""
+
+from ligerd.transformers.model.causal_lm import make_causal_lm_forward
+
+lce_forward = make_causal_lm_forward(final_logit_softcapping=True)

@@ -1,0 +1,165 @@
+"""Convergence harness shared by tests/gpu/test_convergence.py (mini models on the GPU) and
+tests/python/test_hf_convergence_cpu.py (tiny models on the CPU, through the test launcher): train
+the same model from the same initial weights on the same batches with and without ligerd's patches
+and compare the per-step losses, the final parameters and the eval logits.
+
+Data: token streams from a fixed random bigram table over a 512-token subset of the vocabulary
+(each token has 4 likely successors), so the models really learn within 32 steps (the loss falls
+from ~ln V); a share of the labels is -100 (padding) and that share differs between
+micro-batches, so a gradient-accumulation run that averaged per-micro-batch means instead of using
+``num_items_in_batch`` would visibly differ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import torch
+
+FAMILIES = ("llama", "mistral", "qwen2", "gemma2", "phi3", "mixtral")
+
+
+def mini_config(family: str, *, hidden=1024, layers=4, vocab=32000, heads=16, kv_heads=4,
+                intermediate=2048, experts=4, expert_intermediate=1024):
+    """The issue's mini models: hidden 1024, 4 layers, vocab 32000 (sizes are parameters so the
+    CPU test can shrink them). Dropout off, untied head, eager attention."""
+    import transformers as tf
+    common = dict(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
+                  num_attention_heads=heads, num_key_value_heads=kv_heads,
+                  intermediate_size=intermediate, max_position_embeddings=1024,
+                  tie_word_embeddings=False, attention_dropout=0.0)
+    head_dim = hidden // heads
+    if family == "llama":
+        cfg = tf.LlamaConfig(**common)
+    elif family == "mistral":
+        cfg = tf.MistralConfig(**common, sliding_window=None)
+    elif family == "qwen2":
+        cfg = tf.Qwen2Config(**common)
+    elif family == "gemma2":
+        cfg = tf.Gemma2Config(**common, head_dim=head_dim, final_logit_softcapping=30.0,
+                              attn_logit_softcapping=50.0, sliding_window=4096,
+                              query_pre_attn_scalar=head_dim)
+    elif family == "phi3":
+        cfg = tf.Phi3Config(**common, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                            resid_pdrop=0.0, embd_pdrop=0.0)
+    elif family == "mixtral":
+        common["intermediate_size"] = expert_intermediate
+        cfg = tf.MixtralConfig(**common, num_local_experts=experts, num_experts_per_tok=2,
+                               output_router_logits=True, router_aux_loss_coef=0.02,
+                               sliding_window=None)
+    else:
+        raise ValueError(family)
+    return cfg
+
+
+def make_data(vocab: int, steps: int, batch: int, seq: int, seed: int = 1234, subset: int = 512):
+    """``steps`` training batches and one eval batch of (input_ids, labels), on the CPU."""
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randperm(vocab, generator=g)[:subset]
+    succ = torch.randint(0, subset, (subset, 4), generator=g)
+
+    def batch_of(n):
+        ids = torch.empty(n, seq, dtype=torch.long)
+        cur = torch.randint(0, subset, (n,), generator=g)
+        for t in range(seq):
+            ids[:, t] = cur
+            cur = succ[cur, torch.randint(0, 4, (n,), generator=g)]
+        x = tokens[ids]
+        labels = x.clone()
+        # Padding-like ignored labels at the end of some sequences, different per row.
+        for r in range(n):
+            k = int(torch.randint(0, seq // 2, (1,), generator=g))
+            if k:
+                labels[r, -k:] = -100
+        return x, labels
+
+    return [batch_of(batch) for _ in range(steps)], batch_of(batch)
+
+
+@dataclass
+class Run:
+    losses: List[float] = field(default_factory=list)
+    aux_losses: List[float] = field(default_factory=list)
+    params: Dict[str, torch.Tensor] = field(default_factory=dict)  # final, fp32, CPU
+    eval_logits: Optional[torch.Tensor] = None  # fp32, CPU
+
+
+def apply_fn(family: str):
+    import ligerd.transformers as lt
+    return getattr(lt, f"apply_liger_kernel_to_{family}")
+
+
+def build(cfg, dtype, device, init_state=None):
+    from transformers import AutoModelForCausalLM
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager", dtype=dtype)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    return model
+
+
+def initial_state(cfg, dtype, device):
+    """transformers' initial weights (built before any patch), kept on the CPU."""
+    import ligerd.transformers as lt
+    lt.revert_liger_kernel_patches()
+    m = build(cfg, dtype, device)
+    return {k: v.detach().to("cpu", copy=True) for k, v in m.state_dict().items()}
+
+
+def train(family: str, cfg, dtype, device, data, eval_batch, init_state, *, use_ligerd: bool,
+          micro_batches: int = 1, lr: float = 1e-4) -> Run:
+    """32-step (len(data)) AdamW training from ``init_state``; with ``micro_batches`` > 1 each
+    step accumulates gradients over that many micro-batches, with transformers'
+    ``num_items_in_batch`` (the step's count of label tokens that are not -100 after the shift)."""
+    import ligerd.transformers as lt
+    lt.revert_liger_kernel_patches()
+    try:
+        if use_ligerd:
+            apply_fn(family)()
+        model = build(cfg, dtype, device, init_state)
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8,
+                                weight_decay=0.01, foreach=False)
+        run = Run()
+        for x, labels in data:
+            x, labels = x.to(device), labels.to(device)
+            n_items = int((labels[:, 1:] != -100).sum()) if micro_batches > 1 else None
+            step_loss, step_aux = 0.0, 0.0
+            for xs, ls in zip(x.chunk(micro_batches), labels.chunk(micro_batches)):
+                kw = {} if n_items is None else {"num_items_in_batch": torch.tensor(n_items, device=device)}
+                out = model(input_ids=xs, labels=ls, **kw)
+                out.loss.backward()
+                step_loss += float(out.loss.detach())
+                if getattr(out, "aux_loss", None) is not None:
+                    step_aux += float(out.aux_loss.detach())
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            run.losses.append(step_loss)
+            run.aux_losses.append(step_aux)
+        model.eval()
+        with torch.no_grad():
+            run.eval_logits = model(input_ids=eval_batch[0].to(device)).logits.float().cpu()
+        run.params = {n: p.detach().float().cpu() for n, p in model.named_parameters()}
+        return run
+    finally:
+        lt.revert_liger_kernel_patches()
+
+
+def update_mismatch(run: Run, ref: Run, init_state) -> Dict[str, float]:
+    """Per parameter: ||(p_run - p0) - (p_ref - p0)|| / ||p_ref - p0||, i.e. how far the training
+    update differs from transformers' relative to the update itself."""
+    out = {}
+    for name, p_ref in ref.params.items():
+        p0 = init_state[name].float()
+        d_ref = p_ref - p0
+        denom = float(d_ref.norm())
+        if denom == 0.0:
+            denom = 1e-30
+        out[name] = float((run.params[name] - p_ref).norm()) / denom
+    return out
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
