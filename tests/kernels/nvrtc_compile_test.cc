@@ -9,6 +9,7 @@
 #include "kernels/jit/jit_cache.h"
 #include "kernels/jit/nvrtc_compiler.h"
 #include "kernels/ops/glu.h"
+#include "kernels/ops/rope.h"
 #include "kernels/ops/rms_norm.h"
 #include "kernels/precompile.h"
 #include "tests/kernels/test_util.h"
@@ -70,7 +71,12 @@ std::vector<std::string> PlannableKernels(const std::string& op) {
   if (op.find("glu") != std::string::npos)
     return {GluKernelName(backward, true, 1), GluKernelName(backward, true, 2), GluKernelName(backward, true, 4),
             GluKernelName(backward, false)};
+  if (op.starts_with("rope_")) return {RopeKernelName(true), RopeKernelName(false)};
   std::vector<std::string> names;
+  if (!op.starts_with("rms_norm_")) {
+    ADD_FAILURE() << "no list of plannable kernels for op " << op << ": add one here";
+    return names;
+  }
   const int max_iters = backward ? 4 : 8;
   for (bool vec : {true, false}) {
     for (int it = 0; it <= max_iters; ++it) {
