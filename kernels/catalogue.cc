@@ -17,6 +17,9 @@ const std::vector<const OpSpec*>& AllOps() {
       &SwiGluBackwardSpec(),
       &GeGluForwardSpec(),
       &GeGluBackwardSpec(),
+      &CrossEntropyCountSpec(),
+      &CrossEntropyForwardSpec(),
+      &CrossEntropyScaleSpec(),
   };
   return *ops;
 }

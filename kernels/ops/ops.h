@@ -11,5 +11,8 @@ const OpSpec& SwiGluForwardSpec();    // swiglu_fwd
 const OpSpec& SwiGluBackwardSpec();   // swiglu_bwd
 const OpSpec& GeGluForwardSpec();     // geglu_fwd
 const OpSpec& GeGluBackwardSpec();    // geglu_bwd
+const OpSpec& CrossEntropyCountSpec();    // cross_entropy_count
+const OpSpec& CrossEntropyForwardSpec();  // cross_entropy_fwd
+const OpSpec& CrossEntropyScaleSpec();    // cross_entropy_scale
 
 }  // namespace ligerd::kernels

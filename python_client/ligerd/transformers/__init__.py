@@ -1,7 +1,11 @@
 """Liger-compatible modules and functions: ``from ligerd.transformers import LigerRMSNorm``
 is a drop-in for ``from liger_kernel.transformers import LigerRMSNorm``."""
 
-from ligerd.transformers.functional import liger_geglu, liger_rms_norm, liger_swiglu
+from ligerd.transformers.cross_entropy import LigerCrossEntropyLoss
+from ligerd.transformers.functional import (CrossEntropyOutput, liger_cross_entropy,
+                                            liger_fused_linear_cross_entropy, liger_geglu,
+                                            liger_rms_norm, liger_swiglu)
+from ligerd.transformers.fused_linear_cross_entropy import LigerFusedLinearCrossEntropyLoss
 from ligerd.transformers.geglu import LigerGEGLUMLP
 from ligerd.transformers.rms_norm import (LigerRMSNorm, LigerRMSNormForGemma,
                                           LigerRMSNormForGemma2, LigerRMSNormForGemma3,
@@ -20,4 +24,9 @@ __all__ = [
     "liger_rms_norm",
     "liger_swiglu",
     "liger_geglu",
+    "LigerCrossEntropyLoss",
+    "LigerFusedLinearCrossEntropyLoss",
+    "CrossEntropyOutput",
+    "liger_cross_entropy",
+    "liger_fused_linear_cross_entropy",
 ]
