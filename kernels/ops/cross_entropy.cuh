@@ -294,6 +294,7 @@ __device__ void fwd_rows(const LigerdCeFwdParams& p) {
     k.A *= f;
     k.B *= f;
     k.C *= f;
+    if (!valid) k.A = __int_as_float(0x7fc00000);  // out-of-range target: the whole row NaN
     if (tid == 0) {
       p.loss[r] = loss + zl;
       if (p.z_loss != nullptr) p.z_loss[r] = zl;

@@ -258,9 +258,11 @@ def test_scale_op():
     s = torch.randn(37, device=DEV)
     _backend.launch("cross_entropy_scale", [g, s], [])
     assert torch.equal(g, (g0.float() * s[:, None]).to(torch.bfloat16))
-    g1 = g0[:, :50000]  # strided rows
+    base = g0.clone()
+    g1 = base[:, :50000]  # strided rows (pitch 50257: every alignment)
     _backend.launch("cross_entropy_scale", [g1, torch.full((1,), 0.5, device=DEV)], [])
     assert torch.equal(g1, (g0[:, :50000].float() * 0.5).to(torch.bfloat16))
+    assert torch.equal(base[:, 50000:], g0[:, 50000:]), "columns outside the view untouched"
 
 
 # ------------------------------------------------------------------------------------------

@@ -144,8 +144,13 @@ def test_default_chunks_accum_dtype_and_metrics():
     logits = (x.double() @ W.double().t() + b.double())
     valid = t != II
     pred = torch.where(valid, logits.argmax(1), torch.full_like(t, -1))
-    agree = (out.predicted_tokens == pred).double().mean().item()
-    assert agree > 0.99, "argmax of bf16 logits agrees with float64 except near-ties"
+    # The kernel sees bf16 logits: where float64's top two are further apart than two bf16
+    # roundings of the top value, the argmax must agree exactly; near-ties may go either way.
+    top2 = logits.topk(2, dim=1).values
+    clear = (top2[:, 0] - top2[:, 1]) > 2 * 2.0 ** -8 * top2[:, 0].abs() + 1e-6
+    assert clear.float().mean().item() > 0.5
+    assert torch.equal(out.predicted_tokens[clear], pred[clear])
+    assert (out.predicted_tokens[~valid] == -1).all()
     assert out.z_loss is not None and out.token_accuracy is not None
 
 

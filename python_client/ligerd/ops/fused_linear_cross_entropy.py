@@ -40,6 +40,7 @@ OP = "fused_linear_cross_entropy"
 _CHUNK_ALIGN = 128  # GEMM tile rows
 _CHUNK_FRACTION = 16  # chunk ~ BT / 16: the logits buffer is ~6% of the full logits
 _CHUNK_MAX_BYTES = 512 << 20  # and never more than 512 MiB (huge BT)
+_FP16_MEAN_SCALE_MAX = 4096.0  # see _chunked: keeps fp16 d logits of a mean out of subnormals
 
 
 def _fail(msg: str):
@@ -97,6 +98,14 @@ def _chunked(x, W, target, b, w32, denom, args, want_z, want_pred, *, grads: boo
     acc = accum_dtype if accum_dtype is not None else W.dtype
     dW = torch.empty(W.shape, dtype=acc, device=dev) if grads and need_dw else None
     db = torch.zeros(V, dtype=accum_dtype or torch.float32, device=dev) if grads and need_db else None
+    # fp16 and "mean": d logits = (p - onehot) / n are mostly below fp16's smallest normal
+    # (p ~ 1/V, n ~ thousands) and would lose their bits; they are held multiplied by
+    # s = min(n, 4096) (inside the kernel, in fp32, before rounding) and the three gradients
+    # divided by s once at the end. bf16 has fp32's exponent range and needs none of this.
+    fp16_scale = None
+    if grads and x.dtype == torch.float16 and args[3] == ce.REDUCTIONS["mean"] and row_scale is None:
+        fp16_scale = denom[1:2].clamp(1.0, _FP16_MEAN_SCALE_MAX)
+        row_scale = fp16_scale.expand(bt).contiguous()
     buf = torch.empty((min(C, bt), V), dtype=x.dtype, device=dev)
     Wt = W.t()
     for s in range(0, bt, C):
@@ -128,6 +137,11 @@ def _chunked(x, W, target, b, w32, denom, args, want_z, want_pred, *, grads: boo
         if db is not None:
             db += logits.sum(dim=0, dtype=db.dtype)
     del buf
+    if fp16_scale is not None:
+        inv = 1.0 / fp16_scale
+        for g in (dx, dW, db):
+            if g is not None:
+                ce.scale_(g, inv)
     if dW is not None and dW.dtype != W.dtype:
         dW = dW.to(W.dtype)
     if db is not None and db.dtype != b.dtype:
