@@ -19,6 +19,9 @@ const std::vector<const OpSpec*>& AllOps() {
       &GeGluBackwardSpec(),
       &RopeForwardSpec(),
       &RopeBackwardSpec(),
+      &CrossEntropyCountSpec(),
+      &CrossEntropyForwardSpec(),
+      &CrossEntropyScaleSpec(),
   };
   return *ops;
 }

@@ -115,6 +115,14 @@ struct Vec {
   }
 };
 
+// One element of T, as fp32.
+template <class T>
+__device__ __forceinline__ float load_one(const T* p) {
+  Vec<T, 1> v;
+  v.load(p);
+  return v.get(0);
+}
+
 // One element, rounded to T.
 template <class T>
 __device__ __forceinline__ void store_one(T* p, float v) {

@@ -13,5 +13,8 @@ const OpSpec& GeGluForwardSpec();     // geglu_fwd
 const OpSpec& GeGluBackwardSpec();    // geglu_bwd
 const OpSpec& RopeForwardSpec();      // rope_fwd
 const OpSpec& RopeBackwardSpec();     // rope_bwd
+const OpSpec& CrossEntropyCountSpec();    // cross_entropy_count
+const OpSpec& CrossEntropyForwardSpec();  // cross_entropy_fwd
+const OpSpec& CrossEntropyScaleSpec();    // cross_entropy_scale
 
 }  // namespace ligerd::kernels

@@ -13,7 +13,7 @@ namespace {
 
 TEST(Catalogue, ListsRmsNormWithItsVariants) {
   std::vector<OpInfo> ops = ListOps();
-  ASSERT_EQ(ops.size(), 8u);
+  ASSERT_EQ(ops.size(), 11u);
   EXPECT_EQ(ops[0].name, "rms_norm_fwd");
   EXPECT_EQ(ops[1].name, "rms_norm_bwd");
   // fwd: fp32 {no W, W} + {bf16, fp16} x {no W, W same, W fp32} x 3 casting modes.
@@ -53,6 +53,18 @@ TEST(Catalogue, ListsRmsNormWithItsVariants) {
   EXPECT_EQ(FindOp("rope_fwd")->tensors[5].may_alias, "K");
   EXPECT_EQ(FindOp("swiglu_bwd")->tensors[3].may_alias, "A");
   EXPECT_EQ(FindOp("geglu_bwd")->tensors[4].may_alias, "B");
+  // Cross-entropy: count (1 variant), forward (3 dtypes x softcap or not), scale (3 dtypes).
+  const std::vector<std::string> ce = {"cross_entropy_count", "cross_entropy_fwd", "cross_entropy_scale"};
+  const std::vector<size_t> ce_variants = {1u, 6u, 3u};
+  for (size_t i = 0; i < ce.size(); ++i) {
+    const OpInfo& o = ops[6 + i];
+    EXPECT_EQ(o.name, ce[i]);
+    EXPECT_EQ(o.variant_count, ce_variants[i]);
+    EXPECT_FALSE(o.doc.empty());
+  }
+  EXPECT_EQ(ops[7].tensors, (std::vector<std::string>{"X", "target", "weight?", "denom", "row_scale?", "dX?->",
+                                                      "loss->", "z_loss?->", "pred?->"}));
+  EXPECT_EQ(FindOp("cross_entropy_fwd")->tensors[5].may_alias, "X");
   EXPECT_EQ(FindOp("nope"), nullptr);
 }
 
@@ -65,6 +77,8 @@ TEST(Catalogue, VariantTagsAreUniqueAndSourcesEmbedded) {
       EXPECT_NE(op->main.text.find("LIGERD_RMS_FWD_REG(1)"), std::string_view::npos);
     else if (op->name.starts_with("rope"))
       EXPECT_NE(op->main.text.find("rope_v"), std::string_view::npos) << op->name;
+    else if (op->name.starts_with("cross_entropy"))
+      EXPECT_NE(op->main.text.find("ce_fwd"), std::string_view::npos) << op->name;
     else
       EXPECT_NE(op->main.text.find("glu_fwd_v"), std::string_view::npos) << op->name;
     for (const SourceFile& h : op->headers) EXPECT_FALSE(h.text.empty()) << h.name;

@@ -1,7 +1,11 @@
 """Liger-compatible modules and functions: ``from ligerd.transformers import LigerRMSNorm``
 is a drop-in for ``from liger_kernel.transformers import LigerRMSNorm``."""
 
-from ligerd.transformers.functional import liger_geglu, liger_rms_norm, liger_rope, liger_swiglu
+from ligerd.transformers.cross_entropy import LigerCrossEntropyLoss
+from ligerd.transformers.functional import (CrossEntropyOutput, liger_cross_entropy,
+                                            liger_fused_linear_cross_entropy, liger_geglu,
+                                            liger_rms_norm, liger_rope, liger_swiglu)
+from ligerd.transformers.fused_linear_cross_entropy import LigerFusedLinearCrossEntropyLoss
 from ligerd.transformers.geglu import LigerGEGLUMLP
 from ligerd.transformers.mlp_variants import (LigerExperts, LigerPhi3SwiGLUMLP,
                                               LigerQwen3MoeSwiGLUMLP)
@@ -29,6 +33,11 @@ __all__ = [
     "LigerPhi3SwiGLUMLP",
     "LigerQwen3MoeSwiGLUMLP",
     "LigerExperts",
+    "LigerCrossEntropyLoss",
+    "LigerFusedLinearCrossEntropyLoss",
+    "CrossEntropyOutput",
+    "liger_cross_entropy",
+    "liger_fused_linear_cross_entropy",
 ]
 
 # Hugging Face model patching (ligerd/transformers/monkey_patch.py, auto_model.py). Loaded on first

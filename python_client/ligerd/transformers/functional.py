@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from ligerd.ops.cross_entropy import cross_entropy as _cross_entropy
+from ligerd.ops.fused_linear_cross_entropy import fused_linear_cross_entropy as _flce
 from ligerd.ops.glu import geglu as _geglu
 from ligerd.ops.glu import swiglu as _swiglu
 from ligerd.ops.rms_norm import rms_norm as _rms_norm
@@ -28,4 +35,62 @@ def liger_rope(q, k, cos, sin, position_ids=None, unsqueeze_dim=1):
     return _rotary_pos_emb(q, k, cos, sin)
 
 
-__all__ = ["liger_geglu", "liger_rms_norm", "liger_rope", "liger_swiglu"]
+@dataclass
+class CrossEntropyOutput:
+    """What the cross-entropy losses return when any ``return_*`` flag is set (Liger's type)."""
+    loss: torch.Tensor
+    z_loss: Optional[torch.Tensor] = None
+    token_accuracy: Optional[torch.Tensor] = None
+    predicted_tokens: Optional[torch.Tensor] = None
+
+
+def _ce_result(out, return_z_loss, return_token_accuracy, return_predicted_tokens):
+    loss, z_loss, token_accuracy, predicted_tokens = out
+    if not return_z_loss and not return_token_accuracy and not return_predicted_tokens:
+        return loss
+    return CrossEntropyOutput(loss=loss, z_loss=z_loss, token_accuracy=token_accuracy,
+                              predicted_tokens=predicted_tokens)
+
+
+def liger_cross_entropy(input, target, weight=None, size_average=None, ignore_index: int = -100, reduce=None,
+                        reduction: str = "mean", label_smoothing: float = 0.0, lse_square_scale: float = 0.0,
+                        softcap: Optional[float] = None, return_z_loss: bool = False,
+                        return_token_accuracy: bool = False, return_predicted_tokens: bool = False):
+    """Mirrors ``F.cross_entropy`` (plus Liger's z-loss, softcap and metrics). The gradient is
+    computed in the forward and written over ``input`` (eager mode): do not reuse the logits.
+    ``size_average`` / ``reduce`` are the legacy torch arguments: when given they set the
+    reduction as torch does (Liger ignores them). ``input``: [N, C] or [C]; for [N, C, d...]
+    the class dim is moved last (a copy; the in-place trick then saves nothing)."""
+    if size_average is not None or reduce is not None:
+        from torch.nn import _reduction
+        reduction = _reduction.legacy_get_string(size_average, reduce)
+    unbatched = isinstance(input, torch.Tensor) and input.dim() == 1
+    if unbatched:
+        input, target = input.unsqueeze(0), target.reshape(1)
+    elif isinstance(input, torch.Tensor) and input.dim() > 2:
+        input = input.movedim(1, -1).reshape(-1, input.shape[1])
+        target = target.reshape(-1)
+    out = _cross_entropy(input, target, weight, ignore_index, lse_square_scale, label_smoothing, reduction,
+                         softcap, return_z_loss, return_token_accuracy, return_predicted_tokens)
+    if unbatched and reduction == "none":
+        out = tuple(o.squeeze(0) if isinstance(o, torch.Tensor) else o for o in out)
+    return _ce_result(out, return_z_loss, return_token_accuracy, return_predicted_tokens)
+
+
+def liger_fused_linear_cross_entropy(input, weight, target, bias=None, ce_weight=None, ignore_index: int = -100,
+                                     lse_square_scale: float = 0.0, label_smoothing: float = 0.0,
+                                     reduction: str = "mean", softcap: Optional[float] = None,
+                                     return_z_loss: bool = False, accum_dtype=None,
+                                     use_token_scaling: bool = False, return_token_accuracy: bool = False,
+                                     return_predicted_tokens: bool = False):
+    """Cross-entropy of ``input @ weight.T (+ bias)`` without materialising the logits (chunks
+    over tokens; GEMMs through torch's cuBLAS in this process for now). See
+    ligerd.ops.fused_linear_cross_entropy."""
+    out = _flce(input, weight, target, bias, ce_weight, ignore_index, lse_square_scale, label_smoothing,
+                reduction, softcap, return_z_loss, accum_dtype, use_token_scaling, return_token_accuracy,
+                return_predicted_tokens)
+    return _ce_result(out, return_z_loss, return_token_accuracy, return_predicted_tokens)
+
+
+__all__ = ["CrossEntropyOutput", "liger_cross_entropy", "liger_fused_linear_cross_entropy", "liger_geglu",
+           "liger_rms_norm", "liger_rope", "liger_swiglu"]

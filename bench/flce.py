@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Fused linear cross-entropy benchmark (standalone): forward + backward of
+``cross_entropy(x @ W.T, target)`` at (8192 tokens, hidden 4096, vocab 128256, bf16) by default,
+for ligerd's liger_fused_linear_cross_entropy, Liger-Kernel's LigerFusedLinearCrossEntropyLoss,
+torch.compile of the unfused linear + cross-entropy (fp32 upcast, as HF) and eager unfused.
+
+Speed of light, measured in the same run: the bf16 GEMM rate (torch.mm, 8192^3, and the FLCE's own
+logits GEMM [M, D] x [D, V]). The op needs 3 GEMMs of 2*M*D*V FLOPs (logits, d input, d weight):
+"% of GEMM" = 6*M*D*V / time / the 8192^3 GEMM rate. Memory: peak allocated during one step
+beyond the inputs (x, W) and their gradients (dx, dW), in MiB and as % of the full logits' size
+(M*V*2 bytes).
+
+    python3 bench/flce.py --out out/bench       # writes flce.csv, flce.png, prints a table
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import common  # noqa: E402
+
+IGNORE = -100
+
+
+def parse_args():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=os.path.join(os.environ.get("OUT", "out"), "bench"))
+    ap.add_argument("--M", type=int, default=8192)
+    ap.add_argument("--D", type=int, default=4096)
+    ap.add_argument("--V", type=int, default=128256)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--impls", nargs="+", default=["ligerd", "liger", "torch.compile", "eager"])
+    return ap.parse_args()
+
+
+def time_ms(fn, reps: int, warmup: int = 2) -> float:
+    """Median over reps of one call, CUDA events on the current stream."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        torch.cuda.synchronize()
+        times.append(a.elapsed_time(b))
+    times.sort()
+    return times[len(times) // 2]
+
+
+def gemm_tflops(m, n, k, reps=20) -> float:
+    a = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(k, n, device="cuda", dtype=torch.bfloat16)
+    c = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
+    ms = time_ms(lambda: torch.mm(a, b, out=c), reps, warmup=5)
+    del a, b, c
+    return 2 * m * n * k / (ms * 1e-3) / 1e12
+
+
+def unfused(x, W, t):
+    return F.cross_entropy((x @ W.t()).float(), t, ignore_index=IGNORE)
+
+
+def make_impl(name):
+    if name == "eager":
+        return unfused
+    if name == "torch.compile":
+        return torch.compile(unfused, fullgraph=True)
+    if name == "liger":
+        common.add_peer_site()
+        from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss as L
+        m = L(ignore_index=IGNORE)
+        return lambda x, W, t: m(W, x, t)
+    if name == "ligerd":
+        from ligerd.transformers import liger_fused_linear_cross_entropy
+        return lambda x, W, t: liger_fused_linear_cross_entropy(x, W, t, ignore_index=IGNORE)
+    raise ValueError(name)
+
+
+def main():
+    args = parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    M, D, V = args.M, args.D, args.V
+    torch.manual_seed(0)
+    gemm = gemm_tflops(8192, 8192, 8192)
+    gemm_shape = gemm_tflops(M, V, D, reps=5)
+    flops = 6 * M * D * V
+    logits_mib = M * V * 2 / 2**20
+    print(f"[flce] bf16 GEMM 8192^3: {gemm:.0f} TF/s; logits GEMM {M}x{D}x{V}: {gemm_shape:.0f} TF/s; "
+          f"6MDV = {flops / 1e12:.1f} TFLOP -> {flops / (gemm * 1e12) * 1e3:.1f} ms at the GEMM rate; "
+          f"full logits {logits_mib:.0f} MiB")
+    x = (torch.randn(M, D, device="cuda") * 0.5).to(torch.bfloat16).requires_grad_()
+    W = (torch.randn(V, D, device="cuda") / D ** 0.5).to(torch.bfloat16).requires_grad_()
+    t = torch.randint(0, V, (M,), device="cuda")
+    t[::50] = IGNORE
+    grads_bytes = (x.numel() + W.numel()) * 2
+    rows = []
+    for name in args.impls:
+        row = {"impl": name, "M": M, "D": D, "V": V, "gemm_tflops": round(gemm, 1),
+               "gemm_shape_tflops": round(gemm_shape, 1)}
+        try:
+            fn = make_impl(name)
+
+            def step():
+                loss = fn(x, W, t)
+                return torch.autograd.grad(loss, [x, W])
+
+            # Peak memory of one step (after a warm-up: compiles, lazy allocations).
+            step()
+            torch.cuda.synchronize()
+            gc.collect()
+            torch.cuda.empty_cache()
+            base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            g = step()
+            torch.cuda.synchronize()
+            extra = torch.cuda.max_memory_allocated() - base - grads_bytes
+            del g
+            ms = time_ms(step, args.reps)
+            row.update(ms=round(ms, 3), tflops=round(flops / (ms * 1e-3) / 1e12, 1),
+                       pct_gemm=round(100 * flops / (ms * 1e-3) / (gemm * 1e12), 1),
+                       peak_extra_MiB=round(extra / 2**20, 1),
+                       pct_logits=round(100 * extra / (M * V * 2), 1))
+        except Exception as e:  # noqa: BLE001
+            row.update(ms=float("nan"), note=f"{type(e).__name__}: {str(e).splitlines()[0][:150] if str(e) else ''}")
+        rows.append(row)
+        print(f"[flce] {name:>13}: {row.get('ms')} ms, {row.get('pct_gemm')}% of GEMM, "
+              f"peak +{row.get('peak_extra_MiB')} MiB ({row.get('pct_logits')}% of logits) {row.get('note', '')}")
+        gc.collect()
+        torch.cuda.empty_cache()
+    ours = next((r["ms"] for r in rows if r["impl"] == "ligerd"), None)
+    for r in rows:
+        if ours and r["ms"] == r["ms"]:
+            r["ligerd_speedup_vs_this"] = round(r["ms"] / ours, 2)
+    cols = ["impl", "M", "D", "V", "ms", "tflops", "pct_gemm", "gemm_tflops", "gemm_shape_tflops",
+            "peak_extra_MiB", "pct_logits", "ligerd_speedup_vs_this", "note"]
+    common.write_csv(out / "flce.csv", rows, cols)
+    print(common.format_table(rows, cols))
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        ok = [r for r in rows if r["ms"] == r["ms"]]
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+        a1.bar([r["impl"] for r in ok], [r["ms"] for r in ok])
+        a1.axhline(flops / (gemm * 1e12) * 1e3, color="k", ls="--", label="6MDV at GEMM rate")
+        a1.set_ylabel("ms (fwd+bwd)")
+        a1.legend()
+        a2.bar([r["impl"] for r in ok], [r["peak_extra_MiB"] for r in ok])
+        a2.axhline(0.1 * logits_mib, color="r", ls="--", label="10% of logits")
+        a2.set_ylabel("peak MiB beyond inputs+grads")
+        a2.legend()
+        fig.suptitle(f"Fused linear CE, M={M} D={D} V={V} bf16")
+        fig.tight_layout()
+        fig.savefig(out / "flce.png", dpi=110)
+    except Exception as e:  # noqa: BLE001
+        print(f"[flce] no plot: {e}")
+
+
+if __name__ == "__main__":
+    main()

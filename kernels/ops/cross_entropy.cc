@@ -1,0 +1,362 @@
+// Cross-entropy, Liger-compatible (LigerCrossEntropyFunction): loss and the gradient of the
+// logits in one forward pass, the gradient written over the logits. Kernels and numerics:
+// cross_entropy.cuh. This file: the three OpSpecs, their checks and planning.
+//
+// cross_entropy_count  tensors [target, weight?, denom->]
+//                      scalars [ignore_index, num_classes]
+//   target: int64, 1-D (any stride); weight: fp32 [num_classes] contiguous; denom: fp32 [4]
+//   (count, sum of weight[target], sum of weight, invalid targets: cross_entropy_params.h).
+// cross_entropy_fwd    tensors [X, target, weight?, denom, row_scale?, dX?->, loss->, z_loss?->, pred?->]
+//                      scalars [ignore_index, lse_square_scale, label_smoothing, reduction,
+//                               softcap, token_scaling]
+//   X: [rows, V] fp32/bf16/fp16 (leading dims flatten into rows with one stride, contiguous last
+//   dim, any row alignment). target: int64 [rows] (any stride). weight: fp32 [V] contiguous.
+//   denom: fp32 [4] from cross_entropy_count (over the same or a larger set of rows: the fused
+//   linear loss counts all tokens once and runs this op per chunk). row_scale: fp32 [rows].
+//   dX: X's shape and dtype, may be exactly X (in place); absent = loss only (one read).
+//   loss, z_loss: fp32 [rows]; pred: int64 [rows]. reduction: 0 none, 1 mean, 2 sum.
+//   softcap: 0 = none, else > 0. token_scaling: 0 or 1.
+// cross_entropy_scale  tensors [G->, s]  no scalars
+//   G: [rows, cols] fp32/bf16/fp16, scaled in place by s (fp32, [1] or [rows]).
+#include "kernels/ops/cross_entropy.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "kernels/embedded_sources.h"
+#include "kernels/ops/cross_entropy_params.h"
+#include "kernels/ops/dtype_names.h"
+#include "kernels/ops/ops.h"
+#include "kernels/status_macros.h"
+#include "kernels/validate.h"
+
+namespace ligerd::kernels {
+namespace {
+
+enum Part { kFwd = 0, kCount = 1, kScale = 2 };
+
+namespace cnt {
+enum { kTarget, kWeight, kDenom };
+enum { kIgnore, kClasses };
+}  // namespace cnt
+namespace fwd {
+enum { kX, kTarget, kWeight, kDenom, kRowScale, kDX, kLoss, kZLoss, kPred };
+enum { kIgnore, kLseSquare, kSmoothing, kReduction, kSoftcap, kTokenScaling };
+}  // namespace fwd
+namespace scl {
+enum { kG, kS };
+}
+
+constexpr int kMaxThreadsPerBlock = 1024;  // __launch_bounds__ of every kernel in the family
+constexpr int kMinThreads = 128;
+// Vectors each thread streams per pass before a larger block is preferred: amortises the two
+// block-wide reductions per row.
+constexpr int64_t kVectorsPerThread = 8;
+constexpr int kCountThreads = 1024;  // ce_count: one block
+constexpr int kScaleThreads = 256;
+// Blocks per SM assumed when no occupancy oracle is available (tests).
+constexpr int kFallbackBlocksPerSm = 1;
+// Every in-row index fits comfortably in the kernels' 64-bit arithmetic; beyond this a "row" is
+// surely a mistake (and the float count of classes in the smoothing term loses integers).
+constexpr int64_t kMaxClasses = int64_t{1} << 31;
+constexpr int64_t kMaxRows = int64_t{1} << 40;
+
+const std::vector<DType> kFloats = {DType::kFloat32, DType::kBFloat16, DType::kFloat16};
+
+KernelVariant MakeVariant(Part part, DType x, bool softcap) {
+  KernelVariant v;
+  v.tag = absl::StrCat("x", ShortName(x), part == kFwd && softcap ? ".softcap" : "");
+  v.defines = {absl::StrCat("LIGERD_CE_PART=", static_cast<int>(part)),
+               absl::StrCat("LIGERD_XT=", DeviceTypeName(x)),
+               absl::StrCat("LIGERD_CE_SOFTCAP=", softcap ? 1 : 0)};
+  return v;
+}
+
+int VectorWidth(DType x) { return 16 / DTypeBytes(x); }
+int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int NextPow2(int64_t v) {
+  int p = 1;
+  while (p < v && p < (1 << 30)) p <<= 1;
+  return p;
+}
+
+absl::Status Invalid(absl::string_view op, absl::string_view msg) {
+  return absl::InvalidArgumentError(absl::StrCat(op, ": ", msg));
+}
+
+// A 1-D tensor of `n` elements; contiguous unless `any_stride`. Returns its stride.
+absl::StatusOr<int64_t> Check1D(absl::string_view op, absl::string_view name, const TensorView& t,
+                                int64_t n, absl::string_view what, bool any_stride = false) {
+  if (t.ndim != 1 || t.sizes[0] != n)
+    return Invalid(op, absl::StrCat("tensor '", name, "' has shape ", ShapeString(t), ", expected [", n,
+                                    "] (", what, ")"));
+  if (!any_stride && n > 1 && t.strides[0] != 1)
+    return Invalid(op, absl::StrCat("tensor '", name, "' must be contiguous, got stride ", t.strides[0]));
+  return n > 1 ? t.strides[0] : 1;
+}
+
+absl::StatusOr<int64_t> IntegralScalar(absl::string_view op, absl::string_view name, double v) {
+  if (!std::isfinite(v) || v != std::floor(v) || std::fabs(v) > 9.0e15)
+    return Invalid(op, absl::StrCat("scalar ", name, " must be an integer, got ", v));
+  return static_cast<int64_t>(v);
+}
+
+int BlocksPerSm(const std::string& op, const DeviceInfo& dev, const KernelVariant& v, const char* kernel,
+                int threads, absl::Status* status) {
+  if (!dev.blocks_per_sm) return kFallbackBlocksPerSm;
+  absl::StatusOr<int> b = dev.blocks_per_sm(op, v, kernel, threads, 0);
+  if (!b.ok()) {
+    *status = b.status();
+    return 0;
+  }
+  return *b;
+}
+
+KernelLaunch OneLaunch(const char* kernel, int64_t grid, int block, const void* params, size_t size) {
+  KernelLaunch l;
+  l.kernel = kernel;
+  l.grid[0] = static_cast<unsigned>(std::clamp<int64_t>(grid, 1, 0x7fffffff));
+  l.block[0] = static_cast<unsigned>(block);
+  l.params.resize(size);
+  std::memcpy(l.params.data(), params, size);
+  return l;
+}
+
+absl::StatusOr<OpPlan> PlanCount(const OpSpec& spec, const OpCall& call, const DeviceInfo&) {
+  const std::string& op = spec.name;
+  const TensorView& target = call.tensors[cnt::kTarget];
+  const TensorView& weight = call.tensors[cnt::kWeight];
+  const TensorView& denom = call.tensors[cnt::kDenom];
+  LIGERD_ASSIGN_OR_RETURN(int64_t ignore, IntegralScalar(op, "ignore_index", call.scalars[cnt::kIgnore]));
+  LIGERD_ASSIGN_OR_RETURN(int64_t classes, IntegralScalar(op, "num_classes", call.scalars[cnt::kClasses]));
+  if (classes < 1 || classes > kMaxClasses)
+    return Invalid(op, absl::StrCat("num_classes must be in [1, 2^31], got ", classes));
+  if (target.ndim != 1) return Invalid(op, absl::StrCat("tensor 'target' must be 1-D, got shape ", ShapeString(target)));
+  const int64_t rows = target.sizes[0];
+  LIGERD_ASSIGN_OR_RETURN(int64_t t_stride, Check1D(op, "target", target, rows, "one per row", true));
+  if (weight.present()) LIGERD_RETURN_IF_ERROR(Check1D(op, "weight", weight, classes, "num_classes").status());
+  LIGERD_RETURN_IF_ERROR(Check1D(op, "denom", denom, 4, "count, weighted count, weight sum, invalid").status());
+  OpPlan plan;
+  plan.variant = MakeVariant(kCount, DType::kFloat32, false);
+  LigerdCeCountParams p{};
+  p.target = static_cast<const long long*>(target.data);
+  p.weight = static_cast<const float*>(weight.data);
+  p.denom = static_cast<float*>(denom.data);
+  p.rows = rows;
+  p.target_stride = t_stride;
+  p.cols = classes;
+  p.ignore_index = ignore;
+  plan.config.threads_per_row = kCountThreads;
+  plan.config.rows_per_block = 1;
+  plan.config.grid = 1;
+  plan.launches.push_back(OneLaunch("ce_count", 1, kCountThreads, &p, sizeof(p)));
+  return plan;
+}
+
+absl::StatusOr<OpPlan> PlanFwd(const OpSpec& spec, const OpCall& call, const DeviceInfo& dev) {
+  const std::string& op = spec.name;
+  const auto& t = call.tensors;
+  const TensorView& X = t[fwd::kX];
+  LIGERD_ASSIGN_OR_RETURN(RowMatrix xm, AsRows(op, "X", X));
+  const int64_t rows = xm.rows, cols = xm.cols;
+  if (rows > kMaxRows) return Invalid(op, absl::StrCat("too many rows (", rows, ")"));
+  if (cols > kMaxClasses) return Invalid(op, absl::StrCat("vocabulary of ", cols, " classes is too large"));
+  if (rows > 0 && cols == 0) return Invalid(op, "X has rows but no classes (last dim 0)");
+  LIGERD_ASSIGN_OR_RETURN(int64_t t_stride, Check1D(op, "target", t[fwd::kTarget], rows, "one per row of X", true));
+  if (t[fwd::kWeight].present())
+    LIGERD_RETURN_IF_ERROR(Check1D(op, "weight", t[fwd::kWeight], cols, "one per class").status());
+  LIGERD_RETURN_IF_ERROR(Check1D(op, "denom", t[fwd::kDenom], 4, "from cross_entropy_count").status());
+  if (t[fwd::kRowScale].present())
+    LIGERD_RETURN_IF_ERROR(Check1D(op, "row_scale", t[fwd::kRowScale], rows, "one per row of X").status());
+  RowMatrix dm = xm;
+  if (t[fwd::kDX].present()) {
+    LIGERD_RETURN_IF_ERROR(CheckSameShape(op, "dX", t[fwd::kDX], "X", X));
+    LIGERD_ASSIGN_OR_RETURN(dm, AsRows(op, "dX", t[fwd::kDX]));
+    if (dm.rows > 1 && dm.row_stride < dm.cols) return Invalid(op, "output 'dX' has overlapping rows");
+  }
+  LIGERD_RETURN_IF_ERROR(Check1D(op, "loss", t[fwd::kLoss], rows, "one per row of X").status());
+  if (t[fwd::kZLoss].present())
+    LIGERD_RETURN_IF_ERROR(Check1D(op, "z_loss", t[fwd::kZLoss], rows, "one per row of X").status());
+  if (t[fwd::kPred].present())
+    LIGERD_RETURN_IF_ERROR(Check1D(op, "pred", t[fwd::kPred], rows, "one per row of X").status());
+
+  const auto& s = call.scalars;
+  LIGERD_ASSIGN_OR_RETURN(int64_t ignore, IntegralScalar(op, "ignore_index", s[fwd::kIgnore]));
+  LIGERD_ASSIGN_OR_RETURN(int64_t reduction, IntegralScalar(op, "reduction", s[fwd::kReduction]));
+  LIGERD_ASSIGN_OR_RETURN(int64_t token_scaling, IntegralScalar(op, "token_scaling", s[fwd::kTokenScaling]));
+  const double lss = s[fwd::kLseSquare], ls = s[fwd::kSmoothing], softcap = s[fwd::kSoftcap];
+  if (reduction < 0 || reduction > 2)
+    return Invalid(op, absl::StrCat("reduction must be 0 (none), 1 (mean) or 2 (sum), got ", reduction));
+  if (!(ls >= 0.0 && ls <= 1.0)) return Invalid(op, absl::StrCat("label_smoothing must be in [0, 1], got ", ls));
+  if (!std::isfinite(lss)) return Invalid(op, absl::StrCat("lse_square_scale must be finite, got ", lss));
+  if (!(softcap >= 0.0) || !std::isfinite(softcap))
+    return Invalid(op, absl::StrCat("softcap must be > 0 (or 0 for none), got ", softcap));
+  if (token_scaling != 0 && token_scaling != 1)
+    return Invalid(op, absl::StrCat("token_scaling must be 0 or 1, got ", token_scaling));
+
+  OpPlan plan;
+  plan.variant = MakeVariant(kFwd, X.dtype, softcap > 0.0);
+  if (rows == 0) return plan;
+
+  LigerdCeFwdParams p{};
+  p.x = X.data;
+  p.dx = t[fwd::kDX].data;
+  p.target = static_cast<const long long*>(t[fwd::kTarget].data);
+  p.weight = static_cast<const float*>(t[fwd::kWeight].data);
+  p.denom = static_cast<const float*>(t[fwd::kDenom].data);
+  p.row_scale = static_cast<const float*>(t[fwd::kRowScale].data);
+  p.loss = static_cast<float*>(t[fwd::kLoss].data);
+  p.z_loss = static_cast<float*>(t[fwd::kZLoss].data);
+  p.pred = static_cast<long long*>(t[fwd::kPred].data);
+  p.rows = rows;
+  p.cols = cols;
+  p.x_stride = xm.row_stride;
+  p.dx_stride = dm.row_stride;
+  p.target_stride = t_stride;
+  p.ignore_index = ignore;
+  p.lse_square_scale = static_cast<float>(lss);
+  p.label_smoothing = static_cast<float>(ls);
+  p.softcap = static_cast<float>(softcap);
+  p.reduction = static_cast<int>(reduction);
+  p.token_scaling = static_cast<int>(token_scaling);
+
+  if (call.tuned != nullptr) {
+    absl::Status st = CrossEntropyCheckConfig(*call.tuned);
+    if (!st.ok()) return Invalid(op, absl::StrCat("tuned config: ", st.message()));
+    plan.config = *call.tuned;
+    if (plan.config.grid == 0) plan.config.grid = static_cast<int>(std::min<int64_t>(rows, 0x7fffffff));
+  } else {
+    const int threads = CrossEntropyDefaultThreads(X.dtype, cols);
+    absl::Status st;
+    const int per_sm = BlocksPerSm(op, dev, plan.variant, "ce_fwd", threads, &st);
+    if (!st.ok()) return st;
+    if (per_sm <= 0)
+      return absl::InternalError(absl::StrCat(op, ": kernel ce_fwd cannot run with ", threads, " threads"));
+    plan.config = CrossEntropyDefaultConfig(X.dtype, rows, cols, std::max(dev.sm_count, 1), per_sm);
+  }
+  plan.launches.push_back(OneLaunch("ce_fwd", plan.config.grid, plan.config.threads_per_row, &p, sizeof(p)));
+  return plan;
+}
+
+absl::StatusOr<OpPlan> PlanScale(const OpSpec& spec, const OpCall& call, const DeviceInfo& dev) {
+  const std::string& op = spec.name;
+  const TensorView& G = call.tensors[scl::kG];
+  const TensorView& S = call.tensors[scl::kS];
+  LIGERD_ASSIGN_OR_RETURN(RowMatrix gm, AsRows(op, "G", G));
+  if (gm.rows > 1 && gm.row_stride < gm.cols) return Invalid(op, "tensor 'G' has overlapping rows");
+  const int64_t n = NumElements(S);
+  if (S.ndim != 1 || (n != 1 && n != gm.rows))
+    return Invalid(op, absl::StrCat("tensor 's' has shape ", ShapeString(S), ", expected [1] or [", gm.rows,
+                                    "] (one factor, or one per row of G)"));
+  if (n > 1 && S.strides[0] != 1) return Invalid(op, "tensor 's' must be contiguous");
+  OpPlan plan;
+  plan.variant = MakeVariant(kScale, G.dtype, false);
+  if (gm.rows == 0 || gm.cols == 0) return plan;
+  LigerdCeScaleParams p{};
+  p.g = G.data;
+  p.s = static_cast<const float*>(S.data);
+  p.rows = gm.rows;
+  p.cols = gm.cols;
+  p.g_stride = gm.row_stride;
+  p.per_row = n > 1 ? 1 : 0;
+  absl::Status st;
+  int per_sm = BlocksPerSm(op, dev, plan.variant, "ce_scale", kScaleThreads, &st);
+  if (!st.ok()) return st;
+  per_sm = std::max(per_sm, 1);
+  const int64_t grid = std::min<int64_t>(gm.rows, int64_t{std::max(dev.sm_count, 1)} * per_sm);
+  plan.config.threads_per_row = kScaleThreads;
+  plan.config.rows_per_block = 1;
+  plan.config.grid = static_cast<int>(grid);
+  plan.launches.push_back(OneLaunch("ce_scale", grid, kScaleThreads, &p, sizeof(p)));
+  return plan;
+}
+
+OpSpec MakeSpec(Part part) {
+  OpSpec s;
+  s.main = {"kernels/ops/cross_entropy.cuh", EmbeddedSource("kernels/ops/cross_entropy.cuh")};
+  s.headers = {{"kernels/ops/common.cuh", EmbeddedSource("kernels/ops/common.cuh")},
+               {"kernels/ops/cross_entropy_params.h", EmbeddedSource("kernels/ops/cross_entropy_params.h")}};
+  s.options = {"--std=c++17"};
+  const std::vector<DType> f32 = {DType::kFloat32};
+  const std::vector<DType> i64 = {DType::kInt64};
+  switch (part) {
+    case kCount:
+      s.name = "cross_entropy_count";
+      s.doc = "cross-entropy denominators on the device: non-ignored count, sum of weight[target], "
+              "sum of weight, count of out-of-range targets (fp32 [4]).";
+      s.tensors = {{"target", false, false, i64, ""}, {"weight", false, true, f32, ""}, {"denom", true, false, f32, ""}};
+      s.scalars = {"ignore_index", "num_classes"};
+      s.variants.push_back(MakeVariant(kCount, DType::kFloat32, false));
+      s.plan = PlanCount;
+      break;
+    case kFwd:
+      s.name = "cross_entropy_fwd";
+      s.doc = "cross-entropy forward with the logits' gradient (Liger semantics: weights, ignore_index, "
+              "label smoothing, z-loss, softcap, token scaling, argmax); dX may alias X (in place).";
+      s.tensors = {{"X", false, false, kFloats, ""},       {"target", false, false, i64, ""},
+                   {"weight", false, true, f32, ""},       {"denom", false, false, f32, ""},
+                   {"row_scale", false, true, f32, ""},    {"dX", true, true, kFloats, "X"},
+                   {"loss", true, false, f32, ""},         {"z_loss", true, true, f32, ""},
+                   {"pred", true, true, i64, ""}};
+      s.scalars = {"ignore_index", "lse_square_scale", "label_smoothing", "reduction", "softcap", "token_scaling"};
+      for (DType x : kFloats)
+        for (bool sc : {false, true}) s.variants.push_back(MakeVariant(kFwd, x, sc));
+      s.plan = PlanFwd;
+      break;
+    case kScale:
+      s.name = "cross_entropy_scale";
+      s.doc = "G *= s in place (s: one fp32 factor or one per row); rows whose factor is exactly 1 are skipped.";
+      s.tensors = {{"G", true, false, kFloats, ""}, {"s", false, false, f32, ""}};
+      for (DType x : kFloats) s.variants.push_back(MakeVariant(kScale, x, false));
+      s.plan = PlanScale;
+      break;
+  }
+  return s;
+}
+
+}  // namespace
+
+int CrossEntropyDefaultThreads(DType x, int64_t cols) {
+  const int64_t nvec = CeilDiv(std::max<int64_t>(cols, 1), VectorWidth(x));
+  return std::clamp(NextPow2(CeilDiv(nvec, kVectorsPerThread)), kMinThreads, kMaxThreadsPerBlock);
+}
+
+LaunchConfig CrossEntropyDefaultConfig(DType x, int64_t rows, int64_t cols, int sm_count, int blocks_per_sm) {
+  LaunchConfig c;
+  c.threads_per_row = CrossEntropyDefaultThreads(x, cols);
+  c.rows_per_block = 1;
+  c.iters = 0;
+  c.vectorized = true;
+  const int64_t row_bytes = std::max<int64_t>(cols * DTypeBytes(x), 1);
+  const int64_t in_flight = std::max<int64_t>(kCrossEntropyL2Budget / row_bytes, 1);
+  const int64_t per_sm = std::clamp<int64_t>(in_flight / std::max(sm_count, 1), 1, std::max(blocks_per_sm, 1));
+  c.grid = static_cast<int>(std::min<int64_t>({rows, per_sm * std::max(sm_count, 1), 0x7fffffff}));
+  return c;
+}
+
+absl::Status CrossEntropyCheckConfig(const LaunchConfig& c) {
+  if (c.threads_per_row < 32 || c.threads_per_row > kMaxThreadsPerBlock || c.threads_per_row % 32 != 0)
+    return absl::InvalidArgumentError(
+        absl::StrCat("block of ", c.threads_per_row, " threads must be a multiple of 32 <= 1024"));
+  if (c.rows_per_block != 1) return absl::InvalidArgumentError("ce_fwd takes one row per block (rows_per_block 1)");
+  if (c.grid < 0) return absl::InvalidArgumentError("grid must be >= 0");
+  return absl::OkStatus();
+}
+
+const OpSpec& CrossEntropyCountSpec() {
+  static const OpSpec* spec = new OpSpec(MakeSpec(kCount));
+  return *spec;
+}
+const OpSpec& CrossEntropyForwardSpec() {
+  static const OpSpec* spec = new OpSpec(MakeSpec(kFwd));
+  return *spec;
+}
+const OpSpec& CrossEntropyScaleSpec() {
+  static const OpSpec* spec = new OpSpec(MakeSpec(kScale));
+  return *spec;
+}
+
+}  // namespace ligerd::kernels

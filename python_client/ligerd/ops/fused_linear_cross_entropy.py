@@ -1,0 +1,278 @@
+"""Fused linear + cross-entropy (Liger's LigerFusedLinearCrossEntropyFunction) without the full
+logits: the tokens are processed in chunks; per chunk
+
+    logits  = x_c @ W.T (+ b)             torch.mm / torch.addmm (cuBLAS/cuBLASLt, in this process)
+    ligerd cross_entropy_fwd in place     loss rows, and d logits written over the logits chunk
+    dx[c]   = dlogits @ W                 torch.mm straight into the rows of grad_input
+    dW     += dlogits.T @ x_c             torch.addmm_ (the first chunk writes, no zero fill)
+    db     += dlogits.sum(0)
+
+The GEMMs run in the client process through torch's cuBLAS/cuBLASLt handles for now; GEMMs owned
+by the daemon (cuBLASLt, fused epilogues) are a later step. Every gradient is computed in the
+forward (as Liger), so the backward only multiplies the three gradients by grad_output, in place,
+and skips even that when it is exactly 1.0 (decided on the device: no host sync).
+reduction="none" is different (Liger issue #968): the upstream gradient is one value per token and
+must be folded into d logits before the token sum of dW, so the forward computes only the losses
+(one read of each logits chunk) and the backward recomputes each chunk's logits with the per-token
+factor applied inside the cross-entropy kernel.
+
+Memory: beyond the inputs and their gradients, one [chunk, V] logits buffer (reused by every
+chunk), the per-token losses and cuBLAS's workspace. The chunk is a multiple of 128 tokens (GEMM
+tiles) near BT/16, so the buffer is ~6% of the full logits (8192 x 128256 bf16: 512 tokens, 125 MiB
+against 2004 MiB); ``LIGERD_FLCE_CHUNK`` overrides it (tokens).
+
+``accum_dtype`` (e.g. torch.float32) accumulates dW and db in that dtype and casts back at the end
+(as Liger); the default accumulates in the weight's dtype. Under torch.compile this function runs
+eagerly (a graph break): its chunk loop with in-place GEMMs is not something to trace.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+
+from ligerd._errors import OpInputError
+from ligerd.ops import cross_entropy as ce
+
+OP = "fused_linear_cross_entropy"
+_CHUNK_ALIGN = 128  # GEMM tile rows
+_CHUNK_FRACTION = 16  # chunk ~ BT / 16: the logits buffer is ~6% of the full logits
+_CHUNK_MAX_BYTES = 512 << 20  # and never more than 512 MiB (huge BT)
+_FP16_MEAN_SCALE_MAX = 4096.0  # see _chunked: keeps fp16 d logits of a mean out of subnormals
+
+
+def _fail(msg: str):
+    raise OpInputError(f"ligerd op {OP}: {msg}", op=OP)
+
+
+def chunk_tokens(bt: int, v: int, elem_bytes: int) -> int:
+    """Tokens per chunk (see the module docstring)."""
+    env = os.environ.get("LIGERD_FLCE_CHUNK")
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            _fail(f"LIGERD_FLCE_CHUNK must be a positive integer, got {env!r}")
+        if n < 1:
+            _fail(f"LIGERD_FLCE_CHUNK must be a positive integer, got {env!r}")
+        return min(n, max(bt, 1))
+    c = (bt // _CHUNK_FRACTION) // _CHUNK_ALIGN * _CHUNK_ALIGN
+    by_bytes = max(_CHUNK_MAX_BYTES // max(v * elem_bytes, 1) // _CHUNK_ALIGN * _CHUNK_ALIGN, _CHUNK_ALIGN)
+    c = min(max(c, _CHUNK_ALIGN), by_bytes)
+    return max(min(c, bt), 1)
+
+
+def _mm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, accumulate: bool) -> None:
+    """out (+)= a @ b, in out's dtype (fp32 out from bf16/fp16 a, b: cuBLAS's out_dtype path)."""
+    if out.dtype == a.dtype:
+        if accumulate:
+            out.addmm_(a, b)
+        else:
+            torch.mm(a, b, out=out)
+    elif out.is_cuda:
+        if accumulate:
+            torch.addmm(out, a, b, out_dtype=out.dtype, out=out)
+        else:
+            torch.mm(a, b, out_dtype=out.dtype, out=out)
+    else:  # CPU (tests): no out_dtype kernels
+        r = (a.to(out.dtype) @ b.to(out.dtype))
+        if accumulate:
+            out += r
+        else:
+            out.copy_(r)
+
+
+def _chunked(x, W, target, b, w32, denom, args, want_z, want_pred, *, grads: bool, need_dx: bool,
+             need_dw: bool, need_db: bool, accum_dtype, row_scale=None, token_scaling=False):
+    """One sweep over the chunks. Returns (loss_rows, z_rows, pred, dx, dW, db)."""
+    bt, _ = x.shape
+    V = W.shape[0]
+    dev = x.device
+    C = chunk_tokens(bt, V, x.element_size())
+    loss_rows = torch.empty(bt, dtype=torch.float32, device=dev)
+    z_rows = torch.empty(bt if want_z else 0, dtype=torch.float32, device=dev)
+    pred = torch.empty(bt if want_pred else 0, dtype=torch.int64, device=dev)
+    dx = torch.empty_like(x, memory_format=torch.contiguous_format) if grads and need_dx else None
+    acc = accum_dtype if accum_dtype is not None else W.dtype
+    dW = torch.empty(W.shape, dtype=acc, device=dev) if grads and need_dw else None
+    db = torch.zeros(V, dtype=accum_dtype or torch.float32, device=dev) if grads and need_db else None
+    # fp16 and "mean": d logits = (p - onehot) / n are mostly below fp16's smallest normal
+    # (p ~ 1/V, n ~ thousands) and would lose their bits; they are held multiplied by
+    # s = min(n, 4096) (inside the kernel, in fp32, before rounding) and the three gradients
+    # divided by s once at the end. bf16 has fp32's exponent range and needs none of this.
+    fp16_scale = None
+    if grads and x.dtype == torch.float16 and args[3] == ce.REDUCTIONS["mean"] and row_scale is None:
+        fp16_scale = denom[1:2].clamp(1.0, _FP16_MEAN_SCALE_MAX)
+        row_scale = fp16_scale.expand(bt).contiguous()
+    buf = torch.empty((min(C, bt), V), dtype=x.dtype, device=dev)
+    Wt = W.t()
+    for s in range(0, bt, C):
+        e = min(s + C, bt)
+        xc = x[s:e]
+        logits = buf[: e - s]
+        if b is not None:
+            torch.addmm(b, xc, Wt, out=logits)
+        else:
+            torch.mm(xc, Wt, out=logits)
+        rs = row_scale[s:e] if row_scale is not None else None
+        if grads:
+            lr, zr, pr = torch.ops.ligerd.cross_entropy_fwd_inplace(
+                logits, target[s:e], w32, denom, rs, *args, token_scaling, want_z, want_pred)
+        else:
+            lr, zr, pr, _ = torch.ops.ligerd.cross_entropy_fwd(
+                logits, target[s:e], w32, denom, *args, token_scaling, want_z, want_pred, False)
+        loss_rows[s:e] = lr
+        if want_z:
+            z_rows[s:e] = zr
+        if want_pred:
+            pred[s:e] = pr
+        if not grads:
+            continue
+        if dx is not None:
+            torch.mm(logits, W, out=dx[s:e])
+        if dW is not None:
+            _mm_into(dW, logits.t(), xc, accumulate=s > 0)
+        if db is not None:
+            db += logits.sum(dim=0, dtype=db.dtype)
+    del buf
+    if fp16_scale is not None:
+        inv = 1.0 / fp16_scale
+        for g in (dx, dW, db):
+            if g is not None:
+                ce.scale_(g, inv)
+    if dW is not None and dW.dtype != W.dtype:
+        dW = dW.to(W.dtype)
+    if db is not None and db.dtype != b.dtype:
+        db = db.to(b.dtype)
+    return loss_rows, z_rows, pred, dx, dW, db
+
+
+class _FusedLinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, W, target, b, w32, denom, ignore_index, lse_square_scale, label_smoothing,
+                reduction, softcap, want_z, want_pred, accum_dtype, token_scaling):
+        args = (ignore_index, lse_square_scale, label_smoothing, reduction, softcap)
+        need_dx, need_dw = x.requires_grad, W.requires_grad
+        need_db = b is not None and b.requires_grad
+        any_grad = need_dx or need_dw or need_db
+        defer = reduction == ce.REDUCTIONS["none"] and any_grad
+        loss_rows, z_rows, pred, dx, dW, db = _chunked(
+            x, W, target, b, w32, denom, args, want_z, want_pred, grads=any_grad and not defer,
+            need_dx=need_dx, need_dw=need_dw, need_db=need_db, accum_dtype=accum_dtype,
+            token_scaling=token_scaling)
+        ctx.defer = defer
+        ctx.needs = (need_dx, need_dw, need_db)
+        if defer:
+            ctx.save_for_backward(x.detach(), W.detach(), target, b.detach() if b is not None else None,
+                                  w32, denom)
+            ctx.fwd = (args, accum_dtype, token_scaling)
+        else:
+            ctx.save_for_backward(dx, dW, db)
+        ctx.mark_non_differentiable(pred)
+        # mean/sum: the rows are already divided as the reduction asks; their sum is the loss.
+        loss = loss_rows if reduction == ce.REDUCTIONS["none"] else loss_rows.sum()
+        return loss, z_rows, pred
+
+    @staticmethod
+    def backward(ctx, dloss, _dz, _dpred):
+        none = (None,) * 12
+        if dloss is None:
+            return (None, None, None, None) + none[1:]
+        if ctx.defer:
+            x, W, target, b, w32, denom = ctx.saved_tensors
+            args, accum_dtype, token_scaling = ctx.fwd
+            row_scale = dloss.detach().to(torch.float32).contiguous()
+            _, _, _, dx, dW, db = _chunked(
+                x, W, target, b, w32, denom, args, False, False, grads=True, need_dx=ctx.needs[0],
+                need_dw=ctx.needs[1], need_db=ctx.needs[2], accum_dtype=accum_dtype,
+                row_scale=row_scale, token_scaling=token_scaling)
+        else:
+            dx, dW, db = ctx.saved_tensors
+            for g in (dx, dW, db):  # dloss is a scalar here
+                if g is not None:
+                    ce.scale_(g, dloss)
+        return (dx, dW, None, db) + none[1:]
+
+
+def _check(x, W, target, b):
+    for name, t in (("input", x), ("weight", W), ("target", target)):
+        if not isinstance(t, torch.Tensor):
+            _fail(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if W.dim() != 2:
+        _fail(f"weight must be 2-D (V, H), got shape {tuple(W.shape)}")
+    if x.shape[-1] != W.shape[1]:
+        _fail(f"input's last dim {x.shape[-1]} does not match weight's hidden size {W.shape[1]}")
+    if x.dtype != W.dtype:
+        _fail(f"input is {x.dtype} but weight is {W.dtype}; they must match (the logits GEMM)")
+    if b is not None and (b.shape != (W.shape[0],) or b.dtype != W.dtype):
+        _fail(f"bias must be ({W.shape[0]},) of dtype {W.dtype}, got {tuple(b.shape)} {b.dtype}")
+    if W.device != x.device or target.device != x.device or (b is not None and b.device != x.device):
+        _fail("input, weight, target and bias must be on one device")
+
+
+@torch.compiler.disable
+def fused_linear_cross_entropy(x, W, target, b=None, ce_weight=None, ignore_index=-100,
+                               lse_square_scale=0.0, label_smoothing=0.0, reduction="mean",
+                               softcap=None, return_z_loss=False, accum_dtype=None,
+                               use_token_scaling=False, return_token_accuracy=False,
+                               return_predicted_tokens=False):
+    """LigerFusedLinearCrossEntropyFunction.apply: (loss, z_loss, token_accuracy, predicted_tokens).
+    x: [..., H] (flattened to [BT, H]), W: [V, H], target: [...] class indices, b: [V] or None.
+    The loss is fp32 (as Liger's), z_loss in x's dtype, accuracy fp32."""
+    _check(x, W, target, b)
+    H = W.shape[1]
+    x2 = x.reshape(-1, H)
+    t2 = target.reshape(-1)
+    V = W.shape[0]
+    # Argument checks shared with cross-entropy, on a stand-in of the logits' shape.
+    _check_ce_args(x2, V, t2, ce_weight, ignore_index, lse_square_scale, label_smoothing, reduction, softcap)
+    for name, flag in (("return_z_loss", return_z_loss), ("return_token_accuracy", return_token_accuracy),
+                       ("return_predicted_tokens", return_predicted_tokens)):
+        if not isinstance(flag, bool):
+            _fail(f"{name} must be True or False. Got: {flag}")
+    if t2.dtype != torch.int64:
+        t2 = t2.long()
+    w32 = ce_weight.detach().to(torch.float32).contiguous() if ce_weight is not None else None
+    want_pred = return_token_accuracy or return_predicted_tokens
+    denom = torch.ops.ligerd.cross_entropy_count(t2, w32, V, ignore_index)
+    ce.check_targets(denom, t2, V, ignore_index, op=OP)
+    red = ce.REDUCTIONS[reduction]
+    cap = float(softcap) if softcap is not None else 0.0
+    loss, z_rows, pred = _FusedLinearCrossEntropy.apply(
+        x2, W, t2, b, w32, denom, ignore_index, float(lse_square_scale), float(label_smoothing), red, cap,
+        return_z_loss, want_pred, accum_dtype, bool(use_token_scaling))
+    if reduction == "none":
+        z_loss = z_rows.to(x.dtype) if return_z_loss else None
+    else:
+        z_loss = z_rows.sum().to(x.dtype) if return_z_loss else None
+    token_accuracy = None
+    if return_token_accuracy:
+        a = ((pred == t2) & (t2 != ignore_index)).to(torch.float32)
+        token_accuracy = a if reduction == "none" else a.sum() / denom[0]
+    return loss, z_loss, token_accuracy, (pred if return_predicted_tokens else None)
+
+
+def _check_ce_args(x2, V, t2, ce_weight, ignore_index, lse_square_scale, label_smoothing, reduction, softcap):
+    if t2.shape[0] != x2.shape[0]:
+        _fail(f"target has {t2.shape[0]} elements but input has {x2.shape[0]} tokens")
+    if t2.dtype not in (torch.int64, torch.int32):
+        _fail(f"target must hold class indices (int64), got dtype {t2.dtype}")
+    if not x2.is_cuda and not ce._backend.cpu_allowed():
+        _fail(f"input must be a CUDA tensor, got a tensor on {x2.device}")
+    if x2.dtype not in ce._SUPPORTED_DTYPES:
+        _fail(f"input has dtype {x2.dtype}; supported: float32, bfloat16, float16")
+    if ce_weight is not None:
+        if not isinstance(ce_weight, torch.Tensor) or not torch.is_floating_point(ce_weight):
+            _fail("ce_weight must be a floating-point tensor of size V")
+        if ce_weight.shape != (V,):
+            _fail(f"ce_weight has shape {tuple(ce_weight.shape)}, expected ({V},) (one per class)")
+    if not isinstance(ignore_index, int) or isinstance(ignore_index, bool):
+        _fail(f"ignore_index must be an int, got {ignore_index!r}")
+    if not (0.0 <= float(label_smoothing) <= 1.0):
+        _fail(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+    if reduction not in ce.REDUCTIONS:
+        _fail(f"reduction must be 'mean' or 'sum' or 'none'. Got: {reduction}")
+    if softcap is not None and not float(softcap) > 0:
+        _fail(f"softcap must greater than 0.0 or None. Got: {softcap}")

@@ -1,0 +1,342 @@
+"""The cross-entropy and fused linear cross-entropy plumbing on the CPU: custom ops, fake kernels,
+autograd (in-place forward gradient in eager, functional under torch.compile), the Liger-shaped
+modules and functions, reductions, class weights, label smoothing, z-loss, softcap, metrics, the
+chunked fused linear loss (incl. reduction="none" with a per-token grad_output, Liger #968) and the
+input errors. The executor is replaced by a float64 "launcher" that honours the contract of
+kernels/ops/cross_entropy.cc; every result is compared with torch's own F.cross_entropy (or a
+float64 formula for what torch lacks: z-loss, softcap). The kernels themselves are tested in
+tests/gpu/test_cross_entropy.py and tests/gpu/test_fused_linear_cross_entropy.py."""
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch is not installed")
+
+import torch.nn.functional as F  # noqa: E402
+
+from ligerd import OpInputError, _backend  # noqa: E402
+from ligerd.ops import fused_linear_cross_entropy as flce_mod  # noqa: E402
+from ligerd.transformers import (CrossEntropyOutput, LigerCrossEntropyLoss,  # noqa: E402
+                                 LigerFusedLinearCrossEntropyLoss, liger_cross_entropy,
+                                 liger_fused_linear_cross_entropy)
+
+
+class RefLauncher:
+    """float64 model of the three executor ops (same contract as the kernels)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, op, tensors, scalars):
+        self.calls.append((op, [None if t is None else (tuple(t.shape), t.data_ptr()) for t in tensors],
+                           list(scalars)))
+        getattr(self, op)(tensors, scalars)
+
+    def cross_entropy_count(self, t, s):
+        target, weight, denom = t
+        ii, V = int(s[0]), int(s[1])
+        valid = target != ii
+        inr = (target >= 0) & (target < V)
+        ok = valid & inr
+        w = weight.double() if weight is not None else None
+        sw = w[target[ok]].sum() if w is not None else ok.sum().double()
+        denom.copy_(torch.stack([ok.sum().double(), sw, w.sum() if w is not None else torch.tensor(0.0, dtype=torch.float64),
+                                 (valid & ~inr).sum().double()]))
+
+    def cross_entropy_fwd(self, t, s):
+        x, target, weight, denom, row_scale, dx, loss, z_loss, pred = t
+        ii, lss, ls, red, cap, ts = s
+        ii, red = int(ii), int(red)
+        xd = x.double()
+        V = x.shape[1]
+        if cap > 0:
+            th = torch.tanh(xd / cap)
+            z = cap * th
+        else:
+            z = xd
+        lse = torch.logsumexp(z, dim=1)
+        p = torch.softmax(z, dim=1)
+        ignored = target == ii
+        valid = (~ignored) & (target >= 0) & (target < V)
+        ty = target.clamp(0, V - 1)
+        zy = z.gather(1, ty[:, None])[:, 0]
+        zy = torch.where(valid, zy, torch.full_like(zy, float("nan")))
+        w = weight.double() if weight is not None else torch.ones(V, dtype=torch.float64)
+        wy = torch.where(valid, w[ty], torch.full_like(zy, float("nan")))
+        W = w.sum()
+        eps = ls / V
+        n, sw = (denom[0].double(), denom[1].double()) if red == 1 else (1.0, 1.0)
+        l = wy * (lse - zy)
+        if ls > 0:
+            l = l * (1 - ls) + eps * (W * lse - (w * z).sum(1))
+        zl = lss * lse * lse / n
+        l = l / sw
+        A = ((1 - ls) * wy + eps * W) / sw + 2 * lss * lse / n
+        B = -eps / sw
+        C = -(1 - ls) * wy / sw
+        f = row_scale.double() if row_scale is not None else torch.ones_like(lse)
+        if ts:
+            py = torch.exp(zy - lse)
+            l, zl, f = l * py, zl * py, f * py
+        g = (A[:, None] * p + B * w[None, :]) * f[:, None]
+        g.scatter_add_(1, ty[:, None], (C * f)[:, None] * valid[:, None].double())
+        if cap > 0:
+            g = g * (1 - th * th)
+        g[ignored] = 0
+        l = torch.where(ignored, torch.zeros_like(l), l + zl)
+        zl = torch.where(ignored, torch.zeros_like(zl), zl)
+        am = z.argmax(dim=1)
+        loss.copy_(l)
+        if z_loss is not None:
+            z_loss.copy_(zl)
+        if pred is not None:
+            pred.copy_(torch.where(ignored, torch.full_like(am, -1), am))
+        if dx is not None:
+            dx.copy_(g)  # after every read: dx may be x
+
+    def cross_entropy_scale(self, t, s):
+        g, f = t
+        if f.numel() == 1:
+            if float(f) != 1.0:
+                g.mul_(f.double().to(g.dtype) if g.dtype == torch.float64 else float(f))
+        else:
+            g.copy_(g.double() * f.double()[:, None])
+
+
+@pytest.fixture
+def launcher(monkeypatch):
+    lr = RefLauncher()
+    monkeypatch.setattr(_backend, "_test_launcher", lr)
+    return lr
+
+
+def logits_and_target(bt=9, V=13, ignore=(), seed=0, dtype=torch.float32, ii=-100):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(bt, V, generator=g, dtype=torch.float64).to(dtype) * 3
+    t = torch.randint(0, V, (bt,), generator=g)
+    for i in ignore:
+        t[i] = ii
+    return x, t
+
+
+def run_ours(x0, t, grad_scale=None, **kw):
+    p = x0.clone().requires_grad_()
+    x = p * 1  # non-leaf logits, as from lm_head
+    out = liger_cross_entropy(x, t, **kw)
+    loss = out.loss if isinstance(out, CrossEntropyOutput) else out
+    gout = torch.ones_like(loss) if grad_scale is None else grad_scale
+    loss.backward(gout)
+    return out, loss, p.grad, x
+
+
+def run_torch(x0, t, grad_scale=None, **kw):
+    p = x0.clone().double().requires_grad_()
+    loss = F.cross_entropy(p, t, **kw)
+    gout = torch.ones_like(loss) if grad_scale is None else grad_scale.double()
+    loss.backward(gout)
+    return loss, p.grad
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("ls", [0.0, 0.1])
+def test_matches_torch_cross_entropy(launcher, reduction, weighted, ls):
+    x0, t = logits_and_target(ignore=(2, 5))
+    w = torch.rand(13, dtype=torch.float32) + 0.5 if weighted else None
+    gs = torch.randn(9) if reduction == "none" else torch.tensor(0.7)
+    _, loss, grad, x = run_ours(x0, t, grad_scale=gs, weight=w, reduction=reduction, label_smoothing=ls)
+    rl, rg = run_torch(x0, t, grad_scale=gs, weight=None if w is None else w.double(), reduction=reduction,
+                       label_smoothing=ls, ignore_index=-100)
+    torch.testing.assert_close(loss.double(), rl, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(grad.double(), rg, rtol=1e-6, atol=1e-6)
+    assert grad[2].abs().sum() == 0 and grad[5].abs().sum() == 0
+
+
+def test_gradient_is_written_over_the_logits_in_eager(launcher):
+    x0, t = logits_and_target()
+    p = x0.clone().requires_grad_()
+    x = p * 1
+    loss = liger_cross_entropy(x, t)
+    fwd = [c for c in launcher.calls if c[0] == "cross_entropy_fwd"][0]
+    assert fwd[1][5][1] == fwd[1][0][1] == x.data_ptr(), "dX is X (in place)"
+    _, rg = run_torch(x0, t)
+    torch.testing.assert_close(x.detach().double(), rg, rtol=1e-6, atol=1e-6)  # x now holds the grad
+    loss.backward()
+    torch.testing.assert_close(p.grad.double(), rg, rtol=1e-6, atol=1e-6)
+    # grad_output == 1: the scale op is launched and skips on the device (no host sync).
+    assert [c[0] for c in launcher.calls][-1] == "cross_entropy_scale"
+
+
+def test_z_loss_softcap_and_metrics(launcher):
+    x0, t = logits_and_target(ignore=(0,))
+    cap, lss = 4.0, 1e-2
+    out, loss, grad, _ = run_ours(x0, t, softcap=cap, lse_square_scale=lss, return_z_loss=True,
+                                  return_token_accuracy=True, return_predicted_tokens=True)
+    assert isinstance(out, CrossEntropyOutput)
+    p = x0.clone().double().requires_grad_()
+    z = cap * torch.tanh(p / cap)
+    valid = t != -100
+    lse = torch.logsumexp(z, 1)
+    n = valid.sum()
+    zl = (lss * lse * lse)[valid].sum() / n
+    ref = F.cross_entropy(z, t, ignore_index=-100) + zl
+    ref.backward()
+    torch.testing.assert_close(loss.double(), ref, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(out.z_loss.double(), zl.detach(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(grad.double(), p.grad, rtol=1e-6, atol=1e-6)
+    am = z.argmax(1)
+    assert out.predicted_tokens.tolist() == torch.where(valid, am, torch.full_like(am, -1)).tolist()
+    acc = ((am == t) & valid).double().sum() / n
+    torch.testing.assert_close(out.token_accuracy.double(), acc)
+
+
+def test_all_rows_ignored_gives_zero_not_nan(launcher):
+    x0, t = logits_and_target(ignore=range(9))
+    for red in ("mean", "sum"):
+        _, loss, grad, _ = run_ours(x0, t, reduction=red)
+        assert float(loss) == 0.0 and grad.abs().sum() == 0  # torch gives NaN for "mean" (0/0)
+
+
+def test_module_and_no_grad_path(launcher):
+    x0, t = logits_and_target()
+    m = LigerCrossEntropyLoss(label_smoothing=0.05)
+    with torch.no_grad():
+        loss = m(x0.clone(), t)
+    torch.testing.assert_close(loss.double(), F.cross_entropy(x0.double(), t, label_smoothing=0.05))
+    fwd = [c for c in launcher.calls if c[0] == "cross_entropy_fwd"][-1]
+    assert fwd[1][5] is None, "no gradient asked for: loss only"
+    with pytest.raises(AssertionError):
+        LigerCrossEntropyLoss(reduction="avg")
+
+
+def test_out_of_range_target_is_a_clear_error(launcher):
+    x0, t = logits_and_target()
+    t[3] = 13
+    with pytest.raises(OpInputError, match=r"out of bounds.*\[0, 13\)"):
+        liger_cross_entropy(x0.clone().requires_grad_() * 1, t)
+    assert not any(c[0] == "cross_entropy_fwd" for c in launcher.calls), "refused before the kernel"
+
+
+@pytest.mark.parametrize("bad,msg", [
+    (dict(reduction="avg"), "reduction must be one of"),
+    (dict(label_smoothing=1.5), "label_smoothing must be between"),
+    (dict(softcap=-1.0), "softcap must greater than 0.0"),
+    (dict(weight=torch.ones(12)), r"weight has shape \(12,\)"),
+])
+def test_bad_arguments(launcher, bad, msg):
+    x0, t = logits_and_target()
+    with pytest.raises(OpInputError, match=msg):
+        liger_cross_entropy(x0, t, **bad)
+    with pytest.raises(OpInputError, match="target must be 1-D"):
+        liger_cross_entropy(x0, t[:4])
+
+
+def test_legacy_reduce_and_unbatched(launcher):
+    x0, t = logits_and_target()
+    loss = liger_cross_entropy(x0.clone(), t, reduce=False)
+    assert loss.shape == (9,)
+    one = liger_cross_entropy(x0[0].clone(), t[0])
+    torch.testing.assert_close(one.double(), F.cross_entropy(x0[0].double(), t[0]))
+
+
+def test_compile_uses_the_functional_op(launcher):
+    x0, t = logits_and_target()
+
+    def f(x, t):
+        return liger_cross_entropy(x * 1, t, label_smoothing=0.1)
+
+    cf = torch.compile(f, fullgraph=True, backend="aot_eager")
+    p = x0.clone().requires_grad_()
+    loss = cf(p, t)
+    loss.backward()
+    rl, rg = run_torch(x0, t, label_smoothing=0.1)
+    torch.testing.assert_close(loss.double(), rl, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(p.grad.double(), rg, rtol=1e-6, atol=1e-6)
+    fwds = [c for c in launcher.calls if c[0] == "cross_entropy_fwd"]
+    assert fwds and all(c[1][5][1] != c[1][0][1] for c in fwds), "compiled forward is out of place"
+
+
+# ---------------------------------------------------------------------------------------------
+# Fused linear cross-entropy.
+
+
+def flce_inputs(bt=21, H=8, V=13, bias=True, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(bt, H, generator=g, dtype=torch.float64)
+    W = torch.randn(V, H, generator=g, dtype=torch.float64) * 0.5
+    b = torch.randn(V, generator=g, dtype=torch.float64) if bias else None
+    t = torch.randint(0, V, (bt,), generator=g)
+    t[3] = -100
+    return x, W, b, t
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("bias", [False, True])
+def test_flce_matches_linear_plus_cross_entropy(launcher, monkeypatch, reduction, bias):
+    monkeypatch.setenv("LIGERD_FLCE_CHUNK", "4")  # 6 chunks, the last one partial
+    x0, W0, b0, t = flce_inputs(bias=bias)
+    w_ce = torch.rand(13, dtype=torch.float64) + 0.5
+    gs = torch.randn(21, dtype=torch.float64) if reduction == "none" else torch.tensor(1.3, dtype=torch.float64)
+    kw = dict(label_smoothing=0.1, lse_square_scale=1e-3)
+
+    x, W = x0.float().requires_grad_(), W0.float().requires_grad_()
+    b = b0.float().requires_grad_() if bias else None
+    loss = liger_fused_linear_cross_entropy(x, W, t, b, ce_weight=w_ce.float(), reduction=reduction, **kw)
+    assert loss.dtype == torch.float32
+    loss.backward(gs.float() if reduction == "none" else gs.float())
+
+    xr, Wr = x0.clone().requires_grad_(), W0.clone().requires_grad_()
+    br = b0.clone().requires_grad_() if bias else None
+    logits = xr @ Wr.t() + (br if bias else 0)
+    valid = t != -100
+    lse = torch.logsumexp(logits, 1)
+    ref = F.cross_entropy(logits, t, weight=w_ce, reduction=reduction, label_smoothing=0.1)
+    zl = 1e-3 * lse * lse * valid
+    ref = ref + (zl if reduction == "none" else zl.sum() / (valid.sum() if reduction == "mean" else 1))
+    ref.backward(gs)
+    torch.testing.assert_close(loss.double(), ref.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x.grad.double(), xr.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(W.grad.double(), Wr.grad, rtol=1e-4, atol=1e-5)
+    if bias:
+        torch.testing.assert_close(b.grad.double(), br.grad, rtol=1e-4, atol=1e-5)
+    ops = [c[0] for c in launcher.calls]
+    assert ops.count("cross_entropy_fwd") == (12 if reduction == "none" else 6)  # none recomputes
+
+
+def test_flce_module_weight_first_and_accum_dtype(launcher, monkeypatch):
+    monkeypatch.setenv("LIGERD_FLCE_CHUNK", "8")
+    x0, W0, b0, t = flce_inputs()
+    m = LigerFusedLinearCrossEntropyLoss(accum_dtype=torch.float64, return_token_accuracy=True)
+    x, W, b = x0.float().requires_grad_(), W0.float().requires_grad_(), b0.float().requires_grad_()
+    out = m(W, x, t, b)
+    assert isinstance(out, CrossEntropyOutput)
+    out.loss.backward()
+    assert W.grad.dtype == torch.float32 and b.grad.dtype == torch.float32
+    logits = x0 @ W0.t() + b0
+    torch.testing.assert_close(out.loss.double(), F.cross_entropy(logits, t), rtol=1e-5, atol=1e-5)
+    valid = t != -100
+    acc = ((logits.argmax(1) == t) & valid).double().sum() / valid.sum()
+    torch.testing.assert_close(out.token_accuracy.double(), acc)
+
+
+def test_flce_chunk_rule_keeps_the_logits_buffer_under_ten_percent(monkeypatch):
+    monkeypatch.delenv("LIGERD_FLCE_CHUNK", raising=False)
+    c = flce_mod.chunk_tokens(8192, 128256, 2)
+    assert c == 512 and c % 128 == 0
+    assert c * 128256 * 2 <= 0.0625 * 8192 * 128256 * 2
+    assert flce_mod.chunk_tokens(100, 128256, 2) == 100
+    assert flce_mod.chunk_tokens(16384, 128256, 2) == 1024
+    monkeypatch.setenv("LIGERD_FLCE_CHUNK", "zero")
+    with pytest.raises(OpInputError, match="LIGERD_FLCE_CHUNK"):
+        flce_mod.chunk_tokens(10, 10, 2)
+
+
+def test_flce_bad_inputs(launcher):
+    x0, W0, b0, t = flce_inputs()
+    with pytest.raises(OpInputError, match="does not match weight's hidden size"):
+        liger_fused_linear_cross_entropy(x0[:, :5].float(), W0.float(), t)
+    with pytest.raises(OpInputError, match="must match"):
+        liger_fused_linear_cross_entropy(x0.double(), W0.float(), t)
+    t2 = t.clone()
+    t2[0] = 99
+    with pytest.raises(OpInputError, match="out of bounds"):
+        liger_fused_linear_cross_entropy(x0.float(), W0.float(), t2)
