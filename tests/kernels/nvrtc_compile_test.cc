@@ -72,6 +72,9 @@ std::vector<std::string> PlannableKernels(const std::string& op) {
     return {GluKernelName(backward, true, 1), GluKernelName(backward, true, 2), GluKernelName(backward, true, 4),
             GluKernelName(backward, false)};
   if (op.starts_with("rope_")) return {RopeKernelName(true), RopeKernelName(false)};
+  if (op == "cross_entropy_count") return {"ce_count"};
+  if (op == "cross_entropy_fwd") return {"ce_fwd"};
+  if (op == "cross_entropy_scale") return {"ce_scale"};
   std::vector<std::string> names;
   if (!op.starts_with("rms_norm_")) {
     ADD_FAILURE() << "no list of plannable kernels for op " << op << ": add one here";
