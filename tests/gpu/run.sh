@@ -138,7 +138,7 @@ if [[ -f .device/with-mps.sh ]] && command -v nvidia-cuda-mps-control >/dev/null
   MPS_WRAP=(bash .device/with-mps.sh)
 fi
 if [[ $FAILED == 0 || -f "$BUILD/python/ligerd/__init__.py" ]]; then
-  step pytest-gpu 1 timeout 420 "${MPS_WRAP[@]}" "$PY" -m pytest ${GPU_TESTS:-tests/gpu} -q -ra -p no:cacheprovider \
+  step pytest-gpu 1 timeout ${PYTEST_GPU_TIMEOUT:-420} "${MPS_WRAP[@]}" "$PY" -m pytest ${GPU_TESTS:-tests/gpu} -q -ra -p no:cacheprovider \
     --junitxml="$OUT/pytest-gpu.xml" || true
 fi
 
