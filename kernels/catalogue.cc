@@ -17,6 +17,10 @@ const std::vector<const OpSpec*>& AllOps() {
       &SwiGluBackwardSpec(),
       &GeGluForwardSpec(),
       &GeGluBackwardSpec(),
+      &LayerNormForwardSpec(),
+      &LayerNormBackwardSpec(),
+      &FusedAddRmsNormForwardSpec(),
+      &FusedAddRmsNormBackwardSpec(),
   };
   return *ops;
 }

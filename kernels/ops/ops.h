@@ -11,5 +11,9 @@ const OpSpec& SwiGluForwardSpec();    // swiglu_fwd
 const OpSpec& SwiGluBackwardSpec();   // swiglu_bwd
 const OpSpec& GeGluForwardSpec();     // geglu_fwd
 const OpSpec& GeGluBackwardSpec();    // geglu_bwd
+const OpSpec& LayerNormForwardSpec();          // layer_norm_fwd
+const OpSpec& LayerNormBackwardSpec();         // layer_norm_bwd
+const OpSpec& FusedAddRmsNormForwardSpec();    // fused_add_rms_norm_fwd
+const OpSpec& FusedAddRmsNormBackwardSpec();   // fused_add_rms_norm_bwd
 
 }  // namespace ligerd::kernels

@@ -1,6 +1,7 @@
 // The catalogue and RMSNorm's launch-shape heuristic (pure functions, no CUDA).
 #include "kernels/catalogue.h"
 
+#include <algorithm>
 #include <set>
 
 #include "gtest/gtest.h"
@@ -13,7 +14,7 @@ namespace {
 
 TEST(Catalogue, ListsRmsNormWithItsVariants) {
   std::vector<OpInfo> ops = ListOps();
-  ASSERT_EQ(ops.size(), 6u);
+  ASSERT_EQ(ops.size(), 10u);
   EXPECT_EQ(ops[0].name, "rms_norm_fwd");
   EXPECT_EQ(ops[1].name, "rms_norm_bwd");
   // fwd: fp32 {no W, W} + {bf16, fp16} x {no W, W same, W fp32} x 3 casting modes.
@@ -41,6 +42,35 @@ TEST(Catalogue, ListsRmsNormWithItsVariants) {
   EXPECT_EQ(FindOp("swiglu_bwd")->tensors[3].may_alias, "A");
   EXPECT_EQ(FindOp("geglu_bwd")->tensors[4].may_alias, "B");
   EXPECT_EQ(FindOp("nope"), nullptr);
+  // LayerNorm: W/B presence is a run-time choice, so one variant per (X dtype, parameter dtype).
+  EXPECT_EQ(ops[6].name, "layer_norm_fwd");
+  EXPECT_EQ(ops[7].name, "layer_norm_bwd");
+  EXPECT_EQ(ops[6].variant_count, 5u);
+  EXPECT_EQ(ops[7].variant_count, 5u);
+  EXPECT_EQ(ops[6].tensors, (std::vector<std::string>{"X", "W?", "B?", "Y->", "MEAN->", "RSTD->"}));
+  EXPECT_EQ(ops[7].tensors, (std::vector<std::string>{"dY", "X", "W?", "MEAN", "RSTD", "dX->", "dW?->", "dB?->"}));
+  EXPECT_EQ(ops[6].scalars, (std::vector<std::string>{"eps"}));
+  EXPECT_TRUE(ops[7].scalars.empty());
+  EXPECT_EQ(FindOp("layer_norm_bwd")->tensors[5].may_alias, "dY");
+  // Fused add + RMSNorm: RMSNorm's variants that have a weight (Liger's op always has one).
+  EXPECT_EQ(ops[8].name, "fused_add_rms_norm_fwd");
+  EXPECT_EQ(ops[9].name, "fused_add_rms_norm_bwd");
+  EXPECT_EQ(ops[8].variant_count, 1u + 2u * 2u * 3u);
+  EXPECT_EQ(ops[9].variant_count, 1u + 2u * 2u * 2u);
+  EXPECT_EQ(ops[8].tensors, (std::vector<std::string>{"X", "R", "W", "Y->", "S->", "RSTD->"}));
+  EXPECT_EQ(ops[9].tensors, (std::vector<std::string>{"dY", "dS?", "S", "W", "RSTD", "dX->", "dW?->"}));
+  EXPECT_EQ(ops[8].scalars, ops[0].scalars);
+  EXPECT_EQ(ops[9].scalars, ops[1].scalars);
+  EXPECT_EQ(FindOp("fused_add_rms_norm_bwd")->tensors[5].may_alias, "dY");
+  // The fused ops compile the RMSNorm source with the add switched on.
+  for (const char* name : {"fused_add_rms_norm_fwd", "fused_add_rms_norm_bwd"}) {
+    const OpSpec* f = FindOp(name);
+    EXPECT_EQ(f->main.name, "kernels/ops/rms_norm.cuh");
+    for (const KernelVariant& v : f->variants)
+      EXPECT_NE(std::find(v.defines.begin(), v.defines.end(), "LIGERD_RMS_ADD=1"), v.defines.end()) << v.tag;
+  }
+  for (const KernelVariant& v : FindOp("rms_norm_fwd")->variants)
+    EXPECT_NE(std::find(v.defines.begin(), v.defines.end(), "LIGERD_RMS_ADD=0"), v.defines.end()) << v.tag;
 }
 
 TEST(Catalogue, VariantTagsAreUniqueAndSourcesEmbedded) {
@@ -48,8 +78,10 @@ TEST(Catalogue, VariantTagsAreUniqueAndSourcesEmbedded) {
     std::set<std::string> tags;
     for (const KernelVariant& v : op->variants) EXPECT_TRUE(tags.insert(v.tag).second) << v.tag;
     EXPECT_FALSE(op->main.text.empty()) << op->name;
-    if (op->name.starts_with("rms_norm"))
-      EXPECT_NE(op->main.text.find("LIGERD_RMS_FWD_REG(1)"), std::string_view::npos);
+    if (op->name.starts_with("rms_norm") || op->name.starts_with("fused_add_rms_norm"))
+      EXPECT_NE(op->main.text.find("LIGERD_RMS_FWD_REG(1, 1024)"), std::string_view::npos);
+    else if (op->name.starts_with("layer_norm"))
+      EXPECT_NE(op->main.text.find("LIGERD_LN_FWD_REG(1, 1024)"), std::string_view::npos);
     else
       EXPECT_NE(op->main.text.find("glu_fwd_v"), std::string_view::npos) << op->name;
     for (const SourceFile& h : op->headers) EXPECT_FALSE(h.text.empty()) << h.name;

@@ -9,6 +9,7 @@
 #include "kernels/jit/jit_cache.h"
 #include "kernels/jit/nvrtc_compiler.h"
 #include "kernels/ops/glu.h"
+#include "kernels/ops/layer_norm.h"
 #include "kernels/ops/rms_norm.h"
 #include "kernels/precompile.h"
 #include "tests/kernels/test_util.h"
@@ -70,16 +71,17 @@ std::vector<std::string> PlannableKernels(const std::string& op) {
   if (op.find("glu") != std::string::npos)
     return {GluKernelName(backward, true), GluKernelName(backward, false)};
   std::vector<std::string> names;
+  const bool ln = op.starts_with("layer_norm");
   const int max_iters = backward ? 4 : 8;
   for (bool vec : {true, false}) {
     for (int it = 0; it <= max_iters; ++it) {
       LaunchConfig c;
       c.iters = it;
       c.vectorized = vec;
-      names.push_back(RmsNormKernelName(backward, c));
+      names.push_back(ln ? LayerNormKernelName(backward, c) : RmsNormKernelName(backward, c));
     }
   }
-  if (backward) names.push_back("rms_norm_bwd_dw_reduce");
+  if (backward) names.push_back(ln ? "layer_norm_bwd_reduce" : "rms_norm_bwd_dw_reduce");
   return names;
 }
 
