@@ -1,9 +1,13 @@
 """Torch custom ops (``torch.ops.ligerd.*``) with autograd and fake kernels.
 
 Importing this package registers the ops (it imports torch). One submodule per op family:
-``ligerd.ops.rms_norm`` (``rms_norm()``), ``ligerd.ops.glu`` (``swiglu()``, ``geglu()``)."""
+``ligerd.ops.rms_norm`` (``rms_norm()``), ``ligerd.ops.fused_add_rms_norm``
+(``fused_add_rms_norm()``), ``ligerd.ops.layer_norm`` (``layer_norm()``), ``ligerd.ops.glu``
+(``swiglu()``, ``geglu()``)."""
 
+from ligerd.ops import fused_add_rms_norm  # noqa: F401  (registers ligerd::fused_add_rms_norm_*)
 from ligerd.ops import glu  # noqa: F401  (module; registers ligerd::glu_*)
+from ligerd.ops import layer_norm  # noqa: F401  (module; registers ligerd::layer_norm_*)
 from ligerd.ops import rms_norm  # noqa: F401  (module; registers ligerd::rms_norm_*)
 
-__all__ = ["glu", "rms_norm"]
+__all__ = ["fused_add_rms_norm", "glu", "layer_norm", "rms_norm"]
