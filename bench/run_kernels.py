@@ -1,26 +1,30 @@
 #!/usr/bin/env python3
 """Kernel benchmarks, side by side in one run: writes <out>/kernels.csv, <out>/kernels_meta.json,
-<out>/rms_norm.png (if matplotlib is importable) and prints a table with ratios.
+<out>/<op>.png per op (if matplotlib is importable), <out>/summary.txt, and prints tables with
+ratios.
 
-    python3 bench/run_kernels.py --out out/bench            # full grid (~2 minutes on an H100)
-    python3 bench/run_kernels.py --quick                    # M=16384, N=4096 only
+    python3 bench/run_kernels.py --out out/bench                 # every op, every shape
+    python3 bench/run_kernels.py --ops swiglu rope --quick       # LLaMA-3-8B shapes only
 
-Columns: op, impl, M, N, pass (fwd/bwd/full), method, ms, GBps (minimal byte model: fwd 2*M*N*b,
-bwd 3*M*N*b, full 5*M*N*b), pct_copy_bw (GBps / measured device-to-device copy bandwidth, bytes
-read + written), speedup_vs_<peer> (peer ms / this ms: > 1 means this row is faster),
-ms_eager_launch, GBps_eager_launch, pct_copy_bw_eager_launch, host_us, copies, note.
+Ops: bench/kernels/<op>.py (OPS below; bench/kernels/harness.py says what a module defines).
+Columns: op, impl, shape, pass (fwd/bwd/full), method, ms, GBps (the op's minimal byte model),
+pct_copy_bw (GBps / measured device-to-device copy bandwidth, bytes read + written),
+speedup_vs_<peer> (peer ms / this ms: > 1 means this row is faster), peak_extra_MiB (full pass:
+what one step adds to the allocator's high-water mark), ms_eager_launch, GBps_eager_launch,
+pct_copy_bw_eager_launch, host_us, copies, note, and the shape's dimensions.
 
-ms is what the GPU does: the step (fwd; bwd; fwd+bwd) captured in a CUDA graph and replayed,
-CUDA events around many replays, median of 7 trials (method "cuda-graph"); where capture fails
-for an implementation, its eager-launch time is used instead (method "eager-events", reason in
-note). ms_eager_launch is the same step called from Python back to back, timed the same way:
-what a training step without CUDA graphs sees (host-bound where host_us > the GPU time).
-copies: buffer copies rotated so each step reads cold (not L2-resident) data. See bench/common.py.
+ms is what the GPU does: the step captured in a CUDA graph and replayed, CUDA events around many
+replays, median of 7 trials (method "cuda-graph"); where capture fails for an implementation, its
+eager-launch time is used instead (method "eager-events", reason in note). ms_eager_launch is the
+same step called from Python back to back: what a training step without CUDA graphs sees
+(host-bound where host_us > the GPU time). copies: buffer copies rotated so each step reads cold
+(not L2-resident) data. See bench/common.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import os
 import sys
@@ -33,40 +37,54 @@ sys.path.insert(0, str(HERE))
 import torch  # noqa: E402
 
 import common  # noqa: E402
-from kernels import rms_norm  # noqa: E402
+from kernels import harness, rms_norm  # noqa: E402
 
-PEERS = ("eager", "torch.compile", "liger", "ligerd")
+PEERS = harness.PEERS
+# In report order; a module that is not there (yet) is skipped with a message.
+OPS = ("rms_norm", "fused_add_rms_norm", "layer_norm", "swiglu", "geglu", "rope", "cross_entropy")
 
 
 def parse_args():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.join(os.environ.get("OUT", "out"), "bench"))
-    ap.add_argument("--M", type=int, nargs="+", default=[4096, 16384, 65536])
-    ap.add_argument("--N", type=int, nargs="+", default=[2048, 4096, 8192])
+    ap.add_argument("--ops", nargs="+", default=list(OPS), help=f"subset of {OPS}")
     ap.add_argument("--impls", nargs="+", default=None, help=f"subset of {PEERS}")
-    ap.add_argument("--passes", nargs="+", default=list(rms_norm.PASSES))
-    ap.add_argument("--quick", action="store_true", help="one shape (16384 x 4096)")
+    ap.add_argument("--passes", nargs="+", default=["fwd", "bwd", "full"])
+    ap.add_argument("--quick", action="store_true", help="each op's LLaMA-3-8B shape only")
     ap.add_argument("--no-eager-launch", action="store_true",
                     help="skip the eager-launch (non-graphed) timing column")
+    ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory column")
     ap.add_argument("--no-overhead", action="store_true", help="skip the per-call host cost rows")
     return ap.parse_args()
+
+
+def load_ops(names):
+    mods = []
+    for name in names:
+        try:
+            mods.append(importlib.import_module(f"kernels.{name}"))
+        except ModuleNotFoundError as e:
+            print(f"[bench] no benchmark module for {name} ({e}); skipped")
+    return mods
 
 
 def add_ratios(rows, copy_gbps):
     by_key = {}
     for r in rows:
-        by_key.setdefault((r["op"], r["M"], r["N"], r["pass"]), {})[r["impl"]] = r["ms"]
+        by_key.setdefault((r["op"], r["shape"], r["pass"]), {})[r["impl"]] = r["ms"]
         r["pct_copy_bw"] = 100.0 * r["GBps"] / copy_gbps if copy_gbps > 0 else float("nan")
         if r.get("GBps_eager_launch") and copy_gbps > 0:
             r["pct_copy_bw_eager_launch"] = 100.0 * r["GBps_eager_launch"] / copy_gbps
     for r in rows:
-        peers = by_key[(r["op"], r["M"], r["N"], r["pass"])]
+        peers = by_key[(r["op"], r["shape"], r["pass"])]
         for p in PEERS:
             if p in peers and p != r["impl"] and not math.isnan(peers[p]) and r["ms"] > 0:
                 r[f"speedup_vs_{p}"] = peers[p] / r["ms"]
 
 
-def plot(rows, copy_gbps, path: Path):
+def plot(mod, rows, copy_gbps, path: Path):
+    """One panel per pass: % of copy bandwidth per shape and implementation (bars: CUDA-graph
+    replay; black ticks: eager launch)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -74,16 +92,20 @@ def plot(rows, copy_gbps, path: Path):
     except Exception as e:  # noqa: BLE001
         print(f"[bench] matplotlib not importable ({e}); no plot written")
         return None
-    passes = [p for p in rms_norm.PASSES if any(r["pass"] == p for r in rows)]
-    shapes = sorted({(r["M"], r["N"]) for r in rows})
+    rows = [r for r in rows if r["op"] == mod.OP]
+    passes = [p for p in mod.PASSES if any(r["pass"] == p for r in rows)]
+    shapes = list(dict.fromkeys(r["shape"] for r in rows))
     impls = [i for i in PEERS if any(r["impl"] == i for r in rows)]
-    fig, axes = plt.subplots(1, len(passes), figsize=(6 * len(passes), 4.5), squeeze=False)
+    if not passes or not shapes:
+        return None
+    fig, axes = plt.subplots(1, len(passes), figsize=(6 * len(passes), 4.8), squeeze=False)
     width = 0.8 / max(1, len(impls))
+    dtype = rows[0].get("dtype", "")
     for ax, p in zip(axes[0], passes):
         for k, impl in enumerate(impls):
             vals, eager = [], []
-            for (m, n) in shapes:
-                hit = [r for r in rows if r["impl"] == impl and r["pass"] == p and r["M"] == m and r["N"] == n]
+            for shape in shapes:
+                hit = [r for r in rows if r["impl"] == impl and r["pass"] == p and r["shape"] == shape]
                 vals.append(hit[0]["pct_copy_bw"] if hit else float("nan"))
                 eager.append(hit[0].get("pct_copy_bw_eager_launch", float("nan")) if hit else float("nan"))
             xs = [i + k * width for i in range(len(shapes))]
@@ -91,9 +113,10 @@ def plot(rows, copy_gbps, path: Path):
             ax.plot(xs, eager, ls="none", marker="_", ms=9, mew=2, color="k",
                     label="eager launch (no graph)" if k == 0 else None)
         ax.axhline(100, color="k", ls="--", lw=1, label=f"copy {copy_gbps:.0f} GB/s")
+        ax.axhline(85, color="r", ls=":", lw=1, label="target 85%")
         ax.set_xticks([i + width * (len(impls) - 1) / 2 for i in range(len(shapes))])
-        ax.set_xticklabels([f"{m // 1024}K\u00d7{n}" for m, n in shapes], rotation=45, ha="right", fontsize=8)
-        ax.set_title(f"RMSNorm {p} (bf16), CUDA-graph replay")
+        ax.set_xticklabels(shapes, rotation=30, ha="right", fontsize=7)
+        ax.set_title(f"{mod.TITLE} {p} ({dtype}), CUDA-graph replay")
         ax.set_ylabel("% of measured copy bandwidth (minimal byte model)")
         ax.set_ylim(0, 115)
         ax.legend(fontsize=7)
@@ -110,11 +133,18 @@ def summary(rows):
     for r in rows:
         if r["impl"] != "ligerd":
             continue
-        s = {"M": r["M"], "N": r["N"], "pass": r["pass"], "ligerd_ms": r["ms"],
+        s = {"op": r["op"], "shape": r["shape"], "pass": r["pass"], "ligerd_ms": r["ms"],
              "pct_copy_bw": r["pct_copy_bw"]}
         for p in PEERS:
-            if p != "ligerd" and f"speedup_vs_{p}" in r:
-                s[f"x_vs_{p}"] = r[f"speedup_vs_{p}"]
+            if p != "ligerd":
+                s[f"x_vs_{p}"] = r.get(f"speedup_vs_{p}")
+        if r.get("peak_extra_MiB") is not None:
+            s["peak_MiB"] = r["peak_extra_MiB"]
+            for p in ("eager", "liger"):
+                peer = [q for q in rows if q["impl"] == p and q["op"] == r["op"] and
+                        q["shape"] == r["shape"] and q["pass"] == r["pass"]]
+                if peer and peer[0].get("peak_extra_MiB") is not None:
+                    s[f"peak_MiB_{p}"] = peer[0]["peak_extra_MiB"]
         out.append(s)
     return out
 
@@ -125,8 +155,8 @@ def eager_launch_table(rows):
     for r in rows:
         if r.get("ms_eager_launch") is None:
             continue
-        key = (r["M"], r["N"], r["pass"])
-        line = out.setdefault(key, {"M": r["M"], "N": r["N"], "pass": r["pass"]})
+        key = (r["op"], r["shape"], r["pass"])
+        line = out.setdefault(key, {"op": r["op"], "shape": r["shape"], "pass": r["pass"]})
         line[r["impl"]] = f"{r.get('pct_copy_bw_eager_launch', float('nan')):.0f}% ({r['ms_eager_launch']:.3f})"
     return list(out.values())
 
@@ -137,24 +167,32 @@ def main():
         print("[bench] no CUDA device: nothing to measure")
         return 0
     common.add_peer_site()
-    if args.quick:
-        args.M, args.N = [16384], [4096]
     out = Path(args.out)
     t0 = time.time()
     copy_gbps = common.copy_bandwidth_gbps()
     print(f"[bench] measured copy bandwidth: {copy_gbps:.0f} GB/s (read + write)")
-    impls = rms_norm.make_impls(args.impls)
-    rows = rms_norm.run(args.M, args.N, impls, passes=args.passes,
-                        eager_launch=not args.no_eager_launch)
-    add_ratios(rows, copy_gbps)
-    columns = ["op", "impl", "M", "N", "pass", "method", "ms", "GBps", "pct_copy_bw"] + \
+    mods = load_ops(args.ops)
+    rows, pngs = [], []
+    for mod in mods:
+        impls = mod.impls()
+        if args.impls:
+            impls = {k: v for k, v in impls.items() if k in args.impls}
+        op_rows = harness.run(mod, mod.shapes(args.quick), impls, passes=args.passes,
+                              eager_launch=not args.no_eager_launch, memory=not args.no_memory)
+        add_ratios(op_rows, copy_gbps)
+        rows += op_rows
+        png = plot(mod, op_rows, copy_gbps, out / f"{mod.OP}.png")
+        if png:
+            pngs.append(png)
+    dims = list(dict.fromkeys(k for r in rows for k in r if len(k) <= 2 and k.isupper()))
+    columns = ["op", "impl", "shape", "dtype", "pass", "method", "ms", "GBps", "pct_copy_bw"] + \
               [f"speedup_vs_{p}" for p in PEERS] + \
-              ["ms_eager_launch", "GBps_eager_launch", "pct_copy_bw_eager_launch", "host_us",
-               "copies", "note"]
+              ["peak_extra_MiB", "ms_eager_launch", "GBps_eager_launch", "pct_copy_bw_eager_launch",
+               "host_us", "copies", "note"] + dims
     common.write_csv(out / "kernels.csv", rows, columns)
     meta = common.environment()
-    meta.update({"copy_GBps": copy_gbps, "seconds": time.time() - t0, "M": args.M, "N": args.N,
-                 "impls": list(impls), "timing": "cuda-graph replay, CUDA events, median of 7 "
+    meta.update({"copy_GBps": copy_gbps, "seconds": time.time() - t0, "ops": [m.OP for m in mods],
+                 "quick": args.quick, "timing": "cuda-graph replay, CUDA events, median of 7 "
                  "trials; L2 cold by buffer rotation; eager-launch column: Python loop, events",
                  "L2_bytes": common.l2_bytes()})
     try:
@@ -163,29 +201,35 @@ def main():
     except Exception as e:  # noqa: BLE001
         meta["ligerd_session"] = f"unavailable: {e}"
     common.write_json(out / "kernels_meta.json", meta)
-    png = plot(rows, copy_gbps, out / "rms_norm.png")
-    overhead = [] if args.no_overhead else rms_norm.call_overhead(impls)
-    if overhead:
-        common.write_csv(out / "call_overhead.csv", overhead, rms_norm.OVERHEAD_COLUMNS)
+    overhead = []
+    if not args.no_overhead and rms_norm in mods:
+        impls = rms_norm.impls()
+        overhead = rms_norm.call_overhead({k: v for k, v in impls.items()
+                                           if not args.impls or k in args.impls})
+        if overhead:
+            common.write_csv(out / "call_overhead.csv", overhead, rms_norm.OVERHEAD_COLUMNS)
     print()
-    print(f"RMSNorm bf16, copy bandwidth {copy_gbps:.0f} GB/s; {meta['device']}; "
-          f"torch {meta['torch']}, liger_kernel {meta['liger_kernel']}")
-    print(common.format_table(rows, ["impl", "M", "N", "pass", "method", "ms", "GBps", "pct_copy_bw",
-                                     "ms_eager_launch", "host_us"]))
+    print(f"copy bandwidth {copy_gbps:.0f} GB/s; {meta['device']}; torch {meta['torch']}, "
+          f"liger_kernel {meta['liger_kernel']}")
+    print(common.format_table(rows, ["op", "impl", "shape", "pass", "method", "ms", "GBps",
+                                     "pct_copy_bw", "peak_extra_MiB", "ms_eager_launch", "host_us"]))
     s = summary(rows)
     if s:
+        cols = list(dict.fromkeys(k for line in s for k in line))
         text = ("ligerd vs peers (x = peer ms / ligerd ms; > 1 means ligerd is faster; CUDA-graph "
-                f"replay times, what the GPU does), copy bandwidth {copy_gbps:.0f} GB/s:\n" +
-                common.format_table(s, list(s[0].keys())))
+                f"replay times, what the GPU does), copy bandwidth {copy_gbps:.0f} GB/s; peak_MiB: "
+                "what one fwd+bwd step adds to the memory high-water mark:\n" +
+                common.format_table(s, cols))
         fallbacks = [r for r in rows if r.get("method") != "cuda-graph"]
         if fallbacks:
             text += "\n\nnot graph-timed: " + "; ".join(
-                f"{r['impl']} {r['pass']} {r['M']}x{r['N']}: {r.get('note', r.get('method'))}"
+                f"{r['op']} {r['impl']} {r['pass']} {r['shape']}: {r.get('note', r.get('method'))}"
                 for r in fallbacks)
         el = eager_launch_table(rows)
         if el:
             text += ("\n\neager launch (no CUDA graph: what a plain training step sees), % of copy "
-                     "bandwidth (ms):\n" + common.format_table(el, list(el[0].keys())))
+                     "bandwidth (ms):\n" + common.format_table(el, list(dict.fromkeys(
+                         k for line in el for k in line))))
         if overhead:
             text += ("\n\nhost cost per call (tiny input, us; what a training step pays per layer):\n" +
                      common.format_table(overhead, [c for c in rms_norm.OVERHEAD_COLUMNS
@@ -193,7 +237,7 @@ def main():
         print()
         print(text)
         (out / "summary.txt").write_text(text + "\n")
-    print(f"\n[bench] wrote {out / 'kernels.csv'}" + (f", {png}" if png else "") +
+    print(f"\n[bench] wrote {out / 'kernels.csv'}" + "".join(f", {p}" for p in pngs) +
           f" in {time.time() - t0:.0f} s")
     return 0
 

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The main job: set up and build, then
 #  - on any machine: start a private ligerd, show `ligerctl status`, stop it with SIGTERM;
-#  - with a CUDA GPU and PyTorch: build the Python client (ligerd._C) and run
-#    examples/rmsnorm_demo.py, whose client starts its own private ligerd when none is running.
+#  - with a CUDA GPU and PyTorch: build the Python client (ligerd._C) and run the training demo,
+#    examples/train_llama.py (a small LLaMA trained on the Python reference manual, HF eager vs
+#    ligerd: tokens/s, peak memory, loss curves; PNG/CSV/JSON in out/train_llama), whose client
+#    starts its own private ligerd when none is running. Arguments go to train_llama.py
+#    (e.g. bash scripts/run.sh --steps 50 --model-size tiny).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -28,9 +31,15 @@ if [ -n "$py" ] && "$py" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_avai
   cmake -S . -B "$build_dir" -DLIGERD_BUILD_PYTHON=ON -DPython3_EXECUTABLE="$py" > "$build_dir/configure-python.log" 2>&1 \
     || { cat "$build_dir/configure-python.log" >&2; exit 1; }
   cmake --build "$build_dir" --target ligerd_python -j"$(nproc)"
+  # The demo trains with transformers (tokenizers comes with it); tqdm and matplotlib are optional
+  # (a plain progress line; no PNG). Installed from PyPI when missing and reachable.
+  if ! "$py" -c 'import transformers' 2>/dev/null; then
+    "$py" -m pip install -q --disable-pip-version-check transformers tqdm matplotlib \
+      || echo "run: could not install transformers; train_llama.py will say what is missing" >&2
+  fi
   PYTHONPATH="$PWD/$build_dir/python${PYTHONPATH:+:$PYTHONPATH}" LIGERD_BIN="$PWD/$build_dir/server/ligerd" \
-    "$py" examples/rmsnorm_demo.py
+    "$py" examples/train_llama.py "$@"
 else
-  echo "run: no CUDA GPU with PyTorch here, so the GPU part (examples/rmsnorm_demo.py) did not run; it needs one" >&2
+  echo "run: no CUDA GPU with PyTorch here, so the GPU part (examples/train_llama.py, the training demo) did not run; it needs one" >&2
   exit 2
 fi

@@ -30,8 +30,7 @@ enum Act { kSilu = 0, kGeluTanh = 1 };
 constexpr int kDefaultBlock = 256;
 constexpr int kMaxThreadsPerBlock = 1024;
 constexpr size_t kVectorAlign = 16;
-// Blocks per SM assumed when no occupancy oracle is available (tests).
-constexpr int kFallbackBlocksPerSm = 8;
+constexpr int64_t kMaxGrid = 0x7fffffff;  // gridDim.x limit
 
 
 KernelVariant MakeVariant(bool backward, Act act, DType x) {
@@ -52,7 +51,7 @@ struct Operand {
   RowMatrix m;
 };
 
-absl::StatusOr<OpPlan> Plan(const OpSpec& spec, const OpCall& call, const DeviceInfo& dev,
+absl::StatusOr<OpPlan> Plan(const OpSpec& spec, const OpCall& call, const DeviceInfo& /*dev*/,
                             bool backward, Act act) {
   const std::string& op = spec.name;
   // Operands in the kernel's order: [dC,] A, B, out0, [out1].
@@ -118,20 +117,12 @@ absl::StatusOr<OpPlan> Plan(const OpSpec& spec, const OpCall& call, const Device
   p.rows = dense ? 1 : rows;
   p.cols = dense ? rows * cols : cols;
 
-  const int64_t work = CeilDiv(p.rows * (p.cols / (c.vectorized ? vec : 1)), block);
-  int64_t grid = work;
-  if (c.grid > 0) {
-    grid = std::min<int64_t>(c.grid, work);
-  } else {
-    int per_sm = kFallbackBlocksPerSm;
-    if (dev.blocks_per_sm) {
-      LIGERD_ASSIGN_OR_RETURN(per_sm, dev.blocks_per_sm(op, plan.variant, kernel, block, 0));
-    }
-    if (per_sm <= 0)
-      return absl::InternalError(absl::StrCat(op, ": kernel ", kernel, " cannot run with ", block, " threads"));
-    grid = std::min<int64_t>(work, int64_t{std::max(dev.sm_count, 1)} * per_sm);
-  }
-  grid = std::min<int64_t>(grid, 0x7fffffff);
+  // One block per chunk of POSITIONS_PER_THREAD * block vectors (glu.cuh); a tuned grid may
+  // be smaller (blocks then loop over chunks).
+  const int64_t work = CeilDiv(p.rows * (p.cols / (c.vectorized ? vec : 1)),
+                               int64_t{block} * LIGERD_GLU_POSITIONS_PER_THREAD);
+  const int64_t grid = std::min<int64_t>(c.grid > 0 ? std::min<int64_t>(c.grid, work) : work,
+                                         kMaxGrid);
 
   KernelLaunch launch;
   launch.kernel = kernel;

@@ -13,8 +13,8 @@ namespace ligerd::kernels {
 // Elements per 16-byte access of dtype x.
 int GluVectorWidth(DType x);
 
-// Default: 256-thread blocks (threads_per_row = block size, rows_per_block = 1), grid 0 = as many
-// blocks as are resident on the GPU at once (grid-stride beyond that).
+// Default: 256-thread blocks (threads_per_row = block size, rows_per_block = 1), grid 0 = one
+// block per chunk of the tensor (glu.cuh).
 LaunchConfig GluDefaultConfig(bool vectorized);
 
 // OK if `config` is a legal launch (block a multiple of 32 <= 1024, one "row" per block,

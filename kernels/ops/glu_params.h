@@ -4,6 +4,11 @@
 #ifndef LIGERD_KERNELS_OPS_GLU_PARAMS_H_
 #define LIGERD_KERNELS_OPS_GLU_PARAMS_H_
 
+// Vector positions each thread handles (loads of all of them in flight before any math). Two
+// 16-byte vectors per operand per thread, in one-shot blocks of 256, reach 3.05 TB/s on an H100
+// for the forward at 16384 x 14336 bf16 (101% of a plain copy kernel); 1 and 4 are within 1%.
+#define LIGERD_GLU_POSITIONS_PER_THREAD 2
+
 struct LigerdGluParams {
   const void* dc;   // backward: [rows, f] upstream gradient; forward: null
   const void* a;    // [rows, f] gate (activation input)

@@ -15,7 +15,7 @@ namespace {
 // Byte-addressable, for halves of one [rows, 2F] tensor.
 char* Addr(int i) { return static_cast<char*>(testing::Addr(i)); }
 using testing::Tensor;
-// The GLU planner sizes its grid from occupancy: 8 blocks/SM as for a 256-thread kernel.
+// The GLU planner needs no occupancy (one block per chunk): any fake device.
 DeviceInfo FakeDevice() { return testing::FakeDevice(8); }
 
 absl::StatusOr<OpPlan> Plan(const std::string& op, const std::vector<TensorView>& t) {
@@ -52,7 +52,9 @@ TEST(GluPlan, DenseForwardIsOneLongRowWithVectors) {
     ASSERT_EQ(p->launches.size(), 1u);
     EXPECT_EQ(p->launches[0].kernel, "glu_fwd_v");
     EXPECT_EQ(p->launches[0].block[0], 256u);
-    EXPECT_EQ(p->launches[0].grid[0], 132u * 8u) << "grid-stride over the resident blocks";
+    // One block per chunk of 256 threads x LIGERD_GLU_POSITIONS_PER_THREAD vectors of 8.
+    EXPECT_EQ(p->launches[0].grid[0], 16384u * 14336u / 8u / (256u * LIGERD_GLU_POSITIONS_PER_THREAD))
+        << "one block per chunk";
     EXPECT_EQ(p->variant.tag, "xbf16");
     const LigerdGluParams q = Params(*p);
     EXPECT_EQ(q.rows, 1);

@@ -1,0 +1,14 @@
+"""GeGLU benchmark rows: c = gelu_tanh(a) * b, as bench/kernels/swiglu.py (same shapes, byte
+model and peers: Liger's LigerGELUMulFunction, ligerd's liger_geglu)."""
+
+from __future__ import annotations
+
+from kernels.swiglu import (PASSES, bytes_moved, make_args, make_impls, make_steps,  # noqa: F401
+                            shapes)
+
+OP = "geglu"
+TITLE = "GeGLU (tanh)"
+
+
+def impls():
+    return make_impls(OP)

@@ -1,0 +1,63 @@
+"""The kernel-benchmark harness on the CPU: every op module's shapes, byte model and eager steps
+(fwd, bwd, full) run and produce gradients of the right shapes; ratios and the summary come out
+of fake rows right. (Timing itself needs CUDA: bench/run_kernels.py on the GPU machine.)"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch is not installed")
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(0, str(BENCH))
+
+harness = importlib.import_module("kernels.harness")
+run_kernels = importlib.import_module("run_kernels")
+
+TINY = {"rms_norm": {"M": 3, "N": 8}, "swiglu": {"M": 3, "F": 8}, "geglu": {"M": 3, "F": 8}}
+
+
+@pytest.fixture(autouse=True)
+def cpu_harness(monkeypatch):
+    monkeypatch.setattr(harness, "DEVICE", "cpu")
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_module_interface_and_eager_steps(name):
+    mod = importlib.import_module(f"kernels.{name}")
+    assert mod.OP == name and mod.TITLE and set(mod.PASSES) <= {"fwd", "bwd", "full"}
+    full = mod.shapes(False)
+    assert mod.shapes(True) == full[:1], "quick runs the first (LLaMA-3-8B) shape alone"
+    shape = TINY[name]
+    assert mod.bytes_moved(shape, "full", 2) == mod.bytes_moved(shape, "fwd", 2) + \
+        mod.bytes_moved(shape, "bwd", 2)
+    fn = mod.impls()["eager"](shape, torch.float32)
+    for p in mod.PASSES:
+        args, grad_idx = harness._fresh_args(mod, shape, torch.float32)
+        out = harness._step(mod, fn, args, grad_idx, p)()
+        if p == "fwd":
+            assert out.shape == args[0].shape
+        else:
+            grads = list(out)
+            assert [g.shape for g in grads[:len(grad_idx)]] == [args[i].shape for i in grad_idx]
+            assert all(torch.isfinite(g).all() for g in grads)
+
+
+def test_ratios_and_summary():
+    rows = [
+        {"op": "x", "impl": "eager", "shape": "M=1", "pass": "fwd", "ms": 2.0, "GBps": 100.0,
+         "peak_extra_MiB": 10.0},
+        {"op": "x", "impl": "ligerd", "shape": "M=1", "pass": "fwd", "ms": 1.0, "GBps": 200.0,
+         "peak_extra_MiB": 4.0},
+    ]
+    run_kernels.add_ratios(rows, copy_gbps=400.0)
+    assert rows[1]["speedup_vs_eager"] == pytest.approx(2.0)
+    assert rows[0]["speedup_vs_ligerd"] == pytest.approx(0.5)
+    assert rows[1]["pct_copy_bw"] == pytest.approx(50.0)
+    (line,) = run_kernels.summary(rows)
+    assert line["x_vs_eager"] == pytest.approx(2.0)
+    assert line["peak_MiB"] == 4.0 and line["peak_MiB_eager"] == 10.0
