@@ -74,9 +74,14 @@ def backward(dy: torch.Tensor, x: torch.Tensor, w: Optional[torch.Tensor], eps: 
     c1 = (xhat * wdy).sum(dim=-1, keepdim=True) / n
     c2 = wdy.sum(dim=-1, keepdim=True) / n
     dx = (wdy - (xhat * c1 + c2)) * rstd
-    c1s = (xhat * wdy).abs().sum(dim=-1, keepdim=True) / n
+    # As in forward(): the kernels' xhat carries the fp32 mean's rounding (half an ulp of |mean|,
+    # times rstd) whatever |x - mean| is, so its scale is (|x| + |mean|) * rstd, not |xhat|.
+    # (Found on the H100: one fp32 row whose x sits near its mean, dW = dy * xhat off by 7e-5
+    # relative, = 2^-25 * |mean| * rstd * |dy|.)
+    xs = (x64.abs() + mean.abs()) * rstd
+    c1s = (xs * wdy.abs()).sum(dim=-1, keepdim=True) / n
     c2s = wdy.abs().sum(dim=-1, keepdim=True) / n
-    dx_scale = (wdy.abs() + xhat.abs() * c1s + c2s) * rstd
+    dx_scale = (wdy.abs() + xs * c1s + c2s) * rstd
     terms = dy64 * xhat
-    return BwdRef(dx=dx, dx_scale=dx_scale, dw=terms.sum(dim=0), dw_scale=terms.abs().sum(dim=0),
+    return BwdRef(dx=dx, dx_scale=dx_scale, dw=terms.sum(dim=0), dw_scale=(dy64.abs() * xs).sum(dim=0),
                   db=dy64.sum(dim=0), db_scale=dy64.abs().sum(dim=0))
