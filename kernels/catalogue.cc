@@ -22,6 +22,10 @@ const std::vector<const OpSpec*>& AllOps() {
       &CrossEntropyCountSpec(),
       &CrossEntropyForwardSpec(),
       &CrossEntropyScaleSpec(),
+      &LayerNormForwardSpec(),
+      &LayerNormBackwardSpec(),
+      &FusedAddRmsNormForwardSpec(),
+      &FusedAddRmsNormBackwardSpec(),
   };
   return *ops;
 }

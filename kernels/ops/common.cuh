@@ -132,23 +132,39 @@ __device__ __forceinline__ void store_one(T* p, float v) {
   o.store(p);
 }
 
-// Sum of `v` over the blockDim.x threads that share a row (threadIdx.y names the row), returned
-// to all of them, bitwise identical in every lane (the xor butterfly only relies on a+b == b+a;
-// cross-warp partials are summed in a fixed order). blockDim.x is a power of two <= 32 or a
-// multiple of 32; blockDim.x * blockDim.y is a multiple of 32 (so full-mask shuffles are legal).
-// Every thread of the block must call it (it may __syncthreads). `red` is >= 32 floats of
-// shared memory; a caller reducing in a loop alternates two buffers so one barrier suffices.
-__device__ __forceinline__ float row_sum(float v, float* red) {
+// Sums of K values over the blockDim.x threads that share a row (threadIdx.y names the row),
+// returned to all of them, bitwise identical in every lane (the xor butterfly only relies on
+// a+b == b+a; cross-warp partials are summed in a fixed order). K > 1 reduces several values
+// behind one barrier (LayerNorm's backward needs two sums per row). blockDim.x is a power of two
+// <= 32 or a multiple of 32; blockDim.x * blockDim.y is a multiple of 32 (so full-mask shuffles
+// are legal). Every thread of the block must call it (it may __syncthreads). `red` is >= 32 * K
+// floats of shared memory; a caller reducing in a loop alternates two buffers so one barrier
+// suffices.
+template <int K>
+__device__ __forceinline__ void row_sums(float (&v)[K], float* red) {
   const int tpr = blockDim.x;
   const int width = tpr < 32 ? tpr : 32;
-  for (int off = width >> 1; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-  if (tpr <= 32) return v;
+  for (int off = width >> 1; off > 0; off >>= 1)
+#pragma unroll
+    for (int k = 0; k < K; ++k) v[k] += __shfl_xor_sync(0xffffffffu, v[k], off);
+  if (tpr <= 32) return;
   const int warps = tpr >> 5;
-  if ((threadIdx.x & 31) == 0) red[threadIdx.y * warps + (threadIdx.x >> 5)] = v;
+  if ((threadIdx.x & 31) == 0)
+#pragma unroll
+    for (int k = 0; k < K; ++k) red[(threadIdx.y * warps + (threadIdx.x >> 5)) * K + k] = v[k];
   __syncthreads();
-  float s = 0.f;
-  for (int i = 0; i < warps; ++i) s += red[threadIdx.y * warps + i];
-  return s;
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    float s = 0.f;
+    for (int i = 0; i < warps; ++i) s += red[(threadIdx.y * warps + i) * K + k];
+    v[k] = s;
+  }
+}
+
+__device__ __forceinline__ float row_sum(float v, float* red) {
+  float a[1] = {v};
+  row_sums<1>(a, red);
+  return a[0];
 }
 
 }  // namespace ligerd

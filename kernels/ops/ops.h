@@ -16,5 +16,9 @@ const OpSpec& RopeBackwardSpec();     // rope_bwd
 const OpSpec& CrossEntropyCountSpec();    // cross_entropy_count
 const OpSpec& CrossEntropyForwardSpec();  // cross_entropy_fwd
 const OpSpec& CrossEntropyScaleSpec();    // cross_entropy_scale
+const OpSpec& LayerNormForwardSpec();          // layer_norm_fwd
+const OpSpec& LayerNormBackwardSpec();         // layer_norm_bwd
+const OpSpec& FusedAddRmsNormForwardSpec();    // fused_add_rms_norm_fwd
+const OpSpec& FusedAddRmsNormBackwardSpec();   // fused_add_rms_norm_bwd
 
 }  // namespace ligerd::kernels

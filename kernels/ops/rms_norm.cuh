@@ -1,8 +1,13 @@
-// RMSNorm forward and backward, Liger-compatible semantics. Compiled by NVRTC (see rms_norm.cc).
+// RMSNorm forward and backward, Liger-compatible semantics, and the same kernels with the
+// residual add fused in (Liger's LigerFusedAddRMSNorm). Compiled by NVRTC (see rms_norm.cc).
 //
 // Specialisation (compile-time -D defines, one module per combination):
 //   LIGERD_RMS_BWD   0: forward module, 1: backward module (+ the dW reduction kernel)
-//   LIGERD_XT        element type of X, Y, dY, dX: float | ligerd::bf16 | ligerd::f16
+//   LIGERD_RMS_ADD   1: fused add. Forward: the row is S = T(X + R) (rounded to X's dtype, as
+//                    torch's `residual + hidden` is), S is written out and normalised.
+//                    Backward: the saved S is the input row and dS (the new residual's gradient,
+//                    optional) is added into dX before its one rounding: dX = dnorm(dY) + dS.
+//   LIGERD_XT        element type of X, Y, dY, dX (and R, S, dS): float | ligerd::bf16 | ligerd::f16
 //   LIGERD_WT        element type of W and dW: LIGERD_XT or float
 //   LIGERD_HAS_W     0: elementwise_affine=False (no W, no dW)
 //   LIGERD_CAST      0 llama, 1 gemma, 2 none (Liger's casting_mode)
@@ -10,8 +15,7 @@
 // name: rms_norm_{fwd,bwd}_i<ITERS>_{v,s} keep a whole row in registers, ITERS vectors per
 // thread; _v uses 16-byte vectors (needs n % VEC == 0 and aligned rows), _s one element per
 // access (any n); rms_norm_{fwd,bwd}_loop_{v,s} stream rows too long for registers in two passes.
-// Launch shape: blockDim.x threads share a row (power of two <= 32 or a multiple of 32),
-// blockDim.y rows per block.
+// Launch shape and shared helpers: rowwise.cuh.
 //
 // Numerics (x, w, dy converted to fp32 on load; all sums in fp32 in a fixed order, so results
 // are bitwise reproducible for a given launch config):
@@ -23,17 +27,23 @@
 //         difference from Liger: the sum of squares accumulates in fp32 (Triton's bf16/fp16
 //         tree sum rounds partial sums), rounded to T once it is complete.
 //   backward (all modes, fp32 like Liger's, which upcasts X there):
-//         m = dy * (offset + w); dx = rstd * m - rstd^3 * (sum(m * x) / n) * x
+//         m = dy * (offset + w); dx = rstd * m - rstd^3 * (sum(m * x) / n) * x  (+ ds if fused)
 //         dW = sum over rows of dy * xn, xn = T(x * rstd) for llama, x * rstd otherwise.
 #include "kernels/ops/common.cuh"
 #include "kernels/ops/rms_norm_params.h"
+#include "kernels/ops/rowwise.cuh"
+
+// A launch bound that differs between the plain and the fused-add kernels (see the tables below).
+#define LIGERD_RMS_MAXT(PLAIN, FUSED) (LIGERD_RMS_ADD ? (FUSED) : (PLAIN))
 
 namespace ligerd {
 namespace rms {
 
 using XT = LIGERD_XT;
 using WT = LIGERD_WT;
+using rowwise::vec_index;
 constexpr bool kHasW = LIGERD_HAS_W != 0;
+constexpr bool kAdd = LIGERD_RMS_ADD != 0;
 constexpr int kCast = LIGERD_CAST;
 constexpr int kLlama = 0, kGemma = 1, kNone = 2;
 // Elements per 16-byte access of X: the widest single load/store an SM issues.
@@ -67,6 +77,15 @@ __device__ __forceinline__ float xn_for_dw(float x, float rstd) {
   return kCast == kLlama ? round_to<XT>(x * rstd) : x * rstd;
 }
 
+// Fused add: v <- T(v + r), the new residual, which is also what gets normalised.
+template <int VEC>
+__device__ __forceinline__ void add_residual(Vec<XT, VEC>& v, const Vec<XT, VEC>& r) {
+  float s[VEC];
+#pragma unroll
+  for (int i = 0; i < VEC; ++i) s[i] = v.get(i) + r.get(i);
+  v.set_all(s);
+}
+
 #if LIGERD_RMS_BWD == 0
 // The forward loop kernel keeps this many vectors per thread in flight per pass (enough
 // outstanding loads to cover DRAM latency without the register cost of a whole row).
@@ -74,26 +93,30 @@ constexpr int kLoopUnroll = 4;
 
 // ---------------------------------------------------------------------------------------------
 // Forward. Moves 2*rows*n*sizeof(XT) bytes (read x, write y) + n*sizeof(WT) (w, L2-resident
-// after the first rows) + 4*rows (rstd): HBM-bound, limit = bytes / copy bandwidth.
+// after the first rows) + 4*rows (rstd): HBM-bound, limit = bytes / copy bandwidth. Fused add:
+// 4*rows*n*sizeof(XT) (read x and r, write y and s).
 
 // A row in registers: x is read once, kept as raw 16-bit/32-bit words (4 registers per 16-byte
 // vector whatever the dtype), reduced, then normalised and written.
 template <int ITERS, int VEC>
 __device__ __forceinline__ void fwd_reg(const LigerdRmsNormFwdParams& p) {
   __shared__ float red[32];
-  const int tpr = blockDim.x;
-  const int lane = threadIdx.x;
   const long long row = static_cast<long long>(blockIdx.x) * blockDim.y + threadIdx.y;
   const bool valid = row < p.rows;
   const int nvec = p.n / VEC;
-  const XT* x = static_cast<const XT*>(p.x) + (valid ? row : 0) * p.x_stride;
+  const long long r0 = valid ? row : 0;
 
   Vec<XT, VEC> xv[ITERS];
+  rowwise::load_row<XT, ITERS, VEC>(xv, static_cast<const XT*>(p.x) + r0 * p.x_stride, valid, nvec);
+  if constexpr (kAdd) {
+    Vec<XT, VEC> rv[ITERS];
+    rowwise::load_row<XT, ITERS, VEC>(rv, static_cast<const XT*>(p.r) + r0 * p.r_stride, valid, nvec);
+    XT* s = static_cast<XT*>(p.s) + r0 * p.s_stride;
 #pragma unroll
-  for (int k = 0; k < ITERS; ++k) {
-    const int j = lane + k * tpr;
-    if (valid && j < nvec) xv[k].load(x + static_cast<long long>(j) * VEC);
-    else xv[k].zero();
+    for (int k = 0; k < ITERS; ++k) {
+      add_residual(xv[k], rv[k]);
+      if (valid && vec_index(k) < nvec) xv[k].store(s + static_cast<long long>(vec_index(k)) * VEC);
+    }
   }
   float ss = 0.f;
 #pragma unroll
@@ -106,13 +129,13 @@ __device__ __forceinline__ void fwd_reg(const LigerdRmsNormFwdParams& p) {
   ss = row_sum(ss, red);
   if (!valid) return;  // no barriers below
   const float rstd = rstd_of(ss, p.n, p.eps);
-  if (lane == 0) p.rstd[row] = rstd;
+  if (threadIdx.x == 0) p.rstd[row] = rstd;
 
   const WT* w = static_cast<const WT*>(p.w);
   XT* y = static_cast<XT*>(p.y) + row * p.y_stride;
 #pragma unroll
   for (int k = 0; k < ITERS; ++k) {
-    const int j = lane + k * tpr;
+    const int j = vec_index(k);
     if (j < nvec) {
       Vec<WT, VEC> wv;
       if constexpr (kHasW) wv.load(w + static_cast<long long>(j) * VEC);
@@ -127,7 +150,9 @@ __device__ __forceinline__ void fwd_reg(const LigerdRmsNormFwdParams& p) {
 }
 
 // Rows longer than registers hold: pass 1 sums squares, pass 2 re-reads x (mostly from L2,
-// which holds the rows in flight) and writes y. Costs one extra read of x at worst.
+// which holds the rows in flight) and writes y. Costs one extra read of x at worst. Fused add:
+// pass 1 writes s, and pass 2 reads s back instead of x and r (each column is written and
+// re-read by the same thread, so program order makes it visible).
 template <int VEC>
 __device__ __forceinline__ void fwd_loop(const LigerdRmsNormFwdParams& p) {
   __shared__ float red[32];
@@ -135,7 +160,10 @@ __device__ __forceinline__ void fwd_loop(const LigerdRmsNormFwdParams& p) {
   const long long row = static_cast<long long>(blockIdx.x) * blockDim.y + threadIdx.y;
   const bool valid = row < p.rows;
   const int nvec = p.n / VEC;
-  const XT* x = static_cast<const XT*>(p.x) + (valid ? row : 0) * p.x_stride;
+  const long long r0 = valid ? row : 0;
+  const XT* x = static_cast<const XT*>(p.x) + r0 * p.x_stride;
+  const XT* r = kAdd ? static_cast<const XT*>(p.r) + r0 * p.r_stride : nullptr;
+  XT* s = kAdd ? static_cast<XT*>(p.s) + r0 * p.s_stride : nullptr;
 
   float ss = 0.f;
   for (int j0 = threadIdx.x; valid && j0 < nvec; j0 += kLoopUnroll * tpr) {
@@ -145,6 +173,18 @@ __device__ __forceinline__ void fwd_loop(const LigerdRmsNormFwdParams& p) {
       const int j = j0 + u * tpr;
       if (j < nvec) xv[u].load(x + static_cast<long long>(j) * VEC);
       else xv[u].zero();
+    }
+    if constexpr (kAdd) {
+#pragma unroll
+      for (int u = 0; u < kLoopUnroll; ++u) {
+        const int j = j0 + u * tpr;
+        if (j < nvec) {
+          Vec<XT, VEC> rv;
+          rv.load(r + static_cast<long long>(j) * VEC);
+          add_residual(xv[u], rv);
+          xv[u].store(s + static_cast<long long>(j) * VEC);
+        }
+      }
     }
 #pragma unroll
     for (int u = 0; u < kLoopUnroll; ++u)
@@ -159,6 +199,7 @@ __device__ __forceinline__ void fwd_loop(const LigerdRmsNormFwdParams& p) {
   const float rstd = rstd_of(ss, p.n, p.eps);
   if (threadIdx.x == 0) p.rstd[row] = rstd;
 
+  const XT* xin = kAdd ? s : x;
   const WT* w = static_cast<const WT*>(p.w);
   XT* y = static_cast<XT*>(p.y) + row * p.y_stride;
   for (int j0 = threadIdx.x; j0 < nvec; j0 += kLoopUnroll * tpr) {
@@ -168,7 +209,7 @@ __device__ __forceinline__ void fwd_loop(const LigerdRmsNormFwdParams& p) {
     for (int u = 0; u < kLoopUnroll; ++u) {
       const int j = j0 + u * tpr;
       if (j < nvec) {
-        xv[u].load(x + static_cast<long long>(j) * VEC);
+        xv[u].load(xin + static_cast<long long>(j) * VEC);
         if constexpr (kHasW) wv[u].load(w + static_cast<long long>(j) * VEC);
       }
     }
@@ -190,24 +231,27 @@ __device__ __forceinline__ void fwd_loop(const LigerdRmsNormFwdParams& p) {
 }  // namespace rms
 }  // namespace ligerd
 
-// Every forward kernel may be launched with up to 1024 threads: a row in registers costs
-// 4 * ITERS registers, so even ITERS = 8 fits the 64 registers/thread that 1024 threads allow.
-#define LIGERD_RMS_FWD_REG(I)                                                                   \
-  extern "C" __global__ void __launch_bounds__(1024)                                            \
+// Launch bounds: a row in registers costs 4 * ITERS registers (plus 4 * ITERS for r while the
+// fused add runs), so every plain forward shape fits the 64 registers/thread that 1024-thread
+// blocks allow; the fused i7, i8 and loop kernels would spill there, so they are bounded to
+// 512 threads. The
+// host's MaxThreads() tables in rms_norm.cc mirror these bounds.
+#define LIGERD_RMS_FWD_REG(I, MAXT)                                                             \
+  extern "C" __global__ void __launch_bounds__(MAXT)                                            \
       rms_norm_fwd_i##I##_v(const LigerdRmsNormFwdParams p) { ligerd::rms::fwd_reg<I, ligerd::rms::kVec>(p); } \
-  extern "C" __global__ void __launch_bounds__(1024)                                            \
+  extern "C" __global__ void __launch_bounds__(MAXT)                                            \
       rms_norm_fwd_i##I##_s(const LigerdRmsNormFwdParams p) { ligerd::rms::fwd_reg<I, 1>(p); }
-LIGERD_RMS_FWD_REG(1)
-LIGERD_RMS_FWD_REG(2)
-LIGERD_RMS_FWD_REG(3)
-LIGERD_RMS_FWD_REG(4)
-LIGERD_RMS_FWD_REG(5)
-LIGERD_RMS_FWD_REG(6)
-LIGERD_RMS_FWD_REG(7)
-LIGERD_RMS_FWD_REG(8)
-extern "C" __global__ void __launch_bounds__(1024)
+LIGERD_RMS_FWD_REG(1, 1024)
+LIGERD_RMS_FWD_REG(2, 1024)
+LIGERD_RMS_FWD_REG(3, 1024)
+LIGERD_RMS_FWD_REG(4, 1024)
+LIGERD_RMS_FWD_REG(5, 1024)
+LIGERD_RMS_FWD_REG(6, 1024)
+LIGERD_RMS_FWD_REG(7, LIGERD_RMS_MAXT(1024, 512))
+LIGERD_RMS_FWD_REG(8, LIGERD_RMS_MAXT(1024, 512))
+extern "C" __global__ void __launch_bounds__(LIGERD_RMS_MAXT(1024, 512))
     rms_norm_fwd_loop_v(const LigerdRmsNormFwdParams p) { ligerd::rms::fwd_loop<ligerd::rms::kVec>(p); }
-extern "C" __global__ void __launch_bounds__(1024)
+extern "C" __global__ void __launch_bounds__(LIGERD_RMS_MAXT(1024, 512))
     rms_norm_fwd_loop_s(const LigerdRmsNormFwdParams p) { ligerd::rms::fwd_loop<1>(p); }
 
 #else  // LIGERD_RMS_BWD
@@ -215,54 +259,39 @@ extern "C" __global__ void __launch_bounds__(1024)
 // within the 64 registers that 1024-thread blocks allow.
 constexpr int kBwdLoopUnroll = 2;
 // ---------------------------------------------------------------------------------------------
-// Backward. Moves 3*rows*n*sizeof(XT) (read dy and x, write dx) + 4*rows (rstd) + n*sizeof(WT)
-// (w) + 2 * P*n*4 (dW partials written here and read by the reduction, P = gridDim.x, the
-// persistent grid, so a few percent at most) + n*sizeof(WT) (dW): HBM-bound.
+// Backward. Moves 3*rows*n*sizeof(XT) (read dy and x, write dx; fused: + read ds) + 4*rows
+// (rstd) + n*sizeof(WT) (w) + 2 * P*n*4 (dW partials written here and read by the reduction,
+// P = gridDim.x, the persistent grid, so a few percent at most) + n*sizeof(WT) (dW): HBM-bound.
 
 // Persistent: block b takes row groups b, b + gridDim.x, ... and keeps its share of dW in fp32
-// registers across them, so dW costs one partial row per block instead of atomics. The block's
-// blockDim.y partial rows are summed in shared memory (fixed order) before the single write.
+// registers across them, so dW costs one partial row per block instead of atomics
+// (rowwise::store_block_partial).
 template <int ITERS, int VEC>
 __device__ __forceinline__ void bwd_reg(const LigerdRmsNormBwdParams& p) {
   __shared__ float red[2][32];
   extern __shared__ float dw_stage[];  // blockDim.x * blockDim.y * VEC floats when kHasW
-  const int tpr = blockDim.x;
-  const int lane = threadIdx.x;
   const int nvec = p.n / VEC;
   const float inv_n = 1.f / static_cast<float>(p.n);
   const WT* w = static_cast<const WT*>(p.w);
+  const bool has_ds = kAdd && p.ds != nullptr;  // uniform over the grid
 
   // W is re-read for every row rather than held in registers: it stays in L1 (a few KB), and
   // the registers it would pin (ITERS * VEC floats once converted) are what limits how many
   // rows, and so how many bytes of dy and x, an SM can keep in flight.
   float acc[ITERS][VEC];
-#pragma unroll
-  for (int k = 0; k < ITERS; ++k)
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) acc[k][i] = 0.f;
+  rowwise::zero_acc(acc);
 
   int parity = 0;
   const long long step = static_cast<long long>(gridDim.x) * blockDim.y;
   for (long long base = static_cast<long long>(blockIdx.x) * blockDim.y; base < p.rows; base += step) {
     const long long row = base + threadIdx.y;
     const bool valid = row < p.rows;
-    const XT* dy = static_cast<const XT*>(p.dy) + (valid ? row : 0) * p.dy_stride;
-    const XT* x = static_cast<const XT*>(p.x) + (valid ? row : 0) * p.x_stride;
+    const long long r0 = valid ? row : 0;
     Vec<XT, VEC> dyv[ITERS], xv[ITERS];
     Vec<WT, VEC> wv[ITERS];
-#pragma unroll
-    for (int k = 0; k < ITERS; ++k) {
-      const int j = lane + k * tpr;
-      if (valid && j < nvec) {
-        dyv[k].load(dy + static_cast<long long>(j) * VEC);
-        xv[k].load(x + static_cast<long long>(j) * VEC);
-        if constexpr (kHasW) wv[k].load(w + static_cast<long long>(j) * VEC);
-      } else {
-        dyv[k].zero();
-        xv[k].zero();
-        wv[k].zero();
-      }
-    }
+    rowwise::load_row<XT, ITERS, VEC>(dyv, static_cast<const XT*>(p.dy) + r0 * p.dy_stride, valid, nvec);
+    rowwise::load_row<XT, ITERS, VEC>(xv, static_cast<const XT*>(p.x) + r0 * p.x_stride, valid, nvec);
+    if constexpr (kHasW) rowwise::load_row<WT, ITERS, VEC>(wv, w, valid, nvec);
     const float rstd = valid ? p.rstd[row] : 0.f;
     float dot = 0.f;
 #pragma unroll
@@ -277,10 +306,15 @@ __device__ __forceinline__ void bwd_reg(const LigerdRmsNormBwdParams& p) {
     if (valid) {
       const float c = rstd * rstd * rstd * (dot * inv_n);
       XT* dx = static_cast<XT*>(p.dx) + row * p.dx_stride;
+      const XT* ds = has_ds ? static_cast<const XT*>(p.ds) + row * p.ds_stride : nullptr;
 #pragma unroll
       for (int k = 0; k < ITERS; ++k) {
-        const int j = lane + k * tpr;
+        const int j = vec_index(k);
         if (j < nvec) {
+          // dS is loaded here, after the reduction, not with dy and x: it is not needed for the
+          // row sum, and holding it across would cost 4 registers per vector.
+          Vec<XT, VEC> dsv;
+          if (has_ds) dsv.load(ds + static_cast<long long>(j) * VEC);
           float o[VEC];
 #pragma unroll
           for (int i = 0; i < VEC; ++i) {
@@ -288,6 +322,7 @@ __device__ __forceinline__ void bwd_reg(const LigerdRmsNormBwdParams& p) {
             const float xf = xv[k].get(i);
             const float m = kHasW ? g * (p.offset + wv[k].get(i)) : g;
             o[i] = rstd * m - c * xf;
+            if (has_ds) o[i] += dsv.get(i);
             if constexpr (kHasW) acc[k][i] = fmaf(g, xn_for_dw(xf, rstd), acc[k][i]);
           }
           Vec<XT, VEC> out;
@@ -299,35 +334,8 @@ __device__ __forceinline__ void bwd_reg(const LigerdRmsNormBwdParams& p) {
   }
 
   // dw_partial is null when W is frozen (no dW wanted); the branch is uniform over the block.
-  if (kHasW && p.dw_partial != nullptr) {
-    float* part = p.dw_partial + static_cast<long long>(blockIdx.x) * p.n;
-#pragma unroll
-    for (int k = 0; k < ITERS; ++k) {
-      const int j = lane + k * tpr;
-      float s[VEC];
-#pragma unroll
-      for (int i = 0; i < VEC; ++i) s[i] = acc[k][i];
-      if (blockDim.y > 1) {
-        float* mine = dw_stage + (threadIdx.y * tpr + lane) * VEC;
-#pragma unroll
-        for (int i = 0; i < VEC; ++i) mine[i] = s[i];
-        __syncthreads();
-        if (threadIdx.y == 0) {
-          for (int r = 1; r < blockDim.y; ++r) {
-            const float* other = dw_stage + (r * tpr + lane) * VEC;
-#pragma unroll
-            for (int i = 0; i < VEC; ++i) s[i] += other[i];
-          }
-        }
-        __syncthreads();
-      }
-      if (threadIdx.y == 0 && j < nvec) {
-        Vec<float, VEC> out;
-        out.set_all(s);
-        out.store(part + static_cast<long long>(j) * VEC);
-      }
-    }
-  }
+  if (kHasW && p.dw_partial != nullptr)
+    rowwise::store_block_partial(acc, p.dw_partial + static_cast<long long>(blockIdx.x) * p.n, dw_stage, nvec);
 }
 
 // Rows too long for registers: pass 1 forms sum(m * x), pass 2 re-reads dy, x (L2) and writes
@@ -340,6 +348,7 @@ __device__ __forceinline__ void bwd_loop(const LigerdRmsNormBwdParams& p) {
   const int nvec = p.n / VEC;
   const float inv_n = 1.f / static_cast<float>(p.n);
   const WT* w = static_cast<const WT*>(p.w);
+  const bool has_ds = kAdd && p.ds != nullptr;
   float* part = (kHasW && p.dw_partial != nullptr) ? p.dw_partial + static_cast<long long>(blockIdx.x) * p.n : nullptr;
   int parity = 0;
   for (long long row = blockIdx.x; row < p.rows; row += gridDim.x) {
@@ -376,8 +385,9 @@ __device__ __forceinline__ void bwd_loop(const LigerdRmsNormBwdParams& p) {
     const float rstd = p.rstd[row];
     const float c = rstd * rstd * rstd * (dot * inv_n);
     XT* dx = static_cast<XT*>(p.dx) + row * p.dx_stride;
+    const XT* ds = has_ds ? static_cast<const XT*>(p.ds) + row * p.ds_stride : nullptr;
     for (int j0 = threadIdx.x; j0 < nvec; j0 += kBwdLoopUnroll * tpr) {
-      Vec<XT, VEC> dyv[kBwdLoopUnroll], xv[kBwdLoopUnroll];
+      Vec<XT, VEC> dyv[kBwdLoopUnroll], xv[kBwdLoopUnroll], dsv[kBwdLoopUnroll];
       Vec<WT, VEC> wv[kBwdLoopUnroll];
 #pragma unroll
       for (int u = 0; u < kBwdLoopUnroll; ++u) {
@@ -386,6 +396,7 @@ __device__ __forceinline__ void bwd_loop(const LigerdRmsNormBwdParams& p) {
           dyv[u].load(dy + static_cast<long long>(j) * VEC);
           xv[u].load(x + static_cast<long long>(j) * VEC);
           if constexpr (kHasW) wv[u].load(w + static_cast<long long>(j) * VEC);
+          if (has_ds) dsv[u].load(ds + static_cast<long long>(j) * VEC);
         }
       }
 #pragma unroll
@@ -401,6 +412,7 @@ __device__ __forceinline__ void bwd_loop(const LigerdRmsNormBwdParams& p) {
             const float xf = xv[u].get(i);
             const float m = kHasW ? g * (p.offset + wv[u].get(i)) : g;
             o[i] = rstd * m - c * xf;
+            if (has_ds) o[i] += dsv[u].get(i);
             if (part != nullptr) d[i] = fmaf(g, xn_for_dw(xf, rstd), first ? 0.f : prev.get(i));
           }
           Vec<XT, VEC> out;
@@ -421,39 +433,25 @@ __device__ __forceinline__ void bwd_loop(const LigerdRmsNormBwdParams& p) {
 }  // namespace ligerd
 
 // Register budget of a row-in-registers backward thread: ITERS * VEC fp32 dW accumulators plus
-// raw dy, x and w vectors (4 registers each per 16 bytes). The launch bound caps threads per
-// block so the compiler may use what that needs without spilling (64/128/255 registers at
-// 1024/512/256 threads); the host's MaxBwdThreads() mirrors this table.
+// raw dy, x and w vectors (4 registers each per 16 bytes), and dS's when fused. The launch bound
+// caps threads per block so the compiler may use what that needs without spilling
+// (64/128/255 registers at 1024/512/256 threads): plain i1-i2 1024, i3-i4 512; fused i2 and the
+// fused loop kernel 512 too (they would spill at 64 registers).
 #define LIGERD_RMS_BWD_REG(I, MAXT)                                                             \
   extern "C" __global__ void __launch_bounds__(MAXT)                                            \
       rms_norm_bwd_i##I##_v(const LigerdRmsNormBwdParams p) { ligerd::rms::bwd_reg<I, ligerd::rms::kVec>(p); } \
   extern "C" __global__ void __launch_bounds__(MAXT)                                            \
       rms_norm_bwd_i##I##_s(const LigerdRmsNormBwdParams p) { ligerd::rms::bwd_reg<I, 1>(p); }
 LIGERD_RMS_BWD_REG(1, 1024)
-LIGERD_RMS_BWD_REG(2, 1024)
+LIGERD_RMS_BWD_REG(2, LIGERD_RMS_MAXT(1024, 512))
 LIGERD_RMS_BWD_REG(3, 512)
 LIGERD_RMS_BWD_REG(4, 512)
-extern "C" __global__ void __launch_bounds__(1024)
+extern "C" __global__ void __launch_bounds__(LIGERD_RMS_MAXT(1024, 512))
     rms_norm_bwd_loop_v(const LigerdRmsNormBwdParams p) { ligerd::rms::bwd_loop<ligerd::rms::kVec>(p); }
-extern "C" __global__ void __launch_bounds__(1024)
+extern "C" __global__ void __launch_bounds__(LIGERD_RMS_MAXT(1024, 512))
     rms_norm_bwd_loop_s(const LigerdRmsNormBwdParams p) { ligerd::rms::bwd_loop<1>(p); }
 
-// dW[c] = sum over partial rows r of partial[r][c], r in ascending order within each of the
-// 16 row lanes and then the lanes in ascending order: deterministic, no atomics. Block 32 x 16:
-// a warp reads 32 consecutive floats (128-byte transactions). Moves P*n*4 + n*sizeof(WT) bytes.
+// dW = column sums of the partial rows (rowwise::reduce_partials; gridDim.y == 1).
 extern "C" __global__ void __launch_bounds__(512)
-    rms_norm_bwd_dw_reduce(const LigerdRmsNormDwReduceParams p) {
-  __shared__ float part[16][33];  // +1 column: no bank conflicts on the transposed read
-  const int col = blockIdx.x * 32 + threadIdx.x;
-  float s = 0.f;
-  if (col < p.n)
-    for (int r = threadIdx.y; r < p.num_partials; r += 16) s += p.partial[static_cast<long long>(r) * p.n + col];
-  part[threadIdx.y][threadIdx.x] = s;
-  __syncthreads();
-  if (threadIdx.y == 0 && col < p.n) {
-    float t = 0.f;
-    for (int r = 0; r < 16; ++r) t += part[r][threadIdx.x];
-    ligerd::store_one(static_cast<ligerd::rms::WT*>(p.dw) + col, t);
-  }
-}
+    rms_norm_bwd_dw_reduce(const LigerdRowReduceParams p) { ligerd::rowwise::reduce_partials<ligerd::rms::WT>(p); }
 #endif  // LIGERD_RMS_BWD

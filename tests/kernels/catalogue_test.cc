@@ -1,6 +1,7 @@
 // The catalogue and RMSNorm's launch-shape heuristic (pure functions, no CUDA).
 #include "kernels/catalogue.h"
 
+#include <algorithm>
 #include <set>
 
 #include "gtest/gtest.h"
@@ -13,7 +14,9 @@ namespace {
 
 TEST(Catalogue, ListsRmsNormWithItsVariants) {
   std::vector<OpInfo> ops = ListOps();
-  ASSERT_EQ(ops.size(), 11u);
+  // Catalogue order: rms_norm 0-1, swiglu/geglu 2-5, rope 6-7, cross_entropy 8-10,
+  // layer_norm 11-12, fused_add_rms_norm 13-14.
+  ASSERT_EQ(ops.size(), 15u);
   EXPECT_EQ(ops[0].name, "rms_norm_fwd");
   EXPECT_EQ(ops[1].name, "rms_norm_bwd");
   // fwd: fp32 {no W, W} + {bf16, fp16} x {no W, W same, W fp32} x 3 casting modes.
@@ -57,15 +60,44 @@ TEST(Catalogue, ListsRmsNormWithItsVariants) {
   const std::vector<std::string> ce = {"cross_entropy_count", "cross_entropy_fwd", "cross_entropy_scale"};
   const std::vector<size_t> ce_variants = {1u, 6u, 3u};
   for (size_t i = 0; i < ce.size(); ++i) {
-    const OpInfo& o = ops[6 + i];
+    const OpInfo& o = ops[8 + i];
     EXPECT_EQ(o.name, ce[i]);
     EXPECT_EQ(o.variant_count, ce_variants[i]);
     EXPECT_FALSE(o.doc.empty());
   }
-  EXPECT_EQ(ops[7].tensors, (std::vector<std::string>{"X", "target", "weight?", "denom", "row_scale?", "dX?->",
+  EXPECT_EQ(ops[9].tensors, (std::vector<std::string>{"X", "target", "weight?", "denom", "row_scale?", "dX?->",
                                                       "loss->", "z_loss?->", "pred?->"}));
   EXPECT_EQ(FindOp("cross_entropy_fwd")->tensors[5].may_alias, "X");
   EXPECT_EQ(FindOp("nope"), nullptr);
+  // LayerNorm: W/B presence is a run-time choice, so one variant per (X dtype, parameter dtype).
+  EXPECT_EQ(ops[11].name, "layer_norm_fwd");
+  EXPECT_EQ(ops[12].name, "layer_norm_bwd");
+  EXPECT_EQ(ops[11].variant_count, 5u);
+  EXPECT_EQ(ops[12].variant_count, 5u);
+  EXPECT_EQ(ops[11].tensors, (std::vector<std::string>{"X", "W?", "B?", "Y->", "MEAN->", "RSTD->"}));
+  EXPECT_EQ(ops[12].tensors, (std::vector<std::string>{"dY", "X", "W?", "MEAN", "RSTD", "dX->", "dW?->", "dB?->"}));
+  EXPECT_EQ(ops[11].scalars, (std::vector<std::string>{"eps"}));
+  EXPECT_TRUE(ops[12].scalars.empty());
+  EXPECT_EQ(FindOp("layer_norm_bwd")->tensors[5].may_alias, "dY");
+  // Fused add + RMSNorm: RMSNorm's variants that have a weight (Liger's op always has one).
+  EXPECT_EQ(ops[13].name, "fused_add_rms_norm_fwd");
+  EXPECT_EQ(ops[14].name, "fused_add_rms_norm_bwd");
+  EXPECT_EQ(ops[13].variant_count, 1u + 2u * 2u * 3u);
+  EXPECT_EQ(ops[14].variant_count, 1u + 2u * 2u * 2u);
+  EXPECT_EQ(ops[13].tensors, (std::vector<std::string>{"X", "R", "W", "Y->", "S->", "RSTD->"}));
+  EXPECT_EQ(ops[14].tensors, (std::vector<std::string>{"dY", "dS?", "S", "W", "RSTD", "dX->", "dW?->"}));
+  EXPECT_EQ(ops[13].scalars, ops[0].scalars);
+  EXPECT_EQ(ops[14].scalars, ops[1].scalars);
+  EXPECT_EQ(FindOp("fused_add_rms_norm_bwd")->tensors[5].may_alias, "dY");
+  // The fused ops compile the RMSNorm source with the add switched on.
+  for (const char* name : {"fused_add_rms_norm_fwd", "fused_add_rms_norm_bwd"}) {
+    const OpSpec* f = FindOp(name);
+    EXPECT_EQ(f->main.name, "kernels/ops/rms_norm.cuh");
+    for (const KernelVariant& v : f->variants)
+      EXPECT_NE(std::find(v.defines.begin(), v.defines.end(), "LIGERD_RMS_ADD=1"), v.defines.end()) << v.tag;
+  }
+  for (const KernelVariant& v : FindOp("rms_norm_fwd")->variants)
+    EXPECT_NE(std::find(v.defines.begin(), v.defines.end(), "LIGERD_RMS_ADD=0"), v.defines.end()) << v.tag;
 }
 
 TEST(Catalogue, VariantTagsAreUniqueAndSourcesEmbedded) {
@@ -73,8 +105,10 @@ TEST(Catalogue, VariantTagsAreUniqueAndSourcesEmbedded) {
     std::set<std::string> tags;
     for (const KernelVariant& v : op->variants) EXPECT_TRUE(tags.insert(v.tag).second) << v.tag;
     EXPECT_FALSE(op->main.text.empty()) << op->name;
-    if (op->name.starts_with("rms_norm"))
-      EXPECT_NE(op->main.text.find("LIGERD_RMS_FWD_REG(1)"), std::string_view::npos);
+    if (op->name.starts_with("rms_norm") || op->name.starts_with("fused_add_rms_norm"))
+      EXPECT_NE(op->main.text.find("LIGERD_RMS_FWD_REG(1, 1024)"), std::string_view::npos);
+    else if (op->name.starts_with("layer_norm"))
+      EXPECT_NE(op->main.text.find("LIGERD_LN_FWD_REG(1, 1024)"), std::string_view::npos);
     else if (op->name.starts_with("rope"))
       EXPECT_NE(op->main.text.find("rope_v"), std::string_view::npos) << op->name;
     else if (op->name.starts_with("cross_entropy"))

@@ -8,6 +8,7 @@
 #include "kernels/cuda_driver.h"
 #include "kernels/executor.h"
 #include "kernels/ops/rms_norm_params.h"
+#include "kernels/ops/rowwise_params.h"
 #include "tests/kernels/test_util.h"
 
 namespace ligerd::kernels {
@@ -181,11 +182,11 @@ TEST(PlanBackward, ValidCallWithWorkspaceAndReduction) {
   const unsigned grid = plan->launches[0].grid[0];
   EXPECT_EQ(grid, 132u * 2u) << "persistent: SMs x blocks per SM";
   EXPECT_EQ(plan->workspace_bytes, size_t{grid} * 4096 * 4);
-  LigerdRmsNormDwReduceParams r;
+  LigerdRowReduceParams r;
   std::memcpy(&r, plan->launches[1].params.data(), sizeof(r));
   EXPECT_EQ(r.num_partials, static_cast<int>(grid));
   EXPECT_EQ(r.partial, Addr(10));
-  EXPECT_EQ(r.dw, Addr(5));
+  EXPECT_EQ(r.out[0], Addr(5));
 }
 
 TEST(PlanBackward, InPlaceAndOptionalGradients) {

@@ -10,6 +10,7 @@
 #include "kernels/jit/nvrtc_compiler.h"
 #include "kernels/ops/glu.h"
 #include "kernels/ops/rope.h"
+#include "kernels/ops/layer_norm.h"
 #include "kernels/ops/rms_norm.h"
 #include "kernels/precompile.h"
 #include "tests/kernels/test_util.h"
@@ -76,7 +77,8 @@ std::vector<std::string> PlannableKernels(const std::string& op) {
   if (op == "cross_entropy_fwd") return {"ce_fwd"};
   if (op == "cross_entropy_scale") return {"ce_scale"};
   std::vector<std::string> names;
-  if (!op.starts_with("rms_norm_")) {
+  const bool ln = op.starts_with("layer_norm");
+  if (!ln && !op.starts_with("rms_norm_") && !op.starts_with("fused_add_rms_norm_")) {
     ADD_FAILURE() << "no list of plannable kernels for op " << op << ": add one here";
     return names;
   }
@@ -86,10 +88,10 @@ std::vector<std::string> PlannableKernels(const std::string& op) {
       LaunchConfig c;
       c.iters = it;
       c.vectorized = vec;
-      names.push_back(RmsNormKernelName(backward, c));
+      names.push_back(ln ? LayerNormKernelName(backward, c) : RmsNormKernelName(backward, c));
     }
   }
-  if (backward) names.push_back("rms_norm_bwd_dw_reduce");
+  if (backward) names.push_back(ln ? "layer_norm_bwd_reduce" : "rms_norm_bwd_dw_reduce");
   return names;
 }
 

@@ -1,14 +1,18 @@
 """Torch custom ops (``torch.ops.ligerd.*``) with autograd and fake kernels.
 
 Importing this package registers the ops (it imports torch). One submodule per op family:
-``ligerd.ops.rms_norm`` (``rms_norm()``), ``ligerd.ops.glu`` (``swiglu()``, ``geglu()``),
-``ligerd.ops.rope`` (``rotary_pos_emb()``), ``ligerd.ops.cross_entropy`` (``cross_entropy()``),
-``ligerd.ops.fused_linear_cross_entropy``."""
+``ligerd.ops.rms_norm`` (``rms_norm()``), ``ligerd.ops.fused_add_rms_norm``
+(``fused_add_rms_norm()``), ``ligerd.ops.layer_norm`` (``layer_norm()``), ``ligerd.ops.glu``
+(``swiglu()``, ``geglu()``), ``ligerd.ops.rope`` (``rotary_pos_emb()``),
+``ligerd.ops.cross_entropy`` (``cross_entropy()``), ``ligerd.ops.fused_linear_cross_entropy``."""
 
 from ligerd.ops import cross_entropy  # noqa: F401  (module; registers ligerd::cross_entropy_*)
+from ligerd.ops import fused_add_rms_norm  # noqa: F401  (registers ligerd::fused_add_rms_norm_*)
 from ligerd.ops import fused_linear_cross_entropy  # noqa: F401  (module; uses cross_entropy)
 from ligerd.ops import glu  # noqa: F401  (module; registers ligerd::glu_*)
+from ligerd.ops import layer_norm  # noqa: F401  (module; registers ligerd::layer_norm_*)
 from ligerd.ops import rms_norm  # noqa: F401  (module; registers ligerd::rms_norm_*)
 from ligerd.ops import rope  # noqa: F401  (module; registers ligerd::rope, ligerd::rope_inplace)
 
-__all__ = ["cross_entropy", "fused_linear_cross_entropy", "glu", "rms_norm", "rope"]
+__all__ = ["cross_entropy", "fused_add_rms_norm", "fused_linear_cross_entropy", "glu", "layer_norm",
+           "rms_norm", "rope"]

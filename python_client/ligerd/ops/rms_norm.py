@@ -22,11 +22,10 @@ import torch
 
 from ligerd import _backend
 from ligerd._errors import OpInputError
+from ligerd.ops import _rows
 
 OP = "rms_norm"
 CASTING_MODES = {"llama": 0, "gemma": 1, "none": 2}
-_SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-_MAX_DIMS = 4
 
 
 def casting_mode_id(casting_mode) -> int:
@@ -45,64 +44,15 @@ def casting_mode_id(casting_mode) -> int:
                        f"(or 0, 1, 2); got {casting_mode!r}", op=OP)
 
 
-def _fail(msg: str):
-    raise OpInputError(f"ligerd op {OP}: {msg}", op=OP)
-
-
 def check_inputs(X, W) -> None:
-    """Friendly checks before anything reaches C++ (which checks again, as a second line).
-
-    Run on every call: each check reads cheap tensor attributes (is_cuda, dtype, dim, shape,
-    get_device) and builds its message only when it fails."""
-    if not isinstance(X, torch.Tensor):
-        _fail(f"X must be a torch.Tensor, got {type(X).__name__}")
-    if not X.is_cuda and not _backend.cpu_allowed():
-        _fail(f"X must be a CUDA tensor, got a tensor on {X.device}")
-    if X.dtype not in _SUPPORTED_DTYPES:
-        _fail(f"X has dtype {X.dtype}; supported: float32, bfloat16, float16")
-    nd = X.dim()
-    if nd < 1 or nd > _MAX_DIMS:
-        _fail(f"X must have 1 to {_MAX_DIMS} dimensions (rows flattened x hidden), got shape "
-              f"{tuple(X.shape)} ({nd}-D)")
-    if X.shape[-1] == 0:
-        _fail(f"X has hidden size 0 (shape {tuple(X.shape)})")
-    if W is None:
-        return
-    if not isinstance(W, torch.Tensor):
-        _fail(f"W must be a torch.Tensor or None, got {type(W).__name__}")
-    # get_device() is an int (-1 off the GPU): cheaper per call than comparing torch.device
-    # objects, which are compared only when both are off the GPU.
-    w_dev = W.get_device()
-    if w_dev != X.get_device() or (w_dev < 0 and W.device != X.device):
-        _fail(f"W is on {W.device} but X is on {X.device}")
-    if W.dim() != 1 or W.shape[0] != X.shape[-1]:
-        _fail(f"W must have shape ({X.shape[-1]},) to match X's hidden size, got {tuple(W.shape)}")
-    # The kernels take W in X's dtype or in float32 (fp32 master weights with bf16/fp16
-    # activations, as Liger allows); any other pairing is a mistake worth naming.
-    if W.dtype != X.dtype and W.dtype != torch.float32:
-        _fail(f"mixed dtypes: X is {X.dtype} but W is {W.dtype}; W must be {X.dtype} or "
-              f"torch.float32")
+    """Friendly checks before anything reaches C++ (which checks again, as a second line);
+    run on every call (see ligerd.ops._rows)."""
+    _rows.check_rows(OP, "X", X)
+    _rows.check_param(OP, "W", W, X)
 
 
-def _as_rows(t: torch.Tensor) -> torch.Tensor:
-    """(rows, hidden) view of ``t`` that the kernels can read directly, or a contiguous copy.
-
-    The kernels take rows at any pitch as long as the last dimension is contiguous and the
-    leading dimensions flatten into rows with one stride (e.g. a slice ``x[..., :n]`` of a wider
-    buffer): those are passed as they are. Anything else (a transpose, a stride in the hidden
-    dimension) is copied to a contiguous tensor here, so nothing is ever misread; the copy costs
-    one extra read and write of X, as Liger's ``ensure_contiguous`` does for every input."""
-    n = t.shape[-1]
-    if t.is_contiguous():
-        return t.view(-1, n)
-    if t.stride(-1) == 1 or n == 1:
-        try:
-            v = t.view(-1, n)
-        except RuntimeError:
-            v = None
-        if v is not None and (v.shape[0] <= 1 or v.stride(0) >= n):
-            return v
-    return t.contiguous().view(-1, n)
+# The kernels read rows at any pitch; see ligerd.ops._rows.as_rows.
+_as_rows = _rows.as_rows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,11 +79,7 @@ def _(x, w, eps, offset, casting_mode, in_place):
 
 
 def _dw_buffer(x: torch.Tensor, w: Optional[torch.Tensor], compute_dw: bool) -> Optional[torch.Tensor]:
-    if w is None or not compute_dw:
-        return None
-    if x.shape[0] == 0:
-        return torch.zeros_like(w)
-    return torch.empty_like(w)
+    return _rows.param_grad_buffer(x, w, compute_dw)
 
 
 @torch.library.custom_op("ligerd::rms_norm_bwd", mutates_args=())

@@ -3,10 +3,14 @@ is a drop-in for ``from liger_kernel.transformers import LigerRMSNorm``."""
 
 from ligerd.transformers.cross_entropy import LigerCrossEntropyLoss
 from ligerd.transformers.functional import (CrossEntropyOutput, liger_cross_entropy,
+                                            liger_fused_add_rms_norm,
                                             liger_fused_linear_cross_entropy, liger_geglu,
-                                            liger_rms_norm, liger_rope, liger_swiglu)
+                                            liger_layer_norm, liger_rms_norm, liger_rope,
+                                            liger_swiglu)
+from ligerd.transformers.fused_add_rms_norm import LigerFusedAddRMSNorm
 from ligerd.transformers.fused_linear_cross_entropy import LigerFusedLinearCrossEntropyLoss
 from ligerd.transformers.geglu import LigerGEGLUMLP
+from ligerd.transformers.layer_norm import LigerLayerNorm
 from ligerd.transformers.mlp_variants import (LigerExperts, LigerPhi3SwiGLUMLP,
                                               LigerQwen3MoeSwiGLUMLP)
 from ligerd.transformers.rms_norm import (LigerRMSNorm, LigerRMSNormForGemma,
@@ -24,6 +28,8 @@ __all__ = [
     "LigerRMSNormForGlm4",
     "LigerSwiGLUMLP",
     "LigerGEGLUMLP",
+    "LigerLayerNorm",
+    "LigerFusedAddRMSNorm",
     "liger_rms_norm",
     "liger_swiglu",
     "liger_geglu",
@@ -38,6 +44,8 @@ __all__ = [
     "CrossEntropyOutput",
     "liger_cross_entropy",
     "liger_fused_linear_cross_entropy",
+    "liger_layer_norm",
+    "liger_fused_add_rms_norm",
 ]
 
 # Hugging Face model patching (ligerd/transformers/monkey_patch.py, auto_model.py). Loaded on first

@@ -9,8 +9,10 @@ import torch
 
 from ligerd.ops.cross_entropy import cross_entropy as _cross_entropy
 from ligerd.ops.fused_linear_cross_entropy import fused_linear_cross_entropy as _flce
+from ligerd.ops.fused_add_rms_norm import fused_add_rms_norm as _fused_add_rms_norm
 from ligerd.ops.glu import geglu as _geglu
 from ligerd.ops.glu import swiglu as _swiglu
+from ligerd.ops.layer_norm import layer_norm as _layer_norm
 from ligerd.ops.rms_norm import rms_norm as _rms_norm
 from ligerd.ops.rope import rotary_pos_emb as _rotary_pos_emb
 
@@ -92,5 +94,19 @@ def liger_fused_linear_cross_entropy(input, weight, target, bias=None, ce_weight
     return _ce_result(out, return_z_loss, return_token_accuracy, return_predicted_tokens)
 
 
-__all__ = ["CrossEntropyOutput", "liger_cross_entropy", "liger_fused_linear_cross_entropy", "liger_geglu",
-           "liger_rms_norm", "liger_rope", "liger_swiglu"]
+def liger_layer_norm(X, W, B, eps):
+    """``(X - mean) / sqrt(var + eps) * W + B`` over the last dim. See LigerLayerNorm."""
+    return _layer_norm(X, W, B, eps)
+
+
+def liger_fused_add_rms_norm(X, R, W, eps, offset: float = 0.0, casting_mode: str = "llama",
+                             in_place: bool = True):
+    """``(rmsnorm(X + R), X + R)``; the backward takes (dY, dS). See LigerFusedAddRMSNorm.
+    (in_place defaults to True here and False in the module, as in Liger.)"""
+    return _fused_add_rms_norm(X, R, W, eps, offset=offset, casting_mode=casting_mode,
+                               in_place=in_place)
+
+
+__all__ = ["CrossEntropyOutput", "liger_cross_entropy", "liger_fused_add_rms_norm",
+           "liger_fused_linear_cross_entropy", "liger_geglu", "liger_layer_norm", "liger_rms_norm",
+           "liger_rope", "liger_swiglu"]

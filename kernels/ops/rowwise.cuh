@@ -1,0 +1,105 @@
+// What the row-wise norm kernels (rms_norm.cuh, layer_norm.cuh) share. Compiled by NVRTC only.
+//
+// Layout they all use: blockDim.x threads share a row (a power of two <= 32 or a multiple of 32),
+// blockDim.y rows per block; a row of n elements is nvec = n / VEC vectors, and thread `lane`
+// holds vectors lane, lane + blockDim.x, ... (ITERS of them) when the row lives in registers.
+// Consecutive lanes touch consecutive 16-byte vectors, so every warp access is fully coalesced.
+//
+// Weight gradients (RMSNorm's dW, LayerNorm's dW and dB) are never reduced with atomics: each
+// block of a persistent grid keeps fp32 column sums for the rows it visits, writes them as one
+// partial row, and reduce_partials() sums the partial rows per column in a fixed order. So dW is
+// deterministic (bitwise reproducible for a launch config) and costs 2 * P * n * 4 bytes of
+// traffic with P = grid size (about 264 rows on an H100: ~1% of a 16K-row bf16 backward).
+#pragma once
+
+#include "kernels/ops/common.cuh"
+#include "kernels/ops/rowwise_params.h"
+
+namespace ligerd {
+namespace rowwise {
+
+// Index of this thread's k-th vector in its row (valid when < nvec).
+__device__ __forceinline__ int vec_index(int k) { return threadIdx.x + k * blockDim.x; }
+
+// This thread's share of a row into registers: ITERS vectors, zero outside the row or when the
+// row itself is past the end (`valid` false; those threads still take part in row_sums).
+template <class T, int ITERS, int VEC>
+__device__ __forceinline__ void load_row(Vec<T, VEC> (&v)[ITERS], const T* row, bool valid, int nvec) {
+#pragma unroll
+  for (int k = 0; k < ITERS; ++k) {
+    const int j = vec_index(k);
+    if (valid && j < nvec) v[k].load(row + static_cast<long long>(j) * VEC);
+    else v[k].zero();
+  }
+}
+
+// Zero fp32 accumulators of the register-row layout.
+template <int ITERS, int VEC>
+__device__ __forceinline__ void zero_acc(float (&acc)[ITERS][VEC]) {
+#pragma unroll
+  for (int k = 0; k < ITERS; ++k)
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) acc[k][i] = 0.f;
+}
+
+// Per-thread column sums `acc` (register-row layout) summed over the block's blockDim.y rows
+// (through `stage`, blockDim.x * blockDim.y * VEC floats of shared memory, in ascending row
+// order) and written by the first row's threads as one fp32 row at `part`. Every thread of the
+// block must call it (barriers inside when blockDim.y > 1).
+template <int ITERS, int VEC>
+__device__ __forceinline__ void store_block_partial(const float (&acc)[ITERS][VEC], float* part,
+                                                    float* stage, int nvec) {
+  const int tpr = blockDim.x;
+  const int lane = threadIdx.x;
+#pragma unroll
+  for (int k = 0; k < ITERS; ++k) {
+    const int j = vec_index(k);
+    float s[VEC];
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) s[i] = acc[k][i];
+    if (blockDim.y > 1) {
+      float* mine = stage + (threadIdx.y * tpr + lane) * VEC;
+#pragma unroll
+      for (int i = 0; i < VEC; ++i) mine[i] = s[i];
+      __syncthreads();
+      if (threadIdx.y == 0) {
+        for (int r = 1; r < blockDim.y; ++r) {
+          const float* other = stage + (r * tpr + lane) * VEC;
+#pragma unroll
+          for (int i = 0; i < VEC; ++i) s[i] += other[i];
+        }
+      }
+      __syncthreads();
+    }
+    if (threadIdx.y == 0 && j < nvec) {
+      Vec<float, VEC> out;
+      out.set_all(s);
+      out.store(part + static_cast<long long>(j) * VEC);
+    }
+  }
+}
+
+// Column sums of the partial rows: out[k][c] = sum over r of partial[k][r][c], r in ascending
+// order within each of the 16 row lanes and then the lanes in ascending order: deterministic, no
+// atomics. Block 32 x 16 (a warp reads 32 consecutive floats: 128-byte transactions), grid
+// (ceil(n / 32), outputs). Moves outputs * (P * n * 4 + n * sizeof(WT)) bytes.
+constexpr int kReduceCols = 32, kReduceLanes = 16;
+template <class WT>
+__device__ __forceinline__ void reduce_partials(const LigerdRowReduceParams& p) {
+  __shared__ float part[kReduceLanes][kReduceCols + 1];  // +1: no bank conflicts on the transposed read
+  const int col = blockIdx.x * kReduceCols + threadIdx.x;
+  const float* base = p.partial + static_cast<long long>(blockIdx.y) * p.num_partials * p.n;
+  float s = 0.f;
+  if (col < p.n)
+    for (int r = threadIdx.y; r < p.num_partials; r += kReduceLanes) s += base[static_cast<long long>(r) * p.n + col];
+  part[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y == 0 && col < p.n) {
+    float t = 0.f;
+    for (int r = 0; r < kReduceLanes; ++r) t += part[r][threadIdx.x];
+    store_one(static_cast<WT*>(p.out[blockIdx.y]) + col, t);
+  }
+}
+
+}  // namespace rowwise
+}  // namespace ligerd
