@@ -96,7 +96,13 @@ def generic_step(fn, args, grad_idx, p) -> Callable[[], object]:
     if p == "bwd":
         # Backward ops run on their forward's stream: the forward runs on the stream the steps
         # are timed and captured on.
-        ctx = torch.cuda.stream(common.bench_stream()) if DEVICE == "cuda" else contextlib.nullcontext()
+        # The args were made on the current stream: the bench stream waits for them first (without
+        # this the retained forward can read targets or inputs not yet written: the H100 run's
+        # cross-entropy rows hit torch's out-of-range-target assert that way).
+        ctx = contextlib.nullcontext()
+        if DEVICE == "cuda":
+            common.bench_stream().wait_stream(torch.cuda.current_stream())
+            ctx = torch.cuda.stream(common.bench_stream())
         with ctx:
             outs = _outputs(fn(*args))
             grads = _grad_outputs(outs)
