@@ -16,7 +16,7 @@ namespace v1 = ::ligerd::v1;
 using dataplane::kStreamFlagBytes;
 
 // Must match the daemon's release distance (stream waits compare signed differences).
-constexpr uint32_t kClientProtocolVersion = 1;  // proto/ligerd/ring_layout.h kLayoutVersion 1
+constexpr uint32_t kClientProtocolVersion = 2;  // proto/ligerd/ring_layout.h kLayoutVersion 2
 constexpr uint64_t kReleaseAhead = uint64_t{1} << 40;
 // A full ring means the daemon is more than a ring of ops behind; give it this long before
 // calling it stuck. Still well under the 2 s a dead daemon may take to be reported.

@@ -22,16 +22,16 @@ namespace ligerd::ring {
 // Bump kLayoutVersion on any change to the structs below; the daemon refuses rings whose header
 // carries another version.
 inline constexpr uint32_t kMagic = 0x474E524C;  // "LRNG" little-endian
-inline constexpr uint32_t kLayoutVersion = 1;
+inline constexpr uint32_t kLayoutVersion = 2;  // 2: 12 tensors per record (cross-entropy needs 9)
 
 inline constexpr size_t kCacheLine = 64;  // x86-64 and Grace both use 64-byte lines
-inline constexpr int kMaxTensors = 8;     // fused linear CE needs 7 (input, weight, bias, target, ...)
+inline constexpr int kMaxTensors = 12;    // cross_entropy_fwd takes 9 (logits, target, weight, ...)
 inline constexpr int kMaxDims = 4;        // ops take 1-D to 4-D tensors
 inline constexpr int kMaxScalars = 8;     // e.g. CE: ignore_index, smoothing, z-loss scale, softcap
-// Capacity is a power of two (index = sequence & (capacity - 1)) within these limits: 64K records
-// of 832 bytes is 52 MiB, far more in flight than a trainer ever queues.
+// Capacity is a power of two (index = sequence & (capacity - 1)) within these limits: 32K records
+// of 1152 bytes is 36 MiB, far more in flight than a trainer ever queues.
 inline constexpr uint32_t kMinCapacity = 16;
-inline constexpr uint32_t kMaxCapacity = 1u << 16;
+inline constexpr uint32_t kMaxCapacity = 1u << 15;
 
 // Same values as ligerd::kernels::DType.
 enum class RingDType : uint8_t {
@@ -73,7 +73,7 @@ struct alignas(kCacheLine) OpRecord {
 static_assert(std::is_standard_layout_v<OpRecord> && std::is_trivially_copyable_v<OpRecord>);
 static_assert(offsetof(OpRecord, tensors) == 32);
 static_assert(offsetof(OpRecord, scalars) == 32 + kMaxTensors * sizeof(TensorRef));
-static_assert(sizeof(OpRecord) == 832 && sizeof(OpRecord) % kCacheLine == 0);
+static_assert(sizeof(OpRecord) == 1152 && sizeof(OpRecord) % kCacheLine == 0);
 
 // Indices live on their own cache lines so producer and consumer do not false-share.
 struct RingHeader {

@@ -73,7 +73,7 @@ TEST_F(RecordValidationTest, EachBadFieldIsRefused) {
   const Case cases[] = {
       {"op id", [](ring::OpRecord& r) { r.op_id = 4; }, absl::StatusCode::kInvalidArgument},
       {"stream slot", [](ring::OpRecord& r) { r.stream_slot = 2; }, absl::StatusCode::kInvalidArgument},
-      {"tensor count", [](ring::OpRecord& r) { r.num_tensors = 9; }, absl::StatusCode::kInvalidArgument},
+      {"tensor count", [](ring::OpRecord& r) { r.num_tensors = ring::kMaxTensors + 1; }, absl::StatusCode::kInvalidArgument},
       {"scalar count", [](ring::OpRecord& r) { r.num_scalars = 9; }, absl::StatusCode::kInvalidArgument},
       {"flags", [](ring::OpRecord& r) { r.flags = 1; }, absl::StatusCode::kInvalidArgument},
       {"reserved", [](ring::OpRecord& r) { r.tensors[0].reserved[3] = 1; }, absl::StatusCode::kInvalidArgument},

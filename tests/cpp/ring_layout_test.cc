@@ -20,7 +20,7 @@ TEST(RingLayout, CapacityMustBeAPowerOfTwoWithinLimits) {
 
 TEST(RingLayout, BytesAreHeaderStatusAndRecords) {
   EXPECT_EQ(RingBytes(1000), 0u);
-  EXPECT_EQ(RingBytes(16), 3 * 64 + 4 * 64 + 16 * 832u);
+  EXPECT_EQ(RingBytes(16), 3 * 64 + 4 * 64 + 16 * 1152u);
   EXPECT_EQ(kRecordsOffset % kCacheLine, 0u);
 }
 

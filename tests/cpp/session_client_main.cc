@@ -18,7 +18,7 @@ int main(int argc, char** argv) {
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   ligerd::v1::OpenSessionRequest request;
-  request.set_protocol_version(1);
+  request.set_protocol_version(2);
   request.set_client_pid(getpid());
   request.set_device(0);
   request.set_client_name("session_client_main");

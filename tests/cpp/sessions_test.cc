@@ -39,7 +39,7 @@ class SessionsTest : public ::testing::Test {
     stub_ = v1::Sessions::NewStub(client_->channel());
   }
 
-  grpc::Status Open(v1::OpenSessionResponse* response, uint32_t protocol = 1, uint32_t device = 0,
+  grpc::Status Open(v1::OpenSessionResponse* response, uint32_t protocol = 2, uint32_t device = 0,
                     uint32_t pid = getpid()) {
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + 5s);
@@ -102,8 +102,10 @@ TEST_F(SessionsTest, WrongTokenUnknownSessionBadProtocolDeviceAndPidAreRefused) 
   EXPECT_EQ(Heartbeat(session.session_id() + 100, session.token()).error_code(), grpc::StatusCode::NOT_FOUND);
   v1::OpenSessionResponse ignored;
   EXPECT_EQ(Open(&ignored, /*protocol=*/99).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
-  EXPECT_EQ(Open(&ignored, 1, /*device=*/3).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_EQ(Open(&ignored, 1, 0, /*pid=*/1).error_code(), grpc::StatusCode::PERMISSION_DENIED)
+  // Version 1 clients wrote 8-tensor records: refused, not misread.
+  EXPECT_EQ(Open(&ignored, /*protocol=*/1).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(Open(&ignored, 2, /*device=*/3).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Open(&ignored, 2, 0, /*pid=*/1).error_code(), grpc::StatusCode::PERMISSION_DENIED)
       << "a client cannot open a session in another process's name";
 }
 
