@@ -204,8 +204,13 @@ def test_module_and_no_grad_path(launcher):
     torch.testing.assert_close(loss.double(), F.cross_entropy(x0.double(), t, label_smoothing=0.05))
     fwd = [c for c in launcher.calls if c[0] == "cross_entropy_fwd"][-1]
     assert fwd[1][5] is None, "no gradient asked for: loss only"
-    with pytest.raises(AssertionError):
+    with pytest.raises(ValueError, match="LigerCrossEntropyLoss: reduction must be"):
         LigerCrossEntropyLoss(reduction="avg")
+    from ligerd.transformers import LigerFusedLinearCrossEntropyLoss
+    with pytest.raises(ValueError, match="LigerFusedLinearCrossEntropyLoss: label_smoothing"):
+        LigerFusedLinearCrossEntropyLoss(label_smoothing=1.5)
+    with pytest.raises(ValueError, match="softcap must be > 0"):
+        LigerCrossEntropyLoss(softcap=0.0)
 
 
 def test_out_of_range_target_is_a_clear_error(launcher):

@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 
 from ligerd.ops.cross_entropy import cross_entropy
-from ligerd.transformers.functional import _ce_result
+from ligerd.transformers.functional import _ce_result, check_loss_options
 
 
 class LigerCrossEntropyLoss(torch.nn.Module):
@@ -21,11 +21,7 @@ class LigerCrossEntropyLoss(torch.nn.Module):
                  softcap: Optional[float] = None, return_z_loss: bool = False,
                  return_token_accuracy: bool = False, return_predicted_tokens: bool = False):
         super().__init__()
-        assert (label_smoothing >= 0) and (label_smoothing <= 1), (
-            f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
-        assert reduction in {"mean", "sum", "none"}, (
-            f"reduction must be one of 'mean', 'sum', or 'none'. Got: {reduction}")
-        assert softcap is None or softcap > 0, f"softcap must greater than 0.0 or None. Got: {softcap}"
+        check_loss_options("LigerCrossEntropyLoss", label_smoothing, reduction, softcap)
         self.weight = weight
         self.ignore_index = ignore_index
         self.lse_square_scale = lse_square_scale

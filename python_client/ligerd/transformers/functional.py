@@ -46,6 +46,18 @@ class CrossEntropyOutput:
     predicted_tokens: Optional[torch.Tensor] = None
 
 
+def check_loss_options(module: str, label_smoothing: float, reduction: str, softcap) -> None:
+    """The constructor checks both loss modules share (Liger asserts them; a ValueError naming
+    the module survives ``python -O``)."""
+    from ligerd._errors import OpInputError
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise OpInputError(f"{module}: label_smoothing must be in [0, 1], got {label_smoothing}", op=module)
+    if reduction not in ("mean", "sum", "none"):
+        raise OpInputError(f"{module}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}", op=module)
+    if softcap is not None and not softcap > 0:
+        raise OpInputError(f"{module}: softcap must be > 0 or None, got {softcap}", op=module)
+
+
 def _ce_result(out, return_z_loss, return_token_accuracy, return_predicted_tokens):
     loss, z_loss, token_accuracy, predicted_tokens = out
     if not return_z_loss and not return_token_accuracy and not return_predicted_tokens:
