@@ -1,8 +1,8 @@
 """CPU stand-ins for the Hugging Face patching tests (tests/python/test_hf_*.py).
 
-1. ``RefLauncher``: the executor contract of the ops already in the tree (rms_norm, swiglu,
-   geglu) implemented in float64 torch, installed as ``ligerd._backend._test_launcher`` so the
-   Liger modules run on CPU tensors (as in test_rms_norm_wiring.py / test_glu_wiring.py).
+1. ``ref_executor.RefLauncher``: every executor op implemented in float64 torch
+   (tests/python/ref_executor.py, shared with the op wiring tests), installed as
+   ``ligerd._backend._test_launcher`` so the Liger modules run on CPU tensors.
 2. Torch reference implementations of the ops other engineers are writing in parallel
    (``liger_rotary_pos_emb``, ``liger_cross_entropy``, ``LigerCrossEntropyLoss``,
    ``LigerLayerNorm``, ``LigerFusedAddRMSNorm``, ``LigerFusedLinearCrossEntropyLoss`` and
@@ -18,51 +18,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import rms_norm_ref  # tests/gpu/rms_norm_ref.py (conftest puts tests/gpu on sys.path)
+import ref_executor  # tests/python/ref_executor.py: float64 references of every executor op
 
 CALLS: list = []  # (stand-in name, kwargs summary)
-
-
-class RefLauncher:
-    """float64 reference of kernels/ops/{rms_norm,glu}.cc's tensor/scalar contracts."""
-
-    def __call__(self, op, tensors, scalars):
-        if op == "rms_norm_fwd":
-            x, w, y, rstd = tensors
-            eps, offset, mode = scalars
-            r = rms_norm_ref.forward(x, w, eps, offset, int(mode))
-            y.copy_(r.y.to(y.dtype))
-            rstd.copy_(r.rstd.to(rstd.dtype))
-        elif op == "rms_norm_bwd":
-            dy, x, w, rstd, dx, dw = tensors
-            offset, mode = scalars
-            r = rms_norm_ref.backward(dy, x, w, 0.0, offset, int(mode), rstd=rstd)
-            dx.copy_(r.dx.to(dx.dtype))
-            if dw is not None:
-                dw.copy_(r.dw.to(dw.dtype))
-        elif op in ("swiglu_fwd", "geglu_fwd", "swiglu_bwd", "geglu_bwd"):
-            kind, direction = op.split("_")
-            if direction == "fwd":
-                a, b, c = tensors
-                f, _ = _act(a.double(), kind)
-                c.copy_(f * b.double())
-            else:
-                dc, a, b, da, db = tensors
-                f, g = _act(a.double(), kind)
-                ra, rb = dc.double() * b.double() * g, dc.double() * f
-                da.copy_(ra)  # after every read: da may alias a, db may alias b
-                db.copy_(rb)
-        else:
-            raise AssertionError(f"RefLauncher: no reference for op {op!r}")
-
-
-def _act(x, kind):
-    if kind == "swiglu":
-        s = torch.sigmoid(x)
-        return x * s, s * (1 + x * (1 - s))
-    k0 = (2.0 / torch.pi) ** 0.5
-    t = torch.tanh(k0 * (x + 0.044715 * x ** 3))
-    return 0.5 * x * (1 + t), 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k0 * (1 + 3 * 0.044715 * x * x)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,14 +132,14 @@ def install(monkeypatch, launcher: bool = True) -> list:
     the stand-ins, for the test's duration only (monkeypatch). Returns the names injected.
 
     With ``launcher=False`` (real kernels) a stand-in is injected only where the real op is
-    missing: until the op lands. On the CPU (``launcher=True``) the stand-ins are used even where
-    the real op exists, because RefLauncher implements only the rms_norm/glu executor contracts
-    and these tests are about the patching, not about those ops (each has its own wiring test)."""
+    missing. On the CPU (``launcher=True``) the stand-ins are used even where the real op exists:
+    these tests observe what the patched forwards call (``CALLS``: arguments such as
+    num_items_in_batch and softcap), and each real op has its own wiring test."""
     import importlib
 
     from ligerd import _backend
     if launcher:
-        monkeypatch.setattr(_backend, "_test_launcher", RefLauncher())
+        monkeypatch.setattr(_backend, "_test_launcher", ref_executor.RefLauncher())
     injected = []
     for modname, objs in STANDINS.items():
         mod = importlib.import_module(modname)

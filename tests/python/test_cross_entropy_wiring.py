@@ -13,100 +13,18 @@ torch = pytest.importorskip("torch", reason="torch is not installed")
 
 import torch.nn.functional as F  # noqa: E402
 
-from ligerd import OpInputError, _backend  # noqa: E402
+from ligerd import OpInputError  # noqa: E402
 from ligerd.ops import fused_linear_cross_entropy as flce_mod  # noqa: E402
 from ligerd.transformers import (CrossEntropyOutput, LigerCrossEntropyLoss,  # noqa: E402
                                  LigerFusedLinearCrossEntropyLoss, liger_cross_entropy,
                                  liger_fused_linear_cross_entropy)
-
-
-class RefLauncher:
-    """float64 model of the three executor ops (same contract as the kernels)."""
-
-    def __init__(self):
-        self.calls = []
-
-    def __call__(self, op, tensors, scalars):
-        self.calls.append((op, [None if t is None else (tuple(t.shape), t.data_ptr()) for t in tensors],
-                           list(scalars)))
-        getattr(self, op)(tensors, scalars)
-
-    def cross_entropy_count(self, t, s):
-        target, weight, denom = t
-        ii, V = int(s[0]), int(s[1])
-        valid = target != ii
-        inr = (target >= 0) & (target < V)
-        ok = valid & inr
-        w = weight.double() if weight is not None else None
-        sw = w[target[ok]].sum() if w is not None else ok.sum().double()
-        denom.copy_(torch.stack([ok.sum().double(), sw, w.sum() if w is not None else torch.tensor(0.0, dtype=torch.float64),
-                                 (valid & ~inr).sum().double()]))
-
-    def cross_entropy_fwd(self, t, s):
-        x, target, weight, denom, row_scale, dx, loss, z_loss, pred = t
-        ii, lss, ls, red, cap, ts = s
-        ii, red = int(ii), int(red)
-        xd = x.double()
-        V = x.shape[1]
-        if cap > 0:
-            th = torch.tanh(xd / cap)
-            z = cap * th
-        else:
-            z = xd
-        lse = torch.logsumexp(z, dim=1)
-        p = torch.softmax(z, dim=1)
-        ignored = target == ii
-        valid = (~ignored) & (target >= 0) & (target < V)
-        ty = target.clamp(0, V - 1)
-        zy = z.gather(1, ty[:, None])[:, 0]
-        zy = torch.where(valid, zy, torch.full_like(zy, float("nan")))
-        w = weight.double() if weight is not None else torch.ones(V, dtype=torch.float64)
-        wy = torch.where(valid, w[ty], torch.full_like(zy, float("nan")))
-        W = w.sum()
-        eps = ls / V
-        n, sw = (denom[0].double(), denom[1].double()) if red == 1 else (1.0, 1.0)
-        l = wy * (lse - zy)
-        if ls > 0:
-            l = l * (1 - ls) + eps * (W * lse - (w * z).sum(1))
-        zl = lss * lse * lse / n
-        l = l / sw
-        A = ((1 - ls) * wy + eps * W) / sw + 2 * lss * lse / n
-        B = -eps / sw
-        C = -(1 - ls) * wy / sw
-        f = row_scale.double() if row_scale is not None else torch.ones_like(lse)
-        if ts:
-            py = torch.exp(zy - lse)
-            l, zl, f = l * py, zl * py, f * py
-        g = (A[:, None] * p + B * w[None, :]) * f[:, None]
-        g.scatter_add_(1, ty[:, None], (C * f)[:, None] * valid[:, None].double())
-        if cap > 0:
-            g = g * (1 - th * th)
-        g[ignored] = 0
-        l = torch.where(ignored, torch.zeros_like(l), l + zl)
-        zl = torch.where(ignored, torch.zeros_like(zl), zl)
-        am = z.argmax(dim=1)
-        loss.copy_(l)
-        if z_loss is not None:
-            z_loss.copy_(zl)
-        if pred is not None:
-            pred.copy_(torch.where(ignored, torch.full_like(am, -1), am))
-        if dx is not None:
-            dx.copy_(g)  # after every read: dx may be x
-
-    def cross_entropy_scale(self, t, s):
-        g, f = t
-        if f.numel() == 1:
-            if float(f) != 1.0:
-                g.mul_(f.double().to(g.dtype) if g.dtype == torch.float64 else float(f))
-        else:
-            g.copy_(g.double() * f.double()[:, None])
+import ref_executor  # noqa: E402  (tests/python/ref_executor.py)
 
 
 @pytest.fixture
 def launcher(monkeypatch):
-    lr = RefLauncher()
-    monkeypatch.setattr(_backend, "_test_launcher", lr)
-    return lr
+    """The executor replaced by its float64 reference (tests/python/ref_executor.py)."""
+    return ref_executor.install(monkeypatch, describe=ref_executor.shape_and_ptr)
 
 
 def logits_and_target(bt=9, V=13, ignore=(), seed=0, dtype=torch.float32, ii=-100):

@@ -12,40 +12,13 @@ from ligerd import _backend  # noqa: E402
 from ligerd.ops.fused_add_rms_norm import LigerFusedAddRMSNormFunction  # noqa: E402
 from ligerd.transformers import LigerFusedAddRMSNorm, liger_fused_add_rms_norm  # noqa: E402
 
-import rms_norm_ref as ref  # noqa: E402
-
-
-class RefLauncher:
-    def __init__(self):
-        self.calls = []
-
-    def __call__(self, op, tensors, scalars):
-        self.calls.append((op, [None if t is None else (tuple(t.shape), t.data_ptr()) for t in tensors],
-                           list(scalars)))
-        if op == "fused_add_rms_norm_fwd":
-            x, r, w, y, s, rstd = tensors
-            eps, offset, mode = scalars
-            s.copy_((x.double() + r.double()).to(s.dtype))
-            rr = ref.forward(s, w, eps, offset, int(mode))
-            y.copy_(rr.y.to(y.dtype))
-            rstd.copy_(rr.rstd.to(rstd.dtype))
-        elif op == "fused_add_rms_norm_bwd":
-            dy, ds, s, w, rstd, dx, dw = tensors
-            offset, mode = scalars
-            rr = ref.backward(dy, s, w, 0.0, offset, int(mode), rstd=rstd)
-            total = rr.dx + (ds.double() if ds is not None else 0.0)
-            dx.copy_(total.to(dx.dtype))  # after every read of dy: dx may alias dy
-            if dw is not None:
-                dw.copy_(rr.dw.to(dw.dtype))
-        else:
-            raise AssertionError(op)
+import ref_executor  # noqa: E402  (tests/python/ref_executor.py)
 
 
 @pytest.fixture
 def launcher(monkeypatch):
-    lr = RefLauncher()
-    monkeypatch.setattr(_backend, "_test_launcher", lr)
-    return lr
+    """The executor replaced by its float64 reference (tests/python/ref_executor.py)."""
+    return ref_executor.install(monkeypatch, describe=ref_executor.shape_and_ptr)
 
 
 def hf_add_rms_norm(x, r, w, eps):

@@ -3,7 +3,6 @@ in-place backward (dA over A, dB over B), strided halves, torch.compile, the MLP
 friendly input errors. The executor is replaced by a float64 reference "launcher" honouring the
 contract of kernels/ops/glu.cc; the kernels themselves are tested in tests/gpu/test_glu.py."""
 
-import math
 import types
 
 import pytest
@@ -11,48 +10,14 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch is not installed")
 
 import ligerd  # noqa: E402
-from ligerd import _backend  # noqa: E402
 from ligerd.transformers import (LigerGEGLUMLP, LigerSwiGLUMLP, liger_geglu,  # noqa: E402
                                  liger_swiglu)
-
-K0 = math.sqrt(2.0 / math.pi)
-
-
-def act_and_grad(x, kind):
-    if kind == "swiglu":
-        s = torch.sigmoid(x)
-        return x * s, s * (1 + x * (1 - s))
-    t = torch.tanh(K0 * (x + 0.044715 * x ** 3))
-    return 0.5 * x * (1 + t), 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * K0 * (1 + 3 * 0.044715 * x * x)
-
-
-class RefLauncher:
-    def __init__(self):
-        self.calls = []
-
-    def __call__(self, op, tensors, scalars):
-        self.calls.append((op, [(tuple(t.shape), t.data_ptr(), tuple(t.stride())) for t in tensors],
-                           list(scalars)))
-        kind, direction = op.split("_")
-        assert kind in ("swiglu", "geglu") and not scalars
-        if direction == "fwd":
-            a, b, c = tensors
-            f, _ = act_and_grad(a.double(), kind)
-            c.copy_(f * b.double())
-        else:
-            dc, a, b, da, db = tensors
-            f, g = act_and_grad(a.double(), kind)
-            dcd, bd = dc.double(), b.double()
-            ra, rb = dcd * bd * g, dcd * f
-            da.copy_(ra)  # after every read: da may be a, db may be b
-            db.copy_(rb)
-
+import ref_executor  # noqa: E402  (tests/python/ref_executor.py)
 
 @pytest.fixture
 def launcher(monkeypatch):
-    lr = RefLauncher()
-    monkeypatch.setattr(_backend, "_test_launcher", lr)
-    return lr
+    """The executor replaced by its float64 reference (tests/python/ref_executor.py)."""
+    return ref_executor.install(monkeypatch, describe=ref_executor.shape_ptr_stride)
 
 
 def torch_ref(a, b, kind):

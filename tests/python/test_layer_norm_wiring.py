@@ -11,46 +11,13 @@ from ligerd import _backend  # noqa: E402
 from ligerd.ops.layer_norm import LigerLayerNormFunction  # noqa: E402
 from ligerd.transformers import LigerLayerNorm, liger_layer_norm  # noqa: E402
 
-import layer_norm_ref as ref  # noqa: E402  (tests/gpu/layer_norm_ref.py)
-
-
-class RefLauncher:
-    def __init__(self):
-        self.calls = []
-
-    def __call__(self, op, tensors, scalars):
-        self.calls.append((op, [None if t is None else (tuple(t.shape), t.dtype, t.data_ptr()) for t in tensors],
-                           list(scalars)))
-        if op == "layer_norm_fwd":
-            x, w, b, y, mean, rstd = tensors
-            (eps,) = scalars
-            assert mean.dtype == rstd.dtype == torch.float32
-            r = ref.forward(x, w, b, eps)
-            y.copy_(r.y.to(y.dtype))
-            mean.copy_(r.mean)
-            rstd.copy_(r.rstd)
-        elif op == "layer_norm_bwd":
-            dy, x, w, mean, rstd, dx, dw, db = tensors
-            assert scalars == []
-            # eps is not an input of the backward: recover it from the saved rstd (the reference
-            # recomputes the statistics from x).
-            var = ((x.double() - x.double().mean(-1, keepdim=True)) ** 2).mean(-1)
-            eps = float((rstd.double() ** -2 - var).mean()) if x.shape[0] else 0.0
-            r = ref.backward(dy, x, w, eps)
-            dx.copy_(r.dx.to(dx.dtype))
-            if dw is not None:
-                dw.copy_(r.dw.to(dw.dtype))
-            if db is not None:
-                db.copy_(r.db.to(db.dtype))
-        else:
-            raise AssertionError(op)
+import ref_executor  # noqa: E402  (tests/python/ref_executor.py)
 
 
 @pytest.fixture
 def launcher(monkeypatch):
-    lr = RefLauncher()
-    monkeypatch.setattr(_backend, "_test_launcher", lr)
-    return lr
+    """The executor replaced by its float64 reference (tests/python/ref_executor.py)."""
+    return ref_executor.install(monkeypatch, describe=ref_executor.shape_dtype_ptr)
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (3, 17), (2, 5, 33), (2, 3, 4, 9), (9,)])

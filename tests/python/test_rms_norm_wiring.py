@@ -14,40 +14,13 @@ from ligerd import _backend  # noqa: E402
 from ligerd.ops import rms_norm as rms_ops  # noqa: E402
 from ligerd.transformers import LigerRMSNorm, liger_rms_norm  # noqa: E402
 
-import rms_norm_ref as ref  # noqa: E402  (tests/gpu/rms_norm_ref.py)
-
-
-class RefLauncher:
-    """Implements the executor contract with the float64 reference; records calls."""
-
-    def __init__(self):
-        self.calls = []
-
-    def __call__(self, op, tensors, scalars):
-        self.calls.append((op, [None if t is None else (tuple(t.shape), t.data_ptr()) for t in tensors],
-                           list(scalars)))
-        if op == "rms_norm_fwd":
-            x, w, y, rstd = tensors
-            eps, offset, mode = scalars
-            r = ref.forward(x, w, eps, offset, int(mode))
-            y.copy_(r.y.to(y.dtype))
-            rstd.copy_(r.rstd.to(rstd.dtype))
-        elif op == "rms_norm_bwd":
-            dy, x, w, rstd, dx, dw = tensors
-            offset, mode = scalars
-            r = ref.backward(dy, x, w, 0.0, offset, int(mode), rstd=rstd)
-            dx.copy_(r.dx.to(dx.dtype))  # after every read of dy: dx may alias dy
-            if dw is not None:
-                dw.copy_(r.dw.to(dw.dtype))
-        else:
-            raise AssertionError(op)
+import ref_executor  # noqa: E402  (tests/python/ref_executor.py)
 
 
 @pytest.fixture
 def launcher(monkeypatch):
-    lr = RefLauncher()
-    monkeypatch.setattr(_backend, "_test_launcher", lr)
-    return lr
+    """The executor replaced by its float64 reference (tests/python/ref_executor.py)."""
+    return ref_executor.install(monkeypatch, describe=ref_executor.shape_and_ptr)
 
 
 def hf_rms_norm(x, w, eps, offset=0.0):

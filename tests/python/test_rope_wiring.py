@@ -9,60 +9,16 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch is not installed")
 
 import ligerd  # noqa: E402
-from ligerd import _backend  # noqa: E402
 from ligerd.ops.rope import LigerRopeFunction  # noqa: E402
 from ligerd.transformers import liger_rotary_pos_emb  # noqa: E402
 from ligerd.transformers.functional import liger_rope  # noqa: E402
-
-
-def _span(t):
-    if t.numel() == 0:
-        return (0, 0)
-    last = sum((n - 1) * s for n, s in zip(t.shape, t.stride()))
-    return t.data_ptr(), t.data_ptr() + (last + 1) * t.element_size()
-
-
-class RefLauncher:
-    """rope_fwd / rope_bwd in float64, through the tensors' own strides."""
-
-    def __init__(self):
-        self.calls = []
-
-    def __call__(self, op, tensors, scalars):
-        assert op in ("rope_fwd", "rope_bwd") and not scalars
-        q, k, cos, sin, qo, ko = tensors
-        self.calls.append((op, [(tuple(t.shape), t.data_ptr(), tuple(t.stride())) for t in tensors]))
-        # The executor's contract: 4-D q/k, 3-D cos/sin, stride-1 last dims, outputs exactly the
-        # inputs or disjoint from everything.
-        assert q.dim() == 4 and k.dim() == 4 and cos.dim() == 3 and sin.shape == cos.shape
-        for t in tensors:
-            assert t.shape[-1] <= 1 or t.stride(-1) == 1, "the kernels need a contiguous last dim"
-        for out, inp in ((qo, q), (ko, k)):
-            if out.numel() and not (out.data_ptr() == inp.data_ptr() and out.stride() == inp.stride()):
-                for other in (q, k, cos, sin, qo if out is ko else ko):
-                    a, b = _span(out), _span(other)
-                    assert other.numel() == 0 or a[1] <= b[0] or b[1] <= a[0], "output overlaps"
-        c = cos.double().unsqueeze(1)
-        s = sin.double().unsqueeze(1)
-        h = q.shape[-1] // 2
-        res = []
-        for x in (q, k):
-            x = x.double()
-            lo, hi = x[..., :h], x[..., h:]
-            if op == "rope_fwd":
-                y = torch.cat([lo * c[..., :h] - hi * s[..., :h], hi * c[..., h:] + lo * s[..., h:]], -1)
-            else:
-                y = torch.cat([lo * c[..., :h] + hi * s[..., h:], hi * c[..., h:] - lo * s[..., :h]], -1)
-            res.append(y)
-        qo.copy_(res[0])  # after every read: outputs may be the inputs
-        ko.copy_(res[1])
+import ref_executor  # noqa: E402  (tests/python/ref_executor.py)
 
 
 @pytest.fixture
 def launcher(monkeypatch):
-    lr = RefLauncher()
-    monkeypatch.setattr(_backend, "_test_launcher", lr)
-    return lr
+    """The executor replaced by its float64 reference (tests/python/ref_executor.py)."""
+    return ref_executor.install(monkeypatch, describe=ref_executor.shape_ptr_stride)
 
 
 def rotate_half(x):
@@ -110,7 +66,7 @@ def test_hf_layout_in_place_forward_and_backward(launcher, shape, cos_batch, dis
     torch.testing.assert_close(ok, rk)
     assert oq.data_ptr() == q_ptr and ok.data_ptr() == k_ptr, "rotated in place (Liger semantics)"
     torch.testing.assert_close(q, rq.detach()), "q itself holds the rotated values"
-    (op, fts), = launcher.calls
+    (op, fts, _), = launcher.calls
     assert op == "rope_fwd"
     assert fts[0][1] == fts[4][1] == q_ptr and fts[1][1] == fts[5][1] == k_ptr, "one launch, in place"
     assert fts[0][2] == q.stride() and fts[0][2] != q.contiguous().stride() or s == 1 or hq == 1, \
@@ -122,7 +78,7 @@ def test_hf_layout_in_place_forward_and_backward(launcher, shape, cos_batch, dis
     torch.autograd.backward([oq, ok], [dq, dk])
     torch.testing.assert_close(wq.grad, wq2.grad)
     torch.testing.assert_close(wk.grad, wk2.grad)
-    op, bts = launcher.calls[1]
+    op, bts, _ = launcher.calls[1]
     assert op == "rope_bwd" and bts[0][1] == bts[4][1] == dq_ptr, "backward rotates dq in place"
 
 
@@ -193,7 +149,7 @@ def test_fused_qkv_slices_are_read_in_place_and_written_fresh(launcher):
     k = qkv[..., hq * d: (hq + hk) * d].view(b, s, hk, d).transpose(1, 2)
     before = qkv.detach().clone()
     oq, ok = liger_rotary_pos_emb(q, k, cos, sin)
-    (_, fts), = launcher.calls
+    (_, fts, _), = launcher.calls
     assert fts[0][1] == q.data_ptr() and fts[1][1] == k.data_ptr(), "q, k read where they are"
     assert fts[4][1] != q.data_ptr(), "interleaved q and k: out of place"
     assert torch.equal(qkv.detach(), before)
@@ -218,7 +174,7 @@ def test_missing_and_expanded_gradients(launcher):
     rq.sum().backward()
     torch.testing.assert_close(wq.grad, wq2.grad)
     assert wk.grad is None
-    op, bts = launcher.calls[-1]
+    op, bts, _ = launcher.calls[-1]
     assert op == "rope_bwd" and bts[1][0] == (b, 0, s, d), "a missing dk is skipped (0 heads)"
     assert bts[0][2][-1] == 1, "an expanded dq (stride 0 everywhere) is made contiguous first"
 

@@ -1,0 +1,279 @@
+"""A float64 stand-in for ligerd's executor in the CPU tests.
+
+For every executor op, a reference that honours the op's tensor/scalar contract exactly as
+kernels/ops/<op>.cc states it (outputs written only after every read, since an output may alias
+an input), and ``RefLauncher``, which records each call and runs the reference. Installed as
+``ligerd._backend._test_launcher`` (``install``), it lets everything but the CUDA kernels run on
+the CPU: the kernels themselves are tested against float64 on the GPU (tests/gpu/test_<op>.py)."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict
+
+import torch
+
+import layer_norm_ref  # tests/gpu/layer_norm_ref.py (conftest puts tests/gpu on sys.path)
+import rms_norm_ref  # tests/gpu/rms_norm_ref.py
+
+HANDLERS: Dict[str, Callable] = {}
+
+
+def handles(*ops: str):
+    def register(fn):
+        for op in ops:
+            HANDLERS[op] = fn
+        return fn
+    return register
+
+
+def shape_and_ptr(t):
+    """The default call record of a tensor: (shape, data pointer); None for an absent one."""
+    return None if t is None else (tuple(t.shape), t.data_ptr())
+
+
+def shape_ptr_stride(t):
+    return None if t is None else (tuple(t.shape), t.data_ptr(), tuple(t.stride()))
+
+
+def shape_dtype_ptr(t):
+    return None if t is None else (tuple(t.shape), t.dtype, t.data_ptr())
+
+
+class RefLauncher:
+    """Records (op, [describe(tensor)], scalars) per call, then runs the op's reference."""
+
+    def __init__(self, describe: Callable = shape_and_ptr):
+        self.describe = describe
+        self.calls = []
+
+    def __call__(self, op, tensors, scalars):
+        self.calls.append((op, [self.describe(t) for t in tensors], list(scalars)))
+        handler = HANDLERS.get(op)
+        if handler is None:
+            raise AssertionError(f"RefLauncher: no reference for op {op!r}")
+        handler(op, tensors, scalars)
+
+
+def install(monkeypatch, describe: Callable = shape_and_ptr) -> RefLauncher:
+    from ligerd import _backend
+    launcher = RefLauncher(describe)
+    monkeypatch.setattr(_backend, "_test_launcher", launcher)
+    return launcher
+
+
+# ---- RMSNorm and fused add + RMSNorm (kernels/ops/rms_norm.cc) ------------------------------
+
+@handles("rms_norm_fwd")
+def _rms_norm_fwd(op, tensors, scalars):
+    x, w, y, rstd = tensors
+    eps, offset, mode = scalars
+    r = rms_norm_ref.forward(x, w, eps, offset, int(mode))
+    y.copy_(r.y.to(y.dtype))
+    rstd.copy_(r.rstd.to(rstd.dtype))
+
+
+@handles("rms_norm_bwd")
+def _rms_norm_bwd(op, tensors, scalars):
+    dy, x, w, rstd, dx, dw = tensors
+    offset, mode = scalars
+    r = rms_norm_ref.backward(dy, x, w, 0.0, offset, int(mode), rstd=rstd)
+    dx.copy_(r.dx.to(dx.dtype))  # after every read of dy: dx may alias dy
+    if dw is not None:
+        dw.copy_(r.dw.to(dw.dtype))
+
+
+@handles("fused_add_rms_norm_fwd")
+def _fused_add_rms_norm_fwd(op, tensors, scalars):
+    x, r, w, y, s, rstd = tensors
+    eps, offset, mode = scalars
+    s.copy_((x.double() + r.double()).to(s.dtype))
+    rr = rms_norm_ref.forward(s, w, eps, offset, int(mode))
+    y.copy_(rr.y.to(y.dtype))
+    rstd.copy_(rr.rstd.to(rstd.dtype))
+
+
+@handles("fused_add_rms_norm_bwd")
+def _fused_add_rms_norm_bwd(op, tensors, scalars):
+    dy, ds, s, w, rstd, dx, dw = tensors
+    offset, mode = scalars
+    rr = rms_norm_ref.backward(dy, s, w, 0.0, offset, int(mode), rstd=rstd)
+    total = rr.dx + (ds.double() if ds is not None else 0.0)
+    dx.copy_(total.to(dx.dtype))  # after every read of dy: dx may alias dy
+    if dw is not None:
+        dw.copy_(rr.dw.to(dw.dtype))
+
+
+# ---- LayerNorm (kernels/ops/layer_norm.cc) ---------------------------------------------------
+
+@handles("layer_norm_fwd")
+def _layer_norm_fwd(op, tensors, scalars):
+    x, w, b, y, mean, rstd = tensors
+    (eps,) = scalars
+    assert mean.dtype == rstd.dtype == torch.float32
+    r = layer_norm_ref.forward(x, w, b, eps)
+    y.copy_(r.y.to(y.dtype))
+    mean.copy_(r.mean)
+    rstd.copy_(r.rstd)
+
+
+@handles("layer_norm_bwd")
+def _layer_norm_bwd(op, tensors, scalars):
+    dy, x, w, mean, rstd, dx, dw, db = tensors
+    assert scalars == []
+    # eps is not an input of the backward: recover it from the saved rstd (the reference
+    # recomputes the statistics from x).
+    var = ((x.double() - x.double().mean(-1, keepdim=True)) ** 2).mean(-1)
+    eps = float((rstd.double() ** -2 - var).mean()) if x.shape[0] else 0.0
+    r = layer_norm_ref.backward(dy, x, w, eps)
+    dx.copy_(r.dx.to(dx.dtype))
+    if dw is not None:
+        dw.copy_(r.dw.to(dw.dtype))
+    if db is not None:
+        db.copy_(r.db.to(db.dtype))
+
+
+# ---- SwiGLU / GeGLU (kernels/ops/glu.cc) -----------------------------------------------------
+
+K0 = math.sqrt(2.0 / math.pi)
+
+
+def act_and_grad(x, kind):
+    """act(x) and act'(x) for kind "swiglu" (silu) or "geglu" (tanh GELU)."""
+    if kind == "swiglu":
+        s = torch.sigmoid(x)
+        return x * s, s * (1 + x * (1 - s))
+    t = torch.tanh(K0 * (x + 0.044715 * x ** 3))
+    return 0.5 * x * (1 + t), 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * K0 * (1 + 3 * 0.044715 * x * x)
+
+
+@handles("swiglu_fwd", "geglu_fwd", "swiglu_bwd", "geglu_bwd")
+def _glu(op, tensors, scalars):
+    kind, direction = op.split("_")
+    assert not scalars
+    if direction == "fwd":
+        a, b, c = tensors
+        f, _ = act_and_grad(a.double(), kind)
+        c.copy_(f * b.double())
+    else:
+        dc, a, b, da, db = tensors
+        f, g = act_and_grad(a.double(), kind)
+        dcd, bd = dc.double(), b.double()
+        ra, rb = dcd * bd * g, dcd * f
+        da.copy_(ra)  # after every read: da may be a, db may be b
+        db.copy_(rb)
+
+
+# ---- RoPE (kernels/ops/rope.cc) ----------------------------------------------------------------
+
+def _span(t):
+    if t.numel() == 0:
+        return (0, 0)
+    last = sum((n - 1) * s for n, s in zip(t.shape, t.stride()))
+    return t.data_ptr(), t.data_ptr() + (last + 1) * t.element_size()
+
+
+@handles("rope_fwd", "rope_bwd")
+def _rope(op, tensors, scalars):
+    assert op in ("rope_fwd", "rope_bwd") and not scalars
+    q, k, cos, sin, qo, ko = tensors
+    # The executor's contract: 4-D q/k, 3-D cos/sin, stride-1 last dims, outputs exactly the
+    # inputs or disjoint from everything.
+    assert q.dim() == 4 and k.dim() == 4 and cos.dim() == 3 and sin.shape == cos.shape
+    for t in tensors:
+        assert t.shape[-1] <= 1 or t.stride(-1) == 1, "the kernels need a contiguous last dim"
+    for out, inp in ((qo, q), (ko, k)):
+        if out.numel() and not (out.data_ptr() == inp.data_ptr() and out.stride() == inp.stride()):
+            for other in (q, k, cos, sin, qo if out is ko else ko):
+                a, b = _span(out), _span(other)
+                assert other.numel() == 0 or a[1] <= b[0] or b[1] <= a[0], "output overlaps"
+    c = cos.double().unsqueeze(1)
+    s = sin.double().unsqueeze(1)
+    h = q.shape[-1] // 2
+    res = []
+    for x in (q, k):
+        x = x.double()
+        lo, hi = x[..., :h], x[..., h:]
+        if op == "rope_fwd":
+            y = torch.cat([lo * c[..., :h] - hi * s[..., :h], hi * c[..., h:] + lo * s[..., h:]], -1)
+        else:
+            y = torch.cat([lo * c[..., :h] + hi * s[..., h:], hi * c[..., h:] - lo * s[..., :h]], -1)
+        res.append(y)
+    qo.copy_(res[0])  # after every read: outputs may be the inputs
+    ko.copy_(res[1])
+
+
+# ---- cross-entropy (kernels/ops/cross_entropy.cc) -------------------------------------------------
+
+@handles("cross_entropy_count")
+def _cross_entropy_count(op, t, s):
+    target, weight, denom = t
+    ii, V = int(s[0]), int(s[1])
+    valid = target != ii
+    inr = (target >= 0) & (target < V)
+    ok = valid & inr
+    w = weight.double() if weight is not None else None
+    sw = w[target[ok]].sum() if w is not None else ok.sum().double()
+    denom.copy_(torch.stack([ok.sum().double(), sw, w.sum() if w is not None else torch.tensor(0.0, dtype=torch.float64),
+                             (valid & ~inr).sum().double()]))
+
+@handles("cross_entropy_fwd")
+def _cross_entropy_fwd(op, t, s):
+    x, target, weight, denom, row_scale, dx, loss, z_loss, pred = t
+    ii, lss, ls, red, cap, ts = s
+    ii, red = int(ii), int(red)
+    xd = x.double()
+    V = x.shape[1]
+    if cap > 0:
+        th = torch.tanh(xd / cap)
+        z = cap * th
+    else:
+        z = xd
+    lse = torch.logsumexp(z, dim=1)
+    p = torch.softmax(z, dim=1)
+    ignored = target == ii
+    valid = (~ignored) & (target >= 0) & (target < V)
+    ty = target.clamp(0, V - 1)
+    zy = z.gather(1, ty[:, None])[:, 0]
+    zy = torch.where(valid, zy, torch.full_like(zy, float("nan")))
+    w = weight.double() if weight is not None else torch.ones(V, dtype=torch.float64)
+    wy = torch.where(valid, w[ty], torch.full_like(zy, float("nan")))
+    W = w.sum()
+    eps = ls / V
+    n, sw = (denom[0].double(), denom[1].double()) if red == 1 else (1.0, 1.0)
+    l = wy * (lse - zy)
+    if ls > 0:
+        l = l * (1 - ls) + eps * (W * lse - (w * z).sum(1))
+    zl = lss * lse * lse / n
+    l = l / sw
+    A = ((1 - ls) * wy + eps * W) / sw + 2 * lss * lse / n
+    B = -eps / sw
+    C = -(1 - ls) * wy / sw
+    f = row_scale.double() if row_scale is not None else torch.ones_like(lse)
+    if ts:
+        py = torch.exp(zy - lse)
+        l, zl, f = l * py, zl * py, f * py
+    g = (A[:, None] * p + B * w[None, :]) * f[:, None]
+    g.scatter_add_(1, ty[:, None], (C * f)[:, None] * valid[:, None].double())
+    if cap > 0:
+        g = g * (1 - th * th)
+    g[ignored] = 0
+    l = torch.where(ignored, torch.zeros_like(l), l + zl)
+    zl = torch.where(ignored, torch.zeros_like(zl), zl)
+    am = z.argmax(dim=1)
+    loss.copy_(l)
+    if z_loss is not None:
+        z_loss.copy_(zl)
+    if pred is not None:
+        pred.copy_(torch.where(ignored, torch.full_like(am, -1), am))
+    if dx is not None:
+        dx.copy_(g)  # after every read: dx may be x
+
+@handles("cross_entropy_scale")
+def _cross_entropy_scale(op, t, s):
+    g, f = t
+    if f.numel() == 1:
+        if float(f) != 1.0:
+            g.mul_(f.double().to(g.dtype) if g.dtype == torch.float64 else float(f))
+    else:
+        g.copy_(g.double() * f.double()[:, None])
