@@ -347,8 +347,7 @@ TEST(Candidates, TunableOpsDeclareEveryHook) {
     EXPECT_TRUE(op->tuning_shape) << op->name;
     EXPECT_TRUE(op->tuning_problem) << op->name;
   }
-  for (const char* name : {"rms_norm_fwd", "rms_norm_bwd", "fused_add_rms_norm_fwd", "fused_add_rms_norm_bwd",
-                           "layer_norm_fwd", "layer_norm_bwd", "swiglu_fwd", "swiglu_bwd", "geglu_fwd", "geglu_bwd"})
+  for (const char* name : {"rms_norm_fwd", "rms_norm_bwd", "swiglu_fwd", "swiglu_bwd", "geglu_fwd", "geglu_bwd"})
     EXPECT_TRUE(tunable.count(name)) << name;
 }
 
@@ -398,7 +397,7 @@ TEST(Candidates, EveryCandidatePassesTheOpsOwnChecks) {
       }
     }
   }
-  EXPECT_GE(planned, 300u) << "10 tunable ops x 8 shapes, most with dozens of candidates";
+  EXPECT_GE(planned, 300u) << "6 tunable ops x 8 shapes, most with dozens of candidates";
 }
 
 TEST(Candidates, BigGluShapesOfferVectorsPerThreadAndGrids) {
