@@ -7,25 +7,16 @@
 
 #include "client/control_client.h"
 #include "server/gpu_inventory.h"
-#include "tests/cpp/fake_ipc.h"
-#include "tests/cpp/test_util.h"
+#include "tests/cpp/daemon_fixture.h"
 
 namespace ligerd {
 namespace {
-using testing::TempDir;
 
-class DaemonTest : public ::testing::Test {
+class DaemonTest : public testing::InProcessDaemonTest {
  protected:
-  void SetUp() override {
-    config_.socket_path = tmp_.Join("run/ligerd.sock");
-    config_.cache_dir = tmp_.Join("cache");
-    facts_.socket_path = config_.socket_path;
-    facts_.cache_dir = config_.cache_dir;
-    facts_.inventory = DiscoverGpus({});
-    facts_.ops = {{"example_op", "an op for the test", 3}};
-    auto daemon = Daemon::Start(config_, facts_, &opener_);
-    ASSERT_TRUE(daemon.ok()) << daemon.status();
-    daemon_ = std::move(*daemon);
+  void Configure(DaemonFacts& facts) override {
+    facts.inventory = DiscoverGpus({});
+    facts.ops = {{"example_op", "an op for the test", 3}};
   }
 
   // Sends raw bytes to a method and returns the status.
@@ -47,12 +38,6 @@ class DaemonTest : public ::testing::Test {
     cq.Next(&tag, &ok);
     return status;
   }
-
-  testing::FakeIpcOpener opener_;
-  TempDir tmp_;
-  DaemonConfig config_;
-  DaemonFacts facts_;
-  std::unique_ptr<Daemon> daemon_;
 };
 
 TEST_F(DaemonTest, HealthIsServing) {

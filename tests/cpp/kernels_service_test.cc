@@ -9,12 +9,10 @@
 #include "client/control_client.h"
 #include "server/daemon.h"
 #include "server/gpu_inventory.h"
-#include "tests/cpp/fake_ipc.h"
-#include "tests/cpp/test_util.h"
+#include "tests/cpp/daemon_fixture.h"
 
 namespace ligerd {
 namespace {
-using testing::TempDir;
 
 v1::TuneRequest Request(std::vector<std::tuple<std::string, std::string, int64_t, int64_t>> shapes) {
   v1::TuneRequest r;
@@ -84,17 +82,10 @@ TEST(KernelsServiceAdmit, NoGpuIsFailedPreconditionDeviceMustExist) {
   EXPECT_EQ(gpu.Admit(other).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
-class TuneRpcTest : public ::testing::Test {
+class TuneRpcTest : public testing::InProcessDaemonTest {
  protected:
-  void SetUp() override {
-    config_.socket_path = tmp_.Join("run/ligerd.sock");
-    config_.cache_dir = tmp_.Join("cache");
-    facts_.socket_path = config_.socket_path;
-    facts_.cache_dir = config_.cache_dir;
-    facts_.inventory.status = "no CUDA driver (test)";  // a GPU-less daemon, whatever the machine
-    auto daemon = Daemon::Start(config_, facts_, &opener_);
-    ASSERT_TRUE(daemon.ok()) << daemon.status();
-    daemon_ = std::move(*daemon);
+  void Configure(DaemonFacts& facts) override {
+    facts.inventory.status = "no CUDA driver (test)";  // a GPU-less daemon, whatever the machine
   }
 
   // A server-streaming call with raw request bytes; returns the final status.
@@ -123,12 +114,6 @@ class TuneRpcTest : public ::testing::Test {
     cq.Next(&tag, &ok);
     return status;
   }
-
-  testing::FakeIpcOpener opener_;
-  TempDir tmp_;
-  DaemonConfig config_;
-  DaemonFacts facts_;
-  std::unique_ptr<Daemon> daemon_;
 };
 
 TEST_F(TuneRpcTest, MalformedBytesAreInvalidArgumentAndTheDaemonStaysUp) {
