@@ -11,6 +11,9 @@ beyond the inputs (x, W) and their gradients (dx, dW), in MiB and as % of the fu
 (M*V*2 bytes).
 
     python3 bench/flce.py --out out/bench       # writes flce.csv, flce.png, prints a table
+    python3 bench/flce.py --chunks 512 640 1024 --profile   # + ligerd at other chunk sizes
+                                                # (rows "ligerd@<tokens>"), and where one ligerd
+                                                # step's GPU time goes (flce_profile.txt)
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ def parse_args():
     ap.add_argument("--V", type=int, default=128256)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--impls", nargs="+", default=["ligerd", "liger", "torch.compile", "eager"])
+    ap.add_argument("--chunks", nargs="*", type=int, default=[],
+                    help="also time ligerd with LIGERD_FLCE_CHUNK set to each of these (tokens)")
+    ap.add_argument("--profile", action="store_true",
+                    help="write a per-kernel breakdown of one ligerd step to flce_profile.txt")
     return ap.parse_args()
 
 
@@ -83,10 +90,50 @@ def make_impl(name):
         from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss as L
         m = L(ignore_index=IGNORE)
         return lambda x, W, t: m(W, x, t)
-    if name == "ligerd":
+    if name == "ligerd" or name.startswith("ligerd@"):
         from ligerd.transformers import liger_fused_linear_cross_entropy
-        return lambda x, W, t: liger_fused_linear_cross_entropy(x, W, t, ignore_index=IGNORE)
+        chunk = name.partition("@")[2]
+
+        def run(x, W, t):
+            saved = os.environ.get("LIGERD_FLCE_CHUNK")
+            if chunk:
+                os.environ["LIGERD_FLCE_CHUNK"] = chunk
+            try:
+                return liger_fused_linear_cross_entropy(x, W, t, ignore_index=IGNORE)
+            finally:
+                if chunk:
+                    if saved is None:
+                        os.environ.pop("LIGERD_FLCE_CHUNK")
+                    else:
+                        os.environ["LIGERD_FLCE_CHUNK"] = saved
+        return run
     raise ValueError(name)
+
+
+def profile_step(step, path: Path) -> None:
+    """GPU time of one step by kernel, grouped (GEMM / cross-entropy / other), to `path`."""
+    from torch.profiler import ProfilerActivity, profile
+    step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    groups = {}
+    lines = []
+    for e in sorted(prof.key_averages(), key=lambda e: -e.device_time_total):
+        us = e.device_time_total
+        if us <= 0:
+            continue
+        name = e.key
+        kind = ("GEMM" if any(k in name.lower() for k in ("gemm", "sm90", "cutlass", "xmma", "nvjet"))
+                else "cross-entropy" if name.startswith("ce_") else "other")
+        groups[kind] = groups.get(kind, 0.0) + us
+        lines.append(f"{us / 1e3:9.3f} ms  {e.count:5d}x  {kind:13s} {name[:110]}")
+    total = sum(groups.values())
+    head = [f"one ligerd step: {total / 1e3:.3f} ms of GPU time"] + [
+        f"  {k:13s} {v / 1e3:9.3f} ms ({100 * v / total:.1f}%)" for k, v in sorted(groups.items(), key=lambda kv: -kv[1])]
+    path.write_text("\n".join(head + ["", "by kernel:"] + lines) + "\n")
+    print("\n".join(f"[flce] {h}" for h in head))
 
 
 def main():
@@ -108,7 +155,11 @@ def main():
     t[::50] = IGNORE
     grads_bytes = (x.numel() + W.numel()) * 2
     rows = []
-    for name in args.impls:
+    impls = list(args.impls)
+    if "ligerd" in impls:
+        at = impls.index("ligerd") + 1
+        impls[at:at] = [f"ligerd@{c}" for c in args.chunks]
+    for name in impls:
         row = {"impl": name, "M": M, "D": D, "V": V, "gemm_tflops": round(gemm, 1),
                "gemm_shape_tflops": round(gemm_shape, 1)}
         try:
@@ -139,6 +190,8 @@ def main():
         rows.append(row)
         print(f"[flce] {name:>13}: {row.get('ms')} ms, {row.get('pct_gemm')}% of GEMM, "
               f"peak +{row.get('peak_extra_MiB')} MiB ({row.get('pct_logits')}% of logits) {row.get('note', '')}")
+        if args.profile and name == "ligerd" and row["ms"] == row["ms"]:
+            profile_step(step, out / "flce_profile.txt")
         gc.collect()
         torch.cuda.empty_cache()
     ours = next((r["ms"] for r in rows if r["impl"] == "ligerd"), None)
@@ -163,6 +216,8 @@ def main():
         a2.axhline(0.1 * logits_mib, color="r", ls="--", label="10% of logits")
         a2.set_ylabel("peak MiB beyond inputs+grads")
         a2.legend()
+        for a in (a1, a2):
+            a.tick_params(axis="x", rotation=30)
         fig.suptitle(f"Fused linear CE, M={M} D={D} V={V} bf16")
         fig.tight_layout()
         fig.savefig(out / "flce.png", dpi=110)

@@ -26,6 +26,7 @@ const std::vector<const OpSpec*>& AllOps() {
       &LayerNormBackwardSpec(),
       &FusedAddRmsNormForwardSpec(),
       &FusedAddRmsNormBackwardSpec(),
+      &GemmSpec(),
   };
   return *ops;
 }

@@ -1,7 +1,9 @@
-// Executor: catalogue plan -> JIT-cached module -> cuLaunchKernel. See executor.h.
+// Executor: catalogue plan -> JIT-cached module -> cuLaunchKernel, and cuBLASLt for a plan's GEMM
+// steps (kernels/blas/). See executor.h.
 #include "kernels/executor.h"
 
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <tuple>
@@ -10,6 +12,8 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "kernels/blas/gemm_params.h"
+#include "kernels/blas/lt_gemm.h"
 #include "kernels/catalogue.h"
 #include "kernels/cuda_driver.h"
 #include "kernels/jit/jit_cache.h"
@@ -113,6 +117,10 @@ class ExecutorImpl final : public Executor {
 
   absl::Status LaunchPlan(std::string_view op, const OpPlan& plan, CUstream stream) override {
     for (const KernelLaunch& k : plan.launches) {
+      if (k.kernel == kGemmLaunchName) {
+        LIGERD_RETURN_IF_ERROR(RunGemm(op, k, stream));
+        continue;
+      }
       LIGERD_ASSIGN_OR_RETURN(CUfunction fn, Function(op, plan.variant, k.kernel));
       void* args[] = {const_cast<uint8_t*>(k.params.data())};
       LIGERD_CU_CHECK(drv_->cuLaunchKernel(fn, k.grid[0], k.grid[1], k.grid[2], k.block[0],
@@ -128,6 +136,7 @@ class ExecutorImpl final : public Executor {
     {
       absl::MutexLock lock(&mu_);
       modules_.clear();
+      gemm_.reset();
     }
     drv_->cuDevicePrimaryCtxRelease(cu_device_);
   }
@@ -145,6 +154,25 @@ class ExecutorImpl final : public Executor {
     }
     TuningLog(absl::StrCat("ignoring tuned config ", FormatLaunchConfig(config), " for ", KeyString(key),
                            " (using the default): ", why.message()));
+  }
+
+  absl::Status RunGemm(std::string_view op, const KernelLaunch& k, CUstream stream) {
+    const std::string name(op);
+    GemmParams p;
+    if (k.params.size() != sizeof(p))
+      return absl::InternalError(absl::StrCat(name, ": malformed GEMM step (", k.params.size(), " bytes)"));
+    std::memcpy(&p, k.params.data(), sizeof(p));
+    LIGERD_ASSIGN_OR_RETURN(LtGemm * gemm, Gemm());
+    return gemm->Run(name.c_str(), p, stream);
+  }
+
+  // cuBLASLt, initialised by the first GEMM (see lt_gemm.h).
+  absl::StatusOr<LtGemm*> Gemm() {
+    absl::MutexLock lock(&mu_);
+    if (gemm_ == nullptr) {
+      LIGERD_ASSIGN_OR_RETURN(gemm_, LtGemm::Create());
+    }
+    return gemm_.get();
   }
 
   absl::StatusOr<int> BlocksPerSm(std::string_view op, const KernelVariant& v,
@@ -220,6 +248,7 @@ class ExecutorImpl final : public Executor {
       ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::tuple<CUfunction, int, size_t>, int> occupancy_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<std::string> rejected_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<LtGemm> gemm_ ABSL_GUARDED_BY(mu_);
 };
 
 // sm_XY when this NVRTC can build CUBIN for the GPU; otherwise PTX for the newest arch it

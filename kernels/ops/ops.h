@@ -20,5 +20,6 @@ const OpSpec& LayerNormForwardSpec();          // layer_norm_fwd
 const OpSpec& LayerNormBackwardSpec();         // layer_norm_bwd
 const OpSpec& FusedAddRmsNormForwardSpec();    // fused_add_rms_norm_fwd
 const OpSpec& FusedAddRmsNormBackwardSpec();   // fused_add_rms_norm_bwd
+const OpSpec& GemmSpec();                      // gemm (cuBLASLt, kernels/ops/gemm.cc)
 
 }  // namespace ligerd::kernels

@@ -155,6 +155,37 @@ def test_remote_bitwise_equals_local(daemon, dtype, mode, has_w, in_place, shape
         assert_bitwise("dW", dw_r, dw_l, ctx)
 
 
+@pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
+def test_remote_fused_linear_cross_entropy_equals_local(daemon, bias):
+    """The fused linear loss in a remote session: its GEMMs run on ligerd's cuBLASLt handle, its
+    cross-entropy on ligerd's kernels; the loss and all three gradients match local dispatch."""
+    from ligerd.transformers import liger_fused_linear_cross_entropy
+    g = torch.Generator(device=DEV).manual_seed(7)
+    bt, H, V = 1000, 512, 32000  # two chunks (640 tokens each at most)
+    x = torch.randn(bt, H, device=DEV, generator=g).bfloat16()
+    w = (0.05 * torch.randn(V, H, device=DEV, generator=g)).bfloat16()
+    b = (0.1 * torch.randn(V, device=DEV, generator=g)).bfloat16() if bias else None
+    t = torch.randint(0, V, (bt,), device=DEV, generator=g)
+    t[::7] = -100
+
+    def run():
+        xr, wr = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
+        br = b.clone().requires_grad_(True) if bias else None
+        loss = liger_fused_linear_cross_entropy(xr, wr, t, br)[0]
+        loss.backward()
+        torch.cuda.synchronize()
+        return [loss.detach(), xr.grad, wr.grad] + ([br.grad] if bias else [])
+
+    use(daemon, "local")
+    local = run()
+    use(daemon, "remote")
+    torch.full((bt * V,), float("nan"), device=DEV, dtype=torch.bfloat16)
+    remote = run()
+    assert_remote()
+    for name, r, l in zip(["loss", "dX", "dW", "db"], remote, local):
+        assert_bitwise(name, r, l, f"fused linear cross-entropy bias={bias}")
+
+
 def test_remote_on_a_side_stream_and_many_ops(daemon):
     """Ops queued back to back on a non-default stream, results read only after a synchronize."""
     use(daemon, "remote")

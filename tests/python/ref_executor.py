@@ -277,3 +277,15 @@ def _cross_entropy_scale(op, t, s):
             g.mul_(f.double().to(g.dtype) if g.dtype == torch.float64 else float(f))
     else:
         g.copy_(g.double() * f.double()[:, None])
+
+
+@handles("gemm")
+def _gemm(op, t, s):
+    a, b, c, d, bias = t
+    alpha, beta = s
+    r = alpha * (a.double() @ b.double())
+    if beta != 0.0:
+        r = r + beta * c.double()
+    if bias is not None:
+        r = r + bias.double()
+    d.copy_(r)  # after every read: d may be c

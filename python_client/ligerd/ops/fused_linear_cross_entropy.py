@@ -1,14 +1,15 @@
 """Fused linear + cross-entropy (Liger's LigerFusedLinearCrossEntropyFunction) without the full
 logits: the tokens are processed in chunks; per chunk
 
-    logits  = x_c @ W.T (+ b)             torch.mm / torch.addmm (cuBLAS/cuBLASLt, in this process)
+    logits  = x_c @ W.T (+ b)             ligerd gemm, the bias in cuBLASLt's epilogue
     ligerd cross_entropy_fwd in place     loss rows, and d logits written over the logits chunk
-    dx[c]   = dlogits @ W                 torch.mm straight into the rows of grad_input
-    dW     += dlogits.T @ x_c             torch.addmm_ (the first chunk writes, no zero fill)
-    db     += dlogits.sum(0)
+    dx[c]   = dlogits @ W                 ligerd gemm straight into the rows of grad_input
+    dW     += dlogits.T @ x_c             ligerd gemm, beta = 1 (the first chunk writes, no zero fill)
+    db     += dlogits.sum(0)              torch (an LM head bias is rare)
 
-The GEMMs run in the client process through torch's cuBLAS/cuBLASLt handles for now; GEMMs owned
-by the daemon (cuBLASLt, fused epilogues) are a later step. Every gradient is computed in the
+The GEMMs are the daemon's (kernels/ops/gemm.cc: cuBLASLt, fp32 accumulation), dispatched like
+every other op: in ligerd for a remote session, in this process's executor for a local one; the
+transposes are views, never copies. Every gradient is computed in the
 forward (as Liger), so the backward only multiplies the three gradients by grad_output, in place,
 and skips even that when it is exactly 1.0 (decided on the device: no host sync).
 reduction="none" is different (Liger issue #968): the upstream gradient is one value per token and
@@ -17,9 +18,11 @@ must be folded into d logits before the token sum of dW, so the forward computes
 factor applied inside the cross-entropy kernel.
 
 Memory: beyond the inputs and their gradients, one [chunk, V] logits buffer (reused by every
-chunk), the per-token losses and cuBLAS's workspace. The chunk is a multiple of 128 tokens (GEMM
-tiles) near BT/16, so the buffer is ~6% of the full logits (8192 x 128256 bf16: 512 tokens, 125 MiB
-against 2004 MiB); ``LIGERD_FLCE_CHUNK`` overrides it (tokens).
+chunk), the per-token losses and cuBLASLt's workspace (32 MiB on Hopper). The chunk is the largest
+multiple of 128 tokens (GEMM tiles) whose buffer stays within 8% of the full logits (8192 x 128256
+bf16: 640 tokens, 157 MiB against 2004 MiB): the dW GEMM reads and writes all of dW once per chunk
+with only `chunk` as its inner dimension, so fewer, larger chunks are faster, and 8% leaves room
+for the workspace under the 10% budget. ``LIGERD_FLCE_CHUNK`` overrides it (tokens).
 
 ``accum_dtype`` (e.g. torch.float32) accumulates dW and db in that dtype and casts back at the end
 (as Liger); the default accumulates in the weight's dtype. Under torch.compile this function runs
@@ -35,10 +38,11 @@ import torch
 
 from ligerd._errors import OpInputError
 from ligerd.ops import cross_entropy as ce
+from ligerd.ops.gemm import gemm_
 
 OP = "fused_linear_cross_entropy"
 _CHUNK_ALIGN = 128  # GEMM tile rows
-_CHUNK_FRACTION = 16  # chunk ~ BT / 16: the logits buffer is ~6% of the full logits
+_CHUNK_BUDGET = 0.08  # the logits buffer's share of the full logits (see the module docstring)
 _CHUNK_MAX_BYTES = 512 << 20  # and never more than 512 MiB (huge BT)
 _FP16_MEAN_SCALE_MAX = 4096.0  # see _chunked: keeps fp16 d logits of a mean out of subnormals
 
@@ -58,30 +62,10 @@ def chunk_tokens(bt: int, v: int, elem_bytes: int) -> int:
         if n < 1:
             _fail(f"LIGERD_FLCE_CHUNK must be a positive integer, got {env!r}")
         return min(n, max(bt, 1))
-    c = (bt // _CHUNK_FRACTION) // _CHUNK_ALIGN * _CHUNK_ALIGN
+    c = int(bt * _CHUNK_BUDGET) // _CHUNK_ALIGN * _CHUNK_ALIGN
     by_bytes = max(_CHUNK_MAX_BYTES // max(v * elem_bytes, 1) // _CHUNK_ALIGN * _CHUNK_ALIGN, _CHUNK_ALIGN)
     c = min(max(c, _CHUNK_ALIGN), by_bytes)
     return max(min(c, bt), 1)
-
-
-def _mm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, accumulate: bool) -> None:
-    """out (+)= a @ b, in out's dtype (fp32 out from bf16/fp16 a, b: cuBLAS's out_dtype path)."""
-    if out.dtype == a.dtype:
-        if accumulate:
-            out.addmm_(a, b)
-        else:
-            torch.mm(a, b, out=out)
-    elif out.is_cuda:
-        if accumulate:
-            torch.addmm(out, a, b, out_dtype=out.dtype, out=out)
-        else:
-            torch.mm(a, b, out_dtype=out.dtype, out=out)
-    else:  # CPU (tests): no out_dtype kernels
-        r = (a.to(out.dtype) @ b.to(out.dtype))
-        if accumulate:
-            out += r
-        else:
-            out.copy_(r)
 
 
 def _chunked(x, W, target, b, w32, denom, args, want_z, want_pred, *, grads: bool, need_dx: bool,
@@ -112,10 +96,7 @@ def _chunked(x, W, target, b, w32, denom, args, want_z, want_pred, *, grads: boo
         e = min(s + C, bt)
         xc = x[s:e]
         logits = buf[: e - s]
-        if b is not None:
-            torch.addmm(b, xc, Wt, out=logits)
-        else:
-            torch.mm(xc, Wt, out=logits)
+        gemm_(logits, xc, Wt, bias=b)
         rs = row_scale[s:e] if row_scale is not None else None
         if grads:
             lr, zr, pr = torch.ops.ligerd.cross_entropy_fwd_inplace(
@@ -131,9 +112,9 @@ def _chunked(x, W, target, b, w32, denom, args, want_z, want_pred, *, grads: boo
         if not grads:
             continue
         if dx is not None:
-            torch.mm(logits, W, out=dx[s:e])
+            gemm_(dx[s:e], logits, W)
         if dW is not None:
-            _mm_into(dW, logits.t(), xc, accumulate=s > 0)
+            gemm_(dW, logits.t(), xc, accumulate=s > 0)
         if db is not None:
             db += logits.sum(dim=0, dtype=db.dtype)
     del buf
@@ -212,6 +193,13 @@ def _check(x, W, target, b):
         _fail("input, weight, target and bias must be on one device")
 
 
+def _gemm_ready(t: torch.Tensor) -> torch.Tensor:
+    """t itself when the GEMM can read it in place (a unit stride in one of its 2 dims), else a copy."""
+    if t.dim() == 2 and (t.stride(1) == 1 or t.stride(0) == 1 or t.shape[0] <= 1 or t.shape[1] <= 1):
+        return t
+    return t.contiguous()
+
+
 @torch.compiler.disable
 def fused_linear_cross_entropy(x, W, target, b=None, ce_weight=None, ignore_index=-100,
                                lse_square_scale=0.0, label_smoothing=0.0, reduction="mean",
@@ -222,8 +210,13 @@ def fused_linear_cross_entropy(x, W, target, b=None, ce_weight=None, ignore_inde
     x: [..., H] (flattened to [BT, H]), W: [V, H], target: [...] class indices, b: [V] or None.
     The loss is fp32 (as Liger's), z_loss in x's dtype, accuracy fp32."""
     _check(x, W, target, b)
+    if accum_dtype is not None and accum_dtype not in (W.dtype, torch.float32):
+        _fail(f"accum_dtype must be None, the weight's dtype or torch.float32, got {accum_dtype}")
     H = W.shape[1]
-    x2 = x.reshape(-1, H)
+    x2 = _gemm_ready(x.reshape(-1, H))
+    W = _gemm_ready(W)
+    if b is not None and not b.is_contiguous():
+        b = b.contiguous()
     t2 = target.reshape(-1)
     V = W.shape[0]
     # Argument checks shared with cross-entropy, on a stand-in of the logits' shape.
