@@ -112,9 +112,16 @@ def make_impl(name):
 
 def profile_step(step, path: Path) -> None:
     """GPU time of one step by kernel, grouped (GEMM / cross-entropy / other), to `path`."""
+    import time
     from torch.profiler import ProfilerActivity, profile
     step()
     torch.cuda.synchronize()
+    # Is the step host-bound? Time to enqueue it (no sync) against its wall time.
+    t0 = time.perf_counter()
+    step()
+    t1 = time.perf_counter()
+    torch.cuda.synchronize()
+    t2 = time.perf_counter()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         step()
         torch.cuda.synchronize()
@@ -130,7 +137,8 @@ def profile_step(step, path: Path) -> None:
         groups[kind] = groups.get(kind, 0.0) + us
         lines.append(f"{us / 1e3:9.3f} ms  {e.count:5d}x  {kind:13s} {name[:110]}")
     total = sum(groups.values())
-    head = [f"one ligerd step: {total / 1e3:.3f} ms of GPU time"] + [
+    head = [f"one ligerd step: {total / 1e3:.3f} ms of GPU time; host returned after "
+            f"{(t1 - t0) * 1e3:.3f} ms, wall {(t2 - t0) * 1e3:.3f} ms"] + [
         f"  {k:13s} {v / 1e3:9.3f} ms ({100 * v / total:.1f}%)" for k, v in sorted(groups.items(), key=lambda kv: -kv[1])]
     path.write_text("\n".join(head + ["", "by kernel:"] + lines) + "\n")
     print("\n".join(f"[flce] {h}" for h in head))

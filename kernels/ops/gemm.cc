@@ -129,7 +129,9 @@ absl::StatusOr<OpPlan> Plan(const OpSpec& spec, const OpCall& call, const Device
   p.d = D.data;
   p.bias = bias.present() ? bias.data : nullptr;
   p.workspace = call.workspace;
-  p.workspace_bytes = call.workspace_bytes;
+  // The size the plan asked for, not the (possibly larger) buffer given: cuBLASLt's heuristic picks
+  // by it, so local and remote calls of one geometry run the same algorithm (bitwise equal).
+  p.workspace_bytes = plan.workspace_bytes;
   p.m = N;
   p.n = M;
   p.k = K;

@@ -110,9 +110,10 @@ def bits(t: torch.Tensor) -> torch.Tensor:
 
 def assert_bitwise(name, a, b, ctx):
     assert a.shape == b.shape and a.dtype == b.dtype, f"{ctx}: {name}: {a.shape}/{a.dtype} vs {b.shape}/{b.dtype}"
-    diff = bits(a) != bits(b)
+    diff = bits(a.reshape(-1)) != bits(b.reshape(-1))
     if bool(diff.any()):
-        idx = diff.nonzero()[0].tolist()
+        idx = [int(diff.nonzero()[0])]
+        a, b = a.reshape(-1), b.reshape(-1)
         raise AssertionError(f"{ctx}: {name}: {int(diff.sum())} of {a.numel()} elements differ between "
                              f"remote and local; first at {idx}: remote {a[tuple(idx)].item()!r}, "
                              f"local {b[tuple(idx)].item()!r}")

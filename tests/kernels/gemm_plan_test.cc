@@ -89,6 +89,9 @@ TEST(GemmPlan, RowMajorIsColumnMajorWithOperandsSwapped) {
   EXPECT_EQ(q.beta, 0.0f);
   EXPECT_EQ(q.workspace, Addr(9));
   EXPECT_EQ(q.workspace_bytes, kWs);
+  // A larger buffer (ligerd's session scratch grows to its largest op) does not change the plan.
+  c.ws_bytes = 3 * kWs;
+  EXPECT_EQ(Params(*PlanOp("gemm", c.op(), Hopper())).workspace_bytes, kWs);
   EXPECT_EQ(q.ab_type, static_cast<uint8_t>(kBf16));
 }
 
