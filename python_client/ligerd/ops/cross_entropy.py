@@ -107,9 +107,30 @@ def _can_sync() -> bool:
 def check_targets(denom: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int,
                   op: str = OP) -> None:
     """Raise on targets outside [0, V) that are not ignore_index (eager only: one host sync)."""
+    check_targets_later(denom, target, num_classes, ignore_index, op)()
+
+
+def check_targets_later(denom: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int,
+                        op: str = OP):
+    """check_targets in two halves: the count's copy to the host is queued now, and the returned
+    function raises (after waiting for that copy only) when called. A caller that queues GPU work
+    in between (the fused loss queues its first chunk) keeps the GPU busy while the host waits."""
     if not _can_sync():
-        return
-    bad = int(denom[3].item())
+        return lambda: None
+    if not denom.is_cuda:
+        return lambda: _raise_if_bad(int(denom[3].item()), target, num_classes, ignore_index, op)
+    host = torch.empty(1, dtype=denom.dtype, pin_memory=True)
+    host.copy_(denom[3:4], non_blocking=True)
+    done = torch.cuda.Event()
+    done.record()
+
+    def finish():
+        done.synchronize()
+        _raise_if_bad(int(host[0]), target, num_classes, ignore_index, op)
+    return finish
+
+
+def _raise_if_bad(bad: int, target, num_classes, ignore_index, op) -> None:
     if bad:
         valid = target != ignore_index
         t = target[valid]

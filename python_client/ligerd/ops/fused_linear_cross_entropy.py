@@ -69,8 +69,10 @@ def chunk_tokens(bt: int, v: int, elem_bytes: int) -> int:
 
 
 def _chunked(x, W, target, b, w32, denom, args, want_z, want_pred, *, grads: bool, need_dx: bool,
-             need_dw: bool, need_db: bool, accum_dtype, row_scale=None, token_scaling=False):
-    """One sweep over the chunks. Returns (loss_rows, z_rows, pred, dx, dW, db)."""
+             need_dw: bool, need_db: bool, accum_dtype, row_scale=None, token_scaling=False,
+             after_first_chunk=None):
+    """One sweep over the chunks. Returns (loss_rows, z_rows, pred, dx, dW, db).
+    ``after_first_chunk`` is called once the first chunk is queued (the deferred target check)."""
     bt, _ = x.shape
     V = W.shape[0]
     dev = x.device
@@ -109,6 +111,8 @@ def _chunked(x, W, target, b, w32, denom, args, want_z, want_pred, *, grads: boo
             z_rows[s:e] = zr
         if want_pred:
             pred[s:e] = pr
+        if s == 0 and after_first_chunk is not None:
+            after_first_chunk()  # raises on a bad target before any gradient GEMM is queued
         if not grads:
             continue
         if dx is not None:
@@ -117,6 +121,8 @@ def _chunked(x, W, target, b, w32, denom, args, want_z, want_pred, *, grads: boo
             gemm_(dW, logits.t(), xc, accumulate=s > 0)
         if db is not None:
             db += logits.sum(dim=0, dtype=db.dtype)
+    if bt == 0 and after_first_chunk is not None:
+        after_first_chunk()
     del buf
     if fp16_scale is not None:
         inv = 1.0 / fp16_scale
@@ -133,7 +139,7 @@ def _chunked(x, W, target, b, w32, denom, args, want_z, want_pred, *, grads: boo
 class _FusedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, W, target, b, w32, denom, ignore_index, lse_square_scale, label_smoothing,
-                reduction, softcap, want_z, want_pred, accum_dtype, token_scaling):
+                reduction, softcap, want_z, want_pred, accum_dtype, token_scaling, check_targets):
         args = (ignore_index, lse_square_scale, label_smoothing, reduction, softcap)
         need_dx, need_dw = x.requires_grad, W.requires_grad
         need_db = b is not None and b.requires_grad
@@ -142,7 +148,7 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         loss_rows, z_rows, pred, dx, dW, db = _chunked(
             x, W, target, b, w32, denom, args, want_z, want_pred, grads=any_grad and not defer,
             need_dx=need_dx, need_dw=need_dw, need_db=need_db, accum_dtype=accum_dtype,
-            token_scaling=token_scaling)
+            token_scaling=token_scaling, after_first_chunk=check_targets)
         ctx.defer = defer
         ctx.needs = (need_dx, need_dw, need_db)
         if defer:
@@ -158,7 +164,7 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dloss, _dz, _dpred):
-        none = (None,) * 12
+        none = (None,) * 13
         if dloss is None:
             return (None, None, None, None) + none[1:]
         if ctx.defer:
@@ -230,12 +236,13 @@ def fused_linear_cross_entropy(x, W, target, b=None, ce_weight=None, ignore_inde
     w32 = ce_weight.detach().to(torch.float32).contiguous() if ce_weight is not None else None
     want_pred = return_token_accuracy or return_predicted_tokens
     denom = torch.ops.ligerd.cross_entropy_count(t2, w32, V, ignore_index)
-    ce.check_targets(denom, t2, V, ignore_index, op=OP)
+    # Checked once the first chunk is queued: the host waits for the count while the GPU works.
+    check = ce.check_targets_later(denom, t2, V, ignore_index, op=OP)
     red = ce.REDUCTIONS[reduction]
     cap = float(softcap) if softcap is not None else 0.0
     loss, z_rows, pred = _FusedLinearCrossEntropy.apply(
         x2, W, t2, b, w32, denom, ignore_index, float(lse_square_scale), float(label_smoothing), red, cap,
-        return_z_loss, want_pred, accum_dtype, bool(use_token_scaling))
+        return_z_loss, want_pred, accum_dtype, bool(use_token_scaling), check)
     if reduction == "none":
         z_loss = z_rows.to(x.dtype) if return_z_loss else None
     else:
