@@ -55,11 +55,28 @@ def extension_available() -> bool:
         return False
 
 
+# (session, ext.launch) once that session is known to run every op of this process locally (local
+# mode, or auto with every CUDA device settled local): ``launch`` then costs one identity check
+# before the extension call. A new session (set_dispatch_mode, tests) is a new object, so the
+# cache invalidates itself.
+_local_fast: tuple = (None, None)
+
+
 def launch(op: str, tensors: Sequence, scalars: Sequence[float]) -> None:
-    """Run ``op`` asynchronously on the current stream of the tensors' device."""
+    """Run ``op`` asynchronously on the current stream of the tensors' device. ``tensors`` and
+    ``scalars`` are lists (every op builds them as lists)."""
     if _test_launcher is not None:
-        _test_launcher(op, list(tensors), [float(s) for s in scalars])
+        _test_launcher(op, tensors, scalars)
         return
+    session, fast = _local_fast
+    if session is not None and session is _dispatch._session:
+        fast(op, tensors, [float(s) for s in scalars])
+        return
+    _launch_slow(op, tensors, scalars)
+
+
+def _launch_slow(op: str, tensors: Sequence, scalars: Sequence[float]) -> None:
+    global _local_fast
     session = _dispatch.session()
     ext = _C if _C is not None else load_extension()
     tensors = list(tensors)
@@ -71,6 +88,10 @@ def launch(op: str, tensors: Sequence, scalars: Sequence[float]) -> None:
             if d.handle is not None:
                 _remote_launch(ext, session, d, op, tensors, scalars)
                 return
+        if not session.all_devices_local():
+            ext.launch(op, tensors, scalars)
+            return
+    _local_fast = (session, ext.launch)
     ext.launch(op, tensors, scalars)
 
 

@@ -136,6 +136,17 @@ class Session:
                 self.devices[index] = d
             return d
 
+    def all_devices_local(self) -> bool:
+        """True once every CUDA device of this process has settled on local dispatch (so no op can
+        go remote any more; ``ligerd._backend.launch`` then skips the per-op lookup)."""
+        if self.mode == "local":
+            return True
+        n = self.extra.get("cuda_devices")
+        if n is None:
+            n = self.extra["cuda_devices"] = _cuda_device_count()
+        return n > 0 and len(self.devices) >= n and all(
+            d.handle is None for d in self.devices.values())
+
     def drop_device(self, index: int) -> None:
         """Close a device's remote session (after the daemon recorded an error on it)."""
         with _lock:

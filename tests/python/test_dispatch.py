@@ -255,3 +255,34 @@ def test_set_mode_resets_session(monkeypatch):
     ligerd.set_dispatch_mode("local")
     s2 = _dispatch.session()
     assert s1 is not s2 and s2.requested == "local"
+
+
+def test_local_fast_path_once_every_device_settled(fake_remote, monkeypatch):
+    """auto with every CUDA device answered local: launch skips the per-op device lookup; a new
+    session (set_dispatch_mode) is never served by the old session's fast path."""
+    from ligerd import _backend
+    ext = fake_remote("auto", chosen="local", reason="MPS inactive on the device: local dispatch")
+    _backend.launch("rms_norm_fwd", [FakeTensor(0)], [])
+    assert _backend._local_fast[0] is not _dispatch.session()  # cuda:1 could still go remote
+    _backend.launch("rms_norm_fwd", [FakeTensor(1)], [])
+    assert _backend._local_fast[0] is _dispatch.session()
+    with monkeypatch.context() as m:
+        m.setattr(_dispatch.Session, "device", lambda *a: pytest.fail("per-op lookup on the fast path"))
+        _backend.launch("rms_norm_fwd", [FakeTensor(0)], [1])
+    assert ext.local == ["rms_norm_fwd"] * 3 and ext.remote == []
+    ext.chosen = "remote"
+    ligerd.set_dispatch_mode("remote")
+    _backend.launch("rms_norm_fwd", [FakeTensor(0)], [])
+    assert ext.remote == [(3, "rms_norm_fwd")] and ext.local == ["rms_norm_fwd"] * 3
+
+
+def test_local_mode_fast_path(monkeypatch):
+    from ligerd import _backend
+    monkeypatch.setenv("LIGERD_NO_DAEMON", "1")
+    ext = FakeExt()
+    monkeypatch.setattr(_backend, "_C", ext)
+    ligerd.set_dispatch_mode("local")
+    _backend.launch("rms_norm_fwd", [FakeTensor(0)], [])
+    assert _backend._local_fast[0] is _dispatch.session()
+    _backend.launch("rms_norm_bwd", [FakeTensor(0)], [])
+    assert ext.local == ["rms_norm_fwd", "rms_norm_bwd"] and ext.opened == []

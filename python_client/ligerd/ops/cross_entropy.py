@@ -36,6 +36,7 @@ import torch
 
 from ligerd import _backend
 from ligerd._errors import OpInputError
+from ligerd.ops import _opdef
 
 OP = "cross_entropy"
 REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
@@ -96,7 +97,7 @@ def as_rows(x: torch.Tensor) -> torch.Tensor:
 
 
 def _can_sync() -> bool:
-    if torch.compiler.is_compiling():
+    if not _opdef.eager():  # compiled or traced: no host sync possible
         return False
     try:
         return not torch.cuda.is_current_stream_capturing()
@@ -143,7 +144,7 @@ def _raise_if_bad(bad: int, target, num_classes, ignore_index, op) -> None:
 # Custom ops.
 
 
-@torch.library.custom_op("ligerd::cross_entropy_count", mutates_args=())
+@_opdef.custom_op("cross_entropy_count")
 def cross_entropy_count(target: torch.Tensor, weight: Optional[torch.Tensor], num_classes: int,
                         ignore_index: int) -> torch.Tensor:
     """fp32 [4]: non-ignored count, sum of weight[target] (= count without weight), sum of
@@ -178,7 +179,7 @@ def _launch_fwd(x, target, weight, denom, row_scale, dx, loss, z, pred, scalars)
                      z if z.numel() else None, pred if pred.numel() else None], scalars)
 
 
-@torch.library.custom_op("ligerd::cross_entropy_fwd", mutates_args=())
+@_opdef.custom_op("cross_entropy_fwd")
 def cross_entropy_fwd(x: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor],
                       denom: torch.Tensor, ignore_index: int, lse_square_scale: float,
                       label_smoothing: float, reduction: int, softcap: float, token_scaling: bool,
@@ -215,7 +216,7 @@ def _fwd_backward(ctx, dloss, _dz, _dpred, _dgrad):
 cross_entropy_fwd.register_autograd(_fwd_backward, setup_context=_fwd_setup_context)
 
 
-@torch.library.custom_op("ligerd::cross_entropy_fwd_inplace", mutates_args=("x",))
+@_opdef.custom_op("cross_entropy_fwd_inplace", mutates_args=("x",))
 def cross_entropy_fwd_inplace(x: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor],
                               denom: torch.Tensor, row_scale: Optional[torch.Tensor], ignore_index: int,
                               lse_square_scale: float, label_smoothing: float, reduction: int,
@@ -237,7 +238,7 @@ def _(x, target, weight, denom, row_scale, ignore_index, lse_square_scale, label
             x.new_empty(rows if want_pred else _EMPTY, dtype=torch.int64))
 
 
-@torch.library.custom_op("ligerd::cross_entropy_scale_", mutates_args=("g",))
+@_opdef.custom_op("cross_entropy_scale_", mutates_args=("g",))
 def cross_entropy_scale_(g: torch.Tensor, s: torch.Tensor) -> None:
     """g[r, :] *= s (s: fp32 [1] or [rows]) in place; rows whose factor is exactly 1.0 are skipped."""
     if g.numel() > 0:
@@ -255,7 +256,7 @@ def scale_(g: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
     s = grad_output.detach().reshape(-1).to(torch.float32)
     if not s.is_contiguous():
         s = s.contiguous()
-    torch.ops.ligerd.cross_entropy_scale_(g2, s)
+    cross_entropy_scale_(g2, s)
     return g
 
 
@@ -268,7 +269,7 @@ class _InPlaceCrossEntropy(torch.autograd.Function):
     def forward(ctx, x, target, weight32, denom, ignore_index, lse_square_scale, label_smoothing,
                 reduction, softcap, want_z, want_pred):
         xr = as_rows(x)
-        loss, z, pred = torch.ops.ligerd.cross_entropy_fwd_inplace(
+        loss, z, pred = cross_entropy_fwd_inplace(
             xr.detach(), target, weight32, denom, None, ignore_index, lse_square_scale,
             label_smoothing, reduction, softcap, False, want_z, want_pred)
         ctx.save_for_backward(xr.detach())
@@ -308,16 +309,16 @@ def cross_entropy(x: torch.Tensor, target: torch.Tensor, weight: Optional[torch.
     red = REDUCTIONS[reduction]
     cap = float(softcap) if softcap is not None else 0.0
     want_pred = return_token_accuracy or return_predicted_tokens
-    denom = torch.ops.ligerd.cross_entropy_count(target, weight32, V, ignore_index)
+    denom = cross_entropy_count(target, weight32, V, ignore_index)
     check_targets(denom, target, V, ignore_index)
     args = (ignore_index, float(lse_square_scale), float(label_smoothing), red, cap)
 
-    if x.requires_grad and torch.is_grad_enabled() and not torch.compiler.is_compiling():
+    if x.requires_grad and torch.is_grad_enabled() and _opdef.eager():
         loss_rows, z_rows, pred = _InPlaceCrossEntropy.apply(x, target, weight32, denom, *args,
                                                              return_z_loss, want_pred)
     else:
         want_grad = x.requires_grad and torch.is_grad_enabled()
-        loss_rows, z_rows, pred, _ = torch.ops.ligerd.cross_entropy_fwd(
+        loss_rows, z_rows, pred, _ = cross_entropy_fwd(
             as_rows(x), target, weight32, denom, *args, False, return_z_loss, want_pred, want_grad)
 
     if reduction == "none":

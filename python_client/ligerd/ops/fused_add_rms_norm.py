@@ -23,7 +23,7 @@ from typing import Optional, Tuple
 import torch
 
 from ligerd import _backend
-from ligerd.ops import _rows
+from ligerd.ops import _opdef, _rows
 from ligerd.ops.rms_norm import casting_mode_id
 
 OP = "fused_add_rms_norm"
@@ -37,7 +37,7 @@ def check_inputs(X, R, W) -> None:
     _rows.check_param(OP, "W", W, X)
 
 
-@torch.library.custom_op("ligerd::fused_add_rms_norm_fwd", mutates_args=())
+@_opdef.custom_op("fused_add_rms_norm_fwd")
 def fused_add_rms_norm_fwd(x: torch.Tensor, r: torch.Tensor, w: torch.Tensor, eps: float,
                            offset: float, casting_mode: int, in_place: bool
                            ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -55,7 +55,7 @@ def _(x, r, w, eps, offset, casting_mode, in_place):
     return x.new_empty(x.shape), x.new_empty(x.shape), x.new_empty((x.shape[0],), dtype=torch.float32)
 
 
-@torch.library.custom_op("ligerd::fused_add_rms_norm_bwd", mutates_args=())
+@_opdef.custom_op("fused_add_rms_norm_bwd")
 def fused_add_rms_norm_bwd(dy: torch.Tensor, ds: Optional[torch.Tensor], s: torch.Tensor,
                            w: torch.Tensor, rstd: torch.Tensor, offset: float, casting_mode: int,
                            compute_dw: bool) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -72,7 +72,7 @@ def _(dy, ds, s, w, rstd, offset, casting_mode, compute_dw):
     return s.new_empty(s.shape), (torch.empty_like(w) if compute_dw else s.new_empty((0,)))
 
 
-@torch.library.custom_op("ligerd::fused_add_rms_norm_bwd_inplace", mutates_args=("dy",))
+@_opdef.custom_op("fused_add_rms_norm_bwd_inplace", mutates_args=("dy",))
 def fused_add_rms_norm_bwd_inplace(dy: torch.Tensor, ds: Optional[torch.Tensor], s: torch.Tensor,
                                    w: torch.Tensor, rstd: torch.Tensor, offset: float,
                                    casting_mode: int, compute_dw: bool) -> torch.Tensor:
@@ -107,11 +107,11 @@ def _backward(ctx, dy, ds, _drstd):
     if ds is not None:
         ds = _rows.as_rows(ds)
     if ctx.in_place and dy.is_contiguous():
-        dw = torch.ops.ligerd.fused_add_rms_norm_bwd_inplace(dy, ds, s, w, rstd, ctx.offset,
+        dw = fused_add_rms_norm_bwd_inplace(dy, ds, s, w, rstd, ctx.offset,
                                                              ctx.casting_mode, compute_dw)
         dx = dy
     else:
-        dx, dw = torch.ops.ligerd.fused_add_rms_norm_bwd(dy, ds, s, w, rstd, ctx.offset,
+        dx, dw = fused_add_rms_norm_bwd(dy, ds, s, w, rstd, ctx.offset,
                                                          ctx.casting_mode, compute_dw)
     # dR is dX (d(X + R)/dR = d(X + R)/dX), the same tensor, as Liger returns it.
     return dx, dx, (dw if compute_dw else None), None, None, None, None
@@ -128,9 +128,9 @@ def fused_add_rms_norm(X: torch.Tensor, R: torch.Tensor, W: torch.Tensor, eps: f
     mode = casting_mode_id(casting_mode)
     # As for RMSNorm: AOTAutograd forbids a backward that mutates its inputs, so in_place only
     # applies in eager mode (decided while Dynamo traces the forward).
-    in_place = bool(in_place) and not torch.compiler.is_compiling()
+    in_place = bool(in_place) and _opdef.eager()
     shape = X.shape
-    y2, s2, _ = torch.ops.ligerd.fused_add_rms_norm_fwd(_rows.as_rows(X), _rows.as_rows(R), W,
+    y2, s2, _ = fused_add_rms_norm_fwd(_rows.as_rows(X), _rows.as_rows(R), W,
                                                         float(eps), float(offset), mode, in_place)
     return y2.view(shape), s2.view(shape)
 

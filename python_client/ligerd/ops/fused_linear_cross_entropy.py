@@ -101,10 +101,10 @@ def _chunked(x, W, target, b, w32, denom, args, want_z, want_pred, *, grads: boo
         gemm_(logits, xc, Wt, bias=b)
         rs = row_scale[s:e] if row_scale is not None else None
         if grads:
-            lr, zr, pr = torch.ops.ligerd.cross_entropy_fwd_inplace(
+            lr, zr, pr = ce.cross_entropy_fwd_inplace(
                 logits, target[s:e], w32, denom, rs, *args, token_scaling, want_z, want_pred)
         else:
-            lr, zr, pr, _ = torch.ops.ligerd.cross_entropy_fwd(
+            lr, zr, pr, _ = ce.cross_entropy_fwd(
                 logits, target[s:e], w32, denom, *args, token_scaling, want_z, want_pred, False)
         loss_rows[s:e] = lr
         if want_z:
@@ -235,7 +235,7 @@ def fused_linear_cross_entropy(x, W, target, b=None, ce_weight=None, ignore_inde
         t2 = t2.long()
     w32 = ce_weight.detach().to(torch.float32).contiguous() if ce_weight is not None else None
     want_pred = return_token_accuracy or return_predicted_tokens
-    denom = torch.ops.ligerd.cross_entropy_count(t2, w32, V, ignore_index)
+    denom = ce.cross_entropy_count(t2, w32, V, ignore_index)
     # Checked once the first chunk is queued: the host waits for the count while the GPU works.
     check = ce.check_targets_later(denom, t2, V, ignore_index, op=OP)
     red = ce.REDUCTIONS[reduction]

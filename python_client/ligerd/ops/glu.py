@@ -22,10 +22,13 @@ import torch
 
 from ligerd import _backend
 from ligerd._errors import OpInputError
+from ligerd.ops import _opdef
 from ligerd.ops.rms_norm import _as_rows
 
 SILU, GELU_TANH = 0, 1
 OPS = {SILU: "swiglu", GELU_TANH: "geglu"}
+_FWD = {k: v + "_fwd" for k, v in OPS.items()}  # executor op names, built once
+_BWD = {k: v + "_bwd" for k, v in OPS.items()}
 _SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _MAX_DIMS = 4
 
@@ -70,12 +73,12 @@ def _disjoint_dense(a: torch.Tensor, b: torch.Tensor) -> bool:
 # Custom ops on 2-D (rows, F) tensors with a contiguous last dim (rows at any pitch).
 
 
-@torch.library.custom_op("ligerd::glu_fwd", mutates_args=())
+@_opdef.custom_op("glu_fwd")
 def glu_fwd(a: torch.Tensor, b: torch.Tensor, act: int, in_place: bool) -> torch.Tensor:
     """Returns C. ``in_place`` is only recorded for the backward (dA, dB written over A, B)."""
     c = torch.empty(a.shape, dtype=a.dtype, device=a.device)
     if a.numel() > 0:
-        _backend.launch(OPS[act] + "_fwd", [a, b, c], [])
+        _backend.launch(_FWD[act], [a, b, c], [])
     return c
 
 
@@ -84,14 +87,14 @@ def _(a, b, act, in_place):
     return a.new_empty(a.shape)
 
 
-@torch.library.custom_op("ligerd::glu_bwd", mutates_args=())
+@_opdef.custom_op("glu_bwd")
 def glu_bwd(dc: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
             act: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Returns fresh (dA, dB)."""
     da = torch.empty(a.shape, dtype=a.dtype, device=a.device)
     db = torch.empty(b.shape, dtype=b.dtype, device=b.device)
     if a.numel() > 0:
-        _backend.launch(OPS[act] + "_bwd", [dc, a, b, da, db], [])
+        _backend.launch(_BWD[act], [dc, a, b, da, db], [])
     return da, db
 
 
@@ -100,11 +103,11 @@ def _(dc, a, b, act):
     return a.new_empty(a.shape), b.new_empty(b.shape)
 
 
-@torch.library.custom_op("ligerd::glu_bwd_inplace", mutates_args=("a", "b"))
+@_opdef.custom_op("glu_bwd_inplace", mutates_args=("a", "b"))
 def glu_bwd_inplace(dc: torch.Tensor, a: torch.Tensor, b: torch.Tensor, act: int) -> None:
     """Writes dA over A and dB over B (Liger's memory trick: the saved inputs become the grads)."""
     if a.numel() > 0:
-        _backend.launch(OPS[act] + "_bwd", [dc, a, b, a, b], [])
+        _backend.launch(_BWD[act], [dc, a, b, a, b], [])
 
 
 @glu_bwd_inplace.register_fake
@@ -123,9 +126,9 @@ def _backward(ctx, dc):
     a, b = ctx.saved_tensors
     dc = _as_rows(dc)  # e.g. an expanded (stride 0) gradient is made contiguous
     if ctx.in_place:
-        torch.ops.ligerd.glu_bwd_inplace(dc, a, b, ctx.act)
+        glu_bwd_inplace(dc, a, b, ctx.act)
         return a, b, None, None
-    da, db = torch.ops.ligerd.glu_bwd(dc, a, b, ctx.act)
+    da, db = glu_bwd(dc, a, b, ctx.act)
     return da, db, None, None
 
 
@@ -147,8 +150,8 @@ def glu(a: torch.Tensor, b: torch.Tensor, act: int) -> torch.Tensor:
     # In place only in eager mode (AOTAutograd does not let a backward graph mutate saved
     # inputs; the compiler plans buffers itself there), and only where dA over A, dB over B is
     # legal for the executor. Decided while the forward is traced; travels in the op's args.
-    in_place = (not torch.compiler.is_compiling()) and _disjoint_dense(a2, b2)
-    c2 = torch.ops.ligerd.glu_fwd(a2, b2, act, in_place)
+    in_place = _opdef.eager() and _disjoint_dense(a2, b2)
+    c2 = glu_fwd(a2, b2, act, in_place)
     return c2.view(shape)
 
 

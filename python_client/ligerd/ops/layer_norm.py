@@ -21,7 +21,7 @@ from typing import Optional, Tuple
 import torch
 
 from ligerd import _backend
-from ligerd.ops import _rows
+from ligerd.ops import _opdef, _rows
 
 OP = "layer_norm"
 
@@ -39,7 +39,7 @@ def check_inputs(X, W, B) -> None:
 # Custom ops on 2-D (rows, hidden) tensors with a contiguous last dim (rows at any pitch).
 
 
-@torch.library.custom_op("ligerd::layer_norm_fwd", mutates_args=())
+@_opdef.custom_op("layer_norm_fwd")
 def layer_norm_fwd(x: torch.Tensor, w: Optional[torch.Tensor], b: Optional[torch.Tensor],
                    eps: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns (Y, MEAN, RSTD)."""
@@ -57,7 +57,7 @@ def _(x, w, b, eps):
     return y, x.new_empty((x.shape[0],), dtype=torch.float32), x.new_empty((x.shape[0],), dtype=torch.float32)
 
 
-@torch.library.custom_op("ligerd::layer_norm_bwd", mutates_args=())
+@_opdef.custom_op("layer_norm_bwd")
 def layer_norm_bwd(dy: torch.Tensor, x: torch.Tensor, w: Optional[torch.Tensor],
                    b: Optional[torch.Tensor], mean: torch.Tensor, rstd: torch.Tensor,
                    compute_dw: bool, compute_db: bool
@@ -93,7 +93,7 @@ def _backward(ctx, dy, _dmean, _drstd):
     x, w, b, mean, rstd = ctx.saved_tensors
     compute_dw = bool(ctx.has_w and ctx.needs_input_grad[1])
     compute_db = bool(ctx.has_b and ctx.needs_input_grad[2])
-    dx, dw, db = torch.ops.ligerd.layer_norm_bwd(_rows.as_rows(dy), x, w, b, mean, rstd,
+    dx, dw, db = layer_norm_bwd(_rows.as_rows(dy), x, w, b, mean, rstd,
                                                  compute_dw, compute_db)
     return dx, (dw if compute_dw else None), (db if compute_db else None), None
 
@@ -110,7 +110,7 @@ def layer_norm(X: torch.Tensor, W: Optional[torch.Tensor], B: Optional[torch.Ten
     """LayerNorm over the last dimension of a 1-D to 4-D CUDA tensor, differentiable in X, W, B."""
     check_inputs(X, W, B)
     shape = X.shape
-    y2, _, _ = torch.ops.ligerd.layer_norm_fwd(_rows.as_rows(X), W, B, float(eps))
+    y2, _, _ = layer_norm_fwd(_rows.as_rows(X), W, B, float(eps))
     return y2.view(shape)
 
 

@@ -22,7 +22,7 @@ import torch
 
 from ligerd import _backend
 from ligerd._errors import OpInputError
-from ligerd.ops import _rows
+from ligerd.ops import _opdef, _rows
 
 OP = "rms_norm"
 CASTING_MODES = {"llama": 0, "gemma": 1, "none": 2}
@@ -60,7 +60,7 @@ _as_rows = _rows.as_rows
 # pitch); the public wrapper flattens. Outputs are allocated contiguous.
 
 
-@torch.library.custom_op("ligerd::rms_norm_fwd", mutates_args=())
+@_opdef.custom_op("rms_norm_fwd")
 def rms_norm_fwd(x: torch.Tensor, w: Optional[torch.Tensor], eps: float, offset: float,
                  casting_mode: int, in_place: bool) -> Tuple[torch.Tensor, torch.Tensor]:
     """Returns (Y, RSTD). ``in_place`` is only recorded for the backward (dX written over dY)."""
@@ -82,7 +82,7 @@ def _dw_buffer(x: torch.Tensor, w: Optional[torch.Tensor], compute_dw: bool) -> 
     return _rows.param_grad_buffer(x, w, compute_dw)
 
 
-@torch.library.custom_op("ligerd::rms_norm_bwd", mutates_args=())
+@_opdef.custom_op("rms_norm_bwd")
 def rms_norm_bwd(dy: torch.Tensor, x: torch.Tensor, w: Optional[torch.Tensor], rstd: torch.Tensor,
                  offset: float, casting_mode: int, compute_dw: bool) -> Tuple[torch.Tensor, torch.Tensor]:
     """Returns (dX, dW); dW is an empty tensor when there is no weight or it needs no gradient."""
@@ -101,7 +101,7 @@ def _(dy, x, w, rstd, offset, casting_mode, compute_dw):
     return dx, x.new_empty((0,))
 
 
-@torch.library.custom_op("ligerd::rms_norm_bwd_inplace", mutates_args=("dy",))
+@_opdef.custom_op("rms_norm_bwd_inplace", mutates_args=("dy",))
 def rms_norm_bwd_inplace(dy: torch.Tensor, x: torch.Tensor, w: Optional[torch.Tensor],
                          rstd: torch.Tensor, offset: float, casting_mode: int,
                          compute_dw: bool) -> torch.Tensor:
@@ -135,11 +135,11 @@ def _backward(ctx, dy, _drstd):
     compute_dw = bool(ctx.has_w and ctx.needs_input_grad[1])
     dy = dy.contiguous()
     if ctx.in_place:
-        dw = torch.ops.ligerd.rms_norm_bwd_inplace(dy, x, w, rstd, ctx.offset, ctx.casting_mode,
+        dw = rms_norm_bwd_inplace(dy, x, w, rstd, ctx.offset, ctx.casting_mode,
                                                    compute_dw)
         dx = dy
     else:
-        dx, dw = torch.ops.ligerd.rms_norm_bwd(dy, x, w, rstd, ctx.offset, ctx.casting_mode,
+        dx, dw = rms_norm_bwd(dy, x, w, rstd, ctx.offset, ctx.casting_mode,
                                                compute_dw)
     return dx, (dw if compute_dw else None), None, None, None, None
 
@@ -158,10 +158,10 @@ def rms_norm(X: torch.Tensor, W: Optional[torch.Tensor], eps: float = 1e-6, offs
     mode = casting_mode_id(casting_mode)
     # Under torch.compile the backward is traced by AOTAutograd, which does not allow a backward
     # graph to mutate its inputs (dY); the compiler plans buffer reuse itself there, so in_place
-    # only applies in eager mode. The decision is made while Dynamo traces the forward, where
-    # is_compiling() is reliable, and travels to the backward in the op's arguments.
-    in_place = bool(in_place) and not torch.compiler.is_compiling()
+    # only applies in eager mode (ligerd.ops._opdef.eager(): not compiling, no tracer). The
+    # decision is made with the forward and travels to the backward in the op's arguments.
+    in_place = bool(in_place) and _opdef.eager()
     shape = X.shape
     x2 = _as_rows(X)
-    y2, _ = torch.ops.ligerd.rms_norm_fwd(x2, W, float(eps), float(offset), mode, in_place)
+    y2, _ = rms_norm_fwd(x2, W, float(eps), float(offset), mode, in_place)
     return y2.view(shape)

@@ -33,6 +33,7 @@ import torch
 
 from ligerd import _backend
 from ligerd._errors import OpInputError
+from ligerd.ops import _opdef
 
 OP = "rope"
 _SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -154,7 +155,7 @@ def _heads_view(t: Optional[torch.Tensor], other: torch.Tensor) -> torch.Tensor:
 # Custom ops.
 
 
-@torch.library.custom_op("ligerd::rope_inplace", mutates_args=("q", "k"))
+@_opdef.custom_op("rope_inplace", mutates_args=("q", "k"))
 def rope_inplace(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                  backward: bool) -> None:
     """Rotates q and k in place (by -theta, the transpose, when ``backward``)."""
@@ -173,7 +174,7 @@ def _like(t: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(t)
 
 
-@torch.library.custom_op("ligerd::rope", mutates_args=())
+@_opdef.custom_op("rope")
 def rope_out(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
              backward: bool) -> Tuple[torch.Tensor, torch.Tensor]:
     """Returns the rotated (q, k) in fresh tensors; q and k are only read."""
@@ -196,10 +197,10 @@ def _grads(dq, dk, cos, sin, in_place: bool):
     dk = None if dk is None else _contig_last(dk)
     gq, gk = _heads_view(dq, dk), _heads_view(dk, dq)
     if in_place and _writable_in_place(gq, gk, cos, sin):
-        torch.ops.ligerd.rope_inplace(gq, gk, cos, sin, True)
+        rope_inplace(gq, gk, cos, sin, True)
         rq, rk = gq, gk
     else:
-        rq, rk = torch.ops.ligerd.rope(gq, gk, cos, sin, True)
+        rq, rk = rope_out(gq, gk, cos, sin, True)
     return (None if dq is None else rq), (None if dk is None else rk)
 
 
@@ -226,7 +227,7 @@ class _RopeInPlace(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, cos, sin):
-        torch.ops.ligerd.rope_inplace(q, k, cos, sin, False)
+        rope_inplace(q, k, cos, sin, False)
         ctx.save_for_backward(cos, sin)
         ctx.set_materialize_grads(False)
         return q, k
@@ -250,16 +251,16 @@ def rotary_pos_emb(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor,
     cos, sin = check_inputs(q, k, cos, sin)
     if q.numel() + k.numel() == 0:
         return q, k
-    if torch.compiler.is_compiling():
-        return torch.ops.ligerd.rope(_contig_last(q), _contig_last(k), cos, sin, False)
+    if not _opdef.eager():  # compiled or traced: out of place (see the module docstring)
+        return rope_out(_contig_last(q), _contig_last(k), cos, sin, False)
     grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)
     if (_writable_in_place(q, k, cos, sin) and
             not (grad and (_leaf_requiring_grad(q) or _leaf_requiring_grad(k)))):
         if grad:
             return _RopeInPlace.apply(q, k, cos, sin)
-        torch.ops.ligerd.rope_inplace(q, k, cos, sin, False)
+        rope_inplace(q, k, cos, sin, False)
         return q, k
-    return torch.ops.ligerd.rope(_contig_last(q), _contig_last(k), cos, sin, False)
+    return rope_out(_contig_last(q), _contig_last(k), cos, sin, False)
 
 
 class LigerRopeFunction:
