@@ -202,23 +202,31 @@ extern "C" __global__ void __launch_bounds__(1024)
 // n*sizeof(WT) (w) + 2 * 2*P*n*4 (dW and dB partial rows, written here and read by the
 // reduction; P = gridDim.x, the persistent grid) + 2*n*sizeof(WT) (dW, dB): HBM-bound.
 
-// One row group's inputs, as raw words.
+// Everything one row needs from memory, issued as one batch: the row's mean and rstd (8 bytes)
+// together with its dy and x (raw words). Loading the statistics here rather than when the row is
+// processed matters: any load issued after the row's data and needed before its math adds a
+// whole DRAM round trip per row, which the data prefetch below cannot hide.
 template <int ITERS, int VEC>
 struct BwdRows {
   Vec<XT, VEC> dy[ITERS], x[ITERS];
+  float mean, rstd;  // 0 for a row past the end (then xhat = 0 and dy = 0: it adds nothing)
   __device__ __forceinline__ void load(const LigerdLayerNormBwdParams& p, long long row, int nvec) {
     const bool valid = row < p.rows;
     const long long r0 = valid ? row : 0;
+    mean = valid ? p.mean[r0] : 0.f;
+    rstd = valid ? p.rstd[r0] : 0.f;
     rowwise::load_row<XT, ITERS, VEC>(dy, static_cast<const XT*>(p.dy) + r0 * p.dy_stride, valid, nvec);
     rowwise::load_row<XT, ITERS, VEC>(x, static_cast<const XT*>(p.x) + r0 * p.x_stride, valid, nvec);
   }
 };
 
 // Persistent: block b takes row groups b, b + gridDim.x, ... keeping its dW and dB column sums
-// in fp32 registers, and writes one partial row of each at the end. The next row group's dy and x
-// are loaded before this one is reduced (software pipelining): each row's loads are in flight
-// across the previous row's barrier and arithmetic, so one block per SM can keep HBM busy even
-// when a row takes the whole block (a 4096-8192 wide row: 512-1024 threads x 8 elements).
+// in fp32 registers, and writes one partial row of each at the end. The next row group's mean,
+// rstd, dy and x are loaded before this one is reduced (software pipelining): each row's loads
+// are in flight across the previous row's barrier and arithmetic, and nothing the current row
+// needs is still outstanding when its math starts, so a row costs max(DRAM latency, its own
+// work) rather than latency + work. One block per SM can then keep HBM busy even when a row
+// takes the whole block (a 4096-8192 wide row: 512-1024 threads x 8 elements).
 template <int ITERS, int VEC>
 __device__ __forceinline__ void bwd_reg(const LigerdLayerNormBwdParams& p) {
   __shared__ float red[2][2 * 32];
@@ -241,8 +249,7 @@ __device__ __forceinline__ void bwd_reg(const LigerdLayerNormBwdParams& p) {
     const bool valid = row < p.rows;
     const BwdRows<ITERS, VEC> cur = next;
     if (base + step < p.rows) next.load(p, base + step + threadIdx.y, nvec);
-    const float mean = valid ? p.mean[row] : 0.f;
-    const float rstd = valid ? p.rstd[row] : 0.f;
+    const float mean = cur.mean, rstd = cur.rstd;
     // W is re-read per row (L1-resident) rather than pinned in registers, as in RMSNorm.
     Vec<WT, VEC> wv[ITERS];
     if (w != nullptr) rowwise::load_row<WT, ITERS, VEC>(wv, w, true, nvec);
@@ -367,7 +374,8 @@ __device__ __forceinline__ void bwd_loop(const LigerdLayerNormBwdParams& p) {
 }  // namespace ligerd
 
 // Register budget of a row-in-registers backward thread, per 16-byte vector: 2 * VEC fp32
-// accumulators (dW, dB) + raw dy and x for this row and the next (16 registers) + w (4). The
+// accumulators (dW, dB) + raw dy and x for this row and the next (16 registers) + w (4), and the
+// next row's mean and rstd (2 registers per thread, not per vector). The
 // launch bound lets the compiler use what that needs (64/128/255 registers at 1024/512/256
 // threads); the host's MaxThreads() in layer_norm.cc mirrors this table.
 #define LIGERD_LN_BWD_REG(I, MAXT)                                                              \
