@@ -287,12 +287,17 @@ __device__ __forceinline__ void bwd_reg(const LigerdRmsNormBwdParams& p) {
     const long long row = base + threadIdx.y;
     const bool valid = row < p.rows;
     const long long r0 = valid ? row : 0;
-    Vec<XT, VEC> dyv[ITERS], xv[ITERS];
+    // Every load of the row is issued here, before any math: rstd, dy, x, w and (fused) dS. dS
+    // is not needed until after the row sum, but a load issued after the reduction would be a
+    // second DRAM round trip per row on the critical path; holding it costs 4 registers per
+    // vector, which the launch bounds below allow for.
+    const float rstd = valid ? p.rstd[r0] : 0.f;
+    Vec<XT, VEC> dyv[ITERS], xv[ITERS], dsv[ITERS];
     Vec<WT, VEC> wv[ITERS];
     rowwise::load_row<XT, ITERS, VEC>(dyv, static_cast<const XT*>(p.dy) + r0 * p.dy_stride, valid, nvec);
     rowwise::load_row<XT, ITERS, VEC>(xv, static_cast<const XT*>(p.x) + r0 * p.x_stride, valid, nvec);
+    if (has_ds) rowwise::load_row<XT, ITERS, VEC>(dsv, static_cast<const XT*>(p.ds) + r0 * p.ds_stride, valid, nvec);
     if constexpr (kHasW) rowwise::load_row<WT, ITERS, VEC>(wv, w, valid, nvec);
-    const float rstd = valid ? p.rstd[row] : 0.f;
     float dot = 0.f;
 #pragma unroll
     for (int k = 0; k < ITERS; ++k)
@@ -306,15 +311,10 @@ __device__ __forceinline__ void bwd_reg(const LigerdRmsNormBwdParams& p) {
     if (valid) {
       const float c = rstd * rstd * rstd * (dot * inv_n);
       XT* dx = static_cast<XT*>(p.dx) + row * p.dx_stride;
-      const XT* ds = has_ds ? static_cast<const XT*>(p.ds) + row * p.ds_stride : nullptr;
 #pragma unroll
       for (int k = 0; k < ITERS; ++k) {
         const int j = vec_index(k);
         if (j < nvec) {
-          // dS is loaded here, after the reduction, not with dy and x: it is not needed for the
-          // row sum, and holding it across would cost 4 registers per vector.
-          Vec<XT, VEC> dsv;
-          if (has_ds) dsv.load(ds + static_cast<long long>(j) * VEC);
           float o[VEC];
 #pragma unroll
           for (int i = 0; i < VEC; ++i) {
@@ -322,7 +322,7 @@ __device__ __forceinline__ void bwd_reg(const LigerdRmsNormBwdParams& p) {
             const float xf = xv[k].get(i);
             const float m = kHasW ? g * (p.offset + wv[k].get(i)) : g;
             o[i] = rstd * m - c * xf;
-            if (has_ds) o[i] += dsv.get(i);
+            if (has_ds) o[i] += dsv[k].get(i);
             if constexpr (kHasW) acc[k][i] = fmaf(g, xn_for_dw(xf, rstd), acc[k][i]);
           }
           Vec<XT, VEC> out;
@@ -433,7 +433,8 @@ __device__ __forceinline__ void bwd_loop(const LigerdRmsNormBwdParams& p) {
 }  // namespace ligerd
 
 // Register budget of a row-in-registers backward thread: ITERS * VEC fp32 dW accumulators plus
-// raw dy, x and w vectors (4 registers each per 16 bytes), and dS's when fused. The launch bound
+// raw dy, x and w vectors (4 registers each per 16 bytes), and dS's when fused (all loaded up
+// front: 16 + 8 = 24 registers per vector for bf16 fused, at most 96 at i4). The launch bound
 // caps threads per block so the compiler may use what that needs without spilling
 // (64/128/255 registers at 1024/512/256 threads): plain i1-i2 1024, i3-i4 512; fused i2 and the
 // fused loop kernel 512 too (they would spill at 64 registers).
