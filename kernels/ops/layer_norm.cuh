@@ -56,9 +56,7 @@ __device__ __forceinline__ void affine_store(const Vec<XT, VEC>& xv, float mean,
     const float xn = (xv.get(i) - mean) * rstd;
     o[i] = (w != nullptr ? xn * wv.get(i) : xn) + (b != nullptr ? bv.get(i) : 0.f);
   }
-  Vec<XT, VEC> out;
-  out.set_all(o);
-  out.store(y + static_cast<long long>(j) * VEC);
+  rowwise::store_vec(y, j, o);
 }
 
 // A row in registers: read once, summed, centred and summed again (both from registers), then
@@ -118,12 +116,7 @@ __device__ __forceinline__ void fwd_loop(const LigerdLayerNormFwdParams& p) {
   float sum = 0.f;
   for (int j0 = threadIdx.x; valid && j0 < nvec; j0 += kLoopUnroll * tpr) {
     Vec<XT, VEC> xv[kLoopUnroll];
-#pragma unroll
-    for (int u = 0; u < kLoopUnroll; ++u) {
-      const int j = j0 + u * tpr;
-      if (j < nvec) xv[u].load(x + static_cast<long long>(j) * VEC);
-      else xv[u].zero();
-    }
+    rowwise::load_chunk(xv, x, j0, nvec);
 #pragma unroll
     for (int u = 0; u < kLoopUnroll; ++u)
 #pragma unroll
@@ -133,11 +126,7 @@ __device__ __forceinline__ void fwd_loop(const LigerdLayerNormFwdParams& p) {
   float ss = 0.f;
   for (int j0 = threadIdx.x; valid && j0 < nvec; j0 += kLoopUnroll * tpr) {
     Vec<XT, VEC> xv[kLoopUnroll];
-#pragma unroll
-    for (int u = 0; u < kLoopUnroll; ++u) {
-      const int j = j0 + u * tpr;
-      if (j < nvec) xv[u].load(x + static_cast<long long>(j) * VEC);
-    }
+    rowwise::load_chunk(xv, x, j0, nvec);
 #pragma unroll
     for (int u = 0; u < kLoopUnroll; ++u)
       if (j0 + u * tpr < nvec)
@@ -159,11 +148,7 @@ __device__ __forceinline__ void fwd_loop(const LigerdLayerNormFwdParams& p) {
   XT* y = static_cast<XT*>(p.y) + row * p.y_stride;
   for (int j0 = threadIdx.x; j0 < nvec; j0 += kLoopUnroll * tpr) {
     Vec<XT, VEC> xv[kLoopUnroll];
-#pragma unroll
-    for (int u = 0; u < kLoopUnroll; ++u) {
-      const int j = j0 + u * tpr;
-      if (j < nvec) xv[u].load(x + static_cast<long long>(j) * VEC);
-    }
+    rowwise::load_chunk(xv, x, j0, nvec);
 #pragma unroll
     for (int u = 0; u < kLoopUnroll; ++u) {
       const int j = j0 + u * tpr;
@@ -178,11 +163,8 @@ __device__ __forceinline__ void fwd_loop(const LigerdLayerNormFwdParams& p) {
 // Forward kernels: a row in registers costs 4 * ITERS registers, plus w and b for the vector
 // being written (up to 16 fp32 registers); i1-i5 fit the 64 registers/thread of 1024-thread
 // blocks, i6-i8 are bounded to 512 threads (they would spill). layer_norm.cc mirrors this.
-#define LIGERD_LN_FWD_REG(I, MAXT)                                                              \
-  extern "C" __global__ void __launch_bounds__(MAXT)                                            \
-      layer_norm_fwd_i##I##_v(const LigerdLayerNormFwdParams p) { ligerd::ln::fwd_reg<I, ligerd::ln::kVec>(p); } \
-  extern "C" __global__ void __launch_bounds__(MAXT)                                            \
-      layer_norm_fwd_i##I##_s(const LigerdLayerNormFwdParams p) { ligerd::ln::fwd_reg<I, 1>(p); }
+#define LIGERD_LN_FWD_REG(I, MAXT) \
+  LIGERD_ROW_REG_KERNELS(layer_norm_fwd, I, MAXT, LigerdLayerNormFwdParams, ligerd::ln::fwd_reg, ligerd::ln::kVec)
 LIGERD_LN_FWD_REG(1, 1024)
 LIGERD_LN_FWD_REG(2, 1024)
 LIGERD_LN_FWD_REG(3, 1024)
@@ -191,10 +173,7 @@ LIGERD_LN_FWD_REG(5, 1024)
 LIGERD_LN_FWD_REG(6, 512)
 LIGERD_LN_FWD_REG(7, 512)
 LIGERD_LN_FWD_REG(8, 512)
-extern "C" __global__ void __launch_bounds__(1024)
-    layer_norm_fwd_loop_v(const LigerdLayerNormFwdParams p) { ligerd::ln::fwd_loop<ligerd::ln::kVec>(p); }
-extern "C" __global__ void __launch_bounds__(1024)
-    layer_norm_fwd_loop_s(const LigerdLayerNormFwdParams p) { ligerd::ln::fwd_loop<1>(p); }
+LIGERD_ROW_LOOP_KERNELS(layer_norm_fwd, 1024, LigerdLayerNormFwdParams, ligerd::ln::fwd_loop, ligerd::ln::kVec)
 
 #else  // LIGERD_LN_BWD
 // ---------------------------------------------------------------------------------------------
@@ -283,9 +262,7 @@ __device__ __forceinline__ void bwd_reg(const LigerdLayerNormBwdParams& p) {
             dw_acc[k][i] = fmaf(g, xhat, dw_acc[k][i]);
             db_acc[k][i] += g;
           }
-          Vec<XT, VEC> out;
-          out.set_all(o);
-          out.store(dx + static_cast<long long>(j) * VEC);
+          rowwise::store_vec(dx, j, o);
         }
       }
     }
@@ -337,12 +314,9 @@ __device__ __forceinline__ void bwd_loop(const LigerdLayerNormBwdParams& p) {
     for (int j = threadIdx.x; j < nvec; j += tpr) {
       Vec<XT, VEC> dyv, xv;
       Vec<WT, VEC> wv;
-      Vec<float, VEC> pw, pb;
       dyv.load(dy + static_cast<long long>(j) * VEC);
       xv.load(x + static_cast<long long>(j) * VEC);
       if (w != nullptr) wv.load(w + static_cast<long long>(j) * VEC);
-      if (dwp != nullptr && !first) pw.load(dwp + static_cast<long long>(j) * VEC);
-      if (dbp != nullptr && !first) pb.load(dbp + static_cast<long long>(j) * VEC);
       float o[VEC], dw[VEC], db[VEC];
 #pragma unroll
       for (int i = 0; i < VEC; ++i) {
@@ -350,22 +324,12 @@ __device__ __forceinline__ void bwd_loop(const LigerdLayerNormBwdParams& p) {
         const float wdy = w != nullptr ? wv.get(i) * g : g;
         const float xhat = (xv.get(i) - mean) * rstd;
         o[i] = (wdy - (xhat * c1 + c2)) * rstd;
-        dw[i] = fmaf(g, xhat, first ? 0.f : pw.get(i));
-        db[i] = g + (first ? 0.f : pb.get(i));
+        dw[i] = g * xhat;
+        db[i] = g;
       }
-      Vec<XT, VEC> out;
-      out.set_all(o);
-      out.store(dx + static_cast<long long>(j) * VEC);
-      if (dwp != nullptr) {
-        Vec<float, VEC> v;
-        v.set_all(dw);
-        v.store(dwp + static_cast<long long>(j) * VEC);
-      }
-      if (dbp != nullptr) {
-        Vec<float, VEC> v;
-        v.set_all(db);
-        v.store(dbp + static_cast<long long>(j) * VEC);
-      }
+      rowwise::store_vec(dx, j, o);
+      if (dwp != nullptr) rowwise::update_partial(dwp, j, first, dw);
+      if (dbp != nullptr) rowwise::update_partial(dbp, j, first, db);
     }
   }
 }
@@ -378,19 +342,13 @@ __device__ __forceinline__ void bwd_loop(const LigerdLayerNormBwdParams& p) {
 // next row's mean and rstd (2 registers per thread, not per vector). The
 // launch bound lets the compiler use what that needs (64/128/255 registers at 1024/512/256
 // threads); the host's MaxThreads() in layer_norm.cc mirrors this table.
-#define LIGERD_LN_BWD_REG(I, MAXT)                                                              \
-  extern "C" __global__ void __launch_bounds__(MAXT)                                            \
-      layer_norm_bwd_i##I##_v(const LigerdLayerNormBwdParams p) { ligerd::ln::bwd_reg<I, ligerd::ln::kVec>(p); } \
-  extern "C" __global__ void __launch_bounds__(MAXT)                                            \
-      layer_norm_bwd_i##I##_s(const LigerdLayerNormBwdParams p) { ligerd::ln::bwd_reg<I, 1>(p); }
+#define LIGERD_LN_BWD_REG(I, MAXT) \
+  LIGERD_ROW_REG_KERNELS(layer_norm_bwd, I, MAXT, LigerdLayerNormBwdParams, ligerd::ln::bwd_reg, ligerd::ln::kVec)
 LIGERD_LN_BWD_REG(1, 1024)
 LIGERD_LN_BWD_REG(2, 512)
 LIGERD_LN_BWD_REG(3, 256)
 LIGERD_LN_BWD_REG(4, 256)
-extern "C" __global__ void __launch_bounds__(1024)
-    layer_norm_bwd_loop_v(const LigerdLayerNormBwdParams p) { ligerd::ln::bwd_loop<ligerd::ln::kVec>(p); }
-extern "C" __global__ void __launch_bounds__(1024)
-    layer_norm_bwd_loop_s(const LigerdLayerNormBwdParams p) { ligerd::ln::bwd_loop<1>(p); }
+LIGERD_ROW_LOOP_KERNELS(layer_norm_bwd, 1024, LigerdLayerNormBwdParams, ligerd::ln::bwd_loop, ligerd::ln::kVec)
 
 // dW (blockIdx.y 0) and dB (1), or whichever is wanted: column sums of the partial rows.
 extern "C" __global__ void __launch_bounds__(512)
