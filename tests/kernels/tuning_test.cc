@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -347,7 +348,8 @@ TEST(Candidates, TunableOpsDeclareEveryHook) {
     EXPECT_TRUE(op->tuning_shape) << op->name;
     EXPECT_TRUE(op->tuning_problem) << op->name;
   }
-  for (const char* name : {"rms_norm_fwd", "rms_norm_bwd", "swiglu_fwd", "swiglu_bwd", "geglu_fwd", "geglu_bwd"})
+  for (const char* name : {"rms_norm_fwd", "rms_norm_bwd", "fused_add_rms_norm_fwd", "fused_add_rms_norm_bwd",
+                           "layer_norm_fwd", "layer_norm_bwd", "swiglu_fwd", "swiglu_bwd", "geglu_fwd", "geglu_bwd"})
     EXPECT_TRUE(tunable.count(name)) << name;
 }
 
@@ -362,8 +364,10 @@ TEST(Candidates, EveryCandidatePassesTheOpsOwnChecks) {
                           {DType::kBFloat16, 3, 8191},     {DType::kFloat32, 1, 2880},
                           {DType::kFloat16, 7, 13},        {DType::kBFloat16, 300, 65536}};
   size_t planned = 0;
+  std::map<std::string, size_t> planned_per_op;
   for (const OpSpec* op : AllOps()) {
     if (!op->candidates) continue;
+    planned_per_op[op->name] = 0;
     for (const Shape& s : shapes) {
       const std::string what = absl::StrCat(op->name, " ", DTypeName(s.dtype), " ", s.rows, "x", s.cols);
       Problem p = MakeProblem(*op, s.dtype, s.rows, s.cols);
@@ -394,10 +398,15 @@ TEST(Candidates, EveryCandidatePassesTheOpsOwnChecks) {
         EXPECT_LE(int64_t{k.block[0]} * k.block[1] * k.block[2], 1024) << what;
         EXPECT_GE(k.grid[0], 1u) << what;
         ++planned;
+        ++planned_per_op[op->name];
       }
     }
   }
-  EXPECT_GE(planned, 300u) << "6 tunable ops x 8 shapes, most with dozens of candidates";
+  // Every tunable op, not just the total: at least two candidates per shape each.
+  for (const auto& [name, n] : planned_per_op)
+    EXPECT_GE(n, 2 * std::size(shapes)) << name << ": too few candidates planned";
+  EXPECT_GE(planned_per_op.size(), 10u) << "the tunable ops (TunableOpsDeclareEveryHook lists them)";
+  EXPECT_GE(planned, 300u) << "10 tunable ops x 8 shapes, most with dozens of candidates";
 }
 
 TEST(Candidates, BigGluShapesOfferVectorsPerThreadAndGrids) {
