@@ -265,6 +265,28 @@ TEST(TuningDb, ReadersSeeAnotherWritersUpdate) {
   EXPECT_EQ(reader.reloads(), reloads);
 }
 
+// Generation(): what the executor keys its cached plans with instead of looking the DB up on
+// every launch. It must move when (and only when) the entries a Lookup would see change.
+TEST(TuningDb, GenerationMovesWhenTheEntriesChange) {
+  TempDir dir;
+  const auto file = dir.path() / "tuning" / (GpuFileStem(kH100) + ".tunedb");
+  std::filesystem::create_directories(file.parent_path());
+  TuningDb reader(file, kH100), writer(file, kH100);
+  const uint64_t g0 = reader.Generation();
+  EXPECT_EQ(reader.Generation(), g0) << "nothing changed";
+  const uint64_t w0 = writer.Generation();
+  ASSERT_TRUE(writer.Store({Entry("layer_norm_bwd", 16384, 4096, 512)}).ok());
+  EXPECT_NE(writer.Generation(), w0) << "a Store is seen by the writer at once";
+  // The reader notices another writer's file at its next check, as Lookup would.
+  std::this_thread::sleep_for(TuningDb::kRefreshInterval + std::chrono::milliseconds(50));
+  const uint64_t g1 = reader.Generation();
+  EXPECT_NE(g1, g0) << "the reader re-read the changed file";
+  EXPECT_TRUE(reader.Lookup(Entry("layer_norm_bwd", 16384, 4096, 0).key).has_value());
+  // Unchanged file: the generation stays, however often and however late it is asked.
+  std::this_thread::sleep_for(TuningDb::kRefreshInterval + std::chrono::milliseconds(50));
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(reader.Generation(), g1);
+}
+
 TEST(TuningDb, ConcurrentWritersInSeveralProcessesLoseNothing) {
   TempDir dir;
   const auto file = dir.path() / "tuning" / (GpuFileStem(kH100) + ".tunedb");
