@@ -91,28 +91,34 @@ class ExecutorImpl final : public Executor {
       call.tuned = options.config;
       return plans_.Plan(op, call, info_);
     }
-    if (options.use_tuning_db && tuning_ != nullptr) {
-      const OpSpec* spec = FindOp(op);
-      std::optional<TuningShape> shape;
-      if (spec != nullptr && spec->candidates && spec->tuning_shape) shape = spec->tuning_shape(call);
-      if (shape.has_value()) {
-        const TuningKey key = MakeTuningKey(op, *shape);
-        if (std::optional<TuningEntry> entry = tuning_->Lookup(key)) {
-          call.tuned = &entry->config;
-          absl::StatusOr<OpPlan> tuned = plans_.Plan(op, call, info_);
-          if (tuned.ok()) {
-            tuned->tuned = true;
-            return tuned;
-          }
-          call.tuned = nullptr;
-          absl::StatusOr<OpPlan> fallback = plans_.Plan(op, call, info_);
-          // Only the tuned config's fault when the default plan is fine (else the call is bad).
-          if (fallback.ok()) NoteRejected(key, entry->config, tuned.status());
-          return fallback;
-        }
-      }
-    }
-    return plans_.Plan(op, call, info_);
+    if (!options.use_tuning_db || tuning_ == nullptr) return plans_.Plan(op, call, info_);
+    // The hot path: a launch whose geometry was planned before, with the DB unchanged since, is
+    // one plan-cache hit (key build + hash lookup + address patching). The DB's generation is a
+    // clock read and atomic loads (it stats the file at most every 250 ms, as Lookup does, so a
+    // newly tuned config is still picked up); the op lookup, tuning key and DB lookup below run
+    // only on a miss. Read the generation before the lookup: a plan cached under it then never
+    // reflects an older DB than its key says.
+    struct Miss {  // what the callbacks share; they capture one pointer (no allocation)
+      ExecutorImpl* self;
+      std::string_view op;
+      std::optional<TuningKey> key;  // kept for the rejection log
+    } miss{this, op, std::nullopt};
+    PlanCache::ConfigSource source;
+    source.generation = tuning_->Generation();
+    source.lookup = [m = &miss](const OpCall& c) -> std::optional<LaunchConfig> {
+      const OpSpec* spec = FindOp(m->op);
+      if (spec == nullptr || !spec->candidates || !spec->tuning_shape) return std::nullopt;
+      const std::optional<TuningShape> shape = spec->tuning_shape(c);
+      if (!shape.has_value()) return std::nullopt;
+      m->key = MakeTuningKey(m->op, *shape);
+      std::optional<TuningEntry> entry = m->self->tuning_->Lookup(*m->key);
+      if (!entry.has_value()) return std::nullopt;
+      return entry->config;
+    };
+    source.rejected = [m = &miss](const LaunchConfig& config, const absl::Status& why) {
+      if (m->key.has_value()) m->self->NoteRejected(*m->key, config, why);
+    };
+    return plans_.Plan(op, call, info_, source);
   }
 
   absl::Status LaunchPlan(std::string_view op, const OpPlan& plan, CUstream stream) override {

@@ -112,9 +112,9 @@ void PlanCache::AppendKey(std::string& key, std::string_view op, const OpCall& c
   Put(key, t);
 }
 
-absl::StatusOr<std::shared_ptr<const PlanCache::Entry>> PlanCache::Build(std::string_view op,
-                                                                         const OpCall& call,
-                                                                         const DeviceInfo& device) {
+absl::StatusOr<std::shared_ptr<PlanCache::Entry>> PlanCache::Build(std::string_view op,
+                                                                   const OpCall& call,
+                                                                   const DeviceInfo& device) {
   absl::StatusOr<OpPlan> a = PlanOp(op, call, device);
   if (!a.ok()) return a.status();
   auto entry = std::make_shared<Entry>();
@@ -128,37 +128,54 @@ absl::StatusOr<std::shared_ptr<const PlanCache::Entry>> PlanCache::Build(std::st
   b_call.tensors = shifted;
   if (call.workspace != nullptr) b_call.workspace = reinterpret_cast<void*>(Addr(call.workspace) + kShift);
   absl::StatusOr<OpPlan> b = PlanOp(op, b_call, device);
-  if (!b.ok() || !SameShape(entry->plan, *b)) return std::shared_ptr<const Entry>(entry);  // uncacheable
+  if (!b.ok() || !SameShape(entry->plan, *b)) return entry;  // uncacheable
 
   for (size_t l = 0; l < entry->plan.launches.size(); ++l) {
     const std::vector<uint8_t>& pa = entry->plan.launches[l].params;
     const std::vector<uint8_t>& pb = b->launches[l].params;
     const size_t words = pa.size() / 8;
     if (std::memcmp(pa.data() + words * 8, pb.data() + words * 8, pa.size() - words * 8) != 0)
-      return std::shared_ptr<const Entry>(entry);
+      return entry;
     for (size_t w = 0; w < words; ++w) {
       uint64_t va = 0, vb = 0;
       std::memcpy(&va, pa.data() + w * 8, 8);
       std::memcpy(&vb, pb.data() + w * 8, 8);
       if (va == vb) continue;
-      if (vb - va != kShift) return std::shared_ptr<const Entry>(entry);  // derived, not an address
+      if (vb - va != kShift) return entry;  // derived, not an address
       int32_t source = -2;
       for (size_t t = 0; t < call.tensors.size() && source == -2; ++t)
         if (call.tensors[t].data != nullptr && Addr(call.tensors[t].data) == va) source = static_cast<int32_t>(t);
       if (source == -2 && call.workspace != nullptr && Addr(call.workspace) == va) source = -1;
-      if (source == -2) return std::shared_ptr<const Entry>(entry);  // an address plus an offset
+      if (source == -2) return entry;  // an address plus an offset
       entry->patches.push_back({static_cast<uint32_t>(l), static_cast<uint32_t>(w * 8), source});
     }
   }
   entry->cacheable = true;
-  return std::shared_ptr<const Entry>(entry);
+  return entry;
 }
 
-absl::StatusOr<OpPlan> PlanCache::Plan(std::string_view op, const OpCall& call,
-                                       const DeviceInfo& device) {
-  thread_local std::string key;
-  key.clear();
-  AppendKey(key, op, call);
+absl::StatusOr<std::shared_ptr<PlanCache::Entry>> PlanCache::BuildFromSource(
+    std::string_view op, const OpCall& call, const DeviceInfo& device, const ConfigSource& source) {
+  std::optional<LaunchConfig> stored = source.lookup ? source.lookup(call) : std::nullopt;
+  if (!stored.has_value()) return Build(op, call, device);
+  OpCall tuned_call = call;
+  tuned_call.tuned = &*stored;
+  absl::StatusOr<std::shared_ptr<Entry>> tuned = Build(op, tuned_call, device);
+  if (tuned.ok()) {
+    (*tuned)->plan.tuned = true;
+    (*tuned)->tuned = *stored;
+    return tuned;
+  }
+  absl::StatusOr<std::shared_ptr<Entry>> fallback = Build(op, call, device);
+  // Only the stored config's fault when the default plan is fine (else the call is bad).
+  if (fallback.ok() && source.rejected) source.rejected(*stored, tuned.status());
+  return fallback;
+}
+
+template <typename BuildFn>
+absl::StatusOr<OpPlan> PlanCache::Lookup(const std::string& key, std::string_view op,
+                                         const OpCall& call, const DeviceInfo& device,
+                                         BuildFn build) {
   std::shared_ptr<const Entry> entry;
   {
     absl::MutexLock lock(&mu_);
@@ -169,7 +186,7 @@ absl::StatusOr<OpPlan> PlanCache::Plan(std::string_view op, const OpCall& call,
     }
   }
   if (entry == nullptr) {
-    absl::StatusOr<std::shared_ptr<const Entry>> built = Build(op, call, device);
+    absl::StatusOr<std::shared_ptr<Entry>> built = build();
     if (!built.ok()) return built.status();  // never cached: the next call fails the same way
     entry = *std::move(built);
     absl::MutexLock lock(&mu_);
@@ -179,13 +196,49 @@ absl::StatusOr<OpPlan> PlanCache::Plan(std::string_view op, const OpCall& call,
     // Build planned this very call (cacheable or not): its plan carries the right addresses.
     return entry->plan;
   }
-  if (!entry->cacheable) return PlanOp(op, call, device);
+  if (!entry->cacheable) {
+    // Planned from scratch, with the config the entry was planned with (the stored config
+    // passed this geometry's checks when the entry was built; should this call's addresses
+    // make the op refuse it, the default plan, as a DB miss would give).
+    if (entry->tuned.has_value()) {
+      OpCall tuned_call = call;
+      tuned_call.tuned = &*entry->tuned;
+      absl::StatusOr<OpPlan> plan = PlanOp(op, tuned_call, device);
+      if (plan.ok()) {
+        plan->tuned = true;
+        return plan;
+      }
+    }
+    return PlanOp(op, call, device);
+  }
   OpPlan plan = entry->plan;
   for (const Patch& p : entry->patches) {
     const void* v = p.source < 0 ? call.workspace : call.tensors[p.source].data;
     std::memcpy(plan.launches[p.launch].params.data() + p.offset, &v, sizeof(v));
   }
   return plan;
+}
+
+// Keys end in where the config came from: 0 the call (OpCall::tuned or the default), 1 a
+// ConfigSource at a generation. So a tuned and a default plan of one geometry never share a key.
+absl::StatusOr<OpPlan> PlanCache::Plan(std::string_view op, const OpCall& call,
+                                       const DeviceInfo& device) {
+  thread_local std::string key;
+  key.clear();
+  AppendKey(key, op, call);
+  Put(key, uint8_t{0});
+  return Lookup(key, op, call, device, [&] { return Build(op, call, device); });
+}
+
+absl::StatusOr<OpPlan> PlanCache::Plan(std::string_view op, const OpCall& call,
+                                       const DeviceInfo& device, const ConfigSource& source) {
+  if (call.tuned != nullptr) return Plan(op, call, device);  // an explicit config wins
+  thread_local std::string key;
+  key.clear();
+  AppendKey(key, op, call);
+  Put(key, uint8_t{1});
+  Put(key, source.generation);
+  return Lookup(key, op, call, device, [&] { return BuildFromSource(op, call, device, source); });
 }
 
 PlanCache::Stats PlanCache::stats() const {

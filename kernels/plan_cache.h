@@ -15,11 +15,19 @@
 // that fails its checks is never cached (the next one fails the same way, through PlanOp, with
 // the same message). An autotuned config (OpCall::tuned) is part of the key, so tuned and
 // default plans of one geometry are cached side by side.
+//
+// Configs chosen from the tuning DB (a ConfigSource): the key is the call's geometry plus the
+// DB's generation, and the entry remembers the config it was planned with, so a hit costs no DB
+// lookup at all, a tuned plan and a default plan of one geometry can never be confused (a
+// default-keyed call never carries a source), and a DB change (a new generation) is a new key:
+// the first call after it looks the DB up again.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -39,6 +47,20 @@ class PlanCache {
   // it can. `device` must be the same for every call on one cache (one executor, one device).
   absl::StatusOr<OpPlan> Plan(std::string_view op, const OpCall& call, const DeviceInfo& device);
 
+  // Where a call without OpCall::tuned gets its config from: the tuning DB, as of `generation`.
+  struct ConfigSource {
+    uint64_t generation = 0;
+    // The stored config for this call, if any (nullopt: plan with the default). Miss only.
+    std::function<std::optional<LaunchConfig>(const OpCall&)> lookup;
+    // The op refused the stored config while the default plan is fine (miss only; for a log).
+    std::function<void(const LaunchConfig&, const absl::Status&)> rejected;
+  };
+  // The plan for `call` (OpCall::tuned must be null) with the config `source` stores for it,
+  // OpPlan::tuned set; or, when it stores none or the op refuses it, the default plan (what
+  // Plan() gives) or its error. On a hit neither callback runs.
+  absl::StatusOr<OpPlan> Plan(std::string_view op, const OpCall& call, const DeviceInfo& device,
+                              const ConfigSource& source);
+
   struct Stats {
     uint64_t hits = 0;
     uint64_t misses = 0;
@@ -57,11 +79,20 @@ class PlanCache {
     bool cacheable = false;
     OpPlan plan;  // built with the addresses of the call that missed
     std::vector<Patch> patches;
+    std::optional<LaunchConfig> tuned;  // the source's config it was planned with (ConfigSource)
   };
 
   static void AppendKey(std::string& key, std::string_view op, const OpCall& call);
-  static absl::StatusOr<std::shared_ptr<const Entry>> Build(std::string_view op, const OpCall& call,
-                                                            const DeviceInfo& device);
+  static absl::StatusOr<std::shared_ptr<Entry>> Build(std::string_view op, const OpCall& call,
+                                                      const DeviceInfo& device);
+  // Build for a ConfigSource miss: the stored config, else (none, or refused) the default.
+  static absl::StatusOr<std::shared_ptr<Entry>> BuildFromSource(std::string_view op, const OpCall& call,
+                                                                const DeviceInfo& device,
+                                                                const ConfigSource& source);
+  // The cached entry for `key` (counting a hit), or the one `build` makes (counting a miss).
+  template <typename BuildFn>
+  absl::StatusOr<OpPlan> Lookup(const std::string& key, std::string_view op, const OpCall& call,
+                                const DeviceInfo& device, BuildFn build);
 
   const size_t max_entries_;
   mutable absl::Mutex mu_;

@@ -211,6 +211,23 @@ absl::StatusOr<OpPlan> PlanBackward(const OpSpec& spec, const OpCall& call, cons
   return plan;
 }
 
+// The tuner's call: W and B of X's dtype (HF's nn.LayerNorm), mean/rstd in fp32; the backward
+// computes dW and dB too.
+absl::StatusOr<TuningProblem> Problem(bool backward, const TuningShape& shape) {
+  const ScratchTensor x{true, shape.dtype, {shape.rows, shape.cols}, false};
+  const ScratchTensor w{true, shape.dtype, {shape.cols}, false};
+  const ScratchTensor mean{true, DType::kFloat32, {shape.rows}, false};
+  const ScratchTensor rstd{true, DType::kFloat32, {shape.rows}, true};
+  TuningProblem p;
+  if (backward) {
+    p.tensors = {x, x, w, mean, rstd, x, w, w};  // dY, X, W, MEAN, RSTD, dX, dW, dB
+  } else {
+    p.tensors = {x, w, w, x, mean, rstd};        // X, W, B, Y, MEAN, RSTD
+    p.scalars = {1e-6};                          // eps
+  }
+  return p;
+}
+
 OpSpec MakeSpec(bool backward) {
   const std::vector<DType> floats = {DType::kFloat32, DType::kBFloat16, DType::kFloat16};
   const std::vector<DType> f32 = {DType::kFloat32};
@@ -239,6 +256,12 @@ OpSpec MakeSpec(bool backward) {
   s.options = {"--std=c++17"};
   s.variants = AllVariants(backward);
   s.plan = backward ? PlanBackward : PlanForward;
+  const int x_index = backward ? bwd::kX : fwd::kX;
+  s.candidates = [backward, x_index, name = s.name](const OpCall& call, const DeviceInfo& dev) {
+    return RowCandidates(kFamily, backward, name, x_index, call, dev);
+  };
+  s.tuning_shape = RowTuningShape(x_index);
+  s.tuning_problem = [backward](const TuningShape& shape) { return Problem(backward, shape); };
   return s;
 }
 

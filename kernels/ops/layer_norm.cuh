@@ -56,9 +56,7 @@ __device__ __forceinline__ void affine_store(const Vec<XT, VEC>& xv, float mean,
     const float xn = (xv.get(i) - mean) * rstd;
     o[i] = (w != nullptr ? xn * wv.get(i) : xn) + (b != nullptr ? bv.get(i) : 0.f);
   }
-  Vec<XT, VEC> out;
-  out.set_all(o);
-  out.store(y + static_cast<long long>(j) * VEC);
+  rowwise::store_vec(y, j, o);
 }
 
 // A row in registers: read once, summed, centred and summed again (both from registers), then
@@ -118,12 +116,7 @@ __device__ __forceinline__ void fwd_loop(const LigerdLayerNormFwdParams& p) {
   float sum = 0.f;
   for (int j0 = threadIdx.x; valid && j0 < nvec; j0 += kLoopUnroll * tpr) {
     Vec<XT, VEC> xv[kLoopUnroll];
-#pragma unroll
-    for (int u = 0; u < kLoopUnroll; ++u) {
-      const int j = j0 + u * tpr;
-      if (j < nvec) xv[u].load(x + static_cast<long long>(j) * VEC);
-      else xv[u].zero();
-    }
+    rowwise::load_chunk(xv, x, j0, nvec);
 #pragma unroll
     for (int u = 0; u < kLoopUnroll; ++u)
 #pragma unroll
@@ -133,11 +126,7 @@ __device__ __forceinline__ void fwd_loop(const LigerdLayerNormFwdParams& p) {
   float ss = 0.f;
   for (int j0 = threadIdx.x; valid && j0 < nvec; j0 += kLoopUnroll * tpr) {
     Vec<XT, VEC> xv[kLoopUnroll];
-#pragma unroll
-    for (int u = 0; u < kLoopUnroll; ++u) {
-      const int j = j0 + u * tpr;
-      if (j < nvec) xv[u].load(x + static_cast<long long>(j) * VEC);
-    }
+    rowwise::load_chunk(xv, x, j0, nvec);
 #pragma unroll
     for (int u = 0; u < kLoopUnroll; ++u)
       if (j0 + u * tpr < nvec)
@@ -159,11 +148,7 @@ __device__ __forceinline__ void fwd_loop(const LigerdLayerNormFwdParams& p) {
   XT* y = static_cast<XT*>(p.y) + row * p.y_stride;
   for (int j0 = threadIdx.x; j0 < nvec; j0 += kLoopUnroll * tpr) {
     Vec<XT, VEC> xv[kLoopUnroll];
-#pragma unroll
-    for (int u = 0; u < kLoopUnroll; ++u) {
-      const int j = j0 + u * tpr;
-      if (j < nvec) xv[u].load(x + static_cast<long long>(j) * VEC);
-    }
+    rowwise::load_chunk(xv, x, j0, nvec);
 #pragma unroll
     for (int u = 0; u < kLoopUnroll; ++u) {
       const int j = j0 + u * tpr;
@@ -178,11 +163,8 @@ __device__ __forceinline__ void fwd_loop(const LigerdLayerNormFwdParams& p) {
 // Forward kernels: a row in registers costs 4 * ITERS registers, plus w and b for the vector
 // being written (up to 16 fp32 registers); i1-i5 fit the 64 registers/thread of 1024-thread
 // blocks, i6-i8 are bounded to 512 threads (they would spill). layer_norm.cc mirrors this.
-#define LIGERD_LN_FWD_REG(I, MAXT)                                                              \
-  extern "C" __global__ void __launch_bounds__(MAXT)                                            \
-      layer_norm_fwd_i##I##_v(const LigerdLayerNormFwdParams p) { ligerd::ln::fwd_reg<I, ligerd::ln::kVec>(p); } \
-  extern "C" __global__ void __launch_bounds__(MAXT)                                            \
-      layer_norm_fwd_i##I##_s(const LigerdLayerNormFwdParams p) { ligerd::ln::fwd_reg<I, 1>(p); }
+#define LIGERD_LN_FWD_REG(I, MAXT) \
+  LIGERD_ROW_REG_KERNELS(layer_norm_fwd, I, MAXT, LigerdLayerNormFwdParams, ligerd::ln::fwd_reg, ligerd::ln::kVec)
 LIGERD_LN_FWD_REG(1, 1024)
 LIGERD_LN_FWD_REG(2, 1024)
 LIGERD_LN_FWD_REG(3, 1024)
@@ -191,10 +173,7 @@ LIGERD_LN_FWD_REG(5, 1024)
 LIGERD_LN_FWD_REG(6, 512)
 LIGERD_LN_FWD_REG(7, 512)
 LIGERD_LN_FWD_REG(8, 512)
-extern "C" __global__ void __launch_bounds__(1024)
-    layer_norm_fwd_loop_v(const LigerdLayerNormFwdParams p) { ligerd::ln::fwd_loop<ligerd::ln::kVec>(p); }
-extern "C" __global__ void __launch_bounds__(1024)
-    layer_norm_fwd_loop_s(const LigerdLayerNormFwdParams p) { ligerd::ln::fwd_loop<1>(p); }
+LIGERD_ROW_LOOP_KERNELS(layer_norm_fwd, 1024, LigerdLayerNormFwdParams, ligerd::ln::fwd_loop, ligerd::ln::kVec)
 
 #else  // LIGERD_LN_BWD
 // ---------------------------------------------------------------------------------------------
@@ -202,23 +181,31 @@ extern "C" __global__ void __launch_bounds__(1024)
 // n*sizeof(WT) (w) + 2 * 2*P*n*4 (dW and dB partial rows, written here and read by the
 // reduction; P = gridDim.x, the persistent grid) + 2*n*sizeof(WT) (dW, dB): HBM-bound.
 
-// One row group's inputs, as raw words.
+// Everything one row needs from memory, issued as one batch: the row's mean and rstd (8 bytes)
+// together with its dy and x (raw words). Loading the statistics here rather than when the row is
+// processed matters: any load issued after the row's data and needed before its math adds a
+// whole DRAM round trip per row, which the data prefetch below cannot hide.
 template <int ITERS, int VEC>
 struct BwdRows {
   Vec<XT, VEC> dy[ITERS], x[ITERS];
+  float mean, rstd;  // 0 for a row past the end (then xhat = 0 and dy = 0: it adds nothing)
   __device__ __forceinline__ void load(const LigerdLayerNormBwdParams& p, long long row, int nvec) {
     const bool valid = row < p.rows;
     const long long r0 = valid ? row : 0;
+    mean = valid ? p.mean[r0] : 0.f;
+    rstd = valid ? p.rstd[r0] : 0.f;
     rowwise::load_row<XT, ITERS, VEC>(dy, static_cast<const XT*>(p.dy) + r0 * p.dy_stride, valid, nvec);
     rowwise::load_row<XT, ITERS, VEC>(x, static_cast<const XT*>(p.x) + r0 * p.x_stride, valid, nvec);
   }
 };
 
 // Persistent: block b takes row groups b, b + gridDim.x, ... keeping its dW and dB column sums
-// in fp32 registers, and writes one partial row of each at the end. The next row group's dy and x
-// are loaded before this one is reduced (software pipelining): each row's loads are in flight
-// across the previous row's barrier and arithmetic, so one block per SM can keep HBM busy even
-// when a row takes the whole block (a 4096-8192 wide row: 512-1024 threads x 8 elements).
+// in fp32 registers, and writes one partial row of each at the end. The next row group's mean,
+// rstd, dy and x are loaded before this one is reduced (software pipelining): each row's loads
+// are in flight across the previous row's barrier and arithmetic, and nothing the current row
+// needs is still outstanding when its math starts, so a row costs max(DRAM latency, its own
+// work) rather than latency + work. One block per SM can then keep HBM busy even when a row
+// takes the whole block (a 4096-8192 wide row: 512-1024 threads x 8 elements).
 template <int ITERS, int VEC>
 __device__ __forceinline__ void bwd_reg(const LigerdLayerNormBwdParams& p) {
   __shared__ float red[2][2 * 32];
@@ -241,8 +228,7 @@ __device__ __forceinline__ void bwd_reg(const LigerdLayerNormBwdParams& p) {
     const bool valid = row < p.rows;
     const BwdRows<ITERS, VEC> cur = next;
     if (base + step < p.rows) next.load(p, base + step + threadIdx.y, nvec);
-    const float mean = valid ? p.mean[row] : 0.f;
-    const float rstd = valid ? p.rstd[row] : 0.f;
+    const float mean = cur.mean, rstd = cur.rstd;
     // W is re-read per row (L1-resident) rather than pinned in registers, as in RMSNorm.
     Vec<WT, VEC> wv[ITERS];
     if (w != nullptr) rowwise::load_row<WT, ITERS, VEC>(wv, w, true, nvec);
@@ -276,9 +262,7 @@ __device__ __forceinline__ void bwd_reg(const LigerdLayerNormBwdParams& p) {
             dw_acc[k][i] = fmaf(g, xhat, dw_acc[k][i]);
             db_acc[k][i] += g;
           }
-          Vec<XT, VEC> out;
-          out.set_all(o);
-          out.store(dx + static_cast<long long>(j) * VEC);
+          rowwise::store_vec(dx, j, o);
         }
       }
     }
@@ -330,12 +314,9 @@ __device__ __forceinline__ void bwd_loop(const LigerdLayerNormBwdParams& p) {
     for (int j = threadIdx.x; j < nvec; j += tpr) {
       Vec<XT, VEC> dyv, xv;
       Vec<WT, VEC> wv;
-      Vec<float, VEC> pw, pb;
       dyv.load(dy + static_cast<long long>(j) * VEC);
       xv.load(x + static_cast<long long>(j) * VEC);
       if (w != nullptr) wv.load(w + static_cast<long long>(j) * VEC);
-      if (dwp != nullptr && !first) pw.load(dwp + static_cast<long long>(j) * VEC);
-      if (dbp != nullptr && !first) pb.load(dbp + static_cast<long long>(j) * VEC);
       float o[VEC], dw[VEC], db[VEC];
 #pragma unroll
       for (int i = 0; i < VEC; ++i) {
@@ -343,22 +324,12 @@ __device__ __forceinline__ void bwd_loop(const LigerdLayerNormBwdParams& p) {
         const float wdy = w != nullptr ? wv.get(i) * g : g;
         const float xhat = (xv.get(i) - mean) * rstd;
         o[i] = (wdy - (xhat * c1 + c2)) * rstd;
-        dw[i] = fmaf(g, xhat, first ? 0.f : pw.get(i));
-        db[i] = g + (first ? 0.f : pb.get(i));
+        dw[i] = g * xhat;
+        db[i] = g;
       }
-      Vec<XT, VEC> out;
-      out.set_all(o);
-      out.store(dx + static_cast<long long>(j) * VEC);
-      if (dwp != nullptr) {
-        Vec<float, VEC> v;
-        v.set_all(dw);
-        v.store(dwp + static_cast<long long>(j) * VEC);
-      }
-      if (dbp != nullptr) {
-        Vec<float, VEC> v;
-        v.set_all(db);
-        v.store(dbp + static_cast<long long>(j) * VEC);
-      }
+      rowwise::store_vec(dx, j, o);
+      if (dwp != nullptr) rowwise::update_partial(dwp, j, first, dw);
+      if (dbp != nullptr) rowwise::update_partial(dbp, j, first, db);
     }
   }
 }
@@ -367,22 +338,17 @@ __device__ __forceinline__ void bwd_loop(const LigerdLayerNormBwdParams& p) {
 }  // namespace ligerd
 
 // Register budget of a row-in-registers backward thread, per 16-byte vector: 2 * VEC fp32
-// accumulators (dW, dB) + raw dy and x for this row and the next (16 registers) + w (4). The
+// accumulators (dW, dB) + raw dy and x for this row and the next (16 registers) + w (4), and the
+// next row's mean and rstd (2 registers per thread, not per vector). The
 // launch bound lets the compiler use what that needs (64/128/255 registers at 1024/512/256
 // threads); the host's MaxThreads() in layer_norm.cc mirrors this table.
-#define LIGERD_LN_BWD_REG(I, MAXT)                                                              \
-  extern "C" __global__ void __launch_bounds__(MAXT)                                            \
-      layer_norm_bwd_i##I##_v(const LigerdLayerNormBwdParams p) { ligerd::ln::bwd_reg<I, ligerd::ln::kVec>(p); } \
-  extern "C" __global__ void __launch_bounds__(MAXT)                                            \
-      layer_norm_bwd_i##I##_s(const LigerdLayerNormBwdParams p) { ligerd::ln::bwd_reg<I, 1>(p); }
+#define LIGERD_LN_BWD_REG(I, MAXT) \
+  LIGERD_ROW_REG_KERNELS(layer_norm_bwd, I, MAXT, LigerdLayerNormBwdParams, ligerd::ln::bwd_reg, ligerd::ln::kVec)
 LIGERD_LN_BWD_REG(1, 1024)
 LIGERD_LN_BWD_REG(2, 512)
 LIGERD_LN_BWD_REG(3, 256)
 LIGERD_LN_BWD_REG(4, 256)
-extern "C" __global__ void __launch_bounds__(1024)
-    layer_norm_bwd_loop_v(const LigerdLayerNormBwdParams p) { ligerd::ln::bwd_loop<ligerd::ln::kVec>(p); }
-extern "C" __global__ void __launch_bounds__(1024)
-    layer_norm_bwd_loop_s(const LigerdLayerNormBwdParams p) { ligerd::ln::bwd_loop<1>(p); }
+LIGERD_ROW_LOOP_KERNELS(layer_norm_bwd, 1024, LigerdLayerNormBwdParams, ligerd::ln::bwd_loop, ligerd::ln::kVec)
 
 // dW (blockIdx.y 0) and dB (1), or whichever is wanted: column sums of the partial rows.
 extern "C" __global__ void __launch_bounds__(512)

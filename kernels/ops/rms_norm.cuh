@@ -142,9 +142,7 @@ __device__ __forceinline__ void fwd_reg(const LigerdRmsNormFwdParams& p) {
       float o[VEC];
 #pragma unroll
       for (int i = 0; i < VEC; ++i) o[i] = norm_out(xv[k].get(i), rstd, kHasW ? wv.get(i) : 0.f, p.offset);
-      Vec<XT, VEC> out;
-      out.set_all(o);
-      out.store(y + static_cast<long long>(j) * VEC);
+      rowwise::store_vec(y, j, o);
     }
   }
 }
@@ -168,12 +166,7 @@ __device__ __forceinline__ void fwd_loop(const LigerdRmsNormFwdParams& p) {
   float ss = 0.f;
   for (int j0 = threadIdx.x; valid && j0 < nvec; j0 += kLoopUnroll * tpr) {
     Vec<XT, VEC> xv[kLoopUnroll];
-#pragma unroll
-    for (int u = 0; u < kLoopUnroll; ++u) {
-      const int j = j0 + u * tpr;
-      if (j < nvec) xv[u].load(x + static_cast<long long>(j) * VEC);
-      else xv[u].zero();
-    }
+    rowwise::load_chunk(xv, x, j0, nvec);
     if constexpr (kAdd) {
 #pragma unroll
       for (int u = 0; u < kLoopUnroll; ++u) {
@@ -205,14 +198,8 @@ __device__ __forceinline__ void fwd_loop(const LigerdRmsNormFwdParams& p) {
   for (int j0 = threadIdx.x; j0 < nvec; j0 += kLoopUnroll * tpr) {
     Vec<XT, VEC> xv[kLoopUnroll];
     Vec<WT, VEC> wv[kLoopUnroll];
-#pragma unroll
-    for (int u = 0; u < kLoopUnroll; ++u) {
-      const int j = j0 + u * tpr;
-      if (j < nvec) {
-        xv[u].load(xin + static_cast<long long>(j) * VEC);
-        if constexpr (kHasW) wv[u].load(w + static_cast<long long>(j) * VEC);
-      }
-    }
+    rowwise::load_chunk(xv, xin, j0, nvec);
+    if constexpr (kHasW) rowwise::load_chunk(wv, w, j0, nvec);
 #pragma unroll
     for (int u = 0; u < kLoopUnroll; ++u) {
       const int j = j0 + u * tpr;
@@ -220,9 +207,7 @@ __device__ __forceinline__ void fwd_loop(const LigerdRmsNormFwdParams& p) {
         float o[VEC];
 #pragma unroll
         for (int i = 0; i < VEC; ++i) o[i] = norm_out(xv[u].get(i), rstd, kHasW ? wv[u].get(i) : 0.f, p.offset);
-        Vec<XT, VEC> out;
-        out.set_all(o);
-        out.store(y + static_cast<long long>(j) * VEC);
+        rowwise::store_vec(y, j, o);
       }
     }
   }
@@ -236,11 +221,8 @@ __device__ __forceinline__ void fwd_loop(const LigerdRmsNormFwdParams& p) {
 // blocks allow; the fused i7, i8 and loop kernels would spill there, so they are bounded to
 // 512 threads. The
 // host's MaxThreads() tables in rms_norm.cc mirror these bounds.
-#define LIGERD_RMS_FWD_REG(I, MAXT)                                                             \
-  extern "C" __global__ void __launch_bounds__(MAXT)                                            \
-      rms_norm_fwd_i##I##_v(const LigerdRmsNormFwdParams p) { ligerd::rms::fwd_reg<I, ligerd::rms::kVec>(p); } \
-  extern "C" __global__ void __launch_bounds__(MAXT)                                            \
-      rms_norm_fwd_i##I##_s(const LigerdRmsNormFwdParams p) { ligerd::rms::fwd_reg<I, 1>(p); }
+#define LIGERD_RMS_FWD_REG(I, MAXT) \
+  LIGERD_ROW_REG_KERNELS(rms_norm_fwd, I, MAXT, LigerdRmsNormFwdParams, ligerd::rms::fwd_reg, ligerd::rms::kVec)
 LIGERD_RMS_FWD_REG(1, 1024)
 LIGERD_RMS_FWD_REG(2, 1024)
 LIGERD_RMS_FWD_REG(3, 1024)
@@ -249,10 +231,8 @@ LIGERD_RMS_FWD_REG(5, 1024)
 LIGERD_RMS_FWD_REG(6, 1024)
 LIGERD_RMS_FWD_REG(7, LIGERD_RMS_MAXT(1024, 512))
 LIGERD_RMS_FWD_REG(8, LIGERD_RMS_MAXT(1024, 512))
-extern "C" __global__ void __launch_bounds__(LIGERD_RMS_MAXT(1024, 512))
-    rms_norm_fwd_loop_v(const LigerdRmsNormFwdParams p) { ligerd::rms::fwd_loop<ligerd::rms::kVec>(p); }
-extern "C" __global__ void __launch_bounds__(LIGERD_RMS_MAXT(1024, 512))
-    rms_norm_fwd_loop_s(const LigerdRmsNormFwdParams p) { ligerd::rms::fwd_loop<1>(p); }
+LIGERD_ROW_LOOP_KERNELS(rms_norm_fwd, LIGERD_RMS_MAXT(1024, 512), LigerdRmsNormFwdParams,
+                        ligerd::rms::fwd_loop, ligerd::rms::kVec)
 
 #else  // LIGERD_RMS_BWD
 // The backward loop kernel holds three tensors' vectors plus the dW partials per step; 2 keeps it
@@ -287,12 +267,17 @@ __device__ __forceinline__ void bwd_reg(const LigerdRmsNormBwdParams& p) {
     const long long row = base + threadIdx.y;
     const bool valid = row < p.rows;
     const long long r0 = valid ? row : 0;
-    Vec<XT, VEC> dyv[ITERS], xv[ITERS];
+    // Every load of the row is issued here, before any math: rstd, dy, x, w and (fused) dS. dS
+    // is not needed until after the row sum, but a load issued after the reduction would be a
+    // second DRAM round trip per row on the critical path; holding it costs 4 registers per
+    // vector, which the launch bounds below allow for.
+    const float rstd = valid ? p.rstd[r0] : 0.f;
+    Vec<XT, VEC> dyv[ITERS], xv[ITERS], dsv[ITERS];
     Vec<WT, VEC> wv[ITERS];
     rowwise::load_row<XT, ITERS, VEC>(dyv, static_cast<const XT*>(p.dy) + r0 * p.dy_stride, valid, nvec);
     rowwise::load_row<XT, ITERS, VEC>(xv, static_cast<const XT*>(p.x) + r0 * p.x_stride, valid, nvec);
+    if (has_ds) rowwise::load_row<XT, ITERS, VEC>(dsv, static_cast<const XT*>(p.ds) + r0 * p.ds_stride, valid, nvec);
     if constexpr (kHasW) rowwise::load_row<WT, ITERS, VEC>(wv, w, valid, nvec);
-    const float rstd = valid ? p.rstd[row] : 0.f;
     float dot = 0.f;
 #pragma unroll
     for (int k = 0; k < ITERS; ++k)
@@ -306,15 +291,10 @@ __device__ __forceinline__ void bwd_reg(const LigerdRmsNormBwdParams& p) {
     if (valid) {
       const float c = rstd * rstd * rstd * (dot * inv_n);
       XT* dx = static_cast<XT*>(p.dx) + row * p.dx_stride;
-      const XT* ds = has_ds ? static_cast<const XT*>(p.ds) + row * p.ds_stride : nullptr;
 #pragma unroll
       for (int k = 0; k < ITERS; ++k) {
         const int j = vec_index(k);
         if (j < nvec) {
-          // dS is loaded here, after the reduction, not with dy and x: it is not needed for the
-          // row sum, and holding it across would cost 4 registers per vector.
-          Vec<XT, VEC> dsv;
-          if (has_ds) dsv.load(ds + static_cast<long long>(j) * VEC);
           float o[VEC];
 #pragma unroll
           for (int i = 0; i < VEC; ++i) {
@@ -322,12 +302,10 @@ __device__ __forceinline__ void bwd_reg(const LigerdRmsNormBwdParams& p) {
             const float xf = xv[k].get(i);
             const float m = kHasW ? g * (p.offset + wv[k].get(i)) : g;
             o[i] = rstd * m - c * xf;
-            if (has_ds) o[i] += dsv.get(i);
+            if (has_ds) o[i] += dsv[k].get(i);
             if constexpr (kHasW) acc[k][i] = fmaf(g, xn_for_dw(xf, rstd), acc[k][i]);
           }
-          Vec<XT, VEC> out;
-          out.set_all(o);
-          out.store(dx + static_cast<long long>(j) * VEC);
+          rowwise::store_vec(dx, j, o);
         }
       }
     }
@@ -359,19 +337,9 @@ __device__ __forceinline__ void bwd_loop(const LigerdRmsNormBwdParams& p) {
     for (int j0 = threadIdx.x; j0 < nvec; j0 += kBwdLoopUnroll * tpr) {
       Vec<XT, VEC> dyv[kBwdLoopUnroll], xv[kBwdLoopUnroll];
       Vec<WT, VEC> wv[kBwdLoopUnroll];
-#pragma unroll
-      for (int u = 0; u < kBwdLoopUnroll; ++u) {
-        const int j = j0 + u * tpr;
-        if (j < nvec) {
-          dyv[u].load(dy + static_cast<long long>(j) * VEC);
-          xv[u].load(x + static_cast<long long>(j) * VEC);
-          if constexpr (kHasW) wv[u].load(w + static_cast<long long>(j) * VEC);
-        } else {
-          dyv[u].zero();
-          xv[u].zero();
-          wv[u].zero();
-        }
-      }
+      rowwise::load_chunk(dyv, dy, j0, nvec);
+      rowwise::load_chunk(xv, x, j0, nvec);
+      if constexpr (kHasW) rowwise::load_chunk(wv, w, j0, nvec);
 #pragma unroll
       for (int u = 0; u < kBwdLoopUnroll; ++u)
 #pragma unroll
@@ -389,23 +357,15 @@ __device__ __forceinline__ void bwd_loop(const LigerdRmsNormBwdParams& p) {
     for (int j0 = threadIdx.x; j0 < nvec; j0 += kBwdLoopUnroll * tpr) {
       Vec<XT, VEC> dyv[kBwdLoopUnroll], xv[kBwdLoopUnroll], dsv[kBwdLoopUnroll];
       Vec<WT, VEC> wv[kBwdLoopUnroll];
-#pragma unroll
-      for (int u = 0; u < kBwdLoopUnroll; ++u) {
-        const int j = j0 + u * tpr;
-        if (j < nvec) {
-          dyv[u].load(dy + static_cast<long long>(j) * VEC);
-          xv[u].load(x + static_cast<long long>(j) * VEC);
-          if constexpr (kHasW) wv[u].load(w + static_cast<long long>(j) * VEC);
-          if (has_ds) dsv[u].load(ds + static_cast<long long>(j) * VEC);
-        }
-      }
+      rowwise::load_chunk(dyv, dy, j0, nvec);
+      rowwise::load_chunk(xv, x, j0, nvec);
+      if constexpr (kHasW) rowwise::load_chunk(wv, w, j0, nvec);
+      if (has_ds) rowwise::load_chunk(dsv, ds, j0, nvec);
 #pragma unroll
       for (int u = 0; u < kBwdLoopUnroll; ++u) {
         const int j = j0 + u * tpr;
         if (j < nvec) {
           float o[VEC], d[VEC];
-          Vec<float, VEC> prev;
-          if (part != nullptr && !first) prev.load(part + static_cast<long long>(j) * VEC);
 #pragma unroll
           for (int i = 0; i < VEC; ++i) {
             const float g = dyv[u].get(i);
@@ -413,16 +373,10 @@ __device__ __forceinline__ void bwd_loop(const LigerdRmsNormBwdParams& p) {
             const float m = kHasW ? g * (p.offset + wv[u].get(i)) : g;
             o[i] = rstd * m - c * xf;
             if (has_ds) o[i] += dsv[u].get(i);
-            if (part != nullptr) d[i] = fmaf(g, xn_for_dw(xf, rstd), first ? 0.f : prev.get(i));
+            if (part != nullptr) d[i] = g * xn_for_dw(xf, rstd);
           }
-          Vec<XT, VEC> out;
-          out.set_all(o);
-          out.store(dx + static_cast<long long>(j) * VEC);
-          if (part != nullptr) {
-            Vec<float, VEC> dv;
-            dv.set_all(d);
-            dv.store(part + static_cast<long long>(j) * VEC);
-          }
+          rowwise::store_vec(dx, j, o);
+          if (part != nullptr) rowwise::update_partial(part, j, first, d);
         }
       }
     }
@@ -433,23 +387,19 @@ __device__ __forceinline__ void bwd_loop(const LigerdRmsNormBwdParams& p) {
 }  // namespace ligerd
 
 // Register budget of a row-in-registers backward thread: ITERS * VEC fp32 dW accumulators plus
-// raw dy, x and w vectors (4 registers each per 16 bytes), and dS's when fused. The launch bound
+// raw dy, x and w vectors (4 registers each per 16 bytes), and dS's when fused (all loaded up
+// front: 16 + 8 = 24 registers per vector for bf16 fused, at most 96 at i4). The launch bound
 // caps threads per block so the compiler may use what that needs without spilling
 // (64/128/255 registers at 1024/512/256 threads): plain i1-i2 1024, i3-i4 512; fused i2 and the
 // fused loop kernel 512 too (they would spill at 64 registers).
-#define LIGERD_RMS_BWD_REG(I, MAXT)                                                             \
-  extern "C" __global__ void __launch_bounds__(MAXT)                                            \
-      rms_norm_bwd_i##I##_v(const LigerdRmsNormBwdParams p) { ligerd::rms::bwd_reg<I, ligerd::rms::kVec>(p); } \
-  extern "C" __global__ void __launch_bounds__(MAXT)                                            \
-      rms_norm_bwd_i##I##_s(const LigerdRmsNormBwdParams p) { ligerd::rms::bwd_reg<I, 1>(p); }
+#define LIGERD_RMS_BWD_REG(I, MAXT) \
+  LIGERD_ROW_REG_KERNELS(rms_norm_bwd, I, MAXT, LigerdRmsNormBwdParams, ligerd::rms::bwd_reg, ligerd::rms::kVec)
 LIGERD_RMS_BWD_REG(1, 1024)
 LIGERD_RMS_BWD_REG(2, LIGERD_RMS_MAXT(1024, 512))
 LIGERD_RMS_BWD_REG(3, 512)
 LIGERD_RMS_BWD_REG(4, 512)
-extern "C" __global__ void __launch_bounds__(LIGERD_RMS_MAXT(1024, 512))
-    rms_norm_bwd_loop_v(const LigerdRmsNormBwdParams p) { ligerd::rms::bwd_loop<ligerd::rms::kVec>(p); }
-extern "C" __global__ void __launch_bounds__(LIGERD_RMS_MAXT(1024, 512))
-    rms_norm_bwd_loop_s(const LigerdRmsNormBwdParams p) { ligerd::rms::bwd_loop<1>(p); }
+LIGERD_ROW_LOOP_KERNELS(rms_norm_bwd, LIGERD_RMS_MAXT(1024, 512), LigerdRmsNormBwdParams,
+                        ligerd::rms::bwd_loop, ligerd::rms::kVec)
 
 // dW = column sums of the partial rows (rowwise::reduce_partials; gridDim.y == 1).
 extern "C" __global__ void __launch_bounds__(512)

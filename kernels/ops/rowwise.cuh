@@ -33,6 +33,42 @@ __device__ __forceinline__ void load_row(Vec<T, VEC> (&v)[ITERS], const T* row, 
   }
 }
 
+// U vectors of a row streamed by the loop kernels: vectors j0, j0 + blockDim.x, ... (a thread's
+// next U in one batch, so U independent 16-byte loads are in flight), zero past the row's end.
+template <class T, int U, int VEC>
+__device__ __forceinline__ void load_chunk(Vec<T, VEC> (&v)[U], const T* row, int j0, int nvec) {
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const int j = j0 + u * blockDim.x;
+    if (j < nvec) v[u].load(row + static_cast<long long>(j) * VEC);
+    else v[u].zero();
+  }
+}
+
+// Vector j of a row (VEC elements of T, 16 bytes when vectorised) from fp32 values.
+template <class T, int VEC>
+__device__ __forceinline__ void store_vec(T* row, int j, const float (&v)[VEC]) {
+  Vec<T, VEC> out;
+  out.set_all(v);
+  out.store(row + static_cast<long long>(j) * VEC);
+}
+
+// The loop kernels' weight-gradient partial row lives in the workspace (`part`, this block's
+// fp32 row) and is updated in place: part[j] = add on the block's first row, part[j] + add after.
+// Each column always belongs to the same thread, so its own earlier store is what it reads (no
+// races, no barrier). Costs 8 bytes per element per row, served by L2 (P rows of n fp32 stay
+// resident: ~4 MB at n = 4096 on an H100).
+template <int VEC>
+__device__ __forceinline__ void update_partial(float* part, int j, bool first, float (&add)[VEC]) {
+  if (!first) {
+    Vec<float, VEC> prev;
+    prev.load(part + static_cast<long long>(j) * VEC);
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) add[i] += prev.get(i);
+  }
+  store_vec(part, j, add);
+}
+
 // Zero fp32 accumulators of the register-row layout.
 template <int ITERS, int VEC>
 __device__ __forceinline__ void zero_acc(float (&acc)[ITERS][VEC]) {
@@ -103,3 +139,14 @@ __device__ __forceinline__ void reduce_partials(const LigerdRowReduceParams& p) 
 
 }  // namespace rowwise
 }  // namespace ligerd
+
+// The extern "C" kernel table of a family, by the names the host's RowKernelName() forms:
+// <PREFIX>_i<I>_v / _s run FN<I, VEC> / FN<I, 1> (a row in registers, I vectors per thread, 16-byte
+// or one-element accesses), <PREFIX>_loop_v / _s run FN<VEC> / FN<1> (streamed rows). MAXT is the
+// __launch_bounds__, which the family's MaxThreads() on the host mirrors.
+#define LIGERD_ROW_REG_KERNELS(PREFIX, I, MAXT, PARAMS, FN, VEC)                                   \
+  extern "C" __global__ void __launch_bounds__(MAXT) PREFIX##_i##I##_v(const PARAMS p) { FN<I, VEC>(p); } \
+  extern "C" __global__ void __launch_bounds__(MAXT) PREFIX##_i##I##_s(const PARAMS p) { FN<I, 1>(p); }
+#define LIGERD_ROW_LOOP_KERNELS(PREFIX, MAXT, PARAMS, FN, VEC)                                     \
+  extern "C" __global__ void __launch_bounds__(MAXT) PREFIX##_loop_v(const PARAMS p) { FN<VEC>(p); } \
+  extern "C" __global__ void __launch_bounds__(MAXT) PREFIX##_loop_s(const PARAMS p) { FN<1>(p); }

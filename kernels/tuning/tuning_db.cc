@@ -246,6 +246,7 @@ void TuningDb::MaybeRefresh() {
     absl::MutexLock lock(&mu_);
     if (now < next_check_) return;
     next_check_ = now + kRefreshInterval;
+    next_check_ticks_.store(next_check_.time_since_epoch().count(), std::memory_order_relaxed);
   }
   const FileStamp stamp = Stamp();
   {
@@ -259,6 +260,13 @@ void TuningDb::MaybeRefresh() {
   entries_ = std::move(map);
   stamp_ = stamp;
   ++reloads_;
+  generation_.fetch_add(1, std::memory_order_release);
+}
+
+uint64_t TuningDb::Generation() {
+  const int64_t now = std::chrono::steady_clock::now().time_since_epoch().count();
+  if (now >= next_check_ticks_.load(std::memory_order_relaxed)) MaybeRefresh();
+  return generation_.load(std::memory_order_acquire);
 }
 
 std::optional<TuningEntry> TuningDb::Lookup(const TuningKey& key) {
@@ -283,6 +291,7 @@ absl::Status TuningDb::Store(const std::vector<TuningEntry>& entries) {
   absl::MutexLock m(&mu_);
   entries_ = std::move(merged);
   stamp_ = stamp;
+  generation_.fetch_add(1, std::memory_order_release);
   return absl::OkStatus();
 }
 
@@ -290,6 +299,7 @@ std::vector<TuningEntry> TuningDb::Entries() {
   {
     absl::MutexLock lock(&mu_);
     next_check_ = {};
+    next_check_ticks_.store(0, std::memory_order_relaxed);
   }
   MaybeRefresh();
   absl::MutexLock lock(&mu_);

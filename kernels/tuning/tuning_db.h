@@ -30,6 +30,7 @@
 // at most every kRefreshInterval, so the launch path stays cheap).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -120,6 +121,14 @@ class TuningDb {
   // every kRefreshInterval (and a re-read when it changed).
   std::optional<TuningEntry> Lookup(const TuningKey& key);
 
+  // A number that changes whenever the entries this process sees change (a re-read of a changed
+  // file, a Store). For caches of decisions made from Lookup(): read it first, and a result
+  // cached under generation g is current while Generation() still returns g. It stats the file
+  // at the same pace as Lookup (at most every kRefreshInterval), so a config another process
+  // tunes is seen as soon as a Lookup would see it; between those checks it is a clock read and
+  // two atomic loads, no lock.
+  uint64_t Generation();
+
   // Adds or replaces entries, merged with what the file holds now, under the lock; atomic.
   absl::Status Store(const std::vector<TuningEntry>& entries);
 
@@ -149,6 +158,9 @@ class TuningDb {
   absl::flat_hash_map<TuningKey, TuningEntry> entries_ ABSL_GUARDED_BY(mu_);
   FileStamp stamp_ ABSL_GUARDED_BY(mu_);
   std::chrono::steady_clock::time_point next_check_ ABSL_GUARDED_BY(mu_);
+  // next_check_ for the lock-free test in Generation() (steady_clock ticks since its epoch).
+  std::atomic<int64_t> next_check_ticks_{0};
+  std::atomic<uint64_t> generation_{0};  // bumped (under mu_) whenever entries_ is replaced
   uint64_t reloads_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t rebuilt_ ABSL_GUARDED_BY(mu_) = 0;
 };

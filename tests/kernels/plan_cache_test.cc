@@ -5,6 +5,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -165,6 +167,80 @@ TEST(PlanCacheTest, BoundedSize) {
   EXPECT_LE(cache.size(), 4u);
 }
 
+// Configs from the tuning DB (ConfigSource): the DB is asked only on a miss, a tuned plan and a
+// default plan of one geometry are cached apart, a new generation asks again, and a stored
+// config the op refuses gives the default plan (reported once per miss).
+TEST(PlanCacheTest, ConfigSourceIsAskedOnlyOnAMissAndKeyedByGeneration) {
+  PlanCache cache;
+  const DeviceInfo dev = FakeDevice();
+  const Call c = Bwd(16384, 4096, true);
+  LaunchConfig stored;  // a legal non-default shape: 512 threads x 1 vector, one row per block
+  stored.threads_per_row = 512;
+  stored.rows_per_block = 1;
+  stored.iters = 1;
+  stored.vectorized = true;
+  stored.grid = 132;
+  int lookups = 0, rejections = 0;
+  std::optional<LaunchConfig> db = stored;
+  PlanCache::ConfigSource source;
+  source.generation = 7;
+  source.lookup = [&](const OpCall&) {
+    ++lookups;
+    return db;
+  };
+  source.rejected = [&](const LaunchConfig&, const absl::Status&) { ++rejections; };
+
+  OpCall tuned_call = c.Get();
+  tuned_call.tuned = &stored;
+  auto want_tuned = PlanOp(c.op, tuned_call, dev);
+  auto want_default = PlanOp(c.op, c.Get(), dev);
+  ASSERT_TRUE(want_tuned.ok() && want_default.ok());
+  ASSERT_NE(want_tuned->launches[0].kernel + std::to_string(want_tuned->launches[0].grid[0]),
+            want_default->launches[0].kernel + std::to_string(want_default->launches[0].grid[0]))
+      << "the test needs a stored config that differs from the default";
+
+  for (int i = 0; i < 3; ++i) {  // a miss, then hits: one lookup, the tuned plan every time
+    const Call moved = Bwd(16384, 4096, true, uintptr_t{0x1000} * i);
+    auto got = cache.Plan(moved.op, moved.Get(), dev, source);
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_TRUE(got->tuned);
+    OpCall direct = moved.Get();
+    direct.tuned = &stored;
+    ExpectSamePlan(*got, *PlanOp(moved.op, direct, dev));
+  }
+  EXPECT_EQ(lookups, 1);
+  // The plain (default) plan of the same geometry is its own entry.
+  auto plain = cache.Plan(c.op, c.Get(), dev);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_FALSE(plain->tuned);
+  ExpectSamePlan(*plain, *want_default);
+  // The DB changed (its entry is gone): a new generation is a miss, and the default comes back.
+  db.reset();
+  source.generation = 8;
+  auto after = cache.Plan(c.op, c.Get(), dev, source);
+  ASSERT_TRUE(after.ok());
+  EXPECT_FALSE(after->tuned);
+  ExpectSamePlan(*after, *want_default);
+  EXPECT_EQ(lookups, 2);
+  // A stored config the op refuses (8 threads cannot hold a 4096-wide row): the default plan.
+  LaunchConfig bad = stored;
+  bad.threads_per_row = 8;
+  db = bad;
+  source.generation = 9;
+  auto refused = cache.Plan(c.op, c.Get(), dev, source);
+  ASSERT_TRUE(refused.ok()) << refused.status();
+  EXPECT_FALSE(refused->tuned);
+  ExpectSamePlan(*refused, *want_default);
+  EXPECT_EQ(rejections, 1);
+  // A bad call fails with its own error, stored config or not, and is not reported as the DB's.
+  Call broken = c;
+  broken.t[1] = Tensor(Addr(1), DType::kBFloat16, {16384, 4095});
+  auto err = cache.Plan(broken.op, broken.Get(), dev, source);
+  EXPECT_FALSE(err.ok());
+  EXPECT_EQ(err.status().message(), PlanOp(broken.op, broken.Get(), dev).status().message());
+  EXPECT_EQ(rejections, 1);
+}
+
 // Not a pass/fail timing: prints what a hit costs next to a full PlanOp on this machine.
 TEST(PlanCacheTest, ReportsCost) {
   PlanCache cache;
@@ -180,7 +256,14 @@ TEST(PlanCacheTest, ReportsCost) {
   };
   const double direct = time([&] { (void)PlanOp(c.op, call, dev); });
   const double cached = time([&] { (void)cache.Plan(c.op, call, dev); });
-  std::printf("[plan cache] rms_norm_bwd: PlanOp %.3f us, cached %.3f us per call\n", direct, cached);
+  // The executor's path with a tuning DB: the same hit, keyed by the DB's generation.
+  PlanCache::ConfigSource source;
+  source.generation = 1;
+  source.lookup = [](const OpCall&) { return std::optional<LaunchConfig>(); };
+  ASSERT_TRUE(cache.Plan(c.op, call, dev, source).ok());
+  const double sourced = time([&] { (void)cache.Plan(c.op, call, dev, source); });
+  std::printf("[plan cache] rms_norm_bwd: PlanOp %.3f us, cached %.3f us, cached via the DB's generation %.3f us per call\n",
+              direct, cached, sourced);
   EXPECT_GT(cache.stats().hits, 0u);
 }
 

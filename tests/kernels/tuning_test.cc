@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -264,6 +265,28 @@ TEST(TuningDb, ReadersSeeAnotherWritersUpdate) {
   EXPECT_EQ(reader.reloads(), reloads);
 }
 
+// Generation(): what the executor keys its cached plans with instead of looking the DB up on
+// every launch. It must move when (and only when) the entries a Lookup would see change.
+TEST(TuningDb, GenerationMovesWhenTheEntriesChange) {
+  TempDir dir;
+  const auto file = dir.path() / "tuning" / (GpuFileStem(kH100) + ".tunedb");
+  std::filesystem::create_directories(file.parent_path());
+  TuningDb reader(file, kH100), writer(file, kH100);
+  const uint64_t g0 = reader.Generation();
+  EXPECT_EQ(reader.Generation(), g0) << "nothing changed";
+  const uint64_t w0 = writer.Generation();
+  ASSERT_TRUE(writer.Store({Entry("layer_norm_bwd", 16384, 4096, 512)}).ok());
+  EXPECT_NE(writer.Generation(), w0) << "a Store is seen by the writer at once";
+  // The reader notices another writer's file at its next check, as Lookup would.
+  std::this_thread::sleep_for(TuningDb::kRefreshInterval + std::chrono::milliseconds(50));
+  const uint64_t g1 = reader.Generation();
+  EXPECT_NE(g1, g0) << "the reader re-read the changed file";
+  EXPECT_TRUE(reader.Lookup(Entry("layer_norm_bwd", 16384, 4096, 0).key).has_value());
+  // Unchanged file: the generation stays, however often and however late it is asked.
+  std::this_thread::sleep_for(TuningDb::kRefreshInterval + std::chrono::milliseconds(50));
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(reader.Generation(), g1);
+}
+
 TEST(TuningDb, ConcurrentWritersInSeveralProcessesLoseNothing) {
   TempDir dir;
   const auto file = dir.path() / "tuning" / (GpuFileStem(kH100) + ".tunedb");
@@ -347,7 +370,8 @@ TEST(Candidates, TunableOpsDeclareEveryHook) {
     EXPECT_TRUE(op->tuning_shape) << op->name;
     EXPECT_TRUE(op->tuning_problem) << op->name;
   }
-  for (const char* name : {"rms_norm_fwd", "rms_norm_bwd", "swiglu_fwd", "swiglu_bwd", "geglu_fwd", "geglu_bwd"})
+  for (const char* name : {"rms_norm_fwd", "rms_norm_bwd", "fused_add_rms_norm_fwd", "fused_add_rms_norm_bwd",
+                           "layer_norm_fwd", "layer_norm_bwd", "swiglu_fwd", "swiglu_bwd", "geglu_fwd", "geglu_bwd"})
     EXPECT_TRUE(tunable.count(name)) << name;
 }
 
@@ -362,8 +386,10 @@ TEST(Candidates, EveryCandidatePassesTheOpsOwnChecks) {
                           {DType::kBFloat16, 3, 8191},     {DType::kFloat32, 1, 2880},
                           {DType::kFloat16, 7, 13},        {DType::kBFloat16, 300, 65536}};
   size_t planned = 0;
+  std::map<std::string, size_t> planned_per_op;
   for (const OpSpec* op : AllOps()) {
     if (!op->candidates) continue;
+    planned_per_op[op->name] = 0;
     for (const Shape& s : shapes) {
       const std::string what = absl::StrCat(op->name, " ", DTypeName(s.dtype), " ", s.rows, "x", s.cols);
       Problem p = MakeProblem(*op, s.dtype, s.rows, s.cols);
@@ -394,10 +420,15 @@ TEST(Candidates, EveryCandidatePassesTheOpsOwnChecks) {
         EXPECT_LE(int64_t{k.block[0]} * k.block[1] * k.block[2], 1024) << what;
         EXPECT_GE(k.grid[0], 1u) << what;
         ++planned;
+        ++planned_per_op[op->name];
       }
     }
   }
-  EXPECT_GE(planned, 300u) << "6 tunable ops x 8 shapes, most with dozens of candidates";
+  // Every tunable op, not just the total: at least two candidates per shape each.
+  for (const auto& [name, n] : planned_per_op)
+    EXPECT_GE(n, 2 * std::size(shapes)) << name << ": too few candidates planned";
+  EXPECT_GE(planned_per_op.size(), 10u) << "the tunable ops (TunableOpsDeclareEveryHook lists them)";
+  EXPECT_GE(planned, 300u) << "10 tunable ops x 8 shapes, most with dozens of candidates";
 }
 
 TEST(Candidates, BigGluShapesOfferVectorsPerThreadAndGrids) {
