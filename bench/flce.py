@@ -136,6 +136,14 @@ def profile_step(step, path: Path) -> None:
                 else "cross-entropy" if name.startswith("ce_") else "other")
         groups[kind] = groups.get(kind, 0.0) + us
         lines.append(f"{us / 1e3:9.3f} ms  {e.count:5d}x  {kind:13s} {name[:110]}")
+    # Idle stretches of the GPU inside the step: gaps between consecutive device activities.
+    kernels = sorted((e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA),
+                     key=lambda e: e.time_range.start)
+    gaps = [(b.time_range.start - a.time_range.end, a.name, b.name) for a, b in zip(kernels, kernels[1:])]
+    idle = sum(g for g, _, _ in gaps if g > 0)
+    top = sorted(gaps, key=lambda g: -g[0])[:6]
+    lines = [f"GPU idle between device activities: {idle / 1e3:.3f} ms; largest gaps:"] + [
+        f"  {g / 1e3:7.3f} ms after {a[:60]} before {b[:60]}" for g, a, b in top] + [""] + lines
     total = sum(groups.values())
     head = [f"one ligerd step: {total / 1e3:.3f} ms of GPU time; host returned after "
             f"{(t1 - t0) * 1e3:.3f} ms, wall {(t2 - t0) * 1e3:.3f} ms"] + [

@@ -172,7 +172,7 @@ def test_remote_fused_linear_cross_entropy_equals_local(daemon, bias):
     def run():
         xr, wr = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
         br = b.clone().requires_grad_(True) if bias else None
-        loss = liger_fused_linear_cross_entropy(xr, wr, t, br)[0]
+        loss = liger_fused_linear_cross_entropy(xr, wr, t, br)
         loss.backward()
         torch.cuda.synchronize()
         return [loss.detach(), xr.grad, wr.grad] + ([br.grad] if bias else [])
