@@ -176,7 +176,7 @@ class ExecutorImpl final : public Executor {
   absl::StatusOr<LtGemm*> Gemm() {
     absl::MutexLock lock(&mu_);
     if (gemm_ == nullptr) {
-      LIGERD_ASSIGN_OR_RETURN(gemm_, LtGemm::Create());
+      LIGERD_ASSIGN_OR_RETURN(gemm_, LtGemm::Create(drv_));
     }
     return gemm_.get();
   }

@@ -3,12 +3,15 @@
 
 #include <cublasLt.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "kernels/cuda_driver.h"
 #include "kernels/status_macros.h"
 #include "kernels/tensor_view.h"
 
@@ -69,9 +72,38 @@ std::string AlgoKey(const GemmParams& p) {
   return key;
 }
 
+// Timed runs per candidate after one warm-up: each GEMM here takes ~0.1-2 ms, so three runs
+// are well above event resolution, and the whole choice costs a few ms once per geometry.
+constexpr int kTimedRuns = 3;
+
+bool TuningDisabled() {
+  const char* v = std::getenv("LIGERD_GEMM_TUNE");
+  return v != nullptr && std::string(v) == "0";
+}
+
+// Bytes a column-major m x n matrix with leading dimension ld spans.
+size_t MatrixBytes(uint64_t m, uint64_t n, uint64_t ld, uint8_t dtype) {
+  return static_cast<size_t>((n - 1) * ld + m) * DTypeBytes(static_cast<DType>(dtype));
+}
+
+// Scratch output and the timing events of one tuning, released on every exit path.
+struct TuneScratch {
+  const DriverApi* drv;
+  CUdeviceptr d = 0;
+  CUevent start = nullptr, stop = nullptr;
+  explicit TuneScratch(const DriverApi* api) : drv(api) {}
+  ~TuneScratch() {
+    if (d != 0) drv->cuMemFree(d);
+    if (start != nullptr) drv->cuEventDestroy(start);
+    if (stop != nullptr) drv->cuEventDestroy(stop);
+  }
+  TuneScratch(const TuneScratch&) = delete;
+  TuneScratch& operator=(const TuneScratch&) = delete;
+};
+
 class LtGemmImpl final : public LtGemm {
  public:
-  explicit LtGemmImpl(cublasLtHandle_t handle) : handle_(handle) {}
+  LtGemmImpl(cublasLtHandle_t handle, const DriverApi* drv) : handle_(handle), drv_(drv) {}
   ~LtGemmImpl() override { cublasLtDestroy(handle_); }
   LtGemmImpl(const LtGemmImpl&) = delete;
   LtGemmImpl& operator=(const LtGemmImpl&) = delete;
@@ -108,22 +140,99 @@ class LtGemmImpl final : public LtGemm {
     const void* c = p.c != nullptr ? p.c : p.d;
     LIGERD_LT_CHECK(op, cublasLtMatrixLayoutInit(c_layout, cd, p.m, p.n, p.c != nullptr ? p.ldc : p.ldd));
 
-    LIGERD_ASSIGN_OR_RETURN(cublasLtMatmulAlgo_t algo, Algo(op, p, desc, a_layout, b_layout, c_layout, d_layout));
-    LIGERD_LT_CHECK(op, cublasLtMatmul(handle_, desc, &p.alpha, p.a, a_layout, p.b, b_layout, &p.beta, c, c_layout,
-                                       p.d, d_layout, &algo, p.workspace, p.workspace_bytes, stream));
-    return absl::OkStatus();
+    const Layouts l{a_layout, b_layout, c_layout, d_layout};
+    LIGERD_ASSIGN_OR_RETURN(cublasLtMatmulAlgo_t algo, Algo(op, p, desc, l, stream));
+    return Matmul(op, p, desc, l, algo, c, p.d, stream);
   }
 
  private:
+  struct Layouts {
+    cublasLtMatrixLayout_t a, b, c, d;
+  };
+
+  absl::Status Matmul(const char* op, const GemmParams& p, cublasLtMatmulDesc_t desc, const Layouts& l,
+                      const cublasLtMatmulAlgo_t& algo, const void* c, void* d, CUstream stream) {
+    LIGERD_LT_CHECK(op, cublasLtMatmul(handle_, desc, &p.alpha, p.a, l.a, p.b, l.b, &p.beta, c, l.c, d, l.d, &algo,
+                                       p.workspace, p.workspace_bytes, stream));
+    return absl::OkStatus();
+  }
+
   absl::StatusOr<cublasLtMatmulAlgo_t> Algo(const char* op, const GemmParams& p, cublasLtMatmulDesc_t desc,
-                                           cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
-                                           cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t d) {
+                                           const Layouts& l, CUstream stream) {
     const std::string key = AlgoKey(p);
     {
       absl::MutexLock lock(&mu_);
       auto it = algos_.find(key);
       if (it != algos_.end()) return it->second;
     }
+    LIGERD_ASSIGN_OR_RETURN(std::vector<cublasLtMatmulHeuristicResult_t> offers, Heuristics(op, p, desc, l));
+    size_t pick = 0;
+    bool cache = true;
+    if (offers.size() > 1 && !TuningDisabled()) {
+      // An error here (the legacy stream while another stream captures) counts as capturing.
+      CUstreamCaptureStatus capture = CU_STREAM_CAPTURE_STATUS_NONE;
+      if (drv_->cuStreamIsCapturing(stream, &capture) != CUDA_SUCCESS || capture != CU_STREAM_CAPTURE_STATUS_NONE) {
+        cache = false;  // choose (and cache) on the first call outside a capture
+      } else {
+        absl::StatusOr<size_t> fastest = Fastest(op, p, desc, l, offers, stream);
+        if (fastest.ok()) {
+          pick = *fastest;
+        } else if (absl::IsResourceExhausted(fastest.status())) {
+          cache = false;  // no room for the scratch now; try again on a later call
+        } else {
+          return fastest.status();
+        }
+      }
+    }
+    if (cache) {
+      absl::MutexLock lock(&mu_);
+      algos_.emplace(key, offers[pick].algo);
+    }
+    return offers[pick].algo;
+  }
+
+  // The offers' index with the least time for this GEMM, timed on `stream` (ordered after the
+  // caller's earlier work, which it waits for once) with the output in scratch memory: C is the
+  // caller's when separate (only read), else the scratch itself.
+  absl::StatusOr<size_t> Fastest(const char* op, const GemmParams& p, cublasLtMatmulDesc_t desc, const Layouts& l,
+                                 const std::vector<cublasLtMatmulHeuristicResult_t>& offers, CUstream stream) {
+    TuneScratch s(drv_);
+    const size_t bytes = MatrixBytes(p.m, p.n, p.ldd, p.cd_type);
+    size_t free_bytes = 0, total_bytes = 0;
+    LIGERD_CU_CHECK(drv_->cuMemGetInfo(&free_bytes, &total_bytes));
+    if (bytes > free_bytes / 2)  // leave the caller's allocator its headroom
+      return absl::ResourceExhaustedError(absl::StrCat(op, ": no room to time GEMM algorithms"));
+    if (drv_->cuMemAlloc(&s.d, bytes) != CUDA_SUCCESS) {
+      s.d = 0;
+      return absl::ResourceExhaustedError(absl::StrCat(op, ": no room to time GEMM algorithms"));
+    }
+    LIGERD_CU_CHECK(drv_->cuMemsetD8(s.d, 0, bytes));  // finite values for a beta != 0 read
+    LIGERD_CU_CHECK(drv_->cuEventCreate(&s.start, CU_EVENT_DEFAULT));
+    LIGERD_CU_CHECK(drv_->cuEventCreate(&s.stop, CU_EVENT_DEFAULT));
+    void* d = reinterpret_cast<void*>(s.d);
+    const void* c = p.c != nullptr ? p.c : d;
+    size_t best = 0;
+    float best_ms = 0.f;
+    for (size_t i = 0; i < offers.size(); ++i) {
+      LIGERD_RETURN_IF_ERROR(Matmul(op, p, desc, l, offers[i].algo, c, d, stream));  // warm-up
+      LIGERD_CU_CHECK(drv_->cuEventRecord(s.start, stream));
+      for (int r = 0; r < kTimedRuns; ++r) LIGERD_RETURN_IF_ERROR(Matmul(op, p, desc, l, offers[i].algo, c, d, stream));
+      LIGERD_CU_CHECK(drv_->cuEventRecord(s.stop, stream));
+      LIGERD_CU_CHECK(drv_->cuEventSynchronize(s.stop));
+      float ms = 0.f;
+      LIGERD_CU_CHECK(drv_->cuEventElapsedTime(&ms, s.start, s.stop));
+      if (i == 0 || ms < best_ms) {
+        best = i;
+        best_ms = ms;
+      }
+    }
+    return best;
+  }
+
+  // The heuristic's first kGemmCandidates offers for this GEMM (at least one).
+  absl::StatusOr<std::vector<cublasLtMatmulHeuristicResult_t>> Heuristics(const char* op, const GemmParams& p,
+                                                                          cublasLtMatmulDesc_t desc,
+                                                                          const Layouts& l) {
     cublasLtMatmulPreferenceOpaque_t pref_storage;
     cublasLtMatmulPreference_t pref = &pref_storage;
     LIGERD_LT_CHECK(op, cublasLtMatmulPreferenceInit(pref));
@@ -137,29 +246,30 @@ class LtGemmImpl final : public LtGemm {
         CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
     for (int i = 0; i < 4; ++i)
       LIGERD_LT_CHECK(op, cublasLtMatmulPreferenceSetAttribute(pref, attrs[i], &align[i], sizeof(align[i])));
-    cublasLtMatmulHeuristicResult_t result;
-    std::memset(&result, 0, sizeof(result));
+    std::vector<cublasLtMatmulHeuristicResult_t> offers(kGemmCandidates);
+    std::memset(offers.data(), 0, offers.size() * sizeof(offers[0]));
     int returned = 0;
-    LIGERD_LT_CHECK(op, cublasLtMatmulAlgoGetHeuristic(handle_, desc, a, b, c, d, pref, 1, &result, &returned));
+    LIGERD_LT_CHECK(op, cublasLtMatmulAlgoGetHeuristic(handle_, desc, l.a, l.b, l.c, l.d, pref, kGemmCandidates,
+                                                       offers.data(), &returned));
     if (returned == 0)
       return absl::UnimplementedError(absl::StrCat(op, ": cuBLASLt has no algorithm for this GEMM (m=", p.m,
                                                    " n=", p.n, " k=", p.k, ")"));
-    absl::MutexLock lock(&mu_);
-    algos_.emplace(key, result.algo);
-    return result.algo;
+    offers.resize(returned);
+    return offers;
   }
 
   const cublasLtHandle_t handle_;
+  const DriverApi* const drv_;
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, cublasLtMatmulAlgo_t> algos_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<LtGemm>> LtGemm::Create() {
+absl::StatusOr<std::unique_ptr<LtGemm>> LtGemm::Create(const DriverApi* drv) {
   cublasLtHandle_t handle = nullptr;
   LIGERD_LT_CHECK("gemm", cublasLtCreate(&handle));
-  return std::unique_ptr<LtGemm>(new LtGemmImpl(handle));
+  return std::unique_ptr<LtGemm>(new LtGemmImpl(handle, drv));
 }
 
 }  // namespace ligerd::kernels

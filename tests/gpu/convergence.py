@@ -90,9 +90,9 @@ def apply_fn(family: str):
     return getattr(lt, f"apply_liger_kernel_to_{family}")
 
 
-def build(cfg, dtype, device, init_state=None):
+def build(cfg, dtype, device, init_state=None, seed: int = 0):
     from transformers import AutoModelForCausalLM
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     kw = {}
     if dtype == torch.float64 and getattr(cfg, "num_local_experts", None):
         # transformers' default MoE experts path (torch grouped_mm) has no fp64 kernel; the
@@ -105,24 +105,25 @@ def build(cfg, dtype, device, init_state=None):
     return model
 
 
-def initial_state(cfg, dtype, device):
+def initial_state(cfg, dtype, device, seed: int = 0):
     """transformers' initial weights (built before any patch), kept on the CPU."""
     import ligerd.transformers as lt
     lt.revert_liger_kernel_patches()
-    m = build(cfg, dtype, device)
+    m = build(cfg, dtype, device, seed=seed)
     return {k: v.detach().to("cpu", copy=True) for k, v in m.state_dict().items()}
 
 
 def train(family: str, cfg, dtype, device, data, eval_batch, init_state, *, use_ligerd: bool,
-          micro_batches: int = 1, lr: float = 1e-4) -> Run:
+          micro_batches: int = 1, lr: float = 1e-4, apply_kwargs: Optional[dict] = None) -> Run:
     """32-step (len(data)) AdamW training from ``init_state``; with ``micro_batches`` > 1 each
     step accumulates gradients over that many micro-batches, with transformers'
-    ``num_items_in_batch`` (the step's count of label tokens that are not -100 after the shift)."""
+    ``num_items_in_batch`` (the step's count of label tokens that are not -100 after the shift).
+    ``apply_kwargs`` go to apply_liger_kernel_to_<family> (e.g. to leave one op unpatched)."""
     import ligerd.transformers as lt
     lt.revert_liger_kernel_patches()
     try:
         if use_ligerd:
-            apply_fn(family)()
+            apply_fn(family)(**(apply_kwargs or {}))
         model = build(cfg, dtype, device, init_state)
         model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8,

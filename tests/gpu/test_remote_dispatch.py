@@ -159,10 +159,14 @@ def test_remote_bitwise_equals_local(daemon, dtype, mode, has_w, in_place, shape
 @pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
 def test_remote_fused_linear_cross_entropy_equals_local(daemon, bias):
     """The fused linear loss in a remote session: its GEMMs run on ligerd's cuBLASLt handle, its
-    cross-entropy on ligerd's kernels; the loss and all three gradients match local dispatch."""
+    cross-entropy on ligerd's kernels; the loss and all three gradients match local dispatch.
+    Not bitwise: each process times its own GEMM algorithms (kernels/blas/lt_gemm.h), and two
+    algorithms (tilings, split-K) sum the fp32 partial products in different orders, so a bf16
+    result may differ by an ulp of its rounding (2^-8 relative). Tolerance: 2^-7 relative, plus
+    1e-3 of the tensor's largest magnitude for elements near zero (a sum of cancelling terms)."""
     from ligerd.transformers import liger_fused_linear_cross_entropy
     g = torch.Generator(device=DEV).manual_seed(7)
-    bt, H, V = 1000, 512, 32000  # two chunks (640 tokens each at most)
+    bt, H, V = 1000, 512, 32000  # 8 chunks (128 tokens each: the chunk rule's minimum)
     x = torch.randn(bt, H, device=DEV, generator=g).bfloat16()
     w = (0.05 * torch.randn(V, H, device=DEV, generator=g)).bfloat16()
     b = (0.1 * torch.randn(V, device=DEV, generator=g)).bfloat16() if bias else None
@@ -184,7 +188,9 @@ def test_remote_fused_linear_cross_entropy_equals_local(daemon, bias):
     remote = run()
     assert_remote()
     for name, r, l in zip(["loss", "dX", "dW", "db"], remote, local):
-        assert_bitwise(name, r, l, f"fused linear cross-entropy bias={bias}")
+        assert torch.isfinite(r).all(), f"fused linear cross-entropy bias={bias}: remote {name} not finite"
+        torch.testing.assert_close(r.float(), l.float(), rtol=2**-7, atol=1e-3 * float(l.float().abs().max()),
+                                   msg=lambda m: f"fused linear cross-entropy bias={bias}, {name}: {m}")
 
 
 def test_remote_on_a_side_stream_and_many_ops(daemon):
