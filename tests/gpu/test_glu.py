@@ -33,6 +33,7 @@ from ligerd import _backend  # noqa: E402
 from ligerd.transformers import (LigerGEGLUMLP, LigerSwiGLUMLP, liger_geglu,  # noqa: E402
                                  liger_swiglu)
 
+import _util  # noqa: E402
 from _util import (DEV, DTYPES, TINY, U, liger_peer, nan_like, param_id as _id,  # noqa: E402
                    poison_allocator)
 
@@ -76,18 +77,8 @@ def reference(kind, a, b, dc=None):
 
 
 def assert_close(name, got, ref, scale, dtype, ctx):
-    assert got.shape == ref.shape, f"{ctx}: {name} shape {tuple(got.shape)} vs {tuple(ref.shape)}"
-    g = got.double()
-    bad_nan = torch.isnan(g) & ~torch.isnan(ref)
-    assert not bad_nan.any(), f"{ctx}: {name} has {int(bad_nan.sum())} NaN (unwritten?) elements"
-    tol = 2 * U[dtype] * ref.abs() + K_FP32 * scale + TINY[dtype]
-    err = (g - ref).abs()
-    bad = err > tol
-    if bad.any():
-        i = int(torch.argmax((err / tol).flatten()))
-        raise AssertionError(f"{ctx}: {name}: {int(bad.sum())} of {ref.numel()} elements out of "
-                             f"tolerance; worst at flat index {i}: got {g.flatten()[i].item()!r}, "
-                             f"ref {ref.flatten()[i].item()!r}, tol {tol.flatten()[i].item()!r}")
+    """This module's tolerance (the docstring's) around the float64 reference."""
+    _util.assert_close(name, got, ref, 2 * U[dtype] * ref.abs() + K_FP32 * scale + TINY[dtype], ctx)
 
 
 def make(shape, dtype, seed, halves=False):

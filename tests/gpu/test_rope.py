@@ -31,6 +31,7 @@ import ligerd  # noqa: E402
 from ligerd import _backend  # noqa: E402
 from ligerd.transformers import LigerRopeFunction, liger_rotary_pos_emb  # noqa: E402
 
+import _util  # noqa: E402
 from _util import DEV, DTYPES, add_peer_site, liger_peer, param_id as _id  # noqa: E402
 
 add_peer_site()  # at import (as this module always did): peers importable for the whole session
@@ -83,18 +84,8 @@ def reference(q, k, cos, sin, dq=None, dk=None):
 
 
 def assert_close(name, got, ref, scale, dtype, ctx):
-    assert got.shape == ref.shape, f"{ctx}: {name} shape {tuple(got.shape)} vs {tuple(ref.shape)}"
-    g = got.double()
-    nan = torch.isnan(g)
-    assert not nan.any(), f"{ctx}: {name} has {int(nan.sum())} NaN (unwritten?) elements"
-    tol = U[dtype] * ref.abs() + K_FP32 * scale + TINY[dtype]
-    err = (g - ref).abs()
-    bad = err > tol
-    if bad.any():
-        i = int(torch.argmax((err / tol.clamp_min(1e-300)).flatten()))
-        raise AssertionError(f"{ctx}: {name}: {int(bad.sum())} of {ref.numel()} elements out of "
-                             f"tolerance; worst at flat index {i}: got {g.flatten()[i].item()!r}, "
-                             f"ref {ref.flatten()[i].item()!r}, tol {tol.flatten()[i].item()!r}")
+    """This module's tolerance (the docstring's) around the float64 reference."""
+    _util.assert_close(name, got, ref, U[dtype] * ref.abs() + K_FP32 * scale + TINY[dtype], ctx)
 
 
 def poison_allocator(*tensors):
