@@ -77,6 +77,7 @@ import ligerd  # noqa: E402
 
 import convergence as cv  # noqa: E402  (tests/gpu/convergence.py)
 from _util import DEV, ligerd_bin  # noqa: E402
+
 STEPS, BATCH, SEQ = 32, 4, 128
 LR = 5e-4  # the mini models learn > MIN_LEARNING in 32 steps; 1e-3 made gemma2 spike
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
