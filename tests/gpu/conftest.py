@@ -1,6 +1,8 @@
 """GPU tests import the *built* ligerd package (installed, or <build>/python on PYTHONPATH), never
 the source tree, which has no ligerd._C. The report header says which one was used."""
 
+import pytest
+
 
 def pytest_report_header(config):
     try:
@@ -17,3 +19,29 @@ def pytest_report_header(config):
         lines.append("ligerd._C: " + ("loaded" if _backend.extension_available() else
                                       "NOT AVAILABLE (every op test will fail)"))
     return lines
+
+
+# ------------------------------------------------------------------------------------------
+# Fixtures shared by the test modules (helpers they import are in _util.py). Not autouse: a
+# module asks for them with `pytestmark = pytest.mark.usefixtures(...)`, so modules that manage
+# dispatch themselves (test_remote_dispatch.py, test_convergence.py) are left alone.
+
+
+@pytest.fixture(scope="module")
+def local_dispatch():
+    """Dispatch pinned to local for the module: those tests are about the kernels through the
+    local executor (remote dispatch has its own module, test_remote_dispatch.py, which checks it
+    against this path bit for bit)."""
+    import ligerd
+    ligerd.set_dispatch_mode("local")
+    yield
+    ligerd.set_dispatch_mode(None)
+
+
+@pytest.fixture(scope="module")
+def no_tf32():
+    """fp32 matmuls without TF32, so torch's fp32 GEMMs (the yardstick of the norm-wise
+    tolerances) are true fp32, as cuBLASLt's CUBLAS_COMPUTE_32F. Not restored afterwards (as
+    before this fixture existed: later modules ran with TF32 off too)."""
+    import torch
+    torch.backends.cuda.matmul.allow_tf32 = False

@@ -68,16 +68,16 @@ from pathlib import Path
 
 import pytest
 
-torch = pytest.importorskip("torch", reason="torch is not installed")
-if not torch.cuda.is_available():
-    pytest.skip("no CUDA device", allow_module_level=True)
+from _util import require_cuda
+
+torch = require_cuda()
 pytest.importorskip("transformers", reason="transformers is not installed")
 
 import ligerd  # noqa: E402
 
 import convergence as cv  # noqa: E402  (tests/gpu/convergence.py)
+from _util import DEV, ligerd_bin  # noqa: E402
 
-DEV = "cuda"
 STEPS, BATCH, SEQ = 32, 4, 128
 LR = 5e-4  # the mini models learn > MIN_LEARNING in 32 steps; 1e-3 made gemma2 spike
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -157,8 +157,7 @@ def write_record(record: dict) -> None:
 def dispatch(request):
     mode = request.param
     if mode == "remote":
-        binary = os.environ.get("LIGERD_BIN", "").strip()
-        if not binary or not os.access(binary, os.X_OK):
+        if ligerd_bin() is None:
             pytest.skip("remote dispatch needs a daemon: LIGERD_BIN must name a built ligerd "
                         "(tests/gpu/run.sh sets it)")
     ligerd.set_dispatch_mode(mode)

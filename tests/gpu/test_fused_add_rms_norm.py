@@ -12,14 +12,11 @@ tolerance around the summed reference (dS enters exactly). dW as RMSNorm's.
 from __future__ import annotations
 
 import math
-import os
-import sys
 
 import pytest
+from _util import require_cuda
 
-torch = pytest.importorskip("torch", reason="torch is not installed")
-if not torch.cuda.is_available():
-    pytest.skip("no CUDA device", allow_module_level=True)
+torch = require_cuda()
 
 import ligerd  # noqa: E402
 from ligerd import _backend  # noqa: E402
@@ -27,20 +24,15 @@ from ligerd.ops.fused_add_rms_norm import LigerFusedAddRMSNormFunction  # noqa: 
 from ligerd.transformers import LigerFusedAddRMSNorm, liger_fused_add_rms_norm  # noqa: E402
 
 import rms_norm_ref as ref  # noqa: E402
-from test_rms_norm import (MODE_ID, MODES, TINY, U, _id, assert_close, dw_tol, dx_tol,  # noqa: E402
-                           fwd_tol, nan_like, poison_allocator, wmax)
+from _util import (DEV, DTYPES, U, assert_close, liger_peer, nan_like,  # noqa: E402
+                   param_id as _id, poison_allocator)
+# RMSNorm's tolerances, with their reasoning, are test_rms_norm.py's.
+from test_rms_norm import MODE_ID, MODES, dw_tol, dx_tol, fwd_tol, wmax  # noqa: E402
 
-DEV = "cuda"
+pytestmark = pytest.mark.usefixtures("local_dispatch")  # conftest.py
+
 EPS = 1e-6
-DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 SHAPES = [(1, 1), (1, 4096), (3, 5120), (33, 2880), (2 * 37, 8191), (4096, 4096), (2, 70000), (5, 7)]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_dispatch():
-    ligerd.set_dispatch_mode("local")
-    yield
-    ligerd.set_dispatch_mode(None)
 
 
 def make_inputs(rows, n, dtype, wdtype, offset, seed):
@@ -231,20 +223,10 @@ def test_bad_inputs(case):
 # rounds dy * w to X's dtype and its gemma mode differs in where it rounds: the none-mode forward
 # bound and twice the dX/dW bounds cover both, as in test_rms_norm.py), and S bitwise equal.
 
-def _liger():
-    if os.path.isdir("/tmp/site") and "/tmp/site" not in sys.path:
-        sys.path.append("/tmp/site")
-    try:
-        from liger_kernel.transformers import LigerFusedAddRMSNorm as Peer
-    except Exception as e:  # noqa: BLE001
-        pytest.skip(f"liger_kernel not importable: {e}")
-    return Peer
-
-
 @pytest.mark.parametrize("mode", ["llama", "gemma"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=_id)
 def test_matches_liger_kernel(dtype, mode):
-    Peer = _liger()
+    Peer = liger_peer("LigerFusedAddRMSNorm")
     n, rows = 4096, 512
     offset = 1.0 if mode == "gemma" else 0.0
     x, r, w, dy, ds = make_inputs(rows, n, dtype, dtype, offset, seed=3)

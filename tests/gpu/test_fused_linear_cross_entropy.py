@@ -14,37 +14,23 @@ ulp: 2^-8 / 2^-11) for cases where torch's error happens to be tiny. fp32 runs w
 
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest
+from _util import require_cuda
 
-torch = pytest.importorskip("torch", reason="torch is not installed")
-if not torch.cuda.is_available():
-    pytest.skip("no CUDA device", allow_module_level=True)
+torch = require_cuda()
 
 import torch.nn.functional as F  # noqa: E402
 
-import ligerd  # noqa: E402
 from ligerd.ops import fused_linear_cross_entropy as flce_mod  # noqa: E402
 from ligerd.transformers import (LigerFusedLinearCrossEntropyLoss,  # noqa: E402
                                  liger_fused_linear_cross_entropy)
 
-DEV = "cuda"
+from _util import DEV, DTYPES, liger_peer, param_id as _id, rel_err as rel  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("local_dispatch", "no_tf32")  # conftest.py
+
 II = -100
 FLOOR = {torch.float32: 1e-5, torch.bfloat16: 2.0 ** -8, torch.float16: 2.0 ** -11}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def setup():
-    ligerd.set_dispatch_mode("local")
-    torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    ligerd.set_dispatch_mode(None)
-
-
-def _id(v):
-    return str(v).replace("torch.", "")
 
 
 def inputs(bt, H, V, dtype, seed, bias):
@@ -84,10 +70,6 @@ def grads_of(fn, x, W, b, gout):
     return loss.detach(), xs.grad, Ws.grad, (bs.grad if bs is not None else None)
 
 
-def rel(a, r):
-    return ((a.double() - r).norm() / r.norm().clamp_min(1e-300)).item()
-
-
 CASES = {
     "plain": dict(),
     "bias": dict(bias=True),
@@ -98,7 +80,7 @@ CASES = {
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=_id)
+@pytest.mark.parametrize("dtype", DTYPES, ids=_id)
 def test_matches_float64_reference(dtype, case, reduction, monkeypatch):
     monkeypatch.setenv("LIGERD_FLCE_CHUNK", "384")  # 3 chunks, the last partial
     c = dict(CASES[case])
@@ -173,19 +155,9 @@ def test_peak_memory_beyond_inputs_and_grads():
     assert flce_mod.chunk_tokens(bt, V, 2) == 768
 
 
-def _liger():
-    if os.path.isdir("/tmp/site") and "/tmp/site" not in sys.path:
-        sys.path.append("/tmp/site")
-    try:
-        from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss as L
-        return L
-    except Exception as e:  # noqa: BLE001
-        pytest.skip(f"liger_kernel not importable: {e}")
-
-
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_liger_parity(reduction):
-    L = _liger()
+    L = liger_peer("LigerFusedLinearCrossEntropyLoss")
     bt, H, V = 1024, 512, 32000
     x, W, b, t = inputs(bt, H, V, torch.bfloat16, seed=4, bias=True)
     gout = torch.randn(bt, device=DEV) if reduction == "none" else torch.tensor(1.0, device=DEV)

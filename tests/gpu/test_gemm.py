@@ -16,37 +16,21 @@ from __future__ import annotations
 import math
 
 import pytest
+from _util import require_cuda
 
-torch = pytest.importorskip("torch", reason="torch is not installed")
-if not torch.cuda.is_available():
-    pytest.skip("no CUDA device", allow_module_level=True)
+torch = require_cuda()
 
-import ligerd  # noqa: E402
 from ligerd._errors import LigerdError  # noqa: E402
 from ligerd.ops.gemm import gemm_  # noqa: E402
 
-DEV = "cuda"
+from _util import DEV, DTYPES, param_id as _id, rel_err  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("local_dispatch", "no_tf32")  # conftest.py
+
 ULP = {torch.float32: 2.0 ** -23, torch.bfloat16: 2.0 ** -8, torch.float16: 2.0 ** -11}
-DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 # (M, K, N): degenerate, odd, a logits chunk at a small vocab, FLCE's dW GEMM (inner dim = chunk).
 SHAPES = [(1, 1, 1), (7, 13, 5), (37, 5120, 1), (1, 2880, 151), (64, 4095, 2880), (640, 1024, 32000),
           (2048, 640, 1024)]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def setup():
-    ligerd.set_dispatch_mode("local")
-    torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    ligerd.set_dispatch_mode(None)
-
-
-def _id(v):
-    return str(v).replace("torch.", "")
-
-
-def rel_err(got, ref):
-    return float((got.double() - ref).norm() / ref.norm().clamp_min(1e-300))
 
 
 def check(got, ref64, torch_same_dtype, K, what):
@@ -66,7 +50,7 @@ def operand(rows, cols, dtype, layout, g):
     return torch.randn(rows, cols, device=DEV, generator=g).to(dtype)
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("shape", SHAPES, ids=_id)
 @pytest.mark.parametrize("layout", ["row.row", "row.t", "t.row", "pad.t"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=_id)
 def test_gemm_matches_float64(dtype, layout, shape):

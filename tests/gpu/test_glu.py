@@ -24,41 +24,27 @@ from __future__ import annotations
 import math
 
 import pytest
+from _util import require_cuda
 
-torch = pytest.importorskip("torch", reason="torch is not installed")
-if not torch.cuda.is_available():
-    pytest.skip("no CUDA device", allow_module_level=True)
+torch = require_cuda()
 
 import ligerd  # noqa: E402
 from ligerd import _backend  # noqa: E402
 from ligerd.transformers import (LigerGEGLUMLP, LigerSwiGLUMLP, liger_geglu,  # noqa: E402
                                  liger_swiglu)
 
-DEV = "cuda"
-DTYPES = [torch.float32, torch.bfloat16, torch.float16]
-U = {torch.float32: 2.0 ** -24, torch.bfloat16: 2.0 ** -8, torch.float16: 2.0 ** -11}
-TINY = {torch.float32: 2.0 ** -149, torch.bfloat16: 2.0 ** -133, torch.float16: 2.0 ** -24}
+import _util  # noqa: E402
+from _util import (DEV, DTYPES, TINY, U, liger_peer, nan_like, param_id as _id,  # noqa: E402
+                   poison_allocator)
+
+pytestmark = pytest.mark.usefixtures("local_dispatch")  # conftest.py
+
 K_FP32 = 1e-5
 SHAPES = [(1, 1), (3, 14336), (4096, 14336), (2, 37, 8191)]
 KINDS = ["swiglu", "geglu"]
 FNS = {"swiglu": liger_swiglu, "geglu": liger_geglu}
 OPS = {"swiglu": ("swiglu_fwd", "swiglu_bwd"), "geglu": ("geglu_fwd", "geglu_bwd")}
 K0 = math.sqrt(2.0 / math.pi)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_dispatch():
-    ligerd.set_dispatch_mode("local")
-    yield
-    ligerd.set_dispatch_mode(None)
-
-
-def _id(v):
-    if isinstance(v, torch.dtype):
-        return str(v).replace("torch.", "")
-    if isinstance(v, tuple):
-        return "x".join(map(str, v))
-    return str(v)
 
 
 # ------------------------------------------------------------------------------------------
@@ -91,29 +77,8 @@ def reference(kind, a, b, dc=None):
 
 
 def assert_close(name, got, ref, scale, dtype, ctx):
-    assert got.shape == ref.shape, f"{ctx}: {name} shape {tuple(got.shape)} vs {tuple(ref.shape)}"
-    g = got.double()
-    bad_nan = torch.isnan(g) & ~torch.isnan(ref)
-    assert not bad_nan.any(), f"{ctx}: {name} has {int(bad_nan.sum())} NaN (unwritten?) elements"
-    tol = 2 * U[dtype] * ref.abs() + K_FP32 * scale + TINY[dtype]
-    err = (g - ref).abs()
-    bad = err > tol
-    if bad.any():
-        i = int(torch.argmax((err / tol).flatten()))
-        raise AssertionError(f"{ctx}: {name}: {int(bad.sum())} of {ref.numel()} elements out of "
-                             f"tolerance; worst at flat index {i}: got {g.flatten()[i].item()!r}, "
-                             f"ref {ref.flatten()[i].item()!r}, tol {tol.flatten()[i].item()!r}")
-
-
-def poison_allocator(*specs):
-    """Allocate NaN-filled blocks of these sizes and free them, so the op's torch.empty calls
-    get poisoned memory from the caching allocator."""
-    bufs = [torch.full(shape, float("nan"), device=DEV, dtype=dt) for shape, dt in specs]
-    del bufs
-
-
-def nan_like(shape, dtype):
-    return torch.full(shape, float("nan"), device=DEV, dtype=dtype)
+    """This module's tolerance (the docstring's) around the float64 reference."""
+    _util.assert_close(name, got, ref, 2 * U[dtype] * ref.abs() + K_FP32 * scale + TINY[dtype], ctx)
 
 
 def make(shape, dtype, seed, halves=False):
@@ -167,7 +132,7 @@ def test_autograd(kind, dtype, shape):
     pa = a0.clone().requires_grad_()
     pb = b0.clone().requires_grad_()
     a, b = pa * 1, pb * 1  # non-leaf, like gate_proj / up_proj outputs
-    poison_allocator((shape, dtype))
+    poison_allocator((shape, dtype), workspace=False)  # the GLU ops take no workspace
     c = FNS[kind](a, b)
     assert_close("C", c, r["c"], r["c_scale"], dtype, ctx)
     c.backward(dc)
@@ -186,7 +151,7 @@ def test_halves_autograd(kind, dtype):
     a, b = x[:, :f], x[:, f:]
     assert not a.is_contiguous()
     r = reference(kind, a0, b0, dc)
-    poison_allocator(((rows, f), dtype))
+    poison_allocator(((rows, f), dtype), workspace=False)
     c = FNS[kind](a, b)
     assert_close("C", c, r["c"], r["c_scale"], dtype, ctx)
     c.backward(dc)
@@ -279,13 +244,10 @@ def test_executor_second_line_of_checks(kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_matches_liger_kernel(kind):
-    try:
-        if kind == "swiglu":
-            from liger_kernel.ops.swiglu import LigerSiLUMulFunction as Peer
-        else:
-            from liger_kernel.ops.geglu import LigerGELUMulFunction as Peer
-    except Exception as e:  # noqa: BLE001
-        pytest.skip(f"liger_kernel not importable: {e}")
+    if kind == "swiglu":
+        Peer = liger_peer("LigerSiLUMulFunction", "liger_kernel.ops.swiglu")
+    else:
+        Peer = liger_peer("LigerGELUMulFunction", "liger_kernel.ops.geglu")
     dtype = torch.bfloat16
     a, b, dc = make((512, 4096), dtype, seed=5)
     r = reference(kind, a, b, dc)

@@ -18,14 +18,11 @@ layer_norm_ref.py; tiny = the dtype's subnormal spacing, where rounding is absol
 from __future__ import annotations
 
 import math
-import os
-import sys
 
 import pytest
+from _util import require_cuda
 
-torch = pytest.importorskip("torch", reason="torch is not installed")
-if not torch.cuda.is_available():
-    pytest.skip("no CUDA device", allow_module_level=True)
+torch = require_cuda()
 
 import ligerd  # noqa: E402
 from ligerd import _backend  # noqa: E402
@@ -33,22 +30,16 @@ from ligerd.ops.layer_norm import LigerLayerNormFunction  # noqa: E402
 from ligerd.transformers import LigerLayerNorm, liger_layer_norm  # noqa: E402
 
 import layer_norm_ref as ref  # noqa: E402
-from test_rms_norm import TINY, U, _id, assert_close, nan_like, poison_allocator  # noqa: E402
+from _util import (DEV, DTYPES, TINY, U, assert_close, liger_peer, nan_like,  # noqa: E402
+                   param_id as _id, poison_allocator)
 
-DEV = "cuda"
+pytestmark = pytest.mark.usefixtures("local_dispatch")  # conftest.py
+
 EPS = 1e-6
-DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 # (rows, hidden): the odd hidden sizes (5120, 2880, 8191: the last unvectorisable, and
 # past what the backward holds in registers), one row, one element, the Llama width, a row past
 # Liger's 64K limit (the streaming kernels), tiny odd rows (element accesses).
 SHAPES = [(1, 1), (1, 4096), (3, 5120), (33, 2880), (2 * 37, 8191), (4096, 4096), (2, 70000), (5, 7)]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_dispatch():
-    ligerd.set_dispatch_mode("local")
-    yield
-    ligerd.set_dispatch_mode(None)
 
 
 def y_tol(dtype, r: ref.FwdRef):
@@ -271,19 +262,9 @@ def test_executor_second_line_of_checks():
 # them (ligerd keeps fp32), so in bf16 its outputs carry an extra ~2^-9 relative error of the
 # scale: it is compared to the reference with 4u of the scale added, ligerd with its own bound.
 
-def _liger():
-    if os.path.isdir("/tmp/site") and "/tmp/site" not in sys.path:
-        sys.path.append("/tmp/site")
-    try:
-        from liger_kernel.transformers import LigerLayerNorm as Peer
-    except Exception as e:  # noqa: BLE001
-        pytest.skip(f"liger_kernel not importable: {e}")
-    return Peer
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=_id)
 def test_matches_liger_kernel(dtype):
-    Peer = _liger()
+    Peer = liger_peer("LigerLayerNorm")
     n, rows = 4096, 512
     x, w, b, dy = make_inputs(rows, n, dtype, dtype, True, True, seed=3)
     outs = []

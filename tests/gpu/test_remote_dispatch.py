@@ -16,66 +16,35 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
 
 import pytest
+from _util import require_cuda, require_ligerd_bin
 
-torch = pytest.importorskip("torch", reason="torch is not installed")
-if not torch.cuda.is_available():
-    pytest.skip("no CUDA device", allow_module_level=True)
-LIGERD_BIN = os.environ.get("LIGERD_BIN", "").strip()
-if not LIGERD_BIN or not os.access(LIGERD_BIN, os.X_OK):
-    pytest.skip("LIGERD_BIN does not name a built ligerd binary (tests/gpu/run.sh sets it)",
-                allow_module_level=True)
+torch = require_cuda()
+LIGERD_BIN = require_ligerd_bin()
 
 import ligerd  # noqa: E402
-from ligerd import _backend, _health  # noqa: E402
+from ligerd import _backend  # noqa: E402
 from ligerd.transformers import liger_rms_norm  # noqa: E402
 
-DEV = "cuda"
+import _util  # noqa: E402
+from _util import DEV, param_id  # noqa: E402
+
 EPS = 1e-6
 SHAPES = [(1, 1), (3, 5120), (4096, 4096), (2, 37, 8191)]
 CACHE = os.environ.get("LIGERD_CACHE_DIR", "/tmp/ligerd-cache")
 
 
-class Daemon:
-    """A ligerd on a private socket, started for a test (module)."""
-
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="ligerd-remote-test-")
-        self.socket = os.path.join(self.dir, "ligerd.sock")
-        self.log = open(os.path.join(self.dir, "ligerd.log"), "wb")
-        self.proc = subprocess.Popen([LIGERD_BIN, f"--socket={self.socket}", f"--cache_dir={CACHE}"],
-                                     stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        status = _health.wait_serving(self.socket, deadline=time.monotonic() + 30,
-                                      alive=lambda: self.proc.poll() is None)
-        if status != _health.SERVING:
-            self.stop()
-            raise RuntimeError(f"ligerd did not come up on {self.socket}: {self.log_tail()}")
-
-    def log_tail(self, n=3000) -> str:
-        self.log.flush()
-        with open(os.path.join(self.dir, "ligerd.log"), "rb") as f:
-            return f.read().decode(errors="replace")[-n:]
-
-    def serving(self) -> bool:
-        return self.proc.poll() is None and _health.check(self.socket, timeout=1.0) == _health.SERVING
-
-    def stop(self, sig=signal.SIGTERM):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.log.close()
+def start_daemon() -> _util.Daemon:
+    """A ligerd on a private socket (_util.Daemon), on the shared JIT cache, started for a test
+    (module)."""
+    return _util.Daemon(LIGERD_BIN, cache_dir=CACHE, prefix="ligerd-remote-test-")
 
 
-def use(daemon: Daemon, mode: str) -> None:
+def use(daemon: _util.Daemon, mode: str) -> None:
     """Point this process at ``daemon`` in ``mode`` (a fresh session: the old one is closed)."""
     os.environ["LIGERD_SOCKET"] = daemon.socket
     ligerd.set_dispatch_mode(mode)
@@ -85,7 +54,7 @@ def use(daemon: Daemon, mode: str) -> None:
 def daemon():
     saved = {k: os.environ.get(k) for k in ("LIGERD_SOCKET", "LIGERD_AUTOSTART")}
     os.environ["LIGERD_AUTOSTART"] = "0"  # never fall back to some other daemon
-    d = Daemon()
+    d = start_daemon()
     yield d
     ligerd.set_dispatch_mode(None)  # closes our sessions while the daemon is up
     alive = d.proc.poll() is None
@@ -132,7 +101,7 @@ def fwd_bwd(x, w, dy, mode, in_place):
 # 1. Remote == local, bit for bit
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("shape", SHAPES, ids=param_id)
 @pytest.mark.parametrize("in_place", [True, False], ids=["inplace", "out"])
 @pytest.mark.parametrize("has_w", [True, False], ids=["w", "now"])
 @pytest.mark.parametrize("mode", ["llama", "gemma"])
@@ -347,7 +316,7 @@ def test_tensor_on_another_device(daemon):
 
 
 def test_daemon_killed_is_reported_within_2s_and_nothing_hangs(daemon):
-    victim = Daemon()
+    victim = start_daemon()
     try:
         use(victim, "remote")
         x = torch.randn(256, 4096, device=DEV, dtype=torch.bfloat16)

@@ -26,52 +26,28 @@ element, see rms_norm_ref.py):
 from __future__ import annotations
 
 import math
-import os
 
 import pytest
+from _util import require_cuda
 
-torch = pytest.importorskip("torch", reason="torch is not installed")
-if not torch.cuda.is_available():
-    pytest.skip("no CUDA device", allow_module_level=True)
+torch = require_cuda()
 
 import ligerd  # noqa: E402
 from ligerd import _backend  # noqa: E402
-from ligerd.ops import rms_norm as rms_ops  # noqa: E402
 from ligerd.transformers import LigerRMSNorm, liger_rms_norm  # noqa: E402
 
 import rms_norm_ref as ref  # noqa: E402
+from _util import (DEV, DTYPES, TINY, U, assert_close, liger_peer, nan_like,  # noqa: E402
+                   param_id as _id, poison_allocator)
 
-DEV = "cuda"
+pytestmark = pytest.mark.usefixtures("local_dispatch")  # conftest.py
 
-
-@pytest.fixture(scope="module", autouse=True)
-def local_dispatch():
-    """These tests are about the kernels through the local executor (remote dispatch has its own
-    module, test_remote_dispatch.py, which checks it against this path bit for bit)."""
-    ligerd.set_dispatch_mode("local")
-    yield
-    ligerd.set_dispatch_mode(None)
-
-
-DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 MODES = ["llama", "gemma", "none"]
-U = {torch.float32: 2.0 ** -24, torch.bfloat16: 2.0 ** -8, torch.float16: 2.0 ** -11}
-# Spacing of the dtype's subnormals: below the smallest normal, rounding errors are absolute
-# (half of this per rounding), not relative. Matters for fp16 (2^-24 = 6e-8): small |x| * rstd
-# values land there.
-TINY = {torch.float32: 2.0 ** -149, torch.bfloat16: 2.0 ** -133, torch.float16: 2.0 ** -24}
+# U (unit roundoff) and TINY (subnormal spacing, where rounding is absolute) per dtype: _util.py.
 EPS = 1e-6
 # (rows, hidden): one element; Llama-ish; square; a 3-D (2, 37, 8191) flattened (odd hidden);
 # past Liger's 64K limit; small odd ones that exercise the scalar (unvectorised) paths.
 SHAPES = [(1, 1), (3, 5120), (4096, 4096), (2 * 37, 8191), (2, 70000), (5, 7), (33, 1000)]
-
-
-def _id(v):
-    if isinstance(v, torch.dtype):
-        return str(v).replace("torch.", "")
-    if isinstance(v, tuple):
-        return "x".join(map(str, v))
-    return str(v)
 
 
 # ------------------------------------------------------------------------------------------
@@ -108,39 +84,6 @@ def wmax(w, offset) -> float:
     return 1.0 if w is None else float((w.double() + offset).abs().max())
 
 
-def assert_close(name, got, ref64, tol, ctx):
-    got64 = got.detach().double()
-    assert got64.shape == ref64.shape, f"{ctx}: {name} shape {tuple(got64.shape)} != {tuple(ref64.shape)}"
-    finite = torch.isfinite(got64)
-    if not bool(finite.all()):
-        bad = (~finite).nonzero()[:3].tolist()
-        raise AssertionError(f"{ctx}: {name} has {int((~finite).sum())} non-finite elements "
-                             f"(poisoned output not written?), e.g. at {bad}")
-    err = (got64 - ref64).abs()
-    over = err - tol
-    if bool((over > 0).any()):
-        flat = int(over.flatten().argmax())
-        idx = list(torch.unravel_index(torch.tensor(flat), over.shape))
-        idx = tuple(int(i) for i in idx)
-        raise AssertionError(
-            f"{ctx}: {name}: {int((over > 0).sum())} of {over.numel()} elements out of tolerance; "
-            f"worst at {idx}: got {got64[idx].item():.9g}, ref {ref64[idx].item():.9g}, "
-            f"|err| {err[idx].item():.3g} > tol {tol[idx].item():.3g}")
-
-
-def nan_like(t_shape, dtype):
-    return torch.full(t_shape, float("nan"), dtype=dtype, device=DEV)
-
-
-def poison_allocator(*shapes_dtypes):
-    """Fill and free blocks of the sizes the next allocations will ask for, so torch.empty()
-    inside the op hands back NaN-filled memory (best effort: the caching allocator reuses the
-    best-fitting free block of the same stream)."""
-    held = [torch.full(s, float("nan"), dtype=d, device=DEV) for s, d in shapes_dtypes]
-    big = torch.full((8 << 20,), float("nan"), dtype=torch.float32, device=DEV)  # workspace-sized
-    del held, big
-
-
 def make_inputs(rows, n, dtype, wdtype, has_w, offset, seed):
     g = torch.Generator(device=DEV).manual_seed(seed)
     x = torch.randn(rows, n, generator=g, device=DEV, dtype=torch.float32).to(dtype)
@@ -153,7 +96,7 @@ def make_inputs(rows, n, dtype, wdtype, has_w, offset, seed):
     return x, w, dy
 
 
-MODE_ID = {"llama": 0, "gemma": 1, "none": 2}
+MODE_ID = ref.MODE_IDS  # {"llama": 0, "gemma": 1, "none": 2}
 
 
 # ------------------------------------------------------------------------------------------
@@ -415,23 +358,12 @@ def test_session_reports_local():
     assert info["reason"] == "local (requested by set_dispatch_mode())"
 
 
-def _liger():
-    import sys
-    if os.path.isdir("/tmp/site") and "/tmp/site" not in sys.path:
-        sys.path.append("/tmp/site")
-    try:
-        from liger_kernel.transformers import LigerRMSNorm as Peer
-    except Exception as e:  # noqa: BLE001
-        pytest.skip(f"liger_kernel not importable: {e}")
-    return Peer
-
-
 # "none" is left out: there Liger's Triton code sums squares in the input dtype, so its rstd is
 # only good to a few bf16 ulps by design; comparing it would test Liger, not ligerd.
 @pytest.mark.parametrize("mode", ["llama", "gemma"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=_id)
 def test_matches_liger_kernel(dtype, mode):
-    Peer = _liger()
+    Peer = liger_peer("LigerRMSNorm")
     n, rows = 4096, 512
     offset = 1.0 if mode == "gemma" else 0.0
     x, w, dy = make_inputs(rows, n, dtype, dtype, True, offset, seed=3)

@@ -22,24 +22,23 @@ against the true gradient even for cos/sin whose halves differ).
 
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest
+from _util import require_cuda
 
-torch = pytest.importorskip("torch", reason="torch is not installed")
-if not torch.cuda.is_available():
-    pytest.skip("no CUDA device", allow_module_level=True)
+torch = require_cuda()
 
 import ligerd  # noqa: E402
 from ligerd import _backend  # noqa: E402
 from ligerd.transformers import LigerRopeFunction, liger_rotary_pos_emb  # noqa: E402
 
-if os.path.isdir("/tmp/site") and "/tmp/site" not in sys.path:
-    sys.path.append("/tmp/site")
+import _util  # noqa: E402
+from _util import DEV, DTYPES, add_peer_site, liger_peer, param_id as _id  # noqa: E402
 
-DEV = "cuda"
-DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+add_peer_site()  # at import (as this module always did): peers importable for the whole session
+pytestmark = pytest.mark.usefixtures("local_dispatch")  # conftest.py
+
+# Not _util's U and TINY: fp32 outputs are the kernel's fp32 result itself (no final rounding),
+# and only fp16 gets near its subnormals here (see the docstring).
 U = {torch.float32: 0.0, torch.bfloat16: 2.0 ** -8, torch.float16: 2.0 ** -11}
 TINY = {torch.float32: 0.0, torch.bfloat16: 0.0, torch.float16: 2.0 ** -24}
 K_FP32 = 2.0 ** -21
@@ -48,21 +47,6 @@ K_FP32 = 2.0 ** -21
 LLAMA3 = (4, 32, 8, 4096, 128)
 SHAPES = [LLAMA3, (1, 32, 8, 1, 128), (2, 8, 2, 33, 64), (3, 5, 1, 17, 96), (2, 4, 4, 9, 256),
           (1, 1, 1, 3, 2), (2, 3, 2, 5, 6)]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_dispatch():
-    ligerd.set_dispatch_mode("local")
-    yield
-    ligerd.set_dispatch_mode(None)
-
-
-def _id(v):
-    if isinstance(v, torch.dtype):
-        return str(v).replace("torch.", "")
-    if isinstance(v, tuple):
-        return "x".join(map(str, v))
-    return str(v)
 
 
 # ------------------------------------------------------------------------------------------
@@ -100,18 +84,8 @@ def reference(q, k, cos, sin, dq=None, dk=None):
 
 
 def assert_close(name, got, ref, scale, dtype, ctx):
-    assert got.shape == ref.shape, f"{ctx}: {name} shape {tuple(got.shape)} vs {tuple(ref.shape)}"
-    g = got.double()
-    nan = torch.isnan(g)
-    assert not nan.any(), f"{ctx}: {name} has {int(nan.sum())} NaN (unwritten?) elements"
-    tol = U[dtype] * ref.abs() + K_FP32 * scale + TINY[dtype]
-    err = (g - ref).abs()
-    bad = err > tol
-    if bad.any():
-        i = int(torch.argmax((err / tol.clamp_min(1e-300)).flatten()))
-        raise AssertionError(f"{ctx}: {name}: {int(bad.sum())} of {ref.numel()} elements out of "
-                             f"tolerance; worst at flat index {i}: got {g.flatten()[i].item()!r}, "
-                             f"ref {ref.flatten()[i].item()!r}, tol {tol.flatten()[i].item()!r}")
+    """This module's tolerance (the docstring's) around the float64 reference."""
+    _util.assert_close(name, got, ref, U[dtype] * ref.abs() + K_FP32 * scale + TINY[dtype], ctx)
 
 
 def poison_allocator(*tensors):
@@ -356,10 +330,7 @@ def test_executor_second_line_of_checks():
 # dtype: in bf16 each product is rounded before the sum, so it gets u of the scale on top.
 
 def test_matches_liger_kernel():
-    try:
-        from liger_kernel.transformers import liger_rotary_pos_emb as peer
-    except Exception as e:  # noqa: BLE001
-        pytest.skip(f"liger_kernel not importable: {e}")
+    peer = liger_peer("liger_rotary_pos_emb")
     dtype = torch.bfloat16
     gen = torch.Generator(device=DEV).manual_seed(19)
     shape = (2, 32, 8, 512, 128)

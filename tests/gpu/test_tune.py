@@ -28,24 +28,18 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
-import time
 
 import pytest
+from _util import require_cuda, require_ligerd_bin
 
-torch = pytest.importorskip("torch", reason="torch is not installed")
-if not torch.cuda.is_available():
-    pytest.skip("no CUDA device", allow_module_level=True)
-LIGERD_BIN = os.environ.get("LIGERD_BIN", "").strip()
-if not LIGERD_BIN or not os.access(LIGERD_BIN, os.X_OK):
-    pytest.skip("LIGERD_BIN does not name a built ligerd binary (tests/gpu/run.sh sets it)",
-                allow_module_level=True)
+torch = require_cuda()
+LIGERD_BIN = require_ligerd_bin()
 LIGERCTL = os.environ.get("LIGERCTL_BIN") or str(pathlib.Path(LIGERD_BIN).parents[1] / "client" / "ligerctl")
 if not os.access(LIGERCTL, os.X_OK):
     pytest.skip(f"no ligerctl at {LIGERCTL}", allow_module_level=True)
 
-from ligerd import _health  # noqa: E402
+from _util import Daemon  # noqa: E402  (imports ligerd)
 
 HERE = pathlib.Path(__file__).resolve().parent
 # Shapes tuned by the daemon in these tests (small enough to tune in seconds).
@@ -55,21 +49,10 @@ TUNED = ["rms_norm_fwd:bf16:4096x4096", "rms_norm_fwd:bf16:1000x2880",
 
 @pytest.fixture(scope="module")
 def daemon():
-    root = tempfile.mkdtemp(prefix="ligerd-tune-test-")
-    cache = os.path.join(root, "cache")  # a fresh cache dir: the DB starts empty
-    sock = os.path.join(root, "ligerd.sock")
-    log = open(os.path.join(root, "ligerd.log"), "wb")
-    proc = subprocess.Popen([LIGERD_BIN, f"--socket={sock}", f"--cache_dir={cache}"],
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    status = _health.wait_serving(sock, deadline=time.monotonic() + 30, alive=lambda: proc.poll() is None)
-    assert status == _health.SERVING, open(os.path.join(root, "ligerd.log")).read()[-3000:]
-    yield {"socket": sock, "cache": cache, "root": root}
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    # cache_dir=None: a fresh cache dir inside the daemon's directory, so the DB starts empty
+    d = Daemon(LIGERD_BIN, cache_dir=None, prefix="ligerd-tune-test-")
+    yield {"socket": d.socket, "cache": d.cache, "root": d.dir}
+    d.stop()
 
 
 def ligerctl(d, *args, timeout=600):

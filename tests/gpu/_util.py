@@ -1,0 +1,186 @@
+"""Helpers shared by the GPU tests (tests/gpu/test_*.py import them; fixtures are in conftest.py).
+
+A test module starts with
+
+    import pytest
+    from _util import require_cuda
+    torch = require_cuda()          # skips the whole module without torch or a CUDA device
+
+before it imports ligerd (the *built* package, which has no ligerd._C without a build), and takes
+what else it needs from here afterwards. Only what is the same in several modules lives here:
+an op's own reference, inputs and tolerances stay beside its tests, with their reasoning.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch is not installed")
+
+DEV = "cuda"
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+# Unit roundoff (half an ulp, relative) of each dtype: one rounding to it moves a value by at most
+# u * |value| (in the normal range).
+U = {torch.float32: 2.0 ** -24, torch.bfloat16: 2.0 ** -8, torch.float16: 2.0 ** -11}
+# Spacing of the dtype's subnormals: below the smallest normal, rounding errors are absolute
+# (half of this per rounding), not relative. Matters for fp16 (2^-24 = 6e-8): small |x| * rstd
+# values land there.
+TINY = {torch.float32: 2.0 ** -149, torch.bfloat16: 2.0 ** -133, torch.float16: 2.0 ** -24}
+
+# Where the lead installs peer wheels (liger_kernel) on the GPU machine: bench/common.py PEER_SITE.
+PEER_SITE = "/tmp/site"
+
+
+# ------------------------------------------------------------------------------------------
+# skipping
+
+def require_cuda():
+    """Skips the calling test module (at import) unless a CUDA device is present; returns torch.
+    The skip is reported at the caller's line (this frame is hidden)."""
+    __tracebackhide__ = True
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device", allow_module_level=True)
+    return torch
+
+
+def ligerd_bin():
+    """$LIGERD_BIN (the built daemon; tests/gpu/run.sh sets it) if it names an executable, else None."""
+    path = os.environ.get("LIGERD_BIN", "").strip()
+    return path if path and os.access(path, os.X_OK) else None
+
+
+def require_ligerd_bin() -> str:
+    """ligerd_bin(), or skips the calling module."""
+    __tracebackhide__ = True
+    path = ligerd_bin()
+    if path is None:
+        pytest.skip("LIGERD_BIN does not name a built ligerd binary (tests/gpu/run.sh sets it)",
+                    allow_module_level=True)
+    return path
+
+
+# ------------------------------------------------------------------------------------------
+# parametrisation ids
+
+def param_id(v):
+    """torch.float32 -> "float32", (2, 37, 8191) -> "2x37x8191", anything else str()."""
+    if isinstance(v, torch.dtype):
+        return str(v).replace("torch.", "")
+    if isinstance(v, tuple):
+        return "x".join(map(str, v))
+    return str(v)
+
+
+# ------------------------------------------------------------------------------------------
+# NaN poisoning: an output element a kernel forgets to write fails the comparison
+
+def nan_like(shape, dtype):
+    """A NaN-filled (contiguous) output buffer on the GPU."""
+    return torch.full(shape, float("nan"), dtype=dtype, device=DEV)
+
+
+def poison_allocator(*shapes_dtypes, workspace=True):
+    """Fill and free blocks of the sizes the next allocations will ask for, so torch.empty()
+    inside the op hands back NaN-filled memory (best effort: the caching allocator reuses the
+    best-fitting free block of the same stream). workspace: also a 32 MiB block, for ops that
+    take a workspace (the norms' backward partial sums)."""
+    held = [torch.full(s, float("nan"), dtype=d, device=DEV) for s, d in shapes_dtypes]
+    if workspace:
+        held.append(torch.full((8 << 20,), float("nan"), dtype=torch.float32, device=DEV))
+    del held
+
+
+# ------------------------------------------------------------------------------------------
+# comparison against a float64 reference
+
+def assert_close(name, got, ref64, tol, ctx):
+    """Elementwise |got - ref64| <= tol (a tensor of per-element bounds); every element finite."""
+    got64 = got.detach().double()
+    assert got64.shape == ref64.shape, f"{ctx}: {name} shape {tuple(got64.shape)} != {tuple(ref64.shape)}"
+    finite = torch.isfinite(got64)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero()[:3].tolist()
+        raise AssertionError(f"{ctx}: {name} has {int((~finite).sum())} non-finite elements "
+                             f"(poisoned output not written?), e.g. at {bad}")
+    err = (got64 - ref64).abs()
+    over = err - tol
+    if bool((over > 0).any()):
+        flat = int(over.flatten().argmax())
+        idx = list(torch.unravel_index(torch.tensor(flat), over.shape))
+        idx = tuple(int(i) for i in idx)
+        raise AssertionError(
+            f"{ctx}: {name}: {int((over > 0).sum())} of {over.numel()} elements out of tolerance; "
+            f"worst at {idx}: got {got64[idx].item():.9g}, ref {ref64[idx].item():.9g}, "
+            f"|err| {err[idx].item():.3g} > tol {tol[idx].item():.3g}")
+
+
+def rel_err(got, ref) -> float:
+    """Norm-wise relative error ||got - ref|| / ||ref|| (ref in float64)."""
+    return float((got.double() - ref).norm() / ref.norm().clamp_min(1e-300))
+
+
+# ------------------------------------------------------------------------------------------
+# Liger-Kernel as a peer, when installed
+
+def add_peer_site() -> None:
+    if os.path.isdir(PEER_SITE) and PEER_SITE not in sys.path:
+        sys.path.append(PEER_SITE)
+
+
+def liger_peer(name, module="liger_kernel.transformers"):
+    """``from module import name`` (PEER_SITE on sys.path), or skips the test."""
+    add_peer_site()
+    try:
+        return getattr(importlib.import_module(module), name)
+    except Exception as e:  # noqa: BLE001
+        pytest.skip(f"liger_kernel not importable: {e}")
+
+
+# ------------------------------------------------------------------------------------------
+# a private daemon
+
+class Daemon:
+    """A ligerd on a private socket in a fresh temporary directory, started for a test (module).
+    cache_dir: its JIT cache; None = a fresh one inside that directory (an empty tuning DB)."""
+
+    def __init__(self, binary: str, cache_dir=None, prefix="ligerd-test-"):
+        from ligerd import _health
+        self.dir = tempfile.mkdtemp(prefix=prefix)
+        self.socket = os.path.join(self.dir, "ligerd.sock")
+        self.cache = cache_dir if cache_dir is not None else os.path.join(self.dir, "cache")
+        self.log = open(os.path.join(self.dir, "ligerd.log"), "wb")
+        self.proc = subprocess.Popen([binary, f"--socket={self.socket}", f"--cache_dir={self.cache}"],
+                                     stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        status = _health.wait_serving(self.socket, deadline=time.monotonic() + 30,
+                                      alive=lambda: self.proc.poll() is None)
+        if status != _health.SERVING:
+            self.stop()
+            raise RuntimeError(f"ligerd did not come up on {self.socket}: {self.log_tail()}")
+
+    def log_tail(self, n=3000) -> str:
+        if not self.log.closed:
+            self.log.flush()
+        with open(os.path.join(self.dir, "ligerd.log"), "rb") as f:
+            return f.read().decode(errors="replace")[-n:]
+
+    def serving(self) -> bool:
+        from ligerd import _health
+        return self.proc.poll() is None and _health.check(self.socket, timeout=1.0) == _health.SERVING
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log.close()
