@@ -12,6 +12,7 @@ micro-batches, so a gradient-accumulation run that averaged per-micro-batch mean
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -259,6 +260,16 @@ def noise_floor_failures(lig: Deviation, hf: Deviation, floor: NoiseFloor = Nois
             out.append(f"{k}: ligerd {v:.4g} > {floor.factor} x HF {hf.metrics()[k]:.4g} + "
                        f"{getattr(floor, k):g} = {limit:.4g}")
     return out
+
+
+@dataclass
+class MedianDeviation:
+    """Per metric, the median over several seeds' deviations (for noise_floor_failures)."""
+    per_seed: List[Deviation]
+
+    def metrics(self) -> Dict[str, float]:
+        keys = self.per_seed[0].metrics()
+        return {k: statistics.median(d.metrics()[k] for d in self.per_seed) for k in keys}
 
 
 def noise_floor_report(what: str, lig: Deviation, hf: Deviation, truth: Run, hf_run: Run,

@@ -254,6 +254,10 @@ def test_gradient_accumulation(family, data, request):
     compare(run, ref_full, init, family, "fp32", f"{family} accumulated vs transformers full batch")
 
 
+# Seeds (initial weights and data) of the bf16 MoE accumulation test; seed 0 is the module's.
+MOE_BF16_SEEDS = (0, 1, 2, 3, 4)
+
+
 @pytest.mark.parametrize("dtype_name", list(DTYPES))
 @pytest.mark.parametrize("family", sorted(MOE))
 def test_gradient_accumulation_moe(family, dtype_name, data):
@@ -261,7 +265,18 @@ def test_gradient_accumulation_moe(family, dtype_name, data):
     dtypes (fp32 against an fp64 truth): the router aux loss is per micro-batch and top-2 routing
     parts at rounding-level ties, so fixed tolerances are arbitrary here (measured: 5.5% aux-loss
     difference in fp32 against a 5% limit). No full-batch comparison: the aux loss is not
-    additive over micro-batches, in transformers as here."""
+    additive over micro-batches, in transformers as here.
+
+    bf16: the criterion on the median over five seeds, not on one seed. Measured on the H100
+    (tests/gpu/convergence_spread.py, bench/results/session4/spread_mixtral_bf16_ga.json): one
+    seed's comparison fails on 3 of 5 seeds for ligerd, and also on 3 of 5 for ligerd with its
+    fused linear loss off (transformers' loss on materialised logits), each time on a different
+    metric (seed 0: max loss gap 0.27 / 0.11 against HF's 0.05; seeds 2-3: aux loss 0.25-0.28
+    against HF's 0.15), while the medians over the seeds are within 1.0-1.5x HF's. A single bf16
+    MoE run is one draw of a chaotic process (a router tie flips, then the runs part); HF's own
+    draw is no better a yardstick than ligerd's, so both are summarised over seeds."""
+    if dtype_name == "bf16":
+        return _moe_accumulation_over_seeds(family)
     ligerd.set_dispatch_mode("local")
     try:
         init, ref_acc = reference(family, dtype_name, data, micro_batches=2)
@@ -273,3 +288,35 @@ def test_gradient_accumulation_moe(family, dtype_name, data):
     assert run.losses[0] - run.losses[-1] > MIN_LEARNING, run.losses
     check_noise_floor(run, ref_acc, init, family, dtype_name, data,
                       f"{family} {dtype_name} accumulated", micro_batches=2)
+
+
+def _moe_accumulation_over_seeds(family):
+    cfg, dt, wide = cv.mini_config(family), torch.bfloat16, TRUTH_DTYPE["bf16"]
+    ligs, hfs, seeds = [], [], []
+    ligerd.set_dispatch_mode("local")
+    try:
+        for seed in MOE_BF16_SEEDS:
+            data = cv.make_data(32000, STEPS, BATCH, SEQ, seed=1234 + seed)
+            init = cv.initial_state(cfg, dt, DEV, seed=seed)
+            kw = dict(micro_batches=2, lr=LR)
+            truth_run = cv.train(family, cfg, wide, DEV, data[0], data[1], cv.widen(init, wide),
+                                 use_ligerd=False, **kw)
+            hf = cv.train(family, cfg, dt, DEV, data[0], data[1], init, use_ligerd=False, **kw)
+            run = cv.train(family, cfg, dt, DEV, data[0], data[1], init, use_ligerd=True, **kw)
+            for r in (truth_run, hf, run):
+                assert r.losses[0] - r.losses[-1] > MIN_LEARNING, f"seed {seed}: a run did not learn: {r.losses}"
+            hfs.append(cv.deviation(hf, truth_run, init, ZERO_GRAD_PARAMS))
+            ligs.append(cv.deviation(run, truth_run, init, ZERO_GRAD_PARAMS))
+            seeds.append({"seed": seed, "hf_deviation": hfs[-1].metrics(), "ligerd_deviation": ligs[-1].metrics(),
+                          "single_seed_failures": cv.noise_floor_failures(ligs[-1], hfs[-1])})
+    finally:
+        ligerd.set_dispatch_mode(None)
+    lig_m, hf_m = cv.MedianDeviation(ligs), cv.MedianDeviation(hfs)
+    failures = cv.noise_floor_failures(lig_m, hf_m)
+    what = f"{family} bf16 accumulated, median over seeds {list(MOE_BF16_SEEDS)}"
+    write_record({"test": what, "criterion": f"median ligerd <= {cv.NOISE_FACTOR} x median HF + floor",
+                  "hf_deviation": hf_m.metrics(), "ligerd_deviation": lig_m.metrics(), "seeds": seeds,
+                  "passed": not failures, "failures": failures})
+    print(f"{what}: median deviation from the fp32 truth, ligerd / HF: " + ", ".join(
+        f"{k} {v:.3e} / {hf_m.metrics()[k]:.3e}" for k, v in lig_m.metrics().items()))
+    assert not failures, f"{what}: {failures}"
