@@ -3,7 +3,7 @@
 // cross_entropy.cc).
 //
 // Specialisation (-D defines, one module per combination):
-//   LIGERD_CE_PART    0: cross_entropy_fwd (ce_fwd), 1: cross_entropy_count (ce_count),
+//   LIGERD_CE_PART    0: cross_entropy_fwd (ce_fwd and ce_fwd_cluster), 1: cross_entropy_count (ce_count),
 //                     2: cross_entropy_scale (ce_scale)
 //   LIGERD_XT         logits / gradient element type: float | ligerd::bf16 | ligerd::f16
 //   LIGERD_CE_SOFTCAP 0/1 (forward only): logits pass through z = c * tanh(x / c) first
@@ -24,15 +24,27 @@
 // upstream gradient of a "none" loss, for the fused linear loss's backward) and, with
 // token_scaling, the detached p_y (Liger's use_token_scaling).
 //
-// Traffic (ce_fwd with a gradient): pass 1 reads the row (online softmax: max, sum of exp, sum of
-// z for label smoothing, argmax, all in one read), pass 2 reads it again and writes dx:
-// 3*M*V*b bytes when the second read misses L2, 2*M*V*b when it hits. A row does not fit on one
-// SM: 128256 bf16 logits are 251 KiB, beyond the 228 KiB of shared memory (and 256 KiB of
-// registers) an H100 SM has, and fp32 rows are twice that; a row split across a thread-block
-// cluster's distributed shared memory would (QuACK's design) but is not done here. Instead the
-// grid is persistent and sized so that the rows in flight (SMs x blocks per SM x row bytes) fit
-// in about half of L2, so the second read mostly hits L2: the HBM floor is 2*M*V*b, the worst
-// case 3*M*V*b. Without a gradient (loss only) it is one read, M*V*b.
+// Traffic of the forward with a gradient, M rows of V logits of b bytes; the floor is one read
+// and one write of the logits, 2*M*V*b, at HBM bandwidth (~3.35 TB/s on an H100 SXM: 16384 x
+// 128256 bf16 is 8.4 GB, ~2.5 ms). Pass 1 (online softmax: max, sum of exp, sum of z for label
+// smoothing, argmax, in one read) must finish before pass 2 (the gradient) can start, so the
+// row has to be read twice or kept on chip. A row does not fit one SM: 128256 bf16 logits are
+// 251 KiB, beyond the 228 KiB of shared memory an H100 SM has (fp32 twice that).
+//  - ce_fwd_cluster (sm_90+, the default when a row fits): the row is split over the CTAs of a
+//    thread-block cluster (<= 8, the portable size); each CTA keeps its contiguous slice in its
+//    dynamic shared memory while pass 1 reads it, the CTAs exchange their partial Stats through
+//    distributed shared memory (combined in rank order: deterministic, the same on every CTA),
+//    and pass 2 reads the slice back from shared memory. HBM traffic is exactly 2*M*V*b.
+//    Shared memory per CTA: [stash: ceil(nvec / cluster) 16-byte vectors (dynamic)] + ~1 KiB
+//    static (per-warp Stats, the exchanged Stats double-buffered, z_y). The planner sizes the
+//    slices to <= 100 KiB so that two CTAs share an SM and one's loads overlap the other's
+//    stores (cross_entropy.cc / .h: cluster size rule, threads, grid).
+//  - ce_fwd (below sm_90, rows too long for 8 CTAs such as fp32 x 262144, or loss only): one
+//    block per row reads it twice. Its grid is persistent and sized so that the rows in flight
+//    (SMs x blocks per SM x row bytes) fit in about half of L2, so the second read mostly hits
+//    L2: HBM floor 2*M*V*b, worst case 3*M*V*b (measured 71% of copy bandwidth at 16384 x 128256
+//    bf16 by the 2*M*V*b model: the second read mostly misses). Without a gradient (loss only)
+//    it is one read, M*V*b, and no stash is needed.
 // ce_scale (backward): read and write the stored gradient once, 2*M*V*b, skipped entirely when
 // the upstream gradient is exactly 1.0 (Liger skips it too; we decide on the device, no sync).
 #include "kernels/ops/common.cuh"
