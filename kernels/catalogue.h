@@ -47,13 +47,18 @@ struct LaunchConfig {
   int iters = 0;            // vectors per thread held in registers; 0 = streaming (loop) kernel
   bool vectorized = true;   // 16-byte accesses (needs aligned rows) vs one element per access
   int grid = 0;             // blocks; 0 = the op's default (per row group, or persistent)
+  int cluster = 1;          // CTAs per thread-block cluster (sm_90+); 1 = no cluster
+  int shared_bytes = 0;     // dynamic shared memory per block the config asks for; 0 = none
 };
 
 struct KernelLaunch {
   std::string kernel;  // extern "C" name in the variant's module
   unsigned grid[3] = {1, 1, 1};
   unsigned block[3] = {1, 1, 1};
-  unsigned shared_bytes = 0;     // dynamic shared memory
+  unsigned shared_bytes = 0;     // dynamic shared memory (above 48 KiB the executor opts in)
+  // CTAs per thread-block cluster along x (grid[0] a multiple of it): the executor launches with
+  // cuLaunchKernelEx and CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION. 0 = a plain cuLaunchKernel.
+  unsigned cluster = 0;
   std::vector<uint8_t> params;   // the kernel's single by-value parameter struct
 };
 
@@ -77,6 +82,14 @@ struct DeviceInfo {
                                     std::string_view kernel, int block_threads,
                                     size_t dynamic_shared_bytes)>
       blocks_per_sm;
+  // Thread-block clusters of `cluster_size` CTAs of `kernel` (at this block size and dynamic
+  // shared memory) the whole GPU holds at once (cuOccupancyMaxActiveClusters: it knows that a
+  // cluster's CTAs share one GPC). Optional: without it planners estimate
+  // floor(sm_count * blocks_per_sm / cluster_size).
+  std::function<absl::StatusOr<int>(std::string_view op, const KernelVariant& variant,
+                                    std::string_view kernel, int block_threads,
+                                    size_t dynamic_shared_bytes, int cluster_size)>
+      active_clusters;
 };
 
 struct OpCall {

@@ -60,6 +60,10 @@ class ExecutorImpl final : public Executor {
                                  std::string_view kernel, int threads, size_t smem) {
       return BlocksPerSm(op, v, kernel, threads, smem);
     };
+    info_.active_clusters = [this](std::string_view op, const KernelVariant& v, std::string_view kernel,
+                                   int threads, size_t smem, int cluster) {
+      return ActiveClusters(op, v, kernel, threads, smem, cluster);
+    };
   }
 
   absl::StatusOr<size_t> WorkspaceBytes(std::string_view op, std::span<const TensorView> tensors,
@@ -128,10 +132,33 @@ class ExecutorImpl final : public Executor {
         continue;
       }
       LIGERD_ASSIGN_OR_RETURN(CUfunction fn, Function(op, plan.variant, k.kernel));
+      if (k.shared_bytes > 0) LIGERD_RETURN_IF_ERROR(AllowDynamicShared(fn, k.shared_bytes));
       void* args[] = {const_cast<uint8_t*>(k.params.data())};
-      LIGERD_CU_CHECK(drv_->cuLaunchKernel(fn, k.grid[0], k.grid[1], k.grid[2], k.block[0],
-                                           k.block[1], k.block[2], k.shared_bytes, stream, args,
-                                           nullptr));
+      if (k.cluster == 0) {
+        LIGERD_CU_CHECK(drv_->cuLaunchKernel(fn, k.grid[0], k.grid[1], k.grid[2], k.block[0],
+                                             k.block[1], k.block[2], k.shared_bytes, stream, args,
+                                             nullptr));
+        continue;
+      }
+      CUlaunchAttribute attr;
+      std::memset(&attr, 0, sizeof(attr));
+      attr.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+      attr.value.clusterDim.x = k.cluster;
+      attr.value.clusterDim.y = 1;
+      attr.value.clusterDim.z = 1;
+      CUlaunchConfig cfg;
+      std::memset(&cfg, 0, sizeof(cfg));
+      cfg.gridDimX = k.grid[0];
+      cfg.gridDimY = k.grid[1];
+      cfg.gridDimZ = k.grid[2];
+      cfg.blockDimX = k.block[0];
+      cfg.blockDimY = k.block[1];
+      cfg.blockDimZ = k.block[2];
+      cfg.sharedMemBytes = k.shared_bytes;
+      cfg.hStream = stream;
+      cfg.attrs = &attr;
+      cfg.numAttrs = 1;
+      LIGERD_CU_CHECK(drv_->cuLaunchKernelEx(&cfg, fn, args, nullptr));
     }
     return absl::OkStatus();
   }
@@ -181,9 +208,63 @@ class ExecutorImpl final : public Executor {
     return gemm_.get();
   }
 
+  // Dynamic shared memory beyond the default 48 KiB needs the function's opt-in
+  // (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES); set once per function to the largest
+  // amount asked for so far, so the launch path only does a lookup. Any nonzero amount goes
+  // through here (static shared memory lowers the 48 KiB that works without it).
+  absl::Status AllowDynamicShared(CUfunction fn, size_t bytes) {
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = dynamic_shared_.find(fn);
+      if (it != dynamic_shared_.end() && it->second >= bytes) return absl::OkStatus();
+    }
+    LIGERD_CU_CHECK(drv_->cuFuncSetAttribute(fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                             static_cast<int>(bytes)));
+    absl::MutexLock lock(&mu_);
+    size_t& set = dynamic_shared_[fn];
+    if (bytes > set) set = bytes;
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<int> ActiveClusters(std::string_view op, const KernelVariant& v, std::string_view kernel,
+                                     int threads, size_t smem, int cluster) {
+    LIGERD_ASSIGN_OR_RETURN(CUfunction fn, Function(op, v, kernel));
+    if (cluster < 1) return absl::InvalidArgumentError(absl::StrCat("cluster of ", cluster, " CTAs"));
+    const auto key = std::make_tuple(fn, threads, smem, cluster);
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = clusters_.find(key);
+      if (it != clusters_.end()) return it->second;
+    }
+    if (smem > 0) LIGERD_RETURN_IF_ERROR(AllowDynamicShared(fn, smem));
+    CUlaunchAttribute attr;
+    std::memset(&attr, 0, sizeof(attr));
+    attr.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+    attr.value.clusterDim.x = static_cast<unsigned>(cluster);
+    attr.value.clusterDim.y = 1;
+    attr.value.clusterDim.z = 1;
+    CUlaunchConfig cfg;
+    std::memset(&cfg, 0, sizeof(cfg));
+    cfg.gridDimX = static_cast<unsigned>(cluster);  // one cluster's worth: only the shape matters
+    cfg.gridDimY = 1;
+    cfg.gridDimZ = 1;
+    cfg.blockDimX = static_cast<unsigned>(threads);
+    cfg.blockDimY = 1;
+    cfg.blockDimZ = 1;
+    cfg.sharedMemBytes = static_cast<unsigned>(smem);
+    cfg.attrs = &attr;
+    cfg.numAttrs = 1;
+    int clusters = 0;
+    LIGERD_CU_CHECK(drv_->cuOccupancyMaxActiveClusters(&clusters, fn, &cfg));
+    absl::MutexLock lock(&mu_);
+    clusters_[key] = clusters;
+    return clusters;
+  }
+
   absl::StatusOr<int> BlocksPerSm(std::string_view op, const KernelVariant& v,
                                   std::string_view kernel, int threads, size_t smem) {
     LIGERD_ASSIGN_OR_RETURN(CUfunction fn, Function(op, v, kernel));
+    if (smem > 0) LIGERD_RETURN_IF_ERROR(AllowDynamicShared(fn, smem));
     const auto key = std::make_tuple(fn, threads, smem);
     {
       absl::MutexLock lock(&mu_);
@@ -253,6 +334,8 @@ class ExecutorImpl final : public Executor {
   absl::flat_hash_map<std::pair<CUcontext, std::string>, std::unique_ptr<Module>> modules_
       ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::tuple<CUfunction, int, size_t>, int> occupancy_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::tuple<CUfunction, int, size_t, int>, int> clusters_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<CUfunction, size_t> dynamic_shared_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<std::string> rejected_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<LtGemm> gemm_ ABSL_GUARDED_BY(mu_);
 };

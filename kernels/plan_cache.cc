@@ -32,12 +32,13 @@ bool SameShape(const OpPlan& a, const OpPlan& b) {
   const LaunchConfig& x = a.config;
   const LaunchConfig& y = b.config;
   if (x.threads_per_row != y.threads_per_row || x.rows_per_block != y.rows_per_block ||
-      x.iters != y.iters || x.vectorized != y.vectorized || x.grid != y.grid)
+      x.iters != y.iters || x.vectorized != y.vectorized || x.grid != y.grid ||
+      x.cluster != y.cluster || x.shared_bytes != y.shared_bytes)
     return false;
   for (size_t i = 0; i < a.launches.size(); ++i) {
     const KernelLaunch& k = a.launches[i];
     const KernelLaunch& l = b.launches[i];
-    if (k.kernel != l.kernel || k.shared_bytes != l.shared_bytes ||
+    if (k.kernel != l.kernel || k.shared_bytes != l.shared_bytes || k.cluster != l.cluster ||
         k.params.size() != l.params.size())
       return false;
     for (int d = 0; d < 3; ++d)
@@ -98,7 +99,7 @@ void PlanCache::AppendKey(std::string& key, std::string_view op, const OpCall& c
   Put(key, w);
   struct {
     uint8_t present, vectorized;
-    int32_t threads_per_row, rows_per_block, iters, grid;
+    int32_t threads_per_row, rows_per_block, iters, grid, cluster, shared_bytes;
   } t;
   std::memset(&t, 0, sizeof(t));
   if (call.tuned != nullptr) {
@@ -108,6 +109,8 @@ void PlanCache::AppendKey(std::string& key, std::string_view op, const OpCall& c
     t.rows_per_block = call.tuned->rows_per_block;
     t.iters = call.tuned->iters;
     t.grid = call.tuned->grid;
+    t.cluster = call.tuned->cluster;
+    t.shared_bytes = call.tuned->shared_bytes;
   }
   Put(key, t);
 }

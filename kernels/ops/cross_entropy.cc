@@ -22,7 +22,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <string_view>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
@@ -105,9 +107,9 @@ absl::StatusOr<int64_t> IntegralScalar(absl::string_view op, absl::string_view n
 }
 
 int BlocksPerSm(const std::string& op, const DeviceInfo& dev, const KernelVariant& v, const char* kernel,
-                int threads, absl::Status* status) {
+                int threads, absl::Status* status, size_t smem = 0) {
   if (!dev.blocks_per_sm) return kFallbackBlocksPerSm;
-  absl::StatusOr<int> b = dev.blocks_per_sm(op, v, kernel, threads, 0);
+  absl::StatusOr<int> b = dev.blocks_per_sm(op, v, kernel, threads, smem);
   if (!b.ok()) {
     *status = b.status();
     return 0;
@@ -122,6 +124,37 @@ KernelLaunch OneLaunch(const char* kernel, int64_t grid, int block, const void* 
   l.block[0] = static_cast<unsigned>(block);
   l.params.resize(size);
   std::memcpy(l.params.data(), params, size);
+  return l;
+}
+
+// Clusters of ce_fwd_cluster the GPU holds at once: the driver's count (a cluster's CTAs must
+// share a GPC, so this can be below the SM arithmetic), else floor(SMs x blocks per SM / size).
+// A persistent grid must not exceed it: a cluster left for a second wave would double the time.
+absl::StatusOr<int64_t> ClustersInFlight(const std::string& op, const DeviceInfo& dev, const KernelVariant& v,
+                                         int threads, int64_t smem, int cluster) {
+  if (dev.active_clusters) {
+    absl::StatusOr<int> n = dev.active_clusters(op, v, "ce_fwd_cluster", threads, static_cast<size_t>(smem), cluster);
+    if (!n.ok()) return n.status();
+    return int64_t{*n};
+  }
+  absl::Status st;
+  const int per_sm = BlocksPerSm(op, dev, v, "ce_fwd_cluster", threads, &st, static_cast<size_t>(smem));
+  if (!st.ok()) return st;
+  return int64_t{std::max(dev.sm_count, 1)} * per_sm / cluster;
+}
+
+// Tests force the two-pass ce_fwd with LIGERD_CE_CLUSTER=0 (tests/gpu/test_cross_entropy.py
+// checks the fallback this way). Read when planning; plans are cached per geometry, so a process
+// sets it before its first launch.
+bool ClusterDisabled() {
+  const char* env = std::getenv("LIGERD_CE_CLUSTER");
+  return env != nullptr && std::string_view(env) == "0";
+}
+
+KernelLaunch ClusterLaunch(const LaunchConfig& c, const void* params, size_t size) {
+  KernelLaunch l = OneLaunch("ce_fwd_cluster", c.grid, c.threads_per_row, params, size);
+  l.shared_bytes = static_cast<unsigned>(c.shared_bytes);
+  l.cluster = static_cast<unsigned>(c.cluster);
   return l;
 }
 
@@ -223,6 +256,52 @@ absl::StatusOr<OpPlan> PlanFwd(const OpSpec& spec, const OpCall& call, const Dev
   p.reduction = static_cast<int>(reduction);
   p.token_scaling = static_cast<int>(token_scaling);
 
+  const bool has_dx = p.dx != nullptr;
+  const bool cluster_arch = CrossEntropyClusterArch(dev.compute_capability);
+  if (call.tuned != nullptr && call.tuned->shared_bytes > 0) {
+    // ce_fwd_cluster with the tuner's cluster size, stash and block.
+    const LaunchConfig& c = *call.tuned;
+    absl::Status st = CrossEntropyCheckConfig(c);
+    if (!st.ok()) return Invalid(op, absl::StrCat("tuned config: ", st.message()));
+    if (!has_dx) return Invalid(op, "tuned config: the cluster kernel is for a forward with dX (loss only reads a row once)");
+    if (!cluster_arch)
+      return Invalid(op, absl::StrCat("tuned config: the cluster kernel needs sm_90/100/103, this is sm_",
+                                      dev.compute_capability));
+    const int64_t need = CrossEntropyClusterSliceBytes(X.dtype, cols, c.cluster);
+    if (c.shared_bytes < need)
+      return Invalid(op, absl::StrCat("tuned config: ", c.shared_bytes, " bytes of shared memory per CTA hold less than the ",
+                                      need, "-byte slice of a ", cols, "-column row over ", c.cluster, " CTAs"));
+    plan.config = c;
+    if (plan.config.grid == 0) {
+      LIGERD_ASSIGN_OR_RETURN(int64_t n, ClustersInFlight(op, dev, plan.variant, c.threads_per_row, c.shared_bytes, c.cluster));
+      if (n <= 0)
+        return Invalid(op, absl::StrCat("tuned config: no cluster of ", c.cluster, " x ", c.threads_per_row, " threads with ",
+                                        c.shared_bytes, " bytes of shared memory fits this GPU"));
+      plan.config.grid = static_cast<int>(std::min<int64_t>(rows, n) * c.cluster);
+    }
+    plan.launches.push_back(ClusterLaunch(plan.config, &p, sizeof(p)));
+    return plan;
+  }
+  if (call.tuned == nullptr && has_dx && cluster_arch && !ClusterDisabled()) {
+    // The default: ce_fwd_cluster when a row fits in <= 8 CTAs of the default stash.
+    const int cluster = CrossEntropyClusterSize(X.dtype, cols, kCrossEntropyClusterBudget);
+    if (cluster > 0) {
+      const int64_t slice = CrossEntropyClusterSliceBytes(X.dtype, cols, cluster);
+      const int threads = CrossEntropyClusterThreads(slice);
+      LIGERD_ASSIGN_OR_RETURN(int64_t n, ClustersInFlight(op, dev, plan.variant, threads, slice, cluster));
+      if (n > 0) {  // else (it cannot be resident at all) the two-pass kernel below
+        plan.config.threads_per_row = threads;
+        plan.config.rows_per_block = 1;
+        plan.config.iters = 0;
+        plan.config.vectorized = true;
+        plan.config.cluster = cluster;
+        plan.config.shared_bytes = static_cast<int>(slice);
+        plan.config.grid = static_cast<int>(std::min<int64_t>(rows, n) * cluster);
+        plan.launches.push_back(ClusterLaunch(plan.config, &p, sizeof(p)));
+        return plan;
+      }
+    }
+  }
   if (call.tuned != nullptr) {
     absl::Status st = CrossEntropyCheckConfig(*call.tuned);
     if (!st.ok()) return Invalid(op, absl::StrCat("tuned config: ", st.message()));
@@ -343,8 +422,39 @@ absl::Status CrossEntropyCheckConfig(const LaunchConfig& c) {
         absl::StrCat("block of ", c.threads_per_row, " threads must be a multiple of 32 <= 1024"));
   if (c.rows_per_block != 1) return absl::InvalidArgumentError("ce_fwd takes one row per block (rows_per_block 1)");
   if (c.grid < 0) return absl::InvalidArgumentError("grid must be >= 0");
+  if (c.shared_bytes < 0 || c.shared_bytes > kCrossEntropyClusterMaxSmem)
+    return absl::InvalidArgumentError(absl::StrCat("shared memory of ", c.shared_bytes, " bytes per CTA is outside [0, ",
+                                                   kCrossEntropyClusterMaxSmem, "]"));
+  if (c.shared_bytes == 0) {
+    if (c.cluster != 1) return absl::InvalidArgumentError("ce_fwd (no shared memory stash) takes no cluster (cluster 1)");
+    return absl::OkStatus();
+  }
+  if (c.cluster < 1 || c.cluster > kCrossEntropyMaxCluster)
+    return absl::InvalidArgumentError(absl::StrCat("cluster of ", c.cluster, " CTAs is outside [1, ",
+                                                   kCrossEntropyMaxCluster, "]"));
+  if (c.grid % c.cluster != 0)
+    return absl::InvalidArgumentError(absl::StrCat("grid of ", c.grid, " blocks is not whole clusters of ", c.cluster));
   return absl::OkStatus();
 }
+
+int64_t CrossEntropyClusterSliceBytes(DType x, int64_t cols, int cluster) {
+  const int64_t nvec = std::max<int64_t>(cols, 0) / VectorWidth(x);  // the most any row alignment leaves
+  return std::max<int64_t>(CeilDiv(nvec, std::max(cluster, 1)), 1) * 16;
+}
+
+int CrossEntropyClusterSize(DType x, int64_t cols, int64_t budget) {
+  for (int c = 1; c <= kCrossEntropyMaxCluster; ++c)
+    if (CrossEntropyClusterSliceBytes(x, cols, c) <= budget) return c;
+  return 0;
+}
+
+int CrossEntropyClusterThreads(int64_t slice_bytes) {
+  // At most 512: two CTAs per SM (the default stash) x 512 threads x 64 registers (the
+  // __launch_bounds__(1024) cap) is the whole register file.
+  return std::clamp(NextPow2(CeilDiv(CeilDiv(slice_bytes, 16), kVectorsPerThread)), kMinThreads, 512);
+}
+
+bool CrossEntropyClusterArch(int cc) { return cc == 90 || cc == 100 || cc == 103; }
 
 const OpSpec& CrossEntropyCountSpec() {
   static const OpSpec* spec = new OpSpec(MakeSpec(kCount));

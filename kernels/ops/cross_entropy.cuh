@@ -3,7 +3,7 @@
 // cross_entropy.cc).
 //
 // Specialisation (-D defines, one module per combination):
-//   LIGERD_CE_PART    0: cross_entropy_fwd (ce_fwd), 1: cross_entropy_count (ce_count),
+//   LIGERD_CE_PART    0: cross_entropy_fwd (ce_fwd and ce_fwd_cluster), 1: cross_entropy_count (ce_count),
 //                     2: cross_entropy_scale (ce_scale)
 //   LIGERD_XT         logits / gradient element type: float | ligerd::bf16 | ligerd::f16
 //   LIGERD_CE_SOFTCAP 0/1 (forward only): logits pass through z = c * tanh(x / c) first
@@ -24,15 +24,27 @@
 // upstream gradient of a "none" loss, for the fused linear loss's backward) and, with
 // token_scaling, the detached p_y (Liger's use_token_scaling).
 //
-// Traffic (ce_fwd with a gradient): pass 1 reads the row (online softmax: max, sum of exp, sum of
-// z for label smoothing, argmax, all in one read), pass 2 reads it again and writes dx:
-// 3*M*V*b bytes when the second read misses L2, 2*M*V*b when it hits. A row does not fit on one
-// SM: 128256 bf16 logits are 251 KiB, beyond the 228 KiB of shared memory (and 256 KiB of
-// registers) an H100 SM has, and fp32 rows are twice that; a row split across a thread-block
-// cluster's distributed shared memory would (QuACK's design) but is not done here. Instead the
-// grid is persistent and sized so that the rows in flight (SMs x blocks per SM x row bytes) fit
-// in about half of L2, so the second read mostly hits L2: the HBM floor is 2*M*V*b, the worst
-// case 3*M*V*b. Without a gradient (loss only) it is one read, M*V*b.
+// Traffic of the forward with a gradient, M rows of V logits of b bytes; the floor is one read
+// and one write of the logits, 2*M*V*b, at HBM bandwidth (~3.35 TB/s on an H100 SXM: 16384 x
+// 128256 bf16 is 8.4 GB, ~2.5 ms). Pass 1 (online softmax: max, sum of exp, sum of z for label
+// smoothing, argmax, in one read) must finish before pass 2 (the gradient) can start, so the
+// row has to be read twice or kept on chip. A row does not fit one SM: 128256 bf16 logits are
+// 251 KiB, beyond the 228 KiB of shared memory an H100 SM has (fp32 twice that).
+//  - ce_fwd_cluster (sm_90+, the default when a row fits): the row is split over the CTAs of a
+//    thread-block cluster (<= 8, the portable size); each CTA keeps its contiguous slice in its
+//    dynamic shared memory while pass 1 reads it, the CTAs exchange their partial Stats through
+//    distributed shared memory (combined in rank order: deterministic, the same on every CTA),
+//    and pass 2 reads the slice back from shared memory. HBM traffic is exactly 2*M*V*b.
+//    Shared memory per CTA: [stash: ceil(nvec / cluster) 16-byte vectors (dynamic)] + ~1 KiB
+//    static (per-warp Stats, the exchanged Stats double-buffered, z_y). The planner sizes the
+//    slices to <= 100 KiB so that two CTAs share an SM and one's loads overlap the other's
+//    stores (cross_entropy.cc / .h: cluster size rule, threads, grid).
+//  - ce_fwd (below sm_90, rows too long for 8 CTAs such as fp32 x 262144, or loss only): one
+//    block per row reads it twice. Its grid is persistent and sized so that the rows in flight
+//    (SMs x blocks per SM x row bytes) fit in about half of L2, so the second read mostly hits
+//    L2: HBM floor 2*M*V*b, worst case 3*M*V*b (measured 71% of copy bandwidth at 16384 x 128256
+//    bf16 by the 2*M*V*b model: the second read mostly misses). Without a gradient (loss only)
+//    it is one read, M*V*b, and no stash is needed.
 // ce_scale (backward): read and write the stored gradient once, 2*M*V*b, skipped entirely when
 // the upstream gradient is exactly 1.0 (Liger skips it too; we decide on the device, no sync).
 #include "kernels/ops/common.cuh"
@@ -182,182 +194,381 @@ __device__ __forceinline__ void grad_values(float (&out)[N], const float (&x)[N]
   }
 }
 
-template <bool kArgmax, bool kSmooth, bool kWeight>
+using XVec = Vec<XT, kVec>;
+
+// The part of a row one block works on: vectors [v0, v1) of the row's 16-byte-aligned middle,
+// plus the unaligned head / tail elements when it owns them. ce_fwd: the whole row.
+// ce_fwd_cluster: one CTA's slice (the head goes to rank 0, the tail to the last rank).
+struct Slice {
+  long long v0, v1;
+  bool head, tail;
+};
+
+// Where row r lives and what it needs.
+struct Row {
+  long long y;
+  const XT* x;
+  XT* dx;
+  RowSplit sp;
+  bool dx_vec;  // dx rows share x's alignment: 16-byte stores too
+};
+__device__ __forceinline__ Row row_at(const LigerdCeFwdParams& p, long long r) {
+  Row w;
+  w.y = p.target[r * p.target_stride];
+  w.x = static_cast<const XT*>(p.x) + r * p.x_stride;
+  w.dx = p.dx == nullptr ? nullptr : static_cast<XT*>(p.dx) + r * p.dx_stride;
+  w.sp = split_row(w.x, p.cols);
+  w.dx_vec = w.dx != nullptr && split_row(w.dx, p.cols).head == w.sp.head;
+  return w;
+}
+
+// An ignored row's gradient over the slice: zeros.
+__device__ __forceinline__ void zero_slice(const Row& w, long long V, const Slice& sl) {
+  const int tid = threadIdx.x, bs = blockDim.x;
+  XVec zv;
+  zv.zero();
+  if (sl.head)
+    for (long long i = tid; i < w.sp.head; i += bs) store_one(w.dx + i, 0.f);
+  for (long long v = sl.v0 + tid; v < sl.v1; v += bs) {
+    if (w.dx_vec) {
+      zv.store(w.dx + w.sp.head + v * kVec);
+    } else {
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) store_one(w.dx + w.sp.head + v * kVec + k, 0.f);
+    }
+  }
+  if (sl.tail)
+    for (long long i = w.sp.tail_start + tid; i < V; i += bs) store_one(w.dx + i, 0.f);
+}
+
+// Pass 1 over a slice: max, sum of exp, (weighted) sum of z, argmax, in one read. With kStash
+// the vectors read are also kept in `stash` at index v - v0, which is tid + j * blockDim.x in
+// both passes: each slot is read back in pass 2 by the thread that wrote it, so the stash needs
+// no barrier of its own.
+template <bool kArgmax, bool kSmooth, bool kWeight, bool kStash>
+__device__ __forceinline__ void pass1(Stat& st, const Row& w, long long V, const Slice& sl, XVec* stash,
+                                      const float* __restrict__ wt, float c, float inv_c) {
+  const int tid = threadIdx.x, bs = blockDim.x;
+  const RowSplit& sp = w.sp;
+  if (sl.head)
+    for (long long i = tid; i < sp.head; i += bs) {
+      const float z[1] = {softcapped(load_one(w.x + i), c, inv_c)};
+      const long long col0[1] = {i};
+      accumulate<kArgmax, kSmooth, kWeight, 1, 1>(st, z, col0, wt);
+    }
+  const XT* xv = w.x + sp.head;
+  long long v = sl.v0 + tid;
+  for (; v + (kUnroll - 1) * bs < sl.v1; v += kUnroll * bs) {
+    XVec in[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) in[u].load(xv + (v + u * bs) * kVec);
+    if constexpr (kStash) {
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) in[u].store(reinterpret_cast<XT*>(stash + (v - sl.v0 + u * bs)));
+    }
+    float z[kUnroll * kVec];
+    long long col0[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      col0[u] = sp.head + (v + u * bs) * kVec;
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) z[u * kVec + k] = softcapped(in[u].get(k), c, inv_c);
+    }
+    accumulate<kArgmax, kSmooth, kWeight, kUnroll, kVec>(st, z, col0, wt);
+  }
+  for (; v < sl.v1; v += bs) {
+    XVec in;
+    in.load(xv + v * kVec);
+    if constexpr (kStash) in.store(reinterpret_cast<XT*>(stash + (v - sl.v0)));
+    float z[kVec];
+    const long long col0[1] = {sp.head + v * kVec};
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) z[k] = softcapped(in.get(k), c, inv_c);
+    accumulate<kArgmax, kSmooth, kWeight, 1, kVec>(st, z, col0, wt);
+  }
+  if (sl.tail)
+    for (long long i = sp.tail_start + tid; i < V; i += bs) {
+      const float z[1] = {softcapped(load_one(w.x + i), c, inv_c)};
+      const long long col0[1] = {i};
+      accumulate<kArgmax, kSmooth, kWeight, 1, 1>(st, z, col0, wt);
+    }
+}
+
+// The gradient of kVec consecutive columns from col0, stored to dx.
+__device__ __forceinline__ void grad_vector(const Row& w, const XVec& in, long long col0, const Coef& k,
+                                            const float* __restrict__ wg, float c, float inv_c) {
+  float xin[kVec], g[kVec];
+#pragma unroll
+  for (int e = 0; e < kVec; ++e) xin[e] = in.get(e);
+  grad_values(g, xin, col0, w.y, k, wg, c, inv_c);
+  if (w.dx_vec) {
+    XVec o;
+    o.set_all(g);
+    o.store(w.dx + col0);
+  } else {
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) store_one(w.dx + col0 + e, g[e]);
+  }
+}
+
+// Pass 2 over a slice: dx = A p + B w + C [j == y] (times the softcap chain rule), in place.
+// The slice's vectors come from `stash` with kStash (no second read of HBM / L2), else from x
+// again; the head / tail elements (< 16 bytes each) are re-read from x either way.
+template <bool kStash>
+__device__ __forceinline__ void pass2(const Row& w, long long V, const Slice& sl, const XVec* stash,
+                                      const Coef& k, const float* __restrict__ wg, float c, float inv_c) {
+  const int tid = threadIdx.x, bs = blockDim.x;
+  const RowSplit& sp = w.sp;
+  if (sl.head)
+    for (long long i = tid; i < sp.head; i += bs) {
+      const float xin[1] = {load_one(w.x + i)};
+      float g[1];
+      grad_values(g, xin, i, w.y, k, wg, c, inv_c);
+      store_one(w.dx + i, g[0]);
+    }
+  const XT* xv = w.x + sp.head;
+  long long v = sl.v0 + tid;
+  for (; v + (kUnroll - 1) * bs < sl.v1; v += kUnroll * bs) {
+    XVec in[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if constexpr (kStash) {
+        in[u].load(reinterpret_cast<const XT*>(stash + (v - sl.v0 + u * bs)));
+      } else {
+        in[u].load(xv + (v + u * bs) * kVec);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) grad_vector(w, in[u], sp.head + (v + u * bs) * kVec, k, wg, c, inv_c);
+  }
+  for (; v < sl.v1; v += bs) {
+    XVec in;
+    if constexpr (kStash) {
+      in.load(reinterpret_cast<const XT*>(stash + (v - sl.v0)));
+    } else {
+      in.load(xv + v * kVec);
+    }
+    grad_vector(w, in, sp.head + v * kVec, k, wg, c, inv_c);
+  }
+  if (sl.tail)
+    for (long long i = sp.tail_start + tid; i < V; i += bs) {
+      const float xin[1] = {load_one(w.x + i)};
+      float g[1];
+      grad_values(g, xin, i, w.y, k, wg, c, inv_c);
+      store_one(w.dx + i, g[0]);
+    }
+}
+
+// Per-row scalars from the row's combined Stat (every thread computes the same values); `writer`
+// stores the row's loss, z-loss and argmax.
+template <bool kWeight>
+__device__ __forceinline__ Coef finish_row(const LigerdCeFwdParams& p, long long r, const Stat& row, float zy,
+                                           long long y, bool valid, bool writer) {
+  const long long V = p.cols;
+  const float* __restrict__ w = p.weight;
+  const float log_d = __log2f(row.s) * kLn2;  // s >= 1 unless every logit is -inf or NaN
+  const float lse = row.m + log_d;
+  const float ls = p.label_smoothing;
+  const float eps = ls / static_cast<float>(V);
+  const bool mean = p.reduction == LIGERD_CE_REDUCE_MEAN;
+  const float inv_n = mean ? 1.f / p.denom[LIGERD_CE_DENOM_COUNT] : 1.f;
+  const float inv_w = mean ? 1.f / p.denom[LIGERD_CE_DENOM_WSUM] : 1.f;
+  const float wtot = kWeight ? p.denom[LIGERD_CE_DENOM_WTOTAL] : static_cast<float>(V);
+  const float wy = kWeight ? (valid ? __ldg(w + y) : __int_as_float(0x7fc00000)) : 1.f;
+  float loss = wy * (lse - zy);
+  if (ls > 0.f) loss = loss * (1.f - ls) + eps * (wtot * lse - row.sz);
+  float zl = p.lse_square_scale * lse * lse * inv_n;
+  loss = loss * inv_w;
+  Coef k;
+  k.A = ((1.f - ls) * wy + eps * wtot) * inv_w + 2.f * p.lse_square_scale * lse * inv_n;
+  k.B = -eps * inv_w;
+  k.C = -(1.f - ls) * wy * inv_w;
+  k.mb = row.m * kLog2e;
+  k.inv_d = 1.f / row.s;
+  float f = p.row_scale != nullptr ? p.row_scale[r] : 1.f;
+  if (p.token_scaling) {
+    const float py = ex2(fmaf(zy, kLog2e, -k.mb)) * k.inv_d;
+    loss *= py;
+    zl *= py;
+    f *= py;
+  }
+  k.A *= f;
+  k.B *= f;
+  k.C *= f;
+  if (!valid) k.A = __int_as_float(0x7fc00000);  // out-of-range target: the whole row NaN
+  if (writer) {
+    p.loss[r] = loss + zl;
+    if (p.z_loss != nullptr) p.z_loss[r] = zl;
+    if (p.pred != nullptr) p.pred[r] = row.idx == kNoIndex ? 0 : row.idx;
+  }
+  return k;
+}
+
+// ---- Thread-block clusters (sm_90+), in PTX: NVRTC compiles these sources with no include
+// path, so cooperative_groups::this_cluster() is not available; these are the instructions its
+// block_rank / num_blocks / sync / map_shared_rank compile to. Below sm_90 the module still has
+// to compile (one source for every arch): there they trap, and the planner never launches
+// ce_fwd_cluster on such a GPU.
+#if __CUDA_ARCH__ >= 900
+__device__ __forceinline__ unsigned cluster_rank() {
+  unsigned r;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+  return r;
+}
+__device__ __forceinline__ unsigned cluster_blocks() {
+  unsigned r;
+  asm volatile("mov.u32 %0, %%cluster_nctarank;" : "=r"(r));
+  return r;
+}
+__device__ __forceinline__ unsigned cluster_id() {
+  unsigned r;
+  asm volatile("mov.u32 %0, %%clusterid.x;" : "=r"(r));
+  return r;
+}
+__device__ __forceinline__ unsigned cluster_count() {
+  unsigned r;
+  asm volatile("mov.u32 %0, %%nclusterid.x;" : "=r"(r));
+  return r;
+}
+// Every thread of every CTA of the cluster arrives (release) and waits (acquire): shared-memory
+// writes before it are visible to every CTA of the cluster after it.
+__device__ __forceinline__ void cluster_sync() {
+  asm volatile("barrier.cluster.arrive;\n\tbarrier.cluster.wait;" ::: "memory");
+}
+// The generic address of `p`'s twin in the shared memory of CTA `rank` of this cluster.
+template <class T>
+__device__ __forceinline__ const T* peer_shared(const T* p, unsigned rank) {
+  unsigned long long out;
+  asm volatile("mapa.u64 %0, %1, %2;" : "=l"(out) : "l"(reinterpret_cast<unsigned long long>(p)), "r"(rank));
+  return reinterpret_cast<const T*>(out);
+}
+#else
+__device__ __forceinline__ unsigned cluster_rank() { __trap(); return 0; }
+__device__ __forceinline__ unsigned cluster_blocks() { __trap(); return 1; }
+__device__ __forceinline__ unsigned cluster_id() { __trap(); return 0; }
+__device__ __forceinline__ unsigned cluster_count() { __trap(); return 1; }
+__device__ __forceinline__ void cluster_sync() { __trap(); }
+template <class T>
+__device__ __forceinline__ const T* peer_shared(const T* p, unsigned) { __trap(); return p; }
+#endif
+
+__device__ __forceinline__ unsigned dynamic_smem_bytes() {
+  unsigned r;
+  asm volatile("mov.u32 %0, %%dynamic_smem_size;" : "=r"(r));
+  return r;
+}
+
+// The largest cluster the kernel is written for: the portable cluster size (every sm_90+ GPU
+// can schedule 8 CTAs per cluster; more needs the non-portable opt-in).
+constexpr unsigned kMaxCluster = 8;
+
+// ce_fwd_cluster's slice of a row's stash, one XVec per 16 bytes (dynamic shared memory; the
+// launch sizes it, see cross_entropy.cc).
+extern __shared__ __align__(16) unsigned char ce_stash[];
+
+// Per-row scratch of fwd_rows, at namespace scope so that the 8 instantiations of a kernel share
+// one copy (function-scope statics would each get their own: 8x the shared memory).
+__shared__ Stat red[32];               // block_combine: one Stat per warp
+__shared__ Stat part[2];               // ce_fwd_cluster: this CTA's Stat, double-buffered
+__shared__ Stat gathered[kMaxCluster]; // ce_fwd_cluster: every CTA's Stat, in rank order
+__shared__ float zy_sh;                // z of the target column
+
+// One row per block (kCluster false: ce_fwd) or per thread-block cluster (kCluster true:
+// ce_fwd_cluster), rows strided by the number of blocks / clusters (a persistent grid).
+//
+// ce_fwd_cluster: CTA `rank` of a cluster of C owns vectors [rank * S, (rank + 1) * S) of the
+// row's aligned middle (S = ceil(nvec / C)), rank 0 the head, rank C - 1 the tail. Pass 1 keeps
+// its vectors in shared memory; the CTAs then exchange their block-combined Stats through
+// distributed shared memory and every CTA combines them in rank order 0..C-1 (deterministic, the
+// same bits on every CTA), and pass 2 reads the vectors back from shared memory: each logit
+// crosses HBM once each way.
+// Hazards, all covered by the one cluster barrier per non-ignored row:
+//  - part[]: exchange n writes part[n & 1]; a peer reads it after barrier n. It is written again
+//    at exchange n + 2, after barrier n + 1, which that peer only reaches after its read.
+//    (Ignored rows make no exchange, identically in every CTA of the cluster: same target.)
+//  - gathered[], red[], zy_sh: read before the next barrier, rewritten only after it.
+//  - x[y] (in place): every CTA reads z_y itself in pass 1; pass-2 writes start after the barrier.
+//  - exit: a CTA's shared memory must outlive its peers' reads: one last barrier.
+template <bool kArgmax, bool kSmooth, bool kWeight, bool kCluster>
 __device__ void fwd_rows(const LigerdCeFwdParams& p) {
-  __shared__ Stat red[32];
-  __shared__ float zy_sh;
   const long long V = p.cols;
   const float c = p.softcap;
   const float inv_c = kSoftcap ? 1.f / p.softcap : 0.f;
   const float* __restrict__ w = p.weight;
-  const int tid = threadIdx.x, bs = blockDim.x;
-  for (long long r = blockIdx.x; r < p.rows; r += gridDim.x) {
-    const long long y = p.target[r * p.target_stride];
-    const XT* x = static_cast<const XT*>(p.x) + r * p.x_stride;
-    XT* dx = p.dx == nullptr ? nullptr : static_cast<XT*>(p.dx) + r * p.dx_stride;
-    const RowSplit sp = split_row(x, V);
-    const bool dx_vec = dx != nullptr && split_row(dx, V).head == sp.head;
-
-    if (y == p.ignore_index) {
-      if (dx != nullptr) {
-        Vec<XT, kVec> zv;
-        zv.zero();
-        for (long long i = tid; i < sp.head; i += bs) store_one(dx + i, 0.f);
-        for (long long v = tid; v < sp.nvec; v += bs) {
-          if (dx_vec) {
-            zv.store(dx + sp.head + v * kVec);
-          } else {
-#pragma unroll
-            for (int k = 0; k < kVec; ++k) store_one(dx + sp.head + v * kVec + k, 0.f);
-          }
-        }
-        for (long long i = sp.tail_start + tid; i < V; i += bs) store_one(dx + i, 0.f);
-      }
-      if (tid == 0) {
+  const float* wg = kWeight ? w : nullptr;
+  const int tid = threadIdx.x;
+  const unsigned rank = kCluster ? cluster_rank() : 0u;
+  const unsigned csize = kCluster ? cluster_blocks() : 1u;
+  XVec* stash = kCluster ? reinterpret_cast<XVec*>(ce_stash) : nullptr;
+  const long long stash_vectors = kCluster ? dynamic_smem_bytes() / sizeof(XVec) : 0;
+  if (kCluster && csize > kMaxCluster) __trap();
+  unsigned phase = 0;
+  // (gridDim.x is re-read from its special register rather than held in registers.)
+  for (long long r = kCluster ? cluster_id() : blockIdx.x; r < p.rows; r += kCluster ? cluster_count() : gridDim.x) {
+    const Row rw = row_at(p, r);
+    Slice sl{0, rw.sp.nvec, true, true};
+    if constexpr (kCluster) {
+      const long long per = (rw.sp.nvec + csize - 1) / csize;
+      sl.v0 = rank * per < rw.sp.nvec ? rank * per : rw.sp.nvec;
+      sl.v1 = sl.v0 + per < rw.sp.nvec ? sl.v0 + per : rw.sp.nvec;
+      sl.head = rank == 0;
+      sl.tail = rank == csize - 1;
+      if (per > stash_vectors) __trap();  // launched with too little shared memory: a planning bug
+    }
+    const bool writer = tid == 0 && rank == 0;
+    if (rw.y == p.ignore_index) {
+      if (rw.dx != nullptr) zero_slice(rw, V, sl);
+      if (writer) {
         p.loss[r] = 0.f;
         if (p.z_loss != nullptr) p.z_loss[r] = 0.f;
         if (p.pred != nullptr) p.pred[r] = -1;
       }
       continue;
     }
-    const bool valid = y >= 0 && y < V;
+    const bool valid = rw.y >= 0 && rw.y < V;
     // z_y before pass 2 can overwrite x[y] (in place); never read out of range.
-    if (tid == 0) zy_sh = valid ? softcapped(load_one(x + y), c, inv_c) : __int_as_float(0x7fc00000);
+    if (tid == 0) zy_sh = valid ? softcapped(load_one(rw.x + rw.y), c, inv_c) : __int_as_float(0x7fc00000);
 
-    // ---- pass 1: max, sum of exp, (weighted) sum of z, argmax, in one read of the row.
     Stat st{kLowest, 0.f, 0.f, kNoIndex};
-    for (long long i = tid; i < sp.head; i += bs) {
-      const float z[1] = {softcapped(load_one(x + i), c, inv_c)};
-      const long long col0[1] = {i};
-      accumulate<kArgmax, kSmooth, kWeight, 1, 1>(st, z, col0, w);
-    }
-    const XT* xv = x + sp.head;
-    long long v = tid;
-    for (; v + (kUnroll - 1) * bs < sp.nvec; v += kUnroll * bs) {
-      Vec<XT, kVec> in[kUnroll];
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) in[u].load(xv + (v + u * bs) * kVec);
-      float z[kUnroll * kVec];
-      long long col0[kUnroll];
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        col0[u] = sp.head + (v + u * bs) * kVec;
-#pragma unroll
-        for (int k = 0; k < kVec; ++k) z[u * kVec + k] = softcapped(in[u].get(k), c, inv_c);
-      }
-      accumulate<kArgmax, kSmooth, kWeight, kUnroll, kVec>(st, z, col0, w);
-    }
-    for (; v < sp.nvec; v += bs) {
-      Vec<XT, kVec> in;
-      in.load(xv + v * kVec);
-      float z[kVec];
-      const long long col0[1] = {sp.head + v * kVec};
-#pragma unroll
-      for (int k = 0; k < kVec; ++k) z[k] = softcapped(in.get(k), c, inv_c);
-      accumulate<kArgmax, kSmooth, kWeight, 1, kVec>(st, z, col0, w);
-    }
-    for (long long i = sp.tail_start + tid; i < V; i += bs) {
-      const float z[1] = {softcapped(load_one(x + i), c, inv_c)};
-      const long long col0[1] = {i};
-      accumulate<kArgmax, kSmooth, kWeight, 1, 1>(st, z, col0, w);
-    }
-    const Stat row = block_combine(st, red);  // (its __syncthreads also publishes zy_sh)
+    pass1<kArgmax, kSmooth, kWeight, kCluster>(st, rw, V, sl, stash, w, c, inv_c);
+    Stat row = block_combine(st, red);  // (its __syncthreads also publishes zy_sh)
     const float zy = zy_sh;
+    if constexpr (kCluster) {
+      if (tid == 0) part[phase & 1] = row;
+      cluster_sync();
+      if (tid < static_cast<int>(csize)) gathered[tid] = *peer_shared(&part[phase & 1], static_cast<unsigned>(tid));
+      __syncthreads();
+      row = gathered[0];
+      for (unsigned i = 1; i < csize; ++i) row = combine(row, gathered[i]);
+      ++phase;
+    }
+    const Coef k = finish_row<kWeight>(p, r, row, zy, rw.y, valid, writer);
+    if (rw.dx != nullptr) pass2<kCluster>(rw, V, sl, stash, k, wg, c, inv_c);
+    // ce_fwd: the next row reuses red[] and zy_sh; wait until everyone has read them (the
+    // cluster kernel's barrier above already orders that).
+    if constexpr (!kCluster) __syncthreads();
+  }
+  if constexpr (kCluster) cluster_sync();
+}
 
-    // ---- per-row scalars (every thread computes the same values).
-    const float log_d = __log2f(row.s) * kLn2;  // s >= 1 unless every logit is -inf or NaN
-    const float lse = row.m + log_d;
-    const float ls = p.label_smoothing;
-    const float eps = ls / static_cast<float>(V);
-    const bool mean = p.reduction == LIGERD_CE_REDUCE_MEAN;
-    const float inv_n = mean ? 1.f / p.denom[LIGERD_CE_DENOM_COUNT] : 1.f;
-    const float inv_w = mean ? 1.f / p.denom[LIGERD_CE_DENOM_WSUM] : 1.f;
-    const float wtot = kWeight ? p.denom[LIGERD_CE_DENOM_WTOTAL] : static_cast<float>(V);
-    const float wy = kWeight ? (valid ? __ldg(w + y) : __int_as_float(0x7fc00000)) : 1.f;
-    float loss = wy * (lse - zy);
-    if (ls > 0.f) loss = loss * (1.f - ls) + eps * (wtot * lse - row.sz);
-    float zl = p.lse_square_scale * lse * lse * inv_n;
-    loss = loss * inv_w;
-    Coef k;
-    k.A = ((1.f - ls) * wy + eps * wtot) * inv_w + 2.f * p.lse_square_scale * lse * inv_n;
-    k.B = -eps * inv_w;
-    k.C = -(1.f - ls) * wy * inv_w;
-    k.mb = row.m * kLog2e;
-    k.inv_d = 1.f / row.s;
-    float f = p.row_scale != nullptr ? p.row_scale[r] : 1.f;
-    if (p.token_scaling) {
-      const float py = ex2(fmaf(zy, kLog2e, -k.mb)) * k.inv_d;
-      loss *= py;
-      zl *= py;
-      f *= py;
+// Pass-1 features are template flags so the common case carries no argmax or smoothing work.
+template <bool kCluster>
+__device__ __forceinline__ void fwd_dispatch(const LigerdCeFwdParams& p) {
+  const bool am = p.pred != nullptr;
+  const bool sm = p.label_smoothing > 0.f;
+  const bool wt = p.weight != nullptr;
+  if (am) {
+    if (sm) {
+      if (wt) fwd_rows<true, true, true, kCluster>(p); else fwd_rows<true, true, false, kCluster>(p);
+    } else {
+      if (wt) fwd_rows<true, false, true, kCluster>(p); else fwd_rows<true, false, false, kCluster>(p);
     }
-    k.A *= f;
-    k.B *= f;
-    k.C *= f;
-    if (!valid) k.A = __int_as_float(0x7fc00000);  // out-of-range target: the whole row NaN
-    if (tid == 0) {
-      p.loss[r] = loss + zl;
-      if (p.z_loss != nullptr) p.z_loss[r] = zl;
-      if (p.pred != nullptr) p.pred[r] = row.idx == kNoIndex ? 0 : row.idx;
+  } else {
+    if (sm) {
+      if (wt) fwd_rows<false, true, true, kCluster>(p); else fwd_rows<false, true, false, kCluster>(p);
+    } else {
+      if (wt) fwd_rows<false, false, true, kCluster>(p); else fwd_rows<false, false, false, kCluster>(p);
     }
-
-    // ---- pass 2: dx = A p + B w + C [j == y] (times the softcap chain rule), in place.
-    if (dx != nullptr) {
-      const float* wg = kWeight ? w : nullptr;
-      for (long long i = tid; i < sp.head; i += bs) {
-        const float xin[1] = {load_one(x + i)};
-        float g[1];
-        grad_values(g, xin, i, y, k, wg, c, inv_c);
-        store_one(dx + i, g[0]);
-      }
-      long long v2 = tid;
-      for (; v2 + (kUnroll - 1) * bs < sp.nvec; v2 += kUnroll * bs) {
-        Vec<XT, kVec> in[kUnroll];
-#pragma unroll
-        for (int u = 0; u < kUnroll; ++u) in[u].load(xv + (v2 + u * bs) * kVec);
-#pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
-          float xin[kVec], g[kVec];
-#pragma unroll
-          for (int e = 0; e < kVec; ++e) xin[e] = in[u].get(e);
-          const long long col0 = sp.head + (v2 + u * bs) * kVec;
-          grad_values(g, xin, col0, y, k, wg, c, inv_c);
-          if (dx_vec) {
-            Vec<XT, kVec> o;
-            o.set_all(g);
-            o.store(dx + col0);
-          } else {
-#pragma unroll
-            for (int e = 0; e < kVec; ++e) store_one(dx + col0 + e, g[e]);
-          }
-        }
-      }
-      for (; v2 < sp.nvec; v2 += bs) {
-        Vec<XT, kVec> in;
-        in.load(xv + v2 * kVec);
-        float xin[kVec], g[kVec];
-#pragma unroll
-        for (int e = 0; e < kVec; ++e) xin[e] = in.get(e);
-        const long long col0 = sp.head + v2 * kVec;
-        grad_values(g, xin, col0, y, k, wg, c, inv_c);
-        if (dx_vec) {
-          Vec<XT, kVec> o;
-          o.set_all(g);
-          o.store(dx + col0);
-        } else {
-#pragma unroll
-          for (int e = 0; e < kVec; ++e) store_one(dx + col0 + e, g[e]);
-        }
-      }
-      for (long long i = sp.tail_start + tid; i < V; i += bs) {
-        const float xin[1] = {load_one(x + i)};
-        float g[1];
-        grad_values(g, xin, i, y, k, wg, c, inv_c);
-        store_one(dx + i, g[0]);
-      }
-    }
-    // The next row reuses red[] and zy_sh: wait until everyone has read them.
-    __syncthreads();
   }
 }
 
@@ -365,26 +576,16 @@ __device__ void fwd_rows(const LigerdCeFwdParams& p) {
 }  // namespace ligerd
 
 // One block per row at a time (persistent grid, rows strided by gridDim.x); 1-D blocks of a
-// multiple of 32 threads <= 1024. Pass-1 features are template flags so the common case carries
-// no argmax or smoothing work.
+// multiple of 32 threads <= 1024. Reads a row twice (see the header comment).
 extern "C" __global__ void __launch_bounds__(1024) ce_fwd(const LigerdCeFwdParams p) {
-  using namespace ligerd::ce;
-  const bool am = p.pred != nullptr;
-  const bool sm = p.label_smoothing > 0.f;
-  const bool wt = p.weight != nullptr;
-  if (am) {
-    if (sm) {
-      if (wt) fwd_rows<true, true, true>(p); else fwd_rows<true, true, false>(p);
-    } else {
-      if (wt) fwd_rows<true, false, true>(p); else fwd_rows<true, false, false>(p);
-    }
-  } else {
-    if (sm) {
-      if (wt) fwd_rows<false, true, true>(p); else fwd_rows<false, true, false>(p);
-    } else {
-      if (wt) fwd_rows<false, false, true>(p); else fwd_rows<false, false, false>(p);
-    }
-  }
+  ligerd::ce::fwd_dispatch<false>(p);
+}
+
+// One thread-block cluster per row at a time (1-D clusters of <= 8 CTAs along x, gridDim.x a
+// multiple of the cluster size, clusters strided over the rows), each CTA's slice of the row in
+// its dynamic shared memory (>= ceil(nvec / cluster) * 16 bytes); sm_90+. Reads a row once.
+extern "C" __global__ void __launch_bounds__(1024) ce_fwd_cluster(const LigerdCeFwdParams p) {
+  ligerd::ce::fwd_dispatch<true>(p);
 }
 
 #elif LIGERD_CE_PART == 1

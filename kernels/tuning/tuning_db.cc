@@ -93,14 +93,20 @@ absl::StatusOr<DType> ParseTuningDType(std::string_view name) {
       absl::StrCat("unknown dtype '", std::string(name), "' (expected bf16, f16 or f32)"));
 }
 
+// Cluster and shared memory only when set, so configs of ops that use neither read as before.
+bool HasClusterFields(const LaunchConfig& c) { return c.cluster != 1 || c.shared_bytes != 0; }
+
 std::string FormatLaunchConfig(const LaunchConfig& c) {
-  return absl::StrCat("tpr=", c.threads_per_row, " rpb=", c.rows_per_block, " iters=", c.iters,
-                      " vec=", c.vectorized ? 1 : 0, " grid=", c.grid);
+  std::string s = absl::StrCat("tpr=", c.threads_per_row, " rpb=", c.rows_per_block, " iters=", c.iters,
+                               " vec=", c.vectorized ? 1 : 0, " grid=", c.grid);
+  if (HasClusterFields(c)) absl::StrAppend(&s, " cluster=", c.cluster, " smem=", c.shared_bytes);
+  return s;
 }
 
 bool SameLaunchConfig(const LaunchConfig& a, const LaunchConfig& b) {
   return a.threads_per_row == b.threads_per_row && a.rows_per_block == b.rows_per_block &&
-         a.iters == b.iters && a.vectorized == b.vectorized && a.grid == b.grid;
+         a.iters == b.iters && a.vectorized == b.vectorized && a.grid == b.grid &&
+         a.cluster == b.cluster && a.shared_bytes == b.shared_bytes;
 }
 
 std::string EncodeTuningDb(const GpuIdentity& gpu, const std::vector<TuningEntry>& entries) {
@@ -116,7 +122,11 @@ std::string EncodeTuningDb(const GpuIdentity& gpu, const std::vector<TuningEntry
     absl::StrAppend(&body, "entry ", e.key.op, " ", e.key.dtype, " ", e.key.rows_bucket, " ", e.key.cols, " ",
                     c.threads_per_row, " ", c.rows_per_block, " ", c.iters, " ", c.vectorized ? 1 : 0, " ",
                     c.grid, " ", absl::StrFormat("%.6f %.6f", e.default_ms, e.tuned_ms), " ", e.tuned_rows,
-                    " ", e.candidates, " ", e.unix_time, "\n");
+                    " ", e.candidates, " ", e.unix_time);
+    // Two more fields only for a config with a cluster or shared memory: files without such
+    // entries stay readable by builds that predate them.
+    if (HasClusterFields(c)) absl::StrAppend(&body, " ", c.cluster, " ", c.shared_bytes);
+    absl::StrAppend(&body, "\n");
   }
   absl::StrAppend(&body, "end\n");
   return absl::StrCat(body, kSumPrefix, ChecksumOf(body), "\n");
@@ -156,12 +166,14 @@ absl::StatusOr<std::vector<TuningEntry>> DecodeTuningDb(std::string_view raw, co
     std::vector<absl::string_view> f = absl::StrSplit(lines[i], ' ');
     TuningEntry e;
     int vec = 0;
-    if (f.size() != kEntryFields || f[0] != "entry" || !ParseInt(f[3], &e.key.rows_bucket) ||
+    const bool cluster_fields = f.size() == kEntryFields + 2;
+    if ((f.size() != kEntryFields && !cluster_fields) || f[0] != "entry" || !ParseInt(f[3], &e.key.rows_bucket) ||
         !ParseInt(f[4], &e.key.cols) || !ParseInt(f[5], &e.config.threads_per_row) ||
         !ParseInt(f[6], &e.config.rows_per_block) || !ParseInt(f[7], &e.config.iters) || !ParseInt(f[8], &vec) ||
         !ParseInt(f[9], &e.config.grid) || !absl::SimpleAtod(f[10], &e.default_ms) ||
         !absl::SimpleAtod(f[11], &e.tuned_ms) || !ParseInt(f[12], &e.tuned_rows) ||
-        !ParseInt(f[13], &e.candidates) || !ParseInt(f[14], &e.unix_time) || (vec != 0 && vec != 1))
+        !ParseInt(f[13], &e.candidates) || !ParseInt(f[14], &e.unix_time) || (vec != 0 && vec != 1) ||
+        (cluster_fields && (!ParseInt(f[15], &e.config.cluster) || !ParseInt(f[16], &e.config.shared_bytes))))
       return absl::DataLossError(absl::StrCat("bad entry on line ", i + 1));
     e.key.op = std::string(f[1]);
     e.key.dtype = std::string(f[2]);

@@ -19,7 +19,8 @@
 //   cc 90
 //   entry rms_norm_fwd bf16 16384 4096 512 2 1 1 0 0.1043 0.0951 16384 35 1718000000
 //         (op dtype rows_bucket cols | threads_per_row rows_per_block iters vectorized grid |
-//          default_ms tuned_ms tuned_rows candidates unix_time)
+//          default_ms tuned_ms tuned_rows candidates unix_time [| cluster shared_bytes])
+//         (the last two only when the config has cluster != 1 or shared_bytes != 0)
 //   end
 //   sha256 <hex of every byte above this line>
 // Writers take an exclusive flock on <file>.lock, re-read the file (merging other processes'

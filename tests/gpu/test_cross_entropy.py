@@ -207,6 +207,79 @@ def test_op_many_rows_strided_and_one_row(dtype):
     check_grad(o1["dx"], r1, dtype, "one row")
 
 
+# ------------------------------------------------------------------------------------------
+# 1b. Which forward kernel runs: ce_fwd_cluster (one row per thread-block cluster, kept in shared
+# memory) on sm_90/100/103 when a row fits 8 CTAs of 100 KiB, else the two-pass ce_fwd. The
+# tests above then cover whichever the planner picks; LIGERD_CE_CLUSTER=0 (read when planning)
+# forces ce_fwd, and test_two_pass_fallback_in_subprocess reruns them that way.
+
+def _cluster_gpu():
+    major, minor = torch.cuda.get_device_capability()
+    return major * 10 + minor in (90, 100, 103)
+
+
+def _forced_two_pass():
+    return os.environ.get("LIGERD_CE_CLUSTER") == "0"
+
+
+# Cluster size by the planner's rule (cross_entropy_plan_test.cc computes the same by hand):
+# the smallest C <= 8 with ceil(floor(V / (16 / b)) / C) * 16 <= 100 KiB; None = does not fit.
+EXPECTED_CLUSTER = {(torch.bfloat16, 32000): 1, (torch.bfloat16, 128256): 3, (torch.float16, 151936): 3,
+                    (torch.float32, 50257): 2, (torch.float32, 128256): 6, (torch.bfloat16, 262144): 6,
+                    (torch.float32, 262144): None}
+
+
+@pytest.mark.parametrize("dtype,V", list(EXPECTED_CLUSTER), ids=lambda v: _id(v))
+def test_planned_kernel(dtype, V):
+    from ligerd import _C
+    x, t = make(4, V, dtype, seed=1)
+    denom = torch.ones(4, device=DEV)
+    loss = torch.empty(4, device=DEV)
+    args = [x, t, None, denom, None, x, loss, None, None]
+    info = _C.plan_info("cross_entropy_fwd", args, [II, 0.0, 0.0, 1, 0.0, 0])
+    k = info["launches"][0]
+    cluster = EXPECTED_CLUSTER[(dtype, V)]
+    if _cluster_gpu() and cluster is not None and not _forced_two_pass():
+        assert k["kernel"] == "ce_fwd_cluster", info
+        assert k["grid"][0] % cluster == 0 and "cluster=%d" % cluster in info["config_text"], info
+    else:
+        assert k["kernel"] == "ce_fwd", info
+    # Loss only (no dX) never needs the stash.
+    args[5] = None
+    info = _C.plan_info("cross_entropy_fwd", args, [II, 0.0, 0.0, 1, 0.0, 0])
+    assert info["launches"][0]["kernel"] == "ce_fwd", info
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=_id)
+def test_op_longest_rows(dtype):
+    # 262144 classes: bf16 rows split over 6 CTAs; fp32 rows (1 MiB) do not fit 8 x 100 KiB and
+    # take ce_fwd. Smoothing + weights + z-loss + argmax exercise every pass-1 accumulator.
+    V = 262144
+    x, t = make(6, V, dtype, seed=11, ignore=(2,))
+    w = torch.rand(V, device=DEV) + 0.5
+    r = reference(x, t, weight=w, ls=0.1, lss=1e-4)
+    o = run_op(x, t, weight=w, ls=0.1, lss=1e-4)
+    ctx = f"V={V} {_id(dtype)}"
+    check_loss("loss", o["loss"], r, ctx)
+    check_loss("z", o["z"], r, ctx)
+    check_grad(o["dx"], r, dtype, ctx)
+    assert o["pred"].tolist() == r["pred"].tolist(), ctx
+
+
+def test_two_pass_fallback_in_subprocess():
+    # The same op tests with the cluster kernel disabled (a fresh process: plans are cached per
+    # geometry). On a GPU without clusters this reruns what already ran: skip.
+    if _forced_two_pass() or not _cluster_gpu():
+        pytest.skip("ce_fwd is already the kernel under test here")
+    import subprocess
+    env = dict(os.environ, LIGERD_CE_CLUSTER="0")
+    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__, "-k",
+           "test_op_vocabularies or test_op_features or test_op_many_rows or test_op_longest_rows or "
+           "test_planned_kernel or test_op_all_ignored"]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+    assert res.returncode == 0, res.stdout[-6000:] + res.stderr[-3000:]
+
+
 def test_op_all_ignored_and_out_of_range():
     x, t = make(5, 1000, torch.bfloat16, seed=3, ignore=range(5))
     o = run_op(x, t)

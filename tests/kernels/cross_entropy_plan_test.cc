@@ -1,9 +1,12 @@
 // Cross-entropy argument checking and planning (no CUDA): fake pointers and a fake device.
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "kernels/ops/dtype_names.h"
 #include "kernels/catalogue.h"
 #include "kernels/ops/cross_entropy.h"
 #include "kernels/ops/cross_entropy_params.h"
@@ -15,12 +18,16 @@ namespace {
 char* Addr(int i) { return static_cast<char*>(testing::Addr(i)); }
 using testing::Tensor;
 
+// An sm_80 device unless `cc` says otherwise: the two-pass ce_fwd (clusters need sm_90).
 absl::StatusOr<OpPlan> Plan(const std::string& op, const std::vector<TensorView>& t, const std::vector<double>& s,
-                            int blocks_per_sm = 1) {
+                            int blocks_per_sm = 1, int cc = 80, const LaunchConfig* tuned = nullptr) {
   OpCall c;
   c.tensors = t;
   c.scalars = s;
-  return PlanOp(op, c, testing::FakeDevice(blocks_per_sm));
+  c.tuned = tuned;
+  DeviceInfo d = testing::FakeDevice(blocks_per_sm);
+  d.compute_capability = cc;
+  return PlanOp(op, c, d);
 }
 
 template <class P>
@@ -206,6 +213,194 @@ TEST(CrossEntropyConfig, DefaultIsLegalForAllShapes) {
   bad.threads_per_row = 100;
   bad.rows_per_block = 1;
   EXPECT_FALSE(CrossEntropyCheckConfig(bad).ok());
+}
+
+
+// ---- ce_fwd_cluster ----------------------------------------------------------------------
+
+struct ClusterCase {
+  DType dtype;
+  int64_t vocab;
+  int cluster;  // 0: does not fit 8 CTAs of the default stash: ce_fwd
+};
+
+// Hand-computed: slice = ceil(floor(V / (16 / b)) / C) * 16 bytes, the smallest C with slice <=
+// 100 KiB (102400 bytes). E.g. bf16 128256: 16032 vectors; C = 2 -> 128256 B, C = 3 -> 85504 B.
+// fp32 128256: 32064 vectors; C = 5 -> 102608 B (just over), C = 6 -> 85504 B. fp32 262144:
+// 65536 vectors, C = 8 -> 131072 B: over, so ce_fwd.
+const ClusterCase kClusterCases[] = {
+    {DType::kBFloat16, 32000, 1},  {DType::kBFloat16, 50257, 1},  {DType::kBFloat16, 128256, 3},
+    {DType::kBFloat16, 151936, 3}, {DType::kBFloat16, 262144, 6}, {DType::kFloat32, 32000, 2},
+    {DType::kFloat32, 50257, 2},   {DType::kFloat32, 128256, 6},  {DType::kFloat32, 151936, 6},
+    {DType::kFloat32, 262144, 0},  {DType::kFloat16, 32000, 1},   {DType::kFloat16, 50257, 1},
+    {DType::kFloat16, 128256, 3},  {DType::kFloat16, 151936, 3},  {DType::kFloat16, 262144, 6},
+};
+
+TEST(CrossEntropyCluster, PlannerPicksTheClusterKernelOnSm90) {
+  for (const ClusterCase& k : kClusterCases) {
+    const std::string what = absl::StrCat(DTypeName(k.dtype), " V=", k.vocab);
+    EXPECT_EQ(CrossEntropyClusterSize(k.dtype, k.vocab, kCrossEntropyClusterBudget), k.cluster) << what;
+    Fwd f = MakeFwd(2048, k.vocab, k.dtype);  // (the fake tensors are 4 GiB apart)
+    auto p = Plan("cross_entropy_fwd", f.t, f.s, /*blocks_per_sm=*/2, /*cc=*/90);
+    ASSERT_TRUE(p.ok()) << what << ": " << p.status();
+    ASSERT_EQ(p->launches.size(), 1u) << what;
+    const KernelLaunch& l = p->launches[0];
+    if (k.cluster == 0) {
+      EXPECT_EQ(l.kernel, "ce_fwd") << what;
+      EXPECT_EQ(l.cluster, 0u) << what;
+      EXPECT_EQ(l.shared_bytes, 0u) << what;
+      EXPECT_EQ(p->config.cluster, 1) << what;
+      continue;
+    }
+    EXPECT_EQ(l.kernel, "ce_fwd_cluster") << what;
+    EXPECT_EQ(l.cluster, static_cast<unsigned>(k.cluster)) << what;
+    EXPECT_EQ(p->config.cluster, k.cluster) << what;
+    const int64_t vw = 16 / DTypeBytes(k.dtype);
+    const int64_t slice = (k.vocab / vw + k.cluster - 1) / k.cluster * 16;
+    EXPECT_EQ(l.shared_bytes, static_cast<unsigned>(slice)) << what;
+    EXPECT_LE(slice, kCrossEntropyClusterBudget) << what;
+    EXPECT_EQ(p->config.shared_bytes, slice) << what;
+    // The slices cover every vector of the row, whatever its alignment.
+    EXPECT_GE(slice / 16 * k.cluster, k.vocab / vw) << what;
+    // Without an active-cluster oracle: floor(132 SMs x 2 blocks / C) clusters, whole clusters.
+    EXPECT_EQ(l.grid[0], static_cast<unsigned>(132 * 2 / k.cluster * k.cluster)) << what;
+    EXPECT_EQ(l.grid[0] % l.cluster, 0u) << what;
+    EXPECT_LE(l.block[0], 512u) << what;
+    EXPECT_GE(l.block[0], 128u) << what;
+    EXPECT_TRUE(CrossEntropyCheckConfig(p->config).ok()) << what;
+  }
+}
+
+TEST(CrossEntropyCluster, SameParamsAsTheTwoPassKernel) {
+  Fwd f = MakeFwd(16384, 128256);
+  auto a = Plan("cross_entropy_fwd", f.t, f.s, 2, /*cc=*/80);
+  auto b = Plan("cross_entropy_fwd", f.t, f.s, 2, /*cc=*/90);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->launches[0].kernel, "ce_fwd");
+  EXPECT_EQ(b->launches[0].kernel, "ce_fwd_cluster");
+  EXPECT_EQ(a->launches[0].params, b->launches[0].params);
+  EXPECT_EQ(a->variant.tag, b->variant.tag);  // one module holds both kernels
+  // 3 CTAs per row, 512 threads each (5344 vectors: >= 8 per thread, capped for 2 CTAs per SM).
+  EXPECT_EQ(b->launches[0].block[0], 512u);
+  EXPECT_EQ(b->launches[0].cluster, 3u);
+}
+
+TEST(CrossEntropyCluster, FallsBackToTheTwoPassKernel) {
+  // Below sm_90 (no clusters), on sm_120 (100 KiB of shared memory per SM), without a gradient
+  // (one read of the row already), and when tests disable it.
+  for (int cc : {80, 86, 89, 120}) {
+    Fwd f = MakeFwd(64, 128256);
+    auto p = Plan("cross_entropy_fwd", f.t, f.s, 2, cc);
+    ASSERT_TRUE(p.ok()) << p.status();
+    EXPECT_EQ(p->launches[0].kernel, "ce_fwd") << cc;
+    EXPECT_EQ(p->launches[0].cluster, 0u) << cc;
+  }
+  for (int cc : {90, 100, 103}) {
+    Fwd f = MakeFwd(64, 128256);
+    auto p = Plan("cross_entropy_fwd", f.t, f.s, 2, cc);
+    ASSERT_TRUE(p.ok()) << p.status();
+    EXPECT_EQ(p->launches[0].kernel, "ce_fwd_cluster") << cc;
+  }
+  Fwd f = MakeFwd(64, 128256);
+  f.t[5] = TensorView{};
+  auto p = Plan("cross_entropy_fwd", f.t, f.s, 2, 90);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->launches[0].kernel, "ce_fwd");
+  f = MakeFwd(64, 128256);
+  ::setenv("LIGERD_CE_CLUSTER", "0", 1);
+  p = Plan("cross_entropy_fwd", f.t, f.s, 2, 90);
+  ::unsetenv("LIGERD_CE_CLUSTER");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->launches[0].kernel, "ce_fwd");
+  // A cluster that cannot be resident at all (occupancy 0 with its shared memory) falls back too.
+  OpCall c;
+  c.tensors = f.t;
+  c.scalars = f.s;
+  DeviceInfo d = testing::FakeDevice(2);
+  d.blocks_per_sm = [](std::string_view, const KernelVariant&, std::string_view, int, size_t smem) {
+    return absl::StatusOr<int>(smem > 0 ? 0 : 2);
+  };
+  p = PlanOp("cross_entropy_fwd", c, d);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->launches[0].kernel, "ce_fwd");
+}
+
+TEST(CrossEntropyCluster, GridFollowsTheActiveClusterOracle) {
+  Fwd f = MakeFwd(16384, 128256);
+  OpCall c;
+  c.tensors = f.t;
+  c.scalars = f.s;
+  DeviceInfo d = testing::FakeDevice(2);
+  int asked_cluster = 0;
+  size_t asked_smem = 0;
+  d.active_clusters = [&](std::string_view, const KernelVariant&, std::string_view kernel, int, size_t smem,
+                          int cluster) -> absl::StatusOr<int> {
+    EXPECT_EQ(kernel, "ce_fwd_cluster");
+    asked_cluster = cluster;
+    asked_smem = smem;
+    return 80;  // fewer than floor(264 / 3) = 88: a cluster's CTAs must share a GPC
+  };
+  auto p = PlanOp("cross_entropy_fwd", c, d);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(asked_cluster, 3);
+  EXPECT_EQ(asked_smem, 85504u);
+  EXPECT_EQ(p->launches[0].grid[0], 240u);
+  // Fewer rows than clusters: one cluster per row.
+  Fwd small = MakeFwd(7, 128256);
+  c.tensors = small.t;
+  p = PlanOp("cross_entropy_fwd", c, d);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->launches[0].grid[0], 21u);
+}
+
+TEST(CrossEntropyCluster, TunedConfigsAreChecked) {
+  Fwd f = MakeFwd(1024, 128256);
+  LaunchConfig t;
+  t.threads_per_row = 256;
+  t.rows_per_block = 1;
+  t.cluster = 4;
+  t.shared_bytes = static_cast<int>(CrossEntropyClusterSliceBytes(DType::kBFloat16, 128256, 4));
+  EXPECT_EQ(t.shared_bytes, 4008 * 16);
+  auto p = Plan("cross_entropy_fwd", f.t, f.s, 2, 90, &t);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->launches[0].kernel, "ce_fwd_cluster");
+  EXPECT_EQ(p->launches[0].cluster, 4u);
+  EXPECT_EQ(p->launches[0].block[0], 256u);
+  EXPECT_EQ(p->launches[0].grid[0], 132u * 2 / 4 * 4);
+  // Two CTAs of 125 KiB (one per SM) is legal through the tuner.
+  t.cluster = 2;
+  t.shared_bytes = static_cast<int>(CrossEntropyClusterSliceBytes(DType::kBFloat16, 128256, 2));
+  t.grid = 64;
+  p = Plan("cross_entropy_fwd", f.t, f.s, 2, 90, &t);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->launches[0].grid[0], 64u);
+  EXPECT_EQ(p->launches[0].shared_bytes, 128256u);
+  t.grid = 63;  // not whole clusters
+  ExpectInvalid(Plan("cross_entropy_fwd", f.t, f.s, 2, 90, &t), "not whole clusters of 2");
+  t.grid = 0;
+  t.shared_bytes -= 16;  // one vector short
+  ExpectInvalid(Plan("cross_entropy_fwd", f.t, f.s, 2, 90, &t), "hold less than the 128256-byte slice");
+  t.shared_bytes += 16;
+  ExpectInvalid(Plan("cross_entropy_fwd", f.t, f.s, 2, 80, &t), "needs sm_90");
+  t.cluster = 9;
+  ExpectInvalid(Plan("cross_entropy_fwd", f.t, f.s, 2, 90, &t), "cluster of 9 CTAs");
+  t.cluster = 1;
+  t.shared_bytes = kCrossEntropyClusterMaxSmem + 16;
+  ExpectInvalid(Plan("cross_entropy_fwd", f.t, f.s, 2, 90, &t), "shared memory of");
+  LaunchConfig two_pass;
+  two_pass.threads_per_row = 1024;
+  two_pass.rows_per_block = 1;
+  two_pass.cluster = 2;
+  ExpectInvalid(Plan("cross_entropy_fwd", f.t, f.s, 2, 90, &two_pass), "takes no cluster");
+  two_pass.cluster = 1;
+  p = Plan("cross_entropy_fwd", f.t, f.s, 2, 90, &two_pass);  // the tuner may choose ce_fwd on sm_90
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->launches[0].kernel, "ce_fwd");
+  Fwd loss_only = MakeFwd(1024, 128256);
+  loss_only.t[5] = TensorView{};
+  t.shared_bytes = 128256;
+  t.cluster = 2;
+  ExpectInvalid(Plan("cross_entropy_fwd", loss_only.t, loss_only.s, 2, 90, &t), "forward with dX");
 }
 
 }  // namespace

@@ -74,7 +74,7 @@ std::vector<std::string> PlannableKernels(const std::string& op) {
             GluKernelName(backward, false)};
   if (op.starts_with("rope_")) return {RopeKernelName(true), RopeKernelName(false)};
   if (op == "cross_entropy_count") return {"ce_count"};
-  if (op == "cross_entropy_fwd") return {"ce_fwd"};
+  if (op == "cross_entropy_fwd") return {"ce_fwd", "ce_fwd_cluster"};
   if (op == "cross_entropy_scale") return {"ce_scale"};
   std::vector<std::string> names;
   const bool ln = op.starts_with("layer_norm");

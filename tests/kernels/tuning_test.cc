@@ -49,6 +49,29 @@ TuningEntry Entry(const std::string& op, int64_t rows, int64_t cols, int tpr, do
   return e;
 }
 
+TEST(TuningDbFormat, ClusterFieldsRoundTripAndOldEntriesStillParse) {
+  TuningEntry plain = Entry("rms_norm_fwd", 16384, 4096, 512);
+  TuningEntry clustered = Entry("cross_entropy_fwd", 16384, 128256, 512);
+  clustered.config.iters = 0;
+  clustered.config.cluster = 3;
+  clustered.config.shared_bytes = 85504;
+  const std::string text = EncodeTuningDb(kH100, {plain, clustered});
+  // A config without a cluster keeps the 15-field line older builds read.
+  EXPECT_NE(text.find("entry rms_norm_fwd bf16 16384 4096 512 1 2 1 0 "), std::string::npos) << text;
+  EXPECT_NE(text.find(" 1700000000\nend\n"), std::string::npos) << text;  // rms_norm_fwd sorts last
+  EXPECT_NE(text.find(" 1700000000 3 85504\nentry rms_norm_fwd"), std::string::npos) << text;
+  auto back = DecodeTuningDb(text, &kH100, nullptr);
+  ASSERT_TRUE(back.ok()) << back.status();
+  ASSERT_EQ(back->size(), 2u);
+  for (const TuningEntry& e : *back) {
+    const TuningEntry& want = e.key.op == "cross_entropy_fwd" ? clustered : plain;
+    EXPECT_TRUE(SameLaunchConfig(e.config, want.config)) << FormatLaunchConfig(e.config);
+  }
+  EXPECT_FALSE(SameLaunchConfig(plain.config, clustered.config));
+  EXPECT_EQ(FormatLaunchConfig(plain.config), "tpr=512 rpb=1 iters=2 vec=1 grid=0");
+  EXPECT_EQ(FormatLaunchConfig(clustered.config), "tpr=512 rpb=1 iters=0 vec=1 grid=0 cluster=3 smem=85504");
+}
+
 std::string ReadAll(const std::filesystem::path& p) {
   std::ifstream in(p, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), {});
