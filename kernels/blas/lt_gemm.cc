@@ -3,6 +3,7 @@
 
 #include <cublasLt.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -79,6 +80,12 @@ constexpr int kTimedRuns = 3;
 bool TuningDisabled() {
   const char* v = std::getenv("LIGERD_GEMM_TUNE");
   return v != nullptr && std::string(v) == "0";
+}
+
+// LIGERD_GEMM_TUNE_LOG=1 prints each timed choice to stderr (what was offered, what won).
+bool TuningLogged() {
+  const char* v = std::getenv("LIGERD_GEMM_TUNE_LOG");
+  return v != nullptr && std::string(v) == "1";
 }
 
 // Bytes a column-major m x n matrix with leading dimension ld spans.
@@ -213,6 +220,7 @@ class LtGemmImpl final : public LtGemm {
     const void* c = p.c != nullptr ? p.c : d;
     size_t best = 0;
     float best_ms = 0.f;
+    std::string log;
     for (size_t i = 0; i < offers.size(); ++i) {
       LIGERD_RETURN_IF_ERROR(Matmul(op, p, desc, l, offers[i].algo, c, d, stream));  // warm-up
       LIGERD_CU_CHECK(drv_->cuEventRecord(s.start, stream));
@@ -225,7 +233,12 @@ class LtGemmImpl final : public LtGemm {
         best = i;
         best_ms = ms;
       }
+      absl::StrAppend(&log, " #", i, "=", ms / kTimedRuns);
     }
+    if (TuningLogged())
+      std::fprintf(stderr, "ligerd %s: GEMM m=%llu n=%llu k=%llu beta=%g: ms per run%s -> #%zu\n", op,
+                   static_cast<unsigned long long>(p.m), static_cast<unsigned long long>(p.n),
+                   static_cast<unsigned long long>(p.k), p.beta, log.c_str(), best);
     return best;
   }
 
