@@ -353,6 +353,60 @@ absl::StatusOr<OpPlan> PlanScale(const OpSpec& spec, const OpCall& call, const D
   return plan;
 }
 
+// Autotuning candidates of cross_entropy_fwd (with dX, on a cluster GPU): ce_fwd_cluster at every
+// cluster size from the smallest whose slice fits one CTA's opt-in maximum up to 8 (fewer CTAs =
+// larger stashes, fewer rows in flight; more = more rows in flight, smaller slices per SM), each
+// with 256, 512 and 1024 threads (the stash's vectors per thread vs. latency hiding). The default
+// (two CTAs per SM, kCrossEntropyClusterBudget) is timed first by the tuner; ce_fwd's two-pass
+// default is what the op falls back to and is not a candidate (a full row per SM is a cluster of
+// 1 where it fits).
+std::vector<LaunchConfig> FwdCandidates(const OpCall& call, const DeviceInfo& dev) {
+  std::vector<LaunchConfig> out;
+  const TensorView& X = call.tensors[fwd::kX];
+  if (X.ndim < 1 || !call.tensors[fwd::kDX].present() || !CrossEntropyClusterArch(dev.compute_capability))
+    return out;
+  const int64_t cols = X.sizes[X.ndim - 1];
+  const int64_t rows = cols > 0 ? NumElements(X) / cols : 0;
+  const KernelVariant variant = MakeVariant(kFwd, X.dtype, call.scalars[fwd::kSoftcap] > 0.0);
+  for (int cluster = 1; cluster <= kCrossEntropyMaxCluster; ++cluster) {
+    const int64_t slice = CrossEntropyClusterSliceBytes(X.dtype, cols, cluster);
+    if (slice > kCrossEntropyClusterMaxSmem) continue;
+    for (int threads : {256, 512, 1024}) {
+      LaunchConfig c;
+      c.threads_per_row = threads;
+      c.rows_per_block = 1;
+      c.iters = 0;
+      c.vectorized = true;
+      c.cluster = cluster;
+      c.shared_bytes = static_cast<int>(slice);
+      // Whole clusters, as many as the GPU holds at once (the persistent grid the default uses).
+      absl::StatusOr<int64_t> n = ClustersInFlight("cross_entropy_fwd", dev, variant, threads, slice, cluster);
+      if (!n.ok() || *n <= 0 || rows <= 0) continue;
+      c.grid = static_cast<int>(std::min<int64_t>(rows, *n) * cluster);
+      if (CrossEntropyCheckConfig(c).ok()) out.push_back(c);
+    }
+  }
+  return out;
+}
+
+// A representative call: logits with a separate dX (the in-place call moves the same bytes),
+// random targets (out of range: those rows take both passes like any other and come out NaN,
+// never dereferencing X[target]), "mean" reduction, no optional tensors.
+absl::StatusOr<TuningProblem> FwdProblem(const TuningShape& shape) {
+  TuningProblem p;
+  const ScratchTensor absent{false, DType::kFloat32, {}, false};
+  p.tensors = {{true, shape.dtype, {shape.rows, shape.cols}, false},  // X
+               {true, DType::kInt64, {shape.rows}, false},            // target
+               absent,                                                  // weight
+               {true, DType::kFloat32, {4}, true},                      // denom
+               absent,                                                  // row_scale
+               {true, shape.dtype, {shape.rows, shape.cols}, false},  // dX
+               {true, DType::kFloat32, {shape.rows}, false},          // loss
+               absent, absent};                                         // z_loss, pred
+  p.scalars = {-100.0, 0.0, 0.0, 1.0, 0.0, 0.0};
+  return p;
+}
+
 OpSpec MakeSpec(Part part) {
   OpSpec s;
   s.main = {"kernels/ops/cross_entropy.cuh", EmbeddedSource("kernels/ops/cross_entropy.cuh")};
@@ -384,6 +438,9 @@ OpSpec MakeSpec(Part part) {
       for (DType x : kFloats)
         for (bool sc : {false, true}) s.variants.push_back(MakeVariant(kFwd, x, sc));
       s.plan = PlanFwd;
+      s.candidates = FwdCandidates;
+      s.tuning_shape = RowTuningShape(fwd::kX);
+      s.tuning_problem = FwdProblem;
       break;
     case kScale:
       s.name = "cross_entropy_scale";
