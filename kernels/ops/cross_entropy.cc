@@ -57,6 +57,8 @@ constexpr int kMinThreads = 128;
 // Vectors each thread streams per pass before a larger block is preferred: amortises the two
 // block-wide reductions per row.
 constexpr int64_t kVectorsPerThread = 8;
+// ce_fwd_cluster's default: see CrossEntropyClusterThreads.
+constexpr int64_t kClusterVectorsPerThread = 16;
 constexpr int kCountThreads = 1024;  // ce_count: one block
 constexpr int kScaleThreads = 256;
 // Blocks per SM assumed when no occupancy oracle is available (tests).
@@ -284,7 +286,7 @@ absl::StatusOr<OpPlan> PlanFwd(const OpSpec& spec, const OpCall& call, const Dev
   }
   if (call.tuned == nullptr && has_dx && cluster_arch && !ClusterDisabled()) {
     // The default: ce_fwd_cluster when a row fits in <= 8 CTAs of the default stash.
-    const int cluster = CrossEntropyClusterSize(X.dtype, cols, kCrossEntropyClusterBudget);
+    const int cluster = CrossEntropyDefaultCluster(X.dtype, cols);
     if (cluster > 0) {
       const int64_t slice = CrossEntropyClusterSliceBytes(X.dtype, cols, cluster);
       const int threads = CrossEntropyClusterThreads(slice);
@@ -505,10 +507,17 @@ int CrossEntropyClusterSize(DType x, int64_t cols, int64_t budget) {
   return 0;
 }
 
+int CrossEntropyDefaultCluster(DType x, int64_t cols) {
+  const int c = CrossEntropyClusterSize(x, cols, kCrossEntropyClusterPreferred);
+  return c > 0 ? c : CrossEntropyClusterSize(x, cols, kCrossEntropyClusterBudget);
+}
+
 int CrossEntropyClusterThreads(int64_t slice_bytes) {
-  // At most 512: two CTAs per SM (the default stash) x 512 threads x 64 registers (the
-  // __launch_bounds__(1024) cap) is the whole register file.
-  return std::clamp(NextPow2(CeilDiv(CeilDiv(slice_bytes, 16), kVectorsPerThread)), kMinThreads, 512);
+  // 16 vectors per thread: the stash is read from shared memory in pass 2, so fewer, busier
+  // threads per CTA leave room for more CTAs per SM (the tuner's choice on the H100: 256 threads
+  // for 2672-vector slices). At most 512: two CTAs per SM (the larger stash) x 512 threads x 64
+  // registers (the __launch_bounds__(1024) cap) is the whole register file.
+  return std::clamp(NextPow2(CeilDiv(CeilDiv(slice_bytes, 16), kClusterVectorsPerThread)), kMinThreads, 512);
 }
 
 bool CrossEntropyClusterArch(int cc) { return cc == 90 || cc == 100 || cc == 103; }

@@ -31,13 +31,21 @@ absl::Status CrossEntropyCheckConfig(const LaunchConfig& config);
 int64_t CrossEntropyClusterSliceBytes(DType x, int64_t cols, int cluster);
 // The smallest cluster (1..8) whose slices fit in `budget` bytes each; 0 when none does.
 int CrossEntropyClusterSize(DType x, int64_t cols, int64_t budget);
-// Threads per CTA for a slice of `slice_bytes`: >= 8 vectors per thread (128..512).
+// The default cluster size: the smallest whose slices fit kCrossEntropyClusterPreferred, else the
+// smallest within kCrossEntropyClusterBudget; 0 (ce_fwd) when neither fits 8 CTAs.
+int CrossEntropyDefaultCluster(DType x, int64_t cols);
+// Threads per CTA for a slice of `slice_bytes`: >= 16 vectors per thread (128..512).
 int CrossEntropyClusterThreads(int64_t slice_bytes);
 // Whether ce_fwd_cluster can run on sm_`cc`: clusters need sm_90, and the budgets below assume
 // the 228 KiB of shared memory per SM of sm_90 / sm_100 / sm_103 (sm_120 has 100 KiB).
 bool CrossEntropyClusterArch(int compute_capability);
-// Default per-CTA stash: two CTAs per SM (each ~1 KiB of static shared memory plus 1 KiB the
-// system reserves per CTA) fit in 228 KiB, so one CTA's loads overlap another's stores.
+// Preferred per-CTA stash: small slices over more CTAs, four or more per SM, so that loads of some
+// CTAs overlap the stores of others. Measured by the autotuner on the H100 (bf16 16384 x 128256,
+// bench/results/session4/tune.txt): 6 CTAs of 42 KiB and 256 threads, 3.49 ms, against 3.83 ms
+// for 3 CTAs of 84 KiB and 512 threads (the first default, two CTAs per SM).
+inline constexpr int64_t kCrossEntropyClusterPreferred = int64_t{48} << 10;
+// Otherwise (rows too long for 8 preferred slices): two CTAs per SM (each ~1 KiB of static shared
+// memory plus 1 KiB the system reserves per CTA) fit in 228 KiB.
 inline constexpr int64_t kCrossEntropyClusterBudget = int64_t{100} << 10;
 // Largest stash a config may ask for: 227 KiB per block (the sm_90 opt-in maximum) less room
 // for the kernel's static shared memory.

@@ -47,10 +47,13 @@ constexpr RowKernelFamily kFamily{
     .fwd_max_iters = 8,
     .bwd_max_iters = 4,
     .fwd_target_iters = 4,
-    // One vector per thread: the backward holds two accumulators per element and pipelines the
-    // next row, so registers, not threads, are what runs out; a 4096-wide bf16 row is then 512
-    // threads, two such blocks per SM.
-    .bwd_target_iters = 1,
+    // Two vectors per thread: a 4096-wide bf16 row is 256 threads, two rows per 512-thread block,
+    // and the i2 kernel's registers (two accumulators per element, the next row pipelined) allow
+    // one such block per SM, so the persistent grid is one block per SM and writes half the dW/dB
+    // partial rows of one vector per thread. The autotuner's choice on the H100 (16384 x 4096
+    // bf16, bench/results/session4/tune.txt): 0.152 ms against 0.196 ms for one vector per thread
+    // (512 threads, two blocks per SM).
+    .bwd_target_iters = 2,
     .fwd_block_threads = 256,
     .bwd_block_threads = 512,
     .max_threads = MaxThreads,

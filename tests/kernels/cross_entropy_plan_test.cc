@@ -224,22 +224,25 @@ struct ClusterCase {
   int cluster;  // 0: does not fit 8 CTAs of the default stash: ce_fwd
 };
 
-// Hand-computed: slice = ceil(floor(V / (16 / b)) / C) * 16 bytes, the smallest C with slice <=
-// 100 KiB (102400 bytes). E.g. bf16 128256: 16032 vectors; C = 2 -> 128256 B, C = 3 -> 85504 B.
-// fp32 128256: 32064 vectors; C = 5 -> 102608 B (just over), C = 6 -> 85504 B. fp32 262144:
-// 65536 vectors, C = 8 -> 131072 B: over, so ce_fwd.
+// Hand-computed: slice = ceil(floor(V / (16 / b)) / C) * 16 bytes; the smallest C with slice <=
+// 48 KiB (49152 bytes), else the smallest with slice <= 100 KiB (102400 bytes), else ce_fwd.
+// E.g. bf16 128256: 16032 vectors; C = 5 -> 51312 B (over 48 KiB), C = 6 -> 42752 B. bf16 50257:
+// 6282 vectors; C = 2 -> 50256 B (just over), C = 3 -> 33504 B. fp32 128256: 32064 vectors, C = 8
+// -> 64128 B (over 48 KiB), so the 100 KiB rule: C = 5 -> 102608 B (just over), C = 6 -> 85504 B.
+// fp32 151936: 37984 vectors, C = 6 -> 101296 B. fp32 262144: 65536 vectors, C = 8 -> 131072 B:
+// over both, so ce_fwd.
 const ClusterCase kClusterCases[] = {
-    {DType::kBFloat16, 32000, 1},  {DType::kBFloat16, 50257, 1},  {DType::kBFloat16, 128256, 3},
-    {DType::kBFloat16, 151936, 3}, {DType::kBFloat16, 262144, 6}, {DType::kFloat32, 32000, 2},
-    {DType::kFloat32, 50257, 2},   {DType::kFloat32, 128256, 6},  {DType::kFloat32, 151936, 6},
-    {DType::kFloat32, 262144, 0},  {DType::kFloat16, 32000, 1},   {DType::kFloat16, 50257, 1},
-    {DType::kFloat16, 128256, 3},  {DType::kFloat16, 151936, 3},  {DType::kFloat16, 262144, 6},
+    {DType::kBFloat16, 32000, 2},  {DType::kBFloat16, 50257, 3},  {DType::kBFloat16, 128256, 6},
+    {DType::kBFloat16, 151936, 7}, {DType::kBFloat16, 262144, 6}, {DType::kFloat32, 32000, 3},
+    {DType::kFloat32, 50257, 5},   {DType::kFloat32, 128256, 6},  {DType::kFloat32, 151936, 6},
+    {DType::kFloat32, 262144, 0},  {DType::kFloat16, 32000, 2},   {DType::kFloat16, 50257, 3},
+    {DType::kFloat16, 128256, 6},  {DType::kFloat16, 151936, 7},  {DType::kFloat16, 262144, 6},
 };
 
 TEST(CrossEntropyCluster, PlannerPicksTheClusterKernelOnSm90) {
   for (const ClusterCase& k : kClusterCases) {
     const std::string what = absl::StrCat(DTypeName(k.dtype), " V=", k.vocab);
-    EXPECT_EQ(CrossEntropyClusterSize(k.dtype, k.vocab, kCrossEntropyClusterBudget), k.cluster) << what;
+    EXPECT_EQ(CrossEntropyDefaultCluster(k.dtype, k.vocab), k.cluster) << what;
     Fwd f = MakeFwd(2048, k.vocab, k.dtype);  // (the fake tensors are 4 GiB apart)
     auto p = Plan("cross_entropy_fwd", f.t, f.s, /*blocks_per_sm=*/2, /*cc=*/90);
     ASSERT_TRUE(p.ok()) << what << ": " << p.status();
@@ -280,9 +283,9 @@ TEST(CrossEntropyCluster, SameParamsAsTheTwoPassKernel) {
   EXPECT_EQ(b->launches[0].kernel, "ce_fwd_cluster");
   EXPECT_EQ(a->launches[0].params, b->launches[0].params);
   EXPECT_EQ(a->variant.tag, b->variant.tag);  // one module holds both kernels
-  // 3 CTAs per row, 512 threads each (5344 vectors: >= 8 per thread, capped for 2 CTAs per SM).
-  EXPECT_EQ(b->launches[0].block[0], 512u);
-  EXPECT_EQ(b->launches[0].cluster, 3u);
+  // 6 CTAs per row, 256 threads each (2672 vectors: >= 16 per thread).
+  EXPECT_EQ(b->launches[0].block[0], 256u);
+  EXPECT_EQ(b->launches[0].cluster, 6u);
 }
 
 TEST(CrossEntropyCluster, FallsBackToTheTwoPassKernel) {
@@ -338,19 +341,19 @@ TEST(CrossEntropyCluster, GridFollowsTheActiveClusterOracle) {
     EXPECT_EQ(kernel, "ce_fwd_cluster");
     asked_cluster = cluster;
     asked_smem = smem;
-    return 80;  // fewer than floor(264 / 3) = 88: a cluster's CTAs must share a GPC
+    return 40;  // fewer than floor(264 / 6) = 44: a cluster's CTAs must share a GPC
   };
   auto p = PlanOp("cross_entropy_fwd", c, d);
   ASSERT_TRUE(p.ok()) << p.status();
-  EXPECT_EQ(asked_cluster, 3);
-  EXPECT_EQ(asked_smem, 85504u);
+  EXPECT_EQ(asked_cluster, 6);
+  EXPECT_EQ(asked_smem, 42752u);
   EXPECT_EQ(p->launches[0].grid[0], 240u);
   // Fewer rows than clusters: one cluster per row.
   Fwd small = MakeFwd(7, 128256);
   c.tensors = small.t;
   p = PlanOp("cross_entropy_fwd", c, d);
   ASSERT_TRUE(p.ok()) << p.status();
-  EXPECT_EQ(p->launches[0].grid[0], 21u);
+  EXPECT_EQ(p->launches[0].grid[0], 42u);
 }
 
 TEST(CrossEntropyCluster, TunedConfigsAreChecked) {

@@ -145,9 +145,9 @@ TEST(LayerNormPlan, BackwardPersistentGridWorkspaceAndReduction) {
   ASSERT_TRUE(p.ok()) << p.status();
   ASSERT_EQ(p->launches.size(), 2u);
   const KernelLaunch& k = p->launches[0];
-  EXPECT_EQ(k.kernel, "layer_norm_bwd_i1_v") << "512 threads x 1 vector of 8 = 4096";
-  EXPECT_EQ(k.block[0], 512u);
-  EXPECT_EQ(k.block[1], 1u);
+  EXPECT_EQ(k.kernel, "layer_norm_bwd_i2_v") << "256 threads x 2 vectors of 8 = 4096";
+  EXPECT_EQ(k.block[0], 256u);
+  EXPECT_EQ(k.block[1], 2u);
   const unsigned grid = k.grid[0];
   EXPECT_EQ(grid, 132u * 2u);
   EXPECT_EQ(p->workspace_bytes, size_t{2} * grid * 4096 * 4) << "dW and dB partial sets";
@@ -163,12 +163,12 @@ TEST(LayerNormPlan, BackwardPersistentGridWorkspaceAndReduction) {
   EXPECT_EQ(rp.num_partials, static_cast<int>(grid));
   EXPECT_EQ(rp.out[0], Addr(6));
   EXPECT_EQ(rp.out[1], Addr(7));
-  // 8192 wide: one 1024-thread row per block; 2048: 256 threads, two rows per block.
-  EXPECT_EQ(LnBwd(16384, 8192).Plan()->launches[0].block[0], 1024u);
+  // 8192 wide: one 512-thread row per block; 2048: 128 threads, four rows per block.
+  EXPECT_EQ(LnBwd(16384, 8192).Plan()->launches[0].block[0], 512u);
   auto s = LnBwd(16384, 2048).Plan();
-  EXPECT_EQ(s->launches[0].block[0], 256u);
-  EXPECT_EQ(s->launches[0].block[1], 2u);
-  EXPECT_EQ(s->launches[0].shared_bytes, 256u * 2 * 8 * 4) << "stage for the block's partial rows";
+  EXPECT_EQ(s->launches[0].block[0], 128u);
+  EXPECT_EQ(s->launches[0].block[1], 4u);
+  EXPECT_EQ(s->launches[0].shared_bytes, 128u * 4 * 8 * 4) << "stage for the block's partial rows";
 }
 
 TEST(LayerNormPlan, BackwardOptionalGradientsAndAliases) {
