@@ -110,6 +110,29 @@ def test_matches_float64_reference(dtype, case, reduction, monkeypatch):
     assert ours[0].dtype == torch.float32  # the loss is fp32, as Liger's
 
 
+@pytest.mark.parametrize("divisor", ["int", "tensor"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=_id)
+def test_mean_divisor_is_sum_over_n(dtype, divisor, monkeypatch):
+    """mean_divisor (transformers' num_items_in_batch): the loss is sum / n and the gradients
+    those of sum / n, against the float64 reference, with the same tolerance rule as above; n is
+    not this call's token count (gradient accumulation counts the whole accumulated batch)."""
+    monkeypatch.setenv("LIGERD_FLCE_CHUNK", "384")
+    bt, H, V = 1000, 256, 32000
+    x, W, b, t = inputs(bt, H, V, dtype, seed=5, bias=False)
+    n = 3 * int((t != II).sum())
+    d = n if divisor == "int" else torch.tensor(n, device=DEV)
+    one = torch.tensor(1.0, device=DEV)
+    ours = grads_of(lambda xs, Ws, bs: liger_fused_linear_cross_entropy(xs, Ws, t, _mean_divisor=d), x, W, None, one)
+    ref = grads_of(lambda xs, Ws, bs: torch_loss(xs, Ws, None, t, None, "sum", 0.0, 0.0, None) / n,
+                   x.double(), W.double(), None, one.double())
+    base = grads_of(lambda xs, Ws, bs: torch_loss(xs, Ws, None, t, None, "sum", 0.0, 0.0, None) / n,
+                    x, W, None, one)
+    for name, o, r, bb in zip(["loss", "dx", "dW"], ours[:3], ref[:3], base[:3]):
+        assert not torch.isnan(o).any(), name
+        e, eb = rel(o, r), rel(bb, r)
+        assert e <= 2 * eb + FLOOR[dtype], f"{_id(dtype)} {divisor}: {name} rel err {e:.3g} vs torch {eb:.3g}"
+
+
 def test_default_chunks_accum_dtype_and_metrics():
     bt, H, V = 2048, 512, 32000
     x, W, b, t = inputs(bt, H, V, torch.bfloat16, seed=1, bias=True)

@@ -64,13 +64,17 @@ def liger_fused_linear_cross_entropy(input, weight, target, bias=None, ce_weight
                                      ignore_index=-100, lse_square_scale=0.0, label_smoothing=0.0,
                                      reduction="mean", softcap=None, return_z_loss=False,
                                      accum_dtype=None, use_token_scaling=False,
-                                     return_token_accuracy=False, return_predicted_tokens=False):
+                                     return_token_accuracy=False, return_predicted_tokens=False, *,
+                                     _mean_divisor=None):
     CALLS.append(("liger_fused_linear_cross_entropy",
                   {"reduction": reduction, "softcap": softcap, "ignore_index": ignore_index,
-                   "rows": input.shape[0], "accum_dtype": accum_dtype}))
+                   "rows": input.shape[0], "accum_dtype": accum_dtype, "mean_divisor": _mean_divisor}))
     logits = F.linear(input, weight, bias).float()
     if softcap is not None:
         logits = softcap * torch.tanh(logits / softcap)
+    if _mean_divisor is not None:  # "mean" over a given count (ligerd's mean_divisor)
+        return F.cross_entropy(logits, target, weight=ce_weight, ignore_index=ignore_index,
+                               reduction="sum", label_smoothing=label_smoothing) / _mean_divisor
     return F.cross_entropy(logits, target, weight=ce_weight, ignore_index=ignore_index,
                            reduction=reduction, label_smoothing=label_smoothing)
 

@@ -274,3 +274,10 @@ def test_flce_bad_inputs(launcher):
     t2[0] = 99
     with pytest.raises(OpInputError, match="out of bounds"):
         liger_fused_linear_cross_entropy(x0.float(), W0.float(), t2)
+
+
+def test_flce_mean_divisor_needs_mean_without_class_weights():
+    x, W, t = torch.zeros(4, 8), torch.zeros(16, 8), torch.zeros(4, dtype=torch.long)
+    for kw in (dict(reduction="sum"), dict(reduction="none"), dict(ce_weight=torch.ones(16))):
+        with pytest.raises(OpInputError, match="mean_divisor needs reduction='mean' and no ce_weight"):
+            flce_mod.fused_linear_cross_entropy(x, W, t, mean_divisor=7, **kw)

@@ -50,7 +50,8 @@ def test_training_matches_transformers(family):
     acc = cv.train(family, cfg, torch.float32, "cpu", data, ev, init, use_ligerd=True, lr=LR,
                    micro_batches=2)
     calls = [c for n, c in hf_standins.CALLS if n == "liger_fused_linear_cross_entropy"]
-    assert calls[-1]["reduction"] == "sum"  # num_items_in_batch reached the fused loss
+    # num_items_in_batch reached the fused loss, as the divisor of its mean
+    assert calls[-1]["reduction"] == "mean" and calls[-1]["mean_divisor"] is not None
     ref_acc = cv.train(family, cfg, torch.float32, "cpu", data, ev, init, use_ligerd=False, lr=LR,
                        micro_batches=2)
     for a, b in zip(acc.losses, ref_acc.losses):

@@ -555,7 +555,8 @@ def test_lce_forward_gradient_accumulation_and_shift_labels(family):
     n_items = torch.tensor(37)
     a = hf(ref)(x, labels=x, num_items_in_batch=n_items)
     b = model(x, labels=x, num_items_in_batch=n_items)
-    assert _flce_calls()[-1]["reduction"] == "sum"
+    last = _flce_calls()[-1]  # sum / num_items_in_batch: a mean over num_items_in_batch
+    assert last["reduction"] == "mean" and int(last["mean_divisor"]) == 37
     torch.testing.assert_close(b.loss, a.loss, rtol=1e-5, atol=1e-6)
     shift = torch.nn.functional.pad(x, (0, 1), value=-100)[..., 1:]
     a = hf(ref)(x, labels=x)  # transformers shifts labels itself

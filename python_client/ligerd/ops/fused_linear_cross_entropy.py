@@ -214,11 +214,19 @@ def fused_linear_cross_entropy(x, W, target, b=None, ce_weight=None, ignore_inde
                                lse_square_scale=0.0, label_smoothing=0.0, reduction="mean",
                                softcap=None, return_z_loss=False, accum_dtype=None,
                                use_token_scaling=False, return_token_accuracy=False,
-                               return_predicted_tokens=False):
+                               return_predicted_tokens=False, mean_divisor=None):
     """LigerFusedLinearCrossEntropyFunction.apply: (loss, z_loss, token_accuracy, predicted_tokens).
     x: [..., H] (flattened to [BT, H]), W: [V, H], target: [...] class indices, b: [V] or None.
-    The loss is fp32 (as Liger's), z_loss in x's dtype, accuracy fp32."""
+    The loss is fp32 (as Liger's), z_loss in x's dtype, accuracy fp32.
+
+    ``mean_divisor`` (a number or a 0-d/1-element tensor, with reduction="mean" and no ce_weight):
+    "mean" divides by it instead of by the count of non-ignored targets. transformers' gradient
+    accumulation (loss = sum / num_items_in_batch) then gets its gradient scaled by 1/n inside the
+    kernel, in fp32, before d logits is rounded to x's dtype, as transformers' own loss does,
+    rather than the sum's gradient rounded first and scaled by the backward afterwards."""
     _check(x, W, target, b)
+    if mean_divisor is not None and (reduction != "mean" or ce_weight is not None):
+        _fail("mean_divisor needs reduction='mean' and no ce_weight")
     if accum_dtype is not None and accum_dtype not in (W.dtype, torch.float32):
         _fail(f"accum_dtype must be None, the weight's dtype or torch.float32, got {accum_dtype}")
     H = W.shape[1]
@@ -239,6 +247,13 @@ def fused_linear_cross_entropy(x, W, target, b=None, ce_weight=None, ignore_inde
     w32 = ce_weight.detach().to(torch.float32).contiguous() if ce_weight is not None else None
     want_pred = return_token_accuracy or return_predicted_tokens
     denom = ce.cross_entropy_count(t2, w32, V, ignore_index)
+    if mean_divisor is not None:  # the count and the (unweighted) weight sum: "mean"'s divisors
+        if isinstance(mean_divisor, torch.Tensor):
+            if mean_divisor.numel() != 1:
+                _fail(f"mean_divisor must hold one value, got shape {tuple(mean_divisor.shape)}")
+            denom[0:2] = mean_divisor.detach().reshape(1).to(device=denom.device, dtype=torch.float32)
+        else:
+            denom[0:2] = float(mean_divisor)
     # Checked once the first chunk is queued: the host waits for the count while the GPU works.
     check = ce.check_targets_later(denom, t2, V, ignore_index, op=OP)
     red = ce.REDUCTIONS[reduction]

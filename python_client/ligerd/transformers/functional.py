@@ -96,13 +96,14 @@ def liger_fused_linear_cross_entropy(input, weight, target, bias=None, ce_weight
                                      reduction: str = "mean", softcap: Optional[float] = None,
                                      return_z_loss: bool = False, accum_dtype=None,
                                      use_token_scaling: bool = False, return_token_accuracy: bool = False,
-                                     return_predicted_tokens: bool = False):
+                                     return_predicted_tokens: bool = False, *, _mean_divisor=None):
     """Cross-entropy of ``input @ weight.T (+ bias)`` without materialising the logits (chunks
-    over tokens; GEMMs through torch's cuBLAS in this process for now). See
-    ligerd.ops.fused_linear_cross_entropy."""
+    over tokens; the GEMMs are ligerd's cuBLASLt ones, where the op's other kernels run). See
+    ligerd.ops.fused_linear_cross_entropy (``_mean_divisor``, not in Liger's signature: its
+    ``mean_divisor``, for transformers' num_items_in_batch)."""
     out = _flce(input, weight, target, bias, ce_weight, ignore_index, lse_square_scale, label_smoothing,
                 reduction, softcap, return_z_loss, accum_dtype, use_token_scaling, return_token_accuracy,
-                return_predicted_tokens)
+                return_predicted_tokens, mean_divisor=_mean_divisor)
     return _ce_result(out, return_z_loss, return_token_accuracy, return_predicted_tokens)
 
 

@@ -66,8 +66,17 @@ def fixed_fused_linear_cross_entropy(hidden_states, lm_head_weight, target, num_
                                      lm_head_bias=None, **kwargs):
     """The fused loss over flattened [N, H] hidden states and [N] targets, with transformers'
     ``num_items_in_batch`` semantics (sum / num_items_in_batch) or the mean."""
-    reduction = "sum" if num_items_in_batch is not None else "mean"
     options = {k: kwargs[k] for k in FLCE_OPTIONS if k in kwargs and kwargs[k] is not None}
+    extras = any(options.get(k) for k in ("ce_weight", "return_z_loss", "return_token_accuracy",
+                                          "return_predicted_tokens"))
+    if num_items_in_batch is not None and not extras:
+        # sum / num_items_in_batch as a mean over num_items_in_batch: the 1/n is applied to d
+        # logits in fp32 inside the kernel, before its rounding, as transformers' loss does.
+        result = _flce()(hidden_states, lm_head_weight, target, bias=lm_head_bias,
+                         ignore_index=ignore_index, reduction="mean",
+                         softcap=final_logit_softcapping, _mean_divisor=num_items_in_batch, **options)
+        return _unpack(result)[0]
+    reduction = "sum" if num_items_in_batch is not None else "mean"
     result = _flce()(hidden_states, lm_head_weight, target, bias=lm_head_bias,
                      ignore_index=ignore_index, reduction=reduction,
                      softcap=final_logit_softcapping, **options)
