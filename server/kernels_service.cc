@@ -123,7 +123,9 @@ class TuneReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
 
   void Run() {
     const absl::Status status = TuneAll();
-    if (!status.ok()) LIGERD_LOG(kWarning) << "tune failed: " << status.message();
+    if (!status.ok()) {
+      LIGERD_LOG(kWarning) << "tune failed: " << status.message();
+    }
     absl::MutexLock lock(&mu_);
     done_ = true;
     final_ = status;

@@ -259,7 +259,7 @@ OpSpec MakeSpec(bool backward) {
   s.options = {"--std=c++17"};
   s.variants = AllVariants(backward);
   s.plan = backward ? PlanBackward : PlanForward;
-  const int x_index = backward ? bwd::kX : fwd::kX;
+  const int x_index = backward ? static_cast<int>(bwd::kX) : static_cast<int>(fwd::kX);
   s.candidates = [backward, x_index, name = s.name](const OpCall& call, const DeviceInfo& dev) {
     return RowCandidates(kFamily, backward, name, x_index, call, dev);
   };
