@@ -164,6 +164,22 @@ cublasLtMatmulAlgo_t Sweep(const Lt& lt, const Gemm& g, cudaStream_t s, float* b
   return a;
 }
 
+// n bf16 values uniform in [-scale, scale) from a per-element hash (no cuRAND dependency).
+__global__ void FillKernel(__nv_bfloat16* p, long long n, float scale, unsigned seed) {
+  for (long long i = blockIdx.x * 256LL + threadIdx.x; i < n; i += 256LL * gridDim.x) {
+    unsigned h = static_cast<unsigned>(i) * 2654435761u ^ (seed * 0x9E3779B9u) ^ static_cast<unsigned>(i >> 32);
+    h ^= h >> 15;
+    h *= 2246822519u;
+    h ^= h >> 13;
+    p[i] = __float2bfloat16(scale * (static_cast<float>(h & 0xffffff) / 8388608.0f - 1.0f));
+  }
+}
+
+void FillRandom(__nv_bfloat16* p, long long n, float scale, unsigned seed) {
+  FillKernel<<<1024, 256>>>(p, n, scale, seed);
+  CK(cudaGetLastError());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -180,11 +196,13 @@ int main(int argc, char** argv) {
   CK(cudaMalloc(&G, cmax * kVocab * 2));
   CK(cudaMalloc(&dx, cmax * kHidden * 2));
   CK(cudaMalloc(&dW, kVocab * kHidden * 2));
-  // Zeros are as fast as random data for a GEMM's timing on Hopper? Not quite (power): fill with
-  // small non-zero bytes so the tensor cores do real work.
-  CK(cudaMemset(x, 0x3c, cmax * kHidden * 2));
-  CK(cudaMemset(W, 0x3c, kVocab * kHidden * 2));
-  CK(cudaMemset(G, 0x3c, cmax * kVocab * 2));
+  // Random values: a GEMM's speed depends on its data (the tensor cores' power, hence clocks).
+  // A constant fill made every kernel ~20% faster than on real data and misled the first version
+  // of this sweep (bench/results/session4/lt_gemm_algos.txt, constant-filled).
+  FillRandom(x, cmax * kHidden, 0.5f, 1);
+  FillRandom(W, kVocab * kHidden, 0.02f, 2);
+  FillRandom(G, cmax * kVocab, 1e-5f, 3);
+  CK(cudaDeviceSynchronize());
   CK(cudaMemset(dW, 0, kVocab * kHidden * 2));
 
   cudaStream_t s0, s1;
