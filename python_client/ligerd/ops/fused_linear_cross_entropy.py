@@ -35,7 +35,6 @@ eagerly (a graph break): its chunk loop with in-place GEMMs is not something to 
 from __future__ import annotations
 
 import os
-
 import torch
 
 from ligerd._errors import OpInputError
@@ -70,32 +69,6 @@ def chunk_tokens(bt: int, v: int, elem_bytes: int) -> int:
     return max(min(c, bt), 1)
 
 
-_DW_STREAMS: dict = {}
-
-
-def _dw_stream(dev: torch.device):
-    """The stream the dW GEMM runs on beside the d input GEMM, or None to run both in order.
-    Measured on the H100 (bench/micro/lt_gemm_algos.cu, random data, 768-token chunks): the two
-    side by side take 2.23 ms per chunk against 2.41 ms one after the other: the d input GEMM
-    (long inner dimension, small output) computes while the dW GEMM (short inner dimension)
-    streams all of dW in and out. Only where this process runs the GEMMs (local dispatch): a
-    remote session's GEMMs run in order on ligerd's stream anyway. Not while a CUDA graph is
-    being captured (the capture would have to fork and join it). LIGERD_FLCE_SIDE_STREAM=0
-    turns it off."""
-    if dev.type != "cuda" or os.environ.get("LIGERD_FLCE_SIDE_STREAM") == "0":
-        return None
-    from ligerd import _dispatch
-    key = dev.index if dev.index is not None else torch.cuda.current_device()
-    sess = _dispatch.session()
-    if sess.mode != "local" and sess.device(key).handle is not None:
-        return None  # remote
-    if torch.cuda.is_current_stream_capturing():
-        return None
-    if key not in _DW_STREAMS:
-        _DW_STREAMS[key] = torch.cuda.Stream(device=key)
-    return _DW_STREAMS[key]
-
-
 def _chunked(x, W, target, b, w32, denom, args, want_z, want_pred, *, grads: bool, need_dx: bool,
              need_dw: bool, need_db: bool, accum_dtype, row_scale=None, token_scaling=False,
              after_first_chunk=None):
@@ -122,8 +95,6 @@ def _chunked(x, W, target, b, w32, denom, args, want_z, want_pred, *, grads: boo
         row_scale = fp16_scale.expand(bt).contiguous()
     buf = torch.empty((min(C, bt), V), dtype=x.dtype, device=dev)
     Wt = W.t()
-    side = _dw_stream(dev) if grads and dx is not None and dW is not None else None
-    main = torch.cuda.current_stream(dev) if side is not None else None
     for s in range(0, bt, C):
         e = min(s + C, bt)
         xc = x[s:e]
@@ -145,22 +116,12 @@ def _chunked(x, W, target, b, w32, denom, args, want_z, want_pred, *, grads: boo
             after_first_chunk()  # raises on a bad target before any gradient GEMM is queued
         if not grads:
             continue
-        if side is not None:
-            # dW on the side stream once d logits is written, d input here, side by side; the
-            # next chunk's logits GEMM (which overwrites the buffer dW reads) waits for both.
-            side.wait_stream(main)
-            with torch.cuda.stream(side):
-                gemm_(dW, logits.t(), xc, accumulate=s > 0)
+        if dx is not None:
             gemm_(dx[s:e], logits, W)
-        else:
-            if dx is not None:
-                gemm_(dx[s:e], logits, W)
-            if dW is not None:
-                gemm_(dW, logits.t(), xc, accumulate=s > 0)
+        if dW is not None:
+            gemm_(dW, logits.t(), xc, accumulate=s > 0)
         if db is not None:
             db += logits.sum(dim=0, dtype=db.dtype)
-        if side is not None:
-            main.wait_stream(side)
     if bt == 0 and after_first_chunk is not None:
         after_first_chunk()
     del buf
