@@ -8,8 +8,9 @@
 // bias, pointer alignments and workspace size) and cached: the first call of a geometry times
 // the heuristic's first kGemmCandidates offers and keeps the fastest. The heuristic's first pick
 // is often not the fastest: measured on an H100 for the fused linear cross-entropy's three GEMMs
-// (bench/micro/lt_gemm_algos.cu, bench/results/session4/lt_gemm_algos.txt) the timed choice is
-// 20% faster per step at 640-token chunks (33.2 ms against 41.3 ms for the GEMMs). Timing runs
+// on random data (bench/micro/lt_gemm_algos.cu, bench/results/session4/lt_gemm_algos_random.txt)
+// the timed choice is 7-9% faster per step (768-token chunks: 37.3 ms against 41.1 ms for the
+// GEMMs); in the op itself it measured 2% (43.1 against 44.1 ms per step). Timing runs
 // on scratch output memory, never the caller's (a beta != 0 GEMM would otherwise accumulate into
 // it repeatedly); the inputs are only read. It falls back to the heuristic's first pick, uncached
 // where the cause is passing, when the stream is being captured into a CUDA graph (no sync
@@ -41,11 +42,13 @@ class LtGemm {
   virtual absl::Status Run(const char* op, const GemmParams& p, CUstream stream) = 0;
 };
 
-// Workspace a GEMM step asks for. NVIDIA's guidance is 32 MiB on Hopper for split-K kernels, but
-// with timed selection the fastest algorithm for every fused linear cross-entropy GEMM on the
-// H100 needed none (lt_gemm_algos.txt: step times with 4 MiB within 2% of 32 MiB's), and every MiB
-// here is a MiB of that op's 10%-of-the-logits memory budget not spent on a larger chunk. 4 MiB
-// keeps the split-K reductions older archs' heuristics offer.
+// Workspace a GEMM step asks for. NVIDIA's guidance is 32 MiB on Hopper for split-K kernels; 4
+// MiB because every MiB here is a MiB of the fused linear cross-entropy's 10%-of-the-logits
+// budget not spent on a larger chunk (4 MiB fits 768-token chunks at 8192 x 128256, 32 MiB only
+// 640). The cost, on random data (lt_gemm_algos_random.txt, GEMMs per 8192-token step): 37.3 ms
+// at 768 tokens with 4 MiB against 35.9 ms with 32 MiB, and 35.5 ms at 640 with 32 MiB: whether
+// 640 tokens + 32 MiB beats 768 + 4 MiB in the op is still to be measured. 4 MiB also covers the
+// split-K reductions older archs' heuristics offer.
 inline constexpr size_t GemmWorkspaceBytes(int /*compute_capability*/) { return size_t{4} << 20; }
 
 }  // namespace ligerd::kernels
