@@ -281,3 +281,7 @@ def test_flce_mean_divisor_needs_mean_without_class_weights():
     for kw in (dict(reduction="sum"), dict(reduction="none"), dict(ce_weight=torch.ones(16))):
         with pytest.raises(OpInputError, match="mean_divisor needs reduction='mean' and no ce_weight"):
             flce_mod.fused_linear_cross_entropy(x, W, t, mean_divisor=7, **kw)
+    for bad, what in ((torch.ones(2), "must hold one value"), (torch.tensor(True), "real number"),
+                      ("12", "finite number"), (True, "finite number"), (float("nan"), "finite number")):
+        with pytest.raises(OpInputError, match=what):
+            flce_mod.fused_linear_cross_entropy(x, W, t, mean_divisor=bad)

@@ -35,7 +35,9 @@ eagerly (a graph break): its chunk loop with in-place GEMMs is not something to 
 
 from __future__ import annotations
 
+import math
 import os
+
 import torch
 
 from ligerd._errors import OpInputError
@@ -224,8 +226,8 @@ def fused_linear_cross_entropy(x, W, target, b=None, ce_weight=None, ignore_inde
     kernel, in fp32, before d logits is rounded to x's dtype, as transformers' own loss does,
     rather than the sum's gradient rounded first and scaled by the backward afterwards."""
     _check(x, W, target, b)
-    if mean_divisor is not None and (reduction != "mean" or ce_weight is not None):
-        _fail("mean_divisor needs reduction='mean' and no ce_weight")
+    if mean_divisor is not None:
+        _check_mean_divisor(mean_divisor, reduction, ce_weight)
     if accum_dtype is not None and accum_dtype not in (W.dtype, torch.float32):
         _fail(f"accum_dtype must be None, the weight's dtype or torch.float32, got {accum_dtype}")
     H = W.shape[1]
@@ -248,8 +250,6 @@ def fused_linear_cross_entropy(x, W, target, b=None, ce_weight=None, ignore_inde
     denom = ce.cross_entropy_count(t2, w32, V, ignore_index)
     if mean_divisor is not None:  # the count and the (unweighted) weight sum: "mean"'s divisors
         if isinstance(mean_divisor, torch.Tensor):
-            if mean_divisor.numel() != 1:
-                _fail(f"mean_divisor must hold one value, got shape {tuple(mean_divisor.shape)}")
             denom[0:2] = mean_divisor.detach().reshape(1).to(device=denom.device, dtype=torch.float32)
         else:
             denom[0:2] = float(mean_divisor)
@@ -269,6 +269,19 @@ def fused_linear_cross_entropy(x, W, target, b=None, ce_weight=None, ignore_inde
         a = ((pred == t2) & (t2 != ignore_index)).to(torch.float32)
         token_accuracy = a if reduction == "none" else a.sum() / denom[0]
     return loss, z_loss, token_accuracy, (pred if return_predicted_tokens else None)
+
+
+def _check_mean_divisor(d, reduction, ce_weight):
+    """Checked before any GPU work: a tensor's value is not read here (no host sync)."""
+    if reduction != "mean" or ce_weight is not None:
+        _fail("mean_divisor needs reduction='mean' and no ce_weight")
+    if isinstance(d, torch.Tensor):
+        if d.numel() != 1:
+            _fail(f"mean_divisor must hold one value, got shape {tuple(d.shape)}")
+        if d.dtype == torch.bool or d.is_complex():
+            _fail(f"mean_divisor must be a real number, got dtype {d.dtype}")
+    elif isinstance(d, bool) or not isinstance(d, (int, float)) or not math.isfinite(d):
+        _fail(f"mean_divisor must be a finite number or a one-element tensor, got {d!r}")
 
 
 def _check_ce_args(x2, V, t2, ce_weight, ignore_index, lse_square_scale, label_smoothing, reduction, softcap):
