@@ -279,6 +279,15 @@ class LtGemmImpl final : public LtGemm {
 
 }  // namespace
 
+size_t GemmWorkspaceBytesFor(int compute_capability) {
+  const char* v = std::getenv("LIGERD_GEMM_WORKSPACE_MIB");
+  if (v != nullptr) {
+    const long mib = std::strtol(v, nullptr, 10);
+    if (mib >= 1 && mib <= 256) return static_cast<size_t>(mib) << 20;
+  }
+  return GemmWorkspaceBytes(compute_capability);
+}
+
 absl::StatusOr<std::unique_ptr<LtGemm>> LtGemm::Create(const DriverApi* drv) {
   cublasLtHandle_t handle = nullptr;
   LIGERD_LT_CHECK("gemm", cublasLtCreate(&handle));

@@ -50,5 +50,8 @@ class LtGemm {
 // 640 tokens + 32 MiB beats 768 + 4 MiB in the op is still to be measured. 4 MiB also covers the
 // split-K reductions older archs' heuristics offer.
 inline constexpr size_t GemmWorkspaceBytes(int /*compute_capability*/) { return size_t{4} << 20; }
+// What a plan asks for: GemmWorkspaceBytes, or LIGERD_GEMM_WORKSPACE_MIB (1..256) where set, for
+// measuring the trade above (the fused loss's chunk rule does not see it: set LIGERD_FLCE_CHUNK).
+size_t GemmWorkspaceBytesFor(int compute_capability);
 
 }  // namespace ligerd::kernels

@@ -113,7 +113,7 @@ absl::StatusOr<OpPlan> Plan(const OpSpec& spec, const OpCall& call, const Device
   }
 
   OpPlan plan;
-  plan.workspace_bytes = GemmWorkspaceBytes(device.compute_capability);
+  plan.workspace_bytes = GemmWorkspaceBytesFor(device.compute_capability);
   if (call.check_workspace && M > 0 && N > 0) {
     if (call.workspace == nullptr || call.workspace_bytes < plan.workspace_bytes)
       return Fail(op, absl::StrCat("needs ", plan.workspace_bytes, " bytes of workspace, got ", call.workspace_bytes));

@@ -1,6 +1,8 @@
 // gemm argument checking and planning (no CUDA): how a row-major torch GEMM maps onto cuBLASLt's
 // column-major parameters, every refusal, and that the plan cache patches its addresses.
+#include <cstdlib>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -202,6 +204,22 @@ TEST(GemmPlan, WorkspaceIsFourMiBOnEveryArch) {
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_EQ(p->workspace_bytes, size_t{4} << 20);
   EXPECT_EQ(GemmWorkspaceBytes(90), size_t{4} << 20);
+}
+
+TEST(GemmPlan, WorkspaceEnvOverrideForMeasurements) {
+  // LIGERD_GEMM_WORKSPACE_MIB (1..256) replaces the 4 MiB; anything else is ignored.
+  for (const auto& [value, expect] : std::vector<std::pair<const char*, size_t>>{
+           {"32", size_t{32} << 20}, {"0", size_t{4} << 20}, {"999", size_t{4} << 20}, {"x", size_t{4} << 20}}) {
+    setenv("LIGERD_GEMM_WORKSPACE_MIB", value, 1);
+    EXPECT_EQ(GemmWorkspaceBytesFor(90), expect) << value;
+    Call c = RowMajor(4, 8, 4);
+    c.ws_bytes = expect;
+    auto p = PlanOp("gemm", c.op(), Hopper());
+    ASSERT_TRUE(p.ok()) << p.status();
+    EXPECT_EQ(p->workspace_bytes, expect) << value;
+  }
+  unsetenv("LIGERD_GEMM_WORKSPACE_MIB");
+  EXPECT_EQ(GemmWorkspaceBytesFor(90), size_t{4} << 20);
 }
 
 TEST(GemmPlan, PlanCachePatchesEveryAddress) {
