@@ -5,6 +5,9 @@
 // result on the H100: bench/results/lt_gemm_algos.txt.
 //   nvcc -O3 -arch=sm_90 -std=c++17 bench/micro/lt_gemm_algos.cu -lcublasLt -o /tmp/lt_gemm_algos
 //   /tmp/lt_gemm_algos [chunk ...]          (default chunks: 640 768 1024; hidden 4096, vocab 128256)
+//   /tmp/lt_gemm_algos --search [chunk ...] (also: beyond the heuristic's offers, every tile x
+//                                            stages x cluster shape x swizzle of the algorithm
+//                                            ids it offered, for the 32 MiB workspace)
 //
 // Row-major (as the client sees them) -> cuBLASLt's column-major, with x [c, D], W [V, D],
 // G = d logits [c, V] (all row-major):
@@ -18,6 +21,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 #define CK(x)                                                                              \
@@ -105,23 +109,23 @@ void Run(const Lt& lt, const Gemm& g, const Desc& x, const cublasLtMatmulAlgo_t&
                     lt.ws_bytes, s));
 }
 
-// Mean ms of kIters back-to-back launches of fn on stream s (after two warm-ups).
+// Mean ms of `iters` back-to-back launches of fn on stream s (after two warm-ups).
 template <class F>
-float TimeMs(F fn, cudaStream_t s) {
+float TimeMs(F fn, cudaStream_t s, int iters = kIters) {
   cudaEvent_t e0, e1;
   CK(cudaEventCreate(&e0));
   CK(cudaEventCreate(&e1));
   fn();
   fn();
   CK(cudaEventRecord(e0, s));
-  for (int i = 0; i < kIters; ++i) fn();
+  for (int i = 0; i < iters; ++i) fn();
   CK(cudaEventRecord(e1, s));
   CK(cudaEventSynchronize(e1));
   float ms = 0;
   CK(cudaEventElapsedTime(&ms, e0, e1));
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
-  return ms / kIters;
+  return ms / iters;
 }
 
 void Describe(const cublasLtMatmulAlgo_t& a, char* out, size_t n) {
@@ -164,6 +168,94 @@ cublasLtMatmulAlgo_t Sweep(const Lt& lt, const Gemm& g, cudaStream_t s, float* b
   return a;
 }
 
+// The configurations the heuristic does not offer: for each algorithm id among its offers, every
+// tile id the algorithm reports, with the stages ids the heuristic used for that algorithm,
+// crossed with cluster shapes (auto, 1x1, 2x1, 1x2, 2x2) and CTA swizzling on/off, split-K off;
+// each is checked by cuBLASLt, screened with 3 launches, and the 10 fastest re-timed as the
+// heuristic's were. Prints the five fastest beside the heuristic's best; the daemon can only use
+// such a config if one wins by a margin worth persisting (a cublasLtMatmulAlgo_t is 64 plain bytes).
+constexpr int kMaxSearch = 1500;  // configurations screened per GEMM, at most (~5 launches each)
+void Search(const Lt& lt, const Gemm& g, cudaStream_t s, float heuristic_best_ms) {
+  Desc x = MakeDesc(g);
+  auto hs = Heuristics(lt, x, kMaxAlgos);
+  std::vector<int> ids;
+  std::vector<std::vector<uint32_t>> stages_of;  // per id: the stages ids the heuristic used
+  for (const auto& h : hs) {
+    int id = 0;
+    uint32_t stage = 0;
+    size_t w = 0;
+    cublasLtMatmulAlgoConfigGetAttribute(&h.algo, CUBLASLT_ALGO_CONFIG_ID, &id, sizeof(id), &w);
+    cublasLtMatmulAlgoConfigGetAttribute(&h.algo, CUBLASLT_ALGO_CONFIG_STAGES_ID, &stage, sizeof(stage), &w);
+    const size_t at = std::find(ids.begin(), ids.end(), id) - ids.begin();
+    if (at == ids.size()) {
+      ids.push_back(id);
+      stages_of.emplace_back();
+    }
+    auto& st = stages_of[at];
+    if (std::find(st.begin(), st.end(), stage) == st.end()) st.push_back(stage);
+  }
+  struct Timed {
+    float ms;
+    cublasLtMatmulAlgo_t algo;
+  };
+  std::vector<Timed> all;
+  int checked = 0, refused = 0;
+  const double flop = 2.0 * g.m * g.n * g.k;
+  for (size_t k = 0; k < ids.size(); ++k) {
+    const int id = ids[k];
+    cublasLtMatmulAlgo_t base;
+    if (cublasLtMatmulAlgoInit(lt.h, CUBLAS_COMPUTE_32F, CUDA_R_32F, CUDA_R_16BF, CUDA_R_16BF, CUDA_R_16BF, CUDA_R_16BF,
+                               id, &base) != CUBLAS_STATUS_SUCCESS)
+      continue;
+    size_t n_tiles = 0;
+    cublasLtMatmulAlgoCapGetAttribute(&base, CUBLASLT_ALGO_CAP_TILE_IDS, nullptr, 0, &n_tiles);
+    std::vector<uint32_t> tiles(std::max<size_t>(n_tiles / 4, 1), 0);
+    const std::vector<uint32_t>& stages = stages_of[k];
+    size_t w = 0;
+    if (n_tiles) cublasLtMatmulAlgoCapGetAttribute(&base, CUBLASLT_ALGO_CAP_TILE_IDS, tiles.data(), n_tiles, &w);
+    int swz_ok = 0;
+    cublasLtMatmulAlgoCapGetAttribute(&base, CUBLASLT_ALGO_CAP_CTA_SWIZZLING_SUPPORT, &swz_ok, sizeof(swz_ok), &w);
+    for (uint32_t tile : tiles)
+      for (uint32_t stage : stages)
+        for (uint16_t cluster : {0, 2, 3, 5, 6})
+          for (int swz = 0; swz <= (swz_ok ? 1 : 0); ++swz) {
+            if (static_cast<int>(all.size()) >= kMaxSearch) break;
+            cublasLtMatmulAlgo_t a = base;
+            const int splitk = 1;
+            cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof(tile));
+            cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_STAGES_ID, &stage, sizeof(stage));
+            cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID, &cluster, sizeof(cluster));
+            cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING, &swz, sizeof(swz));
+            cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splitk, sizeof(splitk));
+            cublasLtMatmulHeuristicResult_t r{};
+            ++checked;
+            if (cublasLtMatmulAlgoCheck(lt.h, x.op, x.a, x.b, x.d, x.d, &a, &r) != CUBLAS_STATUS_SUCCESS ||
+                r.workspaceSize > lt.ws_bytes) {
+              ++refused;
+              continue;
+            }
+            all.push_back({TimeMs([&] { Run(lt, g, x, a, s); }, s, 3), a});
+          }
+  }
+  auto by_ms = [](const Timed& a, const Timed& b) { return a.ms < b.ms; };
+  std::sort(all.begin(), all.end(), by_ms);
+  if (all.size() > 10) all.resize(10);
+  for (Timed& t : all) t.ms = TimeMs([&] { Run(lt, g, x, t.algo, s); }, s);
+  std::sort(all.begin(), all.end(), by_ms);
+  std::printf("  search %s: %zu algorithm ids, %d configs checked, %d refused; heuristic best %.3f ms\n", g.name,
+              ids.size(), checked, refused, heuristic_best_ms);
+  for (size_t i = 0; i < all.size() && i < 5; ++i) {
+    char d[160];
+    Describe(all[i].algo, d, sizeof d);
+    int id = 0;
+    size_t w = 0;
+    cublasLtMatmulAlgoConfigGetAttribute(&all[i].algo, CUBLASLT_ALGO_CONFIG_ID, &id, sizeof(id), &w);
+    std::printf("    %7.3f ms %6.1f TF/s (%+.1f%% vs heuristic best) id=%d %s\n", all[i].ms, flop / all[i].ms * 1e-9,
+                100.0 * (heuristic_best_ms / all[i].ms - 1.0), id, d);
+  }
+  FreeDesc(x);
+}
+
 // n bf16 values uniform in [-scale, scale) from a per-element hash (no cuRAND dependency).
 __global__ void FillKernel(__nv_bfloat16* p, long long n, float scale, unsigned seed) {
   for (long long i = blockIdx.x * 256LL + threadIdx.x; i < n; i += 256LL * gridDim.x) {
@@ -184,7 +276,11 @@ void FillRandom(__nv_bfloat16* p, long long n, float scale, unsigned seed) {
 
 int main(int argc, char** argv) {
   std::vector<long long> chunks;
-  for (int i = 1; i < argc; ++i) chunks.push_back(std::atoll(argv[i]));
+  bool search = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--search") search = true;
+    else chunks.push_back(std::atoll(argv[i]));
+  }
   if (chunks.empty()) chunks = {640, 768, 1024};
   const long long cmax = *std::max_element(chunks.begin(), chunks.end());
   int sms = 0;
@@ -226,6 +322,11 @@ int main(int argc, char** argv) {
       cublasLtMatmulAlgo_t xa = Sweep(lt, dxg, s0, &b[1], &t1[1]);
       cublasLtMatmulAlgo_t wa = Sweep(lt, dwg, s0, &b[2], &t1[2]);
       (void)fa;
+      if (search && ws_mib == 32) {
+        Search(lt, fwd, s0, b[0]);
+        Search(lt, dxg, s0, b[1]);
+        Search(lt, dwg, s0, b[2]);
+      }
       const double chunks_per_step = 8192.0 / c;
       std::printf("  per 8192-token step: heuristic top-1 %.2f ms, fastest %.2f ms (GEMMs only)\n",
                   (t1[0] + t1[1] + t1[2]) * chunks_per_step, (b[0] + b[1] + b[2]) * chunks_per_step);

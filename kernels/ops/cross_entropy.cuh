@@ -294,6 +294,79 @@ __device__ __forceinline__ void pass1(Stat& st, const Row& w, long long V, const
     }
 }
 
+#ifndef LIGERD_CE_ASYNC
+#define LIGERD_CE_ASYNC 0
+#endif
+// ce_fwd_cluster's pass 1: 0 = the slice is loaded into registers kUnroll vectors at a time and
+// copied to shared memory; 1 = it goes to shared memory by cp.async (every vector of it in
+// flight at once, no registers held) and the statistics are read back from there; 2 = as 1, and
+// the next row's slice is copied into a second buffer while this row's gradient is written.
+constexpr int kAsyncStash = LIGERD_CE_ASYNC;
+
+// 16 bytes global -> shared without a register round trip (sm_80+), and the wait for all of
+// this thread's copies: after it they are visible to this thread, which is the only one that
+// reads them (the stash slot of vector v belongs to the thread that loads it in both passes).
+__device__ __forceinline__ void cp_async16(void* smem_dst, const void* gmem_src) {
+  asm volatile(
+      "{\n\t.reg .u64 s, g;\n\tcvta.to.shared.u64 s, %0;\n\tcvta.to.global.u64 g, %1;\n\t"
+      "cp.async.cg.shared.global [s], [g], 16;\n\t}" ::"l"(smem_dst), "l"(gmem_src) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
+
+// Starts copying this thread's vectors of a slice into `stash` (slot v - v0, as pass1 uses).
+__device__ __forceinline__ void issue_slice(const Row& w, const Slice& sl, XVec* stash) {
+  const XT* xv = w.x + w.sp.head;
+  for (long long v = sl.v0 + threadIdx.x; v < sl.v1; v += blockDim.x) cp_async16(stash + (v - sl.v0), xv + v * kVec);
+  cp_async_commit();
+}
+
+// Pass 1 over a slice whose vectors issue_slice() has put in flight to `stash`: the head / tail
+// elements from x while the copies land, then the statistics from shared memory.
+template <bool kArgmax, bool kSmooth, bool kWeight>
+__device__ __forceinline__ void pass1_async(Stat& st, const Row& w, long long V, const Slice& sl, const XVec* stash,
+                                            const float* __restrict__ wt, float c, float inv_c) {
+  const int tid = threadIdx.x, bs = blockDim.x;
+  const RowSplit& sp = w.sp;
+  if (sl.head)
+    for (long long i = tid; i < sp.head; i += bs) {
+      const float z[1] = {softcapped(load_one(w.x + i), c, inv_c)};
+      const long long col0[1] = {i};
+      accumulate<kArgmax, kSmooth, kWeight, 1, 1>(st, z, col0, wt);
+    }
+  if (sl.tail)
+    for (long long i = sp.tail_start + tid; i < V; i += bs) {
+      const float z[1] = {softcapped(load_one(w.x + i), c, inv_c)};
+      const long long col0[1] = {i};
+      accumulate<kArgmax, kSmooth, kWeight, 1, 1>(st, z, col0, wt);
+    }
+  cp_async_wait_all();
+  long long v = sl.v0 + tid;
+  for (; v + (kUnroll - 1) * bs < sl.v1; v += kUnroll * bs) {
+    XVec in[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) in[u].load(reinterpret_cast<const XT*>(stash + (v - sl.v0 + u * bs)));
+    float z[kUnroll * kVec];
+    long long col0[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      col0[u] = sp.head + (v + u * bs) * kVec;
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) z[u * kVec + k] = softcapped(in[u].get(k), c, inv_c);
+    }
+    accumulate<kArgmax, kSmooth, kWeight, kUnroll, kVec>(st, z, col0, wt);
+  }
+  for (; v < sl.v1; v += bs) {
+    XVec in;
+    in.load(reinterpret_cast<const XT*>(stash + (v - sl.v0)));
+    float z[kVec];
+    const long long col0[1] = {sp.head + v * kVec};
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) z[k] = softcapped(in.get(k), c, inv_c);
+    accumulate<kArgmax, kSmooth, kWeight, 1, kVec>(st, z, col0, wt);
+  }
+}
+
 // The gradient of kVec consecutive columns from col0, stored to dx.
 __device__ __forceinline__ void grad_vector(const Row& w, const XVec& in, long long col0, const Coef& k,
                                             const float* __restrict__ wg, float c, float inv_c) {
@@ -473,6 +546,22 @@ __shared__ Stat part[2];               // ce_fwd_cluster: this CTA's Stat, doubl
 __shared__ Stat gathered[kMaxCluster]; // ce_fwd_cluster: every CTA's Stat, in rank order
 __shared__ float zy_sh;                // z of the target column
 
+// CTA `rank`'s slice of a row split over `csize` CTAs; traps if it exceeds the `cap` vectors of
+// shared memory the launch gave it (a planning bug). The same computation as fwd_rows' own,
+// which stays written out there so that the default build (LIGERD_CE_ASYNC=0) compiles to the
+// PTX that was measured and GPU-tested; this copy serves the prefetch of LIGERD_CE_ASYNC=2, and
+// one of the two goes when the switch is settled.
+__device__ __forceinline__ Slice cluster_slice(const Row& rw, unsigned rank, unsigned csize, long long cap) {
+  const long long per = (rw.sp.nvec + csize - 1) / csize;
+  Slice sl{0, rw.sp.nvec, true, true};
+  sl.v0 = rank * per < rw.sp.nvec ? rank * per : rw.sp.nvec;
+  sl.v1 = sl.v0 + per < rw.sp.nvec ? sl.v0 + per : rw.sp.nvec;
+  sl.head = rank == 0;
+  sl.tail = rank == csize - 1;
+  if (per > cap) __trap();
+  return sl;
+}
+
 // One row per block (kCluster false: ce_fwd) or per thread-block cluster (kCluster true:
 // ce_fwd_cluster), rows strided by the number of blocks / clusters (a persistent grid).
 //
@@ -503,6 +592,12 @@ __device__ void fwd_rows(const LigerdCeFwdParams& p) {
   const long long stash_vectors = kCluster ? dynamic_smem_bytes() / sizeof(XVec) : 0;
   if (kCluster && csize > kMaxCluster) __trap();
   unsigned phase = 0;
+  // kAsyncStash 2: the stash is two buffers of `half` vectors; `cur` holds this row's slice, and
+  // `issued` says whether its copies were already started (prefetched during the previous row).
+  constexpr bool kDouble = kCluster && kAsyncStash == 2;
+  const long long half = kDouble ? stash_vectors / 2 : stash_vectors;
+  unsigned cur = 0;
+  bool issued = false;
   // (gridDim.x is re-read from its special register rather than held in registers.)
   for (long long r = kCluster ? cluster_id() : blockIdx.x; r < p.rows; r += kCluster ? cluster_count() : gridDim.x) {
     const Row rw = row_at(p, r);
@@ -513,10 +608,16 @@ __device__ void fwd_rows(const LigerdCeFwdParams& p) {
       sl.v1 = sl.v0 + per < rw.sp.nvec ? sl.v0 + per : rw.sp.nvec;
       sl.head = rank == 0;
       sl.tail = rank == csize - 1;
-      if (per > stash_vectors) __trap();  // launched with too little shared memory: a planning bug
+      if (per > half) __trap();  // launched with too little shared memory: a planning bug
+    }
+    XVec* buf = stash + (kDouble ? cur * half : 0);
+    if constexpr (kCluster && kAsyncStash > 0) {
+      if (!issued) issue_slice(rw, sl, buf);
+      issued = false;
     }
     const bool writer = tid == 0 && rank == 0;
     if (rw.y == p.ignore_index) {
+      if constexpr (kCluster && kAsyncStash > 0) cp_async_wait_all();  // the buffer is reused next
       if (rw.dx != nullptr) zero_slice(rw, V, sl);
       if (writer) {
         p.loss[r] = 0.f;
@@ -530,7 +631,21 @@ __device__ void fwd_rows(const LigerdCeFwdParams& p) {
     if (tid == 0) zy_sh = valid ? softcapped(load_one(rw.x + rw.y), c, inv_c) : __int_as_float(0x7fc00000);
 
     Stat st{kLowest, 0.f, 0.f, kNoIndex};
-    pass1<kArgmax, kSmooth, kWeight, kCluster>(st, rw, V, sl, stash, w, c, inv_c);
+    if constexpr (kCluster && kAsyncStash > 0) {
+      pass1_async<kArgmax, kSmooth, kWeight>(st, rw, V, sl, buf, w, c, inv_c);
+    } else {
+      pass1<kArgmax, kSmooth, kWeight, kCluster>(st, rw, V, sl, stash, w, c, inv_c);
+    }
+    if constexpr (kDouble) {
+      // The next row's slice streams into the other buffer while this row finishes. That buffer
+      // was last read by this thread's pass 2 of the previous row (each slot has one owner).
+      const long long rn = r + cluster_count();
+      if (rn < p.rows) {
+        const Row nw = row_at(p, rn);
+        issue_slice(nw, cluster_slice(nw, rank, csize, half), stash + (cur ^ 1u) * half);
+        issued = true;
+      }
+    }
     Stat row = block_combine(st, red);  // (its __syncthreads also publishes zy_sh)
     const float zy = zy_sh;
     if constexpr (kCluster) {
@@ -543,7 +658,8 @@ __device__ void fwd_rows(const LigerdCeFwdParams& p) {
       ++phase;
     }
     const Coef k = finish_row<kWeight>(p, r, row, zy, rw.y, valid, writer);
-    if (rw.dx != nullptr) pass2<kCluster>(rw, V, sl, stash, k, wg, c, inv_c);
+    if (rw.dx != nullptr) pass2<kCluster>(rw, V, sl, buf, k, wg, c, inv_c);
+    if constexpr (kDouble) cur ^= 1u;
     // ce_fwd: the next row reuses red[] and zy_sh; wait until everyone has read them (the
     // cluster kernel's barrier above already orders that).
     if constexpr (!kCluster) __syncthreads();

@@ -118,6 +118,9 @@ __device__ __forceinline__ void fwd_reg(const LigerdRmsNormFwdParams& p) {
       if (valid && vec_index(k) < nvec) xv[k].store(s + static_cast<long long>(vec_index(k)) * VEC);
     }
   }
+  Vec<WT, VEC> w_early[rowwise::kWEarly ? ITERS : 1];
+  if constexpr (kHasW && rowwise::kWEarly)
+    rowwise::load_row<WT, ITERS, VEC>(w_early, static_cast<const WT*>(p.w), valid, nvec);
   float ss = 0.f;
 #pragma unroll
   for (int k = 0; k < ITERS; ++k)
@@ -138,7 +141,10 @@ __device__ __forceinline__ void fwd_reg(const LigerdRmsNormFwdParams& p) {
     const int j = vec_index(k);
     if (j < nvec) {
       Vec<WT, VEC> wv;
-      if constexpr (kHasW) wv.load(w + static_cast<long long>(j) * VEC);
+      if constexpr (kHasW) {
+        if constexpr (rowwise::kWEarly) wv = w_early[k];
+        else wv.load(w + static_cast<long long>(j) * VEC);
+      }
       float o[VEC];
 #pragma unroll
       for (int i = 0; i < VEC; ++i) o[i] = norm_out(xv[k].get(i), rstd, kHasW ? wv.get(i) : 0.f, p.offset);
@@ -222,7 +228,7 @@ __device__ __forceinline__ void fwd_loop(const LigerdRmsNormFwdParams& p) {
 // 512 threads. The
 // host's MaxThreads() tables in rms_norm.cc mirror these bounds.
 #define LIGERD_RMS_FWD_REG(I, MAXT) \
-  LIGERD_ROW_REG_KERNELS(rms_norm_fwd, I, MAXT, LigerdRmsNormFwdParams, ligerd::rms::fwd_reg, ligerd::rms::kVec)
+  LIGERD_ROW_REG_KERNELS_LB(rms_norm_fwd, I, LIGERD_ROW_FWD_LB(MAXT), LigerdRmsNormFwdParams, ligerd::rms::fwd_reg, ligerd::rms::kVec)
 LIGERD_RMS_FWD_REG(1, 1024)
 LIGERD_RMS_FWD_REG(2, 1024)
 LIGERD_RMS_FWD_REG(3, 1024)
