@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The open performance questions of issue 4, each one GPU measurement, in stages that fit one
+# device call (600 s) each. Writes under OUT (default ./out/experiments).
+#   bash bench/experiments.sh kernels [OUT]   norm-forward and cross-entropy source switches
+#                                             (bench/micro/run_variants.sh; ~2 min, no daemon)
+#   bash bench/experiments.sh gemm [OUT]      cuBLASLt configs beyond the heuristic's offers for
+#                                             the fused loss's three GEMMs (lt_gemm_algos --search)
+#   bash bench/experiments.sh flce [OUT]      the fused loss in the op: chunk 768 / 640 x GEMM
+#                                             workspace 4 / 32 MiB, beside torch.compile (builds
+#                                             the daemon into $LIGERD_BUILD, default /tmp/b)
+# What each answers and what to change when it does: kernels/README.md, "Open measurements".
+set -uo pipefail
+STAGE=${1:?usage: bench/experiments.sh kernels|gemm|flce [OUT]}
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+OUT=${2:-$ROOT/out/experiments}
+mkdir -p "$OUT"
+BUILD=${LIGERD_BUILD:-/tmp/b}
+nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv >"$OUT/gpu_$STAGE.txt" 2>&1
+
+case "$STAGE" in
+  kernels)
+    bash bench/micro/run_variants.sh "$OUT/variants"
+    ;;
+  gemm)
+    nvcc -O3 -arch=sm_90 -std=c++17 bench/micro/lt_gemm_algos.cu -lcublasLt -o "$OUT/lt_gemm_algos" || exit 1
+    "$OUT/lt_gemm_algos" --search 640 768 2>&1 | tee "$OUT/lt_gemm_search.txt"
+    ;;
+  flce)
+    if [[ ! -x $BUILD/server/ligerd || ! -f $BUILD/python/ligerd/__init__.py ]]; then
+      cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLIGERD_BUILD_PYTHON=ON \
+        "-DPython3_EXECUTABLE=$(command -v python3)" >"$OUT/configure.log" 2>&1 &&
+        cmake --build "$BUILD" -j "$(nproc)" >"$OUT/build.log" 2>&1 || { tail -20 "$OUT/build.log"; exit 1; }
+    fi
+    export PYTHONPATH=$BUILD/python:${PYTHONPATH:-} LIGERD_BIN=$BUILD/server/ligerd
+    # The default (768-token chunks, 4 MiB) beside torch.compile, then the alternatives alone.
+    timeout 150 python3 bench/flce.py --impls ligerd torch.compile --out "$OUT/flce_c768_ws4" >"$OUT/flce_c768_ws4.log" 2>&1
+    for cfg in 640:32 768:32 640:4; do
+      c=${cfg%%:*} ws=${cfg#*:}
+      LIGERD_FLCE_CHUNK=$c LIGERD_GEMM_WORKSPACE_MIB=$ws timeout 90 \
+        python3 bench/flce.py --impls ligerd --out "$OUT/flce_c${c}_ws$ws" >"$OUT/flce_c${c}_ws$ws.log" 2>&1
+    done
+    grep -H "\[flce\]" "$OUT"/flce_*.log
+    ;;
+  *)
+    echo "unknown stage $STAGE (kernels, gemm or flce)"
+    exit 2
+    ;;
+esac
