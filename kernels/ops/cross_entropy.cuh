@@ -241,6 +241,33 @@ __device__ __forceinline__ void zero_slice(const Row& w, long long V, const Slic
     for (long long i = w.sp.tail_start + tid; i < V; i += bs) store_one(w.dx + i, 0.f);
 }
 
+// The statistics of U vectors of a row already loaded into `in`: vector u is the row's aligned
+// vector v + u * bs (columns from head + (v + u * bs) * kVec).
+template <bool kArgmax, bool kSmooth, bool kWeight, int U>
+__device__ __forceinline__ void accumulate_vectors(Stat& st, const XVec (&in)[U], long long head, long long v, int bs,
+                                                   const float* __restrict__ wt, float c, float inv_c) {
+  float z[U * kVec];
+  long long col0[U];
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    col0[u] = head + (v + u * bs) * kVec;
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) z[u * kVec + k] = softcapped(in[u].get(k), c, inv_c);
+  }
+  accumulate<kArgmax, kSmooth, kWeight, U, kVec>(st, z, col0, wt);
+}
+
+// The statistics of the row's single elements [i0, i1) (its unaligned head or tail), read from x.
+template <bool kArgmax, bool kSmooth, bool kWeight>
+__device__ __forceinline__ void accumulate_elements(Stat& st, const Row& w, long long i0, long long i1, int tid, int bs,
+                                                    const float* __restrict__ wt, float c, float inv_c) {
+  for (long long i = i0 + tid; i < i1; i += bs) {
+    const float z[1] = {softcapped(load_one(w.x + i), c, inv_c)};
+    const long long col0[1] = {i};
+    accumulate<kArgmax, kSmooth, kWeight, 1, 1>(st, z, col0, wt);
+  }
+}
+
 // Pass 1 over a slice: max, sum of exp, (weighted) sum of z, argmax, in one read. With kStash
 // the vectors read are also kept in `stash` at index v - v0, which is tid + j * blockDim.x in
 // both passes: each slot is read back in pass 2 by the thread that wrote it, so the stash needs
@@ -250,12 +277,7 @@ __device__ __forceinline__ void pass1(Stat& st, const Row& w, long long V, const
                                       const float* __restrict__ wt, float c, float inv_c) {
   const int tid = threadIdx.x, bs = blockDim.x;
   const RowSplit& sp = w.sp;
-  if (sl.head)
-    for (long long i = tid; i < sp.head; i += bs) {
-      const float z[1] = {softcapped(load_one(w.x + i), c, inv_c)};
-      const long long col0[1] = {i};
-      accumulate<kArgmax, kSmooth, kWeight, 1, 1>(st, z, col0, wt);
-    }
+  if (sl.head) accumulate_elements<kArgmax, kSmooth, kWeight>(st, w, 0, sp.head, tid, bs, wt, c, inv_c);
   const XT* xv = w.x + sp.head;
   long long v = sl.v0 + tid;
   for (; v + (kUnroll - 1) * bs < sl.v1; v += kUnroll * bs) {
@@ -266,32 +288,15 @@ __device__ __forceinline__ void pass1(Stat& st, const Row& w, long long V, const
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) in[u].store(reinterpret_cast<XT*>(stash + (v - sl.v0 + u * bs)));
     }
-    float z[kUnroll * kVec];
-    long long col0[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      col0[u] = sp.head + (v + u * bs) * kVec;
-#pragma unroll
-      for (int k = 0; k < kVec; ++k) z[u * kVec + k] = softcapped(in[u].get(k), c, inv_c);
-    }
-    accumulate<kArgmax, kSmooth, kWeight, kUnroll, kVec>(st, z, col0, wt);
+    accumulate_vectors<kArgmax, kSmooth, kWeight, kUnroll>(st, in, sp.head, v, bs, wt, c, inv_c);
   }
   for (; v < sl.v1; v += bs) {
-    XVec in;
-    in.load(xv + v * kVec);
-    if constexpr (kStash) in.store(reinterpret_cast<XT*>(stash + (v - sl.v0)));
-    float z[kVec];
-    const long long col0[1] = {sp.head + v * kVec};
-#pragma unroll
-    for (int k = 0; k < kVec; ++k) z[k] = softcapped(in.get(k), c, inv_c);
-    accumulate<kArgmax, kSmooth, kWeight, 1, kVec>(st, z, col0, wt);
+    XVec in[1];
+    in[0].load(xv + v * kVec);
+    if constexpr (kStash) in[0].store(reinterpret_cast<XT*>(stash + (v - sl.v0)));
+    accumulate_vectors<kArgmax, kSmooth, kWeight, 1>(st, in, sp.head, v, bs, wt, c, inv_c);
   }
-  if (sl.tail)
-    for (long long i = sp.tail_start + tid; i < V; i += bs) {
-      const float z[1] = {softcapped(load_one(w.x + i), c, inv_c)};
-      const long long col0[1] = {i};
-      accumulate<kArgmax, kSmooth, kWeight, 1, 1>(st, z, col0, wt);
-    }
+  if (sl.tail) accumulate_elements<kArgmax, kSmooth, kWeight>(st, w, sp.tail_start, V, tid, bs, wt, c, inv_c);
 }
 
 #ifndef LIGERD_CE_ASYNC
@@ -328,42 +333,20 @@ __device__ __forceinline__ void pass1_async(Stat& st, const Row& w, long long V,
                                             const float* __restrict__ wt, float c, float inv_c) {
   const int tid = threadIdx.x, bs = blockDim.x;
   const RowSplit& sp = w.sp;
-  if (sl.head)
-    for (long long i = tid; i < sp.head; i += bs) {
-      const float z[1] = {softcapped(load_one(w.x + i), c, inv_c)};
-      const long long col0[1] = {i};
-      accumulate<kArgmax, kSmooth, kWeight, 1, 1>(st, z, col0, wt);
-    }
-  if (sl.tail)
-    for (long long i = sp.tail_start + tid; i < V; i += bs) {
-      const float z[1] = {softcapped(load_one(w.x + i), c, inv_c)};
-      const long long col0[1] = {i};
-      accumulate<kArgmax, kSmooth, kWeight, 1, 1>(st, z, col0, wt);
-    }
+  if (sl.head) accumulate_elements<kArgmax, kSmooth, kWeight>(st, w, 0, sp.head, tid, bs, wt, c, inv_c);
+  if (sl.tail) accumulate_elements<kArgmax, kSmooth, kWeight>(st, w, sp.tail_start, V, tid, bs, wt, c, inv_c);
   cp_async_wait_all();
   long long v = sl.v0 + tid;
   for (; v + (kUnroll - 1) * bs < sl.v1; v += kUnroll * bs) {
     XVec in[kUnroll];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) in[u].load(reinterpret_cast<const XT*>(stash + (v - sl.v0 + u * bs)));
-    float z[kUnroll * kVec];
-    long long col0[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      col0[u] = sp.head + (v + u * bs) * kVec;
-#pragma unroll
-      for (int k = 0; k < kVec; ++k) z[u * kVec + k] = softcapped(in[u].get(k), c, inv_c);
-    }
-    accumulate<kArgmax, kSmooth, kWeight, kUnroll, kVec>(st, z, col0, wt);
+    accumulate_vectors<kArgmax, kSmooth, kWeight, kUnroll>(st, in, sp.head, v, bs, wt, c, inv_c);
   }
   for (; v < sl.v1; v += bs) {
-    XVec in;
-    in.load(reinterpret_cast<const XT*>(stash + (v - sl.v0)));
-    float z[kVec];
-    const long long col0[1] = {sp.head + v * kVec};
-#pragma unroll
-    for (int k = 0; k < kVec; ++k) z[k] = softcapped(in.get(k), c, inv_c);
-    accumulate<kArgmax, kSmooth, kWeight, 1, kVec>(st, z, col0, wt);
+    XVec in[1];
+    in[0].load(reinterpret_cast<const XT*>(stash + (v - sl.v0)));
+    accumulate_vectors<kArgmax, kSmooth, kWeight, 1>(st, in, sp.head, v, bs, wt, c, inv_c);
   }
 }
 
