@@ -2,7 +2,8 @@
 # The open performance questions of issue 4, each one GPU measurement, in stages that fit one
 # device call (600 s) each. Writes under OUT (default ./out/experiments).
 #   bash bench/experiments.sh kernels [OUT]   norm-forward and cross-entropy source switches
-#                                             (bench/micro/run_variants.sh; ~2 min, no daemon)
+#                                             (bench/micro/run_variants.sh; ~2 min; builds the
+#                                             daemon alongside for the flce stage)
 #   bash bench/experiments.sh gemm [OUT]      cuBLASLt configs beyond the heuristic's offers for
 #                                             the fused loss's three GEMMs (lt_gemm_algos --search)
 #   bash bench/experiments.sh flce [OUT]      the fused loss in the op: chunk 768 / 640 x GEMM
@@ -18,20 +19,29 @@ mkdir -p "$OUT"
 BUILD=${LIGERD_BUILD:-/tmp/b}
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv >"$OUT/gpu_$STAGE.txt" 2>&1
 
+# The daemon and its Python extension, unless already built (the flce stage needs them; the
+# kernels stage starts the build in the background so that a following flce call finds it ready).
+build_daemon() {
+  if [[ ! -x $BUILD/server/ligerd || ! -f $BUILD/python/ligerd/__init__.py ]]; then
+    cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLIGERD_BUILD_PYTHON=ON \
+      "-DPython3_EXECUTABLE=$(command -v python3)" >"$OUT/configure.log" 2>&1 &&
+      cmake --build "$BUILD" -j "$(nproc)" >"$OUT/build.log" 2>&1 || { tail -20 "$OUT/build.log"; return 1; }
+  fi
+}
+
 case "$STAGE" in
   kernels)
+    build_daemon &
+    build=$!
     bash bench/micro/run_variants.sh "$OUT/variants"
+    wait $build && echo "daemon built in $BUILD"
     ;;
   gemm)
     nvcc -O3 -arch=sm_90 -std=c++17 bench/micro/lt_gemm_algos.cu -lcublasLt -o "$OUT/lt_gemm_algos" || exit 1
     "$OUT/lt_gemm_algos" --search 640 768 2>&1 | tee "$OUT/lt_gemm_search.txt"
     ;;
   flce)
-    if [[ ! -x $BUILD/server/ligerd || ! -f $BUILD/python/ligerd/__init__.py ]]; then
-      cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLIGERD_BUILD_PYTHON=ON \
-        "-DPython3_EXECUTABLE=$(command -v python3)" >"$OUT/configure.log" 2>&1 &&
-        cmake --build "$BUILD" -j "$(nproc)" >"$OUT/build.log" 2>&1 || { tail -20 "$OUT/build.log"; exit 1; }
-    fi
+    build_daemon || exit 1
     export PYTHONPATH=$BUILD/python:${PYTHONPATH:-} LIGERD_BIN=$BUILD/server/ligerd
     # The default (768-token chunks, 4 MiB) beside torch.compile, then the alternatives alone.
     timeout 150 python3 bench/flce.py --impls ligerd torch.compile --out "$OUT/flce_c768_ws4" >"$OUT/flce_c768_ws4.log" 2>&1
