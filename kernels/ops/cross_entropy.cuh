@@ -577,6 +577,8 @@ __device__ void fwd_rows(const LigerdCeFwdParams& p) {
   unsigned phase = 0;
   // kAsyncStash 2: the stash is two buffers of `half` vectors; `cur` holds this row's slice, and
   // `issued` says whether its copies were already started (prefetched during the previous row).
+  // Ignored rows are never copied, so no copy is in flight when an ignored row is reached (the
+  // buffers stay as they were) nor when the kernel exits (the last row prefetches nothing).
   constexpr bool kDouble = kCluster && kAsyncStash == 2;
   const long long half = kDouble ? stash_vectors / 2 : stash_vectors;
   unsigned cur = 0;
@@ -594,13 +596,8 @@ __device__ void fwd_rows(const LigerdCeFwdParams& p) {
       if (per > half) __trap();  // launched with too little shared memory: a planning bug
     }
     XVec* buf = stash + (kDouble ? cur * half : 0);
-    if constexpr (kCluster && kAsyncStash > 0) {
-      if (!issued) issue_slice(rw, sl, buf);
-      issued = false;
-    }
     const bool writer = tid == 0 && rank == 0;
-    if (rw.y == p.ignore_index) {
-      if constexpr (kCluster && kAsyncStash > 0) cp_async_wait_all();  // the buffer is reused next
+    if (rw.y == p.ignore_index) {  // (never prefetched: its slice is not needed)
       if (rw.dx != nullptr) zero_slice(rw, V, sl);
       if (writer) {
         p.loss[r] = 0.f;
@@ -615,6 +612,8 @@ __device__ void fwd_rows(const LigerdCeFwdParams& p) {
 
     Stat st{kLowest, 0.f, 0.f, kNoIndex};
     if constexpr (kCluster && kAsyncStash > 0) {
+      if (!issued) issue_slice(rw, sl, buf);
+      issued = false;
       pass1_async<kArgmax, kSmooth, kWeight>(st, rw, V, sl, buf, w, c, inv_c);
     } else {
       pass1<kArgmax, kSmooth, kWeight, kCluster>(st, rw, V, sl, stash, w, c, inv_c);
@@ -625,8 +624,10 @@ __device__ void fwd_rows(const LigerdCeFwdParams& p) {
       const long long rn = r + cluster_count();
       if (rn < p.rows) {
         const Row nw = row_at(p, rn);
-        issue_slice(nw, cluster_slice(nw, rank, csize, half), stash + (cur ^ 1u) * half);
-        issued = true;
+        if (nw.y != p.ignore_index) {
+          issue_slice(nw, cluster_slice(nw, rank, csize, half), stash + (cur ^ 1u) * half);
+          issued = true;
+        }
       }
     }
     Stat row = block_combine(st, red);  // (its __syncthreads also publishes zy_sh)
