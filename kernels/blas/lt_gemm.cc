@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -282,8 +283,16 @@ class LtGemmImpl final : public LtGemm {
 size_t GemmWorkspaceBytesFor(int compute_capability) {
   const char* v = std::getenv("LIGERD_GEMM_WORKSPACE_MIB");
   if (v != nullptr) {
-    const long mib = std::strtol(v, nullptr, 10);
-    if (mib >= 1 && mib <= 256) return static_cast<size_t>(mib) << 20;
+    // The whole value must be a number in 1..256 ("32", not "32x"); anything else keeps the
+    // default and says so once, rather than measuring something other than what was asked for.
+    char* end = nullptr;
+    const long mib = std::strtol(v, &end, 10);
+    if (end != v && *end == '\0' && mib >= 1 && mib <= 256) return static_cast<size_t>(mib) << 20;
+    static std::once_flag warned;
+    std::call_once(warned, [v] {
+      std::fprintf(stderr, "ligerd: LIGERD_GEMM_WORKSPACE_MIB=\"%s\" is not a whole number of MiB in 1..256; "
+                           "using the default GEMM workspace\n", v);
+    });
   }
   return GemmWorkspaceBytes(compute_capability);
 }

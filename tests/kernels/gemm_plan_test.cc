@@ -207,9 +207,10 @@ TEST(GemmPlan, WorkspaceIsFourMiBOnEveryArch) {
 }
 
 TEST(GemmPlan, WorkspaceEnvOverrideForMeasurements) {
-  // LIGERD_GEMM_WORKSPACE_MIB (1..256) replaces the 4 MiB; anything else is ignored.
+  // LIGERD_GEMM_WORKSPACE_MIB (a whole number 1..256) replaces the 4 MiB; anything else keeps it.
   for (const auto& [value, expect] : std::vector<std::pair<const char*, size_t>>{
-           {"32", size_t{32} << 20}, {"0", size_t{4} << 20}, {"999", size_t{4} << 20}, {"x", size_t{4} << 20}}) {
+           {"32", size_t{32} << 20}, {"0", size_t{4} << 20}, {"999", size_t{4} << 20}, {"x", size_t{4} << 20},
+           {"32x", size_t{4} << 20}, {"", size_t{4} << 20}}) {
     setenv("LIGERD_GEMM_WORKSPACE_MIB", value, 1);
     EXPECT_EQ(GemmWorkspaceBytesFor(90), expect) << value;
     Call c = RowMajor(4, 8, 4);
