@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# The open performance questions of issue 4, each one GPU measurement, in stages that fit one
-# device call (600 s) each. Writes under OUT (default ./out/experiments).
-#   bash bench/experiments.sh kernels [OUT]   norm-forward and cross-entropy source switches
-#                                             (bench/micro/run_variants.sh; ~2 min; builds the
-#                                             daemon alongside for the flce stage)
+# Performance questions of issue 4, each one GPU measurement, in stages that fit one device call
+# (600 s) each. Writes under OUT (default ./out/experiments). Session 6's answers:
+# bench/results/session6/ and kernels/README.md, "Settled measurements".
+#   bash bench/experiments.sh kernels [OUT]   norm-forward and cross-entropy kernels of this tree
+#                                             against those of $BASE (default HEAD~1) at the
+#                                             planners' shapes (bench/micro/run_variants.sh;
+#                                             ~1 min; builds the daemon alongside for flce)
 #   bash bench/experiments.sh gemm [OUT]      cuBLASLt configs beyond the heuristic's offers for
 #                                             the fused loss's three GEMMs (lt_gemm_algos --search)
 #   bash bench/experiments.sh flce [OUT]      the fused loss in the op: chunk 768 / 640 x GEMM
 #                                             workspace 4 / 32 MiB, beside torch.compile (builds
 #                                             the daemon into $LIGERD_BUILD, default /tmp/b)
-# What each answers and what to change when it does: kernels/README.md, "Open measurements".
 set -uo pipefail
 STAGE=${1:?usage: bench/experiments.sh kernels|gemm|flce [OUT]}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -33,7 +34,7 @@ case "$STAGE" in
   kernels)
     build_daemon &
     build=$!
-    bash bench/micro/run_variants.sh "$OUT/variants"
+    bash bench/micro/run_variants.sh "${BASE:-HEAD~1}" "$OUT/variants"
     wait $build && echo "daemon built in $BUILD"
     ;;
   gemm)

@@ -31,13 +31,16 @@
 // row has to be read twice or kept on chip. A row does not fit one SM: 128256 bf16 logits are
 // 251 KiB, beyond the 228 KiB of shared memory an H100 SM has (fp32 twice that).
 //  - ce_fwd_cluster (sm_90+, the default when a row fits): the row is split over the CTAs of a
-//    thread-block cluster (<= 8, the portable size); each CTA keeps its contiguous slice in its
-//    dynamic shared memory while pass 1 reads it, the CTAs exchange their partial Stats through
-//    distributed shared memory (combined in rank order: deterministic, the same on every CTA),
-//    and pass 2 reads the slice back from shared memory. HBM traffic is exactly 2*M*V*b.
+//    thread-block cluster (<= 8, the portable size); each CTA copies its contiguous slice into
+//    its dynamic shared memory with cp.async (the whole slice in flight at once, no registers
+//    held: the register-staged copy it replaced reached 80% of copy bandwidth, this 89%, at
+//    16384 x 128256 bf16 on the H100), pass 1 reads the statistics from there, the CTAs exchange
+//    their partial Stats through distributed shared memory (combined in rank order:
+//    deterministic, the same on every CTA), and pass 2 reads the slice back from shared memory.
+//    HBM traffic is exactly 2*M*V*b.
 //    Shared memory per CTA: [stash: ceil(nvec / cluster) 16-byte vectors (dynamic)] + ~1 KiB
 //    static (per-warp Stats, the exchanged Stats double-buffered, z_y). The planner sizes the
-//    slices to <= 100 KiB so that two CTAs share an SM and one's loads overlap the other's
+//    slices to <= 64 KiB so that three CTAs share an SM and one's loads overlap the others'
 //    stores (cross_entropy.cc / .h: cluster size rule, threads, grid).
 //  - ce_fwd (below sm_90, rows too long for 8 CTAs such as fp32 x 262144, or loss only): one
 //    block per row reads it twice. Its grid is persistent and sized so that the rows in flight
@@ -268,12 +271,10 @@ __device__ __forceinline__ void accumulate_elements(Stat& st, const Row& w, long
   }
 }
 
-// Pass 1 over a slice: max, sum of exp, (weighted) sum of z, argmax, in one read. With kStash
-// the vectors read are also kept in `stash` at index v - v0, which is tid + j * blockDim.x in
-// both passes: each slot is read back in pass 2 by the thread that wrote it, so the stash needs
-// no barrier of its own.
-template <bool kArgmax, bool kSmooth, bool kWeight, bool kStash>
-__device__ __forceinline__ void pass1(Stat& st, const Row& w, long long V, const Slice& sl, XVec* stash,
+// Pass 1 of ce_fwd over a row: max, sum of exp, (weighted) sum of z, argmax, in one read of x
+// (kUnroll vectors in flight per thread).
+template <bool kArgmax, bool kSmooth, bool kWeight>
+__device__ __forceinline__ void pass1(Stat& st, const Row& w, long long V, const Slice& sl,
                                       const float* __restrict__ wt, float c, float inv_c) {
   const int tid = threadIdx.x, bs = blockDim.x;
   const RowSplit& sp = w.sp;
@@ -284,29 +285,15 @@ __device__ __forceinline__ void pass1(Stat& st, const Row& w, long long V, const
     XVec in[kUnroll];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) in[u].load(xv + (v + u * bs) * kVec);
-    if constexpr (kStash) {
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) in[u].store(reinterpret_cast<XT*>(stash + (v - sl.v0 + u * bs)));
-    }
     accumulate_vectors<kArgmax, kSmooth, kWeight, kUnroll>(st, in, sp.head, v, bs, wt, c, inv_c);
   }
   for (; v < sl.v1; v += bs) {
     XVec in[1];
     in[0].load(xv + v * kVec);
-    if constexpr (kStash) in[0].store(reinterpret_cast<XT*>(stash + (v - sl.v0)));
     accumulate_vectors<kArgmax, kSmooth, kWeight, 1>(st, in, sp.head, v, bs, wt, c, inv_c);
   }
   if (sl.tail) accumulate_elements<kArgmax, kSmooth, kWeight>(st, w, sp.tail_start, V, tid, bs, wt, c, inv_c);
 }
-
-#ifndef LIGERD_CE_ASYNC
-#define LIGERD_CE_ASYNC 0
-#endif
-// ce_fwd_cluster's pass 1: 0 = the slice is loaded into registers kUnroll vectors at a time and
-// copied to shared memory; 1 = it goes to shared memory by cp.async (every vector of it in
-// flight at once, no registers held) and the statistics are read back from there; 2 = as 1, and
-// the next row's slice is copied into a second buffer while this row's gradient is written.
-constexpr int kAsyncStash = LIGERD_CE_ASYNC;
 
 // 16 bytes global -> shared without a register round trip (sm_80+), and the wait for all of
 // this thread's copies: after it they are visible to this thread, which is the only one that
@@ -319,17 +306,21 @@ __device__ __forceinline__ void cp_async16(void* smem_dst, const void* gmem_src)
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
 
-// Starts copying this thread's vectors of a slice into `stash` (slot v - v0, as pass1 uses).
+// ce_fwd_cluster's stash: vector v of a CTA's slice lives in slot v - v0, which is
+// tid + j * blockDim.x both when it is copied in and when passes 1 and 2 read it, so each slot
+// is written and read by one thread only and needs no barrier of its own.
+// Starts copying this thread's vectors of a slice into `stash`.
 __device__ __forceinline__ void issue_slice(const Row& w, const Slice& sl, XVec* stash) {
   const XT* xv = w.x + w.sp.head;
   for (long long v = sl.v0 + threadIdx.x; v < sl.v1; v += blockDim.x) cp_async16(stash + (v - sl.v0), xv + v * kVec);
   cp_async_commit();
 }
 
-// Pass 1 over a slice whose vectors issue_slice() has put in flight to `stash`: the head / tail
-// elements from x while the copies land, then the statistics from shared memory.
+// Pass 1 of ce_fwd_cluster over a slice whose vectors issue_slice() has put in flight to
+// `stash`: the head / tail elements from x while the copies land, then the statistics from
+// shared memory.
 template <bool kArgmax, bool kSmooth, bool kWeight>
-__device__ __forceinline__ void pass1_async(Stat& st, const Row& w, long long V, const Slice& sl, const XVec* stash,
+__device__ __forceinline__ void pass1_stashed(Stat& st, const Row& w, long long V, const Slice& sl, const XVec* stash,
                                             const float* __restrict__ wt, float c, float inv_c) {
   const int tid = threadIdx.x, bs = blockDim.x;
   const RowSplit& sp = w.sp;
@@ -530,10 +521,7 @@ __shared__ Stat gathered[kMaxCluster]; // ce_fwd_cluster: every CTA's Stat, in r
 __shared__ float zy_sh;                // z of the target column
 
 // CTA `rank`'s slice of a row split over `csize` CTAs; traps if it exceeds the `cap` vectors of
-// shared memory the launch gave it (a planning bug). The same computation as fwd_rows' own,
-// which stays written out there so that the default build (LIGERD_CE_ASYNC=0) compiles to the
-// PTX that was measured and GPU-tested; this copy serves the prefetch of LIGERD_CE_ASYNC=2, and
-// one of the two goes when the switch is settled.
+// shared memory the launch gave it (a planning bug).
 __device__ __forceinline__ Slice cluster_slice(const Row& rw, unsigned rank, unsigned csize, long long cap) {
   const long long per = (rw.sp.nvec + csize - 1) / csize;
   Slice sl{0, rw.sp.nvec, true, true};
@@ -549,8 +537,8 @@ __device__ __forceinline__ Slice cluster_slice(const Row& rw, unsigned rank, uns
 // ce_fwd_cluster), rows strided by the number of blocks / clusters (a persistent grid).
 //
 // ce_fwd_cluster: CTA `rank` of a cluster of C owns vectors [rank * S, (rank + 1) * S) of the
-// row's aligned middle (S = ceil(nvec / C)), rank 0 the head, rank C - 1 the tail. Pass 1 keeps
-// its vectors in shared memory; the CTAs then exchange their block-combined Stats through
+// row's aligned middle (S = ceil(nvec / C)), rank 0 the head, rank C - 1 the tail. Pass 1 copies
+// its vectors into shared memory; the CTAs then exchange their block-combined Stats through
 // distributed shared memory and every CTA combines them in rank order 0..C-1 (deterministic, the
 // same bits on every CTA), and pass 2 reads the vectors back from shared memory: each logit
 // crosses HBM once each way.
@@ -575,29 +563,13 @@ __device__ void fwd_rows(const LigerdCeFwdParams& p) {
   const long long stash_vectors = kCluster ? dynamic_smem_bytes() / sizeof(XVec) : 0;
   if (kCluster && csize > kMaxCluster) __trap();
   unsigned phase = 0;
-  // kAsyncStash 2: the stash is two buffers of `half` vectors; `cur` holds this row's slice, and
-  // `issued` says whether its copies were already started (prefetched during the previous row).
-  // Ignored rows are never copied, so no copy is in flight when an ignored row is reached (the
-  // buffers stay as they were) nor when the kernel exits (the last row prefetches nothing).
-  constexpr bool kDouble = kCluster && kAsyncStash == 2;
-  const long long half = kDouble ? stash_vectors / 2 : stash_vectors;
-  unsigned cur = 0;
-  bool issued = false;
   // (gridDim.x is re-read from its special register rather than held in registers.)
   for (long long r = kCluster ? cluster_id() : blockIdx.x; r < p.rows; r += kCluster ? cluster_count() : gridDim.x) {
     const Row rw = row_at(p, r);
-    Slice sl{0, rw.sp.nvec, true, true};
-    if constexpr (kCluster) {
-      const long long per = (rw.sp.nvec + csize - 1) / csize;
-      sl.v0 = rank * per < rw.sp.nvec ? rank * per : rw.sp.nvec;
-      sl.v1 = sl.v0 + per < rw.sp.nvec ? sl.v0 + per : rw.sp.nvec;
-      sl.head = rank == 0;
-      sl.tail = rank == csize - 1;
-      if (per > half) __trap();  // launched with too little shared memory: a planning bug
-    }
-    XVec* buf = stash + (kDouble ? cur * half : 0);
+    const Slice sl = kCluster ? cluster_slice(rw, rank, csize, stash_vectors) : Slice{0, rw.sp.nvec, true, true};
     const bool writer = tid == 0 && rank == 0;
-    if (rw.y == p.ignore_index) {  // (never prefetched: its slice is not needed)
+    // Ignored rows copy nothing into the stash, so no copy is ever in flight here or at exit.
+    if (rw.y == p.ignore_index) {
       if (rw.dx != nullptr) zero_slice(rw, V, sl);
       if (writer) {
         p.loss[r] = 0.f;
@@ -611,24 +583,12 @@ __device__ void fwd_rows(const LigerdCeFwdParams& p) {
     if (tid == 0) zy_sh = valid ? softcapped(load_one(rw.x + rw.y), c, inv_c) : __int_as_float(0x7fc00000);
 
     Stat st{kLowest, 0.f, 0.f, kNoIndex};
-    if constexpr (kCluster && kAsyncStash > 0) {
-      if (!issued) issue_slice(rw, sl, buf);
-      issued = false;
-      pass1_async<kArgmax, kSmooth, kWeight>(st, rw, V, sl, buf, w, c, inv_c);
+    if constexpr (kCluster) {
+      // (The slots being refilled were last read by this same thread's pass 2 of its previous row.)
+      issue_slice(rw, sl, stash);
+      pass1_stashed<kArgmax, kSmooth, kWeight>(st, rw, V, sl, stash, w, c, inv_c);
     } else {
-      pass1<kArgmax, kSmooth, kWeight, kCluster>(st, rw, V, sl, stash, w, c, inv_c);
-    }
-    if constexpr (kDouble) {
-      // The next row's slice streams into the other buffer while this row finishes. That buffer
-      // was last read by this thread's pass 2 of the previous row (each slot has one owner).
-      const long long rn = r + cluster_count();
-      if (rn < p.rows) {
-        const Row nw = row_at(p, rn);
-        if (nw.y != p.ignore_index) {
-          issue_slice(nw, cluster_slice(nw, rank, csize, half), stash + (cur ^ 1u) * half);
-          issued = true;
-        }
-      }
+      pass1<kArgmax, kSmooth, kWeight>(st, rw, V, sl, w, c, inv_c);
     }
     Stat row = block_combine(st, red);  // (its __syncthreads also publishes zy_sh)
     const float zy = zy_sh;
@@ -642,8 +602,7 @@ __device__ void fwd_rows(const LigerdCeFwdParams& p) {
       ++phase;
     }
     const Coef k = finish_row<kWeight>(p, r, row, zy, rw.y, valid, writer);
-    if (rw.dx != nullptr) pass2<kCluster>(rw, V, sl, buf, k, wg, c, inv_c);
-    if constexpr (kDouble) cur ^= 1u;
+    if (rw.dx != nullptr) pass2<kCluster>(rw, V, sl, stash, k, wg, c, inv_c);
     // ce_fwd: the next row reuses red[] and zy_sh; wait until everyone has read them (the
     // cluster kernel's barrier above already orders that).
     if constexpr (!kCluster) __syncthreads();

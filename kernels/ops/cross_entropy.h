@@ -39,11 +39,12 @@ int CrossEntropyClusterThreads(int64_t slice_bytes);
 // Whether ce_fwd_cluster can run on sm_`cc`: clusters need sm_90, and the budgets below assume
 // the 228 KiB of shared memory per SM of sm_90 / sm_100 / sm_103 (sm_120 has 100 KiB).
 bool CrossEntropyClusterArch(int compute_capability);
-// Preferred per-CTA stash: small slices over more CTAs, four or more per SM, so that loads of some
-// CTAs overlap the stores of others. Measured by the autotuner on the H100 (bf16 16384 x 128256,
-// bench/results/session4/tune.txt): 6 CTAs of 42 KiB and 256 threads, 3.49 ms, against 3.83 ms
-// for 3 CTAs of 84 KiB and 512 threads (the first default, two CTAs per SM).
-inline constexpr int64_t kCrossEntropyClusterPreferred = int64_t{48} << 10;
+// Preferred per-CTA stash: slices of <= 64 KiB, three CTAs per SM, so that the copies of some CTAs
+// overlap the stores of others. Measured on the H100 (bf16 16384 x 128256, 256 threads,
+// bench/micro/run_variants.sh, bench/results/session6/variants_switches.txt), ms for clusters of 8 / 6 /
+// 4 / 3 CTAs (slices of 31 / 42 / 63 / 84 KiB): 3.41 / 3.15 / 3.02 / 3.04; 512 threads is
+// slower at every size. (Before pass 1 copied by cp.async, 6 CTAs of 42 KiB were best: 3.38 ms.)
+inline constexpr int64_t kCrossEntropyClusterPreferred = int64_t{64} << 10;
 // Otherwise (rows too long for 8 preferred slices): two CTAs per SM (each ~1 KiB of static shared
 // memory plus 1 KiB the system reserves per CTA) fit in 228 KiB.
 inline constexpr int64_t kCrossEntropyClusterBudget = int64_t{100} << 10;

@@ -33,11 +33,11 @@ namespace bwd {
 enum { kDY, kX, kW, kMean, kRstd, kDX, kDW, kDB };
 }  // namespace bwd
 
-// Mirrors the __launch_bounds__ in layer_norm.cuh: forward i1-i5 and loop 1024, i6-i8 512;
-// backward register kernels i1 1024, i2 512, i3-i4 256 (two fp32 accumulators per element plus
+// Mirrors the __launch_bounds__ in layer_norm.cuh: forward i2 256, i1, i3-i5 and loop 1024,
+// i6-i8 512; backward register kernels i1 1024, i2 512, i3-i4 256 (two fp32 accumulators per element plus
 // the next row's inputs in flight), loop 1024.
 int MaxThreads(bool backward, int iters) {
-  if (!backward) return iters >= 6 ? 512 : 1024;
+  if (!backward) return iters == 2 ? 256 : iters >= 6 ? 512 : 1024;
   if (iters <= 1) return 1024;
   return iters == 2 ? 512 : 256;
 }
@@ -46,7 +46,9 @@ constexpr RowKernelFamily kFamily{
     .bwd_prefix = "layer_norm_bwd",
     .fwd_max_iters = 8,
     .bwd_max_iters = 4,
-    .fwd_target_iters = 4,
+    // Two vectors per thread where they fit i2's 256 threads (hidden <= 4096 in 16-bit types): the
+    // fastest forward shape at 16384 x 4096 bf16 (bench/results/session6/variants_switches.txt).
+    .fwd_target_iters = 2,
     // Two vectors per thread: a 4096-wide bf16 row is 256 threads, two rows per 512-thread block,
     // and the i2 kernel's registers (two accumulators per element, the next row pipelined) allow
     // one such block per SM, so the persistent grid is one block per SM and writes half the dW/dB

@@ -43,20 +43,14 @@ constexpr int kLoopUnroll = 4;
 // Forward. Moves 2*rows*n*sizeof(XT) (read x, write y) + 2*n*sizeof(WT) (w, b: L2-resident
 // after the first rows) + 8*rows (mean, rstd): HBM-bound, limit = bytes / copy bandwidth.
 
-// y for one vector of x, given the row's mean and rstd. w and b (either may be null) are loaded
-// here, or with kPre come already loaded in w_pre / b_pre (LIGERD_ROW_W_EARLY).
-template <int VEC, bool kPre = false>
+// y for one vector of x, given the row's mean and rstd; w and b (either may be null) are loaded
+// here. (Loading them with x instead, as RMSNorm does, measured 6% slower.)
+template <int VEC>
 __device__ __forceinline__ void affine_store(const Vec<XT, VEC>& xv, float mean, float rstd,
-                                             const WT* w, const WT* b, XT* y, int j,
-                                             const Vec<WT, VEC>& w_pre = {}, const Vec<WT, VEC>& b_pre = {}) {
+                                             const WT* w, const WT* b, XT* y, int j) {
   Vec<WT, VEC> wv, bv;
-  if constexpr (kPre) {
-    wv = w_pre;
-    bv = b_pre;
-  } else {
-    if (w != nullptr) wv.load(w + static_cast<long long>(j) * VEC);
-    if (b != nullptr) bv.load(b + static_cast<long long>(j) * VEC);
-  }
+  if (w != nullptr) wv.load(w + static_cast<long long>(j) * VEC);
+  if (b != nullptr) bv.load(b + static_cast<long long>(j) * VEC);
   float o[VEC];
 #pragma unroll
   for (int i = 0; i < VEC; ++i) {
@@ -78,12 +72,6 @@ __device__ __forceinline__ void fwd_reg(const LigerdLayerNormFwdParams& p) {
 
   Vec<XT, VEC> xv[ITERS];
   rowwise::load_row<XT, ITERS, VEC>(xv, static_cast<const XT*>(p.x) + (valid ? row : 0) * p.x_stride, valid, nvec);
-  constexpr int kPre = rowwise::kWEarly ? ITERS : 1;
-  Vec<WT, VEC> w_early[kPre], b_early[kPre];
-  if constexpr (rowwise::kWEarly) {
-    rowwise::load_row<WT, ITERS, VEC>(w_early, static_cast<const WT*>(p.w), valid && p.w != nullptr, nvec);
-    rowwise::load_row<WT, ITERS, VEC>(b_early, static_cast<const WT*>(p.b), valid && p.b != nullptr, nvec);
-  }
   float sum = 0.f;
 #pragma unroll
   for (int k = 0; k < ITERS; ++k)
@@ -112,11 +100,7 @@ __device__ __forceinline__ void fwd_reg(const LigerdLayerNormFwdParams& p) {
 #pragma unroll
   for (int k = 0; k < ITERS; ++k) {
     if (vec_index(k) >= nvec) continue;
-    if constexpr (rowwise::kWEarly) {
-      affine_store<VEC, true>(xv[k], mean, rstd, w, b, y, vec_index(k), w_early[k], b_early[k]);
-    } else {
-      affine_store(xv[k], mean, rstd, w, b, y, vec_index(k));
-    }
+    affine_store(xv[k], mean, rstd, w, b, y, vec_index(k));
   }
 }
 
@@ -181,17 +165,21 @@ __device__ __forceinline__ void fwd_loop(const LigerdLayerNormFwdParams& p) {
 
 // Forward kernels: a row in registers costs 4 * ITERS registers, plus w and b for the vector
 // being written (up to 16 fp32 registers); i1-i5 fit the 64 registers/thread of 1024-thread
-// blocks, i6-i8 are bounded to 512 threads (they would spill). layer_norm.cc mirrors this.
-#define LIGERD_LN_FWD_REG(I, MAXT) \
-  LIGERD_ROW_REG_KERNELS_LB(layer_norm_fwd, I, LIGERD_ROW_FWD_LB(MAXT), LigerdLayerNormFwdParams, ligerd::ln::fwd_reg, ligerd::ln::kVec)
-LIGERD_LN_FWD_REG(1, 1024)
-LIGERD_LN_FWD_REG(2, 1024)
-LIGERD_LN_FWD_REG(3, 1024)
-LIGERD_LN_FWD_REG(4, 1024)
-LIGERD_LN_FWD_REG(5, 1024)
-LIGERD_LN_FWD_REG(6, 512)
-LIGERD_LN_FWD_REG(7, 512)
-LIGERD_LN_FWD_REG(8, 512)
+// blocks, i6-i8 are bounded to 512 threads (they would spill). i2 (the default at hidden <= 4096
+// with 16-bit types) is bounded to 256 threads x 6 blocks per SM, which caps it at 40 registers:
+// 1% faster than at 64 at 16384 x 4096 bf16 on the H100 (5 blocks, 48 registers, was 3% slower;
+// bench/results/session6/variants_switches.txt). layer_norm.cc mirrors these bounds.
+#define LIGERD_LN_FWD_REG(I, BOUNDS) \
+  LIGERD_ROW_REG_KERNELS_LB(layer_norm_fwd, I, BOUNDS, LigerdLayerNormFwdParams, ligerd::ln::fwd_reg, ligerd::ln::kVec)
+#define LIGERD_LN_FWD_REG_MAXT(I, MAXT) LIGERD_LN_FWD_REG(I, __launch_bounds__(MAXT))
+LIGERD_LN_FWD_REG_MAXT(1, 1024)
+LIGERD_LN_FWD_REG(2, __launch_bounds__(256, 6))
+LIGERD_LN_FWD_REG_MAXT(3, 1024)
+LIGERD_LN_FWD_REG_MAXT(4, 1024)
+LIGERD_LN_FWD_REG_MAXT(5, 1024)
+LIGERD_LN_FWD_REG_MAXT(6, 512)
+LIGERD_LN_FWD_REG_MAXT(7, 512)
+LIGERD_LN_FWD_REG_MAXT(8, 512)
 LIGERD_ROW_LOOP_KERNELS(layer_norm_fwd, 1024, LigerdLayerNormFwdParams, ligerd::ln::fwd_loop, ligerd::ln::kVec)
 
 #else  // LIGERD_LN_BWD

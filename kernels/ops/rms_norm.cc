@@ -47,10 +47,13 @@ enum { kEps, kOffset, kCastMode };  // forward scalars
 enum { kBwdOffset, kBwdCastMode };  // backward scalars
 
 // Kernel shape limits; they mirror the __launch_bounds__ and kernel lists in rms_norm.cuh.
-// Plain: forward and loop kernels 1024; backward register kernels i1-i2 1024, i3-i4 512 (their
+// Plain: forward i2 256, the other forward and loop kernels 1024; backward register kernels i1-i2 1024, i3-i4 512 (their
 // dW accumulators need up to 128 registers). Fused add: also the forward i7, i8 and loop, the
 // backward i2 and loop kernels at 512 (the residual's registers).
-int MaxThreads(bool backward, int iters) { return (backward && iters > 2) ? 512 : 1024; }
+int MaxThreads(bool backward, int iters) {
+  if (backward) return iters > 2 ? 512 : 1024;
+  return iters == 2 ? 256 : 1024;
+}
 int MaxThreadsFused(bool backward, int iters) {
   if (backward) return iters == 1 ? 1024 : 512;
   return (iters == 0 || iters >= 7) ? 512 : 1024;
@@ -60,8 +63,10 @@ constexpr RowKernelFamily kFamily{
     .bwd_prefix = "rms_norm_bwd",
     .fwd_max_iters = 8,  // rms_norm_fwd_i1..i8
     .bwd_max_iters = 4,  // rms_norm_bwd_i1..i4
-    // The backward holds two tensors plus fp32 dW sums per vector, so fewer vectors per thread.
-    .fwd_target_iters = 4,
+    // Forward: two vectors per thread where they fit i2's 256 threads (hidden <= 4096 in 16-bit
+    // types), the fastest shape at 16384 x 4096 bf16 (bench/results/session6/variants_switches.txt). The
+    // backward holds two tensors plus fp32 dW sums per vector, so fewer vectors per thread.
+    .fwd_target_iters = 2,
     .bwd_target_iters = 2,
     .fwd_block_threads = 256,
     .bwd_block_threads = 512,
@@ -69,6 +74,7 @@ constexpr RowKernelFamily kFamily{
 };
 constexpr RowKernelFamily kFusedFamily = [] {
   RowKernelFamily f = kFamily;
+  f.fwd_target_iters = 4;  // (its i2 kernel is not bounded to 256 threads; not re-measured)
   f.max_threads = MaxThreadsFused;
   return f;
 }();

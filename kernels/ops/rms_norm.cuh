@@ -118,9 +118,13 @@ __device__ __forceinline__ void fwd_reg(const LigerdRmsNormFwdParams& p) {
       if (valid && vec_index(k) < nvec) xv[k].store(s + static_cast<long long>(vec_index(k)) * VEC);
     }
   }
-  Vec<WT, VEC> w_early[rowwise::kWEarly ? ITERS : 1];
-  if constexpr (kHasW && rowwise::kWEarly)
-    rowwise::load_row<WT, ITERS, VEC>(w_early, static_cast<const WT*>(p.w), valid, nvec);
+  // The plain forward loads w with x, before the reduction (as Liger's Triton kernel does): its
+  // loads are then in flight during the reduction rather than between the stores (1% faster at
+  // 16384 x 4096 bf16 on the H100, bench/results/session6/variants_switches.txt). The fused add keeps
+  // loading w per vector: its registers already hold r.
+  constexpr bool kWEarly = kHasW && !kAdd;
+  Vec<WT, VEC> w_early[kWEarly ? ITERS : 1];
+  if constexpr (kWEarly) rowwise::load_row<WT, ITERS, VEC>(w_early, static_cast<const WT*>(p.w), valid, nvec);
   float ss = 0.f;
 #pragma unroll
   for (int k = 0; k < ITERS; ++k)
@@ -142,7 +146,7 @@ __device__ __forceinline__ void fwd_reg(const LigerdRmsNormFwdParams& p) {
     if (j < nvec) {
       Vec<WT, VEC> wv;
       if constexpr (kHasW) {
-        if constexpr (rowwise::kWEarly) wv = w_early[k];
+        if constexpr (kWEarly) wv = w_early[k];
         else wv.load(w + static_cast<long long>(j) * VEC);
       }
       float o[VEC];
@@ -225,18 +229,26 @@ __device__ __forceinline__ void fwd_loop(const LigerdRmsNormFwdParams& p) {
 // Launch bounds: a row in registers costs 4 * ITERS registers (plus 4 * ITERS for r while the
 // fused add runs), so every plain forward shape fits the 64 registers/thread that 1024-thread
 // blocks allow; the fused i7, i8 and loop kernels would spill there, so they are bounded to
-// 512 threads. The
-// host's MaxThreads() tables in rms_norm.cc mirror these bounds.
-#define LIGERD_RMS_FWD_REG(I, MAXT) \
-  LIGERD_ROW_REG_KERNELS_LB(rms_norm_fwd, I, LIGERD_ROW_FWD_LB(MAXT), LigerdRmsNormFwdParams, ligerd::rms::fwd_reg, ligerd::rms::kVec)
-LIGERD_RMS_FWD_REG(1, 1024)
-LIGERD_RMS_FWD_REG(2, 1024)
-LIGERD_RMS_FWD_REG(3, 1024)
-LIGERD_RMS_FWD_REG(4, 1024)
-LIGERD_RMS_FWD_REG(5, 1024)
-LIGERD_RMS_FWD_REG(6, 1024)
-LIGERD_RMS_FWD_REG(7, LIGERD_RMS_MAXT(1024, 512))
-LIGERD_RMS_FWD_REG(8, LIGERD_RMS_MAXT(1024, 512))
+// 512 threads. The plain i2 kernel (the default at hidden <= 4096 with 16-bit types) is bounded
+// to 256 threads x 5 blocks per SM, which caps it at 48 registers without spilling: 2.3% faster
+// than at 64 registers at 16384 x 4096 bf16 on the H100 (bench/results/session6/variants_switches.txt),
+// the fastest of 24 launch shapes x bounds measured. The host's MaxThreads() tables in
+// rms_norm.cc mirror these bounds.
+#define LIGERD_RMS_FWD_REG(I, BOUNDS) \
+  LIGERD_ROW_REG_KERNELS_LB(rms_norm_fwd, I, BOUNDS, LigerdRmsNormFwdParams, ligerd::rms::fwd_reg, ligerd::rms::kVec)
+#define LIGERD_RMS_FWD_REG_MAXT(I, MAXT) LIGERD_RMS_FWD_REG(I, __launch_bounds__(MAXT))
+LIGERD_RMS_FWD_REG_MAXT(1, 1024)
+#if LIGERD_RMS_ADD
+LIGERD_RMS_FWD_REG_MAXT(2, 1024)
+#else
+LIGERD_RMS_FWD_REG(2, __launch_bounds__(256, 5))
+#endif
+LIGERD_RMS_FWD_REG_MAXT(3, 1024)
+LIGERD_RMS_FWD_REG_MAXT(4, 1024)
+LIGERD_RMS_FWD_REG_MAXT(5, 1024)
+LIGERD_RMS_FWD_REG_MAXT(6, 1024)
+LIGERD_RMS_FWD_REG_MAXT(7, LIGERD_RMS_MAXT(1024, 512))
+LIGERD_RMS_FWD_REG_MAXT(8, LIGERD_RMS_MAXT(1024, 512))
 LIGERD_ROW_LOOP_KERNELS(rms_norm_fwd, LIGERD_RMS_MAXT(1024, 512), LigerdRmsNormFwdParams,
                         ligerd::rms::fwd_loop, ligerd::rms::kVec)
 

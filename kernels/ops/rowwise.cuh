@@ -18,20 +18,6 @@
 namespace ligerd {
 namespace rowwise {
 
-// Measurement switches for the forward register kernels, off in the daemon (which never sets
-// them): bench/micro/run_variants.sh times them against the default, and a winner becomes the
-// default code (and its switch goes) only after the GPU tests pass with it.
-//   LIGERD_ROW_W_EARLY=1      load the weight (and bias) rows together with x, before the row's
-//                             reduction, as Liger's Triton kernels do, rather than one vector at
-//                             a time between the output stores.
-//   LIGERD_ROW_FWD_MAXT=T and LIGERD_ROW_FWD_MINB=B
-//                             __launch_bounds__(T, B): at most T threads per block, and
-//                             registers capped so that B blocks fit an SM.
-#ifndef LIGERD_ROW_W_EARLY
-#define LIGERD_ROW_W_EARLY 0
-#endif
-constexpr bool kWEarly = LIGERD_ROW_W_EARLY != 0;
-
 // Index of this thread's k-th vector in its row (valid when < nvec).
 __device__ __forceinline__ int vec_index(int k) { return threadIdx.x + k * blockDim.x; }
 
@@ -163,12 +149,6 @@ __device__ __forceinline__ void reduce_partials(const LigerdRowReduceParams& p) 
 #define LIGERD_ROW_REG_KERNELS_LB(PREFIX, I, BOUNDS, PARAMS, FN, VEC)                         \
   extern "C" __global__ void BOUNDS PREFIX##_i##I##_v(const PARAMS p) { FN<I, VEC>(p); } \
   extern "C" __global__ void BOUNDS PREFIX##_i##I##_s(const PARAMS p) { FN<I, 1>(p); }
-// The forward register kernels' bounds: MAXT, or LIGERD_ROW_FWD_MAXT/MINB when measuring.
-#ifdef LIGERD_ROW_FWD_MINB
-#define LIGERD_ROW_FWD_LB(MAXT) __launch_bounds__(LIGERD_ROW_FWD_MAXT, LIGERD_ROW_FWD_MINB)
-#else
-#define LIGERD_ROW_FWD_LB(MAXT) __launch_bounds__(MAXT)
-#endif
 #define LIGERD_ROW_LOOP_KERNELS(PREFIX, MAXT, PARAMS, FN, VEC)                                     \
   extern "C" __global__ void __launch_bounds__(MAXT) PREFIX##_loop_v(const PARAMS p) { FN<VEC>(p); } \
   extern "C" __global__ void __launch_bounds__(MAXT) PREFIX##_loop_s(const PARAMS p) { FN<1>(p); }

@@ -113,9 +113,9 @@ TEST(Catalogue, VariantTagsAreUniqueAndSourcesEmbedded) {
     }
     EXPECT_FALSE(op->main.text.empty()) << op->name;
     if (op->name.starts_with("rms_norm") || op->name.starts_with("fused_add_rms_norm"))
-      EXPECT_NE(op->main.text.find("LIGERD_RMS_FWD_REG(1, 1024)"), std::string_view::npos);
+      EXPECT_NE(op->main.text.find("LIGERD_RMS_FWD_REG_MAXT(1, 1024)"), std::string_view::npos);
     else if (op->name.starts_with("layer_norm"))
-      EXPECT_NE(op->main.text.find("LIGERD_LN_FWD_REG(1, 1024)"), std::string_view::npos);
+      EXPECT_NE(op->main.text.find("LIGERD_LN_FWD_REG_MAXT(1, 1024)"), std::string_view::npos);
     else if (op->name.starts_with("rope"))
       EXPECT_NE(op->main.text.find("rope_v"), std::string_view::npos) << op->name;
     else if (op->name.starts_with("cross_entropy"))
@@ -148,28 +148,30 @@ TEST(RmsNormConfig, DefaultIsLegalForAllShapes) {
 }
 
 TEST(RmsNormConfig, ChoicesAtKeyShapes) {
-  // 16384 x 4096 bf16 forward: 128 threads x 4 vectors of 8 = one row, two rows per block.
+  // 16384 x 4096 bf16 forward: 256 threads x 2 vectors of 8 = one row, one row per block (the
+  // i2 kernel's 256-thread bound).
   LaunchConfig f = RmsNormDefaultConfig(false, 16384, 4096, DType::kBFloat16, true, 132);
-  EXPECT_EQ(f.threads_per_row, 128);
-  EXPECT_EQ(f.iters, 4);
-  EXPECT_EQ(f.rows_per_block, 2);
-  EXPECT_EQ(RmsNormKernelName(false, f), "rms_norm_fwd_i4_v");
+  EXPECT_EQ(f.threads_per_row, 256);
+  EXPECT_EQ(f.iters, 2);
+  EXPECT_EQ(f.rows_per_block, 1);
+  EXPECT_EQ(RmsNormKernelName(false, f), "rms_norm_fwd_i2_v");
   // Backward: 256 threads x 2 vectors, 512-thread blocks.
   LaunchConfig b = RmsNormDefaultConfig(true, 16384, 4096, DType::kBFloat16, true, 132);
   EXPECT_EQ(b.threads_per_row, 256);
   EXPECT_EQ(b.iters, 2);
   EXPECT_EQ(b.rows_per_block, 2);
-  // Non-power-of-two hidden size with no padding: 5120 = 160 threads x 4 x 8.
+  // Non-power-of-two hidden size: 640 vectors do not fit i2's 256 threads, so 3 per thread:
+  // 224 threads (whole warps) x 3 x 8 >= 5120.
   LaunchConfig g = RmsNormDefaultConfig(false, 4096, 5120, DType::kBFloat16, true, 132);
-  EXPECT_EQ(g.threads_per_row, 160);
-  EXPECT_EQ(g.iters, 4);
+  EXPECT_EQ(g.threads_per_row, 224);
+  EXPECT_EQ(g.iters, 3);
   // Past what registers hold: the streaming kernel.
   LaunchConfig l = RmsNormDefaultConfig(false, 8, 1 << 20, DType::kBFloat16, true, 132);
   EXPECT_EQ(l.iters, 0);
   EXPECT_EQ(RmsNormKernelName(false, l), "rms_norm_fwd_loop_v");
   // Tiny rows: several rows share a warp.
   LaunchConfig t = RmsNormDefaultConfig(false, 100000, 64, DType::kBFloat16, true, 132);
-  EXPECT_EQ(t.threads_per_row, 2);
+  EXPECT_EQ(t.threads_per_row, 4);
   EXPECT_EQ(t.threads_per_row * t.rows_per_block % 32, 0);
 }
 

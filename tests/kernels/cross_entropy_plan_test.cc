@@ -225,18 +225,18 @@ struct ClusterCase {
 };
 
 // Hand-computed: slice = ceil(floor(V / (16 / b)) / C) * 16 bytes; the smallest C with slice <=
-// 48 KiB (49152 bytes), else the smallest with slice <= 100 KiB (102400 bytes), else ce_fwd.
-// E.g. bf16 128256: 16032 vectors; C = 5 -> 51312 B (over 48 KiB), C = 6 -> 42752 B. bf16 50257:
-// 6282 vectors; C = 2 -> 50256 B (just over), C = 3 -> 33504 B. fp32 128256: 32064 vectors, C = 8
-// -> 64128 B (over 48 KiB), so the 100 KiB rule: C = 5 -> 102608 B (just over), C = 6 -> 85504 B.
-// fp32 151936: 37984 vectors, C = 6 -> 101296 B. fp32 262144: 65536 vectors, C = 8 -> 131072 B:
-// over both, so ce_fwd.
+// 64 KiB (65536 bytes), else the smallest with slice <= 100 KiB (102400 bytes), else ce_fwd.
+// E.g. bf16 128256: 16032 vectors; C = 3 -> 85504 B (over 64 KiB), C = 4 -> 64128 B. bf16 32000:
+// 4000 vectors, C = 1 -> 64000 B. bf16 262144: 32768 vectors, C = 8 -> exactly 65536 B. fp32
+// 50257: 12564 vectors; C = 3 -> 67008 B (just over), C = 4 -> 50256 B. fp32 151936: 37984
+// vectors, C = 8 -> 75968 B (over 64 KiB), so the 100 KiB rule: C = 5 -> 121552 B, C = 6 ->
+// 101296 B. fp32 262144: 65536 vectors, C = 8 -> 131072 B: over both, so ce_fwd.
 const ClusterCase kClusterCases[] = {
-    {DType::kBFloat16, 32000, 2},  {DType::kBFloat16, 50257, 3},  {DType::kBFloat16, 128256, 6},
-    {DType::kBFloat16, 151936, 7}, {DType::kBFloat16, 262144, 6}, {DType::kFloat32, 32000, 3},
-    {DType::kFloat32, 50257, 5},   {DType::kFloat32, 128256, 6},  {DType::kFloat32, 151936, 6},
-    {DType::kFloat32, 262144, 0},  {DType::kFloat16, 32000, 2},   {DType::kFloat16, 50257, 3},
-    {DType::kFloat16, 128256, 6},  {DType::kFloat16, 151936, 7},  {DType::kFloat16, 262144, 6},
+    {DType::kBFloat16, 32000, 1},  {DType::kBFloat16, 50257, 2},  {DType::kBFloat16, 128256, 4},
+    {DType::kBFloat16, 151936, 5}, {DType::kBFloat16, 262144, 8}, {DType::kFloat32, 32000, 2},
+    {DType::kFloat32, 50257, 4},   {DType::kFloat32, 128256, 8},  {DType::kFloat32, 151936, 6},
+    {DType::kFloat32, 262144, 0},  {DType::kFloat16, 32000, 1},   {DType::kFloat16, 50257, 2},
+    {DType::kFloat16, 128256, 4},  {DType::kFloat16, 151936, 5},  {DType::kFloat16, 262144, 8},
 };
 
 TEST(CrossEntropyCluster, PlannerPicksTheClusterKernelOnSm90) {
@@ -283,9 +283,9 @@ TEST(CrossEntropyCluster, SameParamsAsTheTwoPassKernel) {
   EXPECT_EQ(b->launches[0].kernel, "ce_fwd_cluster");
   EXPECT_EQ(a->launches[0].params, b->launches[0].params);
   EXPECT_EQ(a->variant.tag, b->variant.tag);  // one module holds both kernels
-  // 6 CTAs per row, 256 threads each (2672 vectors: >= 16 per thread).
+  // 4 CTAs per row, 256 threads each (4008 vectors: >= 16 per thread).
   EXPECT_EQ(b->launches[0].block[0], 256u);
-  EXPECT_EQ(b->launches[0].cluster, 6u);
+  EXPECT_EQ(b->launches[0].cluster, 4u);
 }
 
 TEST(CrossEntropyCluster, FallsBackToTheTwoPassKernel) {
@@ -341,19 +341,19 @@ TEST(CrossEntropyCluster, GridFollowsTheActiveClusterOracle) {
     EXPECT_EQ(kernel, "ce_fwd_cluster");
     asked_cluster = cluster;
     asked_smem = smem;
-    return 40;  // fewer than floor(264 / 6) = 44: a cluster's CTAs must share a GPC
+    return 40;  // fewer than floor(264 / 4) = 66: a cluster's CTAs must share a GPC
   };
   auto p = PlanOp("cross_entropy_fwd", c, d);
   ASSERT_TRUE(p.ok()) << p.status();
-  EXPECT_EQ(asked_cluster, 6);
-  EXPECT_EQ(asked_smem, 42752u);
-  EXPECT_EQ(p->launches[0].grid[0], 240u);
+  EXPECT_EQ(asked_cluster, 4);
+  EXPECT_EQ(asked_smem, 64128u);
+  EXPECT_EQ(p->launches[0].grid[0], 160u);
   // Fewer rows than clusters: one cluster per row.
   Fwd small = MakeFwd(7, 128256);
   c.tensors = small.t;
   p = PlanOp("cross_entropy_fwd", c, d);
   ASSERT_TRUE(p.ok()) << p.status();
-  EXPECT_EQ(p->launches[0].grid[0], 42u);
+  EXPECT_EQ(p->launches[0].grid[0], 28u);
 }
 
 TEST(CrossEntropyCluster, TunedConfigsAreChecked) {

@@ -66,7 +66,7 @@ TEST(PlanForward, ValidCallPlansOneLaunchWithTheRightParams) {
   EXPECT_EQ(plan->variant.tag, "xbf16.wbf16.llama");
   ASSERT_EQ(plan->launches.size(), 1u);
   const KernelLaunch& k = plan->launches[0];
-  EXPECT_EQ(k.kernel, "rms_norm_fwd_i4_v");
+  EXPECT_EQ(k.kernel, "rms_norm_fwd_i2_v");
   EXPECT_EQ(k.block[0] * k.block[1] * k.grid[0] >= 6 * 128u, true);
   ASSERT_EQ(k.params.size(), sizeof(LigerdRmsNormFwdParams));
   LigerdRmsNormFwdParams p;

@@ -71,10 +71,10 @@ TEST(LayerNormPlan, ForwardAtTheLlamaShape) {
   ASSERT_TRUE(p.ok()) << p.status();
   ASSERT_EQ(p->launches.size(), 1u);
   const KernelLaunch& k = p->launches[0];
-  EXPECT_EQ(k.kernel, "layer_norm_fwd_i4_v") << "128 threads x 4 vectors of 8 = 4096";
-  EXPECT_EQ(k.block[0], 128u);
-  EXPECT_EQ(k.block[1], 2u);
-  EXPECT_EQ(k.grid[0], 16384u / 2);
+  EXPECT_EQ(k.kernel, "layer_norm_fwd_i2_v") << "256 threads x 2 vectors of 8 = 4096";
+  EXPECT_EQ(k.block[0], 256u);
+  EXPECT_EQ(k.block[1], 1u);
+  EXPECT_EQ(k.grid[0], 16384u);
   EXPECT_EQ(p->variant.tag, "xbf16.wbf16");
   auto q = Params<LigerdLayerNormFwdParams>(k);
   EXPECT_EQ(q.x, Addr(0));
