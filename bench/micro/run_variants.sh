@@ -4,6 +4,7 @@
 # op beside a device copy of the same bytes (bench/micro/kernel_variants.cu). Needs a GPU (sm_90)
 # and nvcc; nothing of the daemon. About a minute.
 #   bash bench/micro/run_variants.sh [BASE] [OUT_DIR]   (defaults: HEAD, /tmp/variants)
+# BASE: a commit, or a directory holding a copy of its kernels/ops (where there is no .git).
 # Each line: ms, GB/s by the op's minimal bytes, % of the copy, and a hash of the outputs (equal
 # hashes: the same results). Every variant runs twice, interleaved: the spread is the noise.
 # Session 6 settled the forward switches this way (bench/results/session6/variants.txt).
@@ -14,7 +15,13 @@ cd "$(dirname "$0")/../.."
 B=$(mktemp -d)  # binaries outside OUT: only the text comes back from a device run
 mkdir -p "$OUT" "$B/base/kernels/ops"
 ARCH=${ARCH:-sm_90}
-for f in kernels/ops/*.cuh kernels/ops/*_params.h; do git show "$BASE:$f" >"$B/base/$f" 2>/dev/null; done
+if [[ -d $BASE/kernels/ops ]]; then
+  cp "$BASE"/kernels/ops/* "$B/base/kernels/ops/"
+  base_name=$BASE
+else
+  for f in kernels/ops/*.cuh kernels/ops/*_params.h; do git show "$BASE:$f" >"$B/base/$f" 2>/dev/null; done
+  base_name=$(git rev-parse --short "$BASE")
+fi
 
 nvcc -O3 -std=c++17 -arch=$ARCH -I. bench/micro/kernel_variants.cu -lcuda -o "$B/kv" || exit 1
 BF="-DLIGERD_XT=ligerd::bf16 -DLIGERD_WT=ligerd::bf16"
@@ -28,7 +35,7 @@ for tree in base new; do
 done
 wait
 : >"$OUT/variants.txt"
-echo "base $(git rev-parse --short "$BASE") vs tree $(git rev-parse --short HEAD)$(git diff --quiet || echo +changes)" |
+echo "base $base_name vs tree $(git rev-parse --short HEAD 2>/dev/null || echo '(no git)')$(git diff --quiet 2>/dev/null || echo +changes)" |
   tee -a "$OUT/variants.txt"
 
 # Norms, per hidden size: i<iters>:<threads per row>.<rows per block>. 4096: i4:128.2 was the

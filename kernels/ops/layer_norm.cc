@@ -46,9 +46,7 @@ constexpr RowKernelFamily kFamily{
     .bwd_prefix = "layer_norm_bwd",
     .fwd_max_iters = 8,
     .bwd_max_iters = 4,
-    // Two vectors per thread where they fit i2's 256 threads (hidden <= 4096 in 16-bit types): the
-    // fastest forward shape at 16384 x 4096 bf16 (bench/results/session6/variants_switches.txt).
-    .fwd_target_iters = 2,
+    .fwd_target_iters = 4,
     // Two vectors per thread: a 4096-wide bf16 row is 256 threads, two rows per 512-thread block,
     // and the i2 kernel's registers (two accumulators per element, the next row pipelined) allow
     // one such block per SM, so the persistent grid is one block per SM and writes half the dW/dB
@@ -59,6 +57,10 @@ constexpr RowKernelFamily kFamily{
     .fwd_block_threads = 256,
     .bwd_block_threads = 512,
     .max_threads = MaxThreads,
+    // Two vectors per thread where a row fits i2's 256 threads (hidden 1025..4096 in 16-bit
+    // types): 1% faster than i4 x 128 at 16384 x 4096 bf16 on the H100; wider rows keep i4 (i3 at
+    // 5120 / 8192 was 9% / 29% slower). bench/results/session6/variants_switches.txt, variants.txt.
+    .fwd_first_iters = 2,
 };
 constexpr const char* kWhyZero = "the mean of nothing is undefined";
 

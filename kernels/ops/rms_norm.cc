@@ -63,18 +63,20 @@ constexpr RowKernelFamily kFamily{
     .bwd_prefix = "rms_norm_bwd",
     .fwd_max_iters = 8,  // rms_norm_fwd_i1..i8
     .bwd_max_iters = 4,  // rms_norm_bwd_i1..i4
-    // Forward: two vectors per thread where they fit i2's 256 threads (hidden <= 4096 in 16-bit
-    // types), the fastest shape at 16384 x 4096 bf16 (bench/results/session6/variants_switches.txt). The
-    // backward holds two tensors plus fp32 dW sums per vector, so fewer vectors per thread.
-    .fwd_target_iters = 2,
+    // The backward holds two tensors plus fp32 dW sums per vector, so fewer vectors per thread.
+    .fwd_target_iters = 4,
     .bwd_target_iters = 2,
     .fwd_block_threads = 256,
     .bwd_block_threads = 512,
     .max_threads = MaxThreads,
+    // Two vectors per thread where a row fits i2's 256 threads (hidden 1025..4096 in 16-bit
+    // types): the fastest forward shape at 16384 x 4096 bf16 on the H100; wider rows keep i4 (i3
+    // at 8192 was 8% slower). bench/results/session6/variants_switches.txt, variants.txt.
+    .fwd_first_iters = 2,
 };
 constexpr RowKernelFamily kFusedFamily = [] {
   RowKernelFamily f = kFamily;
-  f.fwd_target_iters = 4;  // (its i2 kernel is not bounded to 256 threads; not re-measured)
+  f.fwd_first_iters = 0;  // (its i2 kernel is not bounded to 256 threads; not re-measured)
   f.max_threads = MaxThreadsFused;
   return f;
 }();

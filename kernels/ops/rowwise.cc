@@ -37,6 +37,13 @@ LaunchConfig RowDefaultConfig(const RowKernelFamily& f, bool backward, int64_t r
     c.iters = static_cast<int>(std::max<int64_t>(1, rowwise::CeilDiv(nvec, c.threads_per_row)));
   } else {
     // Whole warps per row; grow vectors per thread before giving up on registers.
+    if (!backward && f.fwd_first_iters > 0) {
+      const int64_t tpr = RoundUp(rowwise::CeilDiv(nvec, f.fwd_first_iters), 32);
+      if (tpr <= f.max_threads(false, f.fwd_first_iters)) {
+        c.threads_per_row = static_cast<int>(tpr);
+        c.iters = static_cast<int>(rowwise::CeilDiv(nvec, tpr));
+      }
+    }
     for (int it = target; it <= max_iters && c.iters == 0; ++it) {
       const int64_t tpr = RoundUp(rowwise::CeilDiv(nvec, it), 32);
       if (tpr <= f.max_threads(backward, it)) {

@@ -2,6 +2,7 @@
 // fake device, as executor_validation_test.cc does for RMSNorm.
 #include <cstdint>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -86,6 +87,16 @@ TEST(LayerNormPlan, ForwardAtTheLlamaShape) {
   EXPECT_EQ(q.rows, 16384);
   EXPECT_EQ(q.n, 4096);
   EXPECT_FLOAT_EQ(q.eps, 1e-6f);
+}
+
+TEST(LayerNormPlan, RowsWiderThanI2KeepFourVectorsPerThread) {
+  // i2 is bounded to 256 threads; 5120 and 8192 take i4 (i3 measured 9% / 29% slower).
+  for (auto [n, threads] : {std::pair<int64_t, unsigned>{5120, 160}, {8192, 256}}) {
+    auto p = LnFwd(16384, n).Plan();
+    ASSERT_TRUE(p.ok()) << p.status();
+    EXPECT_EQ(p->launches[0].kernel, "layer_norm_fwd_i4_v") << n;
+    EXPECT_EQ(p->launches[0].block[0], threads) << n;
+  }
 }
 
 TEST(LayerNormPlan, OptionalAffineAndParameterDtypes) {
