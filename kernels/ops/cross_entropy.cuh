@@ -33,7 +33,7 @@
 //  - ce_fwd_cluster (sm_90+, the default when a row fits): the row is split over the CTAs of a
 //    thread-block cluster (<= 8, the portable size); each CTA copies its contiguous slice into
 //    its dynamic shared memory with cp.async (the whole slice in flight at once, no registers
-//    held: the register-staged copy it replaced reached 80% of copy bandwidth, this 89%, at
+//    held: the register-staged copy it replaced reached 80% of copy bandwidth, this 88%, at
 //    16384 x 128256 bf16 on the H100), pass 1 reads the statistics from there, the CTAs exchange
 //    their partial Stats through distributed shared memory (combined in rank order:
 //    deterministic, the same on every CTA), and pass 2 reads the slice back from shared memory.
@@ -321,7 +321,7 @@ __device__ __forceinline__ void issue_slice(const Row& w, const Slice& sl, XVec*
 // shared memory.
 template <bool kArgmax, bool kSmooth, bool kWeight>
 __device__ __forceinline__ void pass1_stashed(Stat& st, const Row& w, long long V, const Slice& sl, const XVec* stash,
-                                            const float* __restrict__ wt, float c, float inv_c) {
+                                              const float* __restrict__ wt, float c, float inv_c) {
   const int tid = threadIdx.x, bs = blockDim.x;
   const RowSplit& sp = w.sp;
   if (sl.head) accumulate_elements<kArgmax, kSmooth, kWeight>(st, w, 0, sp.head, tid, bs, wt, c, inv_c);
