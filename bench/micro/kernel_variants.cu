@@ -4,7 +4,10 @@
 // driver API only (the cubins are loaded as the daemon loads its NVRTC output).
 //   nvcc -O3 -std=c++17 -arch=sm_90 -I. bench/micro/kernel_variants.cu -lcuda -o /tmp/kv
 //   nvcc -cubin -arch=sm_90 -I. -x cu -DLIGERD_... kernels/ops/rms_norm.cuh -o /tmp/rms.cubin
-//   /tmp/kv OP ROWS COLS label=L,cubin=F,kernel=K,block=BX.BY[,cluster=C,smem=S] ...
+//   /tmp/kv OP ROWS COLS label=L,cubin=F,kernel=K,block=BX.BY[,cluster=C,smem=S,abi=A] ...
+// abi=liger_rms / liger_ln: the cubin is Liger-Kernel's Triton kernel (bench/micro/compile_liger.py),
+// launched with its own parameter list (one row per 1-D block, grid = ROWS) on the same buffers;
+// its hash differs from ligerd's (Liger's LayerNorm stores mean and rstd in bf16), its time does not.
 // OP: rms (RMSNorm forward, bf16, weight), ln (LayerNorm forward, bf16, weight + bias) or ce
 // (cross-entropy forward with gradient, bf16 logits into a separate dX, mean reduction). The
 // grid is ceil(rows / BY) for the norms; for ce, whole clusters, as many as the GPU holds at once
@@ -44,6 +47,7 @@ constexpr int kWarmup = 3, kReps = 20;
 struct Variant {
   std::string label, cubin, kernel;
   unsigned bx = 0, by = 1, cluster = 1, smem = 0;
+  std::string abi;  // "" (ligerd: one params struct), "liger_rms" or "liger_ln" (Triton's list)
 };
 
 Variant Parse(const char* arg) {
@@ -62,6 +66,7 @@ Variant Parse(const char* arg) {
     else if (k == "block") std::sscanf(val.c_str(), "%u.%u", &v.bx, &v.by);
     else if (k == "cluster") v.cluster = static_cast<unsigned>(std::atoi(val.c_str()));
     else if (k == "smem") v.smem = static_cast<unsigned>(std::atoi(val.c_str()));
+    else if (k == "abi") v.abi = val;
     pos = end + 1;
   }
   return v;
@@ -188,6 +193,15 @@ int main(int argc, char** argv) {
   cp.ignore_index = -100; cp.reduction = LIGERD_CE_REDUCE_MEAN;
   void* params = op == "rms" ? static_cast<void*>(&rp) : op == "ln" ? static_cast<void*>(&lp) : static_cast<void*>(&cp);
   void* args[] = {params};
+  // Triton's parameters, in the order of Liger's signature with its stride-1 arguments folded
+  // into constants, then Triton's two scratch pointers (global, profile: unused, 0).
+  unsigned t_ystride = static_cast<unsigned>(cols), t_xstride = t_ystride, t_cols = t_ystride;
+  float t_eps = 1e-6f, t_offset = 0.f;
+  CUdeviceptr t_scratch = 0;
+  void* liger_rms_args[] = {&y, &t_ystride, &x, &t_xstride, &w, &stat1, &t_cols, &t_eps, &t_offset, &t_scratch,
+                            &t_scratch};
+  void* liger_ln_args[] = {&y, &t_ystride, &x, &t_xstride, &w, &b, &stat1, &stat2, &t_cols, &t_eps, &t_scratch,
+                           &t_scratch};
 
   for (int i = 4; i < argc; ++i) {
     const Variant v = Parse(argv[i]);
@@ -218,7 +232,13 @@ int main(int argc, char** argv) {
     }
     // A variant whose bounds refuse this block (or whose cluster cannot be resident) is reported
     // and skipped, not fatal: the matrix in run_variants.sh crosses every switch with every shape.
-    const CUresult probe = cuLaunchKernelEx(&lc, fn, args, nullptr);
+    void** kargs = v.abi == "liger_rms" ? liger_rms_args : v.abi == "liger_ln" ? liger_ln_args : args;
+    if (!v.abi.empty() && (v.abi != "liger_rms" || op != "rms") && (v.abi != "liger_ln" || op != "ln")) {
+      std::printf("%-28s abi=%s does not fit op %s\n", v.label.c_str(), v.abi.c_str(), op.c_str());
+      CU(cuModuleUnload(mod));
+      continue;
+    }
+    const CUresult probe = cuLaunchKernelEx(&lc, fn, kargs, nullptr);
     if (probe != CUDA_SUCCESS) {
       const char* why = nullptr;
       cuGetErrorString(probe, &why);
@@ -227,7 +247,7 @@ int main(int argc, char** argv) {
       CU(cuModuleUnload(mod));
       continue;
     }
-    const float ms = Median([&] { CU(cuLaunchKernelEx(&lc, fn, args, nullptr)); }, st);
+    const float ms = Median([&] { CU(cuLaunchKernelEx(&lc, fn, kargs, nullptr)); }, st);
     // The op's minimal bytes: read and write every element; ce reads no ignored row.
     const double op_bytes = op == "ce" ? static_cast<double>(counted + rows) * cols * 2 : 2.0 * bytes;
     const double gbps = op_bytes / ms / 1e6;

@@ -7,6 +7,8 @@
 # BASE: a commit, or a directory holding a copy of its kernels/ops (where there is no .git).
 # Each line: ms, GB/s by the op's minimal bytes, % of the copy, and a hash of the outputs (equal
 # hashes: the same results). Every variant runs twice, interleaved: the spread is the noise.
+# At 4096 Liger-Kernel's own RMSNorm / LayerNorm forwards run beside them when triton and
+# liger_kernel import (bench/micro/compile_liger.py; LIGER_SITE: a directory to import it from).
 # Session 6 settled the forward switches this way (bench/results/session6/variants.txt).
 set -uo pipefail
 BASE=${1:-HEAD}
@@ -34,6 +36,12 @@ for tree in base new; do
   nvcc -cubin -arch=$ARCH -I"$inc" -x cu $CE "$inc/kernels/ops/cross_entropy.cuh" -o "$B/ce_$tree.cubin" &
 done
 wait
+liger=0
+if python3 bench/micro/compile_liger.py "$B/liger" ${LIGER_SITE:-} >"$B/liger.log" 2>&1; then
+  liger=1
+else
+  echo "Liger's kernels not compiled (skipped): $(tail -n 1 "$B/liger.log")"
+fi
 : >"$OUT/variants.txt"
 echo "base $base_name vs tree $(git rev-parse --short HEAD 2>/dev/null || echo '(no git)')$(git diff --quiet 2>/dev/null || echo +changes)" |
   tee -a "$OUT/variants.txt"
@@ -53,6 +61,10 @@ for op in rms ln; do
           args+=("label=${op}_${tree}_${k}_${b}_r$rep,cubin=$B/${op}_$tree.cubin,kernel=${prefix}_${k}_v,block=$b")
         done
       done
+      if [[ $liger == 1 && $cols == 4096 ]]; then  # (compiled for rows of 4096: BLOCK_SIZE 4096, 8 warps)
+        kname=$([ $op = rms ] && echo _rms_norm_forward_kernel || echo _layer_norm_forward_kernel)
+        args+=("label=${op}_liger_r$rep,cubin=$B/liger/liger_${op}_fwd.cubin,kernel=$kname,block=256.1,smem=32,abi=liger_$op")
+      fi
     done
     "$B/kv" $op 16384 $cols "${args[@]}" 2>&1 | tee -a "$OUT/variants.txt"
   done
