@@ -4,8 +4,9 @@
 # bench/results/session6/ and kernels/README.md, "Settled measurements".
 #   bash bench/experiments.sh kernels [OUT]   norm-forward and cross-entropy kernels of this tree
 #                                             against those of $BASE (default HEAD~1) at the
-#                                             planners' shapes (bench/micro/run_variants.sh;
-#                                             ~1 min; builds the daemon alongside for flce)
+#                                             planners' shapes, Liger's forwards beside them
+#                                             (bench/micro/run_variants.sh; ~1 min; builds the
+#                                             daemon alongside for flce)
 #   bash bench/experiments.sh gemm [OUT]      cuBLASLt configs beyond the heuristic's offers for
 #                                             the fused loss's three GEMMs (lt_gemm_algos --search)
 #   bash bench/experiments.sh flce [OUT]      the fused loss in the op: chunk 768 / 640 x GEMM
@@ -34,7 +35,12 @@ case "$STAGE" in
   kernels)
     build_daemon &
     build=$!
-    bash bench/micro/run_variants.sh "${BASE:-HEAD~1}" "$OUT/variants"
+    # Liger's forwards beside ours: from LIGER_SITE, else the wheel in .whl/ when there is one.
+    if [[ -z ${LIGER_SITE:-} ]] && compgen -G ".whl/liger_kernel-*.whl" >/dev/null; then
+      LIGER_SITE=/tmp/liger-site
+      python3 -m pip install -q --no-index --no-deps --target "$LIGER_SITE" .whl/liger_kernel-*.whl >/dev/null 2>&1
+    fi
+    LIGER_SITE=${LIGER_SITE:-} bash bench/micro/run_variants.sh "${BASE:-HEAD~1}" "$OUT/variants"
     wait $build && echo "daemon built in $BUILD"
     ;;
   gemm)
