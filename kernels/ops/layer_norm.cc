@@ -34,8 +34,8 @@ enum { kDY, kX, kW, kMean, kRstd, kDX, kDW, kDB };
 }  // namespace bwd
 
 // Mirrors the __launch_bounds__ in layer_norm.cuh: forward i2 256, i1, i3-i5 and loop 1024,
-// i6-i8 512; backward register kernels i1 1024, i2 512, i3-i4 256 (two fp32 accumulators per element plus
-// the next row's inputs in flight), loop 1024.
+// i6-i8 512; backward register kernels i1 1024, i2 512, i3-i4 256 (two fp32 accumulators per
+// element plus the next row's inputs in flight), loop 1024.
 int MaxThreads(bool backward, int iters) {
   if (!backward) return iters == 2 ? 256 : iters >= 6 ? 512 : 1024;
   if (iters <= 1) return 1024;

@@ -47,9 +47,10 @@ enum { kEps, kOffset, kCastMode };  // forward scalars
 enum { kBwdOffset, kBwdCastMode };  // backward scalars
 
 // Kernel shape limits; they mirror the __launch_bounds__ and kernel lists in rms_norm.cuh.
-// Plain: forward i2 256, the other forward and loop kernels 1024; backward register kernels i1-i2 1024, i3-i4 512 (their
-// dW accumulators need up to 128 registers). Fused add: also the forward i7, i8 and loop, the
-// backward i2 and loop kernels at 512 (the residual's registers).
+// Plain: forward i2 256, the other forward and loop kernels 1024; backward register kernels
+// i1-i2 1024, i3-i4 512 (their dW accumulators need up to 128 registers). Fused add: forward i2
+// 1024, and the forward i7, i8 and loop, the backward i2 and loop kernels at 512 (the residual's
+// registers).
 int MaxThreads(bool backward, int iters) {
   if (backward) return iters > 2 ? 512 : 1024;
   return iters == 2 ? 256 : 1024;

@@ -207,6 +207,16 @@ TEST(RmsNormConfig, BadTunedConfigsAreRejected) {
   bwd.iters = 5;
   bwd.threads_per_row = 128;
   EXPECT_FALSE(RmsNormCheckConfig(true, bwd, 4096, DType::kBFloat16, true).ok()) << "no i5 bwd";
+  // The plain forward i2 kernel is bounded to 256 threads (a tuning DB written before session 6
+  // may hold i2 x 512 for 8192-wide rows: refused, so the executor falls back to the default).
+  LaunchConfig i2 = RmsNormDefaultConfig(false, 16, 8192, DType::kBFloat16, true, 132);
+  i2.iters = 2;
+  i2.threads_per_row = 512;
+  i2.rows_per_block = 1;
+  EXPECT_FALSE(RmsNormCheckConfig(false, i2, 8192, DType::kBFloat16, true).ok()) << "i2 forward is bounded to 256";
+  i2.threads_per_row = 256;
+  i2.iters = 2;
+  EXPECT_TRUE(RmsNormCheckConfig(false, i2, 4096, DType::kBFloat16, true).ok());
 }
 
 TEST(GluConfig, DefaultAndTunedConfigs) {

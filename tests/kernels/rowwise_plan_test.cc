@@ -89,6 +89,18 @@ TEST(LayerNormPlan, ForwardAtTheLlamaShape) {
   EXPECT_FLOAT_EQ(q.eps, 1e-6f);
 }
 
+TEST(LayerNormPlan, TunedI2ForwardBeyond256ThreadsIsRefused) {
+  // layer_norm_fwd_i2 is bounded to 256 threads x 6 blocks: i2 x 512 (8192 wide) cannot launch.
+  LaunchConfig c;
+  c.threads_per_row = 512;
+  c.rows_per_block = 1;
+  c.iters = 2;
+  c.vectorized = true;
+  EXPECT_FALSE(LayerNormCheckConfig(false, c, 8192, DType::kBFloat16, true).ok());
+  c.threads_per_row = 256;
+  EXPECT_TRUE(LayerNormCheckConfig(false, c, 4096, DType::kBFloat16, true).ok());
+}
+
 TEST(LayerNormPlan, RowsWiderThanI2KeepFourVectorsPerThread) {
   // i2 is bounded to 256 threads; 5120 and 8192 take i4 (i3 measured 9% / 29% slower).
   for (auto [n, threads] : {std::pair<int64_t, unsigned>{5120, 160}, {8192, 256}}) {
