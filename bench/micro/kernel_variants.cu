@@ -12,7 +12,10 @@
 // (cross-entropy forward with gradient, bf16 logits into a separate dX, mean reduction). The
 // grid is ceil(rows / BY) for the norms; for ce, whole clusters, as many as the GPU holds at once
 // (cuOccupancyMaxActiveClusters), as the daemon's planner sizes it. Prints ms (median of 20 after
-// 3 warm-ups), GB/s by the op's minimal byte count and its share of the copy's GB/s.
+// 3 warm-ups, each launch alone on an idle GPU), GB/s by the op's minimal byte count and its
+// share of the copy's GB/s, then "b2b": the ms of one launch of 20 queued back to back (median of
+// 5 such trials), as CUDA-graph replay and a training step run them (session 7 found a LayerNorm
+// forward that ties Liger's alone but trails it by 4% back to back).
 #include <cuda.h>
 #include <cuda_runtime.h>
 
@@ -42,7 +45,7 @@
 
 namespace {
 
-constexpr int kWarmup = 3, kReps = 20;
+constexpr int kWarmup = 3, kReps = 20, kB2bLaunches = 20, kB2bTrials = 5;
 
 struct Variant {
   std::string label, cubin, kernel;
@@ -127,6 +130,28 @@ float Median(F&& launch, CUstream st) {
   return TimeMs(t);
 }
 
+// One launch's ms when kB2bLaunches are queued back to back (median over kB2bTrials).
+template <class F>
+float MedianBackToBack(F&& launch, CUstream st) {
+  CUevent a, b;
+  CU(cuEventCreate(&a, 0));
+  CU(cuEventCreate(&b, 0));
+  for (int i = 0; i < kWarmup; ++i) launch();
+  std::vector<float> t;
+  for (int r = 0; r < kB2bTrials; ++r) {
+    CU(cuEventRecord(a, st));
+    for (int i = 0; i < kB2bLaunches; ++i) launch();
+    CU(cuEventRecord(b, st));
+    CU(cuEventSynchronize(b));
+    float ms = 0;
+    CU(cuEventElapsedTime(&ms, a, b));
+    t.push_back(ms / kB2bLaunches);
+  }
+  CU(cuEventDestroy(a));
+  CU(cuEventDestroy(b));
+  return TimeMs(t);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -174,8 +199,10 @@ int main(int argc, char** argv) {
 
   // The speed of light: read + write of the same bytes, twice (driver copy), best of the two.
   const float copy_ms = Median([&] { CU(cuMemcpyDtoDAsync(y, x, bytes, st)); }, st);
+  const float copy_b2b_ms = MedianBackToBack([&] { CU(cuMemcpyDtoDAsync(y, x, bytes, st)); }, st);
   const double copy_gbps = 2.0 * bytes / copy_ms / 1e6;
-  std::printf("%s rows=%lld cols=%lld bf16: copy %.4f ms %.0f GB/s\n", op.c_str(), rows, cols, copy_ms, copy_gbps);
+  std::printf("%s rows=%lld cols=%lld bf16: copy %.4f ms %.0f GB/s, b2b %.4f ms\n", op.c_str(), rows, cols, copy_ms,
+              copy_gbps, copy_b2b_ms);
 
   LigerdRmsNormFwdParams rp{};
   rp.x = reinterpret_cast<const void*>(x); rp.w = reinterpret_cast<const void*>(w);
@@ -248,15 +275,17 @@ int main(int argc, char** argv) {
       continue;
     }
     const float ms = Median([&] { CU(cuLaunchKernelEx(&lc, fn, kargs, nullptr)); }, st);
+    const float b2b_ms = MedianBackToBack([&] { CU(cuLaunchKernelEx(&lc, fn, kargs, nullptr)); }, st);
     // The op's minimal bytes: read and write every element; ce reads no ignored row.
     const double op_bytes = op == "ce" ? static_cast<double>(counted + rows) * cols * 2 : 2.0 * bytes;
     const double gbps = op_bytes / ms / 1e6;
     const size_t mib = std::min<size_t>(bytes, 1 << 20);
     const unsigned long long hash =
         HashDevice({{op == "ce" ? loss : stat1, rows * 4}, {y, mib}, {y + bytes - mib, mib}});
-    std::printf("%-28s %-22s block %4ux%-2u grid %6u cluster %u smem %6u: %.4f ms %6.0f GB/s %5.1f%% of copy  hash %016llx\n",
+    std::printf("%-28s %-22s block %4ux%-2u grid %6u cluster %u smem %6u: %.4f ms %6.0f GB/s %5.1f%% of copy  hash %016llx"
+                "  b2b %.4f ms\n",
                 v.label.c_str(), v.kernel.c_str(), v.bx, v.by, lc.gridDimX, v.cluster, v.smem, ms, gbps,
-                100.0 * gbps / copy_gbps, hash);
+                100.0 * gbps / copy_gbps, hash, b2b_ms);
     CU(cuMemsetD8Async(y, 0xff, bytes, st));  // poison: the next variant must write every byte it is hashed on
     CU(cuMemsetD8Async(op == "ce" ? loss : stat1, 0xff, rows * 4, st));
     CU(cuModuleUnload(mod));

@@ -77,7 +77,10 @@ constexpr RowKernelFamily kFamily{
 };
 constexpr RowKernelFamily kFusedFamily = [] {
   RowKernelFamily f = kFamily;
-  f.fwd_first_iters = 0;  // (its i2 kernel is not bounded to 256 threads; not re-measured)
+  // i2 where a row fits 256 threads, as the plain forward (its i2 kernel is not bounded to 256
+  // threads, so fwd_first_max_threads says it): 0.1827 ms against i4 x 128 x 2's 0.1848 at
+  // 16384 x 4096 bf16 on the H100 (ligerctl tune, bench/results/session7/tune.txt).
+  f.fwd_first_iters = 2;
   f.max_threads = MaxThreadsFused;
   return f;
 }();

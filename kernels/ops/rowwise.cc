@@ -37,14 +37,14 @@ LaunchConfig RowDefaultConfig(const RowKernelFamily& f, bool backward, int64_t r
     c.iters = static_cast<int>(std::max<int64_t>(1, rowwise::CeilDiv(nvec, c.threads_per_row)));
   } else {
     // Whole warps per row; grow vectors per thread before giving up on registers.
-    const auto try_iters = [&](int it) {
+    const auto try_iters = [&](int it, int64_t max_tpr) {
       const int64_t tpr = RoundUp(rowwise::CeilDiv(nvec, it), 32);
-      if (tpr > f.max_threads(backward, it)) return;
+      if (tpr > std::min<int64_t>(max_tpr, f.max_threads(backward, it))) return;
       c.threads_per_row = static_cast<int>(tpr);
       c.iters = static_cast<int>(rowwise::CeilDiv(nvec, tpr));
     };
-    if (!backward && f.fwd_first_iters > 0) try_iters(f.fwd_first_iters);
-    for (int it = target; it <= max_iters && c.iters == 0; ++it) try_iters(it);
+    if (!backward && f.fwd_first_iters > 0) try_iters(f.fwd_first_iters, f.fwd_first_max_threads);
+    for (int it = target; it <= max_iters && c.iters == 0; ++it) try_iters(it, kMaxThreadsPerBlock);
     if (c.iters == 0) {  // streaming kernel, one row per block, as many threads as allowed
       c.threads_per_row = f.max_threads(backward, 0);
       c.rows_per_block = 1;

@@ -36,9 +36,11 @@ struct RowKernelFamily {
   // The __launch_bounds__ of the register kernel with `iters` vectors (iters 0: the loop kernel).
   int (*max_threads)(bool backward, int iters);
   // Forward: vectors per thread tried before fwd_target_iters for rows of whole warps, taken
-  // when one row fits that kernel's max_threads (0: none). For a kernel bounded for a measured
-  // sweet spot (the norms' i2 at 256 threads); wider rows keep the fwd_target_iters rule.
+  // when one row fits that kernel's max_threads and fwd_first_max_threads (0: none). For a
+  // measured sweet spot (the norms' i2 at up to 256 threads); wider rows keep the
+  // fwd_target_iters rule.
   int fwd_first_iters = 0;
+  int fwd_first_max_threads = 256;
 };
 
 // Elements per 16-byte access of dtype x (the kernels' "_v" vector width).

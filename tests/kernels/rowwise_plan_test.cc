@@ -266,7 +266,10 @@ TEST(FusedAddRmsNormPlan, ForwardUsesTheRmsNormKernelsWithTheAddSwitchedOn) {
   auto p = FaFwd().Plan();
   ASSERT_TRUE(p.ok()) << p.status();
   ASSERT_EQ(p->launches.size(), 1u);
-  EXPECT_EQ(p->launches[0].kernel, "rms_norm_fwd_i4_v");
+  // i2 x 256 threads where a row fits them (ligerctl tune on the H100, session 7).
+  EXPECT_EQ(p->launches[0].kernel, "rms_norm_fwd_i2_v");
+  EXPECT_EQ(p->launches[0].block[0], 256u);
+  EXPECT_EQ(p->launches[0].block[1], 1u);
   EXPECT_EQ(p->variant.tag, "xbf16.wbf16.llama");
   EXPECT_NE(std::find(p->variant.defines.begin(), p->variant.defines.end(), "LIGERD_RMS_ADD=1"),
             p->variant.defines.end());
@@ -287,6 +290,20 @@ TEST(FusedAddRmsNormPlan, ForwardUsesTheRmsNormKernelsWithTheAddSwitchedOn) {
   ASSERT_TRUE(pp.ok()) << pp.status();
   EXPECT_EQ(Params<LigerdRmsNormFwdParams>(pp->launches[0]).r, nullptr);
   EXPECT_NE(pp->variant.defines, p->variant.defines);
+}
+
+TEST(FusedAddRmsNormPlan, WiderRowsKeepTheI4Rule) {
+  // The fused i2 kernel would take 512 threads at 8192 (its bound is 1024), which was never
+  // measured: i2 is tried first only up to 256 threads per row.
+  for (int64_t n : {5120, 8192}) {
+    auto p = FaFwd(16384, n).Plan();
+    ASSERT_TRUE(p.ok()) << p.status();
+    EXPECT_EQ(p->launches[0].kernel, "rms_norm_fwd_i4_v") << n;
+  }
+  auto narrow = FaFwd(16384, 2048).Plan();
+  ASSERT_TRUE(narrow.ok()) << narrow.status();
+  EXPECT_EQ(narrow->launches[0].kernel, "rms_norm_fwd_i2_v");
+  EXPECT_EQ(narrow->launches[0].block[0], 128u);
 }
 
 TEST(FusedAddRmsNormPlan, ForwardArgumentErrors) {
