@@ -5,7 +5,8 @@
 #
 # Builds (CMake, Release, into $LIGERD_BUILD, default /tmp/b) with the Python extension, runs
 # ctest (the CPU suites), precompiles every kernel variant for this GPU into the shared JIT cache,
-# checks that `pip install` of python_client works (non-fatal), runs the CPU and GPU pytest suites
+# checks that `pip install` of python_client works (non-fatal), installs a carried Liger-Kernel wheel
+# (.whl/, for the parity checks; non-fatal), runs the CPU and GPU pytest suites
 # against the built package (<build>/python on PYTHONPATH), then the kernel benchmark. Logs,
 # JUnit XML, CSV, JSON and PNG go under $OUT (default ./out); a short table is printed last.
 #
@@ -119,6 +120,13 @@ if [[ $FAILED == 0 && "${SKIP_PIP:-0}" != 1 ]]; then
   fi
 else
   skip pip-install ""
+fi
+
+# 4b. the Liger-Kernel wheel, when one was carried in .whl/ (no network on the GPU machine), into
+# /tmp/site where the GPU tests' parity checks and the benchmark look for it (tests/gpu/_util.py
+# PEER_SITE); without it those checks skip, saying so.
+if compgen -G ".whl/liger_kernel-*.whl" >/dev/null && [[ ! -d /tmp/site/liger_kernel ]]; then
+  step liger-wheel 0 "$PY" -m pip install --no-index --no-deps --target /tmp/site .whl/liger_kernel-*.whl || true
 fi
 
 export PYTHONPATH="$BUILD/python${PYTHONPATH:+:$PYTHONPATH}"
