@@ -48,7 +48,7 @@ def parse_args():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.join(os.environ.get("OUT", "out"), "bench"))
     ap.add_argument("--ops", nargs="+", default=list(OPS), help=f"subset of {OPS}")
-    ap.add_argument("--impls", nargs="+", default=None, help=f"subset of {PEERS}")
+    ap.add_argument("--impls", nargs="+", default=None, help=f"subset of {PEERS}, timed in the order given")
     ap.add_argument("--passes", nargs="+", default=["fwd", "bwd", "full"])
     ap.add_argument("--quick", action="store_true", help="each op's LLaMA-3-8B shape only")
     ap.add_argument("--no-eager-launch", action="store_true",
@@ -175,8 +175,8 @@ def main():
     rows, pngs = [], []
     for mod in mods:
         impls = mod.impls()
-        if args.impls:
-            impls = {k: v for k, v in impls.items() if k in args.impls}
+        if args.impls:  # in the order given (the order they are timed in)
+            impls = {k: impls[k] for k in args.impls if k in impls}
         op_rows = harness.run(mod, mod.shapes(args.quick), impls, passes=args.passes,
                               eager_launch=not args.no_eager_launch, memory=not args.no_memory)
         add_ratios(op_rows, copy_gbps)
