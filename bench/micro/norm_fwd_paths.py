@@ -83,25 +83,10 @@ def main() -> int:
         return 0
     rows = []
     for (op, impl), (mod, nargs) in _modules().items():
-        mod = mod.to("cuda", torch.bfloat16)
-        args = [torch.randn(ROWS, COLS, device="cuda", dtype=torch.bfloat16) for _ in range(nargs)]
-
-        def step(mod=mod, args=args):
-            with torch.no_grad():
-                return mod(*args)
-
-        ms, _ = common.graph_ms([step])
-        kern = _kernels(step, a.calls)
-        per_call = sum(statistics.median(d) * len(d) / a.calls for _, d, _ in kern)
-        rows.append({"op": op, "impl": impl, "graph_ms": ms, "kernel_us": per_call,
-                     "gap_us": ms * 1e3 - per_call,
-                     "kernels": [{"name": n[:60], "calls_per_step": len(d) / a.calls,
-                                  "median_us": statistics.median(d),
-                                  "grid": ar.get("grid"), "block": ar.get("block"),
-                                  "regs": ar.get("registers per thread"),
-                                  "smem": ar.get("shared memory")} for n, d, ar in kern]})
+        for path in ("plain", "bench"):
+            rows.append(_measure(op, impl, mod, nargs, path, a.calls))
     for r in rows:
-        print(f"{r['op']:20s} {r['impl']:7s} graph {r['graph_ms']:.4f} ms  kernels {r['kernel_us']:.1f} us"
+        print(f"{r['op']:20s} {r['impl']:7s} {r['path']:5s} graph {r['graph_ms']:.4f} ms  kernels {r['kernel_us']:.1f} us"
               f"  gap {r['gap_us']:+.1f} us")
         for k in r["kernels"]:
             print(f"    {k['calls_per_step']:.0f}x {k['median_us']:8.1f} us  grid {k['grid']} block {k['block']}"
@@ -109,6 +94,36 @@ def main() -> int:
     if a.json:
         common.write_json(a.json, rows)
     return 0
+
+
+def _measure(op, impl, mod, nargs, path, calls):
+    """path "plain": the module on fresh inputs, graph-timed; "bench": the step exactly as
+    bench/run_kernels.py builds and times it (kernels/harness.py: inputs that require grad, the
+    eager-launch timing first, then the graph)."""
+    mod = mod.to("cuda", torch.bfloat16)
+    if path == "plain":
+        args = [torch.randn(ROWS, COLS, device="cuda", dtype=torch.bfloat16) for _ in range(nargs)]
+
+        def step(mod=mod, args=args):
+            with torch.no_grad():
+                return mod(*args)
+    else:
+        import importlib
+        from kernels import harness
+        opmod = importlib.import_module(f"kernels.{op}")
+        shape = {"M": ROWS, "N": COLS}
+        step = harness._step(opmod, mod, *harness._fresh_args(opmod, shape, torch.bfloat16), "fwd")
+        common.eager_ms([step])
+    ms, _ = common.graph_ms([step])
+    kern = _kernels(step, calls)
+    per_call = sum(statistics.median(d) * len(d) / calls for _, d, _ in kern)
+    return {"op": op, "impl": impl, "path": path, "graph_ms": ms, "kernel_us": per_call,
+            "gap_us": ms * 1e3 - per_call,
+            "kernels": [{"name": n[:60], "calls_per_step": len(d) / calls,
+                         "median_us": statistics.median(d),
+                         "grid": ar.get("grid"), "block": ar.get("block"),
+                         "regs": ar.get("registers per thread"),
+                         "smem": ar.get("shared memory")} for n, d, ar in kern]}
 
 
 if __name__ == "__main__":
