@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Performance questions of issue 4, each one GPU measurement, in stages that fit one device call
-# (600 s) each. Writes under OUT (default ./out/experiments). Session 6's answers:
-# bench/results/session6/ and kernels/README.md, "Settled measurements".
+# (600 s) each. Writes under OUT (default ./out/experiments). Sessions 6 and 7's answers:
+# bench/results/session6/, session7/ and kernels/README.md, "Settled measurements".
 #   bash bench/experiments.sh kernels [OUT]   norm-forward and cross-entropy kernels of this tree
 #                                             against those of $BASE (default HEAD~1) at the
 #                                             planners' shapes, Liger's forwards beside them
@@ -12,8 +12,13 @@
 #   bash bench/experiments.sh flce [OUT]      the fused loss in the op: chunk 768 / 640 x GEMM
 #                                             workspace 4 / 32 MiB, beside torch.compile (builds
 #                                             the daemon into $LIGERD_BUILD, default /tmp/b)
+#   bash bench/experiments.sh norms [OUT]     where the norm forwards' gaps to Liger come from
+#                                             (session 7, bench/results/session7/micro/): the
+#                                             benchmark's path (norm_fwd_paths.py), the timing
+#                                             order (run_kernels.py --impls), the state after
+#                                             torch.compile (liger_after_compile.py); ~3 min
 set -uo pipefail
-STAGE=${1:?usage: bench/experiments.sh kernels|gemm|flce [OUT]}
+STAGE=${1:?usage: bench/experiments.sh kernels|gemm|flce|norms [OUT]}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 OUT=${2:-$ROOT/out/experiments}
@@ -59,8 +64,24 @@ case "$STAGE" in
     done
     grep -H "\[flce\]" "$OUT"/flce_*.log
     ;;
+  norms)
+    build_daemon || exit 1
+    if compgen -G ".whl/liger_kernel-*.whl" >/dev/null && [[ ! -d /tmp/site/liger_kernel ]]; then
+      python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/liger_kernel-*.whl >/dev/null 2>&1
+    fi
+    export PYTHONPATH=$BUILD/python:/tmp/site:${PYTHONPATH:-} LIGERD_BIN=$BUILD/server/ligerd
+    timeout 120 python3 bench/micro/norm_fwd_paths.py --json "$OUT/norm_fwd_paths.json" >"$OUT/norm_fwd_paths.txt" 2>&1
+    A="--quick --ops rms_norm layer_norm fused_add_rms_norm rope --passes fwd --no-memory --no-overhead --no-eager-launch"
+    for order in "ligerd liger" "liger ligerd" "eager torch.compile liger ligerd"; do
+      tag=${order// /_}
+      # shellcheck disable=SC2086
+      timeout 120 python3 bench/run_kernels.py --out "$OUT/order_$tag" $A --impls $order >"$OUT/order_$tag.log" 2>&1
+    done
+    timeout 120 python3 bench/micro/liger_after_compile.py >"$OUT/liger_after_compile.txt" 2>&1
+    grep -h "graph\|ms  regs" "$OUT/norm_fwd_paths.txt" "$OUT/liger_after_compile.txt"
+    ;;
   *)
-    echo "unknown stage $STAGE (kernels, gemm or flce)"
+    echo "unknown stage $STAGE (kernels, gemm, flce or norms)"
     exit 2
     ;;
 esac
