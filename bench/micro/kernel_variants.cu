@@ -109,47 +109,35 @@ float TimeMs(const std::vector<float>& v) {
   return s[s.size() / 2];
 }
 
+// Median ms of one launch: `samples` times, `per_sample` launches queued back to back between two
+// events (per_sample 1 with a sync in between: each launch alone on an idle GPU).
 template <class F>
-float Median(F&& launch, CUstream st) {
+float MedianMs(F&& launch, CUstream st, int per_sample, int samples) {
   CUevent a, b;
   CU(cuEventCreate(&a, 0));
   CU(cuEventCreate(&b, 0));
   for (int i = 0; i < kWarmup; ++i) launch();
   std::vector<float> t;
-  for (int i = 0; i < kReps; ++i) {
+  for (int r = 0; r < samples; ++r) {
     CU(cuEventRecord(a, st));
-    launch();
+    for (int i = 0; i < per_sample; ++i) launch();
     CU(cuEventRecord(b, st));
     CU(cuEventSynchronize(b));
     float ms = 0;
     CU(cuEventElapsedTime(&ms, a, b));
-    t.push_back(ms);
+    t.push_back(ms / per_sample);
   }
   CU(cuEventDestroy(a));
   CU(cuEventDestroy(b));
   return TimeMs(t);
 }
-
-// One launch's ms when kB2bLaunches are queued back to back (median over kB2bTrials).
+template <class F>
+float Median(F&& launch, CUstream st) {
+  return MedianMs(launch, st, 1, kReps);
+}
 template <class F>
 float MedianBackToBack(F&& launch, CUstream st) {
-  CUevent a, b;
-  CU(cuEventCreate(&a, 0));
-  CU(cuEventCreate(&b, 0));
-  for (int i = 0; i < kWarmup; ++i) launch();
-  std::vector<float> t;
-  for (int r = 0; r < kB2bTrials; ++r) {
-    CU(cuEventRecord(a, st));
-    for (int i = 0; i < kB2bLaunches; ++i) launch();
-    CU(cuEventRecord(b, st));
-    CU(cuEventSynchronize(b));
-    float ms = 0;
-    CU(cuEventElapsedTime(&ms, a, b));
-    t.push_back(ms / kB2bLaunches);
-  }
-  CU(cuEventDestroy(a));
-  CU(cuEventDestroy(b));
-  return TimeMs(t);
+  return MedianMs(launch, st, kB2bLaunches, kB2bTrials);
 }
 
 }  // namespace

@@ -21,7 +21,6 @@ the state does it is not known yet.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -30,21 +29,16 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/micro/
 import common  # noqa: E402
+from norm_fwd_paths import kernel_records  # noqa: E402
 
 ROWS, COLS, EPS = 16384, 4096, 1e-6
 
 
 def _regs(step) -> dict:
-    from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        step()
-        torch.cuda.synchronize()
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "t.json")
-        prof.export_chrome_trace(path)
-        ev = json.loads(Path(path).read_text())["traceEvents"]
-    return {e["name"][:40]: e.get("args", {}).get("registers per thread") for e in ev if e.get("cat") == "kernel"}
+    """CUPTI's registers per thread of each kernel one call of step launches."""
+    return {n[:40]: args.get("registers per thread") for n, _, args in kernel_records(step, 1)}
 
 
 def _time(label, mods, x):

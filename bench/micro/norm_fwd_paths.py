@@ -51,7 +51,7 @@ def _modules():
     return out
 
 
-def _kernels(step, calls: int):
+def kernel_records(step, calls: int):
     """CUPTI's kernel records for `calls` eager calls of step: [(name, [us...], args)]."""
     from torch.profiler import ProfilerActivity, profile
     step()
@@ -115,7 +115,7 @@ def _measure(op, impl, mod, nargs, path, calls):
         step = harness._step(opmod, mod, *harness._fresh_args(opmod, shape, torch.bfloat16), "fwd")
         common.eager_ms([step])
     ms, _ = common.graph_ms([step])
-    kern = _kernels(step, calls)
+    kern = kernel_records(step, calls)
     per_call = sum(statistics.median(d) * len(d) / calls for _, d, _ in kern)
     return {"op": op, "impl": impl, "path": path, "graph_ms": ms, "kernel_us": per_call,
             "gap_us": ms * 1e3 - per_call,
