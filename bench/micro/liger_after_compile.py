@@ -9,7 +9,8 @@ process or GPU state changed" by timing, at 16384 x 4096 bf16 (RMSNorm, LayerNor
   stage compiled   again (same compiled kernels) after torch.compile of it ran
   stage recompiled Liger's kernels compiled anew (Triton's in-memory cache cleared) after that
 
-with CUPTI's registers per thread of each kernel. Needs a GPU, ligerd and liger_kernel.
+with CUPTI's registers per thread of each kernel, the output's address, and per stage the SM
+clock, power, temperature and persisting-L2 limit. Needs a GPU, ligerd and liger_kernel.
     python3 bench/micro/liger_after_compile.py
 
 Session 7's answer (bench/results/session7/micro/liger_after_compile.txt): the state. The kernels
@@ -41,13 +42,45 @@ def _regs(step) -> dict:
     return {n[:40]: args.get("registers per thread") for n, _, args in kernel_records(step, 1)}
 
 
+def _persisting_l2_limit():
+    """cudaDeviceGetLimit(cudaLimitPersistingL2CacheSize), or None where cudart is not found."""
+    import ctypes
+    for lib in ("libcudart.so", "libcudart.so.13", "libcudart.so.12"):
+        try:
+            rt = ctypes.CDLL(lib)
+            break
+        except OSError:
+            continue
+    else:
+        return None
+    v = ctypes.c_size_t(0)
+    return v.value if rt.cudaDeviceGetLimit(ctypes.byref(v), 0x06) == 0 else None
+
+
+def _state() -> str:
+    """What might differ between stages: SM clock, power, temperature (NVML, where importable),
+    the persisting-L2 limit."""
+    out = []
+    for name, f in (("sm MHz", torch.cuda.clock_rate), ("mW", torch.cuda.power_draw),
+                    ("C", torch.cuda.temperature)):
+        try:
+            out.append(f"{f()} {name}")
+        except Exception:  # noqa: BLE001  (no pynvml)
+            pass
+    out.append(f"persisting L2 {_persisting_l2_limit()}")
+    return ", ".join(out)
+
+
 def _time(label, mods, x):
+    print(f"{label:11s} state: {_state()}")
     for name, m in mods.items():
         def step(m=m):
             with torch.no_grad():
                 return m(x)
         ms, _ = common.graph_ms([step])
-        print(f"{label:11s} {name:16s} {ms:.4f} ms  regs {_regs(step)}")
+        y = step()
+        out = y[0] if isinstance(y, tuple) else y
+        print(f"{label:11s} {name:16s} {ms:.4f} ms  regs {_regs(step)}  out at {out.data_ptr():#x}")
 
 
 def main() -> int:
