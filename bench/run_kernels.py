@@ -48,7 +48,8 @@ def parse_args():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.join(os.environ.get("OUT", "out"), "bench"))
     ap.add_argument("--ops", nargs="+", default=list(OPS), help=f"subset of {OPS}")
-    ap.add_argument("--impls", nargs="+", default=None, help=f"subset of {PEERS}, timed in the order given")
+    ap.add_argument("--impls", nargs="+", default=None, choices=PEERS,
+                    help=f"subset of {PEERS}, timed in the order given")
     ap.add_argument("--passes", nargs="+", default=["fwd", "bwd", "full"])
     ap.add_argument("--quick", action="store_true", help="each op's LLaMA-3-8B shape only")
     ap.add_argument("--no-eager-launch", action="store_true",
