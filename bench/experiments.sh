@@ -66,10 +66,11 @@ case "$STAGE" in
     ;;
   norms)
     build_daemon || exit 1
-    if compgen -G ".whl/liger_kernel-*.whl" >/dev/null && [[ ! -d /tmp/site/liger_kernel ]]; then
-      python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/liger_kernel-*.whl >/dev/null 2>&1
+    export LIGERD_PEER_SITE=${LIGERD_PEER_SITE:-$BUILD/peers}
+    if compgen -G ".whl/liger_kernel-*.whl" >/dev/null && [[ ! -d $LIGERD_PEER_SITE/liger_kernel ]]; then
+      python3 -m pip install -q --no-index --no-deps --target "$LIGERD_PEER_SITE" .whl/liger_kernel-*.whl >/dev/null 2>&1
     fi
-    export PYTHONPATH=$BUILD/python:/tmp/site:${PYTHONPATH:-} LIGERD_BIN=$BUILD/server/ligerd
+    export PYTHONPATH=$BUILD/python:$LIGERD_PEER_SITE:${PYTHONPATH:-} LIGERD_BIN=$BUILD/server/ligerd
     timeout 120 python3 bench/micro/norm_fwd_paths.py --json "$OUT/norm_fwd_paths.json" >"$OUT/norm_fwd_paths.txt" 2>&1
     A="--quick --ops rms_norm layer_norm fused_add_rms_norm rope --passes fwd --no-memory --no-overhead --no-eager-launch"
     for order in "ligerd liger" "liger ligerd" "eager torch.compile liger ligerd"; do

@@ -6,7 +6,7 @@ ratios.
     python3 bench/run_kernels.py --out out/bench                 # every op, every shape
     python3 bench/run_kernels.py --ops swiglu rope --quick       # LLaMA-3-8B shapes only
 
-Ops: bench/kernels/<op>.py (OPS below; bench/kernels/harness.py says what a module defines).
+Ops: bench/ligerd_bench/<op>.py (OPS below; bench/ligerd_bench/harness.py says what a module defines).
 Columns: op, impl, shape, pass (fwd/bwd/full), method, ms, GBps (the op's minimal byte model),
 pct_copy_bw (GBps / measured device-to-device copy bandwidth, bytes read + written),
 speedup_vs_<peer> (peer ms / this ms: > 1 means this row is faster), peak_extra_MiB (full pass:
@@ -18,7 +18,7 @@ replays, median of 7 trials (method "cuda-graph"); where capture fails for an im
 eager-launch time is used instead (method "eager-events", reason in note). ms_eager_launch is the
 same step called from Python back to back: what a training step without CUDA graphs sees
 (host-bound where host_us > the GPU time). copies: buffer copies rotated so each step reads cold
-(not L2-resident) data. See bench/common.py.
+(not L2-resident) data. See bench/ligerd_bench/common.py.
 """
 
 from __future__ import annotations
@@ -32,12 +32,11 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 
 import torch  # noqa: E402
 
-import common  # noqa: E402
-from kernels import harness, rms_norm  # noqa: E402
+from ligerd_bench import common  # noqa: E402
+from ligerd_bench import harness, rms_norm  # noqa: E402
 
 PEERS = harness.PEERS
 # In report order; a module that is not there (yet) is skipped with a message.
@@ -63,7 +62,7 @@ def load_ops(names):
     mods = []
     for name in names:
         try:
-            mods.append(importlib.import_module(f"kernels.{name}"))
+            mods.append(importlib.import_module(f"ligerd_bench.{name}"))
         except ModuleNotFoundError as e:
             print(f"[bench] no benchmark module for {name} ({e}); skipped")
     return mods

@@ -3,6 +3,7 @@
 # Idempotent: packages already present are not reinstalled, and the build is incremental.
 #   bash scripts/setup.sh            # install + build
 #   LIGERD_BUILD_TYPE=Debug bash scripts/setup.sh
+#   LIGERD_CMAKE_ARGS="-DLIGERD_BUILD_PYTHON=ON" bash scripts/setup.sh   # extra configure arguments
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,7 +41,8 @@ build_type=${LIGERD_BUILD_TYPE:-Release}
 build_dir=${LIGERD_BUILD_DIR:-build/$(echo "$build_type" | tr '[:upper:]' '[:lower:]')}
 start=$(date +%s)
 mkdir -p "$build_dir"
-cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE="$build_type" > "$build_dir/configure.log" 2>&1 \
+# shellcheck disable=SC2086
+cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE="$build_type" ${LIGERD_CMAKE_ARGS:-} > "$build_dir/configure.log" 2>&1 \
   || { cat "$build_dir/configure.log" >&2; exit 1; }
 cmake --build "$build_dir" -j"$(nproc)"
 echo "setup: built $build_dir in $(( $(date +%s) - start )) s: $build_dir/server/ligerd, $build_dir/client/ligerctl"

@@ -12,7 +12,7 @@ leave state behind for the next configuration):
   hf             HF eager: transformers as it is
   liger          HF + Liger-Kernel: liger_kernel.transformers.apply_liger_kernel_to_llama() (its
                  defaults: rope, rms_norm, swiglu, fused_linear_cross_entropy), from the wheel
-                 installed into /tmp/site (bench/common.py:add_peer_site())
+                 installed into $LIGERD_PEER_SITE (bench/ligerd_bench/common.py:add_peer_site())
   ligerd-local   HF + ligerd: ligerd.transformers.apply_liger_kernel_to_llama(), LIGERD_DISPATCH=local
   ligerd-remote  the same with LIGERD_DISPATCH=remote (the daemon runs the kernels): run the whole
                  benchmark under MPS (bash .device/with-mps.sh python3 bench/e2e/run_e2e.py), as
@@ -54,10 +54,28 @@ from typing import Dict, List, Optional, Sequence
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-sys.path.insert(0, str(ROOT / "examples"))
-sys.path.insert(0, str(ROOT / "bench"))
 
-import train_llama  # noqa: E402  (model building shared with the demo)
+
+def _load_demo():
+    """examples/train_llama.py (model building shared with the demo), imported by its path."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("train_llama", ROOT / "examples" / "train_llama.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("train_llama", mod)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+train_llama = _load_demo()
+
+
+def _bench_common():
+    """bench/ligerd_bench/common.py, imported only where a GPU run needs it (peer site, the
+    environment record), so that loading this file puts nothing of bench/ on sys.path."""
+    if str(ROOT / "bench") not in sys.path:
+        sys.path.insert(0, str(ROOT / "bench"))
+    from ligerd_bench import common
+    return common
 
 # Llama-3.2-1B's shape (its checkpoint config: tied embeddings, rope theta 500000).
 MODELS = {
@@ -172,8 +190,7 @@ def worker_main(args: argparse.Namespace) -> int:
         spec = args.patches.get(name, CONFIGS[name]["patch"])
         if spec:
             if name == "liger":
-                import common
-                common.add_peer_site()
+                _bench_common().add_peer_site()
             train_llama.resolve(spec)()
         m = MODELS[args.model]
         config = train_llama.llama_config(m["dims"], m["vocab"], args.seq,
@@ -553,8 +570,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ImportError:
         pass
     if args.device == "cuda":
-        import common
-        meta["environment"] = common.environment()  # torch, CUDA, GPU, triton, ligerd, liger_kernel
+        meta["environment"] = _bench_common().environment()  # torch, CUDA, GPU, triton, ligerd, liger_kernel
     meta["title"] = (f"Llama-3.2-1B shape ({m['dims']['layers']} layers, hidden {m['dims']['hidden']}, "
                      f"vocab {m['vocab']}), bf16, AdamW, seq {args.seq}, on {meta['device']}")
     t0 = time.time()

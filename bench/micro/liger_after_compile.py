@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/micro/
-import common  # noqa: E402
+from ligerd_bench import common  # noqa: E402
 from norm_fwd_paths import kernel_records  # noqa: E402
 
 ROWS, COLS, EPS = 16384, 4096, 1e-6

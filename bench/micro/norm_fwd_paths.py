@@ -2,7 +2,7 @@
 RMSNorm / LayerNorm / fused add+RMSNorm forwards at 16384 x 4096 bf16, as bench/run_kernels.py
 calls them (the same modules, the same CUDA-graph replay), this prints side by side:
 
-  graph ms     one step in graph replay, back to back (bench/common.graph_ms: the table's number)
+  graph ms     one step in graph replay, back to back (ligerd_bench.common.graph_ms: the table's number)
   kernels      the GPU kernels one call launches, with CUPTI's duration of each (median of the
                profiled calls), grid, block, registers per thread and shared memory
   gap us       graph ms minus the kernels' summed duration: launch gaps and anything not a kernel
@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/
-import common  # noqa: E402
+from ligerd_bench import common  # noqa: E402
 
 ROWS, COLS, EPS = 16384, 4096, 1e-6
 
@@ -110,7 +110,7 @@ def _measure(op, impl, mod, nargs, path, calls):
     else:
         import importlib
         from kernels import harness
-        opmod = importlib.import_module(f"kernels.{op}")
+        opmod = importlib.import_module(f"ligerd_bench.{op}")
         shape = {"M": ROWS, "N": COLS}
         step = harness._step(opmod, mod, *harness._fresh_args(opmod, shape, torch.bfloat16), "fwd")
         common.eager_ms([step])

@@ -22,7 +22,7 @@ def pytest_report_header(config):
 
 
 # ------------------------------------------------------------------------------------------
-# Fixtures shared by the test modules (helpers they import are in _util.py). Not autouse: a
+# Fixtures shared by the test modules (helpers they import are in ligerd/testing/gpu.py). Not autouse: a
 # module asks for them with `pytestmark = pytest.mark.usefixtures(...)`, so modules that manage
 # dispatch themselves (test_remote_dispatch.py, test_convergence.py) are left alone.
 

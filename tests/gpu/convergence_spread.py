@@ -26,8 +26,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import convergence as cv  # noqa: E402
+from ligerd.testing import convergence as cv  # noqa: E402
 
 STEPS, BATCH, SEQ, LR = 32, 4, 128, 5e-4  # as test_convergence.py
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}

@@ -5,12 +5,16 @@
 #
 # Builds (CMake, Release, into $LIGERD_BUILD, default /tmp/b) with the Python extension, runs
 # ctest (the CPU suites), precompiles every kernel variant for this GPU into the shared JIT cache,
-# checks that `pip install` of python_client works (non-fatal), installs a carried Liger-Kernel wheel
-# (.whl/, for the parity checks; non-fatal), runs the CPU and GPU pytest suites
-# against the built package (<build>/python on PYTHONPATH), then the kernel benchmark. Logs,
-# JUnit XML, CSV, JSON and PNG go under $OUT (default ./out); a short table is printed last.
+# checks that `pip install` of python_client works (non-fatal), installs the carried peer wheels
+# (.whl/: Liger-Kernel, for the parity checks; non-fatal) into $LIGERD_PEER_SITE, runs the CPU
+# pytest suite (the sources, with the built ligerd._C) and the GPU suite (the built package,
+# <build>/python on PYTHONPATH), then the kernel benchmark. Logs, JUnit XML, CSV, JSON and PNG go
+# under $OUT (default ./out); the step table and the test report (scripts/test_report.py: counts,
+# every skip reason, and the skip policy: on a GPU machine only multi-GPU tests may skip) are
+# printed last.
 #
 # Knobs: LIGERD_BUILD, OUT, PYTHON (default python3), JOBS (default nproc),
+#        LIGERD_PEER_SITE (where peer wheels are installed; default <build>/peers),
 #        SKIP_CTEST=1, SKIP_PIP=1, SKIP_PYTEST_CPU=1, SKIP_BENCH=1, BENCH_ARGS="--quick",
 #        CMAKE_ARGS (extra configure arguments),
 #        GPU_TESTS (pytest targets, default "tests/gpu"; e.g. "tests/gpu/test_rope.py -k bf16"),
@@ -24,7 +28,8 @@ OUT=$(mkdir -p "$OUT" && cd "$OUT" && pwd)
 BUILD=${LIGERD_BUILD:-/tmp/b}
 PY=$(command -v "${PYTHON:-python3}")
 JOBS=${JOBS:-$(nproc)}
-export LIGERD_CACHE_DIR=${LIGERD_CACHE_DIR:-/tmp/ligerd-cache}
+export LIGERD_CACHE_DIR=${LIGERD_CACHE_DIR:-$BUILD/ligerd-cache}
+export LIGERD_PEER_SITE=${LIGERD_PEER_SITE:-$BUILD/peers}
 T_START=$(date +%s)
 
 if [[ ":${CMAKE_PREFIX_PATH:-}:" != *":/opt/devdeps/usr:"* && -f .device/env.sh ]]; then
@@ -94,7 +99,8 @@ fi
 
 # 3. ctest (CPU suites)
 if [[ $FAILED == 0 && "${SKIP_CTEST:-0}" != 1 ]]; then
-  step ctest 1 ctest --test-dir "$BUILD" -j 8 --output-on-failure --timeout 150 || true
+  step ctest 1 ctest --test-dir "$BUILD" -j 8 --output-on-failure --timeout 150 \
+    --output-junit "$OUT/ctest.xml" || true
 else
   skip ctest "${SKIP_CTEST:+SKIP_CTEST=1}"
 fi
@@ -111,11 +117,11 @@ fi
 
 # 4. pip install path (reuses the build directory; into a scratch --target, non-fatal)
 if [[ $FAILED == 0 && "${SKIP_PIP:-0}" != 1 ]]; then
-  rm -rf /tmp/ligerd-pip
+  rm -rf "$BUILD/pip-target"
   step pip-install 0 env LIGERD_CMAKE_BUILD_DIR="$BUILD" "$PY" -m pip install --no-build-isolation \
-    --no-deps --no-index --target /tmp/ligerd-pip ./python_client || true
-  if [[ -d /tmp/ligerd-pip/ligerd ]]; then
-    step pip-import 0 env PYTHONPATH=/tmp/ligerd-pip "$PY" -c \
+    --no-deps --no-index --target "$BUILD/pip-target" ./python_client || true
+  if [[ -d "$BUILD/pip-target/ligerd" ]]; then
+    step pip-import 0 env PYTHONPATH="$BUILD/pip-target" "$PY" -c \
       'import torch, ligerd, ligerd._C as c; print("ligerd", ligerd.__version__, "from", ligerd.__file__, "_C", c.__file__)' || true
   fi
 else
@@ -123,10 +129,11 @@ else
 fi
 
 # 4b. the Liger-Kernel wheel, when one was carried in .whl/ (no network on the GPU machine), into
-# /tmp/site where the GPU tests' parity checks and the benchmark look for it (tests/gpu/_util.py
-# PEER_SITE); without it those checks skip, saying so.
-if compgen -G ".whl/liger_kernel-*.whl" >/dev/null && [[ ! -d /tmp/site/liger_kernel ]]; then
-  step liger-wheel 0 "$PY" -m pip install --no-index --no-deps --target /tmp/site .whl/liger_kernel-*.whl || true
+# $LIGERD_PEER_SITE where the GPU tests' parity checks and the benchmark look for it
+# (ligerd.testing.gpu and ligerd_bench.common: add_peer_site); without it those checks skip, and
+# the report counts that against the run.
+if compgen -G ".whl/liger_kernel-*.whl" >/dev/null && [[ ! -d "$LIGERD_PEER_SITE/liger_kernel" ]]; then
+  step liger-wheel 0 "$PY" -m pip install --no-index --no-deps --target "$LIGERD_PEER_SITE" .whl/liger_kernel-*.whl || true
 fi
 
 export PYTHONPATH="$BUILD/python${PYTHONPATH:+:$PYTHONPATH}"
@@ -167,5 +174,12 @@ done
 if [[ -f "$OUT/bench/summary.txt" ]]; then
   echo
   cat "$OUT/bench/summary.txt"
+fi
+reports=()
+for suite in ctest pytest-cpu pytest-gpu; do
+  [[ -f "$OUT/$suite.xml" ]] && reports+=("$suite=$OUT/$suite.xml")
+done
+if [[ ${#reports[@]} -gt 0 ]]; then
+  "$PY" scripts/test_report.py "${reports[@]}" || FAILED=1
 fi
 exit $FAILED

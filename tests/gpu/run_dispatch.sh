@@ -6,7 +6,7 @@ set -uo pipefail
 BUILD=${LIGERD_BUILD:-/tmp/b}
 OUT=${OUT:-$PWD/out}
 mkdir -p "$OUT"
-CACHE=${LIGERD_CACHE_DIR:-/tmp/ligerd-cache}
+CACHE=${LIGERD_CACHE_DIR:-$BUILD/ligerd-cache}
 CSV=$OUT/dispatch_overhead.csv
 echo "label,mode,gpu_us_per_op,cpu_us_per_call" > "$CSV"
 bench=$BUILD/bench/dispatch_overhead

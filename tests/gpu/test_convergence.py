@@ -41,7 +41,7 @@ the same data, the "truth". HF's own deviation from the truth is the dtype's noi
 model and data; ligerd's deviation may be at most 1.5x that plus a small absolute floor, per
 metric: max per-step loss difference, router aux loss (relative), the training update of all
 parameters together and of the worst single tensor (||p - p_truth|| / ||p_truth - p0||), and
-the eval logits. The factor and floors are justified in tests/gpu/convergence.py (NoiseFloor).
+the eval logits. The factor and floors are justified in ligerd/testing/convergence.py (NoiseFloor).
 The direct ligerd-vs-HF numbers are still printed for those tests. Every test writes a JSON record
 of what it measured (deviations, ratios, per-step losses) to $LIGERD_CONVERGENCE_OUT, default
 $OUT/convergence (./out/convergence without $OUT), one file per test, for the notes.
@@ -68,15 +68,15 @@ from pathlib import Path
 
 import pytest
 
-from _util import require_cuda
+from ligerd.testing.gpu import require_cuda
 
 torch = require_cuda()
 pytest.importorskip("transformers", reason="transformers is not installed")
 
 import ligerd  # noqa: E402
 
-import convergence as cv  # noqa: E402  (tests/gpu/convergence.py)
-from _util import DEV, ligerd_bin  # noqa: E402
+from ligerd.testing import convergence as cv  # noqa: E402  (tests/gpu/convergence.py)
+from ligerd.testing.gpu import DEV, ligerd_bin  # noqa: E402
 
 STEPS, BATCH, SEQ = 32, 4, 128
 LR = 5e-4  # the mini models learn > MIN_LEARNING in 32 steps; 1e-3 made gemma2 spike

@@ -24,7 +24,7 @@ import os
 import sys
 
 import pytest
-from _util import require_cuda
+from ligerd.testing.gpu import require_cuda
 
 torch = require_cuda()
 
@@ -34,7 +34,7 @@ from ligerd import OpInputError, _backend  # noqa: E402
 from ligerd.transformers import (CrossEntropyOutput, LigerCrossEntropyLoss,  # noqa: E402
                                  liger_cross_entropy)
 
-from _util import DEV, DTYPES, TINY, U, assert_close, liger_peer, param_id as _id  # noqa: E402
+from ligerd.testing.gpu import DEV, DTYPES, TINY, U, assert_close, liger_peer, param_id as _id  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("local_dispatch")  # conftest.py
 
@@ -274,7 +274,8 @@ def test_two_pass_fallback_in_subprocess():
     # The same op tests with the cluster kernel disabled (a fresh process: plans are cached per
     # geometry). On a GPU without clusters this reruns what already ran: skip.
     if _forced_two_pass() or not _cluster_gpu():
-        pytest.skip("ce_fwd is already the kernel under test here")
+        pytest.skip("forced two-pass, or a GPU without thread-block clusters: the fallback "
+                    "ce_fwd is already the kernel under test here")
     import subprocess
     env = dict(os.environ, LIGERD_CE_CLUSTER="0")
     cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__, "-k",

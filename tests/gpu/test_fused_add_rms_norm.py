@@ -3,7 +3,7 @@
 S = X + R must equal torch's ``residual + hidden`` bit for bit: the kernel adds in fp32 and
 rounds once to X's dtype, and the fp32 sum of two bf16/fp16 values rounds to the same value as
 the exact sum (where the fp32 sum is inexact the smaller addend is below half an ulp of the
-result's dtype). Y and RSTD are RMSNorm of S (rms_norm_ref.py) with test_rms_norm.py's
+result's dtype). Y and RSTD are RMSNorm of S (ligerd.testing.reference.rms_norm) with test_rms_norm.py's
 tolerances, which are written out there (per casting mode: llama <= 2 ulps, gemma <= 1, none <=
 4, + fp32 summation order). dX = dR = RMSNorm's dX of S + dS, rounded once: test_rms_norm's dX
 tolerance around the summed reference (dS enters exactly). dW as RMSNorm's.
@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from _util import require_cuda
+from ligerd.testing.gpu import require_cuda
 
 torch = require_cuda()
 
@@ -23,8 +23,8 @@ from ligerd import _backend  # noqa: E402
 from ligerd.ops.fused_add_rms_norm import LigerFusedAddRMSNormFunction  # noqa: E402
 from ligerd.transformers import LigerFusedAddRMSNorm, liger_fused_add_rms_norm  # noqa: E402
 
-import rms_norm_ref as ref  # noqa: E402
-from _util import (DEV, DTYPES, U, assert_close, liger_peer, nan_like,  # noqa: E402
+from ligerd.testing.reference import rms_norm as ref  # noqa: E402
+from ligerd.testing.gpu import (DEV, DTYPES, U, assert_close, liger_peer, nan_like,  # noqa: E402
                    param_id as _id, poison_allocator)
 # RMSNorm's tolerances, with their reasoning, are test_rms_norm.py's.
 from test_rms_norm import MODE_ID, MODES, dw_tol, dx_tol, fwd_tol, wmax  # noqa: E402

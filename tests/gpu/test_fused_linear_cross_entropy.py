@@ -15,7 +15,7 @@ ulp: 2^-8 / 2^-11) for cases where torch's error happens to be tiny. fp32 runs w
 from __future__ import annotations
 
 import pytest
-from _util import require_cuda
+from ligerd.testing.gpu import require_cuda
 
 torch = require_cuda()
 
@@ -25,7 +25,7 @@ from ligerd.ops import fused_linear_cross_entropy as flce_mod  # noqa: E402
 from ligerd.transformers import (LigerFusedLinearCrossEntropyLoss,  # noqa: E402
                                  liger_fused_linear_cross_entropy)
 
-from _util import DEV, DTYPES, liger_peer, param_id as _id, rel_err as rel  # noqa: E402
+from ligerd.testing.gpu import DEV, DTYPES, liger_peer, param_id as _id, rel_err as rel  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("local_dispatch", "no_tf32")  # conftest.py
 

@@ -16,14 +16,14 @@ from __future__ import annotations
 import math
 
 import pytest
-from _util import require_cuda
+from ligerd.testing.gpu import require_cuda
 
 torch = require_cuda()
 
 from ligerd._errors import LigerdError  # noqa: E402
 from ligerd.ops.gemm import gemm_  # noqa: E402
 
-from _util import DEV, DTYPES, param_id as _id, rel_err  # noqa: E402
+from ligerd.testing.gpu import DEV, DTYPES, param_id as _id, rel_err  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("local_dispatch", "no_tf32")  # conftest.py
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from _util import require_cuda
+from ligerd.testing.gpu import require_cuda
 
 torch = require_cuda()
 
@@ -33,8 +33,8 @@ from ligerd import _backend  # noqa: E402
 from ligerd.transformers import (LigerGEGLUMLP, LigerSwiGLUMLP, liger_geglu,  # noqa: E402
                                  liger_swiglu)
 
-import _util  # noqa: E402
-from _util import (DEV, DTYPES, TINY, U, liger_peer, nan_like, param_id as _id,  # noqa: E402
+from ligerd.testing import gpu as _util  # noqa: E402
+from ligerd.testing.gpu import (DEV, DTYPES, TINY, U, liger_peer, nan_like, param_id as _id,  # noqa: E402
                    poison_allocator)
 
 pytestmark = pytest.mark.usefixtures("local_dispatch")  # conftest.py

@@ -1,9 +1,9 @@
 """LayerNorm on the GPU through ligerd's local executor: exact against a float64 reference
-(layer_norm_ref.py), outputs poisoned with NaN (so an element a kernel forgets fails the test).
+(ligerd.testing.reference.layer_norm), outputs poisoned with NaN (so an element a kernel forgets fails the test).
 
 Tolerances (|got - ref| <= k * u * |ref| + c * scale + tiny; u = unit roundoff of the output
 dtype: fp32 2^-24, bf16 2^-8, fp16 2^-11; "scale" = sum of |terms| behind the element, see
-layer_norm_ref.py; tiny = the dtype's subnormal spacing, where rounding is absolute):
+ligerd.testing.reference.layer_norm; tiny = the dtype's subnormal spacing, where rounding is absolute):
 - Y, dX in fp32: 1e-5 of |ref| and of the scale. The kernels sum in fp32 in another order than
   float64 (and use rsqrtf, <= 2 ulp): a few hundred 2^-24 roundings at most, ~1e-6 in practice.
 - Y, dX in bf16/fp16: computed in fp32 from the stored inputs and rounded once (Liger does the
@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from _util import require_cuda
+from ligerd.testing.gpu import require_cuda
 
 torch = require_cuda()
 
@@ -29,8 +29,8 @@ from ligerd import _backend  # noqa: E402
 from ligerd.ops.layer_norm import LigerLayerNormFunction  # noqa: E402
 from ligerd.transformers import LigerLayerNorm, liger_layer_norm  # noqa: E402
 
-import layer_norm_ref as ref  # noqa: E402
-from _util import (DEV, DTYPES, TINY, U, assert_close, liger_peer, nan_like,  # noqa: E402
+from ligerd.testing.reference import layer_norm as ref  # noqa: E402
+from ligerd.testing.gpu import (DEV, DTYPES, TINY, U, assert_close, liger_peer, nan_like,  # noqa: E402
                    param_id as _id, poison_allocator)
 
 pytestmark = pytest.mark.usefixtures("local_dispatch")  # conftest.py

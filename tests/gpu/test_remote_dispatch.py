@@ -16,12 +16,13 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
 
 import pytest
-from _util import require_cuda, require_ligerd_bin
+from ligerd.testing.gpu import require_cuda, require_ligerd_bin
 
 torch = require_cuda()
 LIGERD_BIN = require_ligerd_bin()
@@ -30,12 +31,14 @@ import ligerd  # noqa: E402
 from ligerd import _backend  # noqa: E402
 from ligerd.transformers import liger_rms_norm  # noqa: E402
 
-import _util  # noqa: E402
-from _util import DEV, param_id  # noqa: E402
+from ligerd.testing import gpu as _util  # noqa: E402
+from ligerd.testing.gpu import DEV, param_id  # noqa: E402
 
 EPS = 1e-6
 SHAPES = [(1, 1), (3, 5120), (4096, 4096), (2, 37, 8191)]
-CACHE = os.environ.get("LIGERD_CACHE_DIR", "/tmp/ligerd-cache")
+# The JIT cache the local executor of this process uses too (tests/gpu/run.sh sets it), so both
+# sides run the same cubins; without it, a private one.
+CACHE = os.environ.get("LIGERD_CACHE_DIR") or tempfile.mkdtemp(prefix="ligerd-remote-cache-")
 
 
 def start_daemon() -> _util.Daemon:
@@ -302,7 +305,7 @@ def test_bad_input_found_by_the_daemon(daemon):
     assert daemon.serving()
 
 
-@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")
 def test_tensor_on_another_device(daemon):
     use(daemon, "remote")
     x = torch.randn(4, 64, device="cuda:0")

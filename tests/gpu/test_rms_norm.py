@@ -8,7 +8,7 @@ kernel forgets to write fails the test.
 
 Tolerances (|got - ref| <= k_out*u*|ref| + k_mid*u*scale + 1e-30, u = unit roundoff of the dtype,
 i.e. half an ulp relative: fp32 2^-24, bf16 2^-8, fp16 2^-11; "scale" = sum of |terms| behind the
-element, see rms_norm_ref.py):
+element, see ligerd/testing/reference/rms_norm.py):
 - fp32: 1e-5 relative to |ref| and to the scale. The kernels sum in fp32 in a different order
   than float64 (a few hundred roundings of 2^-24 at most for N = 70000, ~1e-6 in practice).
 - bf16/fp16 forward: one ulp (k_out = 2) for the final rounding to the input dtype (the kernel and
@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from _util import require_cuda
+from ligerd.testing.gpu import require_cuda
 
 torch = require_cuda()
 
@@ -36,14 +36,14 @@ import ligerd  # noqa: E402
 from ligerd import _backend  # noqa: E402
 from ligerd.transformers import LigerRMSNorm, liger_rms_norm  # noqa: E402
 
-import rms_norm_ref as ref  # noqa: E402
-from _util import (DEV, DTYPES, TINY, U, assert_close, liger_peer, nan_like,  # noqa: E402
+from ligerd.testing.reference import rms_norm as ref  # noqa: E402
+from ligerd.testing.gpu import (DEV, DTYPES, TINY, U, assert_close, liger_peer, nan_like,  # noqa: E402
                    param_id as _id, poison_allocator)
 
 pytestmark = pytest.mark.usefixtures("local_dispatch")  # conftest.py
 
 MODES = ["llama", "gemma", "none"]
-# U (unit roundoff) and TINY (subnormal spacing, where rounding is absolute) per dtype: _util.py.
+# U (unit roundoff) and TINY (subnormal spacing, where rounding is absolute) per dtype: ligerd/testing/gpu.py.
 EPS = 1e-6
 # (rows, hidden): one element; Llama-ish; square; a 3-D (2, 37, 8191) flattened (odd hidden);
 # past Liger's 64K limit; small odd ones that exercise the scalar (unvectorised) paths.
@@ -321,7 +321,7 @@ def test_bad_inputs(case):
     assert "rms_norm" in str(ei.value), str(ei.value)
 
 
-@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")
 def test_weight_on_other_device():
     x = torch.randn(4, 64, device="cuda:0")
     w = torch.ones(64, device="cuda:1")
@@ -378,7 +378,7 @@ def test_matches_liger_kernel(dtype, mode):
         outs.append((y.detach(), xr.grad, m.weight.grad))
     fr = ref.forward(x, w, EPS, offset, MODE_ID[mode])
     br = ref.backward(dy, x, w, EPS, offset, MODE_ID[mode])
-    # Liger's own rounding points differ slightly from ligerd's (see rms_norm_ref.py); compare
+    # Liger's own rounding points differ slightly from ligerd's (see ligerd/testing/reference/rms_norm.py); compare
     # each to the reference with the widest (none-mode) forward tolerance, and to each other.
     for who, (y, dx, dw) in zip(("liger", "ligerd"), outs):
         assert_close("Y", y, fr.y, fwd_tol(dtype, "none", fr, wmax(w, offset)), f"{who} {mode}")

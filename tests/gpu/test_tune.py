@@ -11,7 +11,7 @@
 - Configs written into the DB by hand (non-default positions per thread, persistent grids, other
   RMSNorm row groups) are used and stay exact; one the op refuses is ignored (default used,
   logged), not an error.
-- With ``LIGERD_TUNE_REPORT=<dir>`` it also tunes LLaMA-3-8B's row-wise shapes (16384 tokens,
+- With ``-m measurement`` and ``LIGERD_TUNE_REPORT=<dir>`` it also tunes LLaMA-3-8B's row-wise shapes (16384 tokens,
   hidden 4096, FFN 14336, bf16) and writes the ``ligerctl tune`` table there (the gains quoted in
   the report).
 
@@ -31,7 +31,7 @@ import sys
 import textwrap
 
 import pytest
-from _util import require_cuda, require_ligerd_bin
+from ligerd.testing.gpu import require_cuda, require_ligerd_bin
 
 torch = require_cuda()
 LIGERD_BIN = require_ligerd_bin()
@@ -39,7 +39,7 @@ LIGERCTL = os.environ.get("LIGERCTL_BIN") or str(pathlib.Path(LIGERD_BIN).parent
 if not os.access(LIGERCTL, os.X_OK):
     pytest.skip(f"no ligerctl at {LIGERCTL}", allow_module_level=True)
 
-from _util import Daemon  # noqa: E402  (imports ligerd)
+from ligerd.testing.gpu import Daemon  # noqa: E402  (imports ligerd)
 
 HERE = pathlib.Path(__file__).resolve().parent
 # Shapes tuned by the daemon in these tests (small enough to tune in seconds).
@@ -95,7 +95,7 @@ CHILD = textwrap.dedent(r"""
     sys.path.insert(0, sys.argv[2])
     import torch
     import ligerd._C as C
-    import rms_norm_ref as ref
+    from ligerd.testing.reference import rms_norm as ref
     C.set_cache_dir(sys.argv[1])
     cases = json.loads(sys.argv[3])
     out = []
@@ -284,8 +284,12 @@ def test_corrupt_db_is_rebuilt_not_trusted(daemon):
     assert list(pathlib.Path(cache, "tuning").glob("*.corrupt-*")), "moved aside"
 
 
-@pytest.mark.skipif(not os.environ.get("LIGERD_TUNE_REPORT"), reason="set LIGERD_TUNE_REPORT=<dir> to measure")
+@pytest.mark.measurement
 def test_llama3_8b_gains(daemon):
+    """Tunes the LLaMA-3-8B shapes and keeps the report in $LIGERD_TUNE_REPORT (a directory): a
+    measurement, run on request with `-m measurement` (tests/gpu/pytest.ini deselects it)."""
+    if not os.environ.get("LIGERD_TUNE_REPORT"):
+        pytest.fail("set LIGERD_TUNE_REPORT=<dir> for the report of this measurement")
     p = ligerctl(daemon, "--model=llama3-8b", "geglu_fwd:bf16:16384x14336", "geglu_bwd:bf16:16384x14336",
                  timeout=900)
     out = pathlib.Path(os.environ["LIGERD_TUNE_REPORT"])

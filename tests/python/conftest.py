@@ -1,18 +1,13 @@
 """CPU tests of the ligerd Python package (no GPU, no CUDA torch needed).
 
-They import the package from the source tree (python_client/), so they test what is checked in,
-not whatever version is installed. Tests that need torch or grpcio skip with a reason when those
-are missing."""
+They import the package from the source tree (pytest.ini puts python_client/ on sys.path), so they
+test what is checked in, not whatever version is installed; helpers shared with the GPU suite
+(float64 references, the reference executor, stand-ins) are in ``ligerd.testing``. The skip policy
+(only GPU-only tests may skip) is scripts/test_report.py's, over this suite's JUnit XML."""
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "python_client"))
-sys.path.insert(0, str(ROOT / "tests" / "gpu"))  # rms_norm_ref.py, shared with the GPU tests
 
 _LIGERD_ENV = ("LIGERD_DISPATCH", "LIGERD_SOCKET", "LIGERD_AUTOSTART", "LIGERD_BIN",
                "LIGERD_CACHE_DIR", "LIGERD_NO_DAEMON", "XDG_RUNTIME_DIR", "XDG_CACHE_HOME")

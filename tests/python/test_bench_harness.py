@@ -5,6 +5,7 @@ of fake rows right. (Timing itself needs CUDA: bench/run_kernels.py on the GPU m
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -13,10 +14,24 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch is not installed")
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
-sys.path.insert(0, str(BENCH))
 
-harness = importlib.import_module("kernels.harness")
-run_kernels = importlib.import_module("run_kernels")
+
+def _load(name, path, package_dir=None):
+    """Imports bench code by its path, as `python3 bench/run_kernels.py` would find it, without
+    putting bench/ on sys.path (where its folders could hide installed packages)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(
+        name, path, submodule_search_locations=[str(package_dir)] if package_dir else None)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_load("ligerd_bench", BENCH / "ligerd_bench" / "__init__.py", BENCH / "ligerd_bench")
+harness = importlib.import_module("ligerd_bench.harness")
+run_kernels = _load("run_kernels", BENCH / "run_kernels.py")
 
 TINY = {"rms_norm": {"M": 3, "N": 8}, "fused_add_rms_norm": {"M": 3, "N": 8},
         "layer_norm": {"M": 3, "N": 8}, "swiglu": {"M": 3, "F": 8}, "geglu": {"M": 3, "F": 8},
@@ -30,7 +45,7 @@ def cpu_harness(monkeypatch):
 
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_module_interface_and_eager_steps(name):
-    mod = importlib.import_module(f"kernels.{name}")
+    mod = importlib.import_module(f"ligerd_bench.{name}")
     assert mod.OP == name and mod.TITLE and set(mod.PASSES) <= {"fwd", "bwd", "full"}
     full = mod.shapes(False)
     assert mod.shapes(True) == full[:1], "quick runs the first (LLaMA-3-8B) shape alone"
@@ -53,16 +68,16 @@ def test_module_interface_and_eager_steps(name):
 
 
 def test_norm_baselines_compute_the_ops():
-    fa = importlib.import_module("kernels.fused_add_rms_norm")
+    fa = importlib.import_module("ligerd_bench.fused_add_rms_norm")
     x, r = torch.randn(3, 8), torch.randn(3, 8)
     y, s = fa.HFAddRMSNorm(8)(x, r)
     assert torch.equal(s, x + r)
     torch.testing.assert_close(y, s * torch.rsqrt(s.pow(2).mean(-1, keepdim=True) + fa.EPS))
-    ln = importlib.import_module("kernels.layer_norm")
+    ln = importlib.import_module("ligerd_bench.layer_norm")
     m = ln.impls()["eager"]({"M": 3, "N": 8}, torch.float32)
     assert isinstance(m, torch.nn.LayerNorm) and torch.count_nonzero(m.bias) > 0
     for name in ("rms_norm", "fused_add_rms_norm", "layer_norm"):
-        full = importlib.import_module(f"kernels.{name}").shapes(False)
+        full = importlib.import_module(f"ligerd_bench.{name}").shapes(False)
         assert full[0] == {"M": 16384, "N": 4096}, "LLaMA-3-8B first"
 
 

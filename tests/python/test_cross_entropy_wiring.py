@@ -18,7 +18,7 @@ from ligerd.ops import fused_linear_cross_entropy as flce_mod  # noqa: E402
 from ligerd.transformers import (CrossEntropyOutput, LigerCrossEntropyLoss,  # noqa: E402
                                  LigerFusedLinearCrossEntropyLoss, liger_cross_entropy,
                                  liger_fused_linear_cross_entropy)
-import ref_executor  # noqa: E402  (tests/python/ref_executor.py)
+from ligerd.testing import ref_executor  # noqa: E402
 
 
 @pytest.fixture

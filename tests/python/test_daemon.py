@@ -15,8 +15,6 @@ from ligerd import _daemon, _dispatch, _health
 
 grpc = pytest.importorskip("grpc", reason="grpcio is not installed; daemon tests need it")
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
 
 
 def serve_health(socket_path, status=_health.SERVING):
@@ -33,11 +31,12 @@ def serve_health(socket_path, status=_health.SERVING):
 
 @pytest.fixture
 def fake_bin(tmp_path, monkeypatch):
-    """An executable 'ligerd' that runs fake_ligerd.py with this interpreter."""
+    """An executable 'ligerd' that runs ligerd.testing.fake_daemon with this interpreter."""
     exe = tmp_path / "bin" / "ligerd"
     exe.parent.mkdir()
-    exe.write_text(f"#!/bin/sh\nPYTHONPATH={ROOT / 'python_client'} exec {sys.executable} "
-                   f"{HERE / 'fake_ligerd.py'} \"$@\"\n")
+    package_root = Path(ligerd.__file__).resolve().parents[1]
+    exe.write_text(f"#!/bin/sh\nPYTHONPATH={package_root} exec {sys.executable} "
+                   f"-m ligerd.testing.fake_daemon \"$@\"\n")
     exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("LIGERD_BIN", str(exe))
     return exe

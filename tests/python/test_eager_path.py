@@ -12,7 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch is not installed")
 
-import ref_executor  # noqa: E402
+from ligerd.testing import ref_executor  # noqa: E402
 from ligerd.ops import _opdef  # noqa: E402
 from ligerd.ops.cross_entropy import cross_entropy  # noqa: E402
 from ligerd.ops.fused_add_rms_norm import fused_add_rms_norm  # noqa: E402

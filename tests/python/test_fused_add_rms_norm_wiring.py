@@ -12,7 +12,7 @@ from ligerd import _backend  # noqa: E402
 from ligerd.ops.fused_add_rms_norm import LigerFusedAddRMSNormFunction  # noqa: E402
 from ligerd.transformers import LigerFusedAddRMSNorm, liger_fused_add_rms_norm  # noqa: E402
 
-import ref_executor  # noqa: E402  (tests/python/ref_executor.py)
+from ligerd.testing import ref_executor  # noqa: E402
 
 
 @pytest.fixture

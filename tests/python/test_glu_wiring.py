@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch", reason="torch is not installed")
 import ligerd  # noqa: E402
 from ligerd.transformers import (LigerGEGLUMLP, LigerSwiGLUMLP, liger_geglu,  # noqa: E402
                                  liger_swiglu)
-import ref_executor  # noqa: E402  (tests/python/ref_executor.py)
+from ligerd.testing import ref_executor  # noqa: E402
 
 @pytest.fixture
 def launcher(monkeypatch):

@@ -10,11 +10,9 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch is not installed")
 transformers = pytest.importorskip("transformers", reason="transformers is not installed")
-if int(transformers.__version__.split(".")[0]) != 5:
-    pytest.skip("ligerd patches target transformers 5.x", allow_module_level=True)
 
-import convergence as cv  # noqa: E402  (tests/gpu/convergence.py)
-import hf_standins  # noqa: E402
+from ligerd.testing import convergence as cv  # noqa: E402
+from ligerd.testing import hf_standins  # noqa: E402
 import ligerd.transformers as lt  # noqa: E402
 
 SIZES = dict(hidden=64, layers=2, vocab=256, heads=4, kv_heads=2, intermediate=128,
@@ -108,7 +106,7 @@ def test_noise_floor_criterion_catches_a_defect(monkeypatch, op, defect):
     logits) or a SwiGLU whose dA is 1.5x (fails on the updates) is caught. (A 3-10% error in
     SwiGLU's forward output is not, at this toy size: 2 layers of hidden 64, 8 steps, where the
     MLP's share of the residual stream is small; the GPU test's mini models are 16x wider.)"""
-    import ref_executor
+    from ligerd.testing import ref_executor
     monkeypatch.setitem(ref_executor.HANDLERS, op, defect(ref_executor.HANDLERS[op]))
     init, truth, hf, lig = _noise_floor_runs("llama")
     failures = cv.noise_floor_failures(cv.deviation(lig, truth, init), cv.deviation(hf, truth, init))

@@ -11,7 +11,7 @@ from ligerd import _backend  # noqa: E402
 from ligerd.ops.layer_norm import LigerLayerNormFunction  # noqa: E402
 from ligerd.transformers import LigerLayerNorm, liger_layer_norm  # noqa: E402
 
-import ref_executor  # noqa: E402  (tests/python/ref_executor.py)
+from ligerd.testing import ref_executor  # noqa: E402
 
 
 @pytest.fixture

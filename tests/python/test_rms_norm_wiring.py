@@ -14,7 +14,7 @@ from ligerd import _backend  # noqa: E402
 from ligerd.ops import rms_norm as rms_ops  # noqa: E402
 from ligerd.transformers import LigerRMSNorm, liger_rms_norm  # noqa: E402
 
-import ref_executor  # noqa: E402  (tests/python/ref_executor.py)
+from ligerd.testing import ref_executor  # noqa: E402
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import ligerd  # noqa: E402
 from ligerd.ops.rope import LigerRopeFunction  # noqa: E402
 from ligerd.transformers import liger_rotary_pos_emb  # noqa: E402
 from ligerd.transformers.functional import liger_rope  # noqa: E402
-import ref_executor  # noqa: E402  (tests/python/ref_executor.py)
+from ligerd.testing import ref_executor  # noqa: E402
 
 
 @pytest.fixture

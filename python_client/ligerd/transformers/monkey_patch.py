@@ -45,11 +45,12 @@ from typing import Callable, Dict, Optional
 
 import torch.nn as nn
 
+from ligerd import _supported
 from ligerd._errors import ConfigError
 
 log = logging.getLogger("ligerd")
 
-SUPPORTED_TRANSFORMERS = "transformers>=5,<6"
+SUPPORTED_TRANSFORMERS = _supported.requirement("transformers", _supported.TRANSFORMERS)
 
 # ---------------------------------------------------------------------------------------------
 # The patch record (for revert_liger_kernel_patches)
@@ -131,22 +132,23 @@ def patched_attributes() -> list:
 
 
 def check_transformers_version():
-    """The installed transformers module, if it is a version these patches target."""
+    """The installed transformers module, if it is a release these patches support
+    (ligerd._supported.TRANSFORMERS); otherwise a ConfigError at patch time that says which is
+    installed and which to install, instead of an ImportError deep inside a model."""
     try:
         import transformers
     except ImportError as e:
-        raise ImportError(f"ligerd.transformers model patching needs Hugging Face transformers "
-                          f"({SUPPORTED_TRANSFORMERS}): pip install 'transformers>=5,<6'") from e
-    version = transformers.__version__
+        raise ImportError(f"ligerd.transformers model patching needs Hugging Face transformers: "
+                          f"pip install '{SUPPORTED_TRANSFORMERS}'") from e
+    version = getattr(transformers, "__version__", "unknown")
     try:
-        major = int(version.split(".")[0])
+        supported = _supported.in_range(version, _supported.TRANSFORMERS)
     except ValueError:
-        major = -1
-    if major != 5:
+        supported = False
+    if not supported:
         raise ConfigError(
-            f"ligerd.transformers model patching supports transformers 5.x "
-            f"({SUPPORTED_TRANSFORMERS}; tested with 5.17 and 5.23), but transformers {version} is "
-            f"installed. Install a 5.x release: pip install 'transformers>=5,<6'")
+            f"ligerd.transformers model patching supports {SUPPORTED_TRANSFORMERS}, but transformers "
+            f"{version} is installed; install a supported release: pip install '{SUPPORTED_TRANSFORMERS}'")
     return transformers
 
 

@@ -25,7 +25,7 @@ from typing import Callable, Dict, List
 import torch
 import torch.nn.functional as F
 
-from kernels import harness
+from ligerd_bench import harness
 
 OP = "cross_entropy"
 TITLE = "Cross-entropy (mean, grad of logits)"

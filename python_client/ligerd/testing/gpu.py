@@ -1,9 +1,9 @@
-"""Helpers shared by the GPU tests (tests/gpu/test_*.py import them; fixtures are in conftest.py).
+"""Helpers shared by the GPU tests (tests/gpu/test_*.py import them; fixtures are in its conftest.py).
 
 A test module starts with
 
     import pytest
-    from _util import require_cuda
+    from ligerd.testing.gpu import require_cuda
     torch = require_cuda()          # skips the whole module without torch or a CUDA device
 
 before it imports ligerd (the *built* package, which has no ligerd._C without a build), and takes
@@ -35,8 +35,10 @@ U = {torch.float32: 2.0 ** -24, torch.bfloat16: 2.0 ** -8, torch.float16: 2.0 **
 # values land there.
 TINY = {torch.float32: 2.0 ** -149, torch.bfloat16: 2.0 ** -133, torch.float16: 2.0 ** -24}
 
-# Where the lead installs peer wheels (liger_kernel) on the GPU machine: bench/common.py PEER_SITE.
-PEER_SITE = "/tmp/site"
+# Where peer packages (liger_kernel) are installed when they are not in the environment itself,
+# e.g. `pip install --target DIR` of a carried wheel: a setting, $LIGERD_PEER_SITE (tests/gpu/run.sh
+# sets it); unset, peers come from the environment alone.
+PEER_SITE = os.environ.get("LIGERD_PEER_SITE", "").strip() or None
 
 
 # ------------------------------------------------------------------------------------------
@@ -131,7 +133,7 @@ def rel_err(got, ref) -> float:
 # Liger-Kernel as a peer, when installed
 
 def add_peer_site() -> None:
-    if os.path.isdir(PEER_SITE) and PEER_SITE not in sys.path:
+    if PEER_SITE and os.path.isdir(PEER_SITE) and PEER_SITE not in sys.path:
         sys.path.append(PEER_SITE)
 
 

@@ -14,7 +14,7 @@ from typing import Callable, Dict, List
 
 import torch
 
-from kernels import harness
+from ligerd_bench import harness
 
 OP = "layer_norm"
 TITLE = "LayerNorm"

@@ -13,7 +13,7 @@ from typing import Callable, Dict, List
 
 import torch
 
-from kernels import harness
+from ligerd_bench import harness
 
 OP = "fused_add_rms_norm"
 TITLE = "Fused add + RMSNorm"

@@ -1,5 +1,5 @@
 """Float64 reference for LayerNorm (kernels/ops/layer_norm.cuh, Liger-Kernel's semantics), with
-per-element error scales as in rms_norm_ref.py.
+per-element error scales as in rms_norm.py beside it.
 
 forward:  mean = sum(x)/N, var = sum((x - mean)^2)/N, rstd = 1/sqrt(var + eps),
           xhat = (x - mean) * rstd, y = xhat * w + b   (w = 1, b = 0 when absent)

@@ -29,12 +29,14 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import torch
 
-# Where the lead installs peer wheels on the GPU machine (pip install --target /tmp/site ...).
-PEER_SITE = "/tmp/site"
+# Where peer packages (liger_kernel, cut_cross_entropy) are installed when they are not in the
+# environment itself (`pip install --target DIR` of carried wheels): the setting $LIGERD_PEER_SITE
+# (tests/gpu/run.sh sets it); unset, peers come from the environment alone.
+PEER_SITE = os.environ.get("LIGERD_PEER_SITE", "").strip() or None
 
 
 def add_peer_site() -> None:
-    if os.path.isdir(PEER_SITE) and PEER_SITE not in sys.path:
+    if PEER_SITE and os.path.isdir(PEER_SITE) and PEER_SITE not in sys.path:
         sys.path.append(PEER_SITE)
 
 

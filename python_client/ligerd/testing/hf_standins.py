@@ -1,7 +1,7 @@
 """CPU stand-ins for the Hugging Face patching tests (tests/python/test_hf_*.py).
 
 1. ``ref_executor.RefLauncher``: every executor op implemented in float64 torch
-   (tests/python/ref_executor.py, shared with the op wiring tests), installed as
+   (ligerd.testing.ref_executor, shared with the op wiring tests), installed as
    ``ligerd._backend._test_launcher`` so the Liger modules run on CPU tensors.
 2. Torch reference implementations of the ops other engineers are writing in parallel
    (``liger_rotary_pos_emb``, ``liger_cross_entropy``, ``LigerCrossEntropyLoss``,
@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import ref_executor  # tests/python/ref_executor.py: float64 references of every executor op
+from ligerd.testing import ref_executor  # tests/python/ref_executor.py: float64 references of every executor op
 
 CALLS: list = []  # (stand-in name, kwargs summary)
 

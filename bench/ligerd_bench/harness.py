@@ -1,7 +1,7 @@
-"""The generic kernel-benchmark loop: one op module (bench/kernels/<op>.py) at each of its shapes,
-for each implementation and pass, timed alike (bench/common.py), one CSV row each.
+"""The generic kernel-benchmark loop: one op module (bench/ligerd_bench/<op>.py) at each of its shapes,
+for each implementation and pass, timed alike (bench/ligerd_bench/common.py), one CSV row each.
 
-An op module defines (see bench/kernels/rms_norm.py for a complete one):
+An op module defines (see bench/ligerd_bench/rms_norm.py for a complete one):
 
     OP = "rms_norm"                  # the CSV's op column
     TITLE = "RMSNorm"                # plot title
@@ -33,7 +33,7 @@ from typing import Callable, Dict, List, Sequence
 
 import torch
 
-import common
+from ligerd_bench import common
 
 PEERS = ("eager", "torch.compile", "liger", "ligerd")
 DEVICE = "cuda"  # harness self-tests set "cpu"
@@ -155,7 +155,7 @@ def run(mod, shapes: Sequence[Dict[str, int]], impls: Dict[str, Callable], dtype
         passes: Sequence[str] = None, eager_launch=True, memory=True, log=print) -> List[dict]:
     """One row per (impl, shape, pass): ms (CUDA-graph replay, or the eager-launch time where
     capture failed: see ``method`` and ``note``), GB/s by the module's byte model,
-    ms_eager_launch and host_us (bench/common.py), and peak_extra_MiB on the "full" rows."""
+    ms_eager_launch and host_us (bench/ligerd_bench/common.py), and peak_extra_MiB on the "full" rows."""
     passes = [p for p in (passes or mod.PASSES) if p in mod.PASSES]
     rows = []
     b = torch.tensor([], dtype=dtype).element_size()

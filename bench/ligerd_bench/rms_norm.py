@@ -1,7 +1,7 @@
 """RMSNorm benchmark rows: forward, backward and forward+backward ("full"), bf16, for
 torch eager (Hugging Face LlamaRMSNorm math), torch.compile of the same, Liger-Kernel's
 LigerRMSNorm (if importable) and ligerd's LigerRMSNorm. Run by bench/run_kernels.py through
-bench/kernels/harness.py; call_overhead() adds the per-call host cost rows.
+bench/ligerd_bench/harness.py; call_overhead() adds the per-call host cost rows.
 
 Byte model (minimal traffic, what a fused kernel must move): fwd reads X and writes Y = 2*M*N*b;
 bwd reads dY and X and writes dX = 3*M*N*b; full = 5*M*N*b (weight, rstd and dW are O(N + M)).
@@ -13,7 +13,7 @@ from typing import Callable, Dict, List
 
 import torch
 
-from kernels import harness
+from ligerd_bench import harness
 
 OP = "rms_norm"
 TITLE = "RMSNorm"

@@ -13,8 +13,8 @@ from typing import Callable, Dict
 
 import torch
 
-import layer_norm_ref  # tests/gpu/layer_norm_ref.py (conftest puts tests/gpu on sys.path)
-import rms_norm_ref  # tests/gpu/rms_norm_ref.py
+from ligerd.testing.reference import layer_norm as layer_norm_ref
+from ligerd.testing.reference import rms_norm as rms_norm_ref
 
 HANDLERS: Dict[str, Callable] = {}
 

@@ -19,8 +19,8 @@ from typing import Callable, Dict, List
 
 import torch
 
-import common
-from kernels import harness
+from ligerd_bench import common
+from ligerd_bench import harness
 
 OP = "rope"
 TITLE = "RoPE (q and k, HF rotate_half)"

@@ -1,1 +1,0 @@
-"""Benchmark row families, one module per op."""

@@ -1,0 +1,14 @@
+"""Test support for ligerd, shared by its CPU and GPU suites and usable by anyone checking ligerd
+against references (as ``torch.testing`` is for torch):
+
+- ``reference``: float64 references of the ops, with the kernels' rounding points and per-element
+  error scales (``reference.rms_norm``, ``reference.layer_norm``);
+- ``ref_executor``: a float64 stand-in for the executor, so everything but the CUDA kernels runs on
+  a machine without a GPU (``ref_executor.install(monkeypatch)``);
+- ``hf_standins``: CPU stand-ins for the Hugging Face patching tests;
+- ``convergence``: the mini-model training harness of the convergence tests;
+- ``gpu``: helpers of the GPU suite (tolerances, NaN poisoning, a private daemon);
+- ``fake_daemon``: a stand-in ``ligerd`` binary that serves only health checks.
+
+Importing ``ligerd.testing`` imports nothing heavy; each module imports what it needs.
+"""

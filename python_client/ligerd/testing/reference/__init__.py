@@ -1,0 +1,1 @@
+"""Float64 references of ligerd's ops, one module per op family."""
