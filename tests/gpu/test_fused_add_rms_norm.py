@@ -27,7 +27,9 @@ from ligerd.testing.reference import rms_norm as ref  # noqa: E402
 from ligerd.testing.gpu import (DEV, DTYPES, U, assert_close, liger_peer, nan_like,  # noqa: E402
                    param_id as _id, poison_allocator)
 # RMSNorm's tolerances, with their reasoning, are test_rms_norm.py's.
-from test_rms_norm import MODE_ID, MODES, dw_tol, dx_tol, fwd_tol, wmax  # noqa: E402
+from ligerd.testing.reference.rms_norm import MODE_IDS as MODE_ID, dw_tol, dx_tol, fwd_tol, wmax  # noqa: E402
+
+MODES = list(MODE_ID)  # llama, gemma, none
 
 pytestmark = pytest.mark.usefixtures("local_dispatch")  # conftest.py
 

@@ -50,38 +50,9 @@ EPS = 1e-6
 SHAPES = [(1, 1), (3, 5120), (4096, 4096), (2 * 37, 8191), (2, 70000), (5, 7), (33, 1000)]
 
 
-# ------------------------------------------------------------------------------------------
-# tolerance and comparison helpers
-
-def fwd_tol(dtype, mode, r: ref.FwdRef, wmax: float = 1.0):
-    """wmax: the largest |offset + w| (an intermediate rounded in the subnormal range is
-    multiplied by it)."""
-    if dtype == torch.float32:
-        return 1e-5 * r.y.abs() + 1e-5 * r.y_scale + 1e-30
-    u = U[dtype]
-    k_mid = {"llama": 2, "gemma": 0, "none": 6}[mode]
-    atol = (1 + k_mid / 2) * TINY[dtype] * max(1.0, wmax)
-    return 2 * u * r.y.abs() + k_mid * u * r.y_scale + atol
-
-
-def dx_tol(dtype, mode, r: ref.BwdRef):
-    if dtype == torch.float32:
-        return 1e-5 * r.dx.abs() + 1e-5 * r.dx_scale + 1e-30
-    u = U[dtype]
-    k_mid = 2 if mode == "none" else 0
-    return 2 * u * r.dx.abs() + (1e-5 + k_mid * u) * r.dx_scale + TINY[dtype]
-
-
-def dw_tol(xdtype, wdtype, mode, r: ref.BwdRef):
-    uw = U[wdtype]
-    # llama rounds x*rstd to X's dtype; none uses a rounded rstd: one ulp of X's dtype each
-    k_mid = 2 * U[xdtype] if (mode in ("llama", "none") and xdtype != torch.float32) else 0.0
-    out = 1e-5 if wdtype == torch.float32 else 2 * uw
-    return out * r.dw.abs() + (2e-5 + k_mid) * r.dw_scale + TINY[wdtype]
-
-
-def wmax(w, offset) -> float:
-    return 1.0 if w is None else float((w.double() + offset).abs().max())
+# Tolerances: fwd_tol, dx_tol, dw_tol and wmax in ligerd.testing.reference.rms_norm (the
+# fused add + RMSNorm tests use them too).
+fwd_tol, dx_tol, dw_tol, wmax = ref.fwd_tol, ref.dx_tol, ref.dw_tol, ref.wmax
 
 
 def make_inputs(rows, n, dtype, wdtype, has_w, offset, seed):

@@ -27,13 +27,7 @@ torch = pytest.importorskip("torch", reason="torch is not installed")
 
 DEV = "cuda"
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
-# Unit roundoff (half an ulp, relative) of each dtype: one rounding to it moves a value by at most
-# u * |value| (in the normal range).
-U = {torch.float32: 2.0 ** -24, torch.bfloat16: 2.0 ** -8, torch.float16: 2.0 ** -11}
-# Spacing of the dtype's subnormals: below the smallest normal, rounding errors are absolute
-# (half of this per rounding), not relative. Matters for fp16 (2^-24 = 6e-8): small |x| * rstd
-# values land there.
-TINY = {torch.float32: 2.0 ** -149, torch.bfloat16: 2.0 ** -133, torch.float16: 2.0 ** -24}
+from ligerd.testing.reference.precision import TINY, U  # noqa: E402,F401  (re-exported)
 
 # Where peer packages (liger_kernel) are installed when they are not in the environment itself,
 # e.g. `pip install --target DIR` of a carried wheel: a setting, $LIGERD_PEER_SITE (tests/gpu/run.sh

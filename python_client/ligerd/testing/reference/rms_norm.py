@@ -32,6 +32,8 @@ from typing import Optional
 
 import torch
 
+from ligerd.testing.reference.precision import TINY, U
+
 LLAMA, GEMMA, NONE = 0, 1, 2
 MODE_IDS = {"llama": LLAMA, "gemma": GEMMA, "none": NONE}
 
@@ -111,3 +113,37 @@ def backward(dy: torch.Tensor, x: torch.Tensor, w: Optional[torch.Tensor], eps: 
         dw = terms.sum(dim=0)
         dw_scale = terms.abs().sum(dim=0)
     return BwdRef(dx=dx, dx_scale=dx_scale, dw=dw, dw_scale=dw_scale)
+
+
+# ------------------------------------------------------------------------------------------
+# Tolerances of the GPU tests (tests/gpu/test_rms_norm.py explains them), as bounds per element
+
+def fwd_tol(dtype, mode, r: ref.FwdRef, wmax: float = 1.0):
+    """wmax: the largest |offset + w| (an intermediate rounded in the subnormal range is
+    multiplied by it)."""
+    if dtype == torch.float32:
+        return 1e-5 * r.y.abs() + 1e-5 * r.y_scale + 1e-30
+    u = U[dtype]
+    k_mid = {"llama": 2, "gemma": 0, "none": 6}[mode]
+    atol = (1 + k_mid / 2) * TINY[dtype] * max(1.0, wmax)
+    return 2 * u * r.y.abs() + k_mid * u * r.y_scale + atol
+
+
+def dx_tol(dtype, mode, r: ref.BwdRef):
+    if dtype == torch.float32:
+        return 1e-5 * r.dx.abs() + 1e-5 * r.dx_scale + 1e-30
+    u = U[dtype]
+    k_mid = 2 if mode == "none" else 0
+    return 2 * u * r.dx.abs() + (1e-5 + k_mid * u) * r.dx_scale + TINY[dtype]
+
+
+def dw_tol(xdtype, wdtype, mode, r: ref.BwdRef):
+    uw = U[wdtype]
+    # llama rounds x*rstd to X's dtype; none uses a rounded rstd: one ulp of X's dtype each
+    k_mid = 2 * U[xdtype] if (mode in ("llama", "none") and xdtype != torch.float32) else 0.0
+    out = 1e-5 if wdtype == torch.float32 else 2 * uw
+    return out * r.dw.abs() + (2e-5 + k_mid) * r.dw_scale + TINY[wdtype]
+
+
+def wmax(w, offset) -> float:
+    return 1.0 if w is None else float((w.double() + offset).abs().max())
