@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs ligerd's test suites on any machine, GPU or not:
 #  1. installs what the Python suites import from PyPI when it is missing
-#     (scripts/test-requirements.txt: torch, transformers, grpcio, numpy, pytest); a failed
-#     install stops the run and says why;
+#     (scripts/test-requirements.txt: torch, transformers, grpcio, numpy, pytest, matplotlib);
+#     a failed install stops the run and says why;
 #  2. builds the daemon, the C++ suites and the Python extension ligerd._C (scripts/setup.sh);
 #  3. runs the C++ suites (ctest) and the Python CPU suite (pytest tests/python), each writing
 #     JUnit XML under $LIGERD_TEST_OUT (default build/<type>/test-results);
