@@ -13,7 +13,8 @@ the first kernel counts) and from a busy one (ms_busy_start: a sleep kernel ahea
 when the loss follows a model's forward and the host runs ahead; it also lets the GPU's power draw
 recover between steps, so compare impls within one column, not across columns).
 
-    python3 bench/flce.py --out out/bench       # writes flce.csv, flce.png, prints a table
+    python3 bench/flce.py --out out/bench       # writes flce.csv, flce.png, prints a table,
+                                                # appends to bench/results.csv (--results)
     python3 bench/flce.py --chunks 512 640 1024 --profile   # + ligerd at other chunk sizes
                                                 # (rows "ligerd@<tokens>"), and where one ligerd
                                                 # step's GPU time goes (flce_profile.txt)
@@ -32,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from ligerd_bench import common  # noqa: E402
+from ligerd_bench import common, results  # noqa: E402
 
 IGNORE = -100
 
@@ -49,6 +50,11 @@ def parse_args():
                     help="also time ligerd with LIGERD_FLCE_CHUNK set to each of these (tokens)")
     ap.add_argument("--profile", action="store_true",
                     help="write a per-kernel breakdown of one ligerd step to flce_profile.txt")
+    ap.add_argument("--results", default=None,
+                    help="results file to append to (default $LIGERD_RESULTS or bench/results.csv; "
+                         "'none': do not append)")
+    ap.add_argument("--note", default="", help="a note for every row of the results file "
+                    "(e.g. the setting this run was made under)")
     return ap.parse_args()
 
 
@@ -236,6 +242,9 @@ def main():
             "ligerd_speedup_busy_start", "note"]
     common.write_csv(out / "flce.csv", rows, cols)
     print(common.format_table(rows, cols))
+    if args.results != "none":
+        results.record(results.flce_rows(rows), results.run_metadata(common.environment()),
+                       path=args.results, note=args.note)
     try:
         import matplotlib
         matplotlib.use("Agg")

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Kernel benchmarks, side by side in one run: writes <out>/kernels.csv, <out>/kernels_meta.json,
-<out>/<op>.png per op (if matplotlib is importable), <out>/summary.txt, and prints tables with
-ratios.
+<out>/<op>.png per op (if matplotlib is importable), <out>/summary.txt, prints tables with
+ratios, and appends its rows to the results file (bench/results.csv, or --results / $LIGERD_RESULTS;
+bench/ligerd_bench/results.py: one row per measurement, a peer that failed or was not importable
+is a row saying so; bench/plot_results.py redraws the plots from it).
 
     python3 bench/run_kernels.py --out out/bench                 # every op, every shape
     python3 bench/run_kernels.py --ops swiglu rope --quick       # LLaMA-3-8B shapes only
@@ -36,7 +38,7 @@ HERE = Path(__file__).resolve().parent
 import torch  # noqa: E402
 
 from ligerd_bench import common  # noqa: E402
-from ligerd_bench import harness, rms_norm  # noqa: E402
+from ligerd_bench import harness, results, rms_norm  # noqa: E402
 
 PEERS = harness.PEERS
 # In report order; a module that is not there (yet) is skipped with a message.
@@ -55,6 +57,11 @@ def parse_args():
                     help="skip the eager-launch (non-graphed) timing column")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory column")
     ap.add_argument("--no-overhead", action="store_true", help="skip the per-call host cost rows")
+    ap.add_argument("--results", default=None,
+                    help="results file to append to (default $LIGERD_RESULTS or bench/results.csv; "
+                         "'none': do not append)")
+    ap.add_argument("--note", default="", help="a note for every row of the results file "
+                    "(e.g. the setting this run was made under)")
     return ap.parse_args()
 
 
@@ -201,6 +208,9 @@ def main():
     except Exception as e:  # noqa: BLE001
         meta["ligerd_session"] = f"unavailable: {e}"
     common.write_json(out / "kernels_meta.json", meta)
+    if args.results != "none":
+        results.record(results.kernel_rows(rows, peers=args.impls or PEERS), results.run_metadata(meta),
+                       path=args.results, note=args.note)
     overhead = []
     if not args.no_overhead and rms_norm in mods:
         impls = rms_norm.impls()

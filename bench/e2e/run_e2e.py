@@ -27,9 +27,12 @@ did not, each in a fresh process, find the largest batch more exactly.
 
 Outputs under --out (default out/e2e): e2e.csv (one row per configuration and batch), e2e_summary.csv
 (per configuration: largest batch, tokens/s there, ratios), e2e.json (everything), e2e.png (tokens/s
-and peak memory against batch; needs matplotlib); and a table with the ratios beside the issue's
-targets: throughput >= 1.2x HF eager and >= Liger's (each at its largest batch, and at equal batch),
-peak memory at equal batch <= 0.6x HF eager and <= Liger's, largest batch >= 2x HF eager's.
+and peak memory against batch; needs matplotlib); rows appended to the results file (op "e2e",
+pass "train": bench/results.csv, or --results / $LIGERD_RESULTS; bench/ligerd_bench/results.py;
+an out-of-memory batch or a failed configuration is a row saying so); and a table with the ratios
+beside the issue's targets: throughput >= 1.2x HF eager and >= Liger's (each at its largest batch,
+and at equal batch), peak memory at equal batch <= 0.6x HF eager and <= Liger's, largest batch
+>= 2x HF eager's.
 
     python3 bench/e2e/run_e2e.py                 # all four, ~5-8 minutes on an H100
     python3 bench/e2e/run_e2e.py --quick         # fewer steps, equal batch 1 and 2, no refinement
@@ -76,6 +79,14 @@ def _bench_common():
         sys.path.insert(0, str(ROOT / "bench"))
     from ligerd_bench import common
     return common
+
+
+def _results_file():
+    """bench/ligerd_bench/results.py (the results file), imported as _bench_common is."""
+    _bench_common()
+    from ligerd_bench import results
+    return results
+
 
 # Llama-3.2-1B's shape (its checkpoint config: tied embeddings, rope theta 500000).
 MODELS = {
@@ -127,6 +138,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap.add_argument("--timeout", type=float, default=600, help="seconds per process (default 600)")
     ap.add_argument("--out", default=os.path.join(os.environ.get("OUT", "out"), "e2e"))
     ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument("--results", default=None,
+                    help="results file to append to (default $LIGERD_RESULTS or bench/results.csv; "
+                         "'none': do not append)")
+    ap.add_argument("--note", default="", help="a note for every row of the results file")
     # Internal: the child process; tests use the CPU, a tiny model and fake patches.
     ap.add_argument("--model", choices=list(MODELS), default="1b", help=argparse.SUPPRESS)
     ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help=argparse.SUPPRESS)
@@ -581,6 +596,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(format_report(results, summary, args.equal_batches, args.seq))
     for p in write_outputs(results, summary, out, meta, plot=not args.no_plot):
         print(f"wrote {p}")
+    if args.results != "none":
+        rf = _results_file()
+        dtype = "bfloat16" if args.device == "cuda" else "float32"
+        rf.record(rf.e2e_rows(results, args.model, dtype),
+                  rf.run_metadata(meta.get("environment") or {}, gpu=meta["device"], torch=meta["torch"]),
+                  path=args.results, note=args.note)
     print(f"run_e2e: {meta['seconds']} s")
     return 1 if any(r["error"] for r in results.values()) else 0
 
