@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Performance questions of issue 4, each one GPU measurement, in stages that fit one device call
 # (600 s) each. Writes under OUT (default ./out/experiments). Sessions 6 and 7's answers:
-# bench/results/session6/, session7/ and kernels/README.md, "Settled measurements".
+# docs/perf/ (rms_norm.md, layer_norm.md, cross_entropy.md, fused_linear_cross_entropy.md).
 #   bash bench/experiments.sh kernels [OUT]   norm-forward and cross-entropy kernels of this tree
 #                                             against those of $BASE (default HEAD~1) at the
 #                                             planners' shapes, Liger's forwards beside them
@@ -13,7 +13,7 @@
 #                                             workspace 4 / 32 MiB, beside torch.compile (builds
 #                                             the daemon into $LIGERD_BUILD, default /tmp/b)
 #   bash bench/experiments.sh norms [OUT]     where the norm forwards' gaps to Liger come from
-#                                             (session 7, bench/results/session7/micro/): the
+#                                             (session 7, docs/perf/rms_norm.md): the
 #                                             benchmark's path (norm_fwd_paths.py), the timing
 #                                             order (run_kernels.py --impls), the state after
 #                                             torch.compile (liger_after_compile.py); ~3 min

@@ -1,7 +1,7 @@
 // SwiGLU forward launch-shape sweep (bf16, 16384 x 14336, three rotating buffer sets so reads are
 // cold): persistent grid-stride vs one-shot contiguous chunks, 1/2/4 vectors per thread, block
 // 128-1024, with and without streaming cache hints. Standalone, to settle kernels/ops/glu.cuh's
-// launch shape; result on the H100: bench/results/glu_launch_shapes.txt.
+// launch shape; its H100 results: docs/perf/glu.md.
 //   nvcc -O3 -arch=sm_90 -std=c++17 bench/micro/glu_launch_shapes.cu -o /tmp/glu_launch_shapes
 #include <cstdio>
 #include <cuda_runtime.h>

@@ -13,7 +13,7 @@ with CUPTI's registers per thread of each kernel, the output's address, and per 
 clock, power, temperature and persisting-L2 limit. Needs a GPU, ligerd and liger_kernel.
     python3 bench/micro/liger_after_compile.py
 
-Session 7's answer (bench/results/session7/micro/liger_after_compile.txt): the state. The kernels
+The answer on the H100 (session 7; docs/perf/rms_norm.md): the state. The kernels
 compiled before torch.compile ran get 1-3% faster after it, ligerd's as well as Liger's (RMSNorm
 0.0914 -> 0.0889 ms, Liger's 0.0923 -> 0.0897), and recompiling Liger's changes nothing (the
 same registers, the same time; its SASS is also identical built by ptxas 12.8 and 13.0). What in

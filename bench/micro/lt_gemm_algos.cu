@@ -2,7 +2,7 @@
 // for every algorithm cuBLASLt's heuristic offers, to settle how kernels/blas/lt_gemm.cc picks
 // one (heuristic top-1 or timed top-N), the workspace size, and whether the d input and dW GEMMs
 // gain from running side by side on split SMs (CUBLASLT_MATMUL_DESC_SM_COUNT_TARGET). Standalone;
-// result on the H100: bench/results/lt_gemm_algos.txt.
+// its H100 results: docs/perf/fused_linear_cross_entropy.md.
 //   nvcc -O3 -arch=sm_90 -std=c++17 bench/micro/lt_gemm_algos.cu -lcublasLt -o /tmp/lt_gemm_algos
 //   /tmp/lt_gemm_algos [chunk ...]          (default chunks: 640 768 1024; hidden 4096, vocab 128256)
 //   /tmp/lt_gemm_algos --search [chunk ...] (also: beyond the heuristic's offers, every tile x
@@ -294,7 +294,7 @@ int main(int argc, char** argv) {
   CK(cudaMalloc(&dW, kVocab * kHidden * 2));
   // Random values: a GEMM's speed depends on its data (the tensor cores' power, hence clocks).
   // A constant fill made every kernel ~20% faster than on real data and misled the first version
-  // of this sweep (bench/results/session4/lt_gemm_algos.txt, constant-filled).
+  // of this sweep (docs/perf/fused_linear_cross_entropy.md).
   FillRandom(x, cmax * kHidden, 0.5f, 1);
   FillRandom(W, kVocab * kHidden, 0.02f, 2);
   FillRandom(G, cmax * kVocab, 1e-5f, 3);

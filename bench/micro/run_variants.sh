@@ -9,7 +9,7 @@
 # hashes: the same results). Every variant runs twice, interleaved: the spread is the noise.
 # At 4096 Liger-Kernel's own RMSNorm / LayerNorm forwards run beside them when triton and
 # liger_kernel import (bench/micro/compile_liger.py; LIGER_SITE: a directory to import it from).
-# Session 6 settled the forward switches this way (bench/results/session6/variants.txt).
+# Session 6 settled the norm-forward and cross-entropy candidates this way (docs/perf/).
 set -uo pipefail
 BASE=${1:-HEAD}
 OUT=${2:-/tmp/variants}
