@@ -4,7 +4,8 @@ Importing this package registers the ops (it imports torch). One submodule per o
 ``ligerd.ops.rms_norm`` (``rms_norm()``), ``ligerd.ops.fused_add_rms_norm``
 (``fused_add_rms_norm()``), ``ligerd.ops.layer_norm`` (``layer_norm()``), ``ligerd.ops.glu``
 (``swiglu()``, ``geglu()``), ``ligerd.ops.rope`` (``rotary_pos_emb()``),
-``ligerd.ops.cross_entropy`` (``cross_entropy()``), ``ligerd.ops.fused_linear_cross_entropy``."""
+``ligerd.ops.cross_entropy`` (``cross_entropy()``), ``ligerd.ops.fused_linear_cross_entropy``,
+``ligerd.ops.softmax`` (``softmax()``)."""
 
 from ligerd.ops import cross_entropy  # noqa: F401  (module; registers ligerd::cross_entropy_*)
 from ligerd.ops import fused_add_rms_norm  # noqa: F401  (registers ligerd::fused_add_rms_norm_*)
@@ -13,6 +14,7 @@ from ligerd.ops import glu  # noqa: F401  (module; registers ligerd::glu_*)
 from ligerd.ops import layer_norm  # noqa: F401  (module; registers ligerd::layer_norm_*)
 from ligerd.ops import rms_norm  # noqa: F401  (module; registers ligerd::rms_norm_*)
 from ligerd.ops import rope  # noqa: F401  (module; registers ligerd::rope, ligerd::rope_inplace)
+from ligerd.ops import softmax  # noqa: F401  (module; registers ligerd::softmax_*)
 
 __all__ = ["cross_entropy", "fused_add_rms_norm", "fused_linear_cross_entropy", "glu", "layer_norm",
-           "rms_norm", "rope"]
+           "rms_norm", "rope", "softmax"]

@@ -15,6 +15,7 @@ import torch
 
 from ligerd.testing.reference import layer_norm as layer_norm_ref
 from ligerd.testing.reference import rms_norm as rms_norm_ref
+from ligerd.testing.reference import softmax as softmax_ref
 
 HANDLERS: Dict[str, Callable] = {}
 
@@ -131,6 +132,27 @@ def _layer_norm_bwd(op, tensors, scalars):
         dw.copy_(r.dw.to(dw.dtype))
     if db is not None:
         db.copy_(r.db.to(db.dtype))
+
+
+# ---- softmax (kernels/ops/softmax.cc) ---------------------------------------------------------
+
+@handles("softmax_fwd")
+def _softmax_fwd(op, tensors, scalars):
+    x, y = tensors
+    assert not scalars
+    assert y.shape == x.shape and y.dtype == x.dtype
+    assert all(t.shape[-1] <= 1 or t.stride(-1) == 1 for t in tensors), "contiguous last dim"
+    y.copy_(softmax_ref.forward(x).y.to(y.dtype))
+
+
+@handles("softmax_bwd")
+def _softmax_bwd(op, tensors, scalars):
+    dy, y, dx = tensors
+    assert not scalars
+    assert dy.shape == y.shape == dx.shape and dy.dtype == y.dtype == dx.dtype
+    assert all(t.shape[-1] <= 1 or t.stride(-1) == 1 for t in tensors), "contiguous last dim"
+    r = softmax_ref.backward(dy, y)
+    dx.copy_(r.dx.to(dx.dtype))  # after every read of dy: dx may alias dy
 
 
 # ---- SwiGLU / GeGLU (kernels/ops/glu.cc) -----------------------------------------------------

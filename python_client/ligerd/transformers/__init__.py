@@ -17,6 +17,8 @@ from ligerd.transformers.rms_norm import (LigerRMSNorm, LigerRMSNormForGemma,
                                           LigerRMSNormForGemma2, LigerRMSNormForGemma3,
                                           LigerRMSNormForGlm4, LigerRMSNormForOlmo2)
 from ligerd.transformers.rope import LigerRopeFunction, liger_rotary_pos_emb
+from ligerd.transformers.functional import liger_softmax
+from ligerd.transformers.softmax import LigerSoftmax
 from ligerd.transformers.swiglu import LigerSwiGLUMLP
 
 __all__ = [
@@ -46,6 +48,8 @@ __all__ = [
     "liger_fused_linear_cross_entropy",
     "liger_layer_norm",
     "liger_fused_add_rms_norm",
+    "LigerSoftmax",
+    "liger_softmax",
 ]
 
 # Hugging Face model patching (ligerd/transformers/monkey_patch.py, auto_model.py). Loaded on first

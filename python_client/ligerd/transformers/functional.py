@@ -15,11 +15,17 @@ from ligerd.ops.glu import swiglu as _swiglu
 from ligerd.ops.layer_norm import layer_norm as _layer_norm
 from ligerd.ops.rms_norm import rms_norm as _rms_norm
 from ligerd.ops.rope import rotary_pos_emb as _rotary_pos_emb
+from ligerd.ops.softmax import softmax as _softmax
 
 
 def liger_rms_norm(X, W, eps, offset: float = 0.0, casting_mode: str = "llama", in_place: bool = True):
     """``y = X / rms(X) * (offset + W)`` over the last dim; W may be None. See LigerRMSNorm."""
     return _rms_norm(X, W, eps, offset=offset, casting_mode=casting_mode, in_place=in_place)
+
+
+def liger_softmax(x):
+    """Softmax over the last dim, in fp32, returned in x's dtype. See LigerSoftmax."""
+    return _softmax(x)
 
 
 def liger_swiglu(a, b):
@@ -123,3 +129,4 @@ def liger_fused_add_rms_norm(X, R, W, eps, offset: float = 0.0, casting_mode: st
 __all__ = ["CrossEntropyOutput", "liger_cross_entropy", "liger_fused_add_rms_norm",
            "liger_fused_linear_cross_entropy", "liger_geglu", "liger_layer_norm", "liger_rms_norm",
            "liger_rope", "liger_swiglu"]
+__all__ += ["liger_softmax"]
