@@ -1,33 +1,16 @@
 #include "kernels/catalogue.h"
 
 #include "absl/strings/str_cat.h"
-#include "kernels/ops/ops.h"
+#include "kernels/ops/entries/all_ops.h"
 #include "kernels/status_macros.h"
 #include "kernels/validate.h"
 
 namespace ligerd::kernels {
 
 const std::vector<const OpSpec*>& AllOps() {
-  // An explicit list rather than static registrars: a static library drops object files that
-  // nothing references, and with them any self-registration.
-  static const auto* ops = new std::vector<const OpSpec*>{
-      &RmsNormForwardSpec(),
-      &RmsNormBackwardSpec(),
-      &SwiGluForwardSpec(),
-      &SwiGluBackwardSpec(),
-      &GeGluForwardSpec(),
-      &GeGluBackwardSpec(),
-      &RopeForwardSpec(),
-      &RopeBackwardSpec(),
-      &CrossEntropyCountSpec(),
-      &CrossEntropyForwardSpec(),
-      &CrossEntropyScaleSpec(),
-      &LayerNormForwardSpec(),
-      &LayerNormBackwardSpec(),
-      &FusedAddRmsNormForwardSpec(),
-      &FusedAddRmsNormBackwardSpec(),
-      &GemmSpec(),
-  };
+  // Generated from the entries (kernels/ops/entries/all_ops.h) rather than static registrars: a
+  // static library drops object files that nothing references, and with them any registration.
+  static const auto* ops = new std::vector<const OpSpec*>(AllOpsList());
   return *ops;
 }
 

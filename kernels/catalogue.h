@@ -3,8 +3,11 @@
 // launch. Nothing here touches CUDA, so argument checking is testable without a GPU or driver;
 // the executor (executor.cc) turns an OpPlan into driver calls.
 //
-// Adding an op: kernels/ops/<op>.cuh (NVRTC source) + kernels/ops/<op>.cc (its OpSpec), one
-// line in kernels/ops/ops.h and in AllOps() (catalogue.cc), and the .cuh in kernels/CMakeLists.txt.
+// Each op is declared once, in its entry (kernels/ops/<family>.toml): name, doc, named tensors and
+// scalars, kernel source, launch bounds. The build generates from it the op's base OpSpec and
+// named indices (kernels/ops/entries/<family>.h, namespace entry::<op>) and the list of all ops;
+// the family's .cc adds what cannot be declared (variants, planning, tuning hooks) and defines the
+// op's accessor with LIGERD_DEFINE_OP. kernels/README.md, "Adding an op", walks through it.
 #pragma once
 
 #include <cstddef>
@@ -22,6 +25,30 @@
 #include "kernels/tensor_view.h"
 
 namespace ligerd::kernels {
+
+// A kernel's launch bound, as the op entry declares it: the NVRTC source gets
+// -DLIGERD_LB_<KEY>=__launch_bounds__(max_threads[, min_blocks]) and the planner reads the same
+// numbers (MaxThreadsOf), so the two cannot disagree.
+struct LaunchBound {
+  std::string_view key;  // "i2", "loop", ...: the kernel (or kernel group) it bounds
+  int max_threads = 0;
+  int min_blocks = 0;    // minimum resident blocks per SM asked of the compiler; 0 = none
+};
+
+// The bound's max_threads of `key`; 0 when the entry declares none (a programming error the
+// op's plan tests catch).
+constexpr int MaxThreadsOf(std::span<const LaunchBound> bounds, std::string_view key) {
+  for (const LaunchBound& b : bounds)
+    if (b.key == key) return b.max_threads;
+  return 0;
+}
+
+// The smallest max_threads of all of an op's kernels (ops whose planner takes one block limit).
+constexpr int SmallestBound(std::span<const LaunchBound> bounds) {
+  int m = 1024;
+  for (const LaunchBound& b : bounds) m = b.max_threads < m ? b.max_threads : m;
+  return m;
+}
 
 struct TensorParam {
   std::string name;
@@ -161,7 +188,16 @@ struct OpSpec {
   std::function<absl::StatusOr<TuningProblem>(const TuningShape& shape)> tuning_problem;
 };
 
-// Every op, in catalogue order.
+// Defines `const OpSpec& OpSpec_<name>()`, the accessor the generated all_ops.h declares for each
+// op entry, built once from MAKE (an expression giving the OpSpec, which starts from the entry's
+// entry::<name>::BaseSpec()).
+#define LIGERD_DEFINE_OP(NAME, MAKE)                   \
+  const OpSpec& OpSpec_##NAME() {                      \
+    static const OpSpec* spec = new OpSpec(MAKE);      \
+    return *spec;                                      \
+  }
+
+// Every op, in entry order (kernels/ops/*.toml by file name, then order in the file).
 const std::vector<const OpSpec*>& AllOps();
 const OpSpec* FindOp(std::string_view name);
 

@@ -38,7 +38,7 @@ class PlainRmsNorm(torch.autograd.Function):
     def forward(ctx, x, w, eps):
         y = torch.empty_like(x)
         rstd = torch.empty(x.shape[0], dtype=torch.float32)
-        _backend.launch("rms_norm_fwd", [x, w, y, rstd], [eps, 0.0, 0.0])
+        _backend.call("rms_norm_fwd", X=x, W=w, Y=y, RSTD=rstd, eps=eps, offset=0.0, casting_mode=0)
         ctx.save_for_backward(x, w, rstd)
         return y
 
@@ -46,7 +46,7 @@ class PlainRmsNorm(torch.autograd.Function):
     def backward(ctx, dy):
         x, w, rstd = ctx.saved_tensors
         dw = torch.empty_like(w)
-        _backend.launch("rms_norm_bwd", [dy, x, w, rstd, dy, dw], [0.0, 0.0])
+        _backend.call("rms_norm_bwd", dY=dy, X=x, W=w, RSTD=rstd, dX=dy, dW=dw, offset=0.0, casting_mode=0)
         return dy, dw, None
 
 

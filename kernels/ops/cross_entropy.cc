@@ -1,14 +1,11 @@
 // Cross-entropy, Liger-compatible (LigerCrossEntropyFunction): loss and the gradient of the
-// logits in one forward pass, the gradient written over the logits. Kernels and numerics:
-// cross_entropy.cuh. This file: the three OpSpecs, their checks and planning.
-//
-// cross_entropy_count  tensors [target, weight?, denom->]
-//                      scalars [ignore_index, num_classes]
+// logits in one forward pass, the gradient written over the logits. Tensors, scalars and launch
+// bounds: the entries (cross_entropy.toml); kernels and numerics: cross_entropy.cuh. This file:
+// the variants, the checks the entries cannot state, planning and tuning.
+// cross_entropy_count
 //   target: int64, 1-D (any stride); weight: fp32 [num_classes] contiguous; denom: fp32 [4]
 //   (count, sum of weight[target], sum of weight, invalid targets: cross_entropy_params.h).
-// cross_entropy_fwd    tensors [X, target, weight?, denom, row_scale?, dX?->, loss->, z_loss?->, pred?->]
-//                      scalars [ignore_index, lse_square_scale, label_smoothing, reduction,
-//                               softcap, token_scaling]
+// cross_entropy_fwd
 //   X: [rows, V] fp32/bf16/fp16 (leading dims flatten into rows with one stride, contiguous last
 //   dim, any row alignment). target: int64 [rows] (any stride). weight: fp32 [V] contiguous.
 //   denom: fp32 [4] from cross_entropy_count (over the same or a larger set of rows: the fused
@@ -16,7 +13,7 @@
 //   dX: X's shape and dtype, may be exactly X (in place); absent = loss only (one read).
 //   loss, z_loss: fp32 [rows]; pred: int64 [rows]. reduction: 0 none, 1 mean, 2 sum.
 //   softcap: 0 = none, else > 0. token_scaling: 0 or 1.
-// cross_entropy_scale  tensors [G->, s]  no scalars
+// cross_entropy_scale
 //   G: [rows, cols] fp32/bf16/fp16, scaled in place by s (fp32, [1] or [rows]).
 #include "kernels/ops/cross_entropy.h"
 
@@ -28,10 +25,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
-#include "kernels/embedded_sources.h"
 #include "kernels/ops/cross_entropy_params.h"
 #include "kernels/ops/dtype_names.h"
-#include "kernels/ops/ops.h"
+#include "kernels/ops/entries/cross_entropy.h"
 #include "kernels/status_macros.h"
 #include "kernels/validate.h"
 
@@ -40,19 +36,13 @@ namespace {
 
 enum Part { kFwd = 0, kCount = 1, kScale = 2 };
 
-namespace cnt {
-enum { kTarget, kWeight, kDenom };
-enum { kIgnore, kClasses };
-}  // namespace cnt
-namespace fwd {
-enum { kX, kTarget, kWeight, kDenom, kRowScale, kDX, kLoss, kZLoss, kPred };
-enum { kIgnore, kLseSquare, kSmoothing, kReduction, kSoftcap, kTokenScaling };
-}  // namespace fwd
-namespace scl {
-enum { kG, kS };
-}
+namespace cnt = entry::cross_entropy_count;
+namespace fwd = entry::cross_entropy_fwd;
+namespace scl = entry::cross_entropy_scale;
 
-constexpr int kMaxThreadsPerBlock = 1024;  // __launch_bounds__ of every kernel in the family
+// The launch bound of every kernel in the family (cross_entropy.toml).
+constexpr int kMaxThreadsPerBlock = std::min({SmallestBound(cnt::kBounds), SmallestBound(fwd::kBounds),
+                                              SmallestBound(scl::kBounds)});
 constexpr int kMinThreads = 128;
 // Vectors each thread streams per pass before a larger block is preferred: amortises the two
 // block-wide reductions per row.
@@ -162,11 +152,11 @@ KernelLaunch ClusterLaunch(const LaunchConfig& c, const void* params, size_t siz
 
 absl::StatusOr<OpPlan> PlanCount(const OpSpec& spec, const OpCall& call, const DeviceInfo&) {
   const std::string& op = spec.name;
-  const TensorView& target = call.tensors[cnt::kTarget];
-  const TensorView& weight = call.tensors[cnt::kWeight];
-  const TensorView& denom = call.tensors[cnt::kDenom];
-  LIGERD_ASSIGN_OR_RETURN(int64_t ignore, IntegralScalar(op, "ignore_index", call.scalars[cnt::kIgnore]));
-  LIGERD_ASSIGN_OR_RETURN(int64_t classes, IntegralScalar(op, "num_classes", call.scalars[cnt::kClasses]));
+  const TensorView& target = call.tensors[cnt::T::target];
+  const TensorView& weight = call.tensors[cnt::T::weight];
+  const TensorView& denom = call.tensors[cnt::T::denom];
+  LIGERD_ASSIGN_OR_RETURN(int64_t ignore, IntegralScalar(op, "ignore_index", call.scalars[cnt::S::ignore_index]));
+  LIGERD_ASSIGN_OR_RETURN(int64_t classes, IntegralScalar(op, "num_classes", call.scalars[cnt::S::num_classes]));
   if (classes < 1 || classes > kMaxClasses)
     return Invalid(op, absl::StrCat("num_classes must be in [1, 2^31], got ", classes));
   if (target.ndim != 1) return Invalid(op, absl::StrCat("tensor 'target' must be 1-D, got shape ", ShapeString(target)));
@@ -194,35 +184,35 @@ absl::StatusOr<OpPlan> PlanCount(const OpSpec& spec, const OpCall& call, const D
 absl::StatusOr<OpPlan> PlanFwd(const OpSpec& spec, const OpCall& call, const DeviceInfo& dev) {
   const std::string& op = spec.name;
   const auto& t = call.tensors;
-  const TensorView& X = t[fwd::kX];
+  const TensorView& X = t[fwd::T::X];
   LIGERD_ASSIGN_OR_RETURN(RowMatrix xm, AsRows(op, "X", X));
   const int64_t rows = xm.rows, cols = xm.cols;
   if (rows > kMaxRows) return Invalid(op, absl::StrCat("too many rows (", rows, ")"));
   if (cols > kMaxClasses) return Invalid(op, absl::StrCat("vocabulary of ", cols, " classes is too large"));
   if (rows > 0 && cols == 0) return Invalid(op, "X has rows but no classes (last dim 0)");
-  LIGERD_ASSIGN_OR_RETURN(int64_t t_stride, Check1D(op, "target", t[fwd::kTarget], rows, "one per row of X", true));
-  if (t[fwd::kWeight].present())
-    LIGERD_RETURN_IF_ERROR(Check1D(op, "weight", t[fwd::kWeight], cols, "one per class").status());
-  LIGERD_RETURN_IF_ERROR(Check1D(op, "denom", t[fwd::kDenom], 4, "from cross_entropy_count").status());
-  if (t[fwd::kRowScale].present())
-    LIGERD_RETURN_IF_ERROR(Check1D(op, "row_scale", t[fwd::kRowScale], rows, "one per row of X").status());
+  LIGERD_ASSIGN_OR_RETURN(int64_t t_stride, Check1D(op, "target", t[fwd::T::target], rows, "one per row of X", true));
+  if (t[fwd::T::weight].present())
+    LIGERD_RETURN_IF_ERROR(Check1D(op, "weight", t[fwd::T::weight], cols, "one per class").status());
+  LIGERD_RETURN_IF_ERROR(Check1D(op, "denom", t[fwd::T::denom], 4, "from cross_entropy_count").status());
+  if (t[fwd::T::row_scale].present())
+    LIGERD_RETURN_IF_ERROR(Check1D(op, "row_scale", t[fwd::T::row_scale], rows, "one per row of X").status());
   RowMatrix dm = xm;
-  if (t[fwd::kDX].present()) {
-    LIGERD_RETURN_IF_ERROR(CheckSameShape(op, "dX", t[fwd::kDX], "X", X));
-    LIGERD_ASSIGN_OR_RETURN(dm, AsRows(op, "dX", t[fwd::kDX]));
+  if (t[fwd::T::dX].present()) {
+    LIGERD_RETURN_IF_ERROR(CheckSameShape(op, "dX", t[fwd::T::dX], "X", X));
+    LIGERD_ASSIGN_OR_RETURN(dm, AsRows(op, "dX", t[fwd::T::dX]));
     if (dm.rows > 1 && dm.row_stride < dm.cols) return Invalid(op, "output 'dX' has overlapping rows");
   }
-  LIGERD_RETURN_IF_ERROR(Check1D(op, "loss", t[fwd::kLoss], rows, "one per row of X").status());
-  if (t[fwd::kZLoss].present())
-    LIGERD_RETURN_IF_ERROR(Check1D(op, "z_loss", t[fwd::kZLoss], rows, "one per row of X").status());
-  if (t[fwd::kPred].present())
-    LIGERD_RETURN_IF_ERROR(Check1D(op, "pred", t[fwd::kPred], rows, "one per row of X").status());
+  LIGERD_RETURN_IF_ERROR(Check1D(op, "loss", t[fwd::T::loss], rows, "one per row of X").status());
+  if (t[fwd::T::z_loss].present())
+    LIGERD_RETURN_IF_ERROR(Check1D(op, "z_loss", t[fwd::T::z_loss], rows, "one per row of X").status());
+  if (t[fwd::T::pred].present())
+    LIGERD_RETURN_IF_ERROR(Check1D(op, "pred", t[fwd::T::pred], rows, "one per row of X").status());
 
   const auto& s = call.scalars;
-  LIGERD_ASSIGN_OR_RETURN(int64_t ignore, IntegralScalar(op, "ignore_index", s[fwd::kIgnore]));
-  LIGERD_ASSIGN_OR_RETURN(int64_t reduction, IntegralScalar(op, "reduction", s[fwd::kReduction]));
-  LIGERD_ASSIGN_OR_RETURN(int64_t token_scaling, IntegralScalar(op, "token_scaling", s[fwd::kTokenScaling]));
-  const double lss = s[fwd::kLseSquare], ls = s[fwd::kSmoothing], softcap = s[fwd::kSoftcap];
+  LIGERD_ASSIGN_OR_RETURN(int64_t ignore, IntegralScalar(op, "ignore_index", s[fwd::S::ignore_index]));
+  LIGERD_ASSIGN_OR_RETURN(int64_t reduction, IntegralScalar(op, "reduction", s[fwd::S::reduction]));
+  LIGERD_ASSIGN_OR_RETURN(int64_t token_scaling, IntegralScalar(op, "token_scaling", s[fwd::S::token_scaling]));
+  const double lss = s[fwd::S::lse_square_scale], ls = s[fwd::S::label_smoothing], softcap = s[fwd::S::softcap];
   if (reduction < 0 || reduction > 2)
     return Invalid(op, absl::StrCat("reduction must be 0 (none), 1 (mean) or 2 (sum), got ", reduction));
   if (!(ls >= 0.0 && ls <= 1.0)) return Invalid(op, absl::StrCat("label_smoothing must be in [0, 1], got ", ls));
@@ -238,14 +228,14 @@ absl::StatusOr<OpPlan> PlanFwd(const OpSpec& spec, const OpCall& call, const Dev
 
   LigerdCeFwdParams p{};
   p.x = X.data;
-  p.dx = t[fwd::kDX].data;
-  p.target = static_cast<const long long*>(t[fwd::kTarget].data);
-  p.weight = static_cast<const float*>(t[fwd::kWeight].data);
-  p.denom = static_cast<const float*>(t[fwd::kDenom].data);
-  p.row_scale = static_cast<const float*>(t[fwd::kRowScale].data);
-  p.loss = static_cast<float*>(t[fwd::kLoss].data);
-  p.z_loss = static_cast<float*>(t[fwd::kZLoss].data);
-  p.pred = static_cast<long long*>(t[fwd::kPred].data);
+  p.dx = t[fwd::T::dX].data;
+  p.target = static_cast<const long long*>(t[fwd::T::target].data);
+  p.weight = static_cast<const float*>(t[fwd::T::weight].data);
+  p.denom = static_cast<const float*>(t[fwd::T::denom].data);
+  p.row_scale = static_cast<const float*>(t[fwd::T::row_scale].data);
+  p.loss = static_cast<float*>(t[fwd::T::loss].data);
+  p.z_loss = static_cast<float*>(t[fwd::T::z_loss].data);
+  p.pred = static_cast<long long*>(t[fwd::T::pred].data);
   p.rows = rows;
   p.cols = cols;
   p.x_stride = xm.row_stride;
@@ -324,8 +314,8 @@ absl::StatusOr<OpPlan> PlanFwd(const OpSpec& spec, const OpCall& call, const Dev
 
 absl::StatusOr<OpPlan> PlanScale(const OpSpec& spec, const OpCall& call, const DeviceInfo& dev) {
   const std::string& op = spec.name;
-  const TensorView& G = call.tensors[scl::kG];
-  const TensorView& S = call.tensors[scl::kS];
+  const TensorView& G = call.tensors[scl::T::G];
+  const TensorView& S = call.tensors[scl::T::s];
   LIGERD_ASSIGN_OR_RETURN(RowMatrix gm, AsRows(op, "G", G));
   if (gm.rows > 1 && gm.row_stride < gm.cols) return Invalid(op, "tensor 'G' has overlapping rows");
   const int64_t n = NumElements(S);
@@ -364,12 +354,12 @@ absl::StatusOr<OpPlan> PlanScale(const OpSpec& spec, const OpCall& call, const D
 // 1 where it fits).
 std::vector<LaunchConfig> FwdCandidates(const OpCall& call, const DeviceInfo& dev) {
   std::vector<LaunchConfig> out;
-  const TensorView& X = call.tensors[fwd::kX];
-  if (X.ndim < 1 || !call.tensors[fwd::kDX].present() || !CrossEntropyClusterArch(dev.compute_capability))
+  const TensorView& X = call.tensors[fwd::T::X];
+  if (X.ndim < 1 || !call.tensors[fwd::T::dX].present() || !CrossEntropyClusterArch(dev.compute_capability))
     return out;
   const int64_t cols = X.sizes[X.ndim - 1];
   const int64_t rows = cols > 0 ? NumElements(X) / cols : 0;
-  const KernelVariant variant = MakeVariant(kFwd, X.dtype, call.scalars[fwd::kSoftcap] > 0.0);
+  const KernelVariant variant = MakeVariant(kFwd, X.dtype, call.scalars[fwd::S::softcap] > 0.0);
   for (int cluster = 1; cluster <= kCrossEntropyMaxCluster; ++cluster) {
     const int64_t slice = CrossEntropyClusterSliceBytes(X.dtype, cols, cluster);
     if (slice > kCrossEntropyClusterMaxSmem) continue;
@@ -411,43 +401,23 @@ absl::StatusOr<TuningProblem> FwdProblem(const TuningShape& shape) {
 
 OpSpec MakeSpec(Part part) {
   OpSpec s;
-  s.main = {"kernels/ops/cross_entropy.cuh", EmbeddedSource("kernels/ops/cross_entropy.cuh")};
-  s.headers = {{"kernels/ops/common.cuh", EmbeddedSource("kernels/ops/common.cuh")},
-               {"kernels/ops/cross_entropy_params.h", EmbeddedSource("kernels/ops/cross_entropy_params.h")}};
-  s.options = {"--std=c++17"};
-  const std::vector<DType> f32 = {DType::kFloat32};
-  const std::vector<DType> i64 = {DType::kInt64};
   switch (part) {
     case kCount:
-      s.name = "cross_entropy_count";
-      s.doc = "cross-entropy denominators on the device: non-ignored count, sum of weight[target], "
-              "sum of weight, count of out-of-range targets (fp32 [4]).";
-      s.tensors = {{"target", false, false, i64, ""}, {"weight", false, true, f32, ""}, {"denom", true, false, f32, ""}};
-      s.scalars = {"ignore_index", "num_classes"};
+      s = cnt::BaseSpec();
       s.variants.push_back(MakeVariant(kCount, DType::kFloat32, false));
       s.plan = PlanCount;
       break;
     case kFwd:
-      s.name = "cross_entropy_fwd";
-      s.doc = "cross-entropy forward with the logits' gradient (Liger semantics: weights, ignore_index, "
-              "label smoothing, z-loss, softcap, token scaling, argmax); dX may alias X (in place).";
-      s.tensors = {{"X", false, false, kFloats, ""},       {"target", false, false, i64, ""},
-                   {"weight", false, true, f32, ""},       {"denom", false, false, f32, ""},
-                   {"row_scale", false, true, f32, ""},    {"dX", true, true, kFloats, "X"},
-                   {"loss", true, false, f32, ""},         {"z_loss", true, true, f32, ""},
-                   {"pred", true, true, i64, ""}};
-      s.scalars = {"ignore_index", "lse_square_scale", "label_smoothing", "reduction", "softcap", "token_scaling"};
+      s = fwd::BaseSpec();
       for (DType x : kFloats)
         for (bool sc : {false, true}) s.variants.push_back(MakeVariant(kFwd, x, sc));
       s.plan = PlanFwd;
       s.candidates = FwdCandidates;
-      s.tuning_shape = RowTuningShape(fwd::kX);
+      s.tuning_shape = RowTuningShape(fwd::T::X);
       s.tuning_problem = FwdProblem;
       break;
     case kScale:
-      s.name = "cross_entropy_scale";
-      s.doc = "G *= s in place (s: one fp32 factor or one per row); rows whose factor is exactly 1 are skipped.";
-      s.tensors = {{"G", true, false, kFloats, ""}, {"s", false, false, f32, ""}};
+      s = scl::BaseSpec();
       for (DType x : kFloats) s.variants.push_back(MakeVariant(kScale, x, false));
       s.plan = PlanScale;
       break;
@@ -522,17 +492,8 @@ int CrossEntropyClusterThreads(int64_t slice_bytes) {
 
 bool CrossEntropyClusterArch(int cc) { return cc == 90 || cc == 100 || cc == 103; }
 
-const OpSpec& CrossEntropyCountSpec() {
-  static const OpSpec* spec = new OpSpec(MakeSpec(kCount));
-  return *spec;
-}
-const OpSpec& CrossEntropyForwardSpec() {
-  static const OpSpec* spec = new OpSpec(MakeSpec(kFwd));
-  return *spec;
-}
-const OpSpec& CrossEntropyScaleSpec() {
-  static const OpSpec* spec = new OpSpec(MakeSpec(kScale));
-  return *spec;
-}
+LIGERD_DEFINE_OP(cross_entropy_count, MakeSpec(kCount))
+LIGERD_DEFINE_OP(cross_entropy_fwd, MakeSpec(kFwd))
+LIGERD_DEFINE_OP(cross_entropy_scale, MakeSpec(kScale))
 
 }  // namespace ligerd::kernels

@@ -636,14 +636,15 @@ __device__ __forceinline__ void fwd_dispatch(const LigerdCeFwdParams& p) {
 
 // One block per row at a time (persistent grid, rows strided by gridDim.x); 1-D blocks of a
 // multiple of 32 threads <= 1024. Reads a row twice (see the header comment).
-extern "C" __global__ void __launch_bounds__(1024) ce_fwd(const LigerdCeFwdParams p) {
+// Launch bounds LIGERD_LB_<KERNEL> from the entries (cross_entropy.toml; cross_entropy.cc plans with them).
+extern "C" __global__ void LIGERD_LB_FWD ce_fwd(const LigerdCeFwdParams p) {
   ligerd::ce::fwd_dispatch<false>(p);
 }
 
 // One thread-block cluster per row at a time (1-D clusters of <= 8 CTAs along x, gridDim.x a
 // multiple of the cluster size, clusters strided over the rows), each CTA's slice of the row in
 // its dynamic shared memory (>= ceil(nvec / cluster) * 16 bytes); sm_90+. Reads a row once.
-extern "C" __global__ void __launch_bounds__(1024) ce_fwd_cluster(const LigerdCeFwdParams p) {
+extern "C" __global__ void LIGERD_LB_FWD_CLUSTER ce_fwd_cluster(const LigerdCeFwdParams p) {
   ligerd::ce::fwd_dispatch<true>(p);
 }
 
@@ -652,7 +653,7 @@ extern "C" __global__ void __launch_bounds__(1024) ce_fwd_cluster(const LigerdCe
 // the class weights (label smoothing), and the number of out-of-range targets, on the device so
 // that no host sync is needed. One block; fixed-order double-precision sums (deterministic).
 // Reads M targets + V weights: microseconds.
-extern "C" __global__ void __launch_bounds__(1024) ce_count(const LigerdCeCountParams p) {
+extern "C" __global__ void LIGERD_LB_COUNT ce_count(const LigerdCeCountParams p) {
   __shared__ double red[3][32];
   double n = 0.0, sw = 0.0, bad = 0.0, wt = 0.0;
   for (long long r = threadIdx.x; r < p.rows; r += blockDim.x) {
@@ -693,7 +694,7 @@ extern "C" __global__ void __launch_bounds__(1024) ce_count(const LigerdCeCountP
 // Backward: g[r, :] *= s (one factor, or one per row), in place. A factor of exactly 1.0 skips
 // the row, so the usual backward of a final loss (grad_output == 1) moves no bytes at all;
 // otherwise 2*M*V*b (read + write), HBM-bound.
-extern "C" __global__ void __launch_bounds__(1024) ce_scale(const LigerdCeScaleParams p) {
+extern "C" __global__ void LIGERD_LB_SCALE ce_scale(const LigerdCeScaleParams p) {
   using namespace ligerd;
   using namespace ligerd::ce;
   const int tid = threadIdx.x, bs = blockDim.x;

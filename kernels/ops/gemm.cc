@@ -14,7 +14,6 @@
 //
 // cuBLASLt is column-major: a row-major D[M, N] is its D'[N, M] with the same leading dimension,
 // and D' = B' @ A', so cuBLAS's A is our B and its B is our A (gemm_params.h).
-#include "kernels/ops/gemm.h"
 
 #include <algorithm>
 #include <cmath>
@@ -24,7 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/blas/gemm_params.h"
 #include "kernels/blas/lt_gemm.h"
-#include "kernels/ops/ops.h"
+#include "kernels/ops/entries/gemm.h"
 #include "kernels/status_macros.h"
 #include "kernels/validate.h"
 
@@ -154,25 +153,13 @@ absl::StatusOr<OpPlan> Plan(const OpSpec& spec, const OpCall& call, const Device
 }
 
 OpSpec MakeSpec() {
-  const std::vector<DType> floats = {DType::kFloat32, DType::kBFloat16, DType::kFloat16};
-  OpSpec s;
-  s.name = "gemm";
-  s.doc = "D = alpha * A @ B + beta * C (+ bias[N]) through cuBLASLt, fp32 accumulation; C may be D";
-  s.tensors = {{"A", false, false, floats, ""},
-               {"B", false, false, floats, ""},
-               {"C", false, true, floats, ""},
-               {"D", true, false, floats, "C"},
-               {"bias", false, true, floats, ""}};
-  s.scalars = {"alpha", "beta"};
+  OpSpec s = entry::gemm::BaseSpec();
   s.plan = Plan;  // no NVRTC source: no variants to compile
   return s;
 }
 
 }  // namespace
 
-const OpSpec& GemmSpec() {
-  static const OpSpec* spec = new OpSpec(MakeSpec());
-  return *spec;
-}
+LIGERD_DEFINE_OP(gemm, MakeSpec())
 
 }  // namespace ligerd::kernels

@@ -1,10 +1,7 @@
 // SwiGLU and GeGLU, Liger-compatible (LigerSiLUMulFunction / LigerGELUMulFunction):
-// c = act(a) * b, act = silu or tanh-approximation GELU. Kernels and numerics: glu.cuh.
-// This file: the four OpSpecs (one family; the activation is part of the op name), their checks
-// and planning.
-//
-// swiglu_fwd / geglu_fwd  tensors [A, B, C->]                  no scalars
-// swiglu_bwd / geglu_bwd  tensors [dC, A, B, dA->, dB->]       no scalars
+// c = act(a) * b, act = silu or tanh-approximation GELU. Tensors and launch bounds: the entries
+// (glu.toml; one family, the activation is part of the op name); kernels and numerics: glu.cuh.
+// This file: the variants, the checks the entries cannot state, planning and tuning.
 //   A, B, C, dC, dA, dB: one shape and dtype (fp32/bf16/fp16), 1-D to 4-D, contiguous last dim,
 //   leading dims flattening into rows with one stride each (so A and B may be the two halves of
 //   one [rows, 2F] tensor). dA may be exactly A and dB exactly B (Liger writes the gradients into
@@ -14,11 +11,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
-#include "kernels/embedded_sources.h"
 #include "kernels/ops/glu.h"
 #include "kernels/ops/glu_params.h"
 #include "kernels/ops/dtype_names.h"
-#include "kernels/ops/ops.h"
+#include "kernels/ops/entries/glu.h"
 #include "kernels/status_macros.h"
 #include "kernels/validate.h"
 
@@ -26,6 +22,10 @@ namespace ligerd::kernels {
 namespace {
 
 enum Act { kSilu = 0, kGeluTanh = 1 };
+// SwiGLU and GeGLU take the same tensors (glu.toml): one plan serves both.
+static_assert(entry::swiglu_fwd::T::A == entry::geglu_fwd::T::A &&
+              entry::swiglu_bwd::T::A == entry::geglu_bwd::T::A &&
+              entry::swiglu_bwd::T::kCount == entry::geglu_bwd::T::kCount);
 
 constexpr int kDefaultBlock = 256;
 // Positions (16-byte vectors per operand) per thread the vector kernels come in (glu.cuh:
@@ -38,7 +38,10 @@ static_assert(LIGERD_GLU_POSITIONS_PER_THREAD == 1 || LIGERD_GLU_POSITIONS_PER_T
 // chunk), persistent grids of 1, 2 or 4 waves of resident blocks that loop over the chunks.
 constexpr int kCandidateBlocks[] = {128, 256, 512, 1024};
 constexpr int kCandidateWaves[] = {1, 2, 4};
-constexpr int kMaxThreadsPerBlock = 1024;
+// One block limit for the family's kernels, from their launch bounds (glu.toml).
+constexpr int kMaxThreadsPerBlock =
+    std::min({SmallestBound(entry::swiglu_fwd::kBounds), SmallestBound(entry::swiglu_bwd::kBounds),
+              SmallestBound(entry::geglu_fwd::kBounds), SmallestBound(entry::geglu_bwd::kBounds)});
 constexpr size_t kVectorAlign = 16;
 constexpr int64_t kMaxGrid = 0x7fffffff;  // gridDim.x limit
 // Blocks per SM assumed for the tuner's "waves" grids when no occupancy oracle is available (tests).
@@ -68,13 +71,11 @@ absl::StatusOr<OpPlan> Plan(const OpSpec& spec, const OpCall& call, const Device
   const std::string& op = spec.name;
   // Operands in the kernel's order: [dC,] A, B, out0, [out1].
   std::vector<Operand> ops;
-  const char* fwd_names[] = {"A", "B", "C"};
-  const char* bwd_names[] = {"dC", "A", "B", "dA", "dB"};
-  const size_t count = backward ? 5 : 3;
-  const int a_index = backward ? 1 : 0;
+  const size_t count = spec.tensors.size();
+  const int a_index = backward ? entry::swiglu_bwd::T::A : entry::swiglu_fwd::T::A;
   const TensorView& A = call.tensors[a_index];
   for (size_t i = 0; i < count; ++i) {
-    const char* name = backward ? bwd_names[i] : fwd_names[i];
+    const char* name = spec.tensors[i].name.c_str();
     const TensorView& t = call.tensors[i];
     if (static_cast<int>(i) != a_index) LIGERD_RETURN_IF_ERROR(CheckSameShape(op, name, t, "A", A));
     LIGERD_ASSIGN_OR_RETURN(RowMatrix m, AsRows(op, name, t));
@@ -189,29 +190,8 @@ std::vector<LaunchConfig> Candidates(const std::string& op, const OpCall& call, 
 
 OpSpec MakeSpec(bool backward, Act act) {
   const std::vector<DType> floats = {DType::kFloat32, DType::kBFloat16, DType::kFloat16};
-  const char* family = act == kSilu ? "swiglu" : "geglu";
-  const char* act_doc = act == kSilu ? "silu(A)" : "gelu_tanh(A)";
-  OpSpec s;
-  s.name = absl::StrCat(family, backward ? "_bwd" : "_fwd");
-  s.doc = backward
-              ? absl::StrCat(family, " backward: dA = dC*B*act'(A), dB = dC*", act_doc,
-                             " (act recomputed); dA may alias A and dB may alias B (in place).")
-              : absl::StrCat(family, " forward: C = ", act_doc, " * B, computed in fp32.");
-  if (backward) {
-    s.tensors = {{"dC", false, false, floats, ""},
-                 {"A", false, false, floats, ""},
-                 {"B", false, false, floats, ""},
-                 {"dA", true, false, floats, "A"},
-                 {"dB", true, false, floats, "B"}};
-  } else {
-    s.tensors = {{"A", false, false, floats, ""},
-                 {"B", false, false, floats, ""},
-                 {"C", true, false, floats, ""}};
-  }
-  s.main = {"kernels/ops/glu.cuh", EmbeddedSource("kernels/ops/glu.cuh")};
-  s.headers = {{"kernels/ops/common.cuh", EmbeddedSource("kernels/ops/common.cuh")},
-               {"kernels/ops/glu_params.h", EmbeddedSource("kernels/ops/glu_params.h")}};
-  s.options = {"--std=c++17"};
+  OpSpec s = act == kSilu ? (backward ? entry::swiglu_bwd::BaseSpec() : entry::swiglu_fwd::BaseSpec())
+                          : (backward ? entry::geglu_bwd::BaseSpec() : entry::geglu_fwd::BaseSpec());
   for (DType x : floats) s.variants.push_back(MakeVariant(backward, act, x));
   s.plan = [backward, act](const OpSpec& spec, const OpCall& call, const DeviceInfo& dev) {
     return Plan(spec, call, dev, backward, act);
@@ -220,7 +200,7 @@ OpSpec MakeSpec(bool backward, Act act) {
   s.candidates = [backward, name](const OpCall& call, const DeviceInfo& dev) {
     return Candidates(name, call, dev, backward);
   };
-  s.tuning_shape = RowTuningShape(backward ? 1 : 0);  // A
+  s.tuning_shape = RowTuningShape(backward ? entry::swiglu_bwd::T::A : entry::swiglu_fwd::T::A);
   s.tuning_problem = [backward](const TuningShape& shape) -> absl::StatusOr<TuningProblem> {
     TuningProblem p;
     const ScratchTensor t{true, shape.dtype, {shape.rows, shape.cols}, false};
@@ -266,21 +246,9 @@ std::string GluKernelName(bool backward, bool vectorized, int iters) {
                       iters == LIGERD_GLU_POSITIONS_PER_THREAD ? std::string() : absl::StrCat(iters));
 }
 
-const OpSpec& SwiGluForwardSpec() {
-  static const OpSpec* spec = new OpSpec(MakeSpec(false, kSilu));
-  return *spec;
-}
-const OpSpec& SwiGluBackwardSpec() {
-  static const OpSpec* spec = new OpSpec(MakeSpec(true, kSilu));
-  return *spec;
-}
-const OpSpec& GeGluForwardSpec() {
-  static const OpSpec* spec = new OpSpec(MakeSpec(false, kGeluTanh));
-  return *spec;
-}
-const OpSpec& GeGluBackwardSpec() {
-  static const OpSpec* spec = new OpSpec(MakeSpec(true, kGeluTanh));
-  return *spec;
-}
+LIGERD_DEFINE_OP(swiglu_fwd, MakeSpec(false, kSilu))
+LIGERD_DEFINE_OP(swiglu_bwd, MakeSpec(true, kSilu))
+LIGERD_DEFINE_OP(geglu_fwd, MakeSpec(false, kGeluTanh))
+LIGERD_DEFINE_OP(geglu_bwd, MakeSpec(true, kGeluTanh))
 
 }  // namespace ligerd::kernels

@@ -135,19 +135,20 @@ __device__ __forceinline__ void fwd(const LigerdGluParams& p) {
 }  // namespace glu
 }  // namespace ligerd
 
-extern "C" __global__ void __launch_bounds__(1024) glu_fwd_v(const LigerdGluParams p) {
+// Launch bounds: LIGERD_LB_V, _S, _V1, _V4 from the entries (glu.toml).
+extern "C" __global__ void LIGERD_LB_V glu_fwd_v(const LigerdGluParams p) {
   ligerd::glu::fwd<ligerd::glu::kVec, ligerd::glu::kUnroll>(p);
 }
-extern "C" __global__ void __launch_bounds__(1024) glu_fwd_s(const LigerdGluParams p) {
+extern "C" __global__ void LIGERD_LB_S glu_fwd_s(const LigerdGluParams p) {
   ligerd::glu::fwd<1, ligerd::glu::kUnroll>(p);
 }
 #if LIGERD_GLU_POSITIONS_PER_THREAD != 1
-extern "C" __global__ void __launch_bounds__(1024) glu_fwd_v1(const LigerdGluParams p) {
+extern "C" __global__ void LIGERD_LB_V1 glu_fwd_v1(const LigerdGluParams p) {
   ligerd::glu::fwd<ligerd::glu::kVec, 1>(p);
 }
 #endif
 #if LIGERD_GLU_POSITIONS_PER_THREAD != 4
-extern "C" __global__ void __launch_bounds__(1024) glu_fwd_v4(const LigerdGluParams p) {
+extern "C" __global__ void LIGERD_LB_V4 glu_fwd_v4(const LigerdGluParams p) {
   ligerd::glu::fwd<ligerd::glu::kVec, 4>(p);
 }
 #endif
@@ -208,19 +209,19 @@ __device__ __forceinline__ void bwd(const LigerdGluParams& p) {
 }  // namespace glu
 }  // namespace ligerd
 
-extern "C" __global__ void __launch_bounds__(1024) glu_bwd_v(const LigerdGluParams p) {
+extern "C" __global__ void LIGERD_LB_V glu_bwd_v(const LigerdGluParams p) {
   ligerd::glu::bwd<ligerd::glu::kVec, ligerd::glu::kUnroll>(p);
 }
-extern "C" __global__ void __launch_bounds__(1024) glu_bwd_s(const LigerdGluParams p) {
+extern "C" __global__ void LIGERD_LB_S glu_bwd_s(const LigerdGluParams p) {
   ligerd::glu::bwd<1, ligerd::glu::kUnroll>(p);
 }
 #if LIGERD_GLU_POSITIONS_PER_THREAD != 1
-extern "C" __global__ void __launch_bounds__(1024) glu_bwd_v1(const LigerdGluParams p) {
+extern "C" __global__ void LIGERD_LB_V1 glu_bwd_v1(const LigerdGluParams p) {
   ligerd::glu::bwd<ligerd::glu::kVec, 1>(p);
 }
 #endif
 #if LIGERD_GLU_POSITIONS_PER_THREAD != 4
-extern "C" __global__ void __launch_bounds__(1024) glu_bwd_v4(const LigerdGluParams p) {
+extern "C" __global__ void LIGERD_LB_V4 glu_bwd_v4(const LigerdGluParams p) {
   ligerd::glu::bwd<ligerd::glu::kVec, 4>(p);
 }
 #endif

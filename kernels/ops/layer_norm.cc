@@ -1,9 +1,7 @@
 // LayerNorm, Liger-compatible (LigerLayerNorm / liger_layer_norm): y = (x - mean) * rstd * w + b.
-// Kernels and numerics: layer_norm.cuh. This file: the two OpSpecs, their checks and planning
-// (the row-wise steps shared with RMSNorm are in rowwise.h).
-//
-// layer_norm_fwd  tensors [X, W?, B?, Y->, MEAN->, RSTD->]               scalars [eps]
-// layer_norm_bwd  tensors [dY, X, W?, MEAN, RSTD, dX->, dW?->, dB?->]    scalars []
+// Tensors, scalars and launch bounds: the ops' entries (layer_norm.toml); kernels and numerics:
+// layer_norm.cuh. This file: the variants, the checks the entries cannot state and planning (the
+// row-wise steps shared with RMSNorm are in rowwise.h).
 //   X: [..., n] fp32/bf16/fp16, 1-D to 4-D, contiguous last dim, leading dims flattening into
 //   rows with one stride. W, B, dW, dB: [n] contiguous, all one dtype: X's or fp32. Y, dY, dX:
 //   X's shape and dtype (their own row strides). MEAN, RSTD: fp32, one per row, contiguous.
@@ -12,10 +10,9 @@
 #include "kernels/ops/layer_norm.h"
 
 #include "absl/strings/str_cat.h"
-#include "kernels/embedded_sources.h"
 #include "kernels/ops/dtype_names.h"
 #include "kernels/ops/layer_norm_params.h"
-#include "kernels/ops/ops.h"
+#include "kernels/ops/entries/layer_norm.h"
 #include "kernels/ops/rowwise.h"
 #include "kernels/status_macros.h"
 #include "kernels/validate.h"
@@ -25,22 +22,9 @@ namespace {
 
 using namespace rowwise;  // NOLINT: the shared row-wise planning steps
 
-namespace fwd {
-enum { kX, kW, kB, kY, kMean, kRstd };
-enum { kEps };
-}  // namespace fwd
-namespace bwd {
-enum { kDY, kX, kW, kMean, kRstd, kDX, kDW, kDB };
-}  // namespace bwd
+namespace fwd = entry::layer_norm_fwd;
+namespace bwd = entry::layer_norm_bwd;
 
-// Mirrors the __launch_bounds__ in layer_norm.cuh: forward i2 256, i1, i3-i5 and loop 1024,
-// i6-i8 512; backward register kernels i1 1024, i2 512, i3-i4 256 (two fp32 accumulators per
-// element plus the next row's inputs in flight), loop 1024.
-int MaxThreads(bool backward, int iters) {
-  if (!backward) return iters == 2 ? 256 : iters >= 6 ? 512 : 1024;
-  if (iters <= 1) return 1024;
-  return iters == 2 ? 512 : 256;
-}
 constexpr RowKernelFamily kFamily{
     .fwd_prefix = "layer_norm_fwd",
     .bwd_prefix = "layer_norm_bwd",
@@ -50,16 +34,14 @@ constexpr RowKernelFamily kFamily{
     // Two vectors per thread: a 4096-wide bf16 row is 256 threads, two rows per 512-thread block,
     // and the i2 kernel's registers (two accumulators per element, the next row pipelined) allow
     // one such block per SM, so the persistent grid is one block per SM and writes half the dW/dB
-    // partial rows of one vector per thread. The autotuner's choice on the H100 (16384 x 4096
-    // bf16, bench/results/session4/tune.txt): 0.152 ms against 0.196 ms for one vector per thread
-    // (512 threads, two blocks per SM).
+    // partial rows of one vector per thread. The autotuner's choice (docs/perf/layer_norm.md).
     .bwd_target_iters = 2,
     .fwd_block_threads = 256,
     .bwd_block_threads = 512,
-    .max_threads = MaxThreads,
+    .fwd_bounds = fwd::kBounds,
+    .bwd_bounds = bwd::kBounds,
     // Two vectors per thread where a row fits i2's 256 threads (hidden 1025..4096 in 16-bit
-    // types): 1% faster than i4 x 128 at 16384 x 4096 bf16 on the H100; wider rows keep i4 (i3 at
-    // 5120 / 8192 was 9% / 29% slower). bench/results/session6/variants_switches.txt, variants.txt.
+    // types); wider rows keep i4 (docs/perf/layer_norm.md).
     .fwd_first_iters = 2,
 };
 constexpr const char* kWhyZero = "the mean of nothing is undefined";
@@ -105,10 +87,10 @@ absl::StatusOr<DType> ParamDType(const std::string& op, const TensorView& X,
 
 absl::StatusOr<OpPlan> PlanForward(const OpSpec& spec, const OpCall& call, const DeviceInfo& dev) {
   const std::string& op = spec.name;
-  const TensorView& X = call.tensors[fwd::kX];
-  const TensorView& W = call.tensors[fwd::kW];
-  const TensorView& B = call.tensors[fwd::kB];
-  const TensorView& Y = call.tensors[fwd::kY];
+  const TensorView& X = call.tensors[fwd::T::X];
+  const TensorView& W = call.tensors[fwd::T::W];
+  const TensorView& B = call.tensors[fwd::T::B];
+  const TensorView& Y = call.tensors[fwd::T::Y];
   LIGERD_ASSIGN_OR_RETURN(RowMatrix xm, AsRows(op, "X", X));
   LIGERD_RETURN_IF_ERROR(CheckHidden(op, xm, kWhyZero));
   const int64_t n = xm.cols;
@@ -116,10 +98,10 @@ absl::StatusOr<OpPlan> PlanForward(const OpSpec& spec, const OpCall& call, const
   LIGERD_RETURN_IF_ERROR(CheckSameShape(op, "Y", Y, "X", X));
   LIGERD_ASSIGN_OR_RETURN(RowMatrix ym, AsRows(op, "Y", Y));
   LIGERD_RETURN_IF_ERROR(CheckOutputRows(op, "Y", ym));
-  LIGERD_RETURN_IF_ERROR(CheckRowStat(op, "MEAN", call.tensors[fwd::kMean], xm.rows));
-  LIGERD_RETURN_IF_ERROR(CheckRowStat(op, "RSTD", call.tensors[fwd::kRstd], xm.rows));
-  LIGERD_RETURN_IF_ERROR(CheckFinite(op, "eps", call.scalars[fwd::kEps]));
-  if (call.scalars[fwd::kEps] < 0)
+  LIGERD_RETURN_IF_ERROR(CheckRowStat(op, "MEAN", call.tensors[fwd::T::MEAN], xm.rows));
+  LIGERD_RETURN_IF_ERROR(CheckRowStat(op, "RSTD", call.tensors[fwd::T::RSTD], xm.rows));
+  LIGERD_RETURN_IF_ERROR(CheckFinite(op, "eps", call.scalars[fwd::S::eps]));
+  if (call.scalars[fwd::S::eps] < 0)
     return absl::InvalidArgumentError(absl::StrCat(op, ": scalar 'eps' must be >= 0"));
 
   OpPlan plan;
@@ -137,13 +119,13 @@ absl::StatusOr<OpPlan> PlanForward(const OpSpec& spec, const OpCall& call, const
   p.w = W.present() ? W.data : nullptr;
   p.b = B.present() ? B.data : nullptr;
   p.y = Y.data;
-  p.mean = static_cast<float*>(call.tensors[fwd::kMean].data);
-  p.rstd = static_cast<float*>(call.tensors[fwd::kRstd].data);
+  p.mean = static_cast<float*>(call.tensors[fwd::T::MEAN].data);
+  p.rstd = static_cast<float*>(call.tensors[fwd::T::RSTD].data);
   p.rows = xm.rows;
   p.x_stride = xm.row_stride;
   p.y_stride = ym.row_stride;
   p.n = static_cast<int>(n);
-  p.eps = static_cast<float>(call.scalars[fwd::kEps]);
+  p.eps = static_cast<float>(call.scalars[fwd::S::eps]);
   LIGERD_ASSIGN_OR_RETURN(KernelLaunch k, ForwardLaunch(kFamily, op, plan.config, xm.rows, PackParams(p)));
   plan.launches.push_back(std::move(k));
   return plan;
@@ -151,12 +133,12 @@ absl::StatusOr<OpPlan> PlanForward(const OpSpec& spec, const OpCall& call, const
 
 absl::StatusOr<OpPlan> PlanBackward(const OpSpec& spec, const OpCall& call, const DeviceInfo& dev) {
   const std::string& op = spec.name;
-  const TensorView& DY = call.tensors[bwd::kDY];
-  const TensorView& X = call.tensors[bwd::kX];
-  const TensorView& W = call.tensors[bwd::kW];
-  const TensorView& DX = call.tensors[bwd::kDX];
-  const TensorView& DW = call.tensors[bwd::kDW];
-  const TensorView& DB = call.tensors[bwd::kDB];
+  const TensorView& DY = call.tensors[bwd::T::dY];
+  const TensorView& X = call.tensors[bwd::T::X];
+  const TensorView& W = call.tensors[bwd::T::W];
+  const TensorView& DX = call.tensors[bwd::T::dX];
+  const TensorView& DW = call.tensors[bwd::T::dW];
+  const TensorView& DB = call.tensors[bwd::T::dB];
   LIGERD_ASSIGN_OR_RETURN(RowMatrix xm, AsRows(op, "X", X));
   LIGERD_RETURN_IF_ERROR(CheckHidden(op, xm, kWhyZero));
   const int64_t n = xm.cols;
@@ -168,8 +150,8 @@ absl::StatusOr<OpPlan> PlanBackward(const OpSpec& spec, const OpCall& call, cons
   LIGERD_ASSIGN_OR_RETURN(RowMatrix dym, AsRows(op, "dY", DY));
   LIGERD_ASSIGN_OR_RETURN(RowMatrix dxm, AsRows(op, "dX", DX));
   LIGERD_RETURN_IF_ERROR(CheckOutputRows(op, "dX", dxm));
-  LIGERD_RETURN_IF_ERROR(CheckRowStat(op, "MEAN", call.tensors[bwd::kMean], xm.rows));
-  LIGERD_RETURN_IF_ERROR(CheckRowStat(op, "RSTD", call.tensors[bwd::kRstd], xm.rows));
+  LIGERD_RETURN_IF_ERROR(CheckRowStat(op, "MEAN", call.tensors[bwd::T::MEAN], xm.rows));
+  LIGERD_RETURN_IF_ERROR(CheckRowStat(op, "RSTD", call.tensors[bwd::T::RSTD], xm.rows));
 
   OpPlan plan;
   plan.variant = MakeVariant(true, X.dtype, wt);
@@ -194,8 +176,8 @@ absl::StatusOr<OpPlan> PlanBackward(const OpSpec& spec, const OpCall& call, cons
     p.dy = DY.data;
     p.x = X.data;
     p.w = W.present() ? W.data : nullptr;
-    p.mean = static_cast<const float*>(call.tensors[bwd::kMean].data);
-    p.rstd = static_cast<const float*>(call.tensors[bwd::kRstd].data);
+    p.mean = static_cast<const float*>(call.tensors[bwd::T::MEAN].data);
+    p.rstd = static_cast<const float*>(call.tensors[bwd::T::RSTD].data);
     p.dx = DX.data;
     p.dw_partial = DW.present() ? ws : nullptr;
     p.db_partial = DB.present() ? (DW.present() && ws != nullptr ? ws + set : ws) : nullptr;
@@ -236,34 +218,10 @@ absl::StatusOr<TuningProblem> Problem(bool backward, const TuningShape& shape) {
 }
 
 OpSpec MakeSpec(bool backward) {
-  const std::vector<DType> floats = {DType::kFloat32, DType::kBFloat16, DType::kFloat16};
-  const std::vector<DType> f32 = {DType::kFloat32};
-  OpSpec s;
-  s.name = backward ? "layer_norm_bwd" : "layer_norm_fwd";
-  s.doc = backward
-              ? "LayerNorm backward: dX = (W*dY - (xhat*c1 + c2))*rstd, c1 = mean(xhat*W*dY), "
-                "c2 = mean(W*dY); dW = sum of dY*xhat, dB = sum of dY over rows (deterministic)."
-              : "LayerNorm forward (Liger-compatible): Y = (X-mean)*rstd*W + B, mean and rstd "
-                "stored per row in fp32; W and B optional.";
-  if (backward)
-    s.tensors = {{"dY", false, false, floats, ""},  {"X", false, false, floats, ""},
-                 {"W", false, true, floats, ""},    {"MEAN", false, false, f32, ""},
-                 {"RSTD", false, false, f32, ""},   {"dX", true, false, floats, "dY"},
-                 {"dW", true, true, floats, ""},    {"dB", true, true, floats, ""}};
-  else
-    s.tensors = {{"X", false, false, floats, ""},   {"W", false, true, floats, ""},
-                 {"B", false, true, floats, ""},    {"Y", true, false, floats, ""},
-                 {"MEAN", true, false, f32, ""},    {"RSTD", true, false, f32, ""}};
-  s.scalars = backward ? std::vector<std::string>{} : std::vector<std::string>{"eps"};
-  s.main = {"kernels/ops/layer_norm.cuh", EmbeddedSource("kernels/ops/layer_norm.cuh")};
-  s.headers = {{"kernels/ops/common.cuh", EmbeddedSource("kernels/ops/common.cuh")},
-               {"kernels/ops/rowwise.cuh", EmbeddedSource("kernels/ops/rowwise.cuh")},
-               {"kernels/ops/rowwise_params.h", EmbeddedSource("kernels/ops/rowwise_params.h")},
-               {"kernels/ops/layer_norm_params.h", EmbeddedSource("kernels/ops/layer_norm_params.h")}};
-  s.options = {"--std=c++17"};
+  OpSpec s = backward ? bwd::BaseSpec() : fwd::BaseSpec();
   s.variants = AllVariants(backward);
   s.plan = backward ? PlanBackward : PlanForward;
-  const int x_index = backward ? static_cast<int>(bwd::kX) : static_cast<int>(fwd::kX);
+  const int x_index = backward ? bwd::T::X : fwd::T::X;
   s.candidates = [backward, x_index, name = s.name](const OpCall& call, const DeviceInfo& dev) {
     return RowCandidates(kFamily, backward, name, x_index, call, dev);
   };
@@ -288,14 +246,7 @@ std::string LayerNormKernelName(bool backward, const LaunchConfig& c) {
   return RowKernelName(kFamily, backward, c);
 }
 
-const OpSpec& LayerNormForwardSpec() {
-  static const OpSpec* spec = new OpSpec(MakeSpec(false));
-  return *spec;
-}
-
-const OpSpec& LayerNormBackwardSpec() {
-  static const OpSpec* spec = new OpSpec(MakeSpec(true));
-  return *spec;
-}
+LIGERD_DEFINE_OP(layer_norm_fwd, MakeSpec(false))
+LIGERD_DEFINE_OP(layer_norm_bwd, MakeSpec(true))
 
 }  // namespace ligerd::kernels

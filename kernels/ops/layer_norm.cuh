@@ -164,23 +164,20 @@ __device__ __forceinline__ void fwd_loop(const LigerdLayerNormFwdParams& p) {
 }  // namespace ligerd
 
 // Forward kernels: a row in registers costs 4 * ITERS registers, plus w and b for the vector
-// being written (up to 16 fp32 registers); i1-i5 fit the 64 registers/thread of 1024-thread
-// blocks, i6-i8 are bounded to 512 threads (they would spill). i2 (the default at hidden <= 4096
-// with 16-bit types) is bounded to 256 threads x 6 blocks per SM, which caps it at 40 registers:
-// 1% faster than at 64 at 16384 x 4096 bf16 on the H100 (5 blocks, 48 registers, was 3% slower;
-// bench/results/session6/variants_switches.txt). layer_norm.cc mirrors these bounds.
+// being written (up to 16 fp32 registers). Launch bounds: LIGERD_LB_I1..I8 and LIGERD_LB_LOOP,
+// from the op's entry (layer_norm.toml, which says why each is what it is).
 #define LIGERD_LN_FWD_REG(I, BOUNDS) \
   LIGERD_ROW_REG_KERNELS_LB(layer_norm_fwd, I, BOUNDS, LigerdLayerNormFwdParams, ligerd::ln::fwd_reg, ligerd::ln::kVec)
-#define LIGERD_LN_FWD_REG_MAXT(I, MAXT) LIGERD_LN_FWD_REG(I, __launch_bounds__(MAXT))
-LIGERD_LN_FWD_REG_MAXT(1, 1024)
-LIGERD_LN_FWD_REG(2, __launch_bounds__(256, 6))
-LIGERD_LN_FWD_REG_MAXT(3, 1024)
-LIGERD_LN_FWD_REG_MAXT(4, 1024)
-LIGERD_LN_FWD_REG_MAXT(5, 1024)
-LIGERD_LN_FWD_REG_MAXT(6, 512)
-LIGERD_LN_FWD_REG_MAXT(7, 512)
-LIGERD_LN_FWD_REG_MAXT(8, 512)
-LIGERD_ROW_LOOP_KERNELS(layer_norm_fwd, 1024, LigerdLayerNormFwdParams, ligerd::ln::fwd_loop, ligerd::ln::kVec)
+LIGERD_LN_FWD_REG(1, LIGERD_LB_I1)
+LIGERD_LN_FWD_REG(2, LIGERD_LB_I2)
+LIGERD_LN_FWD_REG(3, LIGERD_LB_I3)
+LIGERD_LN_FWD_REG(4, LIGERD_LB_I4)
+LIGERD_LN_FWD_REG(5, LIGERD_LB_I5)
+LIGERD_LN_FWD_REG(6, LIGERD_LB_I6)
+LIGERD_LN_FWD_REG(7, LIGERD_LB_I7)
+LIGERD_LN_FWD_REG(8, LIGERD_LB_I8)
+LIGERD_ROW_LOOP_KERNELS(layer_norm_fwd, LIGERD_LB_LOOP, LigerdLayerNormFwdParams, ligerd::ln::fwd_loop,
+                        ligerd::ln::kVec)
 
 #else  // LIGERD_LN_BWD
 // ---------------------------------------------------------------------------------------------
@@ -347,17 +344,18 @@ __device__ __forceinline__ void bwd_loop(const LigerdLayerNormBwdParams& p) {
 // Register budget of a row-in-registers backward thread, per 16-byte vector: 2 * VEC fp32
 // accumulators (dW, dB) + raw dy and x for this row and the next (16 registers) + w (4), and the
 // next row's mean and rstd (2 registers per thread, not per vector). The
-// launch bound lets the compiler use what that needs (64/128/255 registers at 1024/512/256
-// threads); the host's MaxThreads() in layer_norm.cc mirrors this table.
-#define LIGERD_LN_BWD_REG(I, MAXT) \
-  LIGERD_ROW_REG_KERNELS(layer_norm_bwd, I, MAXT, LigerdLayerNormBwdParams, ligerd::ln::bwd_reg, ligerd::ln::kVec)
-LIGERD_LN_BWD_REG(1, 1024)
-LIGERD_LN_BWD_REG(2, 512)
-LIGERD_LN_BWD_REG(3, 256)
-LIGERD_LN_BWD_REG(4, 256)
-LIGERD_ROW_LOOP_KERNELS(layer_norm_bwd, 1024, LigerdLayerNormBwdParams, ligerd::ln::bwd_loop, ligerd::ln::kVec)
+// launch bounds (LIGERD_LB_*, from the entry) let the compiler use what that needs
+// (64/128/255 registers at 1024/512/256 threads).
+#define LIGERD_LN_BWD_REG(I, BOUNDS) \
+  LIGERD_ROW_REG_KERNELS_LB(layer_norm_bwd, I, BOUNDS, LigerdLayerNormBwdParams, ligerd::ln::bwd_reg, ligerd::ln::kVec)
+LIGERD_LN_BWD_REG(1, LIGERD_LB_I1)
+LIGERD_LN_BWD_REG(2, LIGERD_LB_I2)
+LIGERD_LN_BWD_REG(3, LIGERD_LB_I3)
+LIGERD_LN_BWD_REG(4, LIGERD_LB_I4)
+LIGERD_ROW_LOOP_KERNELS(layer_norm_bwd, LIGERD_LB_LOOP, LigerdLayerNormBwdParams, ligerd::ln::bwd_loop,
+                        ligerd::ln::kVec)
 
 // dW (blockIdx.y 0) and dB (1), or whichever is wanted: column sums of the partial rows.
-extern "C" __global__ void __launch_bounds__(512)
+extern "C" __global__ void LIGERD_LB_REDUCE
     layer_norm_bwd_reduce(const LigerdRowReduceParams p) { ligerd::rowwise::reduce_partials<ligerd::ln::WT>(p); }
 #endif  // LIGERD_LN_BWD

@@ -1,28 +1,20 @@
 // RMSNorm, Liger-compatible (LigerRMSNorm / liger_rms_norm): y = x * rstd * (offset + w), and
 // the same kernel family with the residual add fused in (LigerFusedAddRMSNorm:
-// S = X + R, Y = rmsnorm(S)). Kernels and numerics: rms_norm.cuh. This file: the four OpSpecs,
-// their checks and planning (shared row-wise steps in rowwise.h).
-//
-// rms_norm_fwd            tensors [X, W?, Y->, RSTD->]                 scalars [eps, offset, casting_mode]
-// rms_norm_bwd            tensors [dY, X, W?, RSTD, dX->, dW?->]       scalars [offset, casting_mode]
-// fused_add_rms_norm_fwd  tensors [X, R, W, Y->, S->, RSTD->]          scalars [eps, offset, casting_mode]
-// fused_add_rms_norm_bwd  tensors [dY, dS?, S, W, RSTD, dX->, dW?->]   scalars [offset, casting_mode]
-//   X (R, S): [..., n] fp32/bf16/fp16, 1-D to 4-D, contiguous last dim, leading dims flattening
-//   into rows with one stride. W, dW: [n] contiguous, X's dtype or fp32. Y, dY, dX, dS: X's shape
-//   and dtype (their own row strides). RSTD: fp32, one per row, contiguous. dX may be exactly dY
-//   (Liger's in_place=True). casting_mode: 0 llama, 1 gemma, 2 none. dW is optional even with W
-//   (a frozen weight); it needs W. The fused backward takes the saved S as its input row and
-//   adds dS (absent: no gradient reaches S) into dX, which is also dR. The fused ops always
-//   have a weight, as Liger's do. Workspace (backward with dW): grid * n * 4 bytes, 16-aligned.
+// S = X + R, Y = rmsnorm(S)). The four ops' tensors, scalars and launch bounds are declared in
+// their entries (rms_norm.toml); kernels and numerics: rms_norm.cuh. This file: the variants, the
+// checks the entries cannot state, planning (shared row-wise steps in rowwise.h) and tuning.
+//   casting_mode: 0 llama, 1 gemma, 2 none. dW is optional even with W (a frozen weight); it
+//   needs W. The fused backward takes the saved S as its input row and adds dS (absent: no
+//   gradient reaches S) into dX, which is also dR. The fused ops always have a weight, as
+//   Liger's do. Workspace (backward with dW): grid * n * 4 bytes, 16-aligned.
 #include "kernels/ops/rms_norm.h"
 
 #include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
-#include "kernels/embedded_sources.h"
 #include "kernels/ops/dtype_names.h"
-#include "kernels/ops/ops.h"
+#include "kernels/ops/entries/rms_norm.h"
 #include "kernels/ops/rms_norm_params.h"
 #include "kernels/ops/rowwise.h"
 #include "kernels/status_macros.h"
@@ -36,29 +28,26 @@ using namespace rowwise;  // NOLINT: the shared row-wise planning steps
 enum CastMode { kLlama = 0, kGemma = 1, kNone = 2 };
 constexpr const char* kCastNames[] = {"llama", "gemma", "none"};
 
-// Positions of the tensors in each op's list (-1: the op has no such tensor).
+// Positions of the tensors in each op's list, by name from the entries (-1: no such tensor).
+namespace fwd = entry::rms_norm_fwd;
+namespace bwd = entry::rms_norm_bwd;
+namespace add_fwd = entry::fused_add_rms_norm_fwd;
+namespace add_bwd = entry::fused_add_rms_norm_bwd;
 struct FwdIdx { int x, r, w, y, s, rstd; };
-constexpr FwdIdx kFwdPlain{0, -1, 1, 2, -1, 3};
-constexpr FwdIdx kFwdFused{0, 1, 2, 3, 4, 5};
+constexpr FwdIdx kFwdPlain{fwd::T::X, -1, fwd::T::W, fwd::T::Y, -1, fwd::T::RSTD};
+constexpr FwdIdx kFwdFused{add_fwd::T::X, add_fwd::T::R, add_fwd::T::W, add_fwd::T::Y, add_fwd::T::S,
+                           add_fwd::T::RSTD};
 struct BwdIdx { int dy, ds, x, w, rstd, dx, dw; };
-constexpr BwdIdx kBwdPlain{0, -1, 1, 2, 3, 4, 5};
-constexpr BwdIdx kBwdFused{0, 1, 2, 3, 4, 5, 6};
-enum { kEps, kOffset, kCastMode };  // forward scalars
-enum { kBwdOffset, kBwdCastMode };  // backward scalars
+constexpr BwdIdx kBwdPlain{bwd::T::dY, -1, bwd::T::X, bwd::T::W, bwd::T::RSTD, bwd::T::dX, bwd::T::dW};
+constexpr BwdIdx kBwdFused{add_bwd::T::dY, add_bwd::T::dS, add_bwd::T::S, add_bwd::T::W,
+                           add_bwd::T::RSTD, add_bwd::T::dX, add_bwd::T::dW};
+// Scalars: the plain and fused ops take the same ones, at the same positions.
+static_assert(fwd::S::eps == add_fwd::S::eps && fwd::S::offset == add_fwd::S::offset &&
+              fwd::S::casting_mode == add_fwd::S::casting_mode);
+static_assert(bwd::S::offset == add_bwd::S::offset && bwd::S::casting_mode == add_bwd::S::casting_mode);
+enum { kEps = fwd::S::eps, kOffset = fwd::S::offset, kCastMode = fwd::S::casting_mode };
+enum { kBwdOffset = bwd::S::offset, kBwdCastMode = bwd::S::casting_mode };
 
-// Kernel shape limits; they mirror the __launch_bounds__ and kernel lists in rms_norm.cuh.
-// Plain: forward i2 256, the other forward and loop kernels 1024; backward register kernels
-// i1-i2 1024, i3-i4 512 (their dW accumulators need up to 128 registers). Fused add: forward i2
-// 1024, and the forward i7, i8 and loop, the backward i2 and loop kernels at 512 (the residual's
-// registers).
-int MaxThreads(bool backward, int iters) {
-  if (backward) return iters > 2 ? 512 : 1024;
-  return iters == 2 ? 256 : 1024;
-}
-int MaxThreadsFused(bool backward, int iters) {
-  if (backward) return iters == 1 ? 1024 : 512;
-  return (iters == 0 || iters >= 7) ? 512 : 1024;
-}
 constexpr RowKernelFamily kFamily{
     .fwd_prefix = "rms_norm_fwd",
     .bwd_prefix = "rms_norm_bwd",
@@ -69,19 +58,19 @@ constexpr RowKernelFamily kFamily{
     .bwd_target_iters = 2,
     .fwd_block_threads = 256,
     .bwd_block_threads = 512,
-    .max_threads = MaxThreads,
+    .fwd_bounds = fwd::kBounds,
+    .bwd_bounds = bwd::kBounds,
     // Two vectors per thread where a row fits i2's 256 threads (hidden 1025..4096 in 16-bit
-    // types): the fastest forward shape at 16384 x 4096 bf16 on the H100; wider rows keep i4 (i3
-    // at 8192 was 8% slower). bench/results/session6/variants_switches.txt, variants.txt.
+    // types): the fastest measured forward shape there; wider rows keep i4 (docs/perf/rms_norm.md).
     .fwd_first_iters = 2,
 };
 constexpr RowKernelFamily kFusedFamily = [] {
   RowKernelFamily f = kFamily;
   // i2 where a row fits 256 threads, as the plain forward (its i2 kernel is not bounded to 256
-  // threads, so fwd_first_max_threads says it): 0.1827 ms against i4 x 128 x 2's 0.1848 at
-  // 16384 x 4096 bf16 on the H100 (ligerctl tune, bench/results/session7/tune.txt).
+  // threads, so fwd_first_max_threads says it): the tuner's pick (docs/perf/fused_add_rms_norm.md).
   f.fwd_first_iters = 2;
-  f.max_threads = MaxThreadsFused;
+  f.fwd_bounds = add_fwd::kBounds;
+  f.bwd_bounds = add_bwd::kBounds;
   return f;
 }();
 const RowKernelFamily& FamilyOf(bool fused) { return fused ? kFusedFamily : kFamily; }
@@ -313,64 +302,9 @@ absl::StatusOr<TuningProblem> Problem(bool fused, bool backward, const TuningSha
   return p;
 }
 
-std::vector<TensorParam> ForwardTensors(bool fused) {
-  const std::vector<DType> floats = {DType::kFloat32, DType::kBFloat16, DType::kFloat16};
-  if (fused)
-    return {{"X", false, false, floats, ""},
-            {"R", false, false, floats, ""},
-            {"W", false, false, floats, ""},
-            {"Y", true, false, floats, ""},
-            {"S", true, false, floats, ""},
-            {"RSTD", true, false, {DType::kFloat32}, ""}};
-  return {{"X", false, false, floats, ""},
-          {"W", false, true, floats, ""},
-          {"Y", true, false, floats, ""},
-          {"RSTD", true, false, {DType::kFloat32}, ""}};
-}
-
-std::vector<TensorParam> BackwardTensors(bool fused) {
-  const std::vector<DType> floats = {DType::kFloat32, DType::kBFloat16, DType::kFloat16};
-  if (fused)
-    return {{"dY", false, false, floats, ""},
-            {"dS", false, true, floats, ""},
-            {"S", false, false, floats, ""},
-            {"W", false, false, floats, ""},
-            {"RSTD", false, false, {DType::kFloat32}, ""},
-            {"dX", true, false, floats, "dY"},
-            {"dW", true, true, floats, ""}};
-  return {{"dY", false, false, floats, ""},
-          {"X", false, false, floats, ""},
-          {"W", false, true, floats, ""},
-          {"RSTD", false, false, {DType::kFloat32}, ""},
-          {"dX", true, false, floats, "dY"},
-          {"dW", true, true, floats, ""}};
-}
-
 OpSpec MakeSpec(bool backward, bool fused) {
-  OpSpec s;
-  const std::string base = fused ? "fused_add_rms_norm" : "rms_norm";
-  s.name = base + (backward ? "_bwd" : "_fwd");
-  if (fused)
-    s.doc = backward
-                ? "Fused add + RMSNorm backward: dX = dR = rmsnorm_bwd(dY, S) + dS (dS optional); "
-                  "dW as rms_norm_bwd (deterministic). dX may alias dY (in_place)."
-                : "Fused add + RMSNorm forward (Liger's LigerFusedAddRMSNorm): S = X + R (in X's "
-                  "dtype), Y = S*rstd*(offset+W), RSTD in fp32; casting_mode as rms_norm_fwd.";
-  else
-    s.doc = backward
-                ? "RMSNorm backward: dX = rstd*m - rstd^3*mean(m*x)*x with m = dY*(offset+W); "
-                  "dW = sum over rows of dY*x*rstd (deterministic). dX may alias dY (in_place)."
-                : "RMSNorm forward (Liger-compatible): Y = X*rstd*(offset+W), RSTD = "
-                  "1/sqrt(mean(X^2)+eps) in fp32; casting_mode 0 llama, 1 gemma, 2 none.";
-  s.tensors = backward ? BackwardTensors(fused) : ForwardTensors(fused);
-  s.scalars = backward ? std::vector<std::string>{"offset", "casting_mode"}
-                       : std::vector<std::string>{"eps", "offset", "casting_mode"};
-  s.main = {"kernels/ops/rms_norm.cuh", EmbeddedSource("kernels/ops/rms_norm.cuh")};
-  s.headers = {{"kernels/ops/common.cuh", EmbeddedSource("kernels/ops/common.cuh")},
-               {"kernels/ops/rowwise.cuh", EmbeddedSource("kernels/ops/rowwise.cuh")},
-               {"kernels/ops/rowwise_params.h", EmbeddedSource("kernels/ops/rowwise_params.h")},
-               {"kernels/ops/rms_norm_params.h", EmbeddedSource("kernels/ops/rms_norm_params.h")}};
-  s.options = {"--std=c++17"};
+  OpSpec s = backward ? (fused ? add_bwd::BaseSpec() : bwd::BaseSpec())
+                      : (fused ? add_fwd::BaseSpec() : fwd::BaseSpec());
   s.variants = AllVariants(backward, fused);
   if (backward)
     s.plan = [fused](const OpSpec& sp, const OpCall& c, const DeviceInfo& d) { return PlanBackward(fused, sp, c, d); };
@@ -403,24 +337,9 @@ std::string RmsNormKernelName(bool backward, const LaunchConfig& c) {
   return RowKernelName(kFamily, backward, c);
 }
 
-const OpSpec& RmsNormForwardSpec() {
-  static const OpSpec* spec = new OpSpec(MakeSpec(false, false));
-  return *spec;
-}
-
-const OpSpec& RmsNormBackwardSpec() {
-  static const OpSpec* spec = new OpSpec(MakeSpec(true, false));
-  return *spec;
-}
-
-const OpSpec& FusedAddRmsNormForwardSpec() {
-  static const OpSpec* spec = new OpSpec(MakeSpec(false, true));
-  return *spec;
-}
-
-const OpSpec& FusedAddRmsNormBackwardSpec() {
-  static const OpSpec* spec = new OpSpec(MakeSpec(true, true));
-  return *spec;
-}
+LIGERD_DEFINE_OP(rms_norm_fwd, MakeSpec(false, false))
+LIGERD_DEFINE_OP(rms_norm_bwd, MakeSpec(true, false))
+LIGERD_DEFINE_OP(fused_add_rms_norm_fwd, MakeSpec(false, true))
+LIGERD_DEFINE_OP(fused_add_rms_norm_bwd, MakeSpec(true, true))
 
 }  // namespace ligerd::kernels

@@ -33,9 +33,6 @@
 #include "kernels/ops/rms_norm_params.h"
 #include "kernels/ops/rowwise.cuh"
 
-// A launch bound that differs between the plain and the fused-add kernels (see the tables below).
-#define LIGERD_RMS_MAXT(PLAIN, FUSED) (LIGERD_RMS_ADD ? (FUSED) : (PLAIN))
-
 namespace ligerd {
 namespace rms {
 
@@ -226,31 +223,21 @@ __device__ __forceinline__ void fwd_loop(const LigerdRmsNormFwdParams& p) {
 }  // namespace rms
 }  // namespace ligerd
 
-// Launch bounds: a row in registers costs 4 * ITERS registers (plus 4 * ITERS for r while the
-// fused add runs), so every plain forward shape fits the 64 registers/thread that 1024-thread
-// blocks allow; the fused i7, i8 and loop kernels would spill there, so they are bounded to
-// 512 threads. The plain i2 kernel (the default at hidden <= 4096 with 16-bit types) is bounded
-// to 256 threads x 5 blocks per SM, which caps it at 48 registers without spilling: 2.3% faster
-// than at 64 registers at 16384 x 4096 bf16 on the H100 (bench/results/session6/variants_switches.txt),
-// the fastest of 24 launch shapes x bounds measured. The host's MaxThreads() tables in
-// rms_norm.cc mirror these bounds.
+// Launch bounds: LIGERD_LB_I1..I8 and LIGERD_LB_LOOP, from the op's entry (rms_norm.toml, which
+// says why each is what it is; the planner reads the same numbers). A row in registers costs
+// 4 * ITERS registers, plus 4 * ITERS for r while the fused add runs.
 #define LIGERD_RMS_FWD_REG(I, BOUNDS) \
   LIGERD_ROW_REG_KERNELS_LB(rms_norm_fwd, I, BOUNDS, LigerdRmsNormFwdParams, ligerd::rms::fwd_reg, ligerd::rms::kVec)
-#define LIGERD_RMS_FWD_REG_MAXT(I, MAXT) LIGERD_RMS_FWD_REG(I, __launch_bounds__(MAXT))
-LIGERD_RMS_FWD_REG_MAXT(1, 1024)
-#if LIGERD_RMS_ADD
-LIGERD_RMS_FWD_REG_MAXT(2, 1024)
-#else
-LIGERD_RMS_FWD_REG(2, __launch_bounds__(256, 5))
-#endif
-LIGERD_RMS_FWD_REG_MAXT(3, 1024)
-LIGERD_RMS_FWD_REG_MAXT(4, 1024)
-LIGERD_RMS_FWD_REG_MAXT(5, 1024)
-LIGERD_RMS_FWD_REG_MAXT(6, 1024)
-LIGERD_RMS_FWD_REG_MAXT(7, LIGERD_RMS_MAXT(1024, 512))
-LIGERD_RMS_FWD_REG_MAXT(8, LIGERD_RMS_MAXT(1024, 512))
-LIGERD_ROW_LOOP_KERNELS(rms_norm_fwd, LIGERD_RMS_MAXT(1024, 512), LigerdRmsNormFwdParams,
-                        ligerd::rms::fwd_loop, ligerd::rms::kVec)
+LIGERD_RMS_FWD_REG(1, LIGERD_LB_I1)
+LIGERD_RMS_FWD_REG(2, LIGERD_LB_I2)
+LIGERD_RMS_FWD_REG(3, LIGERD_LB_I3)
+LIGERD_RMS_FWD_REG(4, LIGERD_LB_I4)
+LIGERD_RMS_FWD_REG(5, LIGERD_LB_I5)
+LIGERD_RMS_FWD_REG(6, LIGERD_LB_I6)
+LIGERD_RMS_FWD_REG(7, LIGERD_LB_I7)
+LIGERD_RMS_FWD_REG(8, LIGERD_LB_I8)
+LIGERD_ROW_LOOP_KERNELS(rms_norm_fwd, LIGERD_LB_LOOP, LigerdRmsNormFwdParams, ligerd::rms::fwd_loop,
+                        ligerd::rms::kVec)
 
 #else  // LIGERD_RMS_BWD
 // The backward loop kernel holds three tensors' vectors plus the dW partials per step; 2 keeps it
@@ -406,20 +393,19 @@ __device__ __forceinline__ void bwd_loop(const LigerdRmsNormBwdParams& p) {
 
 // Register budget of a row-in-registers backward thread: ITERS * VEC fp32 dW accumulators plus
 // raw dy, x and w vectors (4 registers each per 16 bytes), and dS's when fused (all loaded up
-// front: 16 + 8 = 24 registers per vector for bf16 fused, at most 96 at i4). The launch bound
-// caps threads per block so the compiler may use what that needs without spilling
-// (64/128/255 registers at 1024/512/256 threads): plain i1-i2 1024, i3-i4 512; fused i2 and the
-// fused loop kernel 512 too (they would spill at 64 registers).
-#define LIGERD_RMS_BWD_REG(I, MAXT) \
-  LIGERD_ROW_REG_KERNELS(rms_norm_bwd, I, MAXT, LigerdRmsNormBwdParams, ligerd::rms::bwd_reg, ligerd::rms::kVec)
-LIGERD_RMS_BWD_REG(1, 1024)
-LIGERD_RMS_BWD_REG(2, LIGERD_RMS_MAXT(1024, 512))
-LIGERD_RMS_BWD_REG(3, 512)
-LIGERD_RMS_BWD_REG(4, 512)
-LIGERD_ROW_LOOP_KERNELS(rms_norm_bwd, LIGERD_RMS_MAXT(1024, 512), LigerdRmsNormBwdParams,
-                        ligerd::rms::bwd_loop, ligerd::rms::kVec)
+// front: 16 + 8 = 24 registers per vector for bf16 fused, at most 96 at i4). The launch bounds
+// (LIGERD_LB_*, from the entry) cap threads per block so the compiler may use what that needs
+// without spilling (64/128/255 registers at 1024/512/256 threads).
+#define LIGERD_RMS_BWD_REG(I, BOUNDS) \
+  LIGERD_ROW_REG_KERNELS_LB(rms_norm_bwd, I, BOUNDS, LigerdRmsNormBwdParams, ligerd::rms::bwd_reg, ligerd::rms::kVec)
+LIGERD_RMS_BWD_REG(1, LIGERD_LB_I1)
+LIGERD_RMS_BWD_REG(2, LIGERD_LB_I2)
+LIGERD_RMS_BWD_REG(3, LIGERD_LB_I3)
+LIGERD_RMS_BWD_REG(4, LIGERD_LB_I4)
+LIGERD_ROW_LOOP_KERNELS(rms_norm_bwd, LIGERD_LB_LOOP, LigerdRmsNormBwdParams, ligerd::rms::bwd_loop,
+                        ligerd::rms::kVec)
 
 // dW = column sums of the partial rows (rowwise::reduce_partials; gridDim.y == 1).
-extern "C" __global__ void __launch_bounds__(512)
+extern "C" __global__ void LIGERD_LB_DW_REDUCE
     rms_norm_bwd_dw_reduce(const LigerdRowReduceParams p) { ligerd::rowwise::reduce_partials<ligerd::rms::WT>(p); }
 #endif  // LIGERD_RMS_BWD

@@ -1,9 +1,7 @@
 // RoPE, Liger-compatible (liger_rotary_pos_emb / LigerRopeFunction): HF Llama's rotate_half
 // rotation of q and k, forward (+theta) and backward (the transpose: -theta), both in one launch.
-// Kernels, numerics and the byte count: rope.cuh. This file: the two OpSpecs, checks, planning.
-//
-// rope_fwd  tensors [Q, K, COS, SIN, Q_out->, K_out->]      no scalars
-// rope_bwd  tensors [dQ, dK, COS, SIN, dQ_out->, dK_out->]  no scalars
+// Tensors and launch bounds: the entries (rope.toml); kernels, numerics and the byte count:
+// rope.cuh. This file: the variants, the checks the entries cannot state, planning.
 //   Q: [B, Hq, S, hd], K: [B, Hk, S, hd] (Hq, Hk may differ, either may be 0), fp32/bf16/fp16,
 //   one dtype; any strides on the batch, head and seq dims (HF passes transposed views of
 //   [B, S, H, hd] storage), a contiguous last dim, hd even. COS, SIN: [Bc, S, hd] with Bc 1 or B,
@@ -18,9 +16,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
-#include "kernels/embedded_sources.h"
 #include "kernels/ops/dtype_names.h"
-#include "kernels/ops/ops.h"
+#include "kernels/ops/entries/rope.h"
 #include "kernels/ops/rope_params.h"
 #include "kernels/status_macros.h"
 #include "kernels/validate.h"
@@ -28,15 +25,22 @@
 namespace ligerd::kernels {
 namespace {
 
-enum { kQ, kK, kCos, kSin, kQOut, kKOut };
+// Tensor positions (rope_fwd's names; rope_bwd's are the same places, static_assert below).
+namespace fwd = entry::rope_fwd;
+namespace bwd = entry::rope_bwd;
+static_assert(fwd::T::Q == bwd::T::dQ && fwd::T::K == bwd::T::dK && fwd::T::COS == bwd::T::COS &&
+              fwd::T::SIN == bwd::T::SIN && fwd::T::Q_out == bwd::T::dQ_out &&
+              fwd::T::K_out == bwd::T::dK_out);
+enum { kQ = fwd::T::Q, kK = fwd::T::K, kCos = fwd::T::COS, kSin = fwd::T::SIN, kQOut = fwd::T::Q_out,
+       kKOut = fwd::T::K_out };
 
 constexpr int kDefaultBlock = 256;
 // Heads per thread by default: 4 heads' loads in flight per thread (the kernel's kUnroll) and,
 // at LLaMA-3-8B (40 heads of 128, bf16), 10 threads per token lane: ~1.3M threads for 16K
 // tokens, several waves on an H100, cos/sin reused 4x in registers and 10x from L1.
 constexpr int kDefaultHeadsPerThread = 4;
-// The kernels' __launch_bounds__ (rope.cuh: 512, so that they get up to 128 registers).
-constexpr int kMaxThreadsPerBlock = 512;
+// The kernels' launch bound (rope.toml: 512, so that they get up to 128 registers).
+constexpr int kMaxThreadsPerBlock = std::min(SmallestBound(fwd::kBounds), SmallestBound(bwd::kBounds));
 constexpr size_t kVectorAlign = 16;
 
 KernelVariant MakeVariant(bool backward, DType x, DType cs) {
@@ -176,24 +180,7 @@ absl::StatusOr<OpPlan> Plan(const OpSpec& spec, const OpCall& call, const Device
 
 OpSpec MakeSpec(bool backward) {
   const std::vector<DType> floats = {DType::kFloat32, DType::kBFloat16, DType::kFloat16};
-  OpSpec s;
-  s.name = backward ? "rope_bwd" : "rope_fwd";
-  const std::string d = backward ? "d" : "";
-  s.doc = backward
-              ? "RoPE backward (HF rotate_half): dQ_out, dK_out = the transpose of the forward "
-                "rotation (by -theta) of dQ, dK; in place when dQ_out is dQ and dK_out is dK."
-              : "RoPE forward (HF rotate_half): Q_out = Q*cos + rotate_half(Q)*sin, same for K, "
-                "one launch; in place when Q_out is Q and K_out is K (Liger).";
-  s.tensors = {{d + "Q", false, false, floats, ""},
-               {d + "K", false, false, floats, ""},
-               {"COS", false, false, floats, ""},
-               {"SIN", false, false, floats, ""},
-               {d + "Q_out", true, false, floats, d + "Q"},
-               {d + "K_out", true, false, floats, d + "K"}};
-  s.main = {"kernels/ops/rope.cuh", EmbeddedSource("kernels/ops/rope.cuh")};
-  s.headers = {{"kernels/ops/common.cuh", EmbeddedSource("kernels/ops/common.cuh")},
-               {"kernels/ops/rope_params.h", EmbeddedSource("kernels/ops/rope_params.h")}};
-  s.options = {"--std=c++17"};
+  OpSpec s = backward ? bwd::BaseSpec() : fwd::BaseSpec();
   for (DType x : floats) {
     s.variants.push_back(MakeVariant(backward, x, x));
     if (x != DType::kFloat32) s.variants.push_back(MakeVariant(backward, x, DType::kFloat32));
@@ -224,7 +211,8 @@ absl::Status RopeCheckConfig(const LaunchConfig& c, bool vectorized_ok) {
                                       "width, 16-byte aligned pointers and strides");
   if (c.threads_per_row < 32 || c.threads_per_row > kMaxThreadsPerBlock || c.threads_per_row % 32 != 0)
     return absl::InvalidArgumentError(absl::StrCat("block of ", c.threads_per_row,
-                                                   " threads must be a multiple of 32 <= 512"));
+                                                   " threads must be a multiple of 32 <= ",
+                                                   kMaxThreadsPerBlock));
   if (c.rows_per_block != 1)
     return absl::InvalidArgumentError("the RoPE kernels take 1-D blocks (rows_per_block 1)");
   if (c.iters < 1)
@@ -236,13 +224,7 @@ absl::Status RopeCheckConfig(const LaunchConfig& c, bool vectorized_ok) {
 
 std::string RopeKernelName(bool vectorized) { return vectorized ? "rope_v" : "rope_s"; }
 
-const OpSpec& RopeForwardSpec() {
-  static const OpSpec* spec = new OpSpec(MakeSpec(false));
-  return *spec;
-}
-const OpSpec& RopeBackwardSpec() {
-  static const OpSpec* spec = new OpSpec(MakeSpec(true));
-  return *spec;
-}
+LIGERD_DEFINE_OP(rope_fwd, MakeSpec(false))
+LIGERD_DEFINE_OP(rope_bwd, MakeSpec(true))
 
 }  // namespace ligerd::kernels

@@ -135,13 +135,12 @@ __device__ __forceinline__ void run(const LigerdRopeParams& p) {
 }  // namespace rope
 }  // namespace ligerd
 
-// Blocks of at most 512 threads (rope.cc enforces it): leaves the compiler 128 registers a thread,
-// enough for the fp32 cos/sin and 4 heads' vectors without spilling (1024 would cap it at 64).
-#define kRopeMaxBlock 512
-
-extern "C" __global__ void __launch_bounds__(kRopeMaxBlock) rope_v(const LigerdRopeParams p) {
+// Launch bounds LIGERD_LB_V / _S from the entries (rope.toml: 512 threads leave the compiler 128
+// registers a thread, enough for the fp32 cos/sin and 4 heads' vectors without spilling; 1024
+// would cap it at 64). rope.cc plans with the same bound.
+extern "C" __global__ void LIGERD_LB_V rope_v(const LigerdRopeParams p) {
   ligerd::rope::run<ligerd::rope::kVec>(p);
 }
-extern "C" __global__ void __launch_bounds__(kRopeMaxBlock) rope_s(const LigerdRopeParams p) {
+extern "C" __global__ void LIGERD_LB_S rope_s(const LigerdRopeParams p) {
   ligerd::rope::run<1>(p);
 }

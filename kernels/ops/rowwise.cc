@@ -24,6 +24,12 @@ int64_t NextPow2(int64_t a) {
 
 int RowVectorWidth(DType x) { return static_cast<int>(rowwise::kVectorAlign) / DTypeBytes(x); }
 
+int RowMaxThreads(const RowKernelFamily& f, bool backward, int iters) {
+  static constexpr std::string_view kKeys[] = {"loop", "i1", "i2", "i3", "i4", "i5", "i6", "i7", "i8"};
+  if (iters < 0 || iters >= static_cast<int>(std::size(kKeys))) return 0;
+  return MaxThreadsOf(backward ? f.bwd_bounds : f.fwd_bounds, kKeys[iters]);
+}
+
 LaunchConfig RowDefaultConfig(const RowKernelFamily& f, bool backward, int64_t rows, int64_t n,
                               DType x, bool vectorized, int sm_count) {
   LaunchConfig c;
@@ -39,20 +45,20 @@ LaunchConfig RowDefaultConfig(const RowKernelFamily& f, bool backward, int64_t r
     // Whole warps per row; grow vectors per thread before giving up on registers.
     const auto try_iters = [&](int it, int64_t max_tpr) {
       const int64_t tpr = RoundUp(rowwise::CeilDiv(nvec, it), 32);
-      if (tpr > std::min<int64_t>(max_tpr, f.max_threads(backward, it))) return;
+      if (tpr > std::min<int64_t>(max_tpr, RowMaxThreads(f, backward, it))) return;
       c.threads_per_row = static_cast<int>(tpr);
       c.iters = static_cast<int>(rowwise::CeilDiv(nvec, tpr));
     };
     if (!backward && f.fwd_first_iters > 0) try_iters(f.fwd_first_iters, f.fwd_first_max_threads);
     for (int it = target; it <= max_iters && c.iters == 0; ++it) try_iters(it, kMaxThreadsPerBlock);
     if (c.iters == 0) {  // streaming kernel, one row per block, as many threads as allowed
-      c.threads_per_row = f.max_threads(backward, 0);
+      c.threads_per_row = RowMaxThreads(f, backward, 0);
       c.rows_per_block = 1;
       return c;
     }
   }
   const int block_target = backward ? f.bwd_block_threads : f.fwd_block_threads;
-  const int max_block = f.max_threads(backward, c.iters);
+  const int max_block = RowMaxThreads(f, backward, c.iters);
   const int min_rpb = std::max(1, 32 / c.threads_per_row);  // whole warps per block
   int rpb = std::max(min_rpb, std::min(block_target, max_block) / c.threads_per_row);
   // Small problems: fewer rows per block so that at least two blocks per SM exist.
@@ -73,7 +79,7 @@ absl::Status RowCheckConfig(const RowKernelFamily& f, bool backward, const Launc
   const int max_iters = backward ? f.bwd_max_iters : f.fwd_max_iters;
   if (c.iters < 0 || c.iters > max_iters)
     return absl::InvalidArgumentError(absl::StrCat("iters ", c.iters, " not in 0..", max_iters));
-  const int max_threads = f.max_threads(backward, c.iters);
+  const int max_threads = RowMaxThreads(f, backward, c.iters);
   if (rpb < 1 || int64_t{tpr} * rpb > max_threads || (tpr * rpb) % 32 != 0)
     return absl::InvalidArgumentError(absl::StrCat(
         "block ", tpr, "x", rpb, " must be whole warps and at most ", max_threads, " threads"));
@@ -127,7 +133,7 @@ std::vector<LaunchConfig> RowCandidates(const RowKernelFamily& f, bool backward,
   for (int iters = 1; iters <= max_iters; ++iters) {
     const int64_t need = rowwise::CeilDiv(nvec, iters);
     const int64_t tpr = need <= 32 ? NextPow2(need) : RoundUp(need, 32);
-    const int limit = f.max_threads(backward, iters);
+    const int limit = RowMaxThreads(f, backward, iters);
     if (tpr > limit) continue;
     if (rowwise::CeilDiv(nvec, tpr) != iters) continue;  // a narrower iters already covers this width
     for (int rpb = 1; rpb * tpr <= limit; rpb *= 2) {

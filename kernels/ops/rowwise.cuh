@@ -142,13 +142,12 @@ __device__ __forceinline__ void reduce_partials(const LigerdRowReduceParams& p) 
 
 // The extern "C" kernel table of a family, by the names the host's RowKernelName() forms:
 // <PREFIX>_i<I>_v / _s run FN<I, VEC> / FN<I, 1> (a row in registers, I vectors per thread, 16-byte
-// or one-element accesses), <PREFIX>_loop_v / _s run FN<VEC> / FN<1> (streamed rows). MAXT is the
-// __launch_bounds__, which the family's MaxThreads() on the host mirrors.
-#define LIGERD_ROW_REG_KERNELS(PREFIX, I, MAXT, PARAMS, FN, VEC) \
-  LIGERD_ROW_REG_KERNELS_LB(PREFIX, I, __launch_bounds__(MAXT), PARAMS, FN, VEC)
+// or one-element accesses), <PREFIX>_loop_v / _s run FN<VEC> / FN<1> (streamed rows). BOUNDS is
+// the kernels' __launch_bounds__(...), LIGERD_LB_<KEY> from the op's entry (the host plans with
+// the same numbers).
 #define LIGERD_ROW_REG_KERNELS_LB(PREFIX, I, BOUNDS, PARAMS, FN, VEC)                         \
   extern "C" __global__ void BOUNDS PREFIX##_i##I##_v(const PARAMS p) { FN<I, VEC>(p); } \
   extern "C" __global__ void BOUNDS PREFIX##_i##I##_s(const PARAMS p) { FN<I, 1>(p); }
-#define LIGERD_ROW_LOOP_KERNELS(PREFIX, MAXT, PARAMS, FN, VEC)                                     \
-  extern "C" __global__ void __launch_bounds__(MAXT) PREFIX##_loop_v(const PARAMS p) { FN<VEC>(p); } \
-  extern "C" __global__ void __launch_bounds__(MAXT) PREFIX##_loop_s(const PARAMS p) { FN<1>(p); }
+#define LIGERD_ROW_LOOP_KERNELS(PREFIX, BOUNDS, PARAMS, FN, VEC)                          \
+  extern "C" __global__ void BOUNDS PREFIX##_loop_v(const PARAMS p) { FN<VEC>(p); } \
+  extern "C" __global__ void BOUNDS PREFIX##_loop_s(const PARAMS p) { FN<1>(p); }

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <span>
 #include <string>
 #include "absl/strings/string_view.h"
 #include <vector>
@@ -18,9 +19,9 @@
 
 namespace ligerd::kernels {
 
-// The kernel shapes one family's .cuh provides, mirrored from its kernel lists and
-// __launch_bounds__: <fwd_prefix>_i1.._i<fwd_max_iters>_{v,s}, <fwd_prefix>_loop_{v,s}, and the
-// same for the backward.
+// The kernel shapes one family's .cuh provides: <fwd_prefix>_i1.._i<fwd_max_iters>_{v,s},
+// <fwd_prefix>_loop_{v,s}, and the same for the backward, bounded by the ops' entries (keys "i1"..
+// "i8" and "loop").
 struct RowKernelFamily {
   const char* fwd_prefix;   // e.g. "rms_norm_fwd"
   const char* bwd_prefix;   // e.g. "rms_norm_bwd"
@@ -33,8 +34,9 @@ struct RowKernelFamily {
   // Threads per block the default fills with rows when one row needs fewer threads.
   int fwd_block_threads;
   int bwd_block_threads;
-  // The __launch_bounds__ of the register kernel with `iters` vectors (iters 0: the loop kernel).
-  int (*max_threads)(bool backward, int iters);
+  // The launch bounds of the forward and backward kernels (entry::<op>::kBounds).
+  std::span<const LaunchBound> fwd_bounds;
+  std::span<const LaunchBound> bwd_bounds;
   // Forward: vectors per thread tried before fwd_target_iters for rows of whole warps, taken
   // when one row fits that kernel's max_threads and fwd_first_max_threads (0: none). For a
   // measured sweet spot (the norms' i2 at up to 256 threads); wider rows keep the
@@ -42,6 +44,9 @@ struct RowKernelFamily {
   int fwd_first_iters = 0;
   int fwd_first_max_threads = 256;
 };
+
+// The launch bound of the register kernel with `iters` vectors (iters 0: the loop kernel).
+int RowMaxThreads(const RowKernelFamily& f, bool backward, int iters);
 
 // Elements per 16-byte access of dtype x (the kernels' "_v" vector width).
 int RowVectorWidth(DType x);

@@ -1,11 +1,13 @@
-"""The one door every op goes through: ``launch(op, tensors, scalars)``.
+"""The one door every op goes through: ``call(op, **named)`` (tensors and scalars by the names of
+the op's entry, kernels/ops/<family>.toml), which puts them in the entry's order for
+``launch(op, tensors, scalars)``.
 
 In ``local`` mode it calls the executor in ``ligerd._C`` (the same C++ library the daemon runs) on
 this process's tensors, on torch's current CUDA stream. In ``remote`` mode (or ``auto`` where the
 daemon chose remote for the device) it writes a ring record to the device's session instead
 (``ligerd._C.remote_launch``); the daemon runs the op on the same tensors, in the same stream order.
-Tensors and scalars are positional, in the order the op's catalogue entry (kernels/ops/<op>.cc)
-lists them; an absent optional tensor is passed as None.
+``launch`` takes tensors and scalars positionally, in the entry's order; an absent optional tensor
+is None.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import threading
 from typing import Callable, Optional, Sequence
 
 from ligerd import _dispatch, _paths
-from ligerd._errors import DaemonUnavailableError, LigerdError
+from ligerd._entries import ENTRIES
+from ligerd._errors import DaemonUnavailableError, LigerdError, OpInputError
 
 _C = None
 _C_error: Optional[BaseException] = None
@@ -60,6 +63,31 @@ def extension_available() -> bool:
 # before the extension call. A new session (set_dispatch_mode, tests) is a new object, so the
 # cache invalidates itself.
 _local_fast: tuple = (None, None)
+
+
+# op -> (tensor names, scalar names, every name), from the entries.
+_SIGNATURES = {op: (tuple(t[0] for t in ts), tuple(ss), frozenset([t[0] for t in ts] + list(ss)))
+               for op, (ts, ss) in ENTRIES.items()}
+
+
+def call(op: str, /, **named) -> None:
+    """Run ``op`` with its tensors and scalars named as its entry names them, e.g.
+    ``call("rms_norm_fwd", X=x, W=None, Y=y, RSTD=rstd, eps=1e-6, offset=0.0, casting_mode=0)``.
+    An optional tensor may be left out (None); a scalar may not. A name the entry does not have,
+    or a missing scalar, is an OpInputError naming the op."""
+    sig = _SIGNATURES.get(op)
+    if sig is None:
+        raise OpInputError(f"ligerd op {op}: no such op (the entries name {', '.join(sorted(_SIGNATURES))})", op=op)
+    tnames, snames, known = sig
+    if not named.keys() <= known:
+        raise OpInputError(f"ligerd op {op}: no argument(s) {sorted(named.keys() - known)} "
+                           f"(tensors {', '.join(tnames)}; scalars {', '.join(snames) or 'none'})", op=op)
+    try:
+        scalars = [named[n] for n in snames]
+    except KeyError as e:
+        raise OpInputError(f"ligerd op {op}: scalar {e.args[0]!r} not given "
+                           f"(scalars {', '.join(snames)})", op=op) from None
+    launch(op, [named.get(n) for n in tnames], scalars)
 
 
 def launch(op: str, tensors: Sequence, scalars: Sequence[float]) -> None:

@@ -13,10 +13,26 @@ namespace ligerd::kernels {
 namespace {
 
 TEST(Catalogue, ListsRmsNormWithItsVariants) {
-  std::vector<OpInfo> ops = ListOps();
-  // Catalogue order: rms_norm 0-1, swiglu/geglu 2-5, rope 6-7, cross_entropy 8-10,
-  // layer_norm 11-12, fused_add_rms_norm 13-14, gemm 15 (cuBLASLt: no NVRTC variants).
-  ASSERT_EQ(ops.size(), 16u);
+  const std::vector<OpInfo> all = ListOps();
+  // The catalogue is the entries' ops (kernels/ops/*.toml), in entry order; looked up by name.
+  std::set<std::string> names;
+  for (const OpInfo& o : all) EXPECT_TRUE(names.insert(o.name).second) << o.name;
+  EXPECT_EQ(names, (std::set<std::string>{
+                       "cross_entropy_count", "cross_entropy_fwd", "cross_entropy_scale", "gemm",
+                       "swiglu_fwd", "swiglu_bwd", "geglu_fwd", "geglu_bwd", "layer_norm_fwd",
+                       "layer_norm_bwd", "rms_norm_fwd", "rms_norm_bwd", "fused_add_rms_norm_fwd",
+                       "fused_add_rms_norm_bwd", "rope_fwd", "rope_bwd", "softmax_fwd", "softmax_bwd"}));
+  auto info = [&all](std::string_view name) -> const OpInfo& {
+    for (const OpInfo& o : all)
+      if (o.name == name) return o;
+    ADD_FAILURE() << "no op " << name;
+    return all.front();
+  };
+  // The old positional names, kept for the checks below.
+  const std::vector<std::string> order = {"rms_norm_fwd", "rms_norm_bwd", "swiglu_fwd", "swiglu_bwd", "geglu_fwd", "geglu_bwd", "rope_fwd", "rope_bwd", "cross_entropy_count", "cross_entropy_fwd", "cross_entropy_scale", "layer_norm_fwd", "layer_norm_bwd", "fused_add_rms_norm_fwd", "fused_add_rms_norm_bwd", "gemm"};
+  std::vector<OpInfo> ops;
+  for (const std::string& n : order) ops.push_back(info(n));
+  // gemm (cuBLASLt): no NVRTC variants.
   EXPECT_EQ(ops[15].name, "gemm");
   EXPECT_EQ(ops[15].variant_count, 0u);
   EXPECT_EQ(ops[15].tensors, (std::vector<std::string>{"A", "B", "C?", "D->", "bias?"}));
@@ -113,16 +129,25 @@ TEST(Catalogue, VariantTagsAreUniqueAndSourcesEmbedded) {
     }
     EXPECT_FALSE(op->main.text.empty()) << op->name;
     if (op->name.starts_with("rms_norm") || op->name.starts_with("fused_add_rms_norm"))
-      EXPECT_NE(op->main.text.find("LIGERD_RMS_FWD_REG_MAXT(1, 1024)"), std::string_view::npos);
+      EXPECT_NE(op->main.text.find("LIGERD_RMS_FWD_REG(1, LIGERD_LB_I1)"), std::string_view::npos);
     else if (op->name.starts_with("layer_norm"))
-      EXPECT_NE(op->main.text.find("LIGERD_LN_FWD_REG_MAXT(1, 1024)"), std::string_view::npos);
+      EXPECT_NE(op->main.text.find("LIGERD_LN_FWD_REG(1, LIGERD_LB_I1)"), std::string_view::npos);
     else if (op->name.starts_with("rope"))
       EXPECT_NE(op->main.text.find("rope_v"), std::string_view::npos) << op->name;
     else if (op->name.starts_with("cross_entropy"))
       EXPECT_NE(op->main.text.find("ce_fwd"), std::string_view::npos) << op->name;
+    else if (op->name.starts_with("softmax"))
+      EXPECT_NE(op->main.text.find("LIGERD_SOFTMAX_FWD_REG(1, LIGERD_LB_I1)"), std::string_view::npos);
     else
       EXPECT_NE(op->main.text.find("glu_fwd_v"), std::string_view::npos) << op->name;
     for (const SourceFile& h : op->headers) EXPECT_FALSE(h.text.empty()) << h.name;
+    // Every launch bound the source uses comes from the entry, as an NVRTC option.
+    for (std::string_view key : {"LIGERD_LB_I1=", "LIGERD_LB_LOOP=", "LIGERD_LB_V="}) {
+      if (op->main.text.find(std::string(key.substr(0, key.size() - 1))) == std::string_view::npos) continue;
+      bool found = false;
+      for (const std::string& o : op->options) found = found || o.starts_with("-D" + std::string(key));
+      EXPECT_TRUE(found) << op->name << " " << key;
+    }
   }
   EXPECT_TRUE(EmbeddedSource("kernels/ops/nothing.cuh").empty());
 }

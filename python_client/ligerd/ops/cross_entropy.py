@@ -150,7 +150,8 @@ def cross_entropy_count(target: torch.Tensor, weight: Optional[torch.Tensor], nu
     """fp32 [4]: non-ignored count, sum of weight[target] (= count without weight), sum of
     weight, count of out-of-range targets."""
     denom = torch.empty(4, dtype=torch.float32, device=target.device)
-    _backend.launch("cross_entropy_count", [target, weight, denom], [ignore_index, num_classes])
+    _backend.call("cross_entropy_count", target=target, weight=weight, denom=denom, ignore_index=ignore_index,
+                  num_classes=num_classes)
     return denom
 
 
@@ -168,15 +169,16 @@ def _outputs(x, want_z, want_pred):
 
 
 def _scalars(ignore_index, lse_square_scale, label_smoothing, reduction, softcap, token_scaling):
-    return [ignore_index, lse_square_scale, label_smoothing, reduction, softcap, 1 if token_scaling else 0]
+    return dict(ignore_index=ignore_index, lse_square_scale=lse_square_scale, label_smoothing=label_smoothing,
+                reduction=reduction, softcap=softcap, token_scaling=1 if token_scaling else 0)
 
 
 def _launch_fwd(x, target, weight, denom, row_scale, dx, loss, z, pred, scalars):
     if x.shape[0] == 0:
         return
-    _backend.launch("cross_entropy_fwd",
-                    [x, target, weight, denom, row_scale, dx, loss,
-                     z if z.numel() else None, pred if pred.numel() else None], scalars)
+    _backend.call("cross_entropy_fwd", X=x, target=target, weight=weight, denom=denom, row_scale=row_scale,
+                  dX=dx, loss=loss, z_loss=z if z.numel() else None, pred=pred if pred.numel() else None,
+                  **scalars)
 
 
 @_opdef.custom_op("cross_entropy_fwd")
@@ -242,7 +244,7 @@ def _(x, target, weight, denom, row_scale, ignore_index, lse_square_scale, label
 def cross_entropy_scale_(g: torch.Tensor, s: torch.Tensor) -> None:
     """g[r, :] *= s (s: fp32 [1] or [rows]) in place; rows whose factor is exactly 1.0 are skipped."""
     if g.numel() > 0:
-        _backend.launch("cross_entropy_scale", [g, s], [])
+        _backend.call("cross_entropy_scale", G=g, s=s)
 
 
 @cross_entropy_scale_.register_fake

@@ -46,7 +46,8 @@ def fused_add_rms_norm_fwd(x: torch.Tensor, r: torch.Tensor, w: torch.Tensor, ep
     s = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     rstd = torch.empty((x.shape[0],), dtype=torch.float32, device=x.device)
     if x.numel() > 0:
-        _backend.launch("fused_add_rms_norm_fwd", [x, r, w, y, s, rstd], [eps, offset, casting_mode])
+        _backend.call("fused_add_rms_norm_fwd", X=x, R=r, W=w, Y=y, S=s, RSTD=rstd, eps=eps, offset=offset,
+                      casting_mode=casting_mode)
     return y, s, rstd
 
 
@@ -63,7 +64,8 @@ def fused_add_rms_norm_bwd(dy: torch.Tensor, ds: Optional[torch.Tensor], s: torc
     dx = torch.empty(s.shape, dtype=s.dtype, device=s.device)
     dw = _rows.param_grad_buffer(s, w, compute_dw)
     if s.numel() > 0:
-        _backend.launch("fused_add_rms_norm_bwd", [dy, ds, s, w, rstd, dx, dw], [offset, casting_mode])
+        _backend.call("fused_add_rms_norm_bwd", dY=dy, dS=ds, S=s, W=w, RSTD=rstd, dX=dx, dW=dw, offset=offset,
+                      casting_mode=casting_mode)
     return dx, (dw if dw is not None else s.new_empty((0,)))
 
 
@@ -79,7 +81,8 @@ def fused_add_rms_norm_bwd_inplace(dy: torch.Tensor, ds: Optional[torch.Tensor],
     """Writes dX over dY (Liger's in_place=True); returns dW (empty when not wanted)."""
     dw = _rows.param_grad_buffer(s, w, compute_dw)
     if s.numel() > 0:
-        _backend.launch("fused_add_rms_norm_bwd", [dy, ds, s, w, rstd, dy, dw], [offset, casting_mode])
+        _backend.call("fused_add_rms_norm_bwd", dY=dy, dS=ds, S=s, W=w, RSTD=rstd, dX=dy, dW=dw, offset=offset,
+                      casting_mode=casting_mode)
     return dw if dw is not None else s.new_empty((0,))
 
 

@@ -22,5 +22,6 @@ OP = "gemm"
 def gemm_(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, *, bias: Optional[torch.Tensor] = None,
           accumulate: bool = False, alpha: float = 1.0) -> torch.Tensor:
     """out = alpha * a @ b (+ bias), or out += alpha * a @ b when ``accumulate``; returns out."""
-    _backend.launch(OP, [a, b, out if accumulate else None, out, bias], [alpha, 1.0 if accumulate else 0.0])
+    _backend.call(OP, A=a, B=b, C=out if accumulate else None, D=out, bias=bias, alpha=alpha,
+                  beta=1.0 if accumulate else 0.0)
     return out

@@ -78,7 +78,7 @@ def glu_fwd(a: torch.Tensor, b: torch.Tensor, act: int, in_place: bool) -> torch
     """Returns C. ``in_place`` is only recorded for the backward (dA, dB written over A, B)."""
     c = torch.empty(a.shape, dtype=a.dtype, device=a.device)
     if a.numel() > 0:
-        _backend.launch(_FWD[act], [a, b, c], [])
+        _backend.call(_FWD[act], A=a, B=b, C=c)
     return c
 
 
@@ -94,7 +94,7 @@ def glu_bwd(dc: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
     da = torch.empty(a.shape, dtype=a.dtype, device=a.device)
     db = torch.empty(b.shape, dtype=b.dtype, device=b.device)
     if a.numel() > 0:
-        _backend.launch(_BWD[act], [dc, a, b, da, db], [])
+        _backend.call(_BWD[act], dC=dc, A=a, B=b, dA=da, dB=db)
     return da, db
 
 
@@ -107,7 +107,7 @@ def _(dc, a, b, act):
 def glu_bwd_inplace(dc: torch.Tensor, a: torch.Tensor, b: torch.Tensor, act: int) -> None:
     """Writes dA over A and dB over B (Liger's memory trick: the saved inputs become the grads)."""
     if a.numel() > 0:
-        _backend.launch(_BWD[act], [dc, a, b, a, b], [])
+        _backend.call(_BWD[act], dC=dc, A=a, B=b, dA=a, dB=b)
 
 
 @glu_bwd_inplace.register_fake

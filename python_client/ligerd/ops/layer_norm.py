@@ -47,7 +47,7 @@ def layer_norm_fwd(x: torch.Tensor, w: Optional[torch.Tensor], b: Optional[torch
     mean = torch.empty((x.shape[0],), dtype=torch.float32, device=x.device)
     rstd = torch.empty((x.shape[0],), dtype=torch.float32, device=x.device)
     if x.numel() > 0:
-        _backend.launch("layer_norm_fwd", [x, w, b, y, mean, rstd], [eps])
+        _backend.call("layer_norm_fwd", X=x, W=w, B=b, Y=y, MEAN=mean, RSTD=rstd, eps=eps)
     return y, mean, rstd
 
 
@@ -68,7 +68,7 @@ def layer_norm_bwd(dy: torch.Tensor, x: torch.Tensor, w: Optional[torch.Tensor],
     dw = _rows.param_grad_buffer(x, w, compute_dw)
     db = _rows.param_grad_buffer(x, b, compute_db)
     if x.numel() > 0:  # without rows dW and dB are the zeros param_grad_buffer made
-        _backend.launch("layer_norm_bwd", [dy, x, w, mean, rstd, dx, dw, db], [])
+        _backend.call("layer_norm_bwd", dY=dy, X=x, W=w, MEAN=mean, RSTD=rstd, dX=dx, dW=dw, dB=db)
     empty = x.new_empty((0,))
     return dx, (dw if dw is not None else empty), (db if db is not None else empty.clone())
 

@@ -67,7 +67,7 @@ def rms_norm_fwd(x: torch.Tensor, w: Optional[torch.Tensor], eps: float, offset:
     y = torch.empty_like(x, memory_format=torch.contiguous_format)
     rstd = torch.empty((x.shape[0],), dtype=torch.float32, device=x.device)
     if x.numel() > 0:
-        _backend.launch("rms_norm_fwd", [x, w, y, rstd], [eps, offset, casting_mode])
+        _backend.call("rms_norm_fwd", X=x, W=w, Y=y, RSTD=rstd, eps=eps, offset=offset, casting_mode=casting_mode)
     return y, rstd
 
 
@@ -89,7 +89,8 @@ def rms_norm_bwd(dy: torch.Tensor, x: torch.Tensor, w: Optional[torch.Tensor], r
     dx = torch.empty_like(x, memory_format=torch.contiguous_format)
     dw = _dw_buffer(x, w, compute_dw)
     if x.numel() > 0:
-        _backend.launch("rms_norm_bwd", [dy, x, w, rstd, dx, dw], [offset, casting_mode])
+        _backend.call("rms_norm_bwd", dY=dy, X=x, W=w, RSTD=rstd, dX=dx, dW=dw, offset=offset,
+                      casting_mode=casting_mode)
     return dx, (dw if dw is not None else x.new_empty((0,)))
 
 
@@ -109,7 +110,8 @@ def rms_norm_bwd_inplace(dy: torch.Tensor, x: torch.Tensor, w: Optional[torch.Te
     (an empty tensor when there is no weight or it needs no gradient)."""
     dw = _dw_buffer(x, w, compute_dw)
     if x.numel() > 0:
-        _backend.launch("rms_norm_bwd", [dy, x, w, rstd, dy, dw], [offset, casting_mode])
+        _backend.call("rms_norm_bwd", dY=dy, X=x, W=w, RSTD=rstd, dX=dy, dW=dw, offset=offset,
+                      casting_mode=casting_mode)
     return dw if dw is not None else x.new_empty((0,))
 
 

@@ -155,12 +155,19 @@ def _heads_view(t: Optional[torch.Tensor], other: torch.Tensor) -> torch.Tensor:
 # Custom ops.
 
 
+def _launch(backward, q, k, cos, sin, qo, ko):
+    if backward:
+        _backend.call("rope_bwd", dQ=q, dK=k, COS=cos, SIN=sin, dQ_out=qo, dK_out=ko)
+    else:
+        _backend.call("rope_fwd", Q=q, K=k, COS=cos, SIN=sin, Q_out=qo, K_out=ko)
+
+
 @_opdef.custom_op("rope_inplace", mutates_args=("q", "k"))
 def rope_inplace(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                  backward: bool) -> None:
     """Rotates q and k in place (by -theta, the transpose, when ``backward``)."""
     if q.numel() + k.numel() > 0:
-        _backend.launch("rope_bwd" if backward else "rope_fwd", [q, k, cos, sin, q, k], [])
+        _launch(backward, q, k, cos, sin, q, k)
 
 
 @rope_inplace.register_fake
@@ -180,7 +187,7 @@ def rope_out(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Ten
     """Returns the rotated (q, k) in fresh tensors; q and k are only read."""
     qo, ko = _like(q), _like(k)
     if q.numel() + k.numel() > 0:
-        _backend.launch("rope_bwd" if backward else "rope_fwd", [q, k, cos, sin, qo, ko], [])
+        _launch(backward, q, k, cos, sin, qo, ko)
     return qo, ko
 
 

@@ -44,7 +44,7 @@ _as_rows = _rows.as_rows
 def softmax_fwd(x: torch.Tensor) -> torch.Tensor:
     y = torch.empty_like(x, memory_format=torch.contiguous_format)
     if x.numel() > 0:
-        _backend.launch("softmax_fwd", [x, y], [])
+        _backend.call("softmax_fwd", X=x, Y=y)
     return y
 
 
@@ -58,7 +58,7 @@ def softmax_bwd(dy: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """dX from the forward's output Y and the incoming gradient dY (both (rows, n))."""
     dx = torch.empty_like(y, memory_format=torch.contiguous_format)
     if y.numel() > 0:
-        _backend.launch("softmax_bwd", [dy, y, dx], [])
+        _backend.call("softmax_bwd", dY=dy, Y=y, dX=dx)
     return dx
 
 

@@ -13,6 +13,7 @@ from typing import Callable, Dict
 
 import torch
 
+from ligerd._entries import ENTRIES
 from ligerd.testing.reference import layer_norm as layer_norm_ref
 from ligerd.testing.reference import rms_norm as rms_norm_ref
 from ligerd.testing.reference import softmax as softmax_ref
@@ -41,8 +42,30 @@ def shape_dtype_ptr(t):
     return None if t is None else (tuple(t.shape), t.dtype, t.data_ptr())
 
 
+class Args(tuple):
+    """An op's tensors or scalars in entry order, also by their entry names (``t.X``, ``s.eps``):
+    the handlers below name what they read, and a name the entry does not have fails."""
+
+    def __new__(cls, op: str, names, values):
+        if len(values) != len(names):
+            raise AssertionError(f"{op}: {len(values)} values for the entry's {len(names)} "
+                                 f"({', '.join(names)})")
+        obj = super().__new__(cls, values)
+        obj._index = {n: i for i, n in enumerate(names)}
+        obj._op = op
+        return obj
+
+    def __getattr__(self, name):
+        try:
+            return self[self._index[name]]
+        except KeyError:
+            raise AttributeError(f"{self._op}: the entry has no {name!r} "
+                                 f"(it has {', '.join(self._index)})") from None
+
+
 class RefLauncher:
-    """Records (op, [describe(tensor)], scalars) per call, then runs the op's reference."""
+    """Records (op, [describe(tensor)], scalars) per call, then runs the op's reference with the
+    tensors and scalars named as the op's entry (kernels/ops/<family>.toml) names them."""
 
     def __init__(self, describe: Callable = shape_and_ptr):
         self.describe = describe
@@ -51,9 +74,10 @@ class RefLauncher:
     def __call__(self, op, tensors, scalars):
         self.calls.append((op, [self.describe(t) for t in tensors], list(scalars)))
         handler = HANDLERS.get(op)
-        if handler is None:
+        if handler is None or op not in ENTRIES:
             raise AssertionError(f"RefLauncher: no reference for op {op!r}")
-        handler(op, tensors, scalars)
+        tnames, snames = ENTRIES[op]
+        handler(op, Args(op, [t[0] for t in tnames], list(tensors)), Args(op, snames, list(scalars)))
 
 
 def install(monkeypatch, describe: Callable = shape_and_ptr) -> RefLauncher:
@@ -66,18 +90,18 @@ def install(monkeypatch, describe: Callable = shape_and_ptr) -> RefLauncher:
 # ---- RMSNorm and fused add + RMSNorm (kernels/ops/rms_norm.cc) ------------------------------
 
 @handles("rms_norm_fwd")
-def _rms_norm_fwd(op, tensors, scalars):
-    x, w, y, rstd = tensors
-    eps, offset, mode = scalars
+def _rms_norm_fwd(op, t, s):
+    x, w, y, rstd = t.X, t.W, t.Y, t.RSTD
+    eps, offset, mode = s.eps, s.offset, s.casting_mode
     r = rms_norm_ref.forward(x, w, eps, offset, int(mode))
     y.copy_(r.y.to(y.dtype))
     rstd.copy_(r.rstd.to(rstd.dtype))
 
 
 @handles("rms_norm_bwd")
-def _rms_norm_bwd(op, tensors, scalars):
-    dy, x, w, rstd, dx, dw = tensors
-    offset, mode = scalars
+def _rms_norm_bwd(op, t, s):
+    dy, x, w, rstd, dx, dw = t.dY, t.X, t.W, t.RSTD, t.dX, t.dW
+    offset, mode = s.offset, s.casting_mode
     r = rms_norm_ref.backward(dy, x, w, 0.0, offset, int(mode), rstd=rstd)
     dx.copy_(r.dx.to(dx.dtype))  # after every read of dy: dx may alias dy
     if dw is not None:
@@ -85,9 +109,10 @@ def _rms_norm_bwd(op, tensors, scalars):
 
 
 @handles("fused_add_rms_norm_fwd")
-def _fused_add_rms_norm_fwd(op, tensors, scalars):
-    x, r, w, y, s, rstd = tensors
-    eps, offset, mode = scalars
+def _fused_add_rms_norm_fwd(op, t, s):
+    x, r, w, y, ss, rstd = t.X, t.R, t.W, t.Y, t.S, t.RSTD
+    eps, offset, mode = s.eps, s.offset, s.casting_mode
+    s = ss
     s.copy_((x.double() + r.double()).to(s.dtype))
     rr = rms_norm_ref.forward(s, w, eps, offset, int(mode))
     y.copy_(rr.y.to(y.dtype))
@@ -95,9 +120,10 @@ def _fused_add_rms_norm_fwd(op, tensors, scalars):
 
 
 @handles("fused_add_rms_norm_bwd")
-def _fused_add_rms_norm_bwd(op, tensors, scalars):
-    dy, ds, s, w, rstd, dx, dw = tensors
-    offset, mode = scalars
+def _fused_add_rms_norm_bwd(op, t, s):
+    dy, ds, sv, w, rstd, dx, dw = t.dY, t.dS, t.S, t.W, t.RSTD, t.dX, t.dW
+    offset, mode = s.offset, s.casting_mode
+    s = sv
     rr = rms_norm_ref.backward(dy, s, w, 0.0, offset, int(mode), rstd=rstd)
     total = rr.dx + (ds.double() if ds is not None else 0.0)
     dx.copy_(total.to(dx.dtype))  # after every read of dy: dx may alias dy
@@ -108,9 +134,9 @@ def _fused_add_rms_norm_bwd(op, tensors, scalars):
 # ---- LayerNorm (kernels/ops/layer_norm.cc) ---------------------------------------------------
 
 @handles("layer_norm_fwd")
-def _layer_norm_fwd(op, tensors, scalars):
-    x, w, b, y, mean, rstd = tensors
-    (eps,) = scalars
+def _layer_norm_fwd(op, t, s):
+    x, w, b, y, mean, rstd = t.X, t.W, t.B, t.Y, t.MEAN, t.RSTD
+    eps = s.eps
     assert mean.dtype == rstd.dtype == torch.float32
     r = layer_norm_ref.forward(x, w, b, eps)
     y.copy_(r.y.to(y.dtype))
@@ -119,9 +145,8 @@ def _layer_norm_fwd(op, tensors, scalars):
 
 
 @handles("layer_norm_bwd")
-def _layer_norm_bwd(op, tensors, scalars):
-    dy, x, w, mean, rstd, dx, dw, db = tensors
-    assert scalars == []
+def _layer_norm_bwd(op, t, s):
+    dy, x, w, mean, rstd, dx, dw, db = t.dY, t.X, t.W, t.MEAN, t.RSTD, t.dX, t.dW, t.dB
     # eps is not an input of the backward: recover it from the saved rstd (the reference
     # recomputes the statistics from x).
     var = ((x.double() - x.double().mean(-1, keepdim=True)) ** 2).mean(-1)
@@ -137,20 +162,18 @@ def _layer_norm_bwd(op, tensors, scalars):
 # ---- softmax (kernels/ops/softmax.cc) ---------------------------------------------------------
 
 @handles("softmax_fwd")
-def _softmax_fwd(op, tensors, scalars):
-    x, y = tensors
-    assert not scalars
+def _softmax_fwd(op, t, s):
+    x, y = t.X, t.Y
     assert y.shape == x.shape and y.dtype == x.dtype
-    assert all(t.shape[-1] <= 1 or t.stride(-1) == 1 for t in tensors), "contiguous last dim"
+    assert all(u.shape[-1] <= 1 or u.stride(-1) == 1 for u in t), "contiguous last dim"
     y.copy_(softmax_ref.forward(x).y.to(y.dtype))
 
 
 @handles("softmax_bwd")
-def _softmax_bwd(op, tensors, scalars):
-    dy, y, dx = tensors
-    assert not scalars
+def _softmax_bwd(op, t, s):
+    dy, y, dx = t.dY, t.Y, t.dX
     assert dy.shape == y.shape == dx.shape and dy.dtype == y.dtype == dx.dtype
-    assert all(t.shape[-1] <= 1 or t.stride(-1) == 1 for t in tensors), "contiguous last dim"
+    assert all(u.shape[-1] <= 1 or u.stride(-1) == 1 for u in t), "contiguous last dim"
     r = softmax_ref.backward(dy, y)
     dx.copy_(r.dx.to(dx.dtype))  # after every read of dy: dx may alias dy
 
@@ -170,15 +193,14 @@ def act_and_grad(x, kind):
 
 
 @handles("swiglu_fwd", "geglu_fwd", "swiglu_bwd", "geglu_bwd")
-def _glu(op, tensors, scalars):
+def _glu(op, t, s):
     kind, direction = op.split("_")
-    assert not scalars
     if direction == "fwd":
-        a, b, c = tensors
+        a, b, c = t.A, t.B, t.C
         f, _ = act_and_grad(a.double(), kind)
         c.copy_(f * b.double())
     else:
-        dc, a, b, da, db = tensors
+        dc, a, b, da, db = t.dC, t.A, t.B, t.dA, t.dB
         f, g = act_and_grad(a.double(), kind)
         dcd, bd = dc.double(), b.double()
         ra, rb = dcd * bd * g, dcd * f
@@ -196,14 +218,14 @@ def _span(t):
 
 
 @handles("rope_fwd", "rope_bwd")
-def _rope(op, tensors, scalars):
-    assert op in ("rope_fwd", "rope_bwd") and not scalars
-    q, k, cos, sin, qo, ko = tensors
+def _rope(op, t, s):
+    assert op in ("rope_fwd", "rope_bwd")
+    q, k, cos, sin, qo, ko = t  # (d)Q, (d)K, COS, SIN, (d)Q_out, (d)K_out: the same places
     # The executor's contract: 4-D q/k, 3-D cos/sin, stride-1 last dims, outputs exactly the
     # inputs or disjoint from everything.
     assert q.dim() == 4 and k.dim() == 4 and cos.dim() == 3 and sin.shape == cos.shape
-    for t in tensors:
-        assert t.shape[-1] <= 1 or t.stride(-1) == 1, "the kernels need a contiguous last dim"
+    for u in t:
+        assert u.shape[-1] <= 1 or u.stride(-1) == 1, "the kernels need a contiguous last dim"
     for out, inp in ((qo, q), (ko, k)):
         if out.numel() and not (out.data_ptr() == inp.data_ptr() and out.stride() == inp.stride()):
             for other in (q, k, cos, sin, qo if out is ko else ko):
@@ -229,8 +251,8 @@ def _rope(op, tensors, scalars):
 
 @handles("cross_entropy_count")
 def _cross_entropy_count(op, t, s):
-    target, weight, denom = t
-    ii, V = int(s[0]), int(s[1])
+    target, weight, denom = t.target, t.weight, t.denom
+    ii, V = int(s.ignore_index), int(s.num_classes)
     valid = target != ii
     inr = (target >= 0) & (target < V)
     ok = valid & inr
@@ -241,8 +263,10 @@ def _cross_entropy_count(op, t, s):
 
 @handles("cross_entropy_fwd")
 def _cross_entropy_fwd(op, t, s):
-    x, target, weight, denom, row_scale, dx, loss, z_loss, pred = t
-    ii, lss, ls, red, cap, ts = s
+    x, target, weight, denom, row_scale, dx, loss, z_loss, pred = (
+        t.X, t.target, t.weight, t.denom, t.row_scale, t.dX, t.loss, t.z_loss, t.pred)
+    ii, lss, ls, red, cap, ts = (s.ignore_index, s.lse_square_scale, s.label_smoothing, s.reduction,
+                                 s.softcap, s.token_scaling)
     ii, red = int(ii), int(red)
     xd = x.double()
     V = x.shape[1]
@@ -293,7 +317,7 @@ def _cross_entropy_fwd(op, t, s):
 
 @handles("cross_entropy_scale")
 def _cross_entropy_scale(op, t, s):
-    g, f = t
+    g, f = t.G, t.s
     if f.numel() == 1:
         if float(f) != 1.0:
             g.mul_(f.double().to(g.dtype) if g.dtype == torch.float64 else float(f))
@@ -303,8 +327,8 @@ def _cross_entropy_scale(op, t, s):
 
 @handles("gemm")
 def _gemm(op, t, s):
-    a, b, c, d, bias = t
-    alpha, beta = s
+    a, b, c, d, bias = t.A, t.B, t.C, t.D, t.bias
+    alpha, beta = s.alpha, s.beta
     r = alpha * (a.double() @ b.double())
     if beta != 0.0:
         r = r + beta * c.double()
