@@ -12,16 +12,13 @@ is None.
 
 from __future__ import annotations
 
-import threading
 from typing import Callable, Optional, Sequence
 
-from ligerd import _dispatch, _paths
+from ligerd import _dispatch, _extension
 from ligerd._entries import ENTRIES
 from ligerd._errors import DaemonUnavailableError, LigerdError, OpInputError
 
-_C = None
-_C_error: Optional[BaseException] = None
-_C_lock = threading.Lock()
+_C = None  # ligerd._C once loaded (the launch path reads it without a call)
 
 # Tests on machines without a GPU replace the executor with a reference implementation (see
 # tests/python/test_rms_norm_wiring.py); never set in production.
@@ -29,25 +26,11 @@ _test_launcher: Optional[Callable] = None
 
 
 def load_extension():
-    """Import ``ligerd._C`` once and point it at the shared JIT cache directory."""
-    global _C, _C_error
-    if _C is not None:
-        return _C
-    with _C_lock:
-        if _C is not None:
-            return _C
-        try:
-            from ligerd import _C as ext  # type: ignore[attr-defined]
-        except ImportError as e:
-            _C_error = e
-            raise LigerdError(
-                "ligerd: the local executor extension ligerd._C is not available "
-                f"({e}). Build it with `pip install --no-build-isolation --no-deps ./python_client` "
-                "(after `import torch` works), or build the CMake target ligerd_python with "
-                "-DLIGERD_BUILD_PYTHON=ON and put <build>/python on PYTHONPATH.") from e
-        ext.set_cache_dir(str(_paths.cache_dir()))
-        _C = ext
-        return _C
+    """``ligerd._C``, imported once and pointed at the shared JIT cache (ligerd._extension)."""
+    global _C
+    if _C is None:
+        _C = _extension.load()
+    return _C
 
 
 def extension_available() -> bool:

@@ -30,6 +30,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Dict, Mapping, Optional
 
+from ligerd import _extension
 from ligerd._errors import (ConfigError, DaemonUnavailableError, DispatchUnavailableError,
                             LigerdError, warn_once)
 
@@ -160,9 +161,8 @@ class Session:
 
 
 def _close_handle(handle) -> None:
-    from ligerd import _backend
     try:
-        _backend.load_extension().close_session(handle)
+        _extension.load().close_session(handle)
     except LigerdError:
         pass  # best effort: the daemon tears the session down when this process exits anyway
 
@@ -181,8 +181,7 @@ def _open_device(s: Session, index: int) -> DeviceDispatch:
     again (local needs no session: the executor only shares the daemon's kernel cache)."""
     if s.mode == "local":
         return DeviceDispatch(index, "local", s.reason)
-    from ligerd import _backend
-    ext = _backend.load_extension()
+    ext = _extension.load()
     try:
         handle = ext.open_session(s.daemon.socket_path, index, s.mode, f"python pid {os.getpid()}")
     except LigerdError as e:

@@ -136,12 +136,12 @@ class FakeExt:
 @pytest.fixture
 def fake_remote(monkeypatch):
     """Returns a function(mode, chosen=..., reason=...) -> FakeExt with a session in ``mode``."""
-    from ligerd import _backend, _daemon
+    from ligerd import _backend, _daemon, _extension
 
     def make(mode, **kw):
         ext = FakeExt(**kw)
         monkeypatch.setattr(_backend, "_C", ext)
-        monkeypatch.setattr(_backend, "load_extension", lambda: ext)
+        monkeypatch.setattr(_extension, "_ext", ext)
         monkeypatch.setattr(_dispatch, "_cuda_device_count", lambda: 2)
         monkeypatch.setattr(_daemon, "connect_or_start", lambda env=None: _daemon.DaemonHandle("/fake.sock"))
         ligerd.set_dispatch_mode(mode)
