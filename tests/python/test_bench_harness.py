@@ -5,33 +5,22 @@ of fake rows right. (Timing itself needs CUDA: bench/run_kernels.py on the GPU m
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+
+from ligerd.testing import by_path
 
 torch = pytest.importorskip("torch", reason="torch is not installed")
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
-def _load(name, path, package_dir=None):
-    """Imports bench code by its path, as `python3 bench/run_kernels.py` would find it, without
-    putting bench/ on sys.path (where its folders could hide installed packages)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(
-        name, path, submodule_search_locations=[str(package_dir)] if package_dir else None)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
-_load("ligerd_bench", BENCH / "ligerd_bench" / "__init__.py", BENCH / "ligerd_bench")
+by_path.load_bench(BENCH.parent)
 harness = importlib.import_module("ligerd_bench.harness")
-run_kernels = _load("run_kernels", BENCH / "run_kernels.py")
+run_kernels = by_path.load("run_kernels", BENCH / "run_kernels.py")
 
 TINY = {"rms_norm": {"M": 3, "N": 8}, "fused_add_rms_norm": {"M": 3, "N": 8},
         "layer_norm": {"M": 3, "N": 8}, "swiglu": {"M": 3, "F": 8}, "geglu": {"M": 3, "F": 8},

@@ -8,32 +8,22 @@ from __future__ import annotations
 
 import csv
 import importlib
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
 
+from ligerd.testing import by_path
+
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench"
 
 
-def _load(name, path, package_dir=None):
-    """Imports bench code by its path, as `python3 bench/plot_results.py` would find it, without
-    putting bench/ on sys.path (where its folders could hide installed packages)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(
-        name, path, submodule_search_locations=[str(package_dir)] if package_dir else None)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
-_load("ligerd_bench", BENCH / "ligerd_bench" / "__init__.py", BENCH / "ligerd_bench")
+by_path.load_bench(BENCH.parent)
 results = importlib.import_module("ligerd_bench.results")
-plot_results = _load("plot_results", BENCH / "plot_results.py")
+plot_results = by_path.load("plot_results", BENCH / "plot_results.py")
 
 COLUMNS = ["op", "impl", "shape", "dtype", "pass", "ms", "GBps", "TFps", "pct_sol", "sol_kind",
            "peak_extra_MiB", "gpu", "torch", "liger", "ligerd_commit", "date", "note"]
