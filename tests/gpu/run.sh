@@ -16,6 +16,7 @@
 # Knobs: LIGERD_BUILD, OUT, PYTHON (default python3), JOBS (default nproc),
 #        LIGERD_PEER_SITE (where peer wheels are installed; default <build>/peers),
 #        SKIP_CTEST=1, SKIP_PIP=1, SKIP_PYTEST_CPU=1, SKIP_BENCH=1, BENCH_ARGS="--quick",
+#        BENCH_TIMEOUT (seconds, default 420), LIGERD_RESULTS (default $OUT/results.csv),
 #        CMAKE_ARGS (extra configure arguments),
 #        GPU_TESTS (pytest targets, default "tests/gpu"; e.g. "tests/gpu/test_rope.py -k bf16"),
 #        SKIP_PRECOMPILE=1 (kernels then compile on first use).
@@ -160,7 +161,10 @@ fi
 # 6. benchmark
 if [[ "${SKIP_BENCH:-0}" != 1 && -f "$BUILD/python/ligerd/__init__.py" ]]; then
   # shellcheck disable=SC2086
-  step bench 0 timeout 420 "$PY" bench/run_kernels.py --out "$OUT/bench" ${BENCH_ARGS:-} || true
+  # Rows go to $OUT/results.csv (the machine's copy of the tree does not come back); append them
+  # to bench/results.csv here with bench/ligerd_bench/results.py.
+  step bench 0 env LIGERD_RESULTS="${LIGERD_RESULTS:-$OUT/results.csv}" timeout "${BENCH_TIMEOUT:-420}" \
+    "$PY" bench/run_kernels.py --out "$OUT/bench" ${BENCH_ARGS:-} || true
 else
   skip bench ""
 fi
