@@ -12,6 +12,7 @@
 #include "kernels/ops/rope.h"
 #include "kernels/ops/layer_norm.h"
 #include "kernels/ops/rms_norm.h"
+#include "kernels/ops/softmax.h"
 #include "kernels/precompile.h"
 #include "tests/kernels/test_util.h"
 
@@ -76,6 +77,17 @@ std::vector<std::string> PlannableKernels(const std::string& op) {
   if (op == "cross_entropy_count") return {"ce_count"};
   if (op == "cross_entropy_fwd") return {"ce_fwd", "ce_fwd_cluster"};
   if (op == "cross_entropy_scale") return {"ce_scale"};
+  if (op.starts_with("softmax_")) {
+    std::vector<std::string> names;
+    for (bool vec : {true, false})
+      for (int it = 0; it <= SoftmaxMaxIters(backward); ++it) {
+        LaunchConfig c;
+        c.iters = it;
+        c.vectorized = vec;
+        names.push_back(SoftmaxKernelName(backward, c));
+      }
+    return names;
+  }
   std::vector<std::string> names;
   const bool ln = op.starts_with("layer_norm");
   if (!ln && !op.starts_with("rms_norm_") && !op.starts_with("fused_add_rms_norm_")) {
