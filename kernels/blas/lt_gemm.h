@@ -7,10 +7,8 @@
 // The algorithm is chosen once per geometry (shapes, leading dimensions, types, transposes,
 // bias, pointer alignments and workspace size) and cached: the first call of a geometry times
 // the heuristic's first kGemmCandidates offers and keeps the fastest. The heuristic's first pick
-// is often not the fastest: measured on an H100 for the fused linear cross-entropy's three GEMMs
-// on random data (bench/micro/lt_gemm_algos.cu, bench/results/session4/lt_gemm_algos_random.txt)
-// the timed choice is 7-9% faster per step (768-token chunks: 37.3 ms against 41.1 ms for the
-// GEMMs); in the op itself it measured 2% (43.1 against 44.1 ms per step). Timing runs
+// is often not the fastest for the fused linear cross-entropy's GEMMs (bench/micro/lt_gemm_algos.cu;
+// the figures are in docs/perf/fused_linear_cross_entropy.md). Timing runs
 // on scratch output memory, never the caller's (a beta != 0 GEMM would otherwise accumulate into
 // it repeatedly); the inputs are only read. It falls back to the heuristic's first pick, uncached
 // where the cause is passing, when the stream is being captured into a CUDA graph (no sync

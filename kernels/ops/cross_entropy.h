@@ -40,10 +40,7 @@ int CrossEntropyClusterThreads(int64_t slice_bytes);
 // the 228 KiB of shared memory per SM of sm_90 / sm_100 / sm_103 (sm_120 has 100 KiB).
 bool CrossEntropyClusterArch(int compute_capability);
 // Preferred per-CTA stash: slices of <= 64 KiB, three CTAs per SM, so that the copies of some CTAs
-// overlap the stores of others. Measured on the H100 (bf16 16384 x 128256, 256 threads,
-// bench/micro/run_variants.sh, bench/results/session6/variants_switches.txt), ms for clusters of 8 / 6 /
-// 4 / 3 CTAs (slices of 31 / 42 / 63 / 84 KiB): 3.41 / 3.15 / 3.02 / 3.04; 512 threads is
-// slower at every size. (Before pass 1 copied by cp.async, 6 CTAs of 42 KiB were best: 3.38 ms.)
+// overlap the stores of others: the fastest cluster size measured (docs/perf/cross_entropy.md).
 inline constexpr int64_t kCrossEntropyClusterPreferred = int64_t{64} << 10;
 // Otherwise (rows too long for 8 preferred slices): two CTAs per SM (each ~1 KiB of static shared
 // memory plus 1 KiB the system reserves per CTA) fit in 228 KiB.

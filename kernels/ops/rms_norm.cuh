@@ -116,9 +116,8 @@ __device__ __forceinline__ void fwd_reg(const LigerdRmsNormFwdParams& p) {
     }
   }
   // The plain forward loads w with x, before the reduction (as Liger's Triton kernel does): its
-  // loads are then in flight during the reduction rather than between the stores (1% faster at
-  // 16384 x 4096 bf16 on the H100, bench/results/session6/variants_switches.txt). The fused add keeps
-  // loading w per vector: its registers already hold r.
+  // loads are then in flight during the reduction rather than between the stores (measured in
+  // docs/perf/rms_norm.md). The fused add keeps loading w per vector: its registers already hold r.
   constexpr bool kWEarly = kHasW && !kAdd;
   Vec<WT, VEC> w_early[kWEarly ? ITERS : 1];
   if constexpr (kWEarly) rowwise::load_row<WT, ITERS, VEC>(w_early, static_cast<const WT*>(p.w), valid, nvec);

@@ -268,7 +268,7 @@ def test_gradient_accumulation_moe(family, dtype_name, data):
     additive over micro-batches, in transformers as here.
 
     bf16: the criterion on the median over five seeds, not on one seed. Measured on the H100
-    (tests/gpu/convergence_spread.py, bench/results/session4/spread_mixtral_bf16_ga.json): one
+    (tests/gpu/convergence_spread.py; docs/perf/e2e.md): one
     seed's comparison fails on 3 of 5 seeds for ligerd, and also on 3 of 5 for ligerd with its
     fused linear loss off (transformers' loss on materialised logits), each time on a different
     metric (seed 0: max loss gap 0.27 / 0.11 against HF's 0.05; seeds 2-3: aux loss 0.25-0.28

@@ -22,10 +22,8 @@ chunk), the per-token losses and cuBLASLt's workspace (4 MiB, kernels/blas/lt_ge
 is the largest multiple of 128 tokens (GEMM tiles) whose buffer stays within 9.5% of the full
 logits (8192 x 128256 bf16: 768 tokens, 188 MiB against 2004 MiB; with the workspace 9.6%): the
 dW GEMM reads and writes all of dW once per chunk with only `chunk` as its inner dimension, so
-fewer, larger chunks are faster (measured on the H100, GEMMs only, random data, per 8192-token
-step: 38.3 ms at 640, 37.3 ms at 768, 34.9 ms at 1024: bench/results/session4/
-lt_gemm_algos_random.txt; the whole op 40.6 ms at 640 and 40.2 ms at 768), and 9.5%
-leaves the workspace and per-token vectors room under the 10% budget. ``LIGERD_FLCE_CHUNK``
+fewer, larger chunks are faster (docs/perf/fused_linear_cross_entropy.md), and 9.5% leaves the
+workspace and per-token vectors room under the 10% budget. ``LIGERD_FLCE_CHUNK``
 overrides it (tokens).
 
 ``accum_dtype`` (e.g. torch.float32) accumulates dW and db in that dtype and casts back at the end
