@@ -5,6 +5,8 @@
 //                            tune launch configs in the daemon (SHAPE = op:dtype:ROWSxCOLS, or
 //                            op:ROWSxCOLS with --dtype) and print default vs tuned per shape
 //   ligerctl tune --show     list the node's tuning DB (every GPU model)
+//   ligerctl paths           the socket and cache dir ligerd and its clients default to here
+//                            (common/default_paths.h; needs no daemon)
 // Exit codes: 0 the daemon is serving (tune: tuned); 1 it answers but is not serving (tune: the
 // daemon could not tune, e.g. no GPU); 2 usage error (tune: a shape the daemon refused);
 // 3 no daemon answers on the socket.
@@ -27,13 +29,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "client/control_client.h"
-#include "client/default_paths.h"
+#include "common/default_paths.h"
 #include "google/protobuf/util/json_util.h"
 #include "kernels/tuning/tuning_db.h"
 
 ABSL_FLAG(std::string, socket, "",
-          "ligerd's control socket. Default: $XDG_RUNTIME_DIR/ligerd/ligerd.sock, or "
-          "/tmp/ligerd-<uid>/ligerd.sock (the daemon's default).");
+          "ligerd's control socket. Default: $LIGERD_SOCKET, else $XDG_RUNTIME_DIR/ligerd/ligerd.sock, "
+          "else /tmp/ligerd-<uid>/ligerd.sock (the daemon's default).");
 ABSL_FLAG(bool, json, false, "info: print the full Info answer as JSON.");
 ABSL_FLAG(int, timeout_ms, 2000, "How long to wait for the daemon before giving up.");
 ABSL_FLAG(std::string, model, "",
@@ -45,7 +47,9 @@ ABSL_FLAG(int, device, 0, "tune: the daemon's CUDA ordinal to tune on.");
 ABSL_FLAG(int, trials, 0, "tune: timed trials per config (median); 0 = the daemon's default.");
 ABSL_FLAG(bool, show, false, "tune: list the tuning DB instead of tuning.");
 ABSL_FLAG(std::string, cache_dir, "",
-          "tune --show: the cache dir to read. Default: the daemon's (from Info), else the default cache dir.");
+          "tune --show: the cache dir to read. Default: the daemon's (from Info), else the default cache "
+          "dir ($LIGERD_CACHE_DIR, else $XDG_CACHE_HOME/ligerd, else $HOME/.cache/ligerd, else "
+          "/tmp/ligerd-<uid>/cache).");
 
 namespace {
 
@@ -268,7 +272,8 @@ int main(int argc, char** argv) {
       "usage: ligerctl [--socket=PATH] status\n"
       "       ligerctl [--socket=PATH] info [--json]\n"
       "       ligerctl [--socket=PATH] tune op:dtype:ROWSxCOLS... [--model=llama3-8b [--tokens=16384]]\n"
-      "       ligerctl [--socket=PATH] tune --show\n\n"
+      "       ligerctl [--socket=PATH] tune --show\n"
+      "       ligerctl paths\n\n"
       "Exit codes: 0 serving, 1 answering but not serving, 2 usage error, 3 no daemon answers.");
   absl::FlagsUsageConfig usage;
   usage.contains_help_flags = [](absl::string_view file) { return absl::StrContains(file, "ligerctl"); };
@@ -276,16 +281,26 @@ int main(int argc, char** argv) {
   absl::SetFlagsUsageConfig(usage);
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() < 2 || (args.size() != 2 && std::string(args[1]) != "tune")) {
-    std::fprintf(stderr, "ligerctl: expected one command, 'status', 'info' or 'tune' (see ligerctl --help)\n");
+    std::fprintf(stderr,
+                 "ligerctl: expected one command, 'status', 'info', 'tune' or 'paths' (see ligerctl --help)\n");
     return kExitUsage;
   }
   std::string socket = absl::GetFlag(FLAGS_socket);
   if (socket.empty()) socket = ligerd::DefaultSocketPath(ligerd::ProcessEnv(), geteuid());
-  ligerd::ControlClient client(socket, std::chrono::milliseconds(absl::GetFlag(FLAGS_timeout_ms)));
   const std::string command = args[1];
+  if (command == "paths") {
+    // What a flagless ligerd and the Python client use (ligerd/_paths.py implements the same
+    // rule; tests/python/test_paths.py compares the two through this output).
+    std::string cache_dir = absl::GetFlag(FLAGS_cache_dir);
+    if (cache_dir.empty()) cache_dir = ligerd::DefaultCacheDir(ligerd::ProcessEnv(), geteuid());
+    std::cout << "socket: " << socket << "\ncache_dir: " << cache_dir << "\n";
+    return kExitServing;
+  }
+  ligerd::ControlClient client(socket, std::chrono::milliseconds(absl::GetFlag(FLAGS_timeout_ms)));
   if (command == "status") return Status(client);
   if (command == "info") return Info(client, absl::GetFlag(FLAGS_json));
   if (command == "tune") return Tune(client, std::vector<std::string>(args.begin() + 2, args.end()));
-  std::fprintf(stderr, "ligerctl: unknown command '%s' (use 'status', 'info' or 'tune')\n", command.c_str());
+  std::fprintf(stderr, "ligerctl: unknown command '%s' (use 'status', 'info', 'tune' or 'paths')\n",
+               command.c_str());
   return kExitUsage;
 }

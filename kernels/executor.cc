@@ -2,6 +2,8 @@
 // steps (kernels/blas/). See executor.h.
 #include "kernels/executor.h"
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -12,6 +14,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/default_paths.h"
 #include "kernels/blas/gemm_params.h"
 #include "kernels/blas/lt_gemm.h"
 #include "kernels/catalogue.h"
@@ -379,7 +382,8 @@ absl::StatusOr<std::unique_ptr<Executor>> Executor::Create(const ExecutorOptions
   LIGERD_ASSIGN_OR_RETURN(std::string arch, ArchFor(cc));
   char name[256] = {};
   LIGERD_CU_CHECK(drv->cuDeviceGetName(name, sizeof(name) - 1, dev));
-  const std::filesystem::path cache_dir = options.cache_dir.empty() ? DefaultJitCacheDir() : options.cache_dir;
+  std::filesystem::path cache_dir = options.cache_dir;
+  if (cache_dir.empty()) cache_dir = DefaultCacheDir(ProcessEnv(), ::geteuid());
   LIGERD_ASSIGN_OR_RETURN(std::shared_ptr<JitCache> cache, JitCache::Shared(cache_dir));
   // The tuning DB is an optimisation: an unusable one is logged and the defaults are used.
   std::shared_ptr<TuningDb> tuning;

@@ -35,7 +35,8 @@ namespace ligerd::kernels {
 class TuningDb;
 
 struct ExecutorOptions {
-  std::filesystem::path cache_dir;  // on-disk JIT cache (shared by ligerd and its clients)
+  std::filesystem::path cache_dir;  // on-disk JIT cache (shared by ligerd and its clients); empty =
+                                    // DefaultCacheDir() of common/default_paths.h
   int device = 0;                   // CUDA ordinal this executor launches on
   bool use_tuning_db = true;        // also off with LIGERD_TUNING_DB=off in the environment
 };

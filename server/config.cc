@@ -16,15 +16,17 @@
 #include "absl/strings/strip.h"
 
 ABSL_FLAG(std::string, socket, "",
-          "Unix socket of the control plane. Default: $XDG_RUNTIME_DIR/ligerd/ligerd.sock, or "
-          "/tmp/ligerd-<uid>/ligerd.sock when XDG_RUNTIME_DIR is unset. Its directory is made "
-          "0700 and the socket 0600: only this user (and root) may connect.");
+          "Unix socket of the control plane. Default: $LIGERD_SOCKET, else "
+          "$XDG_RUNTIME_DIR/ligerd/ligerd.sock, else /tmp/ligerd-<uid>/ligerd.sock (the clients' "
+          "default too). Its directory is made 0700 and the socket 0600: only this user (and "
+          "root) may connect.");
 ABSL_FLAG(std::string, socket_group, "",
           "Also admit members of this group (name or gid): the socket becomes 0660 and its "
           "directory 0710, both owned by the group. Default: none.");
 ABSL_FLAG(std::string, cache_dir, "",
-          "Directory of the NVRTC JIT cache and the tuning DB. Default: $XDG_CACHE_HOME/ligerd, "
-          "else $HOME/.cache/ligerd.");
+          "Directory of the NVRTC JIT cache and the tuning DB. Default: $LIGERD_CACHE_DIR, else "
+          "$XDG_CACHE_HOME/ligerd, else $HOME/.cache/ligerd, else /tmp/ligerd-<uid>/cache (the "
+          "clients' default too, so they share one cache).");
 ABSL_FLAG(std::string, devices, "all",
           "CUDA devices to serve: 'all' or a comma-separated list of ordinals, e.g. '0,1'.");
 ABSL_FLAG(std::string, log_level, "info", "Log verbosity: debug, info, warning or error.");
@@ -74,14 +76,19 @@ absl::StatusOr<DaemonConfig> ConfigFromFlags(const EnvLookup& env) {
   DaemonConfig config;
   const uid_t uid = geteuid();
   config.socket_path = absl::GetFlag(FLAGS_socket);
-  if (config.socket_path.empty()) config.socket_path = DefaultSocketPath(env, uid);
+  // Errors name where a bad path came from: the flag, or the environment through the default.
+  const char* socket_source = "--socket";
+  if (config.socket_path.empty()) {
+    config.socket_path = DefaultSocketPath(env, uid);
+    socket_source = "default socket ($LIGERD_SOCKET or $XDG_RUNTIME_DIR)";
+  }
   if (config.socket_path.front() != '/') {
     return absl::InvalidArgumentError(
-        absl::StrCat("--socket: '", config.socket_path, "' must be an absolute path"));
+        absl::StrCat(socket_source, ": '", config.socket_path, "' must be an absolute path"));
   }
   // sockaddr_un::sun_path holds 108 bytes including the terminating NUL.
   if (config.socket_path.size() >= sizeof(sockaddr_un{}.sun_path)) {
-    return absl::InvalidArgumentError(absl::StrCat("--socket: '", config.socket_path, "' is ",
+    return absl::InvalidArgumentError(absl::StrCat(socket_source, ": '", config.socket_path, "' is ",
                                                    config.socket_path.size(),
                                                    " bytes; a Unix socket path must be under ",
                                                    sizeof(sockaddr_un{}.sun_path)));

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "client/default_paths.h"
+#include "common/default_paths.h"
 #include "server/logging.h"
 
 namespace ligerd {

@@ -54,19 +54,6 @@ Digest256 JitCacheKey(const CompileRequest& r, std::string_view compiler_version
   return h.Finish();
 }
 
-std::filesystem::path DefaultJitCacheDir() {
-  auto env = [](const char* name) -> std::string {
-    const char* v = std::getenv(name);
-    return v ? std::string(v) : std::string();
-  };
-  if (std::string d = env("LIGERD_CACHE_DIR"); !d.empty()) return d;
-  if (std::string d = env("XDG_CACHE_HOME"); !d.empty())
-    return std::filesystem::path(d) / "ligerd" / "kernels";
-  if (std::string d = env("HOME"); !d.empty())
-    return std::filesystem::path(d) / ".cache" / "ligerd" / "kernels";
-  return std::filesystem::path("/tmp") / absl::StrCat("ligerd-", ::geteuid()) / "kernels";
-}
-
 JitCache::JitCache(std::filesystem::path dir, std::shared_ptr<const Compiler> compiler)
     : dir_(std::move(dir)),
       compiler_(std::move(compiler)),

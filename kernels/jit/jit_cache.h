@@ -48,10 +48,6 @@ struct JitCacheStats {
 
 Digest256 JitCacheKey(const CompileRequest& request, std::string_view compiler_version);
 
-// Where the cache lives when nobody says: $LIGERD_CACHE_DIR, else $XDG_CACHE_HOME/ligerd/kernels,
-// else $HOME/.cache/ligerd/kernels, else /tmp/ligerd-<uid>/kernels.
-std::filesystem::path DefaultJitCacheDir();
-
 class JitCache {
  public:
   // Opens (creating it 0700 if needed) a cache directory that compiles with `compiler`.

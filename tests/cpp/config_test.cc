@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <map>
 
 #include "absl/flags/declare.h"
@@ -23,22 +25,6 @@ EnvLookup FakeEnv(std::map<std::string, std::string> vars) {
     if (it == vars.end()) return std::nullopt;
     return it->second;
   };
-}
-
-TEST(DefaultPaths, SocketUsesXdgRuntimeDir) {
-  EXPECT_EQ(DefaultSocketPath(FakeEnv({{"XDG_RUNTIME_DIR", "/run/user/1000"}}), 1000),
-            "/run/user/1000/ligerd/ligerd.sock");
-}
-
-TEST(DefaultPaths, SocketFallsBackToPrivateTmpDir) {
-  EXPECT_EQ(DefaultSocketPath(FakeEnv({}), 1234), "/tmp/ligerd-1234/ligerd.sock");
-  EXPECT_EQ(DefaultSocketPath(FakeEnv({{"XDG_RUNTIME_DIR", ""}}), 7), "/tmp/ligerd-7/ligerd.sock");
-}
-
-TEST(DefaultPaths, CacheDirOrder) {
-  EXPECT_EQ(DefaultCacheDir(FakeEnv({{"XDG_CACHE_HOME", "/c"}, {"HOME", "/h"}}), 1), "/c/ligerd");
-  EXPECT_EQ(DefaultCacheDir(FakeEnv({{"HOME", "/h"}}), 1), "/h/.cache/ligerd");
-  EXPECT_EQ(DefaultCacheDir(FakeEnv({}), 5), "/tmp/ligerd-5/cache");
 }
 
 TEST(ParseDevices, AllAndLists) {
@@ -68,13 +54,32 @@ class ConfigFromFlagsTest : public ::testing::Test {
 };
 
 TEST_F(ConfigFromFlagsTest, DefaultsComeFromEnvironment) {
-  auto config = ConfigFromFlags(FakeEnv({{"XDG_RUNTIME_DIR", "/run/user/9"}, {"HOME", "/home/u"}}));
+  const EnvLookup env = FakeEnv({{"XDG_RUNTIME_DIR", "/run/user/9"}, {"HOME", "/home/u"}});
+  auto config = ConfigFromFlags(env);
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->socket_path, "/run/user/9/ligerd/ligerd.sock");
   EXPECT_EQ(config->cache_dir, "/home/u/.cache/ligerd");
+  // The daemon has no rule of its own: its defaults are common/default_paths.h's.
+  EXPECT_EQ(config->socket_path, DefaultSocketPath(env, geteuid()));
+  EXPECT_EQ(config->cache_dir, DefaultCacheDir(env, geteuid()));
   EXPECT_TRUE(config->devices.empty());
   EXPECT_EQ(config->log_level, LogLevel::kInfo);
   EXPECT_FALSE(config->socket_gid.has_value());
+}
+
+TEST_F(ConfigFromFlagsTest, FlagsOverrideTheEnvironment) {
+  absl::SetFlag(&FLAGS_socket, "/s/flag.sock");
+  absl::SetFlag(&FLAGS_cache_dir, "/c/flag");
+  auto config = ConfigFromFlags(FakeEnv({{"LIGERD_SOCKET", "/s/env.sock"}, {"LIGERD_CACHE_DIR", "/c/env"}}));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->socket_path, "/s/flag.sock");
+  EXPECT_EQ(config->cache_dir, "/c/flag");
+}
+
+TEST_F(ConfigFromFlagsTest, ARelativeSocketFromTheEnvironmentIsRefusedAsSuch) {
+  auto config = ConfigFromFlags(FakeEnv({{"LIGERD_SOCKET", "relative.sock"}}));
+  ASSERT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(config.status().message().find("$LIGERD_SOCKET"), absl::string_view::npos) << config.status();
 }
 
 TEST_F(ConfigFromFlagsTest, RejectsRelativeAndOverlongSocketPaths) {
