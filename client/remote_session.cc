@@ -7,17 +7,18 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda_driver.h"
 #include "kernels/status_macros.h"
-#include "server/dataplane/remote_runner.h"
+#include "proto/ligerd/ring_layout.h"
 
 namespace ligerd {
 namespace {
 
 namespace v1 = ::ligerd::v1;
-using dataplane::kStreamFlagBytes;
+using ring::kReleaseAhead;
+using ring::kStreamFlagBytes;
 
-// Must match the daemon's release distance (stream waits compare signed differences).
-constexpr uint32_t kClientProtocolVersion = 2;  // proto/ligerd/ring_layout.h kLayoutVersion 2
-constexpr uint64_t kReleaseAhead = uint64_t{1} << 40;
+// The protocol this source tree speaks (LIGERD_PROTOCOL_VERSION in the top-level CMakeLists.txt,
+// defined for every target that links ligerd_proto; the daemon accepts a range around its own).
+constexpr uint32_t kClientProtocolVersion = LIGERD_PROTOCOL_VERSION;
 // A full ring means the daemon is more than a ring of ops behind; give it this long before
 // calling it stuck. Still well under the 2 s a dead daemon may take to be reported.
 constexpr std::chrono::milliseconds kRingFullTimeout{1500};
@@ -71,6 +72,9 @@ absl::Status RemoteSession::SetUpRemote(uint32_t slots) {
   LIGERD_ASSIGN_OR_RETURN(const kernels::DriverApi* drv, kernels::Driver());
   LIGERD_CU_CHECK(drv->cuCtxGetCurrent(&context_));
   if (context_ == nullptr) return absl::FailedPreconditionError("remote session: no current CUDA context");
+  if (slots == 0 || slots > ring::kMaxStreamSlots) {
+    return absl::InvalidArgumentError(absl::StrCat("remote session: stream_slots must be 1..", ring::kMaxStreamSlots));
+  }
   slots_ = slots;
   // Releasing waits must not queue behind the streams that wait (the legacy default stream would).
   LIGERD_CU_CHECK(drv->cuStreamCreate(&control_stream_, CU_STREAM_NON_BLOCKING));
@@ -208,13 +212,15 @@ absl::Status RemoteSession::Submit(std::string_view op, std::span<const kernels:
 
   LIGERD_ASSIGN_OR_RETURN(const kernels::DriverApi* drv, kernels::Driver());
   const uint64_t sequence = ring_->next_sequence();
-  const CUdeviceptr ready = flags_ + record.stream_slot * kStreamFlagBytes;
+  const CUdeviceptr slot_flags = flags_ + record.stream_slot * kStreamFlagBytes;
+  const CUdeviceptr ready = slot_flags + ring::kReadyFlagOffset;
   // Inputs are ready once everything queued before this point on `stream` has run.
   LIGERD_CU_CHECK(drv->cuStreamWriteValue64(stream, ready, sequence + 1, CU_STREAM_WRITE_VALUE_DEFAULT));
   absl::StatusOr<uint64_t> pushed = ring_->Push(record, kRingFullTimeout, [this] { return !daemon_gone_.load(); });
   if (!pushed.ok()) return pushed.status();
   // Consumers of the outputs queue behind this wait: the daemon writes done after the op ran.
-  LIGERD_CU_CHECK(drv->cuStreamWaitValue64(stream, ready + 8, sequence + 1, CU_STREAM_WAIT_VALUE_GEQ));
+  LIGERD_CU_CHECK(drv->cuStreamWaitValue64(stream, slot_flags + ring::kDoneFlagOffset, sequence + 1,
+                                           CU_STREAM_WAIT_VALUE_GEQ));
   return absl::OkStatus();
 }
 
@@ -223,8 +229,8 @@ void RemoteSession::ReleaseAllWaits() {
   if (!drv.ok() || flags_ == 0) return;
   const uint64_t release = (ring_ ? ring_->next_sequence() : 0) + kReleaseAhead;
   for (uint32_t slot = 0; slot < slots_; ++slot) {
-    (*drv)->cuStreamWriteValue64(control_stream_, flags_ + slot * kStreamFlagBytes + 8, release,
-                                 CU_STREAM_WRITE_VALUE_DEFAULT);
+    const CUdeviceptr done = flags_ + slot * kStreamFlagBytes + ring::kDoneFlagOffset;
+    (*drv)->cuStreamWriteValue64(control_stream_, done, release, CU_STREAM_WRITE_VALUE_DEFAULT);
   }
   (*drv)->cuStreamSynchronize(control_stream_);
 }

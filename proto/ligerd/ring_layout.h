@@ -115,4 +115,27 @@ constexpr size_t RingBytes(uint32_t capacity) {
 }
 static_assert(RingBytes(kMaxCapacity) < (size_t{64} << 20));
 
+// Stream flags order ring ops against the client's CUDA streams without a CPU wait. The client
+// allocates one StreamFlags per stream slot in device memory (at most kMaxStreamSlots), zeroes
+// them and hands the allocation to the daemon by CUDA IPC (AttachStreamFlags); a record's
+// stream_slot names its pair. For the op with sequence s: the client's stream writes ready = s + 1
+// once the op's inputs are ready and then waits for done >= s + 1; the daemon's stream waits for
+// ready >= s + 1, runs the op and writes done = s + 1 (also when the op failed).
+inline constexpr uint32_t kMaxStreamSlots = 64;
+struct StreamFlags {
+  uint64_t ready;  // written by the client's stream
+  uint64_t done;   // written by the daemon's stream
+};
+static_assert(std::is_standard_layout_v<StreamFlags>);
+inline constexpr uint32_t kStreamFlagBytes = sizeof(StreamFlags);
+inline constexpr size_t kReadyFlagOffset = offsetof(StreamFlags, ready);
+inline constexpr size_t kDoneFlagOffset = offsetof(StreamFlags, done);
+static_assert(kStreamFlagBytes == 16 && kReadyFlagOffset == 0 && kDoneFlagOffset == 8);
+
+// "Release every waiter": a side that gives up (a client whose daemon died, a daemon whose client
+// died or whose record was unusable) writes last sequence + kReleaseAhead into the flags the other
+// side's stream may wait on. Stream waits compare (int64)(*flag - value) >= 0, so this must be a
+// positive distance ahead of any sequence either side can have issued, not UINT64_MAX.
+inline constexpr uint64_t kReleaseAhead = uint64_t{1} << 40;
+
 }  // namespace ligerd::ring

@@ -13,18 +13,18 @@
 namespace ligerd::dataplane {
 namespace {
 
-// Stream waits compare (int64)(*flag - value) >= 0, so "release everything" must stay a small
-// positive distance ahead of any sequence the client can have issued, not UINT64_MAX.
-constexpr uint64_t kReleaseAhead = uint64_t{1} << 40;
+using ring::kReleaseAhead;
+using ring::kStreamFlagBytes;
 // After the ring runs dry the thread keeps polling this long before it starts sleeping: ops
 // arrive in bursts (a layer's forward), and a sleeping reader adds its wake-up to the latency.
 constexpr auto kSpinWindow = std::chrono::microseconds(2000);
 constexpr auto kIdleSleep = std::chrono::microseconds(50);
 
-CUdeviceptr ReadyFlag(const BufferRef& flags, uint32_t slot) {
+CUdeviceptr SlotFlags(const BufferRef& flags, uint32_t slot) {
   return reinterpret_cast<CUdeviceptr>(flags.mapping->base()) + slot * kStreamFlagBytes;
 }
-CUdeviceptr DoneFlag(const BufferRef& flags, uint32_t slot) { return ReadyFlag(flags, slot) + 8; }
+CUdeviceptr ReadyFlag(const BufferRef& flags, uint32_t slot) { return SlotFlags(flags, slot) + ring::kReadyFlagOffset; }
+CUdeviceptr DoneFlag(const BufferRef& flags, uint32_t slot) { return SlotFlags(flags, slot) + ring::kDoneFlagOffset; }
 
 }  // namespace
 
@@ -32,8 +32,8 @@ absl::StatusOr<std::unique_ptr<RemoteRunner>> RemoteRunner::Start(int device, ke
                                                                    const ShmRing* ring, const BufferRegistry* buffers,
                                                                    BufferRef flags, uint32_t slots,
                                                                    std::vector<std::string> op_names) {
-  if (slots == 0 || slots > kMaxStreamSlots) {
-    return absl::InvalidArgumentError(absl::StrCat("AttachStreamFlags: slots must be 1..", kMaxStreamSlots));
+  if (slots == 0 || slots > ring::kMaxStreamSlots) {
+    return absl::InvalidArgumentError(absl::StrCat("AttachStreamFlags: slots must be 1..", ring::kMaxStreamSlots));
   }
   if (flags.size_bytes < uint64_t{slots} * kStreamFlagBytes) {
     return absl::InvalidArgumentError(absl::StrCat("AttachStreamFlags: the flag buffer has ", flags.size_bytes,

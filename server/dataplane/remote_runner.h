@@ -21,9 +21,6 @@
 
 namespace ligerd::dataplane {
 
-inline constexpr uint32_t kMaxStreamSlots = 64;
-inline constexpr uint32_t kStreamFlagBytes = 16;  // {uint64 ready, uint64 done} per slot
-
 struct RunnerStats {
   std::atomic<uint64_t> ops{0};
   std::atomic<uint64_t> failed_ops{0};

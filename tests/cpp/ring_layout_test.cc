@@ -40,6 +40,13 @@ TEST(RingLayout, DTypeValuesMatchTheExecutor) {
   EXPECT_EQ(kMaxDims, kernels::kMaxDims);
 }
 
+TEST(RingLayout, StreamFlagsReleaseDistanceStaysPositive) {
+  // Stream waits compare signed differences: the release distance must stay positive past any
+  // sequence a session can reach (2^63 - 2^40 ops).
+  EXPECT_GT(static_cast<int64_t>(kReleaseAhead), 0);
+  EXPECT_GT(static_cast<int64_t>(kReleaseAhead), int64_t{kMaxCapacity});
+}
+
 TEST(RingLayout, StatusMessageFitsItsField) {
   SessionStatus status{};
   EXPECT_EQ(sizeof(status.message) + offsetof(SessionStatus, message), sizeof(SessionStatus));
