@@ -10,24 +10,24 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/unique_fd.h"
 
 namespace ligerd {
 
 absl::StatusOr<RingWriter> RingWriter::Open(const std::string& name, uint64_t session_id, uint32_t capacity) {
   const size_t bytes = ring::RingBytes(capacity);
   if (bytes == 0) return absl::InvalidArgumentError(absl::StrCat("ring capacity ", capacity, " is invalid"));
-  const int fd = shm_open(name.c_str(), O_RDWR | O_CLOEXEC, 0);
-  if (fd < 0) return absl::NotFoundError(absl::StrCat("cannot open ring ", name, ": ", std::strerror(errno)));
+  UniqueFd fd(shm_open(name.c_str(), O_RDWR | O_CLOEXEC, 0));
+  if (!fd) return absl::NotFoundError(absl::StrCat("cannot open ring ", name, ": ", std::strerror(errno)));
   struct stat st {};
-  if (fstat(fd, &st) != 0 || st.st_uid != geteuid() || (st.st_mode & 077) != 0 ||
+  if (fstat(fd.get(), &st) != 0 || st.st_uid != geteuid() || (st.st_mode & 077) != 0 ||
       static_cast<size_t>(st.st_size) != bytes) {
-    close(fd);
     return absl::PermissionDeniedError(absl::StrCat("ring ", name, " is not an owner-only object of ", bytes,
                                                     " bytes belonging to us; refusing it"));
   }
-  void* base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  close(fd);
+  void* base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
   if (base == MAP_FAILED) return absl::InternalError(absl::StrCat("mmap ", name, ": ", std::strerror(errno)));
+  fd.reset();  // the mapping keeps the object alive
   RingWriter writer(base, bytes, capacity);
   const ring::RingHeader* h = writer.header();
   if (h->magic != ring::kMagic || h->layout_version != ring::kLayoutVersion ||

@@ -51,8 +51,8 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   if (daemon->server_ == nullptr) return absl::InternalError("gRPC server failed to start");
   daemon->server_->GetHealthCheckService()->SetServingStatus(true);
 
-  daemon->wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (daemon->wake_fd_ < 0) return absl::InternalError(absl::StrCat("eventfd: ", std::strerror(errno)));
+  daemon->wake_fd_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!daemon->wake_fd_) return absl::InternalError(absl::StrCat("eventfd: ", std::strerror(errno)));
   daemon->acceptor_ = std::thread([d = daemon.get()] { d->AcceptLoop(); });
   return daemon;
 }
@@ -64,7 +64,7 @@ Daemon::Daemon(const DaemonConfig& config, InstanceLock lock, ListeningSocket so
 }
 
 void Daemon::AcceptLoop() {
-  pollfd fds[2] = {{socket_.fd(), POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+  pollfd fds[2] = {{socket_.fd(), POLLIN, 0}, {wake_fd_.get(), POLLIN, 0}};
   while (true) {
     if (poll(fds, 2, -1) < 0) {
       if (errno == EINTR) continue;
@@ -73,37 +73,35 @@ void Daemon::AcceptLoop() {
     }
     if (fds[1].revents != 0) return;  // Shutdown() woke us
     if ((fds[0].revents & POLLIN) == 0) continue;
-    const int fd = accept4(socket_.fd(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (fd < 0) {
+    UniqueFd fd(accept4(socket_.fd(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+    if (!fd) {
       if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
         LIGERD_LOG(kWarning) << "acceptor: accept failed: " << std::strerror(errno);
       }
       continue;
     }
-    absl::StatusOr<PeerCredentials> peer = GetPeerCredentials(fd);
+    absl::StatusOr<PeerCredentials> peer = GetPeerCredentials(fd.get());
     absl::Status admitted = peer.ok() ? CheckPeer(*peer, policy_) : peer.status();
     if (!admitted.ok()) {
       refused_.fetch_add(1);
       LIGERD_LOG(kWarning) << "refused a connection on " << config_.socket_path << ": "
                            << admitted.message();
-      close(fd);
-      continue;
+      continue;  // fd closes here
     }
     accepted_.fetch_add(1);
     LIGERD_LOG(kDebug) << "admitted pid " << peer->pid << " uid " << peer->uid;
-    peers_.Admit(fd, *peer);
-    grpc::AddInsecureChannelFromFd(server_.get(), fd);  // gRPC owns fd from here
+    peers_.Admit(fd.get(), *peer);
+    grpc::AddInsecureChannelFromFd(server_.get(), fd.release());  // gRPC owns and closes it
   }
 }
 
 void Daemon::Shutdown() {
   if (stopped_.exchange(true)) return;
-  if (wake_fd_ >= 0) {
+  if (wake_fd_) {
     const uint64_t one = 1;
-    [[maybe_unused]] ssize_t n = write(wake_fd_, &one, sizeof(one));
+    [[maybe_unused]] ssize_t n = write(wake_fd_.get(), &one, sizeof(one));
     if (acceptor_.joinable()) acceptor_.join();
-    close(wake_fd_);
-    wake_fd_ = -1;
+    wake_fd_.reset();
   }
   if (server_) {
     server_->GetHealthCheckService()->SetServingStatus(false);

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "common/unique_fd.h"
 #include "server/config.h"
 #include "server/info_service.h"
 #include "server/instance_lock.h"
@@ -54,7 +55,7 @@ class Daemon {
   std::unique_ptr<SessionsService> sessions_service_;
   std::unique_ptr<KernelsService> kernels_service_;
   std::unique_ptr<grpc::Server> server_;
-  int wake_fd_ = -1;  // eventfd that tells the acceptor to stop
+  UniqueFd wake_fd_;  // eventfd that tells the acceptor to stop
   std::thread acceptor_;
   std::atomic<bool> stopped_{false};
   std::atomic<uint64_t> refused_{0};

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/unique_fd.h"
 
 namespace ligerd {
 
@@ -24,10 +25,10 @@ class InstanceLock {
   const std::string& lock_path() const { return lock_path_; }
 
  private:
-  InstanceLock(int fd, std::string socket_path, std::string lock_path, bool removed_stale)
-      : fd_(fd), socket_path_(std::move(socket_path)), lock_path_(std::move(lock_path)),
+  InstanceLock(UniqueFd fd, std::string socket_path, std::string lock_path, bool removed_stale)
+      : fd_(std::move(fd)), socket_path_(std::move(socket_path)), lock_path_(std::move(lock_path)),
         removed_stale_(removed_stale) {}
-  int fd_ = -1;
+  UniqueFd fd_;  // holds the flock; empty once moved from
   std::string socket_path_;
   std::string lock_path_;
   bool removed_stale_ = false;

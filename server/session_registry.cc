@@ -21,7 +21,7 @@ constexpr size_t kTokenBytes = 32;
 // timeout is noticed. Process exit itself is noticed at once through the pidfd.
 constexpr int kReapIntervalMs = 100;
 
-int PidfdOpen(pid_t pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); }
+UniqueFd PidfdOpen(pid_t pid) { return UniqueFd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0))); }
 
 // Compares tokens without an early exit, so timing does not tell how much of a guess was right.
 bool TokensEqual(const std::string& a, const std::string& b) {
@@ -52,9 +52,9 @@ DispatchChoice ChooseDispatch(Dispatch requested, bool mps_enabled, bool remote_
 }
 
 Session::Session(uint64_t id, std::string token, PeerCredentials peer, int device, DispatchChoice dispatch,
-                 dataplane::ShmRing ring, dataplane::IpcOpener* opener, size_t max_buffers, int pidfd)
+                 dataplane::ShmRing ring, dataplane::IpcOpener* opener, size_t max_buffers, UniqueFd pidfd)
     : id_(id), token_(std::move(token)), peer_(peer), device_(device), dispatch_(std::move(dispatch)),
-      ring_(std::move(ring)), buffers_(opener, device, max_buffers), pidfd_(pidfd) {
+      ring_(std::move(ring)), buffers_(opener, device, max_buffers), pidfd_(std::move(pidfd)) {
   Touch();
 }
 
@@ -81,22 +81,20 @@ Session::~Session() {
     runner_.reset();  // drains the session's stream while its mappings are still open
   }
   buffers_.Clear();
-  if (pidfd_ >= 0) close(pidfd_);
 }
 
 SessionRegistry::SessionRegistry(SessionLimits limits, std::vector<DeviceState> devices, bool remote_available,
                                  dataplane::IpcOpener* opener)
     : limits_(limits), devices_(std::move(devices)), remote_available_(remote_available), opener_(opener) {
-  wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  wake_fd_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   reaper_ = std::thread([this] { ReapLoop(); });
 }
 
 SessionRegistry::~SessionRegistry() {
   stopping_.store(true);
   const uint64_t one = 1;
-  [[maybe_unused]] ssize_t n = write(wake_fd_, &one, sizeof(one));
+  [[maybe_unused]] ssize_t n = write(wake_fd_.get(), &one, sizeof(one));
   reaper_.join();
-  close(wake_fd_);
   absl::MutexLock lock(&mu_);
   sessions_.clear();
   active_.store(0);
@@ -126,8 +124,8 @@ absl::StatusOr<std::shared_ptr<Session>> SessionRegistry::Open(const ligerd::v1:
   if (getrandom(token.data(), token.size(), 0) != static_cast<ssize_t>(token.size())) {
     return absl::InternalError("OpenSession: getrandom failed");
   }
-  const int pidfd = PidfdOpen(peer.pid);
-  if (pidfd < 0) {
+  UniqueFd pidfd = PidfdOpen(peer.pid);
+  if (!pidfd) {
     return absl::FailedPreconditionError(absl::StrCat("OpenSession: cannot watch pid ", peer.pid, ": ",
                                                       std::strerror(errno), " (has it exited?)"));
   }
@@ -135,27 +133,24 @@ absl::StatusOr<std::shared_ptr<Session>> SessionRegistry::Open(const ligerd::v1:
   {
     absl::MutexLock lock(&mu_);
     if (sessions_.size() >= limits_.max_sessions) {
-      close(pidfd);
       return absl::ResourceExhaustedError(absl::StrCat("OpenSession: ", limits_.max_sessions, " sessions open"));
     }
     id = next_id_++;
   }
   absl::StatusOr<dataplane::ShmRing> ring = dataplane::ShmRing::Create(id, limits_.ring_capacity);
-  if (!ring.ok()) {
-    close(pidfd);
-    return ring.status();
-  }
+  if (!ring.ok()) return ring.status();
   auto session = std::make_shared<Session>(id, std::move(token), peer, device->ordinal,
                                            ChooseDispatch(request.requested_dispatch(), device->mps_enabled,
                                                           remote_available_),
-                                           std::move(*ring), opener_, limits_.max_buffers_per_session, pidfd);
+                                           std::move(*ring), opener_, limits_.max_buffers_per_session,
+                                           std::move(pidfd));
   {
     absl::MutexLock lock(&mu_);
     sessions_[id] = session;
     active_.store(sessions_.size());
   }
   const uint64_t one = 1;
-  [[maybe_unused]] ssize_t n = write(wake_fd_, &one, sizeof(one));  // reaper: watch the new pidfd
+  [[maybe_unused]] ssize_t n = write(wake_fd_.get(), &one, sizeof(one));  // reaper: watch the new pidfd
   LIGERD_LOG(kInfo) << "session " << id << " opened by pid " << peer.pid << " ('" << request.client_name()
                     << "') on GPU " << device->ordinal << ": " << session->dispatch().reason;
   return session;
@@ -206,7 +201,7 @@ void SessionRegistry::End(uint64_t id, const char* why) {
 
 void SessionRegistry::ReapLoop() {
   while (!stopping_.load()) {
-    std::vector<pollfd> fds{{wake_fd_, POLLIN, 0}};
+    std::vector<pollfd> fds{{wake_fd_.get(), POLLIN, 0}};
     std::vector<uint64_t> ids{0};
     std::vector<uint64_t> stale;
     const auto now = std::chrono::steady_clock::now();
@@ -224,7 +219,7 @@ void SessionRegistry::ReapLoop() {
     if (poll(fds.data(), fds.size(), kReapIntervalMs) <= 0) continue;
     if (fds[0].revents != 0) {
       uint64_t drain;
-      [[maybe_unused]] ssize_t n = read(wake_fd_, &drain, sizeof(drain));
+      [[maybe_unused]] ssize_t n = read(wake_fd_.get(), &drain, sizeof(drain));
     }
     for (size_t i = 1; i < fds.size(); ++i) {
       if (fds[i].revents != 0) End(ids[i], "its process exited");  // a pidfd is readable once the process is gone

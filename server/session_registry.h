@@ -15,6 +15,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "common/unique_fd.h"
 #include "ligerd/v1/sessions.pb.h"
 #include "server/dataplane/buffer_registry.h"
 #include "server/dataplane/remote_runner.h"
@@ -44,7 +45,7 @@ DispatchChoice ChooseDispatch(Dispatch requested, bool mps_enabled, bool remote_
 class Session {
  public:
   Session(uint64_t id, std::string token, PeerCredentials peer, int device, DispatchChoice dispatch,
-          dataplane::ShmRing ring, dataplane::IpcOpener* opener, size_t max_buffers, int pidfd);
+          dataplane::ShmRing ring, dataplane::IpcOpener* opener, size_t max_buffers, UniqueFd pidfd);
   ~Session();
 
   uint64_t id() const { return id_; }
@@ -54,7 +55,7 @@ class Session {
   const dataplane::ShmRing& ring() const { return ring_; }
   dataplane::BufferRegistry& buffers() { return buffers_; }
   const std::string& token() const { return token_; }
-  int pidfd() const { return pidfd_; }
+  int pidfd() const { return pidfd_.get(); }
   void Touch() { last_heartbeat_ = std::chrono::steady_clock::now().time_since_epoch().count(); }
   // Starts remote execution once the client named its stream-flag page. FAILED_PRECONDITION for
   // a session that dispatches locally, ALREADY_EXISTS when already started.
@@ -72,7 +73,7 @@ class Session {
   DispatchChoice dispatch_;
   dataplane::ShmRing ring_;
   dataplane::BufferRegistry buffers_;
-  int pidfd_;
+  UniqueFd pidfd_;  // readable once the client process has exited
   std::atomic<int64_t> last_heartbeat_;
   absl::Mutex runner_mu_;
   // Last: destroyed first, so its stream drains before the ring and the mappings go.
@@ -113,7 +114,7 @@ class SessionRegistry {
   absl::flat_hash_map<uint64_t, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   std::atomic<uint32_t> active_{0};
-  int wake_fd_ = -1;
+  UniqueFd wake_fd_;  // eventfd: wakes the reaper (new session, shutdown)
   std::atomic<bool> stopping_{false};
   std::thread reaper_;
 };

@@ -57,33 +57,19 @@ absl::StatusOr<ListeningSocket> ListeningSocket::Bind(const std::string& path,
     return absl::InvalidArgumentError(absl::StrCat("socket path too long: '", path, "'"));
   }
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) return Errno("socket() for", path);
-  ListeningSocket owned(fd);
+  UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd) return Errno("socket() for", path);
   // Bind under a umask that leaves the socket owner-only from its first instant; chmod after.
   const mode_t old_umask = umask(0177);
-  const int rc = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  const int rc = bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
   umask(old_umask);
   if (rc != 0) return Errno("cannot bind", path);
   if (group) {
     if (chown(path.c_str(), static_cast<uid_t>(-1), *group) != 0) return Errno("cannot chgrp", path);
     if (chmod(path.c_str(), 0660) != 0) return Errno("cannot chmod", path);
   }
-  if (listen(fd, kListenBacklog) != 0) return Errno("cannot listen on", path);
-  return owned;
-}
-
-ListeningSocket& ListeningSocket::operator=(ListeningSocket&& other) noexcept {
-  if (this != &other) {
-    if (fd_ >= 0) close(fd_);
-    fd_ = other.fd_;
-    other.fd_ = -1;
-  }
-  return *this;
-}
-
-ListeningSocket::~ListeningSocket() {
-  if (fd_ >= 0) close(fd_);
+  if (listen(fd.get(), kListenBacklog) != 0) return Errno("cannot listen on", path);
+  return ListeningSocket(std::move(fd));
 }
 
 }  // namespace ligerd

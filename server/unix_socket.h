@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/unique_fd.h"
 
 namespace ligerd {
 
@@ -22,17 +23,14 @@ class ListeningSocket {
  public:
   // Binds and listens on `path` (which must not exist), mode 0600 (0660 + chgrp with `group`).
   static absl::StatusOr<ListeningSocket> Bind(const std::string& path, std::optional<gid_t> group);
-  ListeningSocket(ListeningSocket&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
-  ListeningSocket& operator=(ListeningSocket&& other) noexcept;
-  ListeningSocket(const ListeningSocket&) = delete;
-  ListeningSocket& operator=(const ListeningSocket&) = delete;
-  ~ListeningSocket();
+  ListeningSocket(ListeningSocket&&) noexcept = default;
+  ListeningSocket& operator=(ListeningSocket&&) noexcept = default;
 
-  int fd() const { return fd_; }
+  int fd() const { return fd_.get(); }
 
  private:
-  explicit ListeningSocket(int fd) : fd_(fd) {}
-  int fd_ = -1;
+  explicit ListeningSocket(UniqueFd fd) : fd_(std::move(fd)) {}
+  UniqueFd fd_;
 };
 
 }  // namespace ligerd

@@ -117,75 +117,55 @@ absl::Status EnsurePrivateDirectory(const std::filesystem::path& dir) {
 
 absl::Status AtomicWriteFile(const std::filesystem::path& path, std::string_view bytes) {
   std::string tmpl = (path.parent_path() / (".tmp-" + path.filename().string() + "-XXXXXX")).string();
-  int fd = ::mkostemp(tmpl.data(), O_CLOEXEC);  // mode 0600
-  if (fd < 0) return ErrnoError("cannot create temp file", tmpl, errno);
-  auto fail = [&](std::string_view what) {
-    int err = errno;
-    ::close(fd);
+  UniqueFd fd(::mkostemp(tmpl.data(), O_CLOEXEC));  // mode 0600
+  if (!fd) return ErrnoError("cannot create temp file", tmpl, errno);
+  auto fail = [&](std::string_view what, int err) {
+    fd.reset();
     ::unlink(tmpl.c_str());
     return ErrnoError(what, tmpl, err);
   };
   for (size_t done = 0; done < bytes.size();) {
-    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    ssize_t n = ::write(fd.get(), bytes.data() + done, bytes.size() - done);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return fail("cannot write");
+    if (n <= 0) return fail("cannot write", errno);
     done += static_cast<size_t>(n);
   }
-  if (RetryEintr(::fsync, fd) != 0) return fail("cannot fsync");
-  if (::close(fd) != 0) {
-    int err = errno;
-    ::unlink(tmpl.c_str());
-    return ErrnoError("cannot close", tmpl, err);
-  }
+  if (RetryEintr(::fsync, fd.get()) != 0) return fail("cannot fsync", errno);
+  // close() can report a deferred write error; such a file must not be renamed into place.
+  if (fd.Close() != 0) return fail("cannot close", errno);
   if (::rename(tmpl.c_str(), path.c_str()) != 0) {
-    int err = errno;
+    const int err = errno;
     ::unlink(tmpl.c_str());
     return ErrnoError("cannot rename temp file to", path, err);
   }
   // Make the rename itself durable; failure here loses only durability, not correctness.
-  int dfd = ::open(path.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    RetryEintr(::fsync, dfd);
-    ::close(dfd);
-  }
+  UniqueFd dir(::open(path.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dir) RetryEintr(::fsync, dir.get());
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> ReadWholeFile(const std::filesystem::path& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ErrnoError("cannot open", path, errno);
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return ErrnoError("cannot open", path, errno);
   std::string out;
   char buf[1 << 16];
   for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof(buf));
+    ssize_t n = ::read(fd.get(), buf, sizeof(buf));
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int err = errno;
-      ::close(fd);
-      return ErrnoError("cannot read", path, err);
-    }
+    if (n < 0) return ErrnoError("cannot read", path, errno);
     if (n == 0) break;
     out.append(buf, static_cast<size_t>(n));
   }
-  ::close(fd);
   return out;
 }
 
 absl::StatusOr<FileLock> FileLock::Acquire(const std::filesystem::path& path) {
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) return ErrnoError("cannot open lock file", path, errno);
+  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!fd) return ErrnoError("cannot open lock file", path, errno);
   int r;
-  do r = ::flock(fd, LOCK_EX); while (r != 0 && errno == EINTR);
-  if (r != 0) {
-    int err = errno;
-    ::close(fd);
-    return ErrnoError("cannot lock", path, err);
-  }
-  return FileLock(fd);
-}
-
-FileLock::~FileLock() {
-  if (fd_ >= 0) ::close(fd_);  // closing the only descriptor releases the flock
+  do r = ::flock(fd.get(), LOCK_EX); while (r != 0 && errno == EINTR);
+  if (r != 0) return ErrnoError("cannot lock", path, errno);
+  return FileLock(std::move(fd));
 }
 
 }  // namespace ligerd::kernels

@@ -18,6 +18,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/unique_fd.h"
 #include "kernels/jit/compile_request.h"
 #include "kernels/jit/sha256.h"
 
@@ -46,14 +47,13 @@ absl::StatusOr<std::string> ReadWholeFile(const std::filesystem::path& path);
 class FileLock {
  public:
   static absl::StatusOr<FileLock> Acquire(const std::filesystem::path& path);
-  FileLock(FileLock&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
+  FileLock(FileLock&& other) noexcept = default;
   FileLock& operator=(FileLock&&) = delete;
   FileLock(const FileLock&) = delete;
-  ~FileLock();
 
  private:
-  explicit FileLock(int fd) : fd_(fd) {}
-  int fd_ = -1;
+  explicit FileLock(UniqueFd fd) : fd_(std::move(fd)) {}
+  UniqueFd fd_;  // closing the only descriptor releases the flock
 };
 
 }  // namespace ligerd::kernels

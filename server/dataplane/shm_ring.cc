@@ -12,6 +12,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "common/unique_fd.h"
 
 namespace ligerd::dataplane {
 
@@ -28,21 +29,21 @@ absl::StatusOr<ShmRing> ShmRing::Create(uint64_t session_id, uint32_t capacity) 
   }
   std::string name = absl::StrCat("/ligerd-", geteuid(), "-",
                                   absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(random), 16)));
-  const int fd = shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
-  if (fd < 0) return absl::InternalError(absl::StrCat("shm_open ", name, ": ", std::strerror(errno)));
+  UniqueFd fd(shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600));
+  if (!fd) return absl::InternalError(absl::StrCat("shm_open ", name, ": ", std::strerror(errno)));
   // shm_open applies the umask, which can only remove bits; fchmod pins 0600 regardless.
-  if (fchmod(fd, 0600) != 0 || ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
+  if (fchmod(fd.get(), 0600) != 0 || ftruncate(fd.get(), static_cast<off_t>(bytes)) != 0) {
     const int err = errno;
-    close(fd);
     shm_unlink(name.c_str());
     return absl::InternalError(absl::StrCat("sizing ", name, ": ", std::strerror(err)));
   }
-  void* base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  close(fd);
+  void* base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
   if (base == MAP_FAILED) {
+    const int err = errno;
     shm_unlink(name.c_str());
-    return absl::InternalError(absl::StrCat("mmap ", name, ": ", std::strerror(errno)));
+    return absl::InternalError(absl::StrCat("mmap ", name, ": ", std::strerror(err)));
   }
+  fd.reset();  // the mapping keeps the object alive
   // ftruncate zero-filled the object; construct the atomics in place, then the fixed fields.
   auto* header = new (base) ring::RingHeader{};
   header->magic = ring::kMagic;
