@@ -57,7 +57,8 @@ def load_families(entry_dir: Path = ENTRY_DIR):
                 raise EntryError(f"{where}: unknown top-level key {key!r}")
         if "source" in data and not (ROOT / data["source"]).is_file():
             raise EntryError(f"{where}: source {data['source']} does not exist")
-        text = (ROOT / data["source"]).read_text() if "source" in data else ""
+        text = "".join((ROOT / f).read_text() for f in [data["source"], *includes_of(data["source"])]) \
+            if "source" in data else ""
         for op in data["op"]:
             check_op(where, op, "source" in data)
             for key, _, _ in bounds(op):

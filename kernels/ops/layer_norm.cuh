@@ -166,18 +166,8 @@ __device__ __forceinline__ void fwd_loop(const LigerdLayerNormFwdParams& p) {
 // Forward kernels: a row in registers costs 4 * ITERS registers, plus w and b for the vector
 // being written (up to 16 fp32 registers). Launch bounds: LIGERD_LB_I1..I8 and LIGERD_LB_LOOP,
 // from the op's entry (layer_norm.toml, which says why each is what it is).
-#define LIGERD_LN_FWD_REG(I, BOUNDS) \
-  LIGERD_ROW_REG_KERNELS_LB(layer_norm_fwd, I, BOUNDS, LigerdLayerNormFwdParams, ligerd::ln::fwd_reg, ligerd::ln::kVec)
-LIGERD_LN_FWD_REG(1, LIGERD_LB_I1)
-LIGERD_LN_FWD_REG(2, LIGERD_LB_I2)
-LIGERD_LN_FWD_REG(3, LIGERD_LB_I3)
-LIGERD_LN_FWD_REG(4, LIGERD_LB_I4)
-LIGERD_LN_FWD_REG(5, LIGERD_LB_I5)
-LIGERD_LN_FWD_REG(6, LIGERD_LB_I6)
-LIGERD_LN_FWD_REG(7, LIGERD_LB_I7)
-LIGERD_LN_FWD_REG(8, LIGERD_LB_I8)
-LIGERD_ROW_LOOP_KERNELS(layer_norm_fwd, LIGERD_LB_LOOP, LigerdLayerNormFwdParams, ligerd::ln::fwd_loop,
-                        ligerd::ln::kVec)
+LIGERD_ROW_KERNELS_I8(layer_norm_fwd, LigerdLayerNormFwdParams, ligerd::ln::fwd_reg,
+                      ligerd::ln::fwd_loop, ligerd::ln::kVec)
 
 #else  // LIGERD_LN_BWD
 // ---------------------------------------------------------------------------------------------
@@ -346,14 +336,8 @@ __device__ __forceinline__ void bwd_loop(const LigerdLayerNormBwdParams& p) {
 // next row's mean and rstd (2 registers per thread, not per vector). The
 // launch bounds (LIGERD_LB_*, from the entry) let the compiler use what that needs
 // (64/128/255 registers at 1024/512/256 threads).
-#define LIGERD_LN_BWD_REG(I, BOUNDS) \
-  LIGERD_ROW_REG_KERNELS_LB(layer_norm_bwd, I, BOUNDS, LigerdLayerNormBwdParams, ligerd::ln::bwd_reg, ligerd::ln::kVec)
-LIGERD_LN_BWD_REG(1, LIGERD_LB_I1)
-LIGERD_LN_BWD_REG(2, LIGERD_LB_I2)
-LIGERD_LN_BWD_REG(3, LIGERD_LB_I3)
-LIGERD_LN_BWD_REG(4, LIGERD_LB_I4)
-LIGERD_ROW_LOOP_KERNELS(layer_norm_bwd, LIGERD_LB_LOOP, LigerdLayerNormBwdParams, ligerd::ln::bwd_loop,
-                        ligerd::ln::kVec)
+LIGERD_ROW_KERNELS_I4(layer_norm_bwd, LigerdLayerNormBwdParams, ligerd::ln::bwd_reg,
+                      ligerd::ln::bwd_loop, ligerd::ln::kVec)
 
 // dW (blockIdx.y 0) and dB (1), or whichever is wanted: column sums of the partial rows.
 extern "C" __global__ void LIGERD_LB_REDUCE

@@ -225,18 +225,8 @@ __device__ __forceinline__ void fwd_loop(const LigerdRmsNormFwdParams& p) {
 // Launch bounds: LIGERD_LB_I1..I8 and LIGERD_LB_LOOP, from the op's entry (rms_norm.toml, which
 // says why each is what it is; the planner reads the same numbers). A row in registers costs
 // 4 * ITERS registers, plus 4 * ITERS for r while the fused add runs.
-#define LIGERD_RMS_FWD_REG(I, BOUNDS) \
-  LIGERD_ROW_REG_KERNELS_LB(rms_norm_fwd, I, BOUNDS, LigerdRmsNormFwdParams, ligerd::rms::fwd_reg, ligerd::rms::kVec)
-LIGERD_RMS_FWD_REG(1, LIGERD_LB_I1)
-LIGERD_RMS_FWD_REG(2, LIGERD_LB_I2)
-LIGERD_RMS_FWD_REG(3, LIGERD_LB_I3)
-LIGERD_RMS_FWD_REG(4, LIGERD_LB_I4)
-LIGERD_RMS_FWD_REG(5, LIGERD_LB_I5)
-LIGERD_RMS_FWD_REG(6, LIGERD_LB_I6)
-LIGERD_RMS_FWD_REG(7, LIGERD_LB_I7)
-LIGERD_RMS_FWD_REG(8, LIGERD_LB_I8)
-LIGERD_ROW_LOOP_KERNELS(rms_norm_fwd, LIGERD_LB_LOOP, LigerdRmsNormFwdParams, ligerd::rms::fwd_loop,
-                        ligerd::rms::kVec)
+LIGERD_ROW_KERNELS_I8(rms_norm_fwd, LigerdRmsNormFwdParams, ligerd::rms::fwd_reg,
+                      ligerd::rms::fwd_loop, ligerd::rms::kVec)
 
 #else  // LIGERD_RMS_BWD
 // The backward loop kernel holds three tensors' vectors plus the dW partials per step; 2 keeps it
@@ -395,14 +385,8 @@ __device__ __forceinline__ void bwd_loop(const LigerdRmsNormBwdParams& p) {
 // front: 16 + 8 = 24 registers per vector for bf16 fused, at most 96 at i4). The launch bounds
 // (LIGERD_LB_*, from the entry) cap threads per block so the compiler may use what that needs
 // without spilling (64/128/255 registers at 1024/512/256 threads).
-#define LIGERD_RMS_BWD_REG(I, BOUNDS) \
-  LIGERD_ROW_REG_KERNELS_LB(rms_norm_bwd, I, BOUNDS, LigerdRmsNormBwdParams, ligerd::rms::bwd_reg, ligerd::rms::kVec)
-LIGERD_RMS_BWD_REG(1, LIGERD_LB_I1)
-LIGERD_RMS_BWD_REG(2, LIGERD_LB_I2)
-LIGERD_RMS_BWD_REG(3, LIGERD_LB_I3)
-LIGERD_RMS_BWD_REG(4, LIGERD_LB_I4)
-LIGERD_ROW_LOOP_KERNELS(rms_norm_bwd, LIGERD_LB_LOOP, LigerdRmsNormBwdParams, ligerd::rms::bwd_loop,
-                        ligerd::rms::kVec)
+LIGERD_ROW_KERNELS_I4(rms_norm_bwd, LigerdRmsNormBwdParams, ligerd::rms::bwd_reg,
+                      ligerd::rms::bwd_loop, ligerd::rms::kVec)
 
 // dW = column sums of the partial rows (rowwise::reduce_partials; gridDim.y == 1).
 extern "C" __global__ void LIGERD_LB_DW_REDUCE

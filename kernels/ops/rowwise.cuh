@@ -151,3 +151,18 @@ __device__ __forceinline__ void reduce_partials(const LigerdRowReduceParams& p) 
 #define LIGERD_ROW_LOOP_KERNELS(PREFIX, BOUNDS, PARAMS, FN, VEC)                          \
   extern "C" __global__ void BOUNDS PREFIX##_loop_v(const PARAMS p) { FN<VEC>(p); } \
   extern "C" __global__ void BOUNDS PREFIX##_loop_s(const PARAMS p) { FN<1>(p); }
+// A family's whole table: register kernels i1..i4 (LIGERD_ROW_KERNELS_I4) or i1..i8
+// (LIGERD_ROW_KERNELS_I8), each bounded by LIGERD_LB_I<k>, plus the loop kernels bounded by
+// LIGERD_LB_LOOP; REG_FN<I, VEC> and LOOP_FN<VEC> are the row functions.
+#define LIGERD_ROW_KERNELS_I4(PREFIX, PARAMS, REG_FN, LOOP_FN, VEC)              \
+  LIGERD_ROW_REG_KERNELS_LB(PREFIX, 1, LIGERD_LB_I1, PARAMS, REG_FN, VEC)       \
+  LIGERD_ROW_REG_KERNELS_LB(PREFIX, 2, LIGERD_LB_I2, PARAMS, REG_FN, VEC)       \
+  LIGERD_ROW_REG_KERNELS_LB(PREFIX, 3, LIGERD_LB_I3, PARAMS, REG_FN, VEC)       \
+  LIGERD_ROW_REG_KERNELS_LB(PREFIX, 4, LIGERD_LB_I4, PARAMS, REG_FN, VEC)       \
+  LIGERD_ROW_LOOP_KERNELS(PREFIX, LIGERD_LB_LOOP, PARAMS, LOOP_FN, VEC)
+#define LIGERD_ROW_KERNELS_I8(PREFIX, PARAMS, REG_FN, LOOP_FN, VEC)              \
+  LIGERD_ROW_KERNELS_I4(PREFIX, PARAMS, REG_FN, LOOP_FN, VEC)                    \
+  LIGERD_ROW_REG_KERNELS_LB(PREFIX, 5, LIGERD_LB_I5, PARAMS, REG_FN, VEC)       \
+  LIGERD_ROW_REG_KERNELS_LB(PREFIX, 6, LIGERD_LB_I6, PARAMS, REG_FN, VEC)       \
+  LIGERD_ROW_REG_KERNELS_LB(PREFIX, 7, LIGERD_LB_I7, PARAMS, REG_FN, VEC)       \
+  LIGERD_ROW_REG_KERNELS_LB(PREFIX, 8, LIGERD_LB_I8, PARAMS, REG_FN, VEC)

@@ -204,18 +204,8 @@ __device__ __forceinline__ void fwd_loop(const LigerdSoftmaxFwdParams& p) {
 // Launch bounds: LIGERD_LB_I1..I8 and LIGERD_LB_LOOP, from the op's entry (softmax.toml, which
 // says why each is what it is; the planner reads the same numbers). A row in registers costs
 // 4 * ITERS registers of raw words.
-#define LIGERD_SOFTMAX_FWD_REG(I, BOUNDS) \
-  LIGERD_ROW_REG_KERNELS_LB(softmax_fwd, I, BOUNDS, LigerdSoftmaxFwdParams, ligerd::softmax::fwd_reg, ligerd::softmax::kVec)
-LIGERD_SOFTMAX_FWD_REG(1, LIGERD_LB_I1)
-LIGERD_SOFTMAX_FWD_REG(2, LIGERD_LB_I2)
-LIGERD_SOFTMAX_FWD_REG(3, LIGERD_LB_I3)
-LIGERD_SOFTMAX_FWD_REG(4, LIGERD_LB_I4)
-LIGERD_SOFTMAX_FWD_REG(5, LIGERD_LB_I5)
-LIGERD_SOFTMAX_FWD_REG(6, LIGERD_LB_I6)
-LIGERD_SOFTMAX_FWD_REG(7, LIGERD_LB_I7)
-LIGERD_SOFTMAX_FWD_REG(8, LIGERD_LB_I8)
-LIGERD_ROW_LOOP_KERNELS(softmax_fwd, LIGERD_LB_LOOP, LigerdSoftmaxFwdParams, ligerd::softmax::fwd_loop,
-                        ligerd::softmax::kVec)
+LIGERD_ROW_KERNELS_I8(softmax_fwd, LigerdSoftmaxFwdParams, ligerd::softmax::fwd_reg,
+                      ligerd::softmax::fwd_loop, ligerd::softmax::kVec)
 
 #else  // LIGERD_SOFTMAX_BWD
 // The backward loop kernel reads two tensors per step, so half the forward's vectors per tensor
@@ -307,12 +297,6 @@ __device__ __forceinline__ void bwd_loop(const LigerdSoftmaxBwdParams& p) {
 
 // Launch bounds: LIGERD_LB_I1..I4 and LIGERD_LB_LOOP, from the entry. A row in registers costs
 // 8 * ITERS registers of raw words (dy and y).
-#define LIGERD_SOFTMAX_BWD_REG(I, BOUNDS) \
-  LIGERD_ROW_REG_KERNELS_LB(softmax_bwd, I, BOUNDS, LigerdSoftmaxBwdParams, ligerd::softmax::bwd_reg, ligerd::softmax::kVec)
-LIGERD_SOFTMAX_BWD_REG(1, LIGERD_LB_I1)
-LIGERD_SOFTMAX_BWD_REG(2, LIGERD_LB_I2)
-LIGERD_SOFTMAX_BWD_REG(3, LIGERD_LB_I3)
-LIGERD_SOFTMAX_BWD_REG(4, LIGERD_LB_I4)
-LIGERD_ROW_LOOP_KERNELS(softmax_bwd, LIGERD_LB_LOOP, LigerdSoftmaxBwdParams, ligerd::softmax::bwd_loop,
-                        ligerd::softmax::kVec)
+LIGERD_ROW_KERNELS_I4(softmax_bwd, LigerdSoftmaxBwdParams, ligerd::softmax::bwd_reg,
+                      ligerd::softmax::bwd_loop, ligerd::softmax::kVec)
 #endif  // LIGERD_SOFTMAX_BWD
