@@ -43,7 +43,8 @@ constexpr int MaxThreadsOf(std::span<const LaunchBound> bounds, std::string_view
   return 0;
 }
 
-// The smallest max_threads of all of an op's kernels (ops whose planner takes one block limit).
+// The smallest max_threads of all of an op's kernels (ops whose planner takes one block limit);
+// 1024, CUDA's largest block, for an op with no bounds.
 constexpr int SmallestBound(std::span<const LaunchBound> bounds) {
   int m = 1024;
   for (const LaunchBound& b : bounds) m = b.max_threads < m ? b.max_threads : m;
