@@ -12,9 +12,10 @@
 
 namespace ligerd {
 
-// Creates the socket's parent directory if needed (0700, or 0710 with `group`). An existing
-// directory must be ours and not a symlink; group/other permissions beyond the wanted mode are
-// removed (a directory someone else owns is refused: another user could swap the socket).
+// Creates the socket's parent directory if needed (0700, or 0710 and that group with `group`).
+// An existing directory is used as it is, never chmodded (e.g. /tmp): it must be a directory, not
+// a symlink, owned by us or root, and not writable by group or others unless sticky; otherwise
+// FAILED_PRECONDITION (another user could swap the socket).
 absl::Status PrepareSocketDirectory(const std::string& socket_path, std::optional<gid_t> group);
 
 // An owned listening socket fd; closes on destruction. The socket file is not removed here
