@@ -7,7 +7,9 @@
 #include <cstdlib>
 #include <set>
 
+#include "absl/flags/commandlineflag.h"
 #include "absl/flags/flag.h"
+#include "absl/flags/reflection.h"
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -21,8 +23,8 @@ ABSL_FLAG(std::string, socket, "",
           "default too). Its directory is made 0700 and the socket 0600: only this user (and "
           "root) may connect.");
 ABSL_FLAG(std::string, socket_group, "",
-          "Also admit members of this group (name or gid): the socket becomes 0660 and its "
-          "directory 0710, both owned by the group. Default: none.");
+          "Also admit members of this group (name or gid): the socket becomes 0660 and a directory "
+          "ligerd creates for it 0710, both owned by the group. Default: none.");
 ABSL_FLAG(std::string, cache_dir, "",
           "Directory of the NVRTC JIT cache and the tuning DB. Default: $LIGERD_CACHE_DIR, else "
           "$XDG_CACHE_HOME/ligerd, else $HOME/.cache/ligerd, else /tmp/ligerd-<uid>/cache (the "
@@ -36,9 +38,31 @@ ABSL_FLAG(std::string, precompile_arch, "",
           "Compile every catalogue kernel variant for this arch (e.g. sm_90) into --cache_dir, "
           "print how many, and exit (non-zero if any failed). Needs no GPU.");
 
+ABSL_FLAG(int64_t, max_connections, 8192,
+          "Connections open at once, all peers together; more are closed at once (logged).");
+ABSL_FLAG(int64_t, max_connections_per_uid, 1024, "Connections open at once from one user.");
+ABSL_FLAG(int64_t, max_connections_per_pid, 64, "Connections open at once from one process.");
+ABSL_FLAG(int64_t, max_sessions, 4096,
+          "Sessions open at once, all clients together; OpenSession beyond it is RESOURCE_EXHAUSTED. "
+          "Each holds 2 fds, so the defaults fit in LimitNOFILE=65536.");
+ABSL_FLAG(int64_t, max_sessions_per_uid, 1024, "Sessions open at once for one user.");
+ABSL_FLAG(int64_t, max_sessions_per_pid, 64, "Sessions open at once for one process.");
+ABSL_FLAG(int64_t, idle_connection_timeout_s, 300,
+          "A connection with no RPC in flight for this many seconds is closed (clients reconnect "
+          "on their next call; an open session's heartbeats keep its connection busy).");
+
 namespace ligerd {
 
 namespace {
+// A positive count flag that must fit in `max`.
+absl::StatusOr<int64_t> Positive(const char* name, int64_t value, int64_t max) {
+  if (value < 1 || value > max) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", name, "=", value, ": must be between 1 and ", max));
+  }
+  return value;
+}
+
 absl::StatusOr<gid_t> ResolveGroup(const std::string& group) {
   uint32_t gid;
   if (absl::SimpleAtoi(group, &gid)) return static_cast<gid_t>(gid);
@@ -109,7 +133,68 @@ absl::StatusOr<DaemonConfig> ConfigFromFlags(const EnvLookup& env) {
   config.log_level = *level;
   config.metrics_address = absl::GetFlag(FLAGS_metrics_address);
   config.precompile_arch = absl::GetFlag(FLAGS_precompile_arch);
+
+  struct Count {
+    const char* name;
+    int64_t value;
+    size_t* out;
+  };
+  constexpr int64_t kMaxCount = 1 << 20;
+  for (const Count& c : {Count{"max_connections", absl::GetFlag(FLAGS_max_connections), &config.max_connections},
+                         Count{"max_connections_per_uid", absl::GetFlag(FLAGS_max_connections_per_uid),
+                               &config.max_connections_per_uid},
+                         Count{"max_connections_per_pid", absl::GetFlag(FLAGS_max_connections_per_pid),
+                               &config.max_connections_per_pid},
+                         Count{"max_sessions", absl::GetFlag(FLAGS_max_sessions), &config.max_sessions},
+                         Count{"max_sessions_per_uid", absl::GetFlag(FLAGS_max_sessions_per_uid),
+                               &config.max_sessions_per_uid},
+                         Count{"max_sessions_per_pid", absl::GetFlag(FLAGS_max_sessions_per_pid),
+                               &config.max_sessions_per_pid}}) {
+    auto value = Positive(c.name, c.value, kMaxCount);
+    if (!value.ok()) return value.status();
+    *c.out = static_cast<size_t>(*value);
+  }
+  auto timeout = Positive("idle_connection_timeout_s", absl::GetFlag(FLAGS_idle_connection_timeout_s), 86400);
+  if (!timeout.ok()) return timeout.status();
+  config.idle_connection_timeout_ms = static_cast<int>(*timeout * 1000);
   return config;
+}
+
+absl::Status CheckCommandLine(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view arg = argv[i];
+    if (arg == "--") break;                               // the rest is positional
+    if (arg.size() < 2 || arg[0] != '-') continue;        // positional: main() refuses it
+    arg.remove_prefix(arg[1] == '-' ? 2 : 1);
+    const size_t eq = arg.find('=');
+    const absl::string_view name = arg.substr(0, eq);
+    const bool has_value = eq != absl::string_view::npos;
+    absl::string_view value = has_value ? arg.substr(eq + 1) : absl::string_view();
+    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    if (flag == nullptr && absl::StartsWith(name, "no")) {  // --nofoo for a bool --foo
+      absl::CommandLineFlag* positive = absl::FindCommandLineFlag(name.substr(2));
+      if (positive != nullptr && positive->IsOfType<bool>()) {
+        if (has_value) return absl::InvalidArgumentError(absl::StrCat("--", name, " takes no value"));
+        continue;
+      }
+    }
+    if (flag == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name, " (see ligerd --help)"));
+    }
+    if (!has_value) {
+      if (flag->IsOfType<bool>()) continue;
+      if (i + 1 >= argc) {
+        return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value (--", name, "=VALUE)"));
+      }
+      value = argv[++i];
+    }
+    // Parsing into the flag is harmless: ParseCommandLine sets the same value again.
+    std::string error;
+    if (!flag->ParseFrom(value, &error)) {
+      return absl::InvalidArgumentError(absl::StrCat("--", name, "=", value, ": ", error));
+    }
+  }
+  return absl::OkStatus();
 }
 
 const char* DaemonUsage() {

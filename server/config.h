@@ -25,7 +25,20 @@ struct DaemonConfig {
   std::string metrics_address;      // host:port for Prometheus text; "" = off
   std::string precompile_arch;      // non-empty: compile every kernel variant for it and exit
   int shutdown_grace_ms = 1500;     // how long in-flight RPCs get on SIGTERM (exit within 2 s)
+  // Limits (one peer must not make the daemon unreachable for the node). The defaults fit within
+  // LimitNOFILE=65536 (deploy/systemd): a connection holds 1 fd, a session 2 (pidfd, ring).
+  size_t max_connections = 8192;
+  size_t max_connections_per_uid = 1024;
+  size_t max_connections_per_pid = 64;
+  size_t max_sessions = 4096;
+  size_t max_sessions_per_uid = 1024;
+  size_t max_sessions_per_pid = 64;
+  int idle_connection_timeout_ms = 300000;  // a connection with no RPC for this long is closed
 };
+
+// Checks the command line before abseil parses it (abseil exits 1 on a bad flag; ligerd's bad-flag
+// exit code is 2): unknown flags, flags missing their value, values that do not parse.
+absl::Status CheckCommandLine(int argc, char** argv);
 
 // "all" or "" -> {} (every GPU); "0,2" -> {0, 2}. Rejects negatives, duplicates and junk.
 absl::StatusOr<std::vector<int>> ParseDevices(const std::string& spec);

@@ -39,6 +39,8 @@ class Daemon {
   uint64_t refused_connections() const { return refused_.load(); }
   uint64_t accepted_connections() const { return accepted_.load(); }
   uint32_t active_sessions() const { return sessions_->active(); }
+  // Connections admitted and not yet closed by gRPC (forgets closed ones first).
+  size_t open_connections() { return peers_.Sweep(); }
 
  private:
   Daemon(const DaemonConfig& config, InstanceLock lock, ListeningSocket socket);

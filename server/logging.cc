@@ -1,5 +1,7 @@
 #include "server/logging.h"
 
+#include <utility>
+
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -51,6 +53,16 @@ void WriteLogLine(LogLevel level, absl::string_view message) {
   std::fprintf(stderr, "%c %s.%06ldZ ligerd[%d] %.*s\n", kLetters[static_cast<int>(level)], stamp,
                static_cast<long>(tv.tv_usec), static_cast<int>(getpid()),
                static_cast<int>(message.size()), message.data());
+}
+
+uint64_t LogRateLimiter::Note() {
+  const auto now = std::chrono::steady_clock::now();
+  absl::MutexLock lock(&mu_);
+  ++pending_;
+  if (logged_ && now - last_ < interval_) return 0;
+  logged_ = true;
+  last_ = now;
+  return std::exchange(pending_, 0);
 }
 
 }  // namespace ligerd

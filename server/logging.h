@@ -2,12 +2,15 @@
 // event, with a timestamp and level, so journald and `kubectl logs` show what the daemon did.
 #pragma once
 
+#include <chrono>
+#include <cstdint>
 #include <sstream>
 #include <string>
 #include <string_view>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 
 namespace ligerd {
 
@@ -31,6 +34,23 @@ class LogLine {
  private:
   LogLevel level_;
   std::ostringstream stream_;
+};
+
+// For an event that can recur thousands of times a second (refused connections, accept failing
+// with EMFILE): at most one log line per `interval`, carrying how many events it stands for.
+class LogRateLimiter {
+ public:
+  explicit LogRateLimiter(std::chrono::milliseconds interval = std::chrono::seconds(1)) : interval_(interval) {}
+  // Counts one event. Returns how many events the caller's line should report (this one and those
+  // suppressed since the last line), or 0 when the caller should not log now.
+  uint64_t Note();
+
+ private:
+  const std::chrono::milliseconds interval_;
+  absl::Mutex mu_;
+  std::chrono::steady_clock::time_point last_ ABSL_GUARDED_BY(mu_){};
+  uint64_t pending_ ABSL_GUARDED_BY(mu_) = 0;
+  bool logged_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace ligerd

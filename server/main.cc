@@ -3,6 +3,7 @@
 // 3 another instance already serves the socket.
 #include <cuda.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -49,6 +50,24 @@ void LogGpus(const GpuInventory& inventory) {
   }
 }
 
+// Raises the soft open-file limit to the hard one (systemd's default soft limit is 1024), and
+// says when even that cannot hold the configured caps.
+void RaiseFileLimit(const DaemonConfig& config) {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+  if (limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
+    getrlimit(RLIMIT_NOFILE, &limit);
+  }
+  const rlim_t needed = config.max_connections + 2 * config.max_sessions + 256;
+  if (limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur < needed) {
+    LIGERD_LOG(kWarning) << "open-file limit " << limit.rlim_cur << " is below what the caps need ("
+                         << needed << " = --max_connections + 2 x --max_sessions + 256): set "
+                         << "LimitNOFILE=65536 or lower the caps; the daemon backs off when out of fds";
+  }
+}
+
 int Serve(const DaemonConfig& config) {
   const auto t0 = std::chrono::steady_clock::now();
   // Signals are taken by sigwait on this thread, so every other thread must block them: block
@@ -77,8 +96,13 @@ int Serve(const DaemonConfig& config) {
   facts.ops = CatalogueSummary();
   LogGpus(facts.inventory);
 
+  RaiseFileLimit(config);
   dataplane::CudaIpcOpener ipc_opener;
-  absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(config, facts, &ipc_opener);
+  SessionLimits limits;
+  limits.max_sessions = config.max_sessions;
+  limits.max_sessions_per_uid = config.max_sessions_per_uid;
+  limits.max_sessions_per_pid = config.max_sessions_per_pid;
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(config, facts, &ipc_opener, limits);
   if (!daemon.ok()) {
     const bool already = daemon.status().code() == absl::StatusCode::kAlreadyExists;
     LIGERD_LOG(kError) << daemon.status().message() << (already ? "; exiting" : "");
@@ -110,6 +134,10 @@ int main(int argc, char** argv) {
       "\nExit codes: 0 clean exit, 1 runtime failure, 2 bad flags, 3 another ligerd already "
       "serves the socket."));
   ligerd::InstallFlagsUsageConfig();
+  if (absl::Status flags = ligerd::CheckCommandLine(argc, argv); !flags.ok()) {
+    std::fprintf(stderr, "ligerd: %s\n", std::string(flags.message()).c_str());
+    return ligerd::kExitBadFlags;
+  }
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
   if (positional.size() > 1) {
     std::fprintf(stderr, "ligerd: unexpected argument '%s' (see ligerd --help)\n", positional[1]);

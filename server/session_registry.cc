@@ -100,6 +100,31 @@ SessionRegistry::~SessionRegistry() {
   active_.store(0);
 }
 
+absl::Status SessionRegistry::CheckCapsLocked(const PeerCredentials& peer) const {
+  if (sessions_.size() >= limits_.max_sessions) {
+    return absl::ResourceExhaustedError(absl::StrCat("OpenSession: session limit: ", sessions_.size(),
+                                                     " sessions open (--max_sessions=", limits_.max_sessions,
+                                                     ")"));
+  }
+  size_t same_uid = 0;
+  size_t same_pid = 0;
+  for (const auto& [id, session] : sessions_) {
+    same_uid += session->peer().uid == peer.uid;
+    same_pid += session->peer().pid == peer.pid;
+  }
+  if (same_uid >= limits_.max_sessions_per_uid) {
+    return absl::ResourceExhaustedError(absl::StrCat("OpenSession: session limit: uid ", peer.uid, " has ",
+                                                     same_uid, " sessions open (--max_sessions_per_uid=",
+                                                     limits_.max_sessions_per_uid, ")"));
+  }
+  if (same_pid >= limits_.max_sessions_per_pid) {
+    return absl::ResourceExhaustedError(absl::StrCat("OpenSession: session limit: pid ", peer.pid, " has ",
+                                                     same_pid, " sessions open (--max_sessions_per_pid=",
+                                                     limits_.max_sessions_per_pid, ")"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::shared_ptr<Session>> SessionRegistry::Open(const ligerd::v1::OpenSessionRequest& request,
                                                                const PeerCredentials& peer, uint32_t min_protocol,
                                                                uint32_t max_protocol) {
@@ -132,8 +157,13 @@ absl::StatusOr<std::shared_ptr<Session>> SessionRegistry::Open(const ligerd::v1:
   uint64_t id;
   {
     absl::MutexLock lock(&mu_);
-    if (sessions_.size() >= limits_.max_sessions) {
-      return absl::ResourceExhaustedError(absl::StrCat("OpenSession: ", limits_.max_sessions, " sessions open"));
+    absl::Status cap = CheckCapsLocked(peer);
+    if (!cap.ok()) {
+      if (const uint64_t n = refusal_log_.Note(); n > 0) {
+        LIGERD_LOG(kWarning) << "refused " << n << " OpenSession call(s) since the last such line; latest: "
+                             << cap.message();
+      }
+      return cap;
     }
     id = next_id_++;
   }

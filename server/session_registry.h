@@ -20,6 +20,7 @@
 #include "server/dataplane/buffer_registry.h"
 #include "server/dataplane/remote_runner.h"
 #include "server/dataplane/shm_ring.h"
+#include "server/logging.h"
 #include "server/peer_credentials.h"
 
 namespace ligerd {
@@ -30,6 +31,8 @@ struct SessionLimits {
   uint32_t heartbeat_timeout_ms = 30000;   // a stopped (not dead) process keeps its session this long
   size_t max_buffers_per_session = 65536;  // bounds the daemon's mappings per client
   size_t max_sessions = 4096;              // bounds what all clients together can make the daemon hold
+  size_t max_sessions_per_uid = 1024;      // one user cannot take every session
+  size_t max_sessions_per_pid = 64;        // nor one process
 };
 
 using Dispatch = ligerd::v1::OpenSessionRequest::Dispatch;
@@ -104,6 +107,8 @@ class SessionRegistry {
 
  private:
   void ReapLoop();
+  // RESOURCE_EXHAUSTED naming the cap (and its flag) that `peer` opening one more would exceed.
+  absl::Status CheckCapsLocked(const PeerCredentials& peer) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void End(uint64_t id, const char* why);
 
   SessionLimits limits_;
@@ -114,6 +119,7 @@ class SessionRegistry {
   absl::flat_hash_map<uint64_t, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   std::atomic<uint32_t> active_{0};
+  LogRateLimiter refusal_log_;  // sessions refused on a cap
   UniqueFd wake_fd_;  // eventfd: wakes the reaper (new session, shutdown)
   std::atomic<bool> stopping_{false};
   std::thread reaper_;
