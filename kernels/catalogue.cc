@@ -50,8 +50,10 @@ std::function<std::optional<TuningShape>(const OpCall&)> RowTuningShape(int inde
     TuningShape s;
     s.dtype = t.dtype;
     s.cols = t.sizes[t.ndim - 1];
+    if (s.cols < 0) return std::nullopt;
     s.rows = 1;
-    for (int d = 0; d + 1 < t.ndim; ++d) s.rows *= t.sizes[d];
+    for (int d = 0; d + 1 < t.ndim; ++d)  // checked: this may run before the call's checks
+      if (t.sizes[d] < 0 || __builtin_mul_overflow(s.rows, t.sizes[d], &s.rows)) return std::nullopt;
     return s;
   };
 }

@@ -5,6 +5,9 @@
 #include <span>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
+#include "kernels/validate.h"
+
 namespace ligerd::kernels {
 namespace {
 
@@ -122,6 +125,13 @@ absl::StatusOr<std::shared_ptr<PlanCache::Entry>> PlanCache::Build(std::string_v
   if (!a.ok()) return a.status();
   auto entry = std::make_shared<Entry>();
   entry->plan = *std::move(a);
+  // PlanOp passed, so the op exists and every present tensor has a valid extent.
+  entry->spec = FindOp(op);
+  if (entry->spec == nullptr) return absl::InternalError(absl::StrCat("planned unknown op '", std::string(op), "'"));
+  entry->extents.assign(call.tensors.size(), 0);
+  for (size_t i = 0; i < call.tensors.size(); ++i)
+    if (call.tensors[i].present() && !ByteExtent(call.tensors[i], &entry->extents[i]))
+      return absl::InternalError(absl::StrCat(std::string(op), ": planned a tensor without an extent"));
 
   // The same call with every address shifted by kShift.
   std::vector<TensorView> shifted(call.tensors.begin(), call.tensors.end());
@@ -159,6 +169,12 @@ absl::StatusOr<std::shared_ptr<PlanCache::Entry>> PlanCache::Build(std::string_v
 
 absl::StatusOr<std::shared_ptr<PlanCache::Entry>> PlanCache::BuildFromSource(
     std::string_view op, const OpCall& call, const DeviceInfo& device, const ConfigSource& source) {
+  // The source computes a tuning key from the call's geometry: only for a call that passes the
+  // generic checks (an unchecked record could make that arithmetic overflow or spin). A bad call
+  // fails here with PlanOp's own error.
+  const OpSpec* spec = FindOp(op);
+  if (spec == nullptr) return PlanOp(op, call, device).status();
+  if (absl::Status s = CheckCall(*spec, call, device); !s.ok()) return s;
   std::optional<LaunchConfig> stored = source.lookup ? source.lookup(call) : std::nullopt;
   if (!stored.has_value()) return Build(op, call, device);
   OpCall tuned_call = call;
@@ -214,6 +230,9 @@ absl::StatusOr<OpPlan> PlanCache::Lookup(const std::string& key, std::string_vie
     }
     return PlanOp(op, call, device);
   }
+  // The key fixed the geometry, not where the tensors are: the address checks of PlanOp, on
+  // this call's pointers (a few comparisons per pair of tensors).
+  if (absl::Status s = CheckAddresses(*entry->spec, call.tensors, entry->extents); !s.ok()) return s;
   OpPlan plan = entry->plan;
   for (const Patch& p : entry->patches) {
     const void* v = p.source < 0 ? call.workspace : call.tensors[p.source].data;

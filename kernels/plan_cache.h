@@ -1,6 +1,9 @@
-// A small cache of op plans, so a call with the same geometry as an earlier one skips the checks
-// and the planning (PlanOp) and only patches its tensor and workspace addresses into the kernel
-// parameter blocks.
+// A small cache of op plans, so a call with the same geometry as an earlier one skips the
+// geometry checks and the planning (PlanOp) and only patches its tensor and workspace addresses
+// into the kernel parameter blocks. What depends on the addresses themselves is checked on every
+// call, hit or miss, with PlanOp's messages (CheckAddresses: element alignment, ranges that do
+// not wrap, no output overlapping another tensor but its declared exact alias): two calls of one
+// key can differ there.
 //
 // Key: op name, and per tensor: present, dtype, rank, sizes, strides, device, address mod 16
 // (vectorisation depends on alignment) and which earlier tensor it aliases (dX over dY); the
@@ -16,7 +19,9 @@
 // the same message). An autotuned config (OpCall::tuned) is part of the key, so tuned and
 // default plans of one geometry are cached side by side.
 //
-// Configs chosen from the tuning DB (a ConfigSource): the key is the call's geometry plus the
+// Configs chosen from the tuning DB (a ConfigSource): asked only about calls that passed the
+// generic checks (CheckCall), so a hostile geometry never reaches the tuning-key arithmetic. The
+// key is the call's geometry plus the
 // DB's generation, and the entry remembers the config it was planned with, so a hit costs no DB
 // lookup at all, a tuned plan and a default plan of one geometry can never be confused (a
 // default-keyed call never carries a source), and a DB change (a new generation) is a new key:
@@ -80,6 +85,10 @@ class PlanCache {
     OpPlan plan;  // built with the addresses of the call that missed
     std::vector<Patch> patches;
     std::optional<LaunchConfig> tuned;  // the source's config it was planned with (ConfigSource)
+    // For the checks a hit still runs (CheckAddresses): the op's spec and each tensor's byte
+    // extent, which the key's geometry fixes.
+    const OpSpec* spec = nullptr;
+    std::vector<uint64_t> extents;
   };
 
   static void AppendKey(std::string& key, std::string_view op, const OpCall& call);

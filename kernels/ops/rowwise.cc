@@ -14,11 +14,7 @@ namespace {
 constexpr int kMaxThreadsPerBlock = 1024;
 
 int64_t RoundUp(int64_t a, int64_t b) { return rowwise::CeilDiv(a, b) * b; }
-int64_t NextPow2(int64_t a) {
-  int64_t p = 1;
-  while (p < a) p *= 2;
-  return p;
-}
+int64_t NextPow2(int64_t a) { return NextPow2Saturating(a); }
 
 }  // namespace
 

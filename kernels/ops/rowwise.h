@@ -82,7 +82,8 @@ inline constexpr int64_t kMaxHidden = int64_t{1} << 30;
 // The reduction kernel's block: 32 columns x 16 partial-row lanes (rowwise.cuh).
 inline constexpr unsigned kReduceCols = 32, kReduceLanes = 16;
 
-inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+// ceil(a / b) for b > 0, without forming a + b - 1 (which overflows near INT64_MAX).
+inline int64_t CeilDiv(int64_t a, int64_t b) { return a / b + (a % b > 0 ? 1 : 0); }
 inline bool Aligned(const void* p, size_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; }
 inline bool RowsVectorizable(const void* data, const RowMatrix& m, int vec) {
   return Aligned(data, kVectorAlign) && m.row_stride % vec == 0;

@@ -16,6 +16,7 @@
 #include "kernels/jit/cache_entry.h"
 #include "kernels/jit/sha256.h"
 #include "kernels/ops/dtype_names.h"
+#include "kernels/validate.h"
 
 namespace ligerd::kernels {
 namespace {
@@ -26,12 +27,6 @@ constexpr int kEntryFields = 15;  // "entry" + 14
 
 absl::Mutex g_sink_mu;
 std::function<void(std::string_view)>* g_sink ABSL_GUARDED_BY(g_sink_mu) = nullptr;
-
-int64_t NextPow2(int64_t a) {
-  int64_t p = 1;
-  while (p < a) p *= 2;
-  return p;
-}
 
 std::string ChecksumOf(absl::string_view body) {
   const Digest256 d = Sha256Of(std::string_view(body.data(), body.size()));
@@ -75,7 +70,8 @@ std::string GpuFileStem(const GpuIdentity& gpu) {
 }
 
 TuningKey MakeTuningKey(std::string_view op, const TuningShape& shape) {
-  return {std::string(op), TuningDTypeName(shape.dtype), shape.rows <= 0 ? 0 : NextPow2(shape.rows), shape.cols};
+  return {std::string(op), TuningDTypeName(shape.dtype), shape.rows <= 0 ? 0 : NextPow2Saturating(shape.rows),
+          shape.cols};
 }
 
 std::string KeyString(const TuningKey& key) {

@@ -67,7 +67,7 @@ std::string GpuFileStem(const GpuIdentity& gpu);
 struct TuningKey {
   std::string op;
   std::string dtype;        // ShortName: "f32", "bf16", "f16", ...
-  int64_t rows_bucket = 0;  // rows rounded up to a power of two (0 stays 0)
+  int64_t rows_bucket = 0;  // rows rounded up to a power of two (0 stays 0; INT64_MAX above 2^62)
   int64_t cols = 0;
   bool operator==(const TuningKey&) const = default;
   template <typename H>
