@@ -335,5 +335,122 @@ TEST(GeometryLimits, AddressRangesThatWrapAreRefusedOnBothPaths) {
   ExpectInvalid(cache.Plan("rms_norm_fwd", bad.Get(), dev).status(), {"rms_norm_fwd: tensor 'X'", "address"});
 }
 
+// Random records over every op, sizes and strides drawn from a palette of edge values (empty,
+// huge, negative, INT64_MAX), addresses sometimes overlapping: through the plan cache with a
+// tuning DB source that computes the tuning key as the executor does, twice (miss, then hit).
+// Every call returns (watchdog), and every refusal is INVALID_ARGUMENT starting with the op.
+TEST(GeometryLimits, RandomHostileRecordsAreRefusedCleanly) {
+  const int64_t palette[] = {0, 1, 2, 3, 8, 64, 4096, 4097, int64_t{1} << 31, k2p40, k2p62 - 1, k2p62,
+                             k2p62 + 1, kMax - 1, kMax, -1, -4096, std::numeric_limits<int64_t>::min()};
+  const DType dtypes[] = {DType::kFloat32, DType::kFloat16, DType::kBFloat16, DType::kInt32, DType::kInt64};
+  uint64_t rng = 0x9E3779B97F4A7C15ull;
+  auto next = [&rng] {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+  };
+  auto pick = [&](uint64_t n) { return next() % n; };
+  auto size_value = [&]() -> int64_t {
+    return pick(3) == 0 ? palette[pick(std::size(palette))] : static_cast<int64_t>(pick(9));
+  };
+  const DeviceInfo dev = FakeDevice();
+  PlanCache cache(64);
+  PlanCache::ConfigSource source;
+  source.generation = 1;
+  std::string current_op;
+  source.lookup = [&current_op](const OpCall& call) -> std::optional<LaunchConfig> {
+    const OpSpec* spec = FindOp(current_op);
+    if (spec == nullptr || !spec->tuning_shape) return std::nullopt;
+    const std::optional<TuningShape> shape = spec->tuning_shape(call);
+    if (shape.has_value()) (void)MakeTuningKey(current_op, *shape);
+    return std::nullopt;
+  };
+  int refused = 0, planned = 0;
+  WithinSeconds("random hostile records", 240, [&] {
+    for (int iter = 0; iter < 20000; ++iter) {
+      const OpSpec& spec = *AllOps()[pick(AllOps().size())];
+      current_op = spec.name;
+      std::vector<TensorView> t(spec.tensors.size());
+      std::vector<double> scalars(spec.scalars.size(), 0.0);
+      for (double& x : scalars) x = pick(2) == 0 ? 1e-6 : static_cast<double>(pick(3));
+      // Half the records: a valid call (the op's tuning problem) with one or two fields broken.
+      std::optional<TuningProblem> problem;
+      if (spec.tuning_problem && pick(2) == 0) {
+        const int64_t rows_options[] = {1, 7, 64, 4096}, cols_options[] = {8, 100, 4096, 5120};
+        absl::StatusOr<TuningProblem> p = spec.tuning_problem(
+            {spec.tensors[0].dtypes[0], rows_options[pick(4)], cols_options[pick(4)]});
+        if (p.ok() && p->tensors.size() == t.size() && p->scalars.size() == scalars.size()) problem = *p;
+      }
+      if (problem.has_value()) {
+        scalars = problem->scalars;
+        for (size_t i = 0; i < t.size(); ++i) {
+          const ScratchTensor& st = problem->tensors[i];
+          if (!st.present) continue;
+          std::vector<int64_t> strides(st.sizes.size());
+          int64_t stride = 1;
+          for (int d = static_cast<int>(st.sizes.size()) - 1; d >= 0; --d) {
+            strides[d] = stride;
+            stride *= st.sizes[d];
+          }
+          t[i] = View(Addr(static_cast<int>(i)), st.dtype, st.sizes, strides);
+        }
+        for (int breaks = 1 + static_cast<int>(pick(2)); breaks > 0; --breaks) {
+          TensorView& v = t[pick(t.size())];
+          if (!v.present()) continue;
+          switch (pick(4)) {
+            case 0: v.sizes[pick(v.ndim)] = size_value(); break;
+            case 1: v.strides[pick(v.ndim)] = size_value(); break;
+            case 2: v.data = static_cast<char*>(t[pick(t.size())].data ? t[pick(t.size())].data : v.data) + 16 * pick(4); break;
+            default: v.sizes[pick(v.ndim)] = 0; v.sizes[pick(v.ndim)] = size_value(); break;
+          }
+          if (v.data == nullptr) v.data = Addr(11);
+        }
+      }
+      for (size_t i = 0; i < t.size() && !problem.has_value(); ++i) {
+        const TensorParam& p = spec.tensors[i];
+        if (p.optional && pick(4) == 0) continue;
+        TensorView& v = t[i];
+        v.dtype = pick(8) == 0 ? dtypes[pick(std::size(dtypes))] : p.dtypes[pick(p.dtypes.size())];
+        v.ndim = static_cast<int32_t>(1 + pick(kMaxDims));
+        const bool contiguous = pick(2) == 0;
+        int64_t stride = 1;
+        for (int d = v.ndim - 1; d >= 0; --d) {
+          v.sizes[d] = size_value();
+          if (contiguous) {
+            v.strides[d] = stride;
+            if (__builtin_mul_overflow(stride, std::max<int64_t>(v.sizes[d], 1), &stride)) stride = 1;
+          } else {
+            v.strides[d] = size_value();
+          }
+        }
+        // Far apart, or on top of an earlier tensor (a few elements in, or exactly).
+        uintptr_t addr = uintptr_t{0x100000000} * (i + 1);
+        if (i > 0 && pick(4) == 0) addr = reinterpret_cast<uintptr_t>(t[pick(i)].data) + 16 * pick(3);
+        if (addr == 0) addr = 0x1000;
+        v.data = reinterpret_cast<void*>(addr);
+      }
+      OpCall call;
+      call.tensors = t;
+      call.scalars = scalars;
+      call.workspace = Addr(12);
+      call.workspace_bytes = size_t{1} << 40;
+      for (int twice = 0; twice < 2; ++twice) {
+        const absl::StatusOr<OpPlan> plan =
+            pick(2) == 0 ? cache.Plan(spec.name, call, dev, source) : cache.Plan(spec.name, call, dev);
+        if (plan.ok()) {
+          ++planned;
+          continue;
+        }
+        ++refused;
+        ASSERT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument) << spec.name << ": " << plan.status();
+        ASSERT_EQ(plan.status().message().substr(0, spec.name.size()), spec.name) << plan.status();
+      }
+    }
+  });
+  EXPECT_GT(refused, 0);
+  std::printf("random hostile records: %d planned, %d refused\n", planned, refused);
+}
+
 }  // namespace
 }  // namespace ligerd::kernels

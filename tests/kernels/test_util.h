@@ -22,7 +22,8 @@ namespace ligerd::kernels::testing {
 // Planning tests: distinct, 256-byte aligned fake device addresses far apart (never dereferenced).
 inline void* Addr(int i) { return reinterpret_cast<void*>(uintptr_t{0x100000000} * (i + 1)); }
 
-// A tensor view over a fake address; row-major strides unless given.
+// A tensor view over a fake address; row-major strides unless given. More than kMaxDims sizes
+// (a rank error to test) set ndim and fill the first kMaxDims dims only.
 inline TensorView Tensor(void* data, DType dt, std::vector<int64_t> sizes, std::vector<int64_t> strides = {}) {
   TensorView t;
   t.data = data;
@@ -30,8 +31,10 @@ inline TensorView Tensor(void* data, DType dt, std::vector<int64_t> sizes, std::
   t.ndim = static_cast<int32_t>(sizes.size());
   int64_t s = 1;
   for (int i = t.ndim - 1; i >= 0; --i) {
-    t.sizes[i] = sizes[i];
-    t.strides[i] = strides.empty() ? s : strides[i];
+    if (i < kMaxDims) {
+      t.sizes[i] = sizes[i];
+      t.strides[i] = strides.empty() ? s : strides[i];
+    }
     s *= sizes[i];
   }
   return t;
