@@ -23,20 +23,24 @@ absl::StatusOr<uint64_t> TensorSpanBytes(int ndim, const int64_t* sizes, const i
   }
   if (element_bytes <= 0) return absl::InvalidArgumentError("invalid dtype");
   uint64_t last = 0;  // element index of the last reachable element
+  bool empty = false;
+  // Every dim is checked, whatever comes before it: an empty dim must not let the others through.
   for (int d = 0; d < ndim; ++d) {
     if (sizes[d] < 0) return absl::InvalidArgumentError(absl::StrCat("size[", d, "] = ", sizes[d], " is negative"));
     if (strides[d] < 0) {
       return absl::InvalidArgumentError(absl::StrCat("stride[", d, "] = ", strides[d], " is negative"));
     }
-    if (sizes[d] == 0) return uint64_t{0};  // an empty tensor touches nothing
+    empty = empty || sizes[d] == 0;
   }
   for (int d = 0; d < ndim; ++d) {
+    if (sizes[d] == 0) continue;
     uint64_t step;
     if (__builtin_mul_overflow(static_cast<uint64_t>(sizes[d] - 1), static_cast<uint64_t>(strides[d]), &step) ||
         __builtin_add_overflow(last, step, &last)) {
       return absl::InvalidArgumentError("sizes and strides overflow 64-bit arithmetic");
     }
   }
+  if (empty) return uint64_t{0};  // an empty tensor touches nothing
   uint64_t span;
   if (__builtin_add_overflow(last, uint64_t{1}, &span) ||
       __builtin_mul_overflow(span, static_cast<uint64_t>(element_bytes), &span)) {

@@ -34,6 +34,18 @@ TEST(TensorSpan, EmptyTensorTouchesNothing) {
   EXPECT_EQ(*TensorSpanBytes(2, sizes, strides, 4), 0u);
 }
 
+TEST(TensorSpan, AnEmptyDimDoesNotSkipTheChecksOfTheOthers) {
+  // Issue 17: an empty dimension used to end the checks, so what came after it was never looked at.
+  const int64_t neg_after[] = {0, -3}, neg_stride_after[] = {1, -1}, ok_strides[] = {4, 1};
+  EXPECT_FALSE(TensorSpanBytes(2, neg_after, ok_strides, 2).ok()) << "negative size after an empty dim";
+  const int64_t sizes[] = {0, 4};
+  EXPECT_FALSE(TensorSpanBytes(2, sizes, neg_stride_after, 2).ok()) << "negative stride after an empty dim";
+  const int64_t huge[] = {0, int64_t{1} << 62, int64_t{1} << 62}, huge_strides[] = {1, int64_t{1} << 62, 1};
+  EXPECT_FALSE(TensorSpanBytes(3, huge, huge_strides, 2).ok()) << "overflowing dims after an empty one";
+  const int64_t fine[] = {0, 3, 5}, fine_strides[] = {15, 5, 1};
+  EXPECT_EQ(*TensorSpanBytes(3, fine, fine_strides, 2), 0u) << "a well-formed empty tensor touches nothing";
+}
+
 TEST(TensorSpan, RejectsNegativeBadNdimAndOverflow) {
   int64_t sizes[] = {2, 2}, neg[] = {-1, 1};
   EXPECT_FALSE(TensorSpanBytes(2, sizes, neg, 2).ok());
