@@ -66,6 +66,15 @@ def compiled(fn: Callable) -> Callable:
     return torch.compile(fn, fullgraph=True)
 
 
+def peer_class(module: str, name: str):
+    """``from module import name``, or the exception that import raised (a peer that does not
+    import becomes a row saying so, never a crash of the benchmark)."""
+    try:
+        return getattr(__import__(module, fromlist=[name]), name)
+    except Exception as e:  # noqa: BLE001
+        return e
+
+
 def label(shape: Dict[str, int]) -> str:
     return " ".join(f"{k}={v}" for k, v in shape.items())
 

@@ -38,22 +38,6 @@ class HFLlamaRMSNorm(torch.nn.Module):
         return self.weight * h.to(input_dtype)
 
 
-def _liger_cls():
-    try:
-        from liger_kernel.transformers import LigerRMSNorm
-        return LigerRMSNorm
-    except Exception as e:  # noqa: BLE001
-        return e
-
-
-def _ligerd_cls():
-    try:
-        from ligerd.transformers import LigerRMSNorm
-        return LigerRMSNorm
-    except Exception as e:  # noqa: BLE001
-        return e
-
-
 def shapes(quick: bool) -> List[dict]:
     """LLaMA-3-8B's (16K tokens x hidden 4096) first, then 4K/16K/64K rows x 2048/4096/8192."""
     first = {"M": 16384, "N": 4096}
@@ -77,13 +61,13 @@ def impls() -> Dict[str, Callable[[dict, torch.dtype], torch.nn.Module]]:
         "eager": lambda s, d: HFLlamaRMSNorm(s["N"]),
         "torch.compile": lambda s, d: harness.compiled(HFLlamaRMSNorm(s["N"])),
     }
-    liger = _liger_cls()
+    liger = harness.peer_class("liger_kernel.transformers", "LigerRMSNorm")
     if isinstance(liger, Exception):
         print(f"[bench] Liger-Kernel not importable, skipped: {liger}")
     else:
         # Liger's defaults (casting_mode llama, in_place True), as a user would get them.
         out["liger"] = lambda s, d: liger(s["N"], eps=EPS)
-    ours = _ligerd_cls()
+    ours = harness.peer_class("ligerd.transformers", "LigerRMSNorm")
     if isinstance(ours, Exception):
         print(f"[bench] ligerd not importable, skipped: {ours}")
     else:

@@ -31,22 +31,6 @@ def _eager(x):
     return torch.softmax(x, dim=-1)
 
 
-def _liger_cls():
-    try:
-        from liger_kernel.transformers import LigerSoftmax
-        return LigerSoftmax
-    except Exception as e:  # noqa: BLE001
-        return e
-
-
-def _ligerd_cls():
-    try:
-        from ligerd.transformers import LigerSoftmax
-        return LigerSoftmax
-    except Exception as e:  # noqa: BLE001
-        return e
-
-
 def shapes(quick: bool) -> List[dict]:
     """16K tokens x 4096 first, then a grid of widths, then vocabulary-wide rows."""
     first = {"M": 16384, "N": 4096}
@@ -72,12 +56,12 @@ def impls() -> Dict[str, Callable]:
         "eager": lambda s, d: _eager,
         "torch.compile": lambda s, d: harness.compiled(_eager),
     }
-    liger = _liger_cls()
+    liger = harness.peer_class("liger_kernel.transformers", "LigerSoftmax")
     if isinstance(liger, Exception):
         print(f"[bench] Liger-Kernel not importable, skipped: {liger}")
     else:
         out["liger"] = lambda s, d: liger()
-    ours = _ligerd_cls()
+    ours = harness.peer_class("ligerd.transformers", "LigerSoftmax")
     if isinstance(ours, Exception):
         print(f"[bench] ligerd not importable, skipped: {ours}")
     else:
