@@ -343,9 +343,12 @@ def test_executor_second_line_of_checks():
 
 
 # ------------------------------------------------------------------------------------------
-# 5. Liger-Kernel itself when it is installed (same semantics, same tolerances).
+# 5. Liger-Kernel itself when it is installed (same semantics, same tolerances). Its softmax
+# refuses rows wider than 65536 ("exceeds the recommended Triton blocksize", 0.8.5), so the
+# widest row compared is 65536; ligerd's wider rows (151936, a vocabulary) are checked against
+# the float64 reference above.
 
-@pytest.mark.parametrize("shape", [(512, 4096), (4, 151936), (33, 1000)], ids=_id)
+@pytest.mark.parametrize("shape", [(512, 4096), (4, 65536), (33, 1000)], ids=_id)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=_id)
 def test_matches_liger_kernel(dtype, shape):
     Peer = liger_peer("LigerSoftmax")
