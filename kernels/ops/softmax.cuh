@@ -129,8 +129,35 @@ __device__ __forceinline__ void accumulate(float& m, float& s, const Vec<XT, VEC
 }
 
 // ---------------------------------------------------------------------------------------------
-// Forward, a row in registers: x read once (kept as raw 16/32-bit words, 4 registers per 16-byte
-// vector whatever the dtype), one (max, sum) reduction, y written once.
+// Forward, a row in registers: x read once, y written once. Two forms:
+//  - exp kept (a thread's row part is at most kKeepExp elements): the row's max first (one max
+//    reduction), then e = exp(x - max) once per element, kept in fp32 registers in place of x,
+//    their sum (one sum reduction), y = e * (1 / sum). One exp per element.
+//  - online (longer parts, whose fp32 exps would not fit the registers a 1024-thread block
+//    leaves): each thread's (max, sum) pair merged in one reduction (row_max_sum), then the
+//    exps computed again for y. Two exps per element, x kept as raw 16/32-bit words.
+// At 2 bytes an element (bf16 in, bf16 out) a second accurate expf per element costs about as
+// much issue time as the memory time (docs/perf/softmax.md), hence the first form wherever it fits.
+// 32 fp32 exps + the raw words of x being converted fit 1024-thread blocks' 64 registers (checked
+// with ptxas -v for every dtype: no spills).
+constexpr int kKeepExp = 32;
+
+// The max of v over the blockDim.x threads of a row, in every lane. Same layout rules as
+// common.cuh's row_sums; `red` is >= 32 floats of shared memory not used by another reduction
+// before the next barrier.
+__device__ __forceinline__ float row_max(float v, float* red) {
+  const int tpr = blockDim.x;
+  const int width = tpr < 32 ? tpr : 32;
+  for (int off = width >> 1; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
+  if (tpr <= 32) return v;
+  const int warps = tpr >> 5;
+  if ((threadIdx.x & 31) == 0) red[threadIdx.y * warps + (threadIdx.x >> 5)] = v;
+  __syncthreads();
+  v = red[threadIdx.y * warps];
+  for (int i = 1; i < warps; ++i) v = fmaxf(v, red[threadIdx.y * warps + i]);
+  return v;
+}
+
 template <int ITERS, int VEC>
 __device__ __forceinline__ void fwd_reg(const LigerdSoftmaxFwdParams& p) {
   __shared__ float red[64];
@@ -141,20 +168,56 @@ __device__ __forceinline__ void fwd_reg(const LigerdSoftmaxFwdParams& p) {
 
   Vec<XT, VEC> xv[ITERS];
   rowwise::load_row<XT, ITERS, VEC>(xv, static_cast<const XT*>(p.x) + r0 * p.x_stride, valid, nvec);
-  float m = neg_inf(), s = 0.f;
-  if (valid) accumulate<ITERS, VEC>(m, s, xv, threadIdx.x, blockDim.x, nvec);  // vectors vec_index(k)
-  row_max_sum(m, s, red);
-  if (!valid) return;  // no barriers below
-  const float inv = 1.f / s;
-  XT* y = static_cast<XT*>(p.y) + row * p.y_stride;
+  XT* y = static_cast<XT*>(p.y) + r0 * p.y_stride;
+  if constexpr (ITERS * VEC <= kKeepExp) {
+    // NaN entries: fmaxf skips them, their exp is NaN, so the sum and every y are NaN (torch's).
+    // All -inf: max -inf, every x - max NaN: NaN everywhere (torch's). +inf: NaN likewise.
+    float m = neg_inf();
 #pragma unroll
-  for (int k = 0; k < ITERS; ++k) {
-    const int j = vec_index(k);
-    if (j < nvec) {
-      float o[VEC];
+    for (int k = 0; k < ITERS; ++k)
+      if (valid && vec_index(k) < nvec)
 #pragma unroll
-      for (int i = 0; i < VEC; ++i) o[i] = expf(xv[k].get(i) - m) * inv;
-      store_vec_cs(y, j, o);
+        for (int i = 0; i < VEC; ++i) m = fmaxf(m, xv[k].get(i));
+    m = row_max(m, red);
+    float e[ITERS][VEC];
+    float s = 0.f;
+#pragma unroll
+    for (int k = 0; k < ITERS; ++k) {
+      const bool in = valid && vec_index(k) < nvec;
+#pragma unroll
+      for (int i = 0; i < VEC; ++i) {
+        e[k][i] = in ? expf(xv[k].get(i) - m) : 0.f;
+        s += e[k][i];
+      }
+    }
+    s = row_sum(s, red + 32);
+    if (!valid) return;  // no barriers below
+    const float inv = 1.f / s;
+#pragma unroll
+    for (int k = 0; k < ITERS; ++k) {
+      const int j = vec_index(k);
+      if (j < nvec) {
+        float o[VEC];
+#pragma unroll
+        for (int i = 0; i < VEC; ++i) o[i] = e[k][i] * inv;
+        store_vec_cs(y, j, o);
+      }
+    }
+  } else {
+    float m = neg_inf(), s = 0.f;
+    if (valid) accumulate<ITERS, VEC>(m, s, xv, threadIdx.x, blockDim.x, nvec);  // vectors vec_index(k)
+    row_max_sum(m, s, red);
+    if (!valid) return;  // no barriers below
+    const float inv = 1.f / s;
+#pragma unroll
+    for (int k = 0; k < ITERS; ++k) {
+      const int j = vec_index(k);
+      if (j < nvec) {
+        float o[VEC];
+#pragma unroll
+        for (int i = 0; i < VEC; ++i) o[i] = expf(xv[k].get(i) - m) * inv;
+        store_vec_cs(y, j, o);
+      }
     }
   }
 }
