@@ -27,8 +27,18 @@ workspace and per-token vectors room under the 10% budget. ``LIGERD_FLCE_CHUNK``
 overrides it (tokens).
 
 ``accum_dtype`` (e.g. torch.float32) accumulates dW and db in that dtype and casts back at the end
-(as Liger); the default accumulates in the weight's dtype. Under torch.compile this function runs
-eagerly (a graph break): its chunk loop with in-place GEMMs is not something to trace.
+(as Liger); the default accumulates in the weight's dtype.
+
+Eager mode runs the chunk loop through ``_FusedLinearCrossEntropy`` (a plain autograd.Function:
+the backward scales the saved gradients in place). Under torch.compile (fullgraph), make_fx or
+torch.export the same loop is one opaque custom op, ``ligerd::fused_linear_cross_entropy_fwd``,
+with a fake kernel and an autograd formula (``ligerd::fused_linear_cross_entropy_bwd`` for
+reduction="none"): the tracer sees one node, never the chunks. Its backward scales the saved
+gradients out of place (a traced backward may not mutate its inputs); Inductor writes that product
+into the saved gradients' own memory (AOTAutograd donates saved tensors that nothing else holds),
+so the compiled step keeps the eager memory footprint (aot_eager, which plans no memory, holds a
+second copy of the gradients during the backward). The target check is eager-only, as for
+cross-entropy: compiled or captured, an out-of-range target gives NaN instead of an error.
 """
 
 from __future__ import annotations
@@ -38,7 +48,10 @@ import os
 
 import torch
 
+from typing import Optional, Tuple
+
 from ligerd._errors import OpInputError
+from ligerd.ops import _opdef
 from ligerd.ops import cross_entropy as ce
 from ligerd.ops.gemm import gemm_
 
@@ -185,6 +198,128 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         return (dx, dW, None, db) + none[1:]
 
 
+
+# ---------------------------------------------------------------------------------------------
+# The traced path: one custom op for the whole chunk loop (see the module docstring).
+
+
+def _grads_wanted(reduction: int, grad_x: bool, grad_w: bool, grad_b: bool) -> Tuple[bool, bool]:
+    """(gradients computed in the forward, recomputed in the backward): reduction="none" defers."""
+    any_grad = grad_x or grad_w or grad_b
+    defer = reduction == ce.REDUCTIONS["none"] and any_grad
+    return any_grad and not defer, defer
+
+
+@_opdef.custom_op("fused_linear_cross_entropy_fwd")
+def fused_linear_cross_entropy_fwd(
+        x: torch.Tensor, W: torch.Tensor, target: torch.Tensor, b: Optional[torch.Tensor],
+        w32: Optional[torch.Tensor], denom: torch.Tensor, ignore_index: int, lse_square_scale: float,
+        label_smoothing: float, reduction: int, softcap: float, token_scaling: bool, want_z: bool,
+        want_pred: bool, grad_x: bool, grad_w: bool, grad_b: bool, accum_fp32: bool
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, z_rows, pred, dx, dW, db) of x [BT, H] @ W.T (+ b) against target [BT]. loss is fp32,
+    0-d (the sum of the rows, already divided as "mean" asks) or [BT] for reduction="none"; z_rows
+    fp32 [BT] and pred int64 [BT] when asked for, else empty. dx, dW, db: the gradients of the
+    loss (for a grad_output of 1) for the inputs whose grad_* is set, computed here (an empty
+    tensor otherwise, and always for "none", whose backward recomputes them)."""
+    in_fwd, _ = _grads_wanted(reduction, grad_x, grad_w, grad_b)
+    args = (ignore_index, lse_square_scale, label_smoothing, reduction, softcap)
+    with torch.no_grad():
+        loss_rows, z_rows, pred, dx, dW, db = _chunked(
+            x, W, target, b, w32, denom, args, want_z, want_pred, grads=in_fwd, need_dx=grad_x,
+            need_dw=grad_w, need_db=grad_b and b is not None,
+            accum_dtype=torch.float32 if accum_fp32 else None, token_scaling=token_scaling)
+        loss = loss_rows if reduction == ce.REDUCTIONS["none"] else loss_rows.sum()
+    empty = x.new_empty((0,))
+    return (loss, z_rows, pred, dx if dx is not None else empty, dW if dW is not None else empty,
+            db if db is not None else empty)
+
+
+@fused_linear_cross_entropy_fwd.register_fake
+def _(x, W, target, b, w32, denom, ignore_index, lse_square_scale, label_smoothing, reduction, softcap,
+      token_scaling, want_z, want_pred, grad_x, grad_w, grad_b, accum_fp32):
+    bt = x.shape[0]
+    in_fwd, _ = _grads_wanted(reduction, grad_x, grad_w, grad_b)
+    loss = x.new_empty((bt,) if reduction == ce.REDUCTIONS["none"] else (), dtype=torch.float32)
+    z = x.new_empty((bt if want_z else 0,), dtype=torch.float32)
+    pred = x.new_empty((bt if want_pred else 0,), dtype=torch.int64)
+    empty = x.new_empty((0,))
+    dx = torch.empty_like(x, memory_format=torch.contiguous_format) if in_fwd and grad_x else empty
+    dW = torch.empty_like(W, memory_format=torch.contiguous_format) if in_fwd and grad_w else empty
+    db = torch.empty_like(b) if in_fwd and grad_b and b is not None else empty
+    return loss, z, pred, dx, dW, db
+
+
+@_opdef.custom_op("fused_linear_cross_entropy_bwd")
+def fused_linear_cross_entropy_bwd(
+        dloss: torch.Tensor, x: torch.Tensor, W: torch.Tensor, target: torch.Tensor,
+        b: Optional[torch.Tensor], w32: Optional[torch.Tensor], denom: torch.Tensor, ignore_index: int,
+        lse_square_scale: float, label_smoothing: float, reduction: int, softcap: float,
+        token_scaling: bool, grad_x: bool, grad_w: bool, grad_b: bool, accum_fp32: bool
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """reduction="none"'s backward: (dx, dW, db) for the per-token upstream gradient ``dloss``
+    [BT], folded into d logits inside the cross-entropy kernel (the logits are recomputed chunk by
+    chunk); an empty tensor for each gradient not asked for."""
+    args = (ignore_index, lse_square_scale, label_smoothing, reduction, softcap)
+    with torch.no_grad():
+        row_scale = dloss.to(torch.float32).contiguous()
+        _, _, _, dx, dW, db = _chunked(
+            x, W, target, b, w32, denom, args, False, False, grads=True, need_dx=grad_x,
+            need_dw=grad_w, need_db=grad_b and b is not None,
+            accum_dtype=torch.float32 if accum_fp32 else None, row_scale=row_scale,
+            token_scaling=token_scaling)
+    empty = x.new_empty((0,))
+    return (dx if dx is not None else empty, dW if dW is not None else empty,
+            db if db is not None else empty)
+
+
+@fused_linear_cross_entropy_bwd.register_fake
+def _(dloss, x, W, target, b, w32, denom, ignore_index, lse_square_scale, label_smoothing, reduction,
+      softcap, token_scaling, grad_x, grad_w, grad_b, accum_fp32):
+    empty = x.new_empty((0,))
+    return (torch.empty_like(x, memory_format=torch.contiguous_format) if grad_x else empty,
+            torch.empty_like(W, memory_format=torch.contiguous_format) if grad_w else empty,
+            torch.empty_like(b) if grad_b and b is not None else empty)
+
+
+def _traced_setup_context(ctx, inputs, output):
+    (x, W, target, b, w32, denom, ignore_index, lse_square_scale, label_smoothing, reduction, softcap,
+     token_scaling, _, _, grad_x, grad_w, grad_b, accum_fp32) = inputs
+    _, ctx.defer = _grads_wanted(reduction, grad_x, grad_w, grad_b)
+    ctx.grads = (grad_x, grad_w, grad_b and b is not None)
+    if ctx.defer:
+        ctx.save_for_backward(x, W, target, b, w32, denom)
+        ctx.fwd = (ignore_index, lse_square_scale, label_smoothing, reduction, softcap, token_scaling,
+                   accum_fp32)
+    else:
+        ctx.save_for_backward(*output[3:])
+
+
+def _scaled(g: torch.Tensor, dloss: torch.Tensor) -> torch.Tensor:
+    """g * dloss (a 0-d fp32 tensor) in fp32, rounded once to g's dtype, as the eager path's in-place
+    cross_entropy_scale kernel does; Inductor fuses it into one pass over g."""
+    return (g.to(torch.float32) * dloss.to(torch.float32)).to(g.dtype)
+
+
+def _traced_backward(ctx, dloss, _dz, _dpred, _ddx, _ddw, _ddb):
+    nones = (None,) * 18
+    if dloss is None:
+        return nones
+    gx, gw, gb = ctx.grads
+    if ctx.defer:
+        x, W, target, b, w32, denom = ctx.saved_tensors
+        ii, lss, ls, red, cap, ts, acc = ctx.fwd
+        dx, dW, db = fused_linear_cross_entropy_bwd(dloss, x, W, target, b, w32, denom, ii, lss, ls,
+                                                    red, cap, ts, gx, gw, gb, acc)
+    else:
+        dx, dW, db = (_scaled(g, dloss) if want else None
+                      for g, want in zip(ctx.saved_tensors, (gx, gw, gb)))
+    return (dx if gx else None, dW if gw else None, None, db if gb else None) + nones[4:]
+
+
+fused_linear_cross_entropy_fwd.register_autograd(_traced_backward, setup_context=_traced_setup_context)
+
+
 def _check(x, W, target, b):
     for name, t in (("input", x), ("weight", W), ("target", target)):
         if not isinstance(t, torch.Tensor):
@@ -208,7 +343,6 @@ def _gemm_ready(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous()
 
 
-@torch.compiler.disable
 def fused_linear_cross_entropy(x, W, target, b=None, ce_weight=None, ignore_index=-100,
                                lse_square_scale=0.0, label_smoothing=0.0, reduction="mean",
                                softcap=None, return_z_loss=False, accum_dtype=None,
@@ -251,13 +385,21 @@ def fused_linear_cross_entropy(x, W, target, b=None, ce_weight=None, ignore_inde
             denom[0:2] = mean_divisor.detach().reshape(1).to(device=denom.device, dtype=torch.float32)
         else:
             denom[0:2] = float(mean_divisor)
-    # Checked once the first chunk is queued: the host waits for the count while the GPU works.
-    check = ce.check_targets_later(denom, t2, V, ignore_index, op=OP)
     red = ce.REDUCTIONS[reduction]
     cap = float(softcap) if softcap is not None else 0.0
-    loss, z_rows, pred = _FusedLinearCrossEntropy.apply(
-        x2, W, t2, b, w32, denom, ignore_index, float(lse_square_scale), float(label_smoothing), red, cap,
-        return_z_loss, want_pred, accum_dtype, bool(use_token_scaling), check)
+    if _opdef.eager():
+        # Checked once the first chunk is queued: the host waits for the count while the GPU works.
+        check = ce.check_targets_later(denom, t2, V, ignore_index, op=OP)
+        loss, z_rows, pred = _FusedLinearCrossEntropy.apply(
+            x2, W, t2, b, w32, denom, ignore_index, float(lse_square_scale), float(label_smoothing), red,
+            cap, return_z_loss, want_pred, accum_dtype, bool(use_token_scaling), check)
+    else:  # compiled or traced: the registered op (see the module docstring)
+        grad = torch.is_grad_enabled()
+        loss, z_rows, pred, _, _, _ = fused_linear_cross_entropy_fwd(
+            x2, W, t2, b, w32, denom, ignore_index, float(lse_square_scale), float(label_smoothing), red,
+            cap, bool(use_token_scaling), return_z_loss, want_pred, grad and x2.requires_grad,
+            grad and W.requires_grad, grad and b is not None and b.requires_grad,
+            accum_dtype == torch.float32 and W.dtype != torch.float32)
     if reduction == "none":
         z_loss = z_rows.to(x.dtype) if return_z_loss else None
     else:
