@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <set>
 
+#include "absl/algorithm/container.h"
 #include "absl/flags/commandlineflag.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/reflection.h"
@@ -16,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "server/telemetry/http_server.h"
 
 ABSL_FLAG(std::string, socket, "",
           "Unix socket of the control plane. Default: $LIGERD_SOCKET, else "
@@ -32,8 +34,13 @@ ABSL_FLAG(std::string, cache_dir, "",
 ABSL_FLAG(std::string, devices, "all",
           "CUDA devices to serve: 'all' or a comma-separated list of ordinals, e.g. '0,1'.");
 ABSL_FLAG(std::string, log_level, "info", "Log verbosity: debug, info, warning or error.");
-ABSL_FLAG(std::string, metrics_address, "",
-          "host:port to serve Prometheus metrics on (e.g. 127.0.0.1:9464). Default: off.");
+ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9464",
+          "HOST:PORT of the telemetry HTTP server: Prometheus text on /metrics, the dashboard on /. "
+          "An IP address (or localhost); port 0 picks a free one; 'off' serves nothing. It shows "
+          "job names, pids and command lines, so keep it on loopback unless the node is yours. When "
+          "the default port is taken (another ligerd), a free loopback port is used and logged.");
+ABSL_FLAG(int64_t, telemetry_sample_every, 64,
+          "Time one remote op launch in this many with CUDA events (ligerd_op_gpu_seconds); 0 = never.");
 ABSL_FLAG(std::string, precompile_arch, "",
           "Compile every catalogue kernel variant for this arch (e.g. sm_90) into --cache_dir, "
           "print how many, and exit (non-zero if any failed). Needs no GPU.");
@@ -132,6 +139,18 @@ absl::StatusOr<DaemonConfig> ConfigFromFlags(const EnvLookup& env) {
   if (!level.ok()) return absl::InvalidArgumentError(absl::StrCat("--log_level: ", level.status().message()));
   config.log_level = *level;
   config.metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  config.metrics_address_is_default = !absl::FindCommandLineFlag("metrics_address")->IsSpecifiedOnCommandLine();
+  if (config.metrics_address == "off" || config.metrics_address.empty()) {
+    config.metrics_address.clear();
+  } else if (auto address = telemetry::ParseMetricsAddress(config.metrics_address); !address.ok()) {
+    return address.status();
+  }
+  const int64_t sample_every = absl::GetFlag(FLAGS_telemetry_sample_every);
+  if (sample_every < 0 || sample_every > (1 << 20)) {
+    return absl::InvalidArgumentError(absl::StrCat("--telemetry_sample_every=", sample_every,
+                                                   ": must be between 0 (never) and ", 1 << 20));
+  }
+  config.telemetry_sample_every = static_cast<uint32_t>(sample_every);
   config.precompile_arch = absl::GetFlag(FLAGS_precompile_arch);
 
   struct Count {
@@ -177,6 +196,18 @@ absl::Status CheckCommandLine(int argc, char** argv) {
         if (has_value) return absl::InvalidArgumentError(absl::StrCat("--", name, " takes no value"));
         continue;
       }
+    }
+    // absl's built-in flags (--help, --helpfull, --version, --flagfile, ...) are not in the
+    // registry FindCommandLineFlag searches; ParseCommandLine handles them.
+    static constexpr absl::string_view kBuiltins[] = {
+        "help", "helpfull", "helpshort", "helppackage", "helpon", "helpmatch", "version",
+        "only_check_args", "flagfile", "fromenv", "tryfromenv", "undefok"};
+    if (flag == nullptr && absl::c_linear_search(kBuiltins, name)) {
+      if (!has_value && name != "help" && name != "helpfull" && name != "helpshort" &&
+          name != "helppackage" && name != "version" && name != "only_check_args") {
+        ++i;  // --flagfile FILE, --helpon NAME, ...: the value is the next argument
+      }
+      continue;
     }
     if (flag == nullptr) {
       return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name, " (see ligerd --help)"));

@@ -134,6 +134,26 @@ TEST_F(LigerdBinaryTest, BadFlagsExitTwoWithAMessage) {
   }
 }
 
+// --help and --version answer (absl's built-in flags are not refused as unknown), on stdout.
+TEST_F(LigerdBinaryTest, HelpAndVersionAnswer) {
+  const std::string out = tmp_.Join("stdout");
+  for (const auto& [flag, expected] : std::vector<std::pair<std::string, std::string>>{
+           {"--help", "--socket"}, {"--helpfull", "--socket"}, {"--version", "ligerd "}}) {
+    const pid_t pid = fork();
+    if (pid == 0) {
+      const int fd = open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+      if (fd < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0) _exit(126);
+      execl(LIGERD_BINARY, LIGERD_BINARY, flag.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    const int code = WaitExit(pid, 5s);
+    EXPECT_TRUE(code == 0 || code == 1) << flag << " exited " << code;  // absl: 0 version, 1 help
+    const std::string text = ReadFile(out);
+    EXPECT_NE(text.find(expected), std::string::npos) << flag << ": " << text.substr(0, 400);
+    EXPECT_EQ(text.find("unknown flag"), std::string::npos) << flag << ": " << text.substr(0, 400);
+  }
+}
+
 // utime + stime of `pid`, in milliseconds.
 long CpuMs(pid_t pid) {
   const std::string stat = ReadFile("/proc/" + std::to_string(pid) + "/stat");

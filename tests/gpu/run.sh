@@ -116,11 +116,19 @@ elif [[ $FAILED == 0 ]]; then
   skip "precompile" "no ligerd binary under $BUILD"
 fi
 
-# 4. pip install path (reuses the build directory; into a scratch --target, non-fatal)
+# 4. pip install path (scikit-build-core, its own CMake tree $BUILD/wheel; into a scratch
+# --target, non-fatal). A machine without scikit-build-core gets it from the carried wheels
+# (.whl/scikit_build_core-*.whl and pathspec-*.whl) in $BUILD/build-tools.
 if [[ $FAILED == 0 && "${SKIP_PIP:-0}" != 1 ]]; then
   rm -rf "$BUILD/pip-target"
-  step pip-install 0 env LIGERD_CMAKE_BUILD_DIR="$BUILD" "$PY" -m pip install --no-build-isolation \
-    --no-deps --no-index --target "$BUILD/pip-target" ./python_client || true
+  tools=()
+  if ! "$PY" -c 'import scikit_build_core' 2>/dev/null && compgen -G '.whl/scikit_build_core-*.whl' >/dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --target "$BUILD/build-tools" .whl/scikit_build_core-*.whl \
+      .whl/pathspec-*.whl > "$OUT/build-tools.log" 2>&1 || true
+    tools=(PYTHONPATH="$BUILD/build-tools")
+  fi
+  step pip-install 0 env "${tools[@]}" "$PY" -m pip install --no-build-isolation --no-deps --no-index \
+    -C build-dir="$BUILD/wheel" --target "$BUILD/pip-target" ./python_client || true
   if [[ -d "$BUILD/pip-target/ligerd" ]]; then
     step pip-import 0 env PYTHONPATH="$BUILD/pip-target" "$PY" -c \
       'import torch, ligerd, ligerd._C as c; print("ligerd", ligerd.__version__, "from", ligerd.__file__, "_C", c.__file__)' || true
