@@ -8,15 +8,26 @@ daemon chose remote for the device) it writes a ring record to the device's sess
 (``ligerd._C.remote_launch``); the daemon runs the op on the same tensors, in the same stream order.
 ``launch`` takes tensors and scalars positionally, in the entry's order; an absent optional tensor
 is None.
+
+CUDA graphs: remote dispatch cannot be captured. The daemon runs an op when this process writes
+its ring record, at launch time, on the CPU; a graph replays only GPU work, so a captured remote op
+would run once (at the first replay, or never) and every later replay would read stale outputs.
+So while torch's current stream on the op's device is being captured (``torch.cuda.graph``,
+``torch.compile(mode="reduce-overhead")``), ops of a remote session run in this process instead,
+through the same executor library local dispatch uses (same kernels, same tuning DB; the GEMMs
+may pick another cuBLASLt algorithm, so they agree to rounding); a warning says so once per
+device. Where the in-process executor cannot run the op, the error says that the op was being
+captured and why it could not go to the daemon.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Callable, Optional, Sequence
 
 from ligerd import _dispatch, _extension
+from ligerd._errors import DaemonUnavailableError, LigerdError, OpInputError, warn_once
 from ligerd._entries import ENTRIES
-from ligerd._errors import DaemonUnavailableError, LigerdError, OpInputError
 
 _C = None  # ligerd._C once loaded (the launch path reads it without a call)
 
@@ -97,6 +108,9 @@ def _launch_slow(op: str, tensors: Sequence, scalars: Sequence[float]) -> None:
         if device is not None:
             d = session.device(device)
             if d.handle is not None:
+                if capturing(device):
+                    _captured_launch(ext, device, op, tensors, scalars)
+                    return
                 _remote_launch(ext, session, d, op, tensors, scalars)
                 return
         if not session.all_devices_local():
@@ -104,6 +118,34 @@ def _launch_slow(op: str, tensors: Sequence, scalars: Sequence[float]) -> None:
             return
     _local_fast = (session, ext.launch)
     ext.launch(op, tensors, scalars)
+
+
+def capturing(device: int) -> bool:
+    """True while torch's current stream on CUDA device ``device`` is being captured into a CUDA
+    graph (the stream the op would be queued on). Only asked for remote sessions."""
+    cuda = sys.modules["torch"].cuda  # a CUDA tensor reached us: torch is imported
+    if cuda.current_device() == device:
+        return cuda.is_current_stream_capturing()
+    with cuda.device(device):
+        return cuda.is_current_stream_capturing()
+
+
+def _captured_launch(ext, device: int, op: str, tensors, scalars) -> None:
+    """A remote session's op while a CUDA graph is captured: run by this process's executor (see
+    the module docstring)."""
+    warn_once(f"capture-in-process-{device}",
+              f"ligerd: cuda:{device}: a CUDA graph is being captured, and remote dispatch cannot be "
+              f"captured (the daemon runs an op when this process writes its ring record at launch "
+              f"time, which a graph replay does not do), so ligerd ops captured into the graph run "
+              f"in this process, with the same kernels and tuning; ops outside graphs still run in "
+              f"the daemon", stacklevel=6)
+    try:
+        ext.launch(op, tensors, scalars)
+    except LigerdError as e:
+        raise type(e)(f"ligerd op {op}: captured into a CUDA graph on cuda:{device}, where this "
+                      f"process's remote session cannot be used (a graph replay writes no ring "
+                      f"records for the daemon), so it ran in this process, which failed: {e}",
+                      code=e.code, op=op) from e
 
 
 def _remote_launch(ext, session, d, op, tensors, scalars) -> None:

@@ -210,6 +210,18 @@ def _grads_wanted(reduction: int, grad_x: bool, grad_w: bool, grad_b: bool) -> T
     return any_grad and not defer, defer
 
 
+def _or_empty(x: torch.Tensor, *grads) -> tuple:
+    """The gradients, an empty tensor for each absent one (a distinct one each: a custom op's
+    outputs may not alias each other)."""
+    return tuple(g if g is not None else x.new_empty((0,)) for g in grads)
+
+
+def _fake_grads(x, W, b, gx: bool, gw: bool, gb: bool) -> tuple:
+    return (torch.empty_like(x, memory_format=torch.contiguous_format) if gx else x.new_empty((0,)),
+            torch.empty_like(W, memory_format=torch.contiguous_format) if gw else x.new_empty((0,)),
+            torch.empty_like(b) if gb and b is not None else x.new_empty((0,)))
+
+
 @_opdef.custom_op("fused_linear_cross_entropy_fwd")
 def fused_linear_cross_entropy_fwd(
         x: torch.Tensor, W: torch.Tensor, target: torch.Tensor, b: Optional[torch.Tensor],
@@ -230,9 +242,7 @@ def fused_linear_cross_entropy_fwd(
             need_dw=grad_w, need_db=grad_b and b is not None,
             accum_dtype=torch.float32 if accum_fp32 else None, token_scaling=token_scaling)
         loss = loss_rows if reduction == ce.REDUCTIONS["none"] else loss_rows.sum()
-    empty = x.new_empty((0,))
-    return (loss, z_rows, pred, dx if dx is not None else empty, dW if dW is not None else empty,
-            db if db is not None else empty)
+    return (loss, z_rows, pred) + _or_empty(x, dx, dW, db)
 
 
 @fused_linear_cross_entropy_fwd.register_fake
@@ -243,11 +253,7 @@ def _(x, W, target, b, w32, denom, ignore_index, lse_square_scale, label_smoothi
     loss = x.new_empty((bt,) if reduction == ce.REDUCTIONS["none"] else (), dtype=torch.float32)
     z = x.new_empty((bt if want_z else 0,), dtype=torch.float32)
     pred = x.new_empty((bt if want_pred else 0,), dtype=torch.int64)
-    empty = x.new_empty((0,))
-    dx = torch.empty_like(x, memory_format=torch.contiguous_format) if in_fwd and grad_x else empty
-    dW = torch.empty_like(W, memory_format=torch.contiguous_format) if in_fwd and grad_w else empty
-    db = torch.empty_like(b) if in_fwd and grad_b and b is not None else empty
-    return loss, z, pred, dx, dW, db
+    return (loss, z, pred) + _fake_grads(x, W, b, in_fwd and grad_x, in_fwd and grad_w, in_fwd and grad_b)
 
 
 @_opdef.custom_op("fused_linear_cross_entropy_bwd")
@@ -268,18 +274,13 @@ def fused_linear_cross_entropy_bwd(
             need_dw=grad_w, need_db=grad_b and b is not None,
             accum_dtype=torch.float32 if accum_fp32 else None, row_scale=row_scale,
             token_scaling=token_scaling)
-    empty = x.new_empty((0,))
-    return (dx if dx is not None else empty, dW if dW is not None else empty,
-            db if db is not None else empty)
+    return _or_empty(x, dx, dW, db)
 
 
 @fused_linear_cross_entropy_bwd.register_fake
 def _(dloss, x, W, target, b, w32, denom, ignore_index, lse_square_scale, label_smoothing, reduction,
       softcap, token_scaling, grad_x, grad_w, grad_b, accum_fp32):
-    empty = x.new_empty((0,))
-    return (torch.empty_like(x, memory_format=torch.contiguous_format) if grad_x else empty,
-            torch.empty_like(W, memory_format=torch.contiguous_format) if grad_w else empty,
-            torch.empty_like(b) if grad_b and b is not None else empty)
+    return _fake_grads(x, W, b, grad_x, grad_w, grad_b)
 
 
 def _traced_setup_context(ctx, inputs, output):
@@ -293,6 +294,7 @@ def _traced_setup_context(ctx, inputs, output):
                    accum_fp32)
     else:
         ctx.save_for_backward(*output[3:])
+    ctx.mark_non_differentiable(*output[3:])  # the gradients themselves: internal, not for the user
 
 
 def _scaled(g: torch.Tensor, dloss: torch.Tensor) -> torch.Tensor:
