@@ -8,6 +8,7 @@
 #include "kernels/catalogue.h"
 #include "kernels/jit/jit_cache.h"
 #include "kernels/jit/nvrtc_compiler.h"
+#include "kernels/ops/distill.h"
 #include "kernels/ops/glu.h"
 #include "kernels/ops/rope.h"
 #include "kernels/ops/layer_norm.h"
@@ -77,6 +78,8 @@ std::vector<std::string> PlannableKernels(const std::string& op) {
   if (op == "cross_entropy_count") return {"ce_count"};
   if (op == "cross_entropy_fwd") return {"ce_fwd", "ce_fwd_cluster"};
   if (op == "cross_entropy_scale") return {"ce_scale"};
+  if (op == "kl_div_fwd" || op == "kl_div_bwd" || op == "jsd_fwd" || op == "tvd_fwd")
+    return {DistillKernelName(op, true), DistillKernelName(op, false)};
   if (op.starts_with("softmax_")) {
     std::vector<std::string> names;
     for (bool vec : {true, false})

@@ -14,6 +14,7 @@ from typing import Callable, Dict
 import torch
 
 from ligerd._entries import ENTRIES
+from ligerd.testing.reference import distill as distill_ref
 from ligerd.testing.reference import layer_norm as layer_norm_ref
 from ligerd.testing.reference import rms_norm as rms_norm_ref
 from ligerd.testing.reference import softmax as softmax_ref
@@ -323,6 +324,78 @@ def _cross_entropy_scale(op, t, s):
             g.mul_(f.double().to(g.dtype) if g.dtype == torch.float64 else float(f))
     else:
         g.copy_(g.double() * f.double()[:, None])
+
+
+# ---- distillation losses (kernels/ops/distill.cc) -----------------------------------------------
+
+def _rows2(u):
+    """A [..., n] tensor as [rows, n] (a view where its rows have one pitch, as the kernels see it)."""
+    return u.reshape(-1, u.shape[-1]) if u.dim() != 2 else u
+
+
+@handles("kl_div_fwd")
+def _kl_div_fwd(op, t, s):
+    x, target, loss = t.X, t.target, t.loss
+    log_target, red, eps = int(s.log_target), int(s.reduction), float(s.eps)
+    assert target.shape == x.shape and target.dtype == x.dtype and loss.dtype == torch.float32
+    e = distill_ref.kl_div(x, target, bool(log_target), eps)
+    if red == 0:
+        assert loss.shape == x.shape
+        loss.copy_(e.loss)
+    else:
+        assert loss.shape == (_rows2(x).shape[0],)
+        loss.copy_(_rows2(e.loss).sum(-1))
+
+
+@handles("kl_div_bwd")
+def _kl_div_bwd(op, t, s):
+    target, g, dx = t.target, t.G, t.dX
+    assert dx.shape == target.shape and dx.dtype == target.dtype and g.dtype == torch.float32
+    assert g.numel() == 1 or g.shape == target.shape
+    gg = g.reshape(()) if g.numel() == 1 else g
+    dx.copy_(distill_ref.kl_div_grad(target, gg, bool(int(s.log_target)), float(s.scale)).grad)
+
+
+def _labels_and_count(t, rows):
+    labels, n_valid = t.labels, t.n_valid
+    assert (labels is None) == (n_valid is None), "labels and n_valid go together"
+    if labels is not None:
+        assert labels.shape == (rows,) and labels.dtype == torch.int64 and n_valid.shape == (1,)
+    return labels
+
+
+@handles("jsd_fwd")
+def _jsd_fwd(op, t, s):
+    x, y, loss, dx = t.X, t.Y, t.loss, t.dX
+    beta, ii = float(s.beta), int(s.ignore_index)
+    assert y.shape == x.shape and y.dtype == x.dtype and 0.0 <= beta <= 1.0
+    x2, y2 = _rows2(x), _rows2(y)
+    labels = _labels_and_count(t, x2.shape[0])
+    if labels is not None:  # the kernel trusts the caller's count: check it is the count
+        assert int(t.n_valid[0]) == int((labels != ii).sum())
+    rows, _, grad, _ = distill_ref.jsd_rows(x2, y2, beta, labels, ii)
+    assert loss.shape == (x2.shape[0],) and loss.dtype == torch.float32
+    loss.copy_(rows)
+    if dx is not None:
+        assert dx.shape == x.shape and dx.dtype == x.dtype
+        dx.copy_(grad.reshape(dx.shape))
+
+
+@handles("tvd_fwd")
+def _tvd_fwd(op, t, s):
+    p, q, loss, grad = t.P, t.Q, t.loss, t.grad
+    red, ii = int(s.reduction), int(s.ignore_index)
+    assert q.shape == p.shape and q.dtype == p.dtype and loss.dtype == torch.float32
+    p2, q2 = _rows2(p), _rows2(q)
+    labels = _labels_and_count(t, p2.shape[0])
+    if labels is not None:
+        assert int(t.n_valid[0]) == int((labels != ii).sum())
+    name = {v: k for k, v in distill_ref.REDUCTIONS.items()}[red]
+    value, _, g = distill_ref.tvd(p2, q2, name, labels, ii)
+    loss.copy_(value.reshape(loss.shape))
+    if grad is not None:
+        assert grad.shape == p.shape and grad.dtype == p.dtype
+        grad.copy_(g.reshape(grad.shape))
 
 
 @handles("gemm")
