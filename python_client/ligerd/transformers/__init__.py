@@ -67,7 +67,9 @@ __all__ += list(_MONKEY_PATCH_NAMES) + ["AutoLigerKernelForCausalLM"]
 
 
 def __getattr__(name):
-    if name in _MONKEY_PATCH_NAMES:
+    # apply_liger_kernel_to_<type> of every model type (monkey_patch.py; the table-driven ones are
+    # listed in model_specs.py), MODEL_TYPE_TO_APPLY_LIGER_FN and the rest of _MONKEY_PATCH_NAMES.
+    if name in _MONKEY_PATCH_NAMES or name.startswith("apply_liger_kernel_to_"):
         from ligerd.transformers import monkey_patch
         return getattr(monkey_patch, name)
     if name == "AutoLigerKernelForCausalLM":

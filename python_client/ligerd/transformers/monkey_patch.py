@@ -509,6 +509,89 @@ MODEL_TYPE_TO_APPLY_LIGER_FN = {
 }
 
 
+# ---------------------------------------------------------------------------------------------
+# The other Liger-Kernel 0.8.5 model types: table-driven (model_specs.py, spec_patching.py)
+
+
+def _spec_doc(spec) -> str:
+    from ligerd.transformers import spec_patching as sp
+    lines = [f"{spec.summary}: Liger-Kernel's apply_liger_kernel_to_{spec.name}, table-driven "
+             f"(ligerd/transformers/model_specs.py; docs/models.md)."]
+    if spec.rope != "std" and any(n == "rope" for n, _ in spec.signature):
+        lines.append(f"rope: kept as transformers' (ligerd lacks {spec.rope}; warned once).")
+    if spec.norms:
+        lines.append("rms_norm: " + ", ".join(n.cls for n in spec.norms) + ".")
+    if spec.mlps:
+        lines.append(f"{spec.mlp_flag}: " + ", ".join(f"{m.cls} ({m.kind})" for m in spec.mlps) + ".")
+    if spec.mlp_missing:
+        lines.append(f"{spec.mlp_flag}: kept as transformers' for {spec.mlp_missing}.")
+    if spec.heads:
+        lines.append("fused_linear_cross_entropy: " + ", ".join(h.cls for h in spec.heads) + ".forward.")
+    if spec.text_types:
+        lines.append("Also applies " + ", ".join(f"apply_liger_kernel_to_{t}" for t in spec.text_types)
+                     + " (cross_entropy and fused_linear_cross_entropy off).")
+    if spec.heads_note:
+        lines.append(spec.heads_note[0].upper() + spec.heads_note[1:] + ".")
+    del sp
+    return "\n".join(lines)
+
+
+def _make_spec_apply(spec):
+    """``apply_liger_kernel_to_<spec.name>`` with Liger's signature (integrations inspect it)."""
+    from ligerd.transformers.spec_patching import apply_spec
+    params = []
+    for name, default in spec.signature:
+        if name == "kwargs":
+            params.append(inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD))
+        else:
+            params.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                            default=default))
+    sig = inspect.Signature(params)
+
+    def apply(*args, **kwargs):
+        bound = sig.bind(*args, **kwargs)  # TypeError for an unknown keyword, as a def would
+        bound.apply_defaults()
+        flags = dict(bound.arguments)
+        extra = flags.pop("kwargs", {}) or {}
+        apply_spec(spec, flags, extra, MODEL_TYPE_TO_APPLY_LIGER_FN)
+
+    apply.__signature__ = sig
+    apply.__name__ = apply.__qualname__ = f"apply_liger_kernel_to_{spec.name}"
+    apply.__module__ = __name__
+    apply.__doc__ = _spec_doc(spec)
+    return apply
+
+
+def _install_spec_functions():
+    from ligerd.transformers.model_specs import MODEL_TYPE_ALIASES, SPECS
+    for spec in SPECS:
+        fn = _make_spec_apply(spec)
+        globals()[fn.__name__] = fn
+        MODEL_TYPE_TO_APPLY_LIGER_FN[spec.name] = fn
+    for model_type, name in MODEL_TYPE_ALIASES.items():
+        MODEL_TYPE_TO_APPLY_LIGER_FN[model_type] = globals()[f"apply_liger_kernel_to_{name}"]
+
+
+_install_spec_functions()
+SPEC_APPLY_NAMES = tuple(f"apply_liger_kernel_to_{s}" for s in
+                         __import__("ligerd.transformers.model_specs", fromlist=["SPECS"]).SPEC_BY_NAME)
+
+
+def unavailable_model_types() -> list:
+    """The model types of MODEL_TYPE_TO_APPLY_LIGER_FN whose modeling module the installed
+    transformers does not have (their apply functions warn and patch nothing)."""
+    import importlib.util
+    from ligerd.transformers.model_specs import SPEC_BY_NAME
+    out = []
+    for model_type, fn in MODEL_TYPE_TO_APPLY_LIGER_FN.items():
+        name = fn.__name__[len("apply_liger_kernel_to_"):]
+        spec = SPEC_BY_NAME.get(name)
+        module = spec.module if spec else FAMILIES[name].module.split(".")[2]
+        if importlib.util.find_spec(f"transformers.models.{module}") is None:
+            out.append(model_type)
+    return sorted(out)
+
+
 def apply_fn_for(model_type):
     """The apply function for ``model_type``; ConfigError naming the supported ones otherwise."""
     fn = MODEL_TYPE_TO_APPLY_LIGER_FN.get(model_type)
@@ -556,4 +639,5 @@ __all__ = [
     "revert_liger_kernel_patches",
     "_apply_liger_kernel",
     "_apply_liger_kernel_to_instance",
-] + [f"apply_liger_kernel_to_{name}" for name in FAMILIES]
+    "unavailable_model_types",
+] + [f"apply_liger_kernel_to_{name}" for name in FAMILIES] + list(SPEC_APPLY_NAMES)

@@ -1,0 +1,153 @@
+"""Tiny configurations of every model type ligerd patches (tests/python/test_model_types.py on the
+CPU; tests/gpu/test_model_types_gpu.py on a GPU): transformers' own config classes with small
+sizes (hidden 64, 2 text layers, vocab 128, 4 experts, one vision layer), built text-only.
+
+``tiny_config(model_type)`` starts from the config class's defaults and overrides the size
+fields it has (for composite vision-language configs, in its text and vision sub-configs); a few
+families need their own values (linear-attention heads, Mamba sizes, MLA ranks, M-RoPE sections).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Optional
+
+VOCAB = 128
+
+TEXT = dict(
+    vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+    num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
+    tie_word_embeddings=False, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    attention_dropout=0.0,
+    # MoE
+    moe_intermediate_size=32, num_experts=4, num_local_experts=4, n_routed_experts=4,
+    num_experts_per_tok=2, n_shared_experts=1, shared_expert_intermediate_size=32,
+    n_group=1, topk_group=1, first_k_dense_replace=1, output_router_logits=True,
+    router_aux_loss_coef=0.02, decoder_sparse_step=1, mlp_only_layers=[],
+    # MLA (DeepSeek)
+    kv_lora_rank=32, q_lora_rank=32, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16,
+    # linear attention (Qwen3-Next, Qwen3.5)
+    linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,
+    linear_value_head_dim=16, linear_conv_kernel_dim=4,
+    # Mamba-2 (Falcon-H1)
+    mamba_d_ssm=64, mamba_n_heads=4, mamba_d_head=16, mamba_n_groups=1, mamba_d_state=16,
+    mamba_d_conv=4, mamba_chunk_size=16, mamba_expand=1,
+    # Gemma-4 per-layer inputs
+    vocab_size_per_layer_input=VOCAB, hidden_size_per_layer_input=16,
+)
+
+VISION = dict(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+    depth=1, num_heads=2, embed_dim=32, image_size=32, patch_size=8, head_dim=16,
+    num_global_layers=1, vision_output_dim=32, out_hidden_size=64, projector_input_dim=64,
+    projector_output_dim=64, intermediate_layers_indices=[0], num_key_value_heads=2,
+)
+
+# Per model type: extra text / vision / top-level overrides.
+EXTRA = {
+    "qwen3_next": dict(text=dict(layer_types=["linear_attention", "full_attention"])),
+    "qwen3_5": dict(text=dict(layer_types=["linear_attention", "full_attention"])),
+    "qwen3_5_text": dict(text=dict(layer_types=["linear_attention", "full_attention"])),
+    "qwen3_5_moe": dict(text=dict(layer_types=["linear_attention", "full_attention"])),
+    "qwen3_5_moe_text": dict(text=dict(layer_types=["linear_attention", "full_attention"])),
+    "gemma2": dict(text=dict(final_logit_softcapping=3.0)),
+    "deepseek_v2": dict(text=dict(head_dim=8, num_key_value_heads=4)),
+    "deepseek_v3": dict(text=dict(head_dim=8, num_key_value_heads=4)),
+    "deepseek_v4": dict(text=dict(
+        num_key_value_heads=1, head_dim=32, layer_types=["heavily_compressed_attention",
+                                                         "compressed_sparse_attention"],
+        mlp_layer_types=["moe", "moe"], o_groups=2, o_lora_rank=32, index_n_heads=2,
+        index_head_dim=16, index_topk=4, num_nextn_predict_layers=0, sliding_window=8, hc_mult=2)),
+    "gemma4": dict(drop=("head_dim",)),
+    "gemma4_text": dict(drop=("head_dim",)),
+    # M-RoPE sections: half the rotary dimension (head_dim 16; GLM-4V rotates half of it)
+    "qwen2_vl": dict(text=dict(rope_parameters=dict(rope_type="default", rope_theta=1e6,
+                                                    mrope_section=[2, 3, 3]))),
+    "qwen2_5_vl": dict(text=dict(rope_parameters=dict(rope_type="default", rope_theta=1e6,
+                                                      mrope_section=[2, 3, 3]))),
+    "glm4v": dict(text=dict(rope_parameters=dict(rope_type="default", rope_theta=1e4,
+                                                 partial_rotary_factor=0.5, mrope_section=[1, 1, 2]))),
+    "glm4v_moe": dict(text=dict(rope_parameters=dict(rope_type="default", rope_theta=1e4,
+                                                     partial_rotary_factor=0.5,
+                                                     mrope_section=[1, 1, 2]))),
+    "falcon_h1": dict(text=dict(lm_head_multiplier=0.5, mlp_multipliers=[0.8, 1.25])),
+}
+
+
+def _accepts(cls, name) -> bool:
+    try:
+        params = inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):
+        return True
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _make(cls, defaults: dict, extra: Optional[dict] = None, drop=()):
+    """``cls(**overrides)`` with the overrides whose names the default config has."""
+    base = cls()
+    kw = {k: v for k, v in defaults.items()
+          if k not in drop and k in vars(base) and _accepts(cls, k)}
+    kw.update(extra or {})
+    return cls(**kw)
+
+
+def tiny_config(model_type: str):
+    """A tiny config of ``model_type`` (transformers' CONFIG_MAPPING class)."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+    cls = CONFIG_MAPPING[model_type]
+    base = cls()
+    extra = EXTRA.get(model_type, {})
+    subs = {k: v for k, v in vars(base).items()
+            if k in ("text_config", "vision_config") and v is not None and hasattr(v, "to_dict")}
+    if not subs:
+        return _make(cls, TEXT, extra.get("text"), extra.get("drop", ()))
+    kw = {}
+    if "text_config" in subs:
+        kw["text_config"] = _make(type(subs["text_config"]), TEXT, extra.get("text"),
+                                  extra.get("drop", ()))
+    if "vision_config" in subs:
+        kw["vision_config"] = _make(type(subs["vision_config"]), VISION, extra.get("vision"))
+    kw.update(extra.get("top", {}))
+    top = {k: v for k, v in (("tie_word_embeddings", False), ("image_token_id", VOCAB - 1),
+                             ("image_token_index", VOCAB - 1), ("video_token_id", VOCAB - 2),
+                             ("pad_token_id", 0), ("out_hidden_size", 64),
+                             ("projector_hidden_size", 64))
+           if hasattr(base, k)}
+    kw = {**top, **kw}
+    return cls(**kw)
+
+
+# Text-model config types that the auto classes do not map to a causal LM.
+TEXT_HEADS = {"mllama_text_model": ("mllama", "MllamaForCausalLM")}
+
+
+def head_class(model_type: str, modeling=None):
+    """The class a tiny model of ``model_type`` is built as: its ForConditionalGeneration, else its
+    ForCausalLM, else (a vision encoder) its base model."""
+    import importlib
+    from transformers import (AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText)
+    if model_type in TEXT_HEADS:
+        module, name = TEXT_HEADS[model_type]
+        return getattr(importlib.import_module(f"transformers.models.{module}.modeling_{module}"), name)
+    cfg = tiny_config(model_type)
+    for auto in (AutoModelForImageTextToText, AutoModelForCausalLM, AutoModel):
+        cls = auto._model_mapping.get(type(cfg), None) if type(cfg) in auto._model_mapping else None
+        if cls is not None:
+            return cls
+    raise LookupError(model_type)
+
+
+def build(model_type: str, seed: int = 0, dtype=None, cfg=None):
+    """A tiny model of ``model_type`` in eval mode, eager attention, fp32 unless ``dtype``."""
+    import torch
+    torch.manual_seed(seed)
+    cfg = cfg or tiny_config(model_type)
+    cls = head_class(model_type)
+    kw = dict(attn_implementation="eager")
+    if dtype is not None:
+        kw["dtype"] = dtype
+    model = cls._from_config(cfg, **kw)
+    return model.eval()
+
+
+__all__ = ["tiny_config", "head_class", "build", "VOCAB"]

@@ -1,0 +1,223 @@
+"""The model types of Liger-Kernel 0.8.5 beyond the twelve hand-written ones
+(``monkey_patch.FAMILIES``): for each, the modeling module, Liger's keyword arguments and defaults,
+and what each argument replaces or, where ligerd has no kernel for it, what is kept as it is
+(spec_patching.py says how a spec is applied; docs/models.md is the table in prose).
+
+Signatures are Liger-Kernel's (``src/liger_kernel/transformers/monkey_patch.py``, the revision
+the compat shim's ``_liger_api.py`` was read from), except deepseek_v2, deepseek_v3 and
+muse_glimmer, which that revision does not have: for those the defaults are ligerd's choice
+(the keyword arguments of their closest relatives: deepseek_v4 and gemma4_text).
+
+RMSNorm settings follow each transformers class's arithmetic: "llama" casting where the class
+multiplies the weight in the input dtype (``weight * h.to(dtype)``), "gemma" where it multiplies in
+fp32 and casts after (``(weight * h).to(dtype)``, ``h * w.float()``), offset 1 for ``(1 + w)``;
+in_place off where Liger turns it off for that model.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+from ligerd.transformers.spec_patching import MLP, Head, Norm, Spec
+
+R, CE, FL, RMS, LN, SW, GE, M = ("rope", "cross_entropy", "fused_linear_cross_entropy", "rms_norm",
+                                 "layer_norm", "swiglu", "geglu", "model")
+KW = ("kwargs", "**")
+
+
+def _sig(*pairs) -> Tuple[Tuple[str, object], ...]:
+    return tuple(pairs)
+
+
+DENSE_SIG = _sig((R, True), (CE, False), (FL, True), (RMS, True), (SW, True), (M, None))
+
+PARTIAL_ROPE = "partial rotary embeddings (RoPE over part of the head dimension)"
+MROPE = "Qwen2-VL's multimodal RoPE (M-RoPE) and the vision tower's RoPE"
+VISION_ROPE = "the vision tower's RoPE"
+FUSED_EXPERTS = "fused MoE experts"
+
+
+def _llama_norm(cls, in_place=True):
+    return Norm(cls, 0.0, "llama", in_place)
+
+
+def _fp32_norm(cls, in_place=False):
+    return Norm(cls, 0.0, "gemma", in_place)
+
+
+def _centered_norm(cls):  # (1 + w), all in fp32 (Qwen3-Next, Qwen3.5)
+    return Norm(cls, 1.0, "gemma", False)
+
+
+SPECS: Tuple[Spec, ...] = (
+    # --- dense decoders ---------------------------------------------------------------------
+    Spec("ministral", "ministral", DENSE_SIG, "Ministral",
+         norms=(_llama_norm("MinistralRMSNorm"),), mlps=(MLP("MinistralMLP"),),
+         heads=(Head("MinistralForCausalLM"),)),
+    Spec("smollm3", "smollm3", DENSE_SIG, "SmolLM3 (NoPE layers keep no RoPE, as in transformers)",
+         norms=(_llama_norm("SmolLM3RMSNorm"),), mlps=(MLP("SmolLM3MLP"),),
+         heads=(Head("SmolLM3ForCausalLM"),)),
+    Spec("olmo3", "olmo3", DENSE_SIG, "OLMo 3",
+         norms=(_fp32_norm("Olmo3RMSNorm"),), mlps=(MLP("Olmo3MLP"),),
+         heads=(Head("Olmo3ForCausalLM"),)),
+    Spec("exaone4", "exaone4", DENSE_SIG, "EXAONE 4",
+         norms=(_llama_norm("Exaone4RMSNorm", in_place=False),), mlps=(MLP("Exaone4MLP"),),
+         heads=(Head("Exaone4ForCausalLM"),)),
+    Spec("hunyuan_v1_dense", "hunyuan_v1_dense", DENSE_SIG, "Hunyuan V1 dense",
+         norms=(_llama_norm("HunYuanDenseV1RMSNorm"),), mlps=(MLP("HunYuanDenseV1MLP"),),
+         heads=(Head("HunYuanDenseV1ForCausalLM"),)),
+    Spec("glm4", "glm4", _sig((R, False), (CE, False), (FL, True), (RMS, True), (SW, True), (M, None)),
+         "GLM-4 (fused gate_up MLP)", rope=PARTIAL_ROPE,
+         norms=(_llama_norm("Glm4RMSNorm", in_place=False),),
+         mlps=(MLP("Glm4MLP", "fused_swiglu"),), heads=(Head("Glm4ForCausalLM"),)),
+    Spec("falcon_h1", "falcon_h1", DENSE_SIG, "Falcon-H1 (hybrid attention + Mamba-2)",
+         norms=(_llama_norm("FalconH1RMSNorm"),), mlps=(MLP("FalconH1MLP", "falcon_h1"),),
+         heads=(Head("FalconH1ForCausalLM", "falcon_h1"),)),
+    Spec("nemotron", "nemotron",
+         _sig(("relu_squared", True), (CE, False), (FL, True), (M, None), KW), "Nemotron",
+         mlp_missing="ReLU² (Nemotron's squared-ReLU MLP activation)",
+         heads=(Head("NemotronForCausalLM"),)),
+    # --- mixture of experts -----------------------------------------------------------------
+    Spec("deepseek_v2", "deepseek_v2",
+         _sig((R, False), (CE, False), (FL, True), (RMS, True), (SW, True), (M, None)),
+         "DeepSeek-V2", rope="DeepSeek-V2's RoPE (complex rotation of MLA's decoupled rope part)",
+         norms=(_llama_norm("DeepseekV2RMSNorm"),),
+         mlps=(MLP("DeepseekV2MLP"), MLP("DeepseekV2Experts", "experts")),
+         heads=(Head("DeepseekV2ForCausalLM"),)),
+    Spec("deepseek_v3", "deepseek_v3",
+         _sig((R, False), (CE, False), (FL, True), (RMS, True), (SW, True), (M, None)),
+         "DeepSeek-V3", rope="DeepSeek-V3's MLA RoPE (decoupled rope part, interleaved layout)",
+         norms=(_llama_norm("DeepseekV3RMSNorm"),),
+         mlps=(MLP("DeepseekV3MLP"), MLP("DeepseekV3Experts", "experts")),
+         heads=(Head("DeepseekV3ForCausalLM"),)),
+    Spec("deepseek_v4", "deepseek_v4",
+         _sig((R, False), (CE, False), (FL, True), (RMS, True), (SW, False), (M, None)),
+         "DeepSeek-V4", rope="DeepSeek-V4's interleaved partial RoPE",
+         norms=(_fp32_norm("DeepseekV4RMSNorm", in_place=True),),
+         mlps=(MLP("DeepseekV4MLP", "clamped_swiglu"),),
+         mlp_missing=f"DeepSeek-V4's clamped {FUSED_EXPERTS} (DeepseekV4Experts)",
+         heads=(Head("DeepseekV4ForCausalLM"),)),
+    Spec("gpt_oss", "gpt_oss",
+         _sig((R, True), (CE, False), (FL, True), (RMS, True), (SW, False), (M, None)),
+         "GPT-OSS", rope="GPT-OSS's RoPE variant",
+         norms=(_fp32_norm("GptOssRMSNorm", in_place=True),),
+         mlp_missing=f"GPT-OSS's clamped, biased {FUSED_EXPERTS} (GptOssExperts)",
+         heads=(Head("GptOssForCausalLM"),)),
+    Spec("hunyuan_v1_moe", "hunyuan_v1_moe", DENSE_SIG, "Hunyuan V1 MoE",
+         norms=(_llama_norm("HunYuanMoEV1RMSNorm"),),
+         mlps=(MLP("HunYuanMoEV1MLP"), MLP("HunYuanMoEV1Experts", "experts")),
+         heads=(Head("HunYuanMoEV1ForCausalLM"),)),
+    Spec("llama4", "llama4",
+         _sig((R, True), (CE, False), (FL, True), (RMS, True), (SW, True), (M, None), (LN, True)),
+         "Llama 4 (text and vision)", rope="Llama-4's RoPE (complex rotation; text and vision)",
+         norms=(_llama_norm("Llama4TextRMSNorm"),), mlps=(MLP("Llama4TextMLP"),),
+         mlp_missing=f"Llama-4's {FUSED_EXPERTS} (Llama4TextExperts, transposed layout)",
+         layer_norm_modules=("llama4",), heads=(Head("Llama4ForCausalLM"),),
+         heads_note="Llama4ForConditionalGeneration computes its logits in its language model "
+                    "(a Llama4ForCausalLM), so its own forward is not replaced, as in Liger"),
+    # --- hybrid (linear attention + attention) ---------------------------------------------
+    Spec("qwen3_next", "qwen3_next",
+         _sig((R, False), (CE, False), (FL, True), (RMS, True), (SW, True), (M, None)),
+         "Qwen3-Next (gated DeltaNet + attention, MoE)", rope=PARTIAL_ROPE,
+         norms=(_centered_norm("Qwen3NextRMSNorm"),),
+         mlps=(MLP("Qwen3NextMLP"), MLP("Qwen3NextExperts", "experts")),
+         heads=(Head("Qwen3NextForCausalLM"),)),
+    Spec("qwen3_5", "qwen3_5",
+         _sig((R, False), (CE, False), (FL, True), (RMS, True), (SW, True), (M, None)),
+         "Qwen3.5 (gated DeltaNet + attention; text and vision-language)", rope=PARTIAL_ROPE,
+         norms=(_centered_norm("Qwen3_5RMSNorm"),), mlps=(MLP("Qwen3_5MLP"),),
+         heads=(Head("Qwen3_5ForCausalLM"), Head("Qwen3_5ForConditionalGeneration"))),
+    Spec("qwen3_5_moe", "qwen3_5_moe",
+         _sig((R, False), (CE, False), (FL, True), (RMS, True), (SW, True), (M, None)),
+         "Qwen3.5-MoE", rope=PARTIAL_ROPE,
+         norms=(_centered_norm("Qwen3_5MoeRMSNorm"),),
+         mlps=(MLP("Qwen3_5MoeMLP"), MLP("Qwen3_5MoeExperts", "experts")),
+         heads=(Head("Qwen3_5MoeForCausalLM"), Head("Qwen3_5MoeForConditionalGeneration"))),
+    # --- vision-language ---------------------------------------------------------------------
+    Spec("gemma3", "gemma3",
+         _sig((R, True), (CE, False), (FL, True), (LN, True), (RMS, True), (GE, True), (M, None)),
+         "Gemma 3 vision-language (text patches as gemma3_text; SigLIP LayerNorms)",
+         layer_norm_modules=("siglip",), text_types=("gemma3_text",),
+         heads=(Head("Gemma3ForConditionalGeneration"),)),
+    Spec("paligemma", "paligemma",
+         _sig((R, True), (CE, False), (FL, True), (LN, True), (RMS, True), (GE, True), (M, None)),
+         "PaliGemma 1/2 (text patches as gemma / gemma2; SigLIP LayerNorms)",
+         layer_norm_modules=("siglip",), text_types=("gemma", "gemma2"),
+         heads=(Head("PaliGemmaForConditionalGeneration", "softcap"),)),
+    Spec("gemma4_text", "gemma4",
+         _sig((R, False), (CE, False), (FL, True), (RMS, True), (GE, True), (M, None)),
+         "Gemma 4 text", rope="Gemma-4's RoPE (transformers applies it to one tensor at a time)",
+         norms=(_fp32_norm("Gemma4RMSNorm"),), mlps=(MLP("Gemma4TextMLP", "geglu"),),
+         mlp_missing=f"Gemma-4's {FUSED_EXPERTS} (GeLU experts of its MoE variants)",
+         heads=(Head("Gemma4ForCausalLM", "softcap"),)),
+    Spec("gemma4", "gemma4",
+         _sig((R, False), (CE, False), (FL, True), (LN, False), (RMS, True), (GE, True), (M, None)),
+         "Gemma 4 vision-language (text patches as gemma4_text)", text_types=("gemma4_text",),
+         heads=(Head("Gemma4ForConditionalGeneration", "softcap"),)),
+    Spec("muse_glimmer", "muse_glimmer", DENSE_SIG, "Muse-Glimmer vision-language",
+         norms=(_fp32_norm("MuseGlimmerRMSNorm"), _centered_norm("MuseGlimmerTextCenteredRMSNorm")),
+         mlps=(MLP("MuseGlimmerTextMLP"),), heads=(Head("MuseGlimmerForConditionalGeneration", "muse"),),
+         heads_note="its vision RoPE (apply_rotary_pos_emb_vision) is kept: ligerd lacks vision RoPE"),
+    Spec("mllama", "mllama",
+         _sig((R, True), (CE, False), (FL, True), (LN, True), (RMS, True), (SW, True), (M, None)),
+         "Llama 3.2 Vision (Mllama)", norms=(_llama_norm("MllamaTextRMSNorm"),),
+         mlps=(MLP("MllamaTextMLP"),), layer_norm_modules=("mllama",),
+         heads=(Head("MllamaForCausalLM"), Head("MllamaForConditionalGeneration"))),
+    Spec("llava", "llava", _sig((CE, False), (FL, True), (M, None), KW),
+         "LLaVA (with model=: its text and vision models' own patches)", delegate=True,
+         heads=(Head("LlavaForConditionalGeneration"),)),
+    Spec("internvl", "internvl", _sig((CE, False), (FL, True), (RMS, True), (LN, True), (M, None), KW),
+         "InternVL (vision RMSNorm/LayerNorm; with model=: its text model's patches)",
+         norms=(_llama_norm("InternVLVisionRMSNorm"),), layer_norm_modules=("internvl",),
+         delegate=True, heads=(Head("InternVLForConditionalGeneration"),)),
+    Spec("smolvlm", "smolvlm", _sig((CE, False), (FL, True), (RMS, True), (LN, True), (M, None), KW),
+         "SmolVLM (vision LayerNorms; with model=: its text model's patches)",
+         layer_norm_modules=("smolvlm",), delegate=True,
+         heads=(Head("SmolVLMForConditionalGeneration"),)),
+    Spec("pixtral", "pixtral", _sig((R, True), (RMS, True), (SW, True), (M, None)),
+         "Pixtral vision encoder", norms=(_llama_norm("PixtralRMSNorm"),),
+         mlps=(MLP("PixtralMLP"),)),
+    Spec("qwen2_vl", "qwen2_vl",
+         _sig((R, True), (CE, False), (FL, True), (RMS, True), (LN, True), (SW, True), (M, None)),
+         "Qwen2-VL", rope=MROPE, norms=(_llama_norm("Qwen2VLRMSNorm"),), mlps=(MLP("Qwen2MLP"),),
+         layer_norm_names=("LayerNorm",), heads=(Head("Qwen2VLForConditionalGeneration"),)),
+    Spec("qwen2_5_vl", "qwen2_5_vl", DENSE_SIG, "Qwen2.5-VL", rope=MROPE,
+         norms=(_llama_norm("Qwen2_5_VLRMSNorm"),), mlps=(MLP("Qwen2MLP"),),
+         heads=(Head("Qwen2_5_VLForConditionalGeneration"),)),
+    Spec("qwen3_vl", "qwen3_vl",
+         _sig((R, True), (CE, False), (FL, True), (RMS, True), (SW, False), (M, None)),
+         "Qwen3-VL (text RoPE patched; vision RoPE kept)",
+         norms=(_llama_norm("Qwen3VLTextRMSNorm"),), mlps=(MLP("Qwen3VLTextMLP"),),
+         heads=(Head("Qwen3VLForConditionalGeneration"),),
+         heads_note="its vision RoPE (apply_rotary_pos_emb_vision) is kept: ligerd lacks vision RoPE"),
+    Spec("qwen3_vl_moe", "qwen3_vl_moe", DENSE_SIG, "Qwen3-VL-MoE (text RoPE patched; vision RoPE kept)",
+         norms=(_llama_norm("Qwen3VLMoeTextRMSNorm"),),
+         mlps=(MLP("Qwen3VLMoeTextExperts", "experts"),),
+         heads=(Head("Qwen3VLMoeForConditionalGeneration"),),
+         heads_note="its vision RoPE (apply_rotary_pos_emb_vision) is kept: ligerd lacks vision RoPE"),
+    Spec("glm4v", "glm4v",
+         _sig((R, False), (CE, False), (FL, True), (RMS, True), (SW, True), (M, None)),
+         "GLM-4V", rope=f"{PARTIAL_ROPE} and {VISION_ROPE}",
+         norms=(_llama_norm("Glm4vRMSNorm", in_place=False),),
+         mlps=(MLP("Glm4vTextMLP", "fused_swiglu"), MLP("Glm4VisionMlp")),
+         heads=(Head("Glm4vForConditionalGeneration"),)),
+    Spec("glm4v_moe", "glm4v_moe",
+         _sig((R, False), (CE, False), (FL, True), (RMS, True), (SW, True), (M, None)),
+         "GLM-4V-MoE", rope=f"{PARTIAL_ROPE} and {VISION_ROPE}",
+         norms=(_llama_norm("Glm4vMoeRMSNorm", in_place=False),
+                _llama_norm("Glm4vMoeTextRMSNorm", in_place=False)),
+         mlps=(MLP("Glm4vMoeTextMLP"), MLP("Glm4vMoeTextExperts", "experts"),
+               MLP("Glm4vMoeisionMlp"), MLP("Glm4vMoeVisionMlp")),
+         heads=(Head("Glm4vMoeForConditionalGeneration"),)),
+)
+
+SPEC_BY_NAME: Dict[str, Spec] = {s.name: s for s in SPECS}
+
+# config.model_type -> the apply function's name (Liger's MODEL_TYPE_TO_APPLY_LIGER_FN aliases).
+MODEL_TYPE_ALIASES: Dict[str, str] = {
+    "llama4_text": "llama4", "mllama_text_model": "mllama", "qwen2_vl_text": "qwen2_vl",
+    "qwen2_5_vl_text": "qwen2_5_vl", "qwen3_5_text": "qwen3_5", "qwen3_5_moe_text": "qwen3_5_moe",
+    "qwen3_vl_text": "qwen3_vl", "qwen3_vl_moe_text": "qwen3_vl_moe",
+}
+
+__all__ = ["SPECS", "SPEC_BY_NAME", "MODEL_TYPE_ALIASES"]
