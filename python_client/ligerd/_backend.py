@@ -13,7 +13,8 @@ CUDA graphs: remote dispatch cannot be captured. The daemon runs an op when this
 its ring record, at launch time, on the CPU; a graph replays only GPU work, so a captured remote op
 would run once (at the first replay, or never) and every later replay would read stale outputs.
 So while torch's current stream on the op's device is being captured (``torch.cuda.graph``,
-``torch.compile(mode="reduce-overhead")``), ops of a remote session run in this process instead,
+``torch.compile(mode="reduce-overhead")``), ops of a remote session (and the first op on a device
+whose session is not open yet: none is opened inside a capture) run in this process instead,
 through the same executor library local dispatch uses (same kernels, same tuning DB; the GEMMs
 may pick another cuBLASLt algorithm, so they agree to rounding); a warning says so once per
 device. Where the in-process executor cannot run the op, the error says that the op was being
@@ -106,7 +107,14 @@ def _launch_slow(op: str, tensors: Sequence, scalars: Sequence[float]) -> None:
     if session.mode != "local":
         device = _dispatch.device_of(tensors)
         if device is not None:
-            d = session.device(device)
+            d = session.devices.get(device)
+            if d is None and capturing(device):
+                # The device's first op, inside a capture: no session is opened there (its RPCs
+                # and flag-page setup are no graph work); it runs as a captured remote op would.
+                _captured_launch(ext, device, op, tensors, scalars)
+                return
+            if d is None:
+                d = session.device(device)
             if d.handle is not None:
                 if capturing(device):
                     _captured_launch(ext, device, op, tensors, scalars)
@@ -122,8 +130,12 @@ def _launch_slow(op: str, tensors: Sequence, scalars: Sequence[float]) -> None:
 
 def capturing(device: int) -> bool:
     """True while torch's current stream on CUDA device ``device`` is being captured into a CUDA
-    graph (the stream the op would be queued on). Only asked for remote sessions."""
-    cuda = sys.modules["torch"].cuda  # a CUDA tensor reached us: torch is imported
+    graph (the stream the op would be queued on). Only asked where an op could go to the daemon
+    (a remote session, or a device whose dispatch is not settled yet)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_initialized():  # no CUDA work yet, so no capture
+        return False
+    cuda = torch.cuda
     if cuda.current_device() == device:
         return cuda.is_current_stream_capturing()
     with cuda.device(device):
@@ -131,8 +143,8 @@ def capturing(device: int) -> bool:
 
 
 def _captured_launch(ext, device: int, op: str, tensors, scalars) -> None:
-    """A remote session's op while a CUDA graph is captured: run by this process's executor (see
-    the module docstring)."""
+    """An op that would go to the daemon, while a CUDA graph is captured: run by this process's
+    executor (see the module docstring)."""
     warn_once(f"capture-in-process-{device}",
               f"ligerd: cuda:{device}: a CUDA graph is being captured, and remote dispatch cannot be "
               f"captured (the daemon runs an op when this process writes its ring record at launch "

@@ -421,9 +421,10 @@ class _FakeHandle:
 
 class _FakeExt:
     def __init__(self, local_error=None):
-        self.local, self.remote, self.local_error = [], [], local_error
+        self.local, self.remote, self.local_error, self.opened = [], [], local_error, 0
 
     def open_session(self, socket_path, device, requested_mode, client_name):
+        self.opened += 1
         return _FakeHandle(device)
 
     def close_session(self, h):
@@ -471,6 +472,19 @@ def test_remote_ops_captured_into_a_cuda_graph_run_in_process(fake_remote):
     assert ext.remote == ["rms_norm_fwd", "rms_norm_fwd"]
     assert ext.local == ["rms_norm_fwd", "rms_norm_bwd"]
     assert ligerd.dispatch_info()["devices"][0]["mode"] == "remote"
+
+
+def test_no_session_is_opened_inside_a_capture(fake_remote):
+    """The first op on a device, inside a capture: opening a session (RPCs, the flag page) is no
+    graph work, so the op runs in process and the session opens at the first op after it."""
+    state = [True]
+    ext = fake_remote(state)
+    with pytest.warns(ligerd.LigerdWarning, match="cannot be captured"):
+        _backend.launch("softmax_fwd", [_FakeTensor()], [])
+    assert ext.opened == 0 and ext.local == ["softmax_fwd"]
+    state[0] = False
+    _backend.launch("softmax_fwd", [_FakeTensor()], [])
+    assert ext.opened == 1 and ext.remote == ["softmax_fwd"]
 
 
 def test_captured_remote_op_that_cannot_run_in_process_says_why(fake_remote):

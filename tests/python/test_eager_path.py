@@ -145,13 +145,20 @@ def test_fake_tensor_mode_uses_the_fake_kernels(rec):
     assert rec.paths == []  # a fake tensor never reaches the executor
 
 
-def test_flce_runs_eager_even_inside_compile(rec):
-    """fused_linear_cross_entropy is torch.compiler.disable'd (a graph break): its cross-entropy
-    launches take the eager path in both cases."""
+def test_flce_eager_and_compiled_paths(rec):
+    """fused_linear_cross_entropy in eager mode launches everything on the plain path; compiled
+    (fullgraph: no graph break) its whole chunk loop is one registered op,
+    ligerd::fused_linear_cross_entropy_fwd, so every launch is under torch.library's machinery."""
     x, W = _leaf(8, 16), _leaf(32, 16)
     t = torch.randint(0, 32, (8,))
     fused_linear_cross_entropy(x, W, t)[0].backward()
     assert rec.paths and all(p == "eager" for _, p in rec.paths), rec.paths
+    rec.paths.clear()
+    torch._dynamo.reset()
+    f = torch.compile(lambda x, W: fused_linear_cross_entropy(x, W, t)[0] * 2.0, fullgraph=True,
+                      backend="aot_eager")
+    f(x, W).backward()
+    assert rec.paths and all(p == "custom_op" for _, p in rec.paths), rec.paths
 
 
 def test_eager_in_place_writes_bump_version_counters(rec):
