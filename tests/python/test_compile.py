@@ -28,6 +28,7 @@ from ligerd.ops import cross_entropy as ce  # noqa: E402
 from ligerd.ops import fused_add_rms_norm as farn  # noqa: E402
 from ligerd.ops import fused_linear_cross_entropy as flce  # noqa: E402
 from ligerd.ops import glu, layer_norm, rms_norm, rope, softmax  # noqa: E402
+from ligerd.ops import jsd, kl_div, tvd  # noqa: E402
 from ligerd.testing import ref_executor  # noqa: E402
 
 # aot_eager runs the same launches as eager (bitwise the same on the reference executor, up to
@@ -90,6 +91,36 @@ def _softmax(g):
     return [_leaf(g, 3, 4, 33)], lambda x: (softmax.softmax(x * 1.0),)
 
 
+def _kl(reduction, log_target=False):
+    def make(g):
+        t = torch.randn(2, 3, 24, generator=g, dtype=torch.float64).log_softmax(-1).float()
+        return [_leaf(g, 2, 3, 24)], lambda x: (kl_div.kl_div(x * 1.0, t if log_target else t.exp(), reduction,
+                                                               log_target),)
+    return make
+
+
+def _labels(g, rows):
+    lab = torch.randint(0, 20, (rows,), generator=g)
+    lab[[1, 4]] = -100
+    return lab
+
+
+def _jsd(beta, labelled=True):
+    def make(g):
+        y = torch.randn(9, 20, generator=g, dtype=torch.float64).log_softmax(-1).float()
+        lab = _labels(g, 9) if labelled else None
+        return [_leaf(g, 9, 20)], lambda x: (jsd.jsd(x.log_softmax(-1), y, lab, beta),)
+    return make
+
+
+def _tvd(reduction):
+    def make(g):
+        q = torch.rand(9, 20, generator=g)
+        lab = _labels(g, 9)
+        return [_leaf(g, 9, 20)], lambda p: (tvd.tvd(p * 1.0, q, lab, reduction),)
+    return make
+
+
 def _ce(reduction, **kw):
     def make(g):
         t = torch.randint(0, 29, (11,), generator=g)
@@ -130,6 +161,13 @@ CASES = {
     "geglu": _glu(glu.geglu),
     "rope": _rope,
     "softmax": _softmax,
+    "kl_div_batchmean": _kl("batchmean"),
+    "kl_div_none_log_target": _kl("none", log_target=True),
+    "jsd_labels": _jsd(0.3),
+    "jsd_forward_kl": _jsd(0.0, labelled=False),
+    "jsd_reverse_kl": _jsd(1.0),
+    "tvd_none": _tvd("none"),
+    "tvd_mean": _tvd("mean"),
     "cross_entropy_mean": _ce("mean", label_smoothing=0.1, lse_square_scale=1e-3, return_z_loss=True),
     "cross_entropy_sum_weighted": _ce("sum", weighted=True, return_token_accuracy=True),
     "cross_entropy_none_softcap": _ce("none", softcap=3.0),
@@ -184,7 +222,7 @@ def test_each_op_compiles_fullgraph_aot_eager(launcher, case):
 # Inductor compiles a C++ kernel for every graph (seconds each on a small CPU): a representative
 # subset, one per family (the fused loss in three forms).
 @pytest.mark.parametrize("case", ["rms_norm_llama", "fused_add_rms_norm", "layer_norm", "swiglu", "rope",
-                                  "softmax", "cross_entropy_mean", "flce_mean", "flce_none",
+                                  "softmax", "jsd_labels", "cross_entropy_mean", "flce_mean", "flce_none",
                                   "flce_bf16_fp32_accum"])
 def test_each_op_compiles_fullgraph_inductor(launcher, case):
     _compare(case, "inductor")
@@ -343,7 +381,22 @@ def _opcheck_samples():
                 denom, o["ii"], o["lss"], o["ls"], red, o["cap"], o["ts"], o["z"], o["p"], grad, grad,
                 grad and bias, o["acc"])
 
+    lab = torch.randint(0, n, (rows,), generator=g)
+    lab[1] = -100
+    n_valid = (lab != -100).sum().reshape(1)
+    probs = torch.softmax(r(rows, n), -1)
+
     return {
+        "kl_div_fwd": [(r(rows, n, grad=True), probs, False, 3, 1e-10, rows),
+                       (r(rows, n, grad=True), r(rows, n), True, 0, 1e-10, rows),
+                       (r(rows, n, grad=True), probs, False, 2, 1e-10, rows)],
+        "kl_div_bwd": [(probs, torch.tensor([0.5]), False, 1.0 / rows), (r(rows, n), r(rows, n), True, 1.0)],
+        "jsd_fwd": [(r(rows, n, grad=True), r(rows, n), None, None, 0.5, -100, True),
+                    (r(rows, n, grad=True), r(rows, n), lab, n_valid, 0.0, -100, True),
+                    (r(rows, n, grad=True), r(rows, n), lab, n_valid, 1.0, -100, False)],
+        "tvd_fwd": [(r(rows, n, grad=True), r(rows, n), None, None, 3, -100, True),
+                    (r(rows, n, grad=True), r(rows, n), lab, n_valid, 0, -100, True),
+                    (r(rows, n), r(rows, n), lab, n_valid, 2, -100, False)],
         "cross_entropy_count": [(t, None, V, -100), (t, cw, V, -100)],
         "cross_entropy_fwd": [(r(9, V, grad=True), t, None, denom, -100, 1e-3, 0.1, 1, 0.0, False, True, True, True),
                               (r(9, V), t, cw, wdenom, -100, 0.0, 0.0, 0, 5.0, False, False, False, False)],

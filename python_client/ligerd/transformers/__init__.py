@@ -20,6 +20,9 @@ from ligerd.transformers.rope import LigerRopeFunction, liger_rotary_pos_emb
 from ligerd.transformers.functional import liger_softmax
 from ligerd.transformers.softmax import LigerSoftmax
 from ligerd.transformers.swiglu import LigerSwiGLUMLP
+from ligerd.transformers.jsd import LigerJSD, liger_jsd
+from ligerd.transformers.kl_div import LigerKLDIVLoss, liger_kl_div
+from ligerd.transformers.tvd import LigerTVDLoss, liger_tvd
 
 __all__ = [
     "LigerRMSNorm",
@@ -51,6 +54,7 @@ __all__ = [
     "LigerSoftmax",
     "liger_softmax",
 ]
+__all__ += ["LigerKLDIVLoss", "liger_kl_div", "LigerJSD", "liger_jsd", "LigerTVDLoss", "liger_tvd"]
 
 # Hugging Face model patching (ligerd/transformers/monkey_patch.py, auto_model.py). Loaded on first
 # use, as in Liger-Kernel, so that importing ligerd.transformers does not import transformers.

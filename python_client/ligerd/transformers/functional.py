@@ -130,3 +130,11 @@ __all__ = ["CrossEntropyOutput", "liger_cross_entropy", "liger_fused_add_rms_nor
            "liger_fused_linear_cross_entropy", "liger_geglu", "liger_layer_norm", "liger_rms_norm",
            "liger_rope", "liger_swiglu"]
 __all__ += ["liger_softmax"]
+
+# The distillation losses' functional forms live beside their modules (no import cycle: those
+# modules import ligerd.ops only).
+from ligerd.transformers.jsd import liger_jsd  # noqa: E402
+from ligerd.transformers.kl_div import liger_kl_div  # noqa: E402
+from ligerd.transformers.tvd import liger_tvd  # noqa: E402
+
+__all__ += ["liger_jsd", "liger_kl_div", "liger_tvd"]
