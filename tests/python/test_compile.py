@@ -361,9 +361,9 @@ def _opcheck_samples():
 
     rows, n = 6, 20
     x, w = r(rows, n), r(n) + 2
-    y, rstd = rms_norm.rms_norm_fwd.impl(x, w, 1e-6, 0.0, 0, False)
-    s_y, s_s, s_rstd = farn.fused_add_rms_norm_fwd.impl(x, r(rows, n), w, 1e-6, 0.0, 0, False)
-    ln_y, ln_mean, ln_rstd = layer_norm.layer_norm_fwd.impl(x, w, r(n), 1e-5)
+    _, rstd = rms_norm.rms_norm_fwd.impl(x, w, 1e-6, 0.0, 0, False)
+    _, s_s, s_rstd = farn.fused_add_rms_norm_fwd.impl(x, r(rows, n), w, 1e-6, 0.0, 0, False)
+    _, ln_mean, ln_rstd = layer_norm.layer_norm_fwd.impl(x, w, r(n), 1e-5)
     sm_y = softmax.softmax_fwd.impl(x)
     V = 17
     t = torch.randint(0, V, (9,), generator=g)
@@ -417,7 +417,8 @@ def _opcheck_samples():
                            (r(rows, n), x, None, None, ln_mean, ln_rstd, False, False)],
         "glu_fwd": [(r(rows, n, grad=True), r(rows, n, grad=True), glu.SILU, False),
                     (r(rows, n, grad=True), r(rows, n, grad=True), glu.GELU_TANH, False)],
-        "glu_bwd": [(r(rows, n), r(rows, n), r(rows, n), glu.SILU), (r(rows, n), r(rows, n), r(rows, n), glu.GELU_TANH)],
+        "glu_bwd": [(r(rows, n), r(rows, n), r(rows, n), glu.SILU),
+                    (r(rows, n), r(rows, n), r(rows, n), glu.GELU_TANH)],
         "glu_bwd_inplace": [(r(rows, n), r(rows, n), r(rows, n), glu.SILU)],
         "rope": [(r(1, 3, 5, 8, grad=True), r(1, 2, 5, 8, grad=True), cos, sin, False),
                  (r(1, 3, 5, 8), r(1, 2, 5, 8), cos, sin, True)],
