@@ -11,11 +11,13 @@ cd "$(dirname "$0")/.."
 # already be installed (it is not in Debian's main archive): /usr/local/cuda or CUDA_HOME.
 packages=(build-essential cmake ninja-build pkg-config git
           libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-          libabsl-dev libgtest-dev libgmock-dev)
+          libabsl-dev libgtest-dev libgmock-dev
+          prometheus-cpp-dev libmicrohttpd-dev libjs-dygraphs)  # telemetry: text format, HTTP, charts
 missing=()
 # Where the libraries are already reachable (e.g. unpacked from .device/env.sh on a machine with
 # no package registry), apt is not needed.
-if pkg-config --exists grpc++ protobuf 2>/dev/null && command -v protoc >/dev/null && command -v grpc_cpp_plugin >/dev/null; then
+if pkg-config --exists grpc++ protobuf prometheus-cpp-core libmicrohttpd 2>/dev/null && command -v protoc >/dev/null \
+    && command -v grpc_cpp_plugin >/dev/null && [ -f /usr/share/javascript/dygraphs/dygraph.min.js ]; then
   packages=()
 fi
 for p in "${packages[@]}"; do

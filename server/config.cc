@@ -139,7 +139,7 @@ absl::StatusOr<DaemonConfig> ConfigFromFlags(const EnvLookup& env) {
   if (!level.ok()) return absl::InvalidArgumentError(absl::StrCat("--log_level: ", level.status().message()));
   config.log_level = *level;
   config.metrics_address = absl::GetFlag(FLAGS_metrics_address);
-  config.metrics_address_is_default = !absl::FindCommandLineFlag("metrics_address")->IsSpecifiedOnCommandLine();
+  config.metrics_address_is_default = config.metrics_address == kDefaultMetricsAddress;
   if (config.metrics_address == "off" || config.metrics_address.empty()) {
     config.metrics_address.clear();
   } else if (auto address = telemetry::ParseMetricsAddress(config.metrics_address); !address.ok()) {

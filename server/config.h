@@ -15,6 +15,8 @@
 
 namespace ligerd {
 
+inline constexpr const char* kDefaultMetricsAddress = "127.0.0.1:9464";
+
 struct DaemonConfig {
   std::string socket_path;          // Unix socket of the control plane
   std::optional<gid_t> socket_gid;  // --socket_group: members may connect too (socket 0660)
@@ -22,7 +24,12 @@ struct DaemonConfig {
   std::string cache_dir;            // JIT cache and tuning DB
   std::vector<int> devices;         // CUDA ordinals to serve; empty = all
   LogLevel log_level = LogLevel::kInfo;
-  std::string metrics_address;      // host:port for Prometheus text; "" = off
+  // host:port of /metrics and the dashboard (telemetry/http_server.h); "" = off (the flag's default
+  // is kDefaultMetricsAddress). When it is that default and the port is busy
+  // (another user's ligerd on this node), a free loopback port is used instead.
+  std::string metrics_address;
+  bool metrics_address_is_default = false;
+  uint32_t telemetry_sample_every = 64;  // time one remote launch in this many with CUDA events
   std::string precompile_arch;      // non-empty: compile every kernel variant for it and exit
   int shutdown_grace_ms = 1500;     // how long in-flight RPCs get on SIGTERM (exit within 2 s)
   // Limits (one peer must not make the daemon unreachable for the node). The defaults fit within

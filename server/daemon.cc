@@ -3,6 +3,7 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/server_posix.h>
 #include <poll.h>
+#include <cuda.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -13,12 +14,30 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/util/json_util.h"
+#include "server/build_info.h"
 #include "server/logging.h"
+#include "server/telemetry/exposition.h"
 
 namespace ligerd {
 
+namespace v1 = ::ligerd::v1;
+
+namespace {
+// A message as JSON for the dashboard: field names as in the .proto (snake_case), zeros included.
+std::string ToJson(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = true;
+  std::string out;
+  if (!google::protobuf::util::MessageToJsonString(message, &out, options).ok()) return "{}";
+  return out;
+}
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config, DaemonFacts facts,
-                                                       dataplane::IpcOpener* opener, SessionLimits limits) {
+                                                       dataplane::IpcOpener* opener, SessionLimits limits,
+                                                       telemetry::NvmlSampler nvml) {
   if (absl::Status s = PrepareSocketDirectory(config.socket_path, config.socket_gid); !s.ok()) return s;
   absl::StatusOr<InstanceLock> lock = InstanceLock::Acquire(config.socket_path);
   if (!lock.ok()) return lock.status();
@@ -35,18 +54,28 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   // Remote execution needs a GPU and its driver; without them sessions are told so and run locally.
   const bool remote_available = !devices.empty();
   daemon->executors_ = std::make_unique<ExecutorPool>(config.cache_dir);
-  daemon->kernels_service_ = std::make_unique<KernelsService>(daemon->executors_.get(), facts.inventory);
   kernels::SetTuningLogSink([](std::string_view line) { LIGERD_LOG(kWarning) << "tuning: " << line; });
   daemon->sessions_ = std::make_unique<SessionRegistry>(limits, std::move(devices), remote_available, opener);
   SessionRegistry* registry = daemon->sessions_.get();
+  if (absl::Status s = daemon->StartTelemetry(facts, std::move(nvml)); !s.ok()) return s;
+  telemetry::Store* store = &daemon->telemetry_->store();
+  daemon->kernels_service_ = std::make_unique<KernelsService>(daemon->executors_.get(), facts.inventory, store);
   daemon->info_ = std::make_unique<InfoService>(std::move(facts), [registry] { return registry->active(); });
-  daemon->sessions_service_ = std::make_unique<SessionsService>(registry, &daemon->peers_, daemon->executors_.get());
+  daemon->sessions_service_ = std::make_unique<SessionsService>(registry, &daemon->peers_, daemon->executors_.get(),
+                                                                store, config.telemetry_sample_every);
+  daemon->telemetry_service_ = std::make_unique<TelemetryService>(daemon->telemetry_.get(), registry, &daemon->peers_);
+  Daemon* d = daemon.get();
+  daemon->admin_service_ = std::make_unique<AdminService>(registry, &daemon->peers_, config.cache_dir, [d](bool serving) {
+    if (d->server_ != nullptr) d->server_->GetHealthCheckService()->SetServingStatus(serving);
+  });
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   builder.RegisterService(daemon->info_.get());
   builder.RegisterService(daemon->sessions_service_.get());
   builder.RegisterService(daemon->kernels_service_.get());
+  builder.RegisterService(daemon->telemetry_service_.get());
+  builder.RegisterService(daemon->admin_service_.get());
   // Control messages are small; cap them so a hostile client cannot make the daemon buffer much.
   builder.SetMaxReceiveMessageSize(4 << 20);
   // Idle connections are closed (GOAWAY, then close), so peers cannot park fds forever.
@@ -58,8 +87,61 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   daemon->wake_fd_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!daemon->wake_fd_) return absl::InternalError(absl::StrCat("eventfd: ", std::strerror(errno)));
   daemon->acceptor_ = std::thread([d = daemon.get()] { d->AcceptLoop(); });
+  daemon->history_sampler_ = std::thread([d = daemon.get()] {
+    pollfd wake{d->wake_fd_.get(), POLLIN, 0};
+    while (true) {
+      d->SampleHistory();
+      const int r = poll(&wake, 1, kHistoryIntervalMs);
+      if (r > 0 || (r < 0 && errno != EINTR)) return;  // Shutdown() woke us (or poll broke)
+    }
+  });
   return daemon;
 }
+
+absl::Status Daemon::StartTelemetry(const DaemonFacts& facts, telemetry::NvmlSampler nvml) {
+  SessionRegistry* registry = sessions_.get();
+  telemetry::LiveSources sources;
+  sources.sessions = [registry] {
+    std::vector<v1::SessionStats> out;
+    for (const std::shared_ptr<Session>& session : registry->List()) {
+      v1::SessionStats stats = session->Stats();
+      stats.set_user(telemetry::UserName(session->peer().uid));
+      out.push_back(std::move(stats));
+    }
+    return out;
+  };
+  sources.daemon_jit = [cache_dir = config_.cache_dir]() -> std::optional<kernels::JitCacheStats> {
+    absl::StatusOr<std::shared_ptr<kernels::JitCache>> cache = kernels::JitCache::Shared(cache_dir);
+    if (!cache.ok()) return std::nullopt;
+    return (*cache)->stats();
+  };
+  sources.draining = [registry] { return registry->draining(); };
+  sources.inventory = facts.inventory;
+  sources.nvml = nvml ? std::move(nvml) : telemetry::SystemNvml();
+  sources.version = kLigerdVersion;
+  telemetry_ = std::make_unique<telemetry::NodeTelemetry>(std::move(sources));
+  if (config_.metrics_address.empty()) return absl::OkStatus();
+
+  absl::StatusOr<telemetry::MetricsAddress> address = telemetry::ParseMetricsAddress(config_.metrics_address);
+  if (!address.ok()) return address.status();
+  const telemetry::BuildLabels build{kLigerdVersion, kLigerdGitSha, CudaVersionString(CUDA_VERSION)};
+  telemetry::HttpHandlers handlers;
+  handlers.metrics_text = [this, build] { return telemetry::PrometheusText(telemetry_->Snapshot(), build); };
+  handlers.snapshot_json = [this] { return ToJson(telemetry_->Snapshot()); };
+  handlers.history_json = [this] { return ToJson(history_.Read()); };
+  absl::StatusOr<std::unique_ptr<telemetry::HttpServer>> http = telemetry::HttpServer::Start(*address, handlers);
+  if (!http.ok() && config_.metrics_address_is_default) {
+    LIGERD_LOG(kWarning) << "telemetry: " << http.status().message() << "; using a free loopback port instead";
+    address->port = 0;
+    http = telemetry::HttpServer::Start(*address, handlers);
+  }
+  if (!http.ok()) return http.status();
+  http_ = std::move(*http);
+  LIGERD_LOG(kInfo) << "telemetry: metrics on " << http_->url() << "/metrics, dashboard on " << http_->url() << "/";
+  return absl::OkStatus();
+}
+
+void Daemon::SampleHistory() { history_.Add(telemetry::ToHistoryPoint(telemetry_->Snapshot())); }
 
 Daemon::Daemon(const DaemonConfig& config, InstanceLock lock, ListeningSocket socket)
     : config_(config),
@@ -144,10 +226,12 @@ void Daemon::AcceptLoop() {
 
 void Daemon::Shutdown() {
   if (stopped_.exchange(true)) return;
+  http_.reset();  // no scrape may read the telemetry while the rest goes away
   if (wake_fd_) {
     const uint64_t one = 1;
     [[maybe_unused]] ssize_t n = write(wake_fd_.get(), &one, sizeof(one));
     if (acceptor_.joinable()) acceptor_.join();
+    if (history_sampler_.joinable()) history_sampler_.join();
     wake_fd_.reset();
   }
   if (server_) {

@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/unique_fd.h"
+#include "server/admin_service.h"
 #include "server/config.h"
 #include "server/info_service.h"
 #include "server/instance_lock.h"
@@ -18,6 +19,10 @@
 #include "server/peer_table.h"
 #include "server/session_registry.h"
 #include "server/sessions_service.h"
+#include "server/telemetry/history.h"
+#include "server/telemetry/http_server.h"
+#include "server/telemetry/node_telemetry.h"
+#include "server/telemetry_service.h"
 #include "server/unix_socket.h"
 
 namespace ligerd {
@@ -26,10 +31,13 @@ class Daemon {
  public:
   // Takes the instance lock, prepares the directory, binds the socket, starts serving. Fails
   // (ALREADY_EXISTS) when another instance serves the same socket.
-  // `opener` maps clients' CUDA IPC handles (not owned; outlives the daemon).
+  // `opener` maps clients' CUDA IPC handles (not owned; outlives the daemon). `nvml` samples GPU
+  // memory for telemetry (null: the system's NVML, if any). INVALID_ARGUMENT when
+  // config.metrics_address cannot be served (an explicit address; the default falls back).
   static absl::StatusOr<std::unique_ptr<Daemon>> Start(const DaemonConfig& config, DaemonFacts facts,
                                                        dataplane::IpcOpener* opener,
-                                                       SessionLimits limits = SessionLimits{});
+                                                       SessionLimits limits = SessionLimits{},
+                                                       telemetry::NvmlSampler nvml = nullptr);
 
   // Stops accepting, reports NOT_SERVING, gives in-flight RPCs `shutdown_grace_ms`, removes the
   // socket file. Idempotent; the destructor calls it.
@@ -41,10 +49,18 @@ class Daemon {
   uint32_t active_sessions() const { return sessions_->active(); }
   // Connections admitted and not yet closed by gRPC (forgets closed ones first).
   size_t open_connections() { return peers_.Sweep(); }
+  telemetry::NodeTelemetry& telemetry() { return *telemetry_; }
+  // "http://127.0.0.1:9464" where /metrics and the dashboard are served; "" when off.
+  std::string metrics_url() const { return http_ ? http_->url() : ""; }
+  // Takes a history point now (the sampler does so every kHistoryIntervalMs).
+  void SampleHistory();
+
+  static constexpr int kHistoryIntervalMs = 2000;
 
  private:
   Daemon(const DaemonConfig& config, InstanceLock lock, ListeningSocket socket);
   void AcceptLoop();
+  absl::Status StartTelemetry(const DaemonFacts& facts, telemetry::NvmlSampler nvml);
 
   DaemonConfig config_;
   InstanceLock lock_;
@@ -56,9 +72,15 @@ class Daemon {
   std::unique_ptr<InfoService> info_;
   std::unique_ptr<SessionsService> sessions_service_;
   std::unique_ptr<KernelsService> kernels_service_;
+  std::unique_ptr<telemetry::NodeTelemetry> telemetry_;
+  telemetry::History history_;
+  std::unique_ptr<TelemetryService> telemetry_service_;
+  std::unique_ptr<AdminService> admin_service_;
   std::unique_ptr<grpc::Server> server_;
   UniqueFd wake_fd_;  // eventfd that tells the acceptor to stop
   std::thread acceptor_;
+  std::thread history_sampler_;  // wakes on wake_fd_ too
+  std::unique_ptr<telemetry::HttpServer> http_;  // stopped first in Shutdown
   std::atomic<bool> stopped_{false};
   std::atomic<uint64_t> refused_{0};
   std::atomic<uint64_t> accepted_{0};

@@ -155,6 +155,17 @@ class TuneReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
         return Push(p);
       };
       absl::StatusOr<kernels::TuneReport> report = kernels::Tune(*executor_, r, progress);
+      if (telemetry::Store* store = service_->telemetry_; store != nullptr) {
+        if (!report.ok()) {
+          store->AddTuningRun(r.op, "", false, false, 0);
+          store->AddError("tuning_failed");
+        } else {
+          const bool improved = kernels::FormatLaunchConfig(report->best_config) !=
+                                kernels::FormatLaunchConfig(report->default_config);
+          store->AddTuningRun(r.op, kernels::KeyString(report->key), true, improved,
+                              report->best_ms > 0 ? report->default_ms / report->best_ms : 1.0);
+        }
+      }
       if (!report.ok()) return report.status();
       v1::TuneProgress done;
       done.set_shape_index(i);

@@ -12,6 +12,7 @@
 #include "ligerd/v1/kernels.grpc.pb.h"
 #include "server/executor_pool.h"
 #include "server/gpu_inventory.h"
+#include "server/telemetry/store.h"
 
 namespace ligerd {
 
@@ -24,8 +25,9 @@ absl::StatusOr<std::vector<kernels::TuneRequest>> ValidateTuneRpc(const ligerd::
 class KernelsService final : public KernelsRawService {
  public:
   // `inventory`: the GPUs the daemon saw at start (none -> Tune is FAILED_PRECONDITION).
-  KernelsService(ExecutorPool* executors, GpuInventory inventory)
-      : executors_(executors), inventory_(std::move(inventory)) {}
+  // `telemetry` (may be null) counts tuning runs and their gains.
+  KernelsService(ExecutorPool* executors, GpuInventory inventory, telemetry::Store* telemetry = nullptr)
+      : executors_(executors), inventory_(std::move(inventory)), telemetry_(telemetry) {}
 
   grpc::ServerWriteReactor<grpc::ByteBuffer>* Tune(grpc::CallbackServerContext* context,
                                                     const grpc::ByteBuffer* request) override;
@@ -37,6 +39,7 @@ class KernelsService final : public KernelsRawService {
   friend class TuneReactor;
   ExecutorPool* executors_;
   const GpuInventory inventory_;
+  telemetry::Store* telemetry_;
   absl::Mutex tune_mu_;  // one tune at a time: concurrent ones would disturb each other's timings
 };
 

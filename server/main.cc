@@ -105,9 +105,11 @@ int Serve(const DaemonConfig& config) {
   absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(config, facts, &ipc_opener, limits);
   if (!daemon.ok()) {
     const bool already = daemon.status().code() == absl::StatusCode::kAlreadyExists;
+    // An address given by --metrics_address that cannot be served is a bad flag.
+    const bool bad_flag = daemon.status().code() == absl::StatusCode::kInvalidArgument;
     LIGERD_LOG(kError) << daemon.status().message() << (already ? "; exiting" : "");
     std::fprintf(stderr, "ligerd: %s\n", std::string(daemon.status().message()).c_str());
-    return already ? kExitAlreadyRunning : kExitRuntimeError;
+    return already ? kExitAlreadyRunning : bad_flag ? kExitBadFlags : kExitRuntimeError;
   }
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
   LIGERD_LOG(kInfo) << "serving on " << config.socket_path << " (mode "

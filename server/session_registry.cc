@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -32,6 +33,13 @@ bool TokensEqual(const std::string& a, const std::string& b) {
 }
 
 }  // namespace
+
+std::string JobLabel(const std::string& name, pid_t pid) {
+  std::string out;
+  for (char c : name.substr(0, 128)) out.push_back(static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7f ? '?' : c);
+  if (out.empty()) out = absl::StrCat("pid ", pid);
+  return out;
+}
 
 DispatchChoice ChooseDispatch(Dispatch requested, bool mps_enabled, bool remote_available) {
   using R = ligerd::v1::OpenSessionRequest;
@@ -59,7 +67,7 @@ Session::Session(uint64_t id, std::string token, PeerCredentials peer, int devic
 }
 
 absl::Status Session::StartRemote(kernels::Executor* executor, uint64_t flag_buffer_id, uint32_t slots,
-                                  std::vector<std::string> op_names) {
+                                  std::vector<std::string> op_names, dataplane::RunnerTelemetry telemetry) {
   if (dispatch_.mode != ligerd::v1::OpenSessionRequest::DISPATCH_REMOTE) {
     return absl::FailedPreconditionError(
         absl::StrCat("session ", id_, " dispatches locally (", dispatch_.reason, "); it has no remote stream flags"));
@@ -69,10 +77,29 @@ absl::Status Session::StartRemote(kernels::Executor* executor, uint64_t flag_buf
   absl::MutexLock lock(&runner_mu_);
   if (runner_ != nullptr) return absl::AlreadyExistsError(absl::StrCat("session ", id_, " already runs remotely"));
   absl::StatusOr<std::unique_ptr<dataplane::RemoteRunner>> runner = dataplane::RemoteRunner::Start(
-      device_, executor, &ring_, &buffers_, std::move(*flags), slots, std::move(op_names));
+      device_, executor, &ring_, &buffers_, std::move(*flags), slots, std::move(op_names), std::move(telemetry));
   if (!runner.ok()) return runner.status();
   runner_ = std::move(*runner);
   return absl::OkStatus();
+}
+
+ligerd::v1::SessionStats Session::Stats() {
+  ligerd::v1::SessionStats s;
+  s.set_session_id(id_);
+  s.set_pid(static_cast<uint32_t>(peer_.pid));
+  s.set_job(job_);
+  s.set_device(static_cast<uint32_t>(device_));
+  s.set_dispatch(dispatch_.mode == ligerd::v1::OpenSessionRequest::DISPATCH_REMOTE ? "remote" : "local");
+  // head is the client's to write: clamp what a broken or hostile client put there.
+  const uint64_t head = ring_.header()->head.load(std::memory_order_relaxed);
+  const uint64_t tail = ring_.header()->tail.load(std::memory_order_relaxed);
+  s.set_ring_pending_records(head >= tail ? std::min<uint64_t>(head - tail, ring_.capacity()) : 0);
+  s.set_ring_capacity_records(ring_.capacity());
+  s.set_ipc_mapped_bytes(buffers_.mapped_bytes());
+  s.set_ipc_mappings(buffers_.size());
+  absl::MutexLock lock(&runner_mu_);
+  if (runner_ != nullptr) s.set_scratch_bytes(runner_->scratch_bytes());
+  return s;
 }
 
 Session::~Session() {
@@ -133,6 +160,10 @@ absl::StatusOr<std::shared_ptr<Session>> SessionRegistry::Open(const ligerd::v1:
                                                       request.protocol_version(), "; this ligerd accepts ",
                                                       min_protocol, "..", max_protocol));
   }
+  if (draining_.load()) {
+    return absl::UnavailableError("OpenSession: ligerd is draining (an operator's Admin/Drain); try another "
+                                  "ligerd or later");
+  }
   if (request.client_pid() != static_cast<uint32_t>(peer.pid)) {
     return absl::PermissionDeniedError(absl::StrCat("OpenSession: client_pid ", request.client_pid(),
                                                     " is not the connecting process (pid ", peer.pid, ")"));
@@ -174,6 +205,7 @@ absl::StatusOr<std::shared_ptr<Session>> SessionRegistry::Open(const ligerd::v1:
                                                           remote_available_),
                                            std::move(*ring), opener_, limits_.max_buffers_per_session,
                                            std::move(pidfd));
+  session->set_job(JobLabel(request.client_name(), peer.pid));
   {
     absl::MutexLock lock(&mu_);
     sessions_[id] = session;
@@ -227,6 +259,14 @@ void SessionRegistry::End(uint64_t id, const char* why) {
   ended.reset();
   absl::MutexLock lock(&mu_);
   active_.store(sessions_.size());
+}
+
+std::vector<std::shared_ptr<Session>> SessionRegistry::List() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::shared_ptr<Session>> out;
+  out.reserve(sessions_.size());
+  for (const auto& [id, session] : sessions_) out.push_back(session);
+  return out;
 }
 
 void SessionRegistry::ReapLoop() {

@@ -20,6 +20,7 @@
 #include "server/dataplane/buffer_registry.h"
 #include "server/dataplane/remote_runner.h"
 #include "server/dataplane/shm_ring.h"
+#include "ligerd/v1/telemetry.pb.h"
 #include "server/logging.h"
 #include "server/peer_credentials.h"
 
@@ -43,6 +44,10 @@ struct DispatchChoice {
 };
 // remote when MPS shares the GPU (a handoff costs ~10 us), local otherwise (~280 us context switch
 // per handoff without MPS); an explicit request is honoured when it can be, with the cost stated.
+// A client-given job name made safe for a metric label: at most 128 bytes of printable ASCII
+// (others become '?'); "pid <pid>" when empty.
+std::string JobLabel(const std::string& name, pid_t pid);
+
 DispatchChoice ChooseDispatch(Dispatch requested, bool mps_enabled, bool remote_available);
 
 class Session {
@@ -63,7 +68,12 @@ class Session {
   // Starts remote execution once the client named its stream-flag page. FAILED_PRECONDITION for
   // a session that dispatches locally, ALREADY_EXISTS when already started.
   absl::Status StartRemote(kernels::Executor* executor, uint64_t flag_buffer_id, uint32_t slots,
-                           std::vector<std::string> op_names);
+                           std::vector<std::string> op_names, dataplane::RunnerTelemetry telemetry = {});
+  // The job name the client gave (OpenSessionRequest.client_name, made safe for a label).
+  const std::string& job() const { return job_; }
+  void set_job(std::string job) { job_ = std::move(job); }
+  // Ring occupancy, mappings, scratch: for telemetry (any thread).
+  ligerd::v1::SessionStats Stats();
   std::chrono::steady_clock::time_point last_heartbeat() const {
     return std::chrono::steady_clock::time_point(std::chrono::steady_clock::duration(last_heartbeat_.load()));
   }
@@ -74,6 +84,7 @@ class Session {
   PeerCredentials peer_;
   int device_;
   DispatchChoice dispatch_;
+  std::string job_;
   dataplane::ShmRing ring_;
   dataplane::BufferRegistry buffers_;
   UniqueFd pidfd_;  // readable once the client process has exited
@@ -103,6 +114,11 @@ class SessionRegistry {
   absl::Status Close(uint64_t id, const std::string& token, const PeerCredentials& peer);
 
   uint32_t active() const { return active_.load(); }
+  // The open sessions now (telemetry).
+  std::vector<std::shared_ptr<Session>> List() const;
+  // While draining, Open refuses new sessions (UNAVAILABLE); open ones go on until they end.
+  void SetDraining(bool draining) { draining_.store(draining); }
+  bool draining() const { return draining_.load(); }
   const SessionLimits& limits() const { return limits_; }
 
  private:
@@ -119,6 +135,7 @@ class SessionRegistry {
   absl::flat_hash_map<uint64_t, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   std::atomic<uint32_t> active_{0};
+  std::atomic<bool> draining_{false};
   LogRateLimiter refusal_log_;  // sessions refused on a cap
   UniqueFd wake_fd_;  // eventfd: wakes the reaper (new session, shutdown)
   std::atomic<bool> stopping_{false};

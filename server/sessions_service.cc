@@ -1,5 +1,7 @@
 #include "server/sessions_service.h"
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
 #include "kernels/catalogue.h"
 #include "server/build_info.h"
 #include "server/raw_unary.h"
@@ -25,7 +27,13 @@ grpc::ServerUnaryReactor* SessionsService::OpenSession(grpc::CallbackServerConte
         if (!peer.ok()) return peer.status();
         absl::StatusOr<std::shared_ptr<Session>> session =
             registry_->Open(req, *peer, kMinProtocolVersion, kProtocolVersion);
-        if (!session.ok()) return session.status();
+        if (!session.ok()) {
+          if (telemetry_ != nullptr) {
+            telemetry_->AddError(absl::AsciiStrToLower(
+                absl::StrCat("open_session_", absl::StatusCodeToString(session.status().code()))));
+          }
+          return session.status();
+        }
         const Session& s = **session;
         resp->set_session_id(s.id());
         resp->set_token(s.token());
@@ -97,7 +105,9 @@ grpc::ServerUnaryReactor* SessionsService::AttachStreamFlags(grpc::CallbackServe
         if (!executor.ok()) return executor.status();
         std::vector<std::string> op_names;
         for (const kernels::OpSpec* op : kernels::AllOps()) op_names.push_back(op->name);
-        return (*session)->StartRemote(*executor, req.buffer_id(), req.slots(), std::move(op_names));
+        dataplane::RunnerTelemetry telemetry{telemetry_, (*session)->job(), sample_every_};
+        return (*session)->StartRemote(*executor, req.buffer_id(), req.slots(), std::move(op_names),
+                                       std::move(telemetry));
       });
 }
 

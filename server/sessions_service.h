@@ -6,6 +6,7 @@
 #include "server/executor_pool.h"
 #include "server/peer_table.h"
 #include "server/session_registry.h"
+#include "server/telemetry/store.h"
 
 namespace ligerd {
 
@@ -18,8 +19,12 @@ using SessionsRawService = ligerd::v1::Sessions::WithRawCallbackMethod_AttachStr
 
 class SessionsService final : public SessionsRawService {
  public:
-  SessionsService(SessionRegistry* registry, const PeerTable* peers, ExecutorPool* executors)
-      : registry_(registry), peers_(peers), executors_(executors) {}
+  // `telemetry` (may be null) receives remote sessions' op counts, GPU-time samples and errors;
+  // one launch in `sample_every` is timed.
+  SessionsService(SessionRegistry* registry, const PeerTable* peers, ExecutorPool* executors,
+                  telemetry::Store* telemetry = nullptr, uint32_t sample_every = 64)
+      : registry_(registry), peers_(peers), executors_(executors), telemetry_(telemetry),
+        sample_every_(sample_every) {}
 
   grpc::ServerUnaryReactor* OpenSession(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
                                         grpc::ByteBuffer* response) override;
@@ -42,6 +47,8 @@ class SessionsService final : public SessionsRawService {
   SessionRegistry* registry_;
   const PeerTable* peers_;
   ExecutorPool* executors_;
+  telemetry::Store* telemetry_;
+  uint32_t sample_every_;
 };
 
 }  // namespace ligerd

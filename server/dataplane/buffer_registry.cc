@@ -76,6 +76,13 @@ absl::StatusOr<BufferRef> BufferRegistry::Find(uint64_t buffer_id) const {
   return it->second;
 }
 
+uint64_t BufferRegistry::mapped_bytes() const {
+  absl::MutexLock lock(&mu_);
+  uint64_t total = 0;
+  for (const auto& [id, ref] : buffers_) total += ref.size_bytes;
+  return total;
+}
+
 size_t BufferRegistry::size() const {
   absl::MutexLock lock(&mu_);
   return buffers_.size();

@@ -55,6 +55,8 @@ class BufferRegistry {
   absl::StatusOr<BufferRef> Find(uint64_t buffer_id) const;
 
   size_t size() const;
+  // Bytes of the mappings registered now (what the daemon has mapped for this session).
+  uint64_t mapped_bytes() const;
   // Drops every mapping this registry holds (session teardown).
   void Clear();
 

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda_driver.h"
@@ -31,7 +32,8 @@ CUdeviceptr DoneFlag(const BufferRef& flags, uint32_t slot) { return SlotFlags(f
 absl::StatusOr<std::unique_ptr<RemoteRunner>> RemoteRunner::Start(int device, kernels::Executor* executor,
                                                                    const ShmRing* ring, const BufferRegistry* buffers,
                                                                    BufferRef flags, uint32_t slots,
-                                                                   std::vector<std::string> op_names) {
+                                                                   std::vector<std::string> op_names,
+                                                                   RunnerTelemetry telemetry) {
   if (slots == 0 || slots > ring::kMaxStreamSlots) {
     return absl::InvalidArgumentError(absl::StrCat("AttachStreamFlags: slots must be 1..", ring::kMaxStreamSlots));
   }
@@ -49,6 +51,11 @@ absl::StatusOr<std::unique_ptr<RemoteRunner>> RemoteRunner::Start(int device, ke
   runner->slots_ = slots;
   runner->op_names_ = std::move(op_names);
   runner->reader_ = std::make_unique<RingReader>(ring);
+  runner->telemetry_ = std::move(telemetry);
+  runner->tally_ = std::make_unique<telemetry::OpTally>(runner->telemetry_.store, runner->telemetry_.job, "remote",
+                                                        &runner->op_names_);
+  runner->sampler_ = std::make_unique<GpuTimeSampler>(runner->telemetry_.store, "remote",
+                                                      runner->telemetry_.sample_every);
   CUdevice dev;
   LIGERD_CU_CHECK(drv->cuDeviceGet(&dev, device));
   LIGERD_CU_CHECK(drv->cuDevicePrimaryCtxRetain(&runner->context_, dev));
@@ -74,6 +81,10 @@ RemoteRunner::~RemoteRunner() {
     (*drv)->cuStreamSynchronize(stream_);
     (*drv)->cuStreamDestroy(stream_);
   }
+  // The stream has drained: the last samples are ready. Events go while the context is current.
+  if (sampler_ != nullptr) sampler_->Poll();
+  sampler_.reset();
+  if (tally_ != nullptr) tally_->Flush();
   if (workspace_ != 0) (*drv)->cuMemFree(workspace_);
   CUdevice dev;
   if ((*drv)->cuDeviceGet(&dev, device_) == CUDA_SUCCESS) (*drv)->cuDevicePrimaryCtxRelease(dev);
@@ -93,6 +104,8 @@ void RemoteRunner::Loop() {
       Fail(none, next.status());
       return;
     }
+    tally_->MaybeFlush();
+    sampler_->Poll();
     if (!next->has_value()) {
       if (std::chrono::steady_clock::now() - last_op > kSpinWindow) std::this_thread::sleep_for(kIdleSleep);
       continue;
@@ -113,8 +126,10 @@ absl::Status RemoteRunner::EnsureWorkspace(size_t bytes) {
   if (workspace_ != 0) LIGERD_CU_CHECK(drv->cuMemFree(workspace_));
   workspace_ = 0;
   workspace_bytes_ = 0;
+  scratch_bytes_.store(0, std::memory_order_relaxed);
   LIGERD_CU_CHECK(drv->cuMemAlloc(&workspace_, bytes));
   workspace_bytes_ = bytes;
+  scratch_bytes_.store(bytes, std::memory_order_relaxed);
   return absl::OkStatus();
 }
 
@@ -127,12 +142,18 @@ absl::Status RemoteRunner::RunOne(const ring::OpRecord& record) {
   // Order after the client's producers of the inputs, on the GPU, without a CPU wait.
   LIGERD_CU_CHECK(drv->cuStreamWaitValue64(stream_, ReadyFlag(flags_, op->stream_slot), op->sequence + 1,
                                            CU_STREAM_WAIT_VALUE_GEQ));
+  const uint64_t bytes = telemetry::CallBytes(op->tensors);
+  const bool timed = sampler_->Due();
   absl::Status launched = [&]() -> absl::Status {
     LIGERD_ASSIGN_OR_RETURN(size_t ws, executor_->WorkspaceBytes(name, op->tensors, op->scalars));
     LIGERD_RETURN_IF_ERROR(EnsureWorkspace(ws));
-    return executor_->Launch(name, op->tensors, op->scalars, reinterpret_cast<void*>(workspace_), workspace_bytes_,
-                             stream_);
+    if (timed) sampler_->Begin(stream_);  // after the wait on the client: times the kernels only
+    absl::Status s = executor_->Launch(name, op->tensors, op->scalars, reinterpret_cast<void*>(workspace_),
+                                       workspace_bytes_, stream_);
+    if (timed) sampler_->End(stream_, name, bytes);
+    return s;
   }();
+  tally_->Count(op->op_id, telemetry::CallDType(op->tensors), bytes, !launched.ok());
   // Released whether or not the op ran: the client raises the recorded error, it never hangs.
   LIGERD_CU_CHECK(drv->cuStreamWriteValue64(stream_, DoneFlag(flags_, op->stream_slot), op->sequence + 1,
                                             CU_STREAM_WRITE_VALUE_DEFAULT));
@@ -141,6 +162,9 @@ absl::Status RemoteRunner::RunOne(const ring::OpRecord& record) {
 
 void RemoteRunner::Fail(const ring::OpRecord& record, const absl::Status& status) {
   stats_.failed_ops.fetch_add(1, std::memory_order_relaxed);
+  if (telemetry_.store != nullptr) {
+    telemetry_.store->AddError(absl::AsciiStrToLower(absl::StrCat("remote_op_", absl::StatusCodeToString(status.code()))));
+  }
   // Only the first error is kept, as with CUDA's sticky errors: it names the op that failed.
   if (!error_recorded_) {
     error_recorded_ = true;

@@ -1,0 +1,1 @@
+// The dashboard's script (not written yet: the page links /metrics and the JSON snapshot).
