@@ -55,6 +55,11 @@ __all__ = [
     "liger_softmax",
 ]
 __all__ += ["LigerKLDIVLoss", "liger_kl_div", "LigerJSD", "liger_jsd", "LigerTVDLoss", "liger_tvd"]
+from ligerd.transformers.fused_linear_jsd import LigerFusedLinearJSD, liger_fused_linear_jsd  # noqa: E402
+from ligerd.transformers.fused_linear_kl_div import (LigerFusedLinearKLDivLoss,  # noqa: E402
+                                                     liger_fused_linear_kl_div)
+__all__ += ["LigerFusedLinearJSD", "liger_fused_linear_jsd", "LigerFusedLinearKLDivLoss",
+            "liger_fused_linear_kl_div"]
 
 # Hugging Face model patching (ligerd/transformers/monkey_patch.py, auto_model.py). Loaded on first
 # use, as in Liger-Kernel, so that importing ligerd.transformers does not import transformers.

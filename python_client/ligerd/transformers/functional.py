@@ -138,3 +138,7 @@ from ligerd.transformers.kl_div import liger_kl_div  # noqa: E402
 from ligerd.transformers.tvd import liger_tvd  # noqa: E402
 
 __all__ += ["liger_jsd", "liger_kl_div", "liger_tvd"]
+from ligerd.transformers.fused_linear_jsd import liger_fused_linear_jsd  # noqa: E402
+from ligerd.transformers.fused_linear_kl_div import liger_fused_linear_kl_div  # noqa: E402
+
+__all__ += ["liger_fused_linear_jsd", "liger_fused_linear_kl_div"]
