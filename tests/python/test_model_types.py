@@ -400,8 +400,12 @@ def test_patched_model_matches_transformers(model_type):
         if q.grad is None:
             assert p.grad is None or float(p.grad.abs().max()) == 0.0, name
             continue
-        # fp32 through the float64 reference: only reduction order differs
-        torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=1e-5, msg=lambda m: f"{name}: {m}")
+        # fp32 through the float64 reference: only rounding and reduction order differ, a few
+        # 1e-5 of the gradient's norm at most (gemma4's many norms); a wrong op is ~1. The
+        # absolute floor is for gradients that are rounding noise themselves (Hunyuan's router
+        # weights get ~1e-9 where the other gradients are ~0.5).
+        diff, ref_norm = float((p.grad - q.grad).norm()), float(q.grad.norm())
+        assert diff <= 1e-3 * ref_norm + 1e-7, (name, diff, ref_norm)
     ref.eval()
     model.eval()
     with torch.no_grad():
@@ -443,7 +447,7 @@ REPRESENTATIVES = {"dense": "exaone4", "moe": "hunyuan_v1_moe", "vision-language
                    "hybrid": "qwen3_next"}
 
 
-def _train(model_type, init, data, *, use_ligerd, micro_batches=1, lr=1e-3):
+def _train(model_type, init, data, *, use_ligerd, micro_batches=1, lr=3e-3):
     lt.revert_liger_kernel_patches()
     try:
         if use_ligerd:
@@ -473,7 +477,8 @@ def _train(model_type, init, data, *, use_ligerd, micro_batches=1, lr=1e-3):
 def test_group_representative_trains_like_transformers(group):
     model_type = REPRESENTATIVES[group]
     init = {k: v.clone() for k, v in tm.build(model_type, seed=1).state_dict().items()}
-    data = [_batch(seed, b=4) for seed in range(4)]
+    from ligerd.testing import convergence as cv
+    data, _ = cv.make_data(tm.VOCAB, 5, 4, 16, subset=32)  # learnable bigram streams
     ref, ref_state = _train(model_type, init, data, use_ligerd=False)
     hf_standins.CALLS.clear()
     run, run_state = _train(model_type, init, data, use_ligerd=True)
@@ -481,9 +486,15 @@ def test_group_representative_trains_like_transformers(group):
     assert ref[-1] < ref[0]
     for a, b in zip(run, ref):
         assert abs(a - b) <= 1e-4 + 1e-4 * abs(b), (group, run, ref)
+    # The training update of all parameters together, relative to transformers' update (Adam
+    # turns rounding noise in near-zero gradients, e.g. a router's, into full-size steps of
+    # either sign, so a per-element or per-tensor comparison would measure that noise).
+    num = den = 0.0
     for k, v in ref_state.items():
         if v.is_floating_point():
-            torch.testing.assert_close(run_state[k], v, rtol=1e-3, atol=1e-4, msg=lambda m: f"{k}: {m}")
+            num += float((run_state[k] - v).norm()) ** 2
+            den += float((v - init[k]).norm()) ** 2
+    assert (num / den) ** 0.5 < 1e-2, (group, (num / den) ** 0.5)
     acc, _ = _train(model_type, init, data, use_ligerd=True, micro_batches=2)
     ref_acc, _ = _train(model_type, init, data, use_ligerd=False, micro_batches=2)
     for a, b in zip(acc, ref_acc):
