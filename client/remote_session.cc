@@ -184,6 +184,18 @@ absl::Status RemoteSession::Submit(std::string_view op, std::span<const kernels:
   LIGERD_RETURN_IF_ERROR(Check());
   const std::string op_name(op);  // Debian's abseil string_view is not std::string_view
   if (!remote()) return absl::FailedPreconditionError("session dispatches locally: " + dispatch_reason_);
+  LIGERD_ASSIGN_OR_RETURN(const kernels::DriverApi* drv, kernels::Driver());
+  // A CUDA graph replays GPU work only: the record pushed below would reach the daemon once, at
+  // capture time, and no replay would run the op again (its outputs would go stale). Refuse
+  // rather than capture that; the Python client runs captured ops in its own executor instead.
+  // An error from the query (the legacy stream while another stream captures) counts as capturing.
+  CUstreamCaptureStatus capture = CU_STREAM_CAPTURE_STATUS_NONE;
+  if (drv->cuStreamIsCapturing(stream, &capture) != CUDA_SUCCESS || capture != CU_STREAM_CAPTURE_STATUS_NONE) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        op_name, ": the stream is being captured into a CUDA graph, and remote dispatch cannot be captured "
+                 "(the daemon runs an op when its ring record is written, which a graph replay does not do); "
+                 "run captured ops with a local executor"));
+  }
   auto id = op_ids_.find(op_name);
   if (id == op_ids_.end()) return absl::NotFoundError(absl::StrCat("ligerd does not serve op '", op_name, "'"));
   if (tensors.size() > ring::kMaxTensors || scalars.size() > ring::kMaxScalars) {
@@ -210,7 +222,6 @@ absl::Status RemoteSession::Submit(std::string_view op, std::span<const kernels:
   }
   for (size_t i = 0; i < scalars.size(); ++i) record.scalars[i] = scalars[i];
 
-  LIGERD_ASSIGN_OR_RETURN(const kernels::DriverApi* drv, kernels::Driver());
   const uint64_t sequence = ring_->next_sequence();
   const CUdeviceptr slot_flags = flags_ + record.stream_slot * kStreamFlagBytes;
   const CUdeviceptr ready = slot_flags + ring::kReadyFlagOffset;

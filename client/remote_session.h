@@ -47,7 +47,8 @@ class RemoteSession {
   // Enqueues `op` (a catalogue name) on `stream`. Registers any allocation not seen before.
   // Returns the daemon's first asynchronous error if one was recorded, UNAVAILABLE once the
   // daemon is gone (within about a heartbeat interval), INVALID_ARGUMENT for tensors that cannot
-  // be shared (host memory, VMM/expandable-segment allocations).
+  // be shared (host memory, VMM/expandable-segment allocations), FAILED_PRECONDITION while
+  // `stream` is being captured into a CUDA graph (a replay would not reach the daemon).
   absl::Status Submit(std::string_view op, std::span<const kernels::TensorView> tensors,
                       std::span<const double> scalars, CUstream stream);
 

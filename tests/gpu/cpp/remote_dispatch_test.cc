@@ -1,6 +1,7 @@
 // Remote dispatch on a GPU: ops executed by ligerd on this process's tensors give bitwise the same
 // results as the same executor run locally; bad input is an error naming the op and hangs
-// nothing; a daemon killed mid-stream is reported within 2 s and the GPU stream still drains.
+// nothing; a daemon killed mid-stream is reported within 2 s and the GPU stream still drains; a
+// submit inside a CUDA graph capture is refused (a replay would not reach the daemon).
 // Run under MPS (tests/gpu/run.sh) for realistic timing; correctness does not need it.
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
@@ -128,6 +129,26 @@ TEST_F(RemoteDispatchTest, BadInputIsAnErrorNamingTheOpAndNothingHangs) {
   EXPECT_NE(error.message().find("rms_norm_fwd"), absl::string_view::npos) << error;
   // Sticky, like CUDA's errors: every later submit in the session reports the first failure.
   EXPECT_EQ(session_->Submit("rms_norm_fwd", t, scalars, stream_).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(RemoteDispatchTest, SubmitInsideACudaGraphCaptureIsRefusedAndTheSessionStaysUsable) {
+  const int64_t m = 8, n = 64;
+  DeviceBuffer x(m * n * 2), w(n * 2), y(m * n * 2), r(m * 4);
+  const double scalars[] = {1e-6, 0.0, 0};
+  std::vector<kernels::TensorView> t{View(x, DType::kBFloat16, {m, n}), View(w, DType::kBFloat16, {n}),
+                                     View(y, DType::kBFloat16, {m, n}), View(r, DType::kFloat32, {m})};
+  ASSERT_EQ(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  const absl::Status captured = session_->Submit("rms_norm_fwd", t, scalars, stream_);
+  cudaGraph_t graph = nullptr;
+  ASSERT_EQ(cudaStreamEndCapture(stream_, &graph), cudaSuccess) << "the refused submit left the capture intact";
+  cudaGraphDestroy(graph);
+  EXPECT_EQ(captured.code(), absl::StatusCode::kFailedPrecondition) << captured;
+  EXPECT_NE(captured.message().find("rms_norm_fwd"), absl::string_view::npos) << captured;
+  EXPECT_NE(captured.message().find("CUDA graph"), absl::string_view::npos) << captured;
+  // Not an error of the session: the next submit outside a capture runs in the daemon.
+  ASSERT_TRUE(session_->Submit("rms_norm_fwd", t, scalars, stream_).ok());
+  ASSERT_EQ(cudaStreamSynchronize(stream_), cudaSuccess);
+  EXPECT_TRUE(session_->Check().ok()) << session_->Check();
 }
 
 TEST_F(RemoteDispatchTest, DaemonKilledMidStreamIsReportedWithinTwoSecondsAndTheStreamDrains) {
