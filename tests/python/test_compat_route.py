@@ -192,12 +192,22 @@ def test_missing_names_give_the_clear_error_on_use_not_on_import(shim_dir):
         except ImportError as e:
             print("unknown:", e)
 
-        # A Liger model type ligerd does not patch: Liger's signature, a warning, no exception.
+        # Every Liger model type is ligerd's own apply function now (test_model_types.py); a part
+        # ligerd has no kernel for (Qwen2-VL's M-RoPE) is kept with a warning, no exception.
         from liger_kernel.transformers import apply_liger_kernel_to_qwen2_vl
+        import ligerd.transformers
+        from ligerd import LigerdWarning
+        assert apply_liger_kernel_to_qwen2_vl is ligerd.transformers.apply_liger_kernel_to_qwen2_vl
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
             apply_liger_kernel_to_qwen2_vl(rope=True, fused_linear_cross_entropy=True)
-        assert any(issubclass(x.category, LigerdCompatWarning) and "qwen2_vl" in str(x.message) for x in w)
+        assert any(issubclass(x.category, LigerdWarning) and "qwen2_vl" in str(x.message) for x in w)
+        # A model type Liger does not patch either: a warning, no exception.
+        from liger_kernel.transformers import _apply_liger_kernel
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            _apply_liger_kernel("bert")
+        assert any(issubclass(x.category, LigerdCompatWarning) and "bert" in str(x.message) for x in w)
         print("ok")
     """)
     assert out.strip().endswith("ok")
