@@ -5,7 +5,7 @@ trained a few steps
 - eagerly (the yardstick),
 - compiled whole with ``torch.compile(model, fullgraph=True)`` (default mode, Inductor),
 - compiled with ``mode="reduce-overhead"`` (CUDA graphs through cudagraph trees; no graph may be
-  skipped),
+  skipped), also with gradient accumulation (num_items_in_batch),
 - captured by hand: forward, backward and the optimizer step in one ``torch.cuda.graph``,
   replayed on new batches,
 
@@ -118,7 +118,10 @@ def model_and_init():
     init = {k: v.detach().clone() for k, v in model.state_dict().items()}
     data, _ = cv.make_data(SIZES["vocab"], STEPS, BATCH, SEQ, subset=256)
     data = [(x.to(DEV), y.to(DEV)) for x, y in data]
-    yield model, init, data
+    # batches of 2 x BATCH for 2 micro-batches of BATCH rows: the compiled graphs' shapes again
+    acc, _ = cv.make_data(SIZES["vocab"], STEPS, 2 * BATCH, SEQ, seed=99, subset=256)
+    acc = [(x.to(DEV), y.to(DEV)) for x, y in acc]
+    yield model, init, data, acc
     lt.revert_liger_kernel_patches()
 
 
@@ -126,20 +129,34 @@ def _params(model):
     return {k: v.detach().clone() for k, v in model.named_parameters()}
 
 
-def train_eager_or_compiled(model, init, data, *, mode=None, optimizer="adamw"):
-    """Per-step losses and final weights; the model compiled (fullgraph) in ``mode`` unless None."""
+def train_eager_or_compiled(model, init, data, *, mode=None, optimizer="adamw", micro_batches=1):
+    """Per-step losses and final weights; the model compiled (fullgraph) in ``mode`` unless None.
+    With ``micro_batches`` > 1 each step accumulates over that many micro-batches with
+    transformers' num_items_in_batch, into .grad buffers allocated (zeroed) before the first step
+    and zeroed in place after each: under reduce-overhead a .grad first allocated by a replayed
+    backward lives in the graph's memory, which the next micro-batch's replay overwrites (torch's
+    rule for cudagraph trees; docs/compile.md)."""
     model.load_state_dict(init)
     model.train()
     fwd = model if mode is None else torch.compile(model, fullgraph=True, mode=mode)
     opt = (torch.optim.AdamW(model.parameters(), lr=LR, foreach=False) if optimizer == "adamw" else
            torch.optim.SGD(model.parameters(), lr=LR * 30, foreach=False))
+    accumulate = micro_batches > 1
+    if accumulate:
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
     losses = []
     for x, y in data:
-        out = fwd(input_ids=x, labels=y, use_cache=False)
-        out.loss.backward()
-        losses.append(float(out.loss))  # read before the next step replays over it
+        n_items = torch.tensor(float((y[:, 1:] != -100).sum()), device=DEV) if accumulate else None
+        total = 0.0
+        for xs, ys in zip(x.chunk(micro_batches), y.chunk(micro_batches)):
+            kw = {"num_items_in_batch": n_items} if accumulate else {}
+            out = fwd(input_ids=xs, labels=ys, use_cache=False, **kw)
+            out.loss.backward()
+            total += float(out.loss)  # read before the next replay overwrites it
+        losses.append(total)
         opt.step()
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad(set_to_none=not accumulate)
     torch.cuda.synchronize()
     return losses, _params(model)
 
@@ -195,7 +212,7 @@ def assert_same_training(got, ref, init, what):
 
 
 def test_compile_fullgraph_default_mode(model_and_init, dispatch):
-    model, init, data = model_and_init
+    model, init, data, _ = model_and_init
     torch._dynamo.reset()
     ref = train_eager_or_compiled(model, init, data)
     assert_dispatch(dispatch)
@@ -208,7 +225,7 @@ def test_compile_reduce_overhead(model_and_init, dispatch):
     """cudagraph trees: step 1 warms up, step 2 records, later steps replay. No graph may be
     skipped (a ligerd op that cudagraphs cannot take would show here as a skip)."""
     from torch._dynamo.utils import counters
-    model, init, data = model_and_init
+    model, init, data, acc = model_and_init
     torch._dynamo.reset()
     ref = train_eager_or_compiled(model, init, data)
     counters.clear()
@@ -218,10 +235,15 @@ def test_compile_reduce_overhead(model_and_init, dispatch):
     assert not skips.get("cudagraph_skips"), f"cudagraphs skipped a graph: {skips}"
     assert_dispatch(dispatch)  # the session stays remote: only captured ops ran in process
     assert_same_training(got, ref, init, f"reduce-overhead {dispatch}")
+    # gradient accumulation (2 micro-batches, num_items_in_batch: the fused loss's mean divisor
+    # as a tensor input of the graph), .grad allocated before the first replay
+    ref = train_eager_or_compiled(model, init, acc, micro_batches=2)
+    got = train_eager_or_compiled(model, init, acc, mode="reduce-overhead", micro_batches=2)
+    assert_same_training(got, ref, init, f"reduce-overhead, gradient accumulation, {dispatch}")
 
 
 def test_manual_cuda_graph_training_step(model_and_init, dispatch):
-    model, init, data = model_and_init
+    model, init, data, _ = model_and_init
     ref = train_eager_or_compiled(model, init, data, optimizer="sgd")
     with expect_in_process_warning(dispatch):
         got = train_cuda_graph(model, init, data)
