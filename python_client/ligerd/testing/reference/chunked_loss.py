@@ -13,8 +13,11 @@ import torch.nn.functional as F
 
 
 def logits(x, W, b=None):
+    """x @ W.T + b; half-precision logits are upcast to fp32 after the GEMM (as Liger and torch
+    training code do), which makes these functions on bf16/fp16 inputs the GPU tests' yardstick."""
     z = x @ W.t()
-    return z + b if b is not None else z
+    z = z + b if b is not None else z
+    return z.float() if z.dtype in (torch.bfloat16, torch.float16) else z
 
 
 def token_logps(x, W, b, target, ignore_index=-100, temperature=1.0):
@@ -72,7 +75,7 @@ def preference(kind, x, W, target, b=None, *, ignore_index=-100, beta=0.1, alpha
     V = W.shape[0]
     seq = seq_logps(x, W, b, target, ignore_index, average_log_prob)
     c, r = seq[:n], seq[n:]
-    nll = torch.zeros((), dtype=x.dtype)
+    nll = torch.zeros((), dtype=seq.dtype, device=x.device)
     if compute_nll_loss:
         nt = nll_target if nll_target is not None else target
         lp, m = token_logps(x[:n], W, b, nt[:n], ignore_index)
@@ -230,7 +233,7 @@ def distillation(kind, sx, sW, tx, tW, y, sb=None, tb=None, *, weight_hard_loss=
     hard = F.cross_entropy(s, y, ignore_index=ignore_index, reduction="sum") / n
     ss, ts = s / temperature, t / temperature
     if t.shape[-1] > s.shape[-1]:
-        ss = torch.cat([ss, torch.zeros(ss.shape[0], t.shape[-1] - s.shape[-1], dtype=ss.dtype)], -1)
+        ss = torch.cat([ss, torch.zeros(ss.shape[0], t.shape[-1] - s.shape[-1], dtype=ss.dtype, device=ss.device)], -1)
     if kind == "jsd":
         rows = jsd(F.log_softmax(ss, -1), F.log_softmax(ts, -1), beta)
     else:
@@ -242,13 +245,13 @@ def distillation(kind, sx, sW, tx, tW, y, sb=None, tb=None, *, weight_hard_loss=
 def fused_linear_jsd(sx, sW, tx, tW, labels=None, beta=0.5, ignore_index=-100, temperature=1.0):
     s_lp = F.log_softmax(logits(sx, sW) / temperature, -1)
     t_lp = F.log_softmax(logits(tx, tW).detach() / temperature, -1)
-    valid = labels != ignore_index if labels is not None else torch.ones(sx.shape[0], dtype=torch.bool)
+    valid = labels != ignore_index if labels is not None else torch.ones(sx.shape[0], dtype=torch.bool, device=sx.device)
     return (jsd(s_lp, t_lp, beta) * valid).sum() / valid.sum().clamp(min=1)
 
 
 def fused_linear_kl_div(x, W, q, labels=None, reduction="batchmean", ignore_index=-100, temperature=1.0, eps=1e-10):
     lp = F.log_softmax(logits(x, W) / temperature, -1)
-    valid = labels != ignore_index if labels is not None else torch.ones(x.shape[0], dtype=torch.bool)
+    valid = labels != ignore_index if labels is not None else torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
     rows = (q * (torch.log(torch.clamp(q, min=eps)) - lp)).sum(-1) * valid
     n = int(valid.sum())
     if n == 0:
