@@ -83,8 +83,13 @@ TEST_F(DaemonTest, MalformedRequestIsInvalidArgumentAndDaemonStaysUp) {
 
 TEST_F(DaemonTest, ServicesNotBuiltYetAnswerUnimplemented) {
   EXPECT_EQ(CallRaw("/ligerd.v1.Kernels/Precompile", "").error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_EQ(CallRaw("/ligerd.v1.Telemetry/Snapshot", "").error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_EQ(CallRaw("/ligerd.v1.Admin/Drain", "").error_code(), grpc::StatusCode::UNIMPLEMENTED);
+}
+
+TEST_F(DaemonTest, TelemetryAndAdminAnswer) {  // telemetry_test.cc tests what they answer
+  EXPECT_TRUE(CallRaw("/ligerd.v1.Telemetry/Snapshot", "").ok());
+  EXPECT_TRUE(CallRaw("/ligerd.v1.Admin/SetLogLevel", std::string("\x0a\x04info", 6)).ok());
+  EXPECT_EQ(CallRaw("/ligerd.v1.Admin/Drain", std::string("\x08\xff\xff\xff", 4)).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);  // a truncated varint
 }
 
 TEST_F(DaemonTest, MalformedSessionRequestsAreInvalidArgument) {
