@@ -138,6 +138,7 @@ def train_eager_or_compiled(model, init, data, *, mode=None, optimizer="adamw", 
     rule for cudagraph trees; docs/compile.md)."""
     model.load_state_dict(init)
     model.train()
+    model.zero_grad(set_to_none=True)
     fwd = model if mode is None else torch.compile(model, fullgraph=True, mode=mode)
     opt = (torch.optim.AdamW(model.parameters(), lr=LR, foreach=False) if optimizer == "adamw" else
            torch.optim.SGD(model.parameters(), lr=LR * 30, foreach=False))
@@ -153,7 +154,7 @@ def train_eager_or_compiled(model, init, data, *, mode=None, optimizer="adamw", 
             kw = {"num_items_in_batch": n_items} if accumulate else {}
             out = fwd(input_ids=xs, labels=ys, use_cache=False, **kw)
             out.loss.backward()
-            total += float(out.loss)  # read before the next replay overwrites it
+            total += float(out.loss.detach())  # read before the next replay overwrites it
         losses.append(total)
         opt.step()
         opt.zero_grad(set_to_none=not accumulate)
@@ -166,6 +167,7 @@ def train_cuda_graph(model, init, data):
     whole-network capture recipe: warm-up on a side stream, grads None before the capture)."""
     model.load_state_dict(init)
     model.train()
+    model.zero_grad(set_to_none=True)
     opt = torch.optim.SGD(model.parameters(), lr=LR * 30, foreach=False)
     sx, sy = data[0][0].clone(), data[0][1].clone()
     s = torch.cuda.Stream()
@@ -185,7 +187,7 @@ def train_cuda_graph(model, init, data):
         sx.copy_(x)
         sy.copy_(y)
         graph.replay()
-        losses.append(float(static_loss))
+        losses.append(float(static_loss.detach()))
     torch.cuda.synchronize()
     params = _params(model)
     del graph
