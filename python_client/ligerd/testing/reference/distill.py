@@ -15,14 +15,15 @@ Semantics (Liger's, ops/kl_div.py, ops/jsd.py, ops/tvd.py):
 
 Error bounds of the kernels' fp32 arithmetic, per element (u = 2^-24):
 - Each formula is a handful of roundings (<= 6) of values bounded by its "magnitude" A below,
-  plus expf/logf's 2 ulps each; 16 u A covers them with room. Exponentials of an argument formed
+  plus expf/logf's 2 ulps each; 16 u A covers them with room. Results below fp32's smallest
+  normal (an exp of a log-probability under -87) add an absolute term (_subnormal). Exponentials of an argument formed
   in fp32 (X - m, fp32 inputs) carry u |argument| relative error more: the (1 + |X - Y|) factor.
   - KL: A = |t| (|log max(t, eps)| + |x| + 1), or e^t (|t| + |x| + 1) with log_target.
   - JSD: A = beta P (|Y| + |log M| + 1) + (1 - beta) Q (|X| + |log M| + 1) for the loss (the
     special cases: P (|X| + |Y| + 1) and Q (|X| + |Y| + 1)); the same without the P term for dX.
   - TVD: A = 0.5 |p - q| (one subtraction, exact halving).
 - Row sums: fp32, each thread sequentially then a fixed tree. SUM_REL (1e-5) of the sum of the
-  terms' magnitudes, as the norms' and softmax's tests: the rounding errors of a chain of a few
+  terms' absolute values, as the norms' and softmax's tests: the rounding errors of a chain of a few
   hundred additions (a 262144-wide bf16 row: 512 per thread at 512 threads, then 9 tree levels)
   add up like a random walk, ~sqrt(520) u = 1.4e-6; the worst case (520 u = 3e-5) needs every one
   of them to round the same way.
@@ -42,6 +43,14 @@ SUM_REL = 1e-5
 ELEM_ROUNDINGS = 16  # the "16 u A" above
 
 REDUCTIONS = {"none": 0, "sum": 1, "mean": 2, "batchmean": 3}
+T32 = TINY[torch.float32]
+
+
+def _subnormal(*logs):
+    """Absolute bound for results below fp32's smallest normal: an exp landing there (a log-
+    probability under -87) is off by up to a subnormal spacing, absolutely, and the log terms it
+    multiplies scale that: 8 spacings times 1 + the sum of those terms' magnitudes."""
+    return 8 * T32 * (1 + sum(v.abs() for v in logs))
 
 
 @dataclass
@@ -49,7 +58,7 @@ class Elems:
     """Per-element float64 results and bounds of the kernels' fp32 error (rows x n)."""
     loss: torch.Tensor
     loss_err: torch.Tensor      # bound of |fp32 loss element - loss|
-    loss_mag: torch.Tensor      # |loss element|'s scale for the row sums (SUM_REL of its row sum)
+    loss_mag: torch.Tensor      # A, the magnitude of the element's terms (its bound's base)
     grad: Optional[torch.Tensor] = None
     grad_err: Optional[torch.Tensor] = None
 
@@ -64,20 +73,22 @@ def kl_div(x: torch.Tensor, t: torch.Tensor, log_target: bool, eps: float) -> El
         e = torch.exp(td)
         loss = e * (td - xd)
         mag = e * (td.abs() + xd.abs() + 1)
+        sub = _subnormal(td, xd)
     else:
         lt = torch.log(torch.clamp(td, min=float(torch.tensor(eps, dtype=torch.float32))))
         loss = td * (lt - xd)
         mag = td.abs() * (lt.abs() + xd.abs() + 1)
-    return Elems(loss=loss, loss_err=ELEM_ROUNDINGS * U32 * mag + TINY[torch.float32], loss_mag=mag)
+        sub = _subnormal(lt, xd)
+    return Elems(loss=loss, loss_err=ELEM_ROUNDINGS * U32 * mag + sub, loss_mag=mag)
 
 
 def kl_div_grad(t: torch.Tensor, g: torch.Tensor, log_target: bool, scale: float) -> Elems:
-    """dX = -(t or exp(t)) * g * scale; g one element or t's shape. Bounds: four roundings (and
-    expf's two ulps), relative."""
+    """dX = -(t or exp(t)) * g * scale; g one element or t's shape. Bounds, relative: two or three
+    roundings (the factor, the products) and expf's two ulps (4 u) with log_target, doubled."""
     td = t.double()
     d = torch.exp(td) if log_target else td
     grad = -d * g.double() * scale
-    err = (6 if log_target else 4) * U32 * grad.abs() + 4 * TINY[torch.float32]
+    err = (12 if log_target else 4) * U32 * grad.abs() + 4 * T32 * (1 + g.double().abs() * abs(scale))
     return Elems(loss=grad, loss_err=err, loss_mag=grad.abs(), grad=grad, grad_err=err)
 
 
@@ -115,8 +126,9 @@ def jsd(x: torch.Tensor, y: torch.Tensor, beta: float) -> Elems:
         lmag = beta * P * (Y.abs() + log_m.abs() + 1) + gmag
     arg = 1 + (X - Y).abs()
     arg = torch.where(torch.isfinite(arg), arg, torch.ones_like(arg))
-    return Elems(loss=loss, loss_err=ELEM_ROUNDINGS * U32 * arg * lmag + TINY[torch.float32], loss_mag=lmag,
-                 grad=grad, grad_err=ELEM_ROUNDINGS * U32 * arg * gmag + TINY[torch.float32])
+    sub = _subnormal(X, Y) if beta in (0.0, 1.0) else _subnormal(X, Y, log_m)
+    return Elems(loss=loss, loss_err=ELEM_ROUNDINGS * U32 * arg * lmag + sub, loss_mag=lmag,
+                 grad=grad, grad_err=ELEM_ROUNDINGS * U32 * arg * gmag + sub)
 
 
 def valid_count(rows: int, labels: Optional[torch.Tensor], ignore_index: int) -> int:
@@ -132,7 +144,7 @@ def jsd_rows(x, y, beta, labels=None, ignore_index=-100):
     keep = torch.ones(x.shape[0], dtype=torch.bool, device=x.device) if labels is None else labels != ignore_index
     k = keep[:, None].double()
     rows = (e.loss * k).sum(-1) * scale
-    rows_err = ((e.loss_err * k).sum(-1) + SUM_REL * (e.loss_mag * k).sum(-1)) * scale * (1 + 2 * U32)
+    rows_err = ((e.loss_err * k).sum(-1) + SUM_REL * (e.loss.abs() * k).sum(-1)) * scale * (1 + 2 * U32)
     grad = e.grad * k * scale
     grad_err = (e.grad_err * k * scale) + 2 * U32 * grad.abs()
     return rows, rows_err, grad, grad_err
