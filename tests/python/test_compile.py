@@ -242,6 +242,38 @@ def test_compiled_flce_is_one_custom_op_call(launcher):
     assert len(rec.graphs) == 1
 
 
+def test_compiled_flce_dynamic_shapes(launcher):
+    """Token counts that change between calls (packed or variable-length batches): one graph with
+    a symbolic token count (the fake kernels take SymInts), results equal to eager each time."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+    counter = CompileCounterWithBackend("aot_eager")
+    g = torch.Generator().manual_seed(8)
+    W0 = torch.randn(45, 16, generator=g) * 0.3
+
+    def f(x, W, t, n):
+        loss, _, acc, _ = flce.fused_linear_cross_entropy(x * 1.0, W, t, mean_divisor=n,
+                                                          return_token_accuracy=True)
+        return loss * 1.5, acc
+
+    compiled = torch.compile(f, fullgraph=True, backend=counter, dynamic=True)
+    frames = []
+    for bt in (37, 50, 129):
+        x0 = torch.randn(bt, 16, generator=g)
+        t = torch.randint(0, 45, (bt,), generator=g)
+        t[::5] = -100
+        n = torch.tensor(float(bt))
+        outs = []
+        for fn in (f, compiled):
+            x, W = x0.clone().requires_grad_(), W0.clone().requires_grad_()
+            loss, acc = fn(x, W, t, n)
+            loss.backward()
+            outs.append((loss.detach(), acc, x.grad, W.grad))
+        for a, e in zip(*outs):
+            torch.testing.assert_close(a, e, **TOL["aot_eager"])
+        frames.append(counter.frame_count)
+    assert frames[0] == frames[-1], f"recompiled for a new token count: {frames}"
+
+
 def test_compiled_flce_gradients_reuse_the_forward_buffers(launcher):
     """Inductor writes the backward's grad_output scaling into the gradients the forward computed
     (AOTAutograd donates the saved tensors): W.grad and x.grad are those very buffers, as in eager
