@@ -26,7 +26,7 @@ from __future__ import annotations
 import sys
 from typing import Callable, Optional, Sequence
 
-from ligerd import _dispatch, _extension
+from ligerd import _dispatch, _extension, _telemetry
 from ligerd._errors import DaemonUnavailableError, LigerdError, OpInputError, warn_once
 from ligerd._entries import ENTRIES
 
@@ -88,14 +88,30 @@ def call(op: str, /, **named) -> None:
 def launch(op: str, tensors: Sequence, scalars: Sequence[float]) -> None:
     """Run ``op`` asynchronously on the current stream of the tensors' device. ``tensors`` and
     ``scalars`` are lists (every op builds them as lists)."""
+    rep = _telemetry.reporter  # counts local launches (ligerd._telemetry); None when off
     if _test_launcher is not None:
-        _test_launcher(op, tensors, scalars)
+        if rep is None:
+            _test_launcher(op, tensors, scalars)
+        else:
+            rep.run(op, tensors, scalars, _test_launcher)
         return
     session, fast = _local_fast
     if session is not None and session is _dispatch._session:
-        fast(op, tensors, [float(s) for s in scalars])
+        if rep is None:
+            fast(op, tensors, [float(s) for s in scalars])
+        else:
+            rep.run(op, tensors, [float(s) for s in scalars], fast)
         return
     _launch_slow(op, tensors, scalars)
+
+
+def _local(fn, op: str, tensors, scalars) -> None:
+    """A launch in this process, counted by the telemetry reporter (created at the first one)."""
+    rep = _telemetry.get()
+    if rep is None:
+        fn(op, tensors, scalars)
+    else:
+        rep.run(op, tensors, scalars, fn)
 
 
 def _launch_slow(op: str, tensors: Sequence, scalars: Sequence[float]) -> None:
@@ -122,10 +138,10 @@ def _launch_slow(op: str, tensors: Sequence, scalars: Sequence[float]) -> None:
                 _remote_launch(ext, session, d, op, tensors, scalars)
                 return
         if not session.all_devices_local():
-            ext.launch(op, tensors, scalars)
+            _local(ext.launch, op, tensors, scalars)
             return
     _local_fast = (session, ext.launch)
-    ext.launch(op, tensors, scalars)
+    _local(ext.launch, op, tensors, scalars)
 
 
 def capturing(device: int) -> bool:

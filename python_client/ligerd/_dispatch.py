@@ -30,7 +30,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Dict, Mapping, Optional
 
-from ligerd import _extension
+from ligerd import _extension, _telemetry
 from ligerd._errors import (ConfigError, DaemonUnavailableError, DispatchUnavailableError,
                             LigerdError, warn_once)
 
@@ -183,7 +183,8 @@ def _open_device(s: Session, index: int) -> DeviceDispatch:
         return DeviceDispatch(index, "local", s.reason)
     ext = _extension.load()
     try:
-        handle = ext.open_session(s.daemon.socket_path, index, s.mode, f"python pid {os.getpid()}")
+        # The session's client name is the job name: remote and reported ops share one `job` label.
+        handle = ext.open_session(s.daemon.socket_path, index, s.mode, _telemetry.job())
     except LigerdError as e:
         if s.mode == "remote":
             raise
@@ -319,8 +320,18 @@ def dispatch_info() -> dict:
 session_info = dispatch_info  # the name used before per-device dispatch
 
 
+def _daemon_socket() -> Optional[str]:
+    """Where telemetry reports go: the daemon of this process's session, if it has one."""
+    s = _session
+    return str(s.daemon.socket_path) if s is not None and s.daemon is not None else None
+
+
+_telemetry.daemon_socket = _daemon_socket
+
+
 def _reset_for_tests() -> None:
     global _api_mode, _session
+    _telemetry._reset_for_tests()
     with _lock:
         old, _session = _session, None
         _api_mode = None

@@ -50,6 +50,7 @@ import torch
 
 from typing import Optional, Tuple
 
+from ligerd import _telemetry
 from ligerd._errors import OpInputError
 from ligerd.ops import _opdef
 from ligerd.ops import cross_entropy as ce
@@ -395,6 +396,7 @@ def fused_linear_cross_entropy(x, W, target, b=None, ce_weight=None, ignore_inde
         loss, z_rows, pred = _FusedLinearCrossEntropy.apply(
             x2, W, t2, b, w32, denom, ignore_index, float(lse_square_scale), float(label_smoothing), red,
             cap, return_z_loss, want_pred, accum_dtype, bool(use_token_scaling), check)
+        _report(loss if reduction != "none" else None, t2.numel(), V, x2.element_size())
     else:  # compiled or traced: the registered op (see the module docstring)
         grad = torch.is_grad_enabled()
         loss, z_rows, pred, _, _, _ = fused_linear_cross_entropy_fwd(
@@ -411,6 +413,15 @@ def fused_linear_cross_entropy(x, W, target, b=None, ce_weight=None, ignore_inde
         a = ((pred == t2) & (t2 != ignore_index)).to(torch.float32)
         token_accuracy = a if reduction == "none" else a.sum() / denom[0]
     return loss, z_loss, token_accuracy, (pred if return_predicted_tokens else None)
+
+
+def _report(loss, tokens: int, V: int, elem_bytes: int) -> None:
+    """Telemetry (ligerd._telemetry): the tokens this call saw, its loss (copied without a sync)
+    and the logits memory it did not allocate: the full [tokens, V] against its chunk buffer."""
+    rep = _telemetry.get()
+    if rep is not None:
+        saved = max(0, tokens - min(tokens, chunk_tokens(tokens, V, elem_bytes))) * V * elem_bytes
+        rep.note_loss(tokens, loss, memory_saved=saved)
 
 
 def _check_mean_divisor(d, reduction, ce_weight):

@@ -1,0 +1,347 @@
+"""Telemetry end to end on the CPU: the Prometheus text parsed with a real parser
+(prometheus_client's), every metric of docs/telemetry.md present with its labels, the real ligerd
+binary serving /metrics and taking a local client's reports, bad --metrics_address values, and the
+client reporter (batching, GPU-time sampling, dropping reports without a daemon)."""
+
+import os
+import re
+import socket
+import struct
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from prometheus_client.parser import text_string_to_metric_families
+
+REPO = Path(__file__).resolve().parents[2]
+DOC = REPO / "docs" / "telemetry.md"
+GPU_LABELS = {"gpu", "UUID", "modelName", "Hostname"}
+
+
+def _build_file(*parts) -> Path:
+    build = os.environ.get("LIGERD_BUILD_DIR", "").strip()
+    exe = Path(build, *parts) if build else None
+    if exe is None or not exe.is_file():
+        pytest.skip(f"no built {'/'.join(parts)} (set LIGERD_BUILD_DIR to a build directory)")
+    return exe
+
+
+def documented_metrics() -> dict:
+    """docs/telemetry.md's table: name -> (type, label names)."""
+    out = {}
+    for line in DOC.read_text().splitlines():
+        m = re.match(r"\| `(ligerd_[a-z_]+)` \| (\w+) \|\s*([^|]*?)\s*\|", line)
+        if m:
+            cell = re.sub(r"\([^)]*\)", "", m.group(3))  # "result (memory_hit, ...)" -> "result"
+            labels = {l.strip() for l in cell.split(",") if l.strip()}
+            out[m.group(1)] = (m.group(2), labels)
+    return out
+
+
+def parse(text: str) -> dict:
+    """Family name as exposed (counters keep their _total) -> (type, samples)."""
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        name = fam.name + ("_total" if fam.type == "counter" else "")
+        out[name] = (fam.type, fam.samples)
+    return out
+
+
+def test_documented_table_is_complete_and_well_named():
+    metrics = documented_metrics()
+    assert len(metrics) >= 30
+    for name, (kind, _) in metrics.items():
+        assert name.startswith("ligerd_")
+        assert (kind == "counter") == name.endswith("_total"), name
+        assert kind in ("counter", "gauge", "histogram"), name
+
+
+def test_simulated_workload_parses_and_covers_every_metric():
+    text = subprocess.run([str(_build_file("tests", "cpp", "telemetry_exposition_main"))], check=True,
+                          capture_output=True, text=True, timeout=60).stdout
+    families = parse(text)
+    documented = documented_metrics()
+    assert set(families) == set(documented), "exposed vs documented"
+    for name, (kind, labels) in documented.items():
+        fam_kind, samples = families[name]
+        assert fam_kind == kind, name
+        assert samples, f"{name}: no sample in the simulated workload"
+        for s in samples:
+            names = set(s.labels) - {"le"}
+            assert names == labels, f"{name}: labels {sorted(names)}, documented {sorted(labels)}"
+            assert s.value >= 0, (name, s)
+    # Histograms: cumulative buckets ending in +Inf == count.
+    _, samples = families["ligerd_op_gpu_seconds"]
+    for op in {s.labels["op"] for s in samples}:
+        buckets = [s for s in samples if s.name.endswith("_bucket") and s.labels["op"] == op]
+        counts = [s.value for s in buckets]
+        assert counts == sorted(counts)
+        assert buckets[-1].labels["le"] == "+Inf"
+        count = next(s.value for s in samples if s.name.endswith("_count") and s.labels["op"] == op)
+        assert counts[-1] == count
+    # The served GPU is NVML's 1 (joined by UUID), and its IPC bytes are there.
+    ipc = families["ligerd_ipc_mapped_bytes"][1]
+    assert [s.labels["gpu"] for s in ipc] == ["1"]
+    assert ipc[0].labels["UUID"].startswith("GPU-bbbb")
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    """The real ligerd on a temporary socket with /metrics on a free loopback port."""
+    exe = _build_file("server", "ligerd")
+    sock = tmp_path / "run" / "ligerd.sock"
+    log = open(tmp_path / "ligerd.log", "w")
+    proc = subprocess.Popen([str(exe), f"--socket={sock}", f"--cache_dir={tmp_path / 'cache'}",
+                             "--metrics_address=127.0.0.1:0"], stdout=log, stderr=subprocess.STDOUT)
+    url = None
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and url is None:
+        m = re.search(r"metrics on (http://127\.0\.0\.1:\d+)/metrics", (tmp_path / "ligerd.log").read_text())
+        url = m.group(1) if m else None
+        time.sleep(0.05)
+    if url is None:
+        proc.kill()
+        pytest.fail("ligerd did not say where /metrics is:\n" + (tmp_path / "ligerd.log").read_text())
+    while not sock.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield {"url": url, "socket": str(sock), "proc": proc}
+    proc.terminate()
+    proc.wait(timeout=10)
+    log.close()
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.read().decode()
+
+
+def test_real_daemon_serves_a_local_clients_reports(daemon, monkeypatch):
+    """A CPU 'training step' (RMSNorm forward and backward, the fused loss) through the reference
+    executor, counted by the real reporter and sent to the real daemon: /metrics shows the local
+    ops under the job's name, the job's tokens and loss; the JSON snapshot agrees."""
+    pytest.importorskip("grpc", reason="grpcio is not installed")
+    import torch
+    from ligerd import _telemetry
+    from ligerd.ops import rms_norm
+    from ligerd.testing import ref_executor
+    ref_executor.install(monkeypatch)
+    _telemetry.set_job("cpu-sim-job")
+    rep = _telemetry.Reporter(job="cpu-sim-job", socket_path=daemon["socket"], start_thread=False)
+    monkeypatch.setattr(_telemetry, "reporter", rep)
+    x = torch.randn(6, 40, dtype=torch.float32)
+    w = torch.rand(40, dtype=torch.float32) + 0.5
+    for _ in range(3):
+        y, rstd = rms_norm.rms_norm_fwd(x, w, 1e-6, 0.0, 1, False)
+        rms_norm.rms_norm_bwd(torch.randn_like(y), x, w, rstd, 0.0, 1, True)
+    rep.note_loss(tokens=6, loss=torch.tensor(2.5), memory_saved=6 * 1000 * 2)
+    rep.note_loss(tokens=6, loss=torch.tensor(2.25), memory_saved=6 * 1000 * 2)
+    assert rep.flush(), rep.last_error
+    families = parse(_get(daemon["url"] + "/metrics"))
+    ops = {(s.labels["op"], s.labels["dispatch"], s.labels["job"], s.labels["dtype"]): s.value
+           for s in families["ligerd_ops_total"][1]}
+    assert ops[("rms_norm_fwd", "local", "cpu-sim-job", "float32")] == 3
+    assert ops[("rms_norm_bwd", "local", "cpu-sim-job", "float32")] == 3
+    nbytes = {s.labels["op"]: s.value for s in families["ligerd_op_bytes_total"][1]}
+    assert nbytes["rms_norm_fwd"] == 3 * (x.nbytes + w.nbytes + y.nbytes + rstd.nbytes)
+    jobs = {s.name: s.value for s in families["ligerd_job_tokens_total"][1] + families["ligerd_job_loss"][1]
+            + families["ligerd_job_memory_saved_bytes"][1] if s.labels["job"] == "cpu-sim-job"}
+    assert jobs["ligerd_job_tokens_total"] == 12
+    assert jobs["ligerd_job_loss"] == 2.25
+    assert jobs["ligerd_job_memory_saved_bytes"] == 12000
+    info = [s for s in families["ligerd_job_process_info"][1] if s.labels["job"] == "cpu-sim-job"]
+    assert len(info) == 1 and info[0].labels["pid"] == str(os.getpid())
+    assert "pytest" in info[0].labels["command"] or "python" in info[0].labels["command"]
+    snapshot = _get(daemon["url"] + "/api/v1/snapshot")
+    assert '"job":"cpu-sim-job"' in snapshot
+    # The next flush carries only what happened since: nothing, so nothing is sent.
+    assert rep.flush() and rep.sent_reports == 1
+
+
+def test_a_report_for_another_pid_is_refused(daemon):
+    pytest.importorskip("grpc", reason="grpcio is not installed")
+    from ligerd import _telemetry
+    op = _telemetry.encode_op_stats("rms_norm_fwd", "bfloat16", 5, 0, 100, [], 0)
+    request = _telemetry.encode_report(1, "spoof", [op], b"", False)
+    import grpc
+    with pytest.raises(grpc.RpcError) as e:
+        _telemetry._grpc_send(daemon["socket"], request, 5)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "pid 1 is not the reporting process" in e.value.details()
+    families = parse(_get(daemon["url"] + "/metrics"))
+    rejected = [s.value for s in families["ligerd_telemetry_reports_total"][1] if s.labels["result"] == "rejected"]
+    assert rejected == [1]
+    assert not families["ligerd_ops_total"][1]
+
+
+def test_dashboard_and_assets_are_served(daemon):
+    page = _get(daemon["url"] + "/")
+    assert "<html" in page and "ligerd" in page
+    assert "Dygraph" in _get(daemon["url"] + "/dygraph.min.js")
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.mark.parametrize("address,why", [
+    ("nonsense", "no HOST:PORT"),
+    ("example.com:9464", "not an IP address"),
+    ("127.0.0.1:70000", "not a port"),
+    ("192.0.2.1:9464", "cannot serve there"),  # TEST-NET: not an address of this machine
+])
+def test_bad_metrics_address_exits_2(tmp_path, address, why):
+    exe = _build_file("server", "ligerd")
+    r = subprocess.run([str(exe), f"--socket={tmp_path / 's.sock'}", f"--cache_dir={tmp_path / 'c'}",
+                        f"--metrics_address={address}"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2, r.stderr
+    assert why in r.stderr and "--metrics_address" in r.stderr
+
+
+def test_taken_metrics_port_exits_2(tmp_path):
+    exe = _build_file("server", "ligerd")
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    try:
+        r = subprocess.run([str(exe), f"--socket={tmp_path / 's.sock'}", f"--cache_dir={tmp_path / 'c'}",
+                            f"--metrics_address=127.0.0.1:{port}"], capture_output=True, text=True, timeout=30)
+    finally:
+        busy.close()
+    assert r.returncode == 2, r.stderr
+    assert str(port) in r.stderr
+
+
+# ---- The reporter alone -------------------------------------------------------------------------
+
+class FakeTensor:
+    def __init__(self, nbytes, dtype="torch.bfloat16", cuda=True):
+        self.nbytes = nbytes
+        self.dtype = dtype
+        self.is_cuda = cuda
+
+
+class FakeEvent:
+    """A CUDA event stand-in: done once `done` is set; elapsed time from the test."""
+    def __init__(self, clock):
+        self.clock = clock
+        self.t = None
+        self.done = True
+
+    def record(self):
+        self.t = self.clock.pop(0)
+
+    def query(self):
+        return self.done
+
+    def elapsed_time(self, end):
+        return end.t - self.t  # ms
+
+
+def decode(buf: bytes):
+    """(field, wire, value) of a protobuf message: enough to read the reporter's output."""
+    from ligerd._health import _decode_varint
+    pos, out = 0, []
+    while pos < len(buf):
+        key, pos = _decode_varint(buf, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _decode_varint(buf, pos)
+        elif wire == 1:
+            value, pos = struct.unpack("<d", buf[pos:pos + 8])[0], pos + 8
+        elif wire == 2:
+            n, pos = _decode_varint(buf, pos)
+            value, pos = buf[pos:pos + n], pos + n
+        else:
+            raise AssertionError(f"wire type {wire}")
+        out.append((field, wire, value))
+    return out
+
+
+def test_reporter_batches_samples_and_encodes(monkeypatch):
+    from ligerd import _telemetry
+    sent = []
+    rep = _telemetry.Reporter(job="j", sample_every=4, send=lambda p, r, t: sent.append(r),
+                              socket_path="/nowhere", start_thread=False)
+    clock = [float(i) for i in range(100)]
+    monkeypatch.setattr(rep, "_can_time", lambda: True)
+    monkeypatch.setattr(rep, "_take_event", lambda: FakeEvent(clock))
+    launched = []
+    for i in range(10):
+        rep.run("swiglu_fwd", [FakeTensor(100), None, FakeTensor(50)], [], lambda *a: launched.append(a))
+    with pytest.raises(ValueError):
+        rep.run("swiglu_fwd", [FakeTensor(100)], [], lambda *a: (_ for _ in ()).throw(ValueError("bad")))
+    assert len(launched) == 10
+    assert rep.flush()
+    fields = decode(sent[0])
+    op = decode(next(v for f, w, v in fields if f == 3))
+    got = {f: v for f, w, v in op}
+    assert got[1] == b"swiglu_fwd" and got[7] == b"bfloat16"
+    assert got[3] == 11 and got[4] == 1          # calls, errors
+    assert got[6] == 10 * 150 + 100              # bytes: the failed call's too
+    samples = struct.unpack(f"<{len(got[11]) // 8}d", got[11])
+    assert samples == (0.001, 0.001)             # calls 4 and 8: 1 ms each (the 12th never came)
+    assert got[12] == 300
+    assert dict((f, v) for f, w, v in fields if f in (4, 5)) == {4: os.getpid(), 5: b"j"}
+
+
+def test_reporter_waits_for_unfinished_samples(monkeypatch):
+    from ligerd import _telemetry
+    rep = _telemetry.Reporter(job="j", sample_every=1, send=lambda *a: None, socket_path="/x", start_thread=False)
+    events = []
+
+    def take():
+        events.append(FakeEvent([0.0, 2.0]))
+        return events[-1]
+    monkeypatch.setattr(rep, "_can_time", lambda: True)
+    monkeypatch.setattr(rep, "_take_event", take)
+    rep.run("rms_norm_fwd", [FakeTensor(8)], [], lambda *a: None)
+    events[1].done = False                      # the GPU has not reached the end event
+    op = decode(next(v for f, w, v in decode(rep.build_report()) if f == 3))
+    assert 11 not in {f for f, w, v in op}      # no sample yet, and no wait for one
+    events[1].done = True
+    rep.run("rms_norm_fwd", [FakeTensor(8)], [], lambda *a: None)  # (its own events: FakeEvent pairs)
+    op = decode(next(v for f, w, v in decode(rep.build_report()) if f == 3))
+    assert len(dict((f, v) for f, w, v in op)[11]) // 8 >= 1
+
+
+def test_no_daemon_drops_reports_and_ops_still_run():
+    from ligerd import _telemetry
+    rep = _telemetry.Reporter(job="j", start_thread=False)  # the session has no daemon
+    ran = []
+    rep.run("rms_norm_fwd", [FakeTensor(8, cuda=False)], [], lambda *a: ran.append(a))
+    assert ran
+    assert rep.flush() is False
+    assert rep.dropped_reports == 1 and rep.last_error == "no daemon"
+    assert rep.flush() is True                  # nothing pending: nothing to drop
+
+
+def test_unreachable_daemon_drops_quickly(tmp_path):
+    pytest.importorskip("grpc", reason="grpcio is not installed")
+    from ligerd import _telemetry
+    rep = _telemetry.Reporter(job="j", socket_path=str(tmp_path / "gone.sock"), start_thread=False)
+    rep.report_step(tokens=10, loss=1.0, step_seconds=0.5)
+    t = time.monotonic()
+    assert rep.flush(timeout=0.5) is False
+    assert time.monotonic() - t < 5
+    assert rep.dropped_reports == 1
+
+
+def test_public_api_and_switch_off(monkeypatch):
+    import ligerd.telemetry as t
+    from ligerd import _telemetry
+    monkeypatch.setenv("LIGERD_JOB", "env-job")
+    assert _telemetry.default_job() == "env-job"
+    t.set_job("named")
+    assert t.job() == "named"
+    monkeypatch.setenv("LIGERD_TELEMETRY", "0")
+    assert _telemetry.get() is None
+    assert t.stats()["enabled"] is False
+    assert t.flush() is False
