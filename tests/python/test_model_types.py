@@ -353,6 +353,12 @@ def test_missing_kernels_warn_once_and_keep_stock():
         lt.apply_liger_kernel_to_qwen2_vl()  # once per process
     with pytest.warns(LigerdWarning, match="ReLU"):
         lt.apply_liger_kernel_to_nemotron()
+    # Gemma 4 calls its RoPE on one tensor at a time: rope=True must not install a (q, k) one.
+    gemma4 = _modeling("gemma4")
+    before = gemma4.apply_rotary_pos_emb
+    with pytest.warns(LigerdWarning, match="rope=True for gemma4_text"):
+        lt.apply_liger_kernel_to_gemma4(rope=True)
+    assert gemma4.apply_rotary_pos_emb is before
 
 
 def test_cross_entropy_and_fused_loss_are_exclusive():
@@ -447,55 +453,31 @@ REPRESENTATIVES = {"dense": "exaone4", "moe": "hunyuan_v1_moe", "vision-language
                    "hybrid": "qwen3_next"}
 
 
-def _train(model_type, init, data, *, use_ligerd, micro_batches=1, lr=3e-3):
-    lt.revert_liger_kernel_patches()
-    try:
-        if use_ligerd:
-            _fn(model_type)()
-        model = tm.build(model_type)
-        model.load_state_dict(init)
-        model.train()
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, foreach=False)
-        losses = []
-        for ids, labels in data:
-            n = torch.tensor(int((labels[:, 1:] != -100).sum())) if micro_batches > 1 else None
-            total = 0.0
-            for x, y in zip(ids.chunk(micro_batches), labels.chunk(micro_batches)):
-                kw = {} if n is None else {"num_items_in_batch": n}
-                out = model(input_ids=x, labels=y, **kw)
-                out.loss.backward()
-                total += float(out.loss.detach())
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(total)
-        return losses, {k: v.detach().clone() for k, v in model.state_dict().items()}
-    finally:
-        lt.revert_liger_kernel_patches()
-
-
 @pytest.mark.parametrize("group", sorted(REPRESENTATIVES))
 def test_group_representative_trains_like_transformers(group):
-    model_type = REPRESENTATIVES[group]
-    init = {k: v.clone() for k, v in tm.build(model_type, seed=1).state_dict().items()}
     from ligerd.testing import convergence as cv
-    data, _ = cv.make_data(tm.VOCAB, 5, 4, 16, subset=32)  # learnable bigram streams
-    ref, ref_state = _train(model_type, init, data, use_ligerd=False)
+    model_type = REPRESENTATIVES[group]
+    cfg = tm.tiny_config(model_type)
+    init = {k: v.clone() for k, v in tm.build(model_type, seed=1).state_dict().items()}
+    data, ev = cv.make_data(tm.VOCAB, 5, 4, 16, subset=32)  # learnable bigram streams
+    ref = tm.train(model_type, cfg, data, init, use_ligerd=False, eval_batch=ev)
     hf_standins.CALLS.clear()
-    run, run_state = _train(model_type, init, data, use_ligerd=True)
+    run = tm.train(model_type, cfg, data, init, use_ligerd=True, eval_batch=ev)
     assert sum(n == "liger_fused_linear_cross_entropy" for n, _ in hf_standins.CALLS) == len(data)
-    assert ref[-1] < ref[0]
-    for a, b in zip(run, ref):
-        assert abs(a - b) <= 1e-4 + 1e-4 * abs(b), (group, run, ref)
+    assert not mp.patched_attributes()
+    assert ref.losses[-1] < ref.losses[0]
+    for a, b in zip(run.losses, ref.losses):
+        assert abs(a - b) <= 1e-4 + 1e-4 * abs(b), (group, run.losses, ref.losses)
     # The training update of all parameters together, relative to transformers' update (Adam
     # turns rounding noise in near-zero gradients, e.g. a router's, into full-size steps of
     # either sign, so a per-element or per-tensor comparison would measure that noise).
-    num = den = 0.0
-    for k, v in ref_state.items():
-        if v.is_floating_point():
-            num += float((run_state[k] - v).norm()) ** 2
-            den += float((v - init[k]).norm()) ** 2
-    assert (num / den) ** 0.5 < 1e-2, (group, (num / den) ** 0.5)
-    acc, _ = _train(model_type, init, data, use_ligerd=True, micro_batches=2)
-    ref_acc, _ = _train(model_type, init, data, use_ligerd=False, micro_batches=2)
-    for a, b in zip(acc, ref_acc):
-        assert abs(a - b) <= 1e-4 + 1e-4 * abs(b), (group, acc, ref_acc)
+    dev = cv.deviation(run, ref, init)
+    assert dev.update < 1e-2, (group, dev.update, dev.update_worst_name)
+    # MoE routers (hunyuan_v1_moe, qwen3_next) take Adam steps of either sign from gradients at
+    # rounding level (see the gradient test), which moves the eval logits by ~3e-3 (measured).
+    limit = 1e-2 if group in ("moe", "hybrid") else 1e-3
+    assert cv.rel_err(run.eval_logits, ref.eval_logits) < limit
+    acc = tm.train(model_type, cfg, data, init, use_ligerd=True, micro_batches=2)
+    ref_acc = tm.train(model_type, cfg, data, init, use_ligerd=False, micro_batches=2)
+    for a, b in zip(acc.losses, ref_acc.losses):
+        assert abs(a - b) <= 1e-4 + 1e-4 * abs(b), (group, acc.losses, ref_acc.losses)

@@ -91,12 +91,15 @@ def _make(cls, defaults: dict, extra: Optional[dict] = None, drop=()):
     return cls(**kw)
 
 
-def tiny_config(model_type: str):
-    """A tiny config of ``model_type`` (transformers' CONFIG_MAPPING class)."""
+def tiny_config(model_type: str, **text_sizes):
+    """A tiny config of ``model_type`` (transformers' CONFIG_MAPPING class); ``text_sizes``
+    override the text model's sizes (e.g. hidden_size=256, vocab_size=2048 for the GPU test)."""
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
     cls = CONFIG_MAPPING[model_type]
     base = cls()
-    extra = EXTRA.get(model_type, {})
+    extra = dict(EXTRA.get(model_type, {}))
+    if text_sizes:
+        extra["text"] = {**extra.get("text", {}), **text_sizes}
     subs = {k: v for k, v in vars(base).items()
             if k in ("text_config", "vision_config") and v is not None and hasattr(v, "to_dict")}
     if not subs:
@@ -137,7 +140,7 @@ def head_class(model_type: str, modeling=None):
     raise LookupError(model_type)
 
 
-def build(model_type: str, seed: int = 0, dtype=None, cfg=None):
+def build(model_type: str, seed: int = 0, dtype=None, cfg=None, device=None):
     """A tiny model of ``model_type`` in eval mode, eager attention, fp32 unless ``dtype``."""
     import torch
     torch.manual_seed(seed)
@@ -146,8 +149,58 @@ def build(model_type: str, seed: int = 0, dtype=None, cfg=None):
     kw = dict(attn_implementation="eager")
     if dtype is not None:
         kw["dtype"] = dtype
-    model = cls._from_config(cfg, **kw)
+    if dtype == torch.float64 and any(hasattr(c, n) for c in (cfg, getattr(cfg, "text_config", None))
+                                      for n in ("num_experts", "num_local_experts", "n_routed_experts")):
+        kw["experts_implementation"] = "eager"  # torch's grouped_mm has no fp64 kernel
+    with torch.device(device or "cpu"):
+        model = cls._from_config(cfg, **kw)
     return model.eval()
 
 
-__all__ = ["tiny_config", "head_class", "build", "VOCAB"]
+def train(model_type: str, cfg, data, init_state, *, use_ligerd: bool, dtype=None, device="cpu",
+          micro_batches: int = 1, lr: float = 3e-3, eval_batch=None):
+    """AdamW training of a tiny ``model_type`` model from ``init_state`` on ``data`` (a list of
+    (input_ids, labels)), with ``apply_liger_kernel_to_<type>()`` (class patching, defaults) when
+    ``use_ligerd``; with ``micro_batches`` > 1 each step accumulates with transformers'
+    ``num_items_in_batch``. Returns a ligerd.testing.convergence.Run."""
+    import torch
+
+    import ligerd.transformers as lt
+    from ligerd.testing.convergence import Run
+    from ligerd.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
+    lt.revert_liger_kernel_patches()
+    try:
+        if use_ligerd:
+            MODEL_TYPE_TO_APPLY_LIGER_FN[model_type]()
+        model = build(model_type, dtype=dtype, cfg=cfg, device=device)
+        model.load_state_dict({k: v.to(device) for k, v in init_state.items()})
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, foreach=False)
+        run = Run()
+        for ids, labels in data:
+            ids, labels = ids.to(device), labels.to(device)
+            n = int((labels[:, 1:] != -100).sum()) if micro_batches > 1 else None
+            total = aux = 0.0
+            for x, y in zip(ids.chunk(micro_batches), labels.chunk(micro_batches)):
+                kw = {} if n is None else {"num_items_in_batch": torch.tensor(n, device=device)}
+                out = model(input_ids=x, labels=y, **kw)
+                out.loss.backward()
+                total += float(out.loss.detach())
+                if getattr(out, "aux_loss", None) is not None:
+                    aux += float(out.aux_loss.detach())
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            run.losses.append(total)
+            run.aux_losses.append(aux)
+        keep = torch.float64 if dtype == torch.float64 else torch.float32
+        if eval_batch is not None:
+            model.eval()
+            with torch.no_grad():
+                run.eval_logits = model(input_ids=eval_batch[0].to(device)).logits.to("cpu", keep)
+        run.params = {k: p.detach().to("cpu", keep, copy=True) for k, p in model.named_parameters()}
+        return run
+    finally:
+        lt.revert_liger_kernel_patches()
+
+
+__all__ = ["tiny_config", "head_class", "build", "train", "VOCAB"]

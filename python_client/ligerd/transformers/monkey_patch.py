@@ -517,7 +517,7 @@ def _spec_doc(spec) -> str:
     from ligerd.transformers import spec_patching as sp
     lines = [f"{spec.summary}: Liger-Kernel's apply_liger_kernel_to_{spec.name}, table-driven "
              f"(ligerd/transformers/model_specs.py; docs/models.md)."]
-    if spec.rope != "std" and any(n == "rope" for n, _ in spec.signature):
+    if spec.rope not in ("std", "") and any(n == "rope" for n, _ in spec.signature):
         lines.append(f"rope: kept as transformers' (ligerd lacks {spec.rope}; warned once).")
     if spec.norms:
         lines.append("rms_norm: " + ", ".join(n.cls for n in spec.norms) + ".")

@@ -90,7 +90,8 @@ class Spec:
     module: str                            # transformers.models.<module>.modeling_<module>
     signature: Tuple[Tuple[str, object], ...]  # Liger's keyword arguments and defaults; ("kwargs", "**")
     summary: str = ""                      # one line for the docstring
-    rope: str = "std"                      # "std", or what ligerd lacks (warned, stock kept)
+    rope: str = "std"                      # "std", what ligerd lacks (warned, stock kept), or ""
+                                           # (the text_types' patches handle it)
     norms: Tuple[Norm, ...] = ()
     mlps: Tuple[MLP, ...] = ()
     mlp_missing: str = ""                  # the MLP flag's part ligerd lacks (warned)
@@ -471,7 +472,7 @@ def apply_spec(spec: Spec, flags: dict, extra_kwargs: dict, apply_fns: dict) -> 
     for t in spec.text_types:
         _apply_sub(apply_fns[t], sub_kwargs, root)
 
-    if rope:
+    if rope and spec.rope:  # "": the text types' patches own the RoPE
         if spec.rope == "std" and hasattr(modeling, "apply_rotary_pos_emb"):
             mp._set(modeling, "apply_rotary_pos_emb", rope_fn)
         elif spec.rope != "std":
