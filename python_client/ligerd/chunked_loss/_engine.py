@@ -305,10 +305,12 @@ def selected_sweep(op: str, lin: Linear, tgt: torch.Tensor, seq_len: int, groups
         with torch.enable_grad():
             leaf = logp.detach().requires_grad_(lin.wants_grads)
             loss, aux = group_loss(ranges, leaf)
-            if lin.wants_grads and loss.requires_grad:
-                (c,) = torch.autograd.grad(loss, leaf)
-            else:
-                c = None
+            c = None
+            if lin.wants_grads:
+                if loss.requires_grad:
+                    (c,) = torch.autograd.grad(loss, leaf, allow_unused=True)
+                if c is None:  # a loss that does not depend on the log-probs: zero gradients
+                    c = torch.zeros_like(leaf)
         total += loss.detach().to(torch.float32)
         auxes.append(tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in aux))
         if c is None:
