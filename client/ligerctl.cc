@@ -5,6 +5,10 @@
 //                            tune launch configs in the daemon (SHAPE = op:dtype:ROWSxCOLS, or
 //                            op:ROWSxCOLS with --dtype) and print default vs tuned per shape
 //   ligerctl tune --show     list the node's tuning DB (every GPU model)
+//   ligerctl telemetry [--json]  the node's telemetry now: jobs, GPUs, ops (JSON: the whole
+//                            Telemetry/Snapshot, docs/telemetry.md)
+//   ligerctl top [--interval_ms=2000] [--iterations=N]
+//                            a live view of the same, redrawn until Ctrl-C
 //   ligerctl paths           the socket and cache dir ligerd and its clients default to here
 //                            (common/default_paths.h; needs no daemon)
 // Exit codes: 0 the daemon is serving (tune: tuned); 1 it answers but is not serving (tune: the
@@ -29,6 +33,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "client/control_client.h"
+#include "client/telemetry_view.h"
 #include "common/default_paths.h"
 #include "google/protobuf/util/json_util.h"
 #include "kernels/tuning/tuning_db.h"
@@ -36,7 +41,9 @@
 ABSL_FLAG(std::string, socket, "",
           "ligerd's control socket. Default: $LIGERD_SOCKET, else $XDG_RUNTIME_DIR/ligerd/ligerd.sock, "
           "else /tmp/ligerd-<uid>/ligerd.sock (the daemon's default).");
-ABSL_FLAG(bool, json, false, "info: print the full Info answer as JSON.");
+ABSL_FLAG(bool, json, false, "info, telemetry: print the full answer as JSON.");
+ABSL_FLAG(int, interval_ms, 2000, "top: how often to refresh.");
+ABSL_FLAG(int, iterations, 0, "top: stop after this many screens (0: until Ctrl-C).");
 ABSL_FLAG(int, timeout_ms, 2000, "How long to wait for the daemon before giving up.");
 ABSL_FLAG(std::string, model, "",
           "tune: add the row-wise shapes of a model (llama3-8b, llama3-70b, mistral-7b, qwen2-7b, gemma-7b): "
@@ -273,6 +280,8 @@ int main(int argc, char** argv) {
       "       ligerctl [--socket=PATH] info [--json]\n"
       "       ligerctl [--socket=PATH] tune op:dtype:ROWSxCOLS... [--model=llama3-8b [--tokens=16384]]\n"
       "       ligerctl [--socket=PATH] tune --show\n"
+      "       ligerctl [--socket=PATH] telemetry [--json]\n"
+      "       ligerctl [--socket=PATH] top [--interval_ms=2000] [--iterations=N]\n"
       "       ligerctl paths\n\n"
       "Exit codes: 0 serving, 1 answering but not serving, 2 usage error, 3 no daemon answers.");
   absl::FlagsUsageConfig usage;
@@ -282,7 +291,7 @@ int main(int argc, char** argv) {
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() < 2 || (args.size() != 2 && std::string(args[1]) != "tune")) {
     std::fprintf(stderr,
-                 "ligerctl: expected one command, 'status', 'info', 'tune' or 'paths' (see ligerctl --help)\n");
+                 "ligerctl: expected one command, 'status', 'info', 'telemetry', 'top', 'tune' or 'paths' (see ligerctl --help)\n");
     return kExitUsage;
   }
   std::string socket = absl::GetFlag(FLAGS_socket);
@@ -299,8 +308,15 @@ int main(int argc, char** argv) {
   ligerd::ControlClient client(socket, std::chrono::milliseconds(absl::GetFlag(FLAGS_timeout_ms)));
   if (command == "status") return Status(client);
   if (command == "info") return Info(client, absl::GetFlag(FLAGS_json));
+  if (command == "telemetry") {
+    return ligerd::TelemetryCommand(client, absl::GetFlag(FLAGS_json), absl::GetFlag(FLAGS_timeout_ms));
+  }
+  if (command == "top") {
+    return ligerd::TopCommand(client, absl::GetFlag(FLAGS_interval_ms), absl::GetFlag(FLAGS_iterations),
+                              absl::GetFlag(FLAGS_timeout_ms));
+  }
   if (command == "tune") return Tune(client, std::vector<std::string>(args.begin() + 2, args.end()));
-  std::fprintf(stderr, "ligerctl: unknown command '%s' (use 'status', 'info', 'tune' or 'paths')\n",
+  std::fprintf(stderr, "ligerctl: unknown command '%s' (use 'status', 'info', 'telemetry', 'top', 'tune' or 'paths')\n",
                command.c_str());
   return kExitUsage;
 }

@@ -151,6 +151,7 @@ class Reporter:
         self._event_pool: List[object] = []
         self._tokens = 0
         self._steps = 0
+        self._busy_s = 0.0  # the window's step time (tokens/s = tokens / this)
         self._step_seconds: Optional[float] = None
         self._loss_host = None       # pinned 0-d float32: the fused loss's last value, copied async
         self._loss_event = None      # recorded after that copy
@@ -224,6 +225,7 @@ class Reporter:
             self._steps += 1
             if self._last_loss_call is not None:
                 self._step_seconds = now - self._last_loss_call
+                self._busy_s += self._step_seconds
             self._last_loss_call = now
             self._memory_saved = max(self._memory_saved, int(memory_saved))
         if loss is not None:
@@ -256,6 +258,7 @@ class Reporter:
             self._steps += 1 if (tokens is not None or step_seconds is not None) else 0
             if step_seconds is not None:
                 self._step_seconds = float(step_seconds)
+                self._busy_s += self._step_seconds
             if loss is not None:
                 self._loss_reported = float(loss)
                 self._loss_fresh = True
@@ -287,8 +290,9 @@ class Reporter:
             ops, self._ops = self._ops, {}
             tokens, self._tokens = self._tokens, 0
             steps, self._steps = self._steps, 0
+            busy, self._busy_s = self._busy_s, 0.0
             step_seconds = self._step_seconds
-            window = max(1e-9, now - self._window_start)
+            window = now - self._window_start
             self._window_start = now
             if self._loss_pending and self._loss_event.query():
                 self._loss_reported = float(self._loss_host)
@@ -303,9 +307,11 @@ class Reporter:
             peak = _peak_allocated()
         op_msgs = [encode_op_stats(op, dtype, c.calls, c.errors, c.nbytes, c.samples, c.sampled_bytes)
                    for (op, dtype), c in list(ops.items())[:_MAX_OPS]]
-        job = encode_job_stats(self.job, tokens, steps, tokens / window if tokens else 0.0,
-                               step_seconds or 0.0, loss, peak, self._memory_saved)
-        return encode_report(os.getpid(), self.job, op_msgs, job, bool(tokens))
+        # Tokens over the steps' own time when known (a step's time is the gap between two fused-loss
+        # calls, or what the loop reported), else over the window once it is long enough to mean it.
+        tps = tokens / busy if tokens and busy > 0 else (tokens / window if tokens and window >= 1.0 else 0.0)
+        job = encode_job_stats(self.job, tokens, steps, tps, step_seconds or 0.0, loss, peak, self._memory_saved)
+        return encode_report(os.getpid(), self.job, op_msgs, job, tps > 0)
 
     def flush(self, timeout: float = 2.0) -> bool:
         """Sends the batch now. False when it was dropped (no daemon, no answer, refused)."""

@@ -345,3 +345,45 @@ def test_public_api_and_switch_off(monkeypatch):
     assert _telemetry.get() is None
     assert t.stats()["enabled"] is False
     assert t.flush() is False
+
+
+def test_tokens_per_second_is_over_the_steps_time():
+    from ligerd import _telemetry
+    sent = []
+    rep = _telemetry.Reporter(job="j", send=lambda p, r, t: sent.append(r), socket_path="/x", start_thread=False)
+    rep.report_step(tokens=1000, step_seconds=0.5)
+    rep.report_step(tokens=1000, step_seconds=0.5, loss=1.5, peak_allocated_bytes=7)
+    assert rep.flush()
+    fields = dict((f, v) for f, w, v in decode(sent[0]))
+    job = dict((f, v) for f, w, v in decode(fields[6]))
+    assert job[2] == 2000 and job[3] == 2          # tokens, steps
+    assert job[4] == 2000.0                         # tokens/s: 2000 tokens in 1 s of steps
+    assert job[5] == 0.5 and job[6] == 1.5 and job[7] == 1 and job[8] == 7
+    assert fields[7] == 1                           # has_tokens_per_second
+
+
+def test_ligerctl_telemetry_json_and_top(daemon):
+    import json
+    from ligerd import _telemetry
+    ligerctl = _build_file("client", "ligerctl")
+    rep = _telemetry.Reporter(job="ctl-job", socket_path=daemon["socket"], start_thread=False)
+    for _ in range(5):
+        rep.run("rms_norm_fwd", [FakeTensor(64, cuda=False)], [], lambda *a: None)
+    rep.report_step(tokens=512, loss=1.25, step_seconds=0.25)
+    assert rep.flush(), rep.last_error
+    r = subprocess.run([str(ligerctl), f"--socket={daemon['socket']}", "telemetry", "--json"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    snap = json.loads(r.stdout)
+    assert [(o["op"], o["dispatch"], o["job"], o["calls_total"]) for o in snap["ops"]] == \
+        [("rms_norm_fwd", "local", "ctl-job", "5")]
+    assert [j["tokens_per_second"] for j in snap["jobs"] if j["job"] == "ctl-job"] == [2048.0]
+    r = subprocess.run([str(ligerctl), f"--socket={daemon['socket']}", "top", "--iterations=2", "--interval_ms=200"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    for section in ("GPU  MODEL", "JOB ", "OP ", "JIT cache:", "errors: none", "ctl-job", "rms_norm_fwd", "2048"):
+        assert section in r.stdout, section
+    assert r.stdout.count("JIT cache:") == 2       # two screens
+    r = subprocess.run([str(ligerctl), f"--socket={daemon['socket']}-gone", "telemetry"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 3
