@@ -66,3 +66,25 @@ def test_cuda_is_required_outside_the_tests():
     x, W, y = torch.randn(2, 3, 4), torch.randn(5, 4), torch.zeros(2, 3, dtype=torch.long)
     with pytest.raises(OpInputError, match="CUDA"):
         LigerFusedLinearDPOLoss(use_ref_model=False)(W, x, y)
+
+
+def test_under_torch_compile_the_loss_runs_eagerly(monkeypatch):
+    """torch.compile around a chunked loss: the loss is a graph break (its chunk loop runs eagerly,
+    torch.compiler.disable) and gives the eager values and gradients."""
+    ref_executor.install(monkeypatch)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(4, 9, 16, generator=g, requires_grad=True)
+    W = torch.randn(37, 16, generator=g, requires_grad=True)
+    y = torch.randint(0, 37, (4, 9), generator=g)
+    mod = LigerFusedLinearDPOLoss(use_ref_model=False)
+
+    def f(W_, x_):
+        return mod(W_, x_, y)[0] * 2
+
+    eager = f(W, x)
+    ge = torch.autograd.grad(eager, [W, x])
+    compiled = torch.compile(f)(W, x)
+    gc = torch.autograd.grad(compiled, [W, x])
+    assert torch.equal(eager, compiled)
+    for a, b in zip(ge, gc):
+        assert torch.equal(a, b)

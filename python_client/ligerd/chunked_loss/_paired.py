@@ -36,6 +36,7 @@ def _seq_logps(lp: torch.Tensor, mask: torch.Tensor, average: bool) -> torch.Ten
     return s / mask.sum(-1) if average else s
 
 
+@torch.compiler.disable
 def run(op: str, preference_fn: Callable, x, W, target, bias=None, *, ignore_index=-100, alpha=1.0, beta=0.1,
         compute_nll_loss=True, nll_target=None, use_ref_model=False, ref_input=None, ref_weight=None,
         ref_bias=None, average_log_prob=True, **loss_kwargs):

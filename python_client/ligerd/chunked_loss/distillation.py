@@ -56,6 +56,7 @@ def _rows2(x):
     return x.reshape(-1, x.shape[-1]) if x.dim() != 2 else x
 
 
+@torch.compiler.disable
 def _distill(op, soft_fn, student_input, student_weight, teacher_input, teacher_weight, true_labels, student_bias,
              teacher_bias, weight_hard_loss, weight_soft_loss, beta, ignore_index, temperature,
              return_soft_hard_loss):
@@ -179,6 +180,7 @@ def _check_accum(op, accum_dtype, W):
         E.fail(op, f"accum_dtype must be None, the weight's dtype or torch.float32, got {accum_dtype}")
 
 
+@torch.compiler.disable
 def fused_linear_jsd(student_input, student_weight, teacher_input, teacher_weight, shift_labels=None,
                      jsd_beta: float = 0.5, ignore_index: int = -100, temperature: float = 1.0,
                      accum_dtype: Optional[torch.dtype] = None):
@@ -228,6 +230,7 @@ def fused_linear_jsd(student_input, student_weight, teacher_input, teacher_weigh
     return E.FusedLinearLoss.apply(student_input, student_weight, None, go)
 
 
+@torch.compiler.disable
 def fused_linear_kl_div(student_input, student_weight, target, shift_labels=None, reduction: str = "batchmean",
                         ignore_index: int = -100, temperature: float = 1.0, eps: float = 1e-10,
                         accum_dtype: Optional[torch.dtype] = None):

@@ -141,6 +141,7 @@ def grpo_token_loss(lp, mask, adv, full_mask, ref=None, old=None, is_ratio=None,
 
 class LigerFusedLinearGRPOFunction:
     @staticmethod
+    @torch.compiler.disable
     def apply(_input, weight, selected_token_ids, attention_mask, advantages, bias=None, ref_per_token_logps=None,
               old_per_token_logps=None, ref_input=None, ref_weight=None, ref_bias=None, beta=0.04, epsilon_low=0.2,
               epsilon_high=0.2, loss_type="dapo", max_completion_length=None, importance_sampling_level="token",

@@ -23,6 +23,7 @@ OP = "fused_linear_kto"
 
 class LigerFusedLinearKTOFunction:
     @staticmethod
+    @torch.compiler.disable
     def apply(_input, weight, target, preference_labels, bias=None, ref_input=None, ref_weight=None, ref_bias=None,
               kl=None, ignore_index=-100, beta=0.1, compiled=True, use_ref_model=True, average_log_prob=False,
               chunk_size=1):
