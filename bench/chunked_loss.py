@@ -40,7 +40,7 @@ IMPLS = ["ligerd", "liger", "torch.compile", "eager"]
 LIGER_CLASS = {"dpo": "LigerFusedLinearDPOLoss", "orpo": "LigerFusedLinearORPOLoss", "cpo": "LigerFusedLinearCPOLoss",
                "simpo": "LigerFusedLinearSimPOLoss", "kto": "LigerFusedLinearKTOLoss",
                "grpo": "LigerFusedLinearGRPOLoss", "jsd": "LigerFusedLinearJSDLoss",
-               "cosine": "LigerFusedLinearCosineSimilarityLoss"}
+               "cosine": "LigerFusedLinearCosineSimilarityLoss", "fused_linear_jsd": "LigerFusedLinearJSD"}
 
 
 def parse_args():
@@ -53,6 +53,9 @@ def parse_args():
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--losses", nargs="+", default=LOSSES, choices=LOSSES)
     ap.add_argument("--impls", nargs="+", default=IMPLS, choices=IMPLS)
+    ap.add_argument("--chunks", nargs="*", type=int, default=[],
+                    help="also time ligerd with LIGERD_CHUNKED_LOSS_CHUNK set to each of these (tokens): "
+                         "rows 'ligerd@<tokens>' (e.g. 2048: one DPO pair per chunk, no logits recompute)")
     ap.add_argument("--results", default=None)
     ap.add_argument("--note", default="")
     return ap.parse_args()
@@ -124,6 +127,8 @@ def build(loss, B, T, D, V):
                 return R.fused_linear_jsd(x_, W_, tx, tW, yy)
 
             impls = {"ligerd": lambda x_, W_: ours(x_, W_, tx, tW, yy)}
+            liger["module"] = "liger_kernel.transformers"
+            liger["fn"] = lambda m: (lambda x_, W_: m(x_, W_, tx, tW, yy))
         else:
             ours = getattr(CL, LIGER_CLASS[loss])()
 
@@ -147,10 +152,26 @@ def build(loss, B, T, D, V):
         def make_liger():
             common.add_peer_site()
             import importlib
-            cls = getattr(importlib.import_module("liger_kernel.chunked_loss"), LIGER_CLASS[loss])
+            cls = getattr(importlib.import_module(liger.get("module", "liger_kernel.chunked_loss")), LIGER_CLASS[loss])
             return liger["fn"](cls(**liger.get("kw", {})))
         impls["liger"] = make_liger
     return (x, W), impls, flops
+
+
+def with_chunk(fn, chunk):
+    """fn with LIGERD_CHUNKED_LOSS_CHUNK set to chunk (tokens) while it runs (the backward only
+    scales saved gradients: the chunk matters in the forward)."""
+    def run(*a):
+        saved = os.environ.get("LIGERD_CHUNKED_LOSS_CHUNK")
+        os.environ["LIGERD_CHUNKED_LOSS_CHUNK"] = chunk
+        try:
+            return fn(*a)
+        finally:
+            if saved is None:
+                os.environ.pop("LIGERD_CHUNKED_LOSS_CHUNK")
+            else:
+                os.environ["LIGERD_CHUNKED_LOSS_CHUNK"] = saved
+    return run
 
 
 def main():
@@ -165,8 +186,15 @@ def main():
     for loss in args.losses:
         tensors, impls, flops = build(loss, B, T, D, V)
         grads_bytes = sum(t.numel() * t.element_size() for t in tensors)
-        for name in args.impls:
+        names = list(args.impls)
+        if "ligerd" in names:
+            at = names.index("ligerd") + 1
+            names[at:at] = [f"ligerd@{c}" for c in args.chunks]
+        for name in names:
             row = {"loss": loss, "impl": name, "M": M, "D": D, "V": V}
+            chunk = name.partition("@")[2]
+            if chunk:
+                impls[name] = with_chunk(impls["ligerd"], chunk)
             if name not in impls:
                 row.update(ms=float("nan"), note="no such implementation in this peer")
                 rows.append(row)
