@@ -358,6 +358,26 @@ def test_patched_llama_training_step_compiles_fullgraph(patched_llama, backend, 
         torch.testing.assert_close(params[name], p, rtol=1e-4, atol=1e-5, msg=name)
 
 
+def test_patched_llama_tied_embeddings_compiles(launcher):
+    """Tied input and output embeddings (Llama-3.2-1B's layout): the fused loss's dW and the
+    embedding's gradient meet in one parameter, inside the compiled backward."""
+    lt.revert_liger_kernel_patches()
+    lt.apply_liger_kernel_to_llama()
+    try:
+        cfg = cv.mini_config("llama", **SIZES)
+        cfg.tie_word_embeddings = True
+        model = cv.build(cfg, torch.float32, "cpu")
+        assert model.lm_head.weight is model.model.embed_tokens.weight
+        init = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        eager_losses, eager_params = _train(model, init, 3)
+        losses, params = _train(model, init, 3, compile_backend="aot_eager")
+    finally:
+        lt.revert_liger_kernel_patches()
+    torch.testing.assert_close(torch.tensor(losses), torch.tensor(eager_losses), **TOL["aot_eager"])
+    for name, p in eager_params.items():
+        torch.testing.assert_close(params[name], p, rtol=1e-4, atol=1e-5, msg=name)
+
+
 def test_patched_llama_compiles_once(patched_llama):
     """Later steps reuse the compiled graphs (no recompilation per step or per micro-batch)."""
     from torch._dynamo.testing import CompileCounterWithBackend
