@@ -5,7 +5,14 @@ Liger-Kernel's API (``liger_kernel/transformers/monkey_patch.py``; liger-api.md 
     apply_liger_kernel_to_llama()                 # models built after this use ligerd
     apply_liger_kernel_to_llama(model=model)      # ... and this already-built one too
 
-What a call does, for the family's modeling module ``transformers.models.<x>.modeling_<x>``:
+Every model type of Liger-Kernel 0.8.5 has its function (``MODEL_TYPE_TO_APPLY_LIGER_FN``: 53
+model types). Twelve families are hand-written here (``FAMILIES``, below); the other types are a
+table (model_specs.py, applied by spec_patching.py: subclasses of transformers' own classes, and
+the fused-loss forward of model/fused_forward.py); docs/models.md lists what each patches and what
+ligerd lacks.
+
+What a call does for the twelve, for the family's modeling module
+``transformers.models.<x>.modeling_<x>``:
 - ``rope``: ``apply_rotary_pos_emb`` -> ``liger_rotary_pos_emb`` (module function; the attention
   forwards look it up at call time, so built models are affected too).
 - ``rms_norm``: ``<X>RMSNorm`` -> ``LigerRMSNorm`` (Gemma: ``LigerRMSNormForGemma``, offset 1 and
@@ -30,7 +37,7 @@ What a call does, for the family's modeling module ``transformers.models.<x>.mod
 Every attribute replaced is recorded first; ``revert_liger_kernel_patches()`` restores them all
 (Liger has no undo; its tests reload the modeling modules instead).
 
-Targets transformers 5.x (tested with 5.17 and 5.23); anything else raises ``ConfigError``.
+Targets transformers 5.x (tested with 5.17 and 5.25); anything else raises ``ConfigError``.
 """
 
 from __future__ import annotations
