@@ -66,11 +66,20 @@ print(f"test: python {sys.version.split()[0]}, torch {torch.__version__}, transf
 LIGERD_CMAKE_ARGS="-DLIGERD_BUILD_PYTHON=ON -DPython3_EXECUTABLE=$py ${LIGERD_CMAKE_ARGS:-}" \
   LIGERD_BUILD_TYPE=$build_type LIGERD_BUILD_DIR=$build_dir bash scripts/setup.sh
 
+# Headless Chromium (Debian's) for the dashboard's browser test (tests/python/test_telemetry_metrics.py).
+if ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then
+  echo "test: installing Debian's chromium (the dashboard's browser test)"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  { $sudo_cmd apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends chromium; } \
+    > "$build_dir.chromium.log" 2>&1 || echo "test: could not install chromium (see $build_dir.chromium.log); its test will skip, and the report fails it"
+fi
+
 # 3. The suites. Their failures are counted by the report, which runs whatever they return.
 rm -rf "$results" && mkdir -p "$results"
 ctest --test-dir "$build_dir" -j"$(nproc)" --output-on-failure --timeout 900 \
   --output-junit "$PWD/$results/ctest.xml" || true
-LIGERD_BIN="$PWD/$build_dir/server/ligerd" LIGERD_BUILD_DIR="$PWD/$build_dir" \
+LIGERD_BIN="$PWD/$build_dir/server/ligerd" LIGERD_BUILD_DIR="$PWD/$build_dir" LIGERD_TEST_OUT="$PWD/$results" \
   "$py" -m pytest tests/python -q --junitxml="$results/pytest-cpu.xml" || true
 
 # 4. The report and the skip policy.

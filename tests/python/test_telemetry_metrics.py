@@ -107,7 +107,7 @@ def daemon(tmp_path):
         pytest.fail("ligerd did not say where /metrics is:\n" + (tmp_path / "ligerd.log").read_text())
     while not sock.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    yield {"url": url, "socket": str(sock), "proc": proc}
+    yield {"url": url, "socket": str(sock), "proc": proc, "tmp": tmp_path}
     proc.terminate()
     proc.wait(timeout=10)
     log.close()
@@ -387,3 +387,43 @@ def test_ligerctl_telemetry_json_and_top(daemon):
     r = subprocess.run([str(ligerctl), f"--socket={daemon['socket']}-gone", "telemetry"],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 3
+
+
+def test_dashboard_in_headless_chromium(daemon):
+    """The dashboard in a real browser (Debian's chromium, headless) against the real daemon fed by
+    the simulated workload (ligerd.testing.telemetry_sim): every chart that a GPU-less node can
+    fill has data, the tables name the jobs and kernels, and a screenshot is kept
+    ($LIGERD_TEST_OUT/dashboard.png, else the test's temporary directory)."""
+    import shutil
+    import threading
+    pytest.importorskip("grpc", reason="grpcio is not installed")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (scripts/test.sh installs Debian's chromium)")
+    from ligerd.testing import telemetry_sim
+    result = {}
+    feeder = threading.Thread(target=lambda: result.update(reps=telemetry_sim.run(daemon["socket"], seconds=7,
+                                                                                 interval_s=0.3)))
+    feeder.start()
+    feeder.join(timeout=60)
+    assert all(r.sent_reports > 0 and r.dropped_reports == 0 for r in result["reps"])
+    url = daemon["url"] + "/"
+    browser = [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+               "--window-size=1500,1500", "--virtual-time-budget=5000"]
+    dom = subprocess.run(browser + ["--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    assert "ligerd is not answering" not in dom
+    for chart in ("chart-tps", "chart-loss", "chart-peak", "chart-ops", "chart-gpu-time"):
+        m = re.search(rf'id="{chart}"[^>]*data-series="(\d+)"[^>]*data-points="(\d+)"', dom)
+        assert m, f"{chart}: not drawn"
+        assert int(m.group(1)) >= 2 and int(m.group(2)) >= 2, (chart, m.groups())
+        assert re.search(rf'id="{chart}"[^>]*>\s*<div[^>]*><canvas', dom), f"{chart}: no canvas"
+    # Without a GPU the memory chart says why instead of drawing.
+    assert re.search(r'id="chart-gpu-mem"[^>]*data-points="0".*?no per-GPU memory: NVML', dom, re.S)
+    for text in ("llama-sft", "qwen-pretrain", "swiglu_bwd", "cross_entropy_fwd", "reports from local clients"):
+        assert text in dom, text
+    out = Path(os.environ.get("LIGERD_TEST_OUT") or daemon["tmp"])
+    out.mkdir(parents=True, exist_ok=True)
+    shot = out / "dashboard.png"
+    subprocess.run(browser + [f"--screenshot={shot}", url], capture_output=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 50_000, "no screenshot"
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
