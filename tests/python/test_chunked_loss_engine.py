@@ -88,3 +88,16 @@ def test_under_torch_compile_the_loss_runs_eagerly(monkeypatch):
     assert torch.equal(eager, compiled)
     for a, b in zip(ge, gc):
         assert torch.equal(a, b)
+
+
+def test_group_rule_takes_a_whole_pair_when_it_fits_a_quarter_of_the_logits(monkeypatch):
+    monkeypatch.delenv("LIGERD_CHUNKED_LOSS_CHUNK", raising=False)
+    V = 128256
+    c = E.chunk_rows("t", 8192, V, 2)
+    assert c == 768
+    assert E.group_chunk_rows("t", 8192, V, 2, 2048) == 2048       # 4 pairs of 2 x 1024: 25%
+    assert E.group_chunk_rows("t", 8192, V, 2, 512) == 768         # already fits the chunk
+    assert E.group_chunk_rows("t", 4096, V, 2, 2048) == E.chunk_rows("t", 4096, V, 2)   # 50%: two passes
+    assert E.group_chunk_rows("t", 65536, V, 2, 8192) == E.chunk_rows("t", 65536, V, 2)  # 2 GiB > 1 GiB
+    monkeypatch.setenv("LIGERD_CHUNKED_LOSS_CHUNK", "100")
+    assert E.group_chunk_rows("t", 8192, V, 2, 2048) == 100

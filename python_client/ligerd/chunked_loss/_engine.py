@@ -30,8 +30,11 @@ set stays within BUDGET_SHARE (9.5%) of the full logits in the input's dtype, ca
 BUDGET_MAX_BYTES (512 MiB), rounded down to a multiple of 128 rows (GEMM tiles) and never below 128
 rows (or all the tokens, if fewer): the same rule as the fused linear cross-entropy
 (ligerd/ops/fused_linear_cross_entropy.py), where fewer, larger chunks keep the dW GEMM fast.
-``LIGERD_CHUNKED_LOSS_CHUNK`` (tokens) overrides it; the tests use it to force many chunks and
-the two-pass path.
+A selected-token sweep whose smallest group (one chosen/rejected pair, one sequence) is larger
+than that chunk may take the whole group as its chunk instead, when the group's logits fit
+GROUP_SHARE (25%) of the full logits and 1 GiB (``group_chunk_rows``): one logits GEMM instead of
+two for that group. ``LIGERD_CHUNKED_LOSS_CHUNK`` (tokens) overrides both; the tests use it to
+force many chunks and the two-pass path.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ from ligerd.ops.gemm import gemm_
 BUDGET_SHARE = 0.095
 BUDGET_MAX_BYTES = 512 << 20
 CHUNK_ALIGN = 128
+GROUP_SHARE = 0.25
+GROUP_MAX_BYTES = 1 << 30
 _ENV = "LIGERD_CHUNKED_LOSS_CHUNK"
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -73,6 +78,20 @@ def chunk_rows(op: str, bt: int, v: int, elem_bytes: int, row_bytes: Optional[in
     budget = min(BUDGET_SHARE * bt * v * elem_bytes, BUDGET_MAX_BYTES)
     c = int(budget // per_row) // CHUNK_ALIGN * CHUNK_ALIGN
     return max(min(max(c, CHUNK_ALIGN), bt), 1)
+
+
+def group_chunk_rows(op: str, bt: int, v: int, elem_bytes: int, unit_rows: int) -> int:
+    """Tokens per chunk of a selected-token sweep whose smallest group (a pair, a sequence) has
+    ``unit_rows`` tokens: ``chunk_rows``, raised to one whole group when that group's logits fit
+    GROUP_SHARE (25%) of the full logits and GROUP_MAX_BYTES (1 GiB), so that the group's logits
+    are computed once (the two-pass path recomputes them: a fourth GEMM); else ``chunk_rows``."""
+    c = chunk_rows(op, bt, v, elem_bytes)
+    if os.environ.get(_ENV) or unit_rows <= c:
+        return c
+    group_bytes = unit_rows * v * elem_bytes
+    if group_bytes <= GROUP_SHARE * bt * v * elem_bytes and group_bytes <= GROUP_MAX_BYTES:
+        return unit_rows
+    return c
 
 
 def gemm_ready(t: torch.Tensor) -> torch.Tensor:

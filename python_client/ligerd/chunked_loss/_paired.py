@@ -72,7 +72,7 @@ def _forward(op, preference_fn, x, W, bias, tgt, ntgt, B, T, need, ignore_index,
     n = B // 2
     lin = E.Linear(x.detach(), W.detach(), bias.detach() if bias is not None else None, 1.0, *need)
     V = lin.V
-    C = E.chunk_rows(op, B * T, V, x.element_size())
+    C = E.group_chunk_rows(op, B * T, V, x.element_size(), 2 * T)
     denom, check = E.target_denom(op, tgt, V, ignore_index)
     mask = (tgt != ignore_index).view(B, T)
     nll_count = ((ntgt if ntgt is not None else tgt).view(B, T)[:n] != ignore_index).sum()

@@ -220,7 +220,7 @@ def _forward(x, W, bias, ids, attention_mask, advantages, ref_lp, old_lp, ref_in
              num_items_in_batch, need, opts, out):
     B, T, _ = x.shape
     lin = E.Linear(x.detach(), W.detach(), bias.detach() if bias is not None else None, temperature, *need)
-    C = E.chunk_rows(OP, B * T, lin.V, x.element_size())
+    C = E.group_chunk_rows(OP, B * T, lin.V, x.element_size(), T)
     denom, check = E.target_denom(OP, ids, lin.V, _IGNORE)
     mask = attention_mask.detach().to(torch.float32)
     adv = advantages.detach().to(torch.float32)

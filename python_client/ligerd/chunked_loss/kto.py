@@ -58,7 +58,7 @@ class LigerFusedLinearKTOFunction:
 def _forward(x, W, bias, tgt, labels, B, T, need, ref_input, ref_weight, ref_bias, kl, ignore_index, beta,
              average, out):
     lin = E.Linear(x.detach(), W.detach(), bias.detach() if bias is not None else None, 1.0, *need)
-    C = E.chunk_rows(OP, B * T, lin.V, x.element_size())
+    C = E.group_chunk_rows(OP, B * T, lin.V, x.element_size(), T)
     denom, check = E.target_denom(OP, tgt, lin.V, ignore_index)
     mask = (tgt != ignore_index).view(B, T)
     ref_seq = None
