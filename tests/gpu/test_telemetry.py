@@ -1,0 +1,178 @@
+"""Telemetry on a GPU (docs/telemetry.md): remote ops counted by the daemon with sampled CUDA-event
+GPU times, local ops reported by the client with theirs, the fused loss's tokens, loss and saved
+memory, NVML's per-GPU and per-process memory, ligerd's IPC-mapped bytes, and a screenshot of the
+dashboard with all of it (headless Chromium, when installed: $OUT/dashboard-gpu.png, else the
+daemon's temporary directory).
+
+Run by tests/gpu/run.sh (PYTHONPATH=<build>/python, LIGERD_BIN=<build>/server/ligerd). Skips without
+CUDA or LIGERD_BIN. Starts its own daemon with --telemetry_sample_every=1 (every remote launch timed)
+and LIGERD_TELEMETRY_SAMPLE_EVERY=1 for the client.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from ligerd.testing.gpu import require_cuda, require_ligerd_bin
+
+torch = require_cuda()
+LIGERD_BIN = require_ligerd_bin()
+prometheus_parser = pytest.importorskip("prometheus_client.parser", reason="prometheus_client is not installed")
+
+import ligerd  # noqa: E402
+import ligerd.telemetry  # noqa: E402
+from ligerd import _telemetry  # noqa: E402
+from ligerd.transformers import LigerFusedLinearCrossEntropyLoss, liger_rms_norm  # noqa: E402
+
+JOB = "gpu-telemetry-test"
+
+
+@pytest.fixture(scope="module")
+def daemon():
+    d = tempfile.mkdtemp(prefix="ligerd-telemetry-test-")
+    sock = os.path.join(d, "ligerd.sock")
+    log_path = os.path.join(d, "ligerd.log")
+    log = open(log_path, "w")
+    proc = subprocess.Popen([LIGERD_BIN, f"--socket={sock}", f"--cache_dir={os.environ.get('LIGERD_CACHE_DIR') or os.path.join(d, 'cache')}",
+                             "--metrics_address=127.0.0.1:0", "--telemetry_sample_every=1"],
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    url = None
+    deadline = time.monotonic() + 30
+    while url is None and time.monotonic() < deadline and proc.poll() is None:
+        m = re.search(r"metrics on (http://127\.0\.0\.1:\d+)/metrics", Path(log_path).read_text())
+        url = m.group(1) if m else None
+        time.sleep(0.1)
+    while not os.path.exists(sock) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert url, Path(log_path).read_text()
+    saved = {k: os.environ.get(k) for k in ("LIGERD_SOCKET", "LIGERD_AUTOSTART", "LIGERD_JOB",
+                                            "LIGERD_TELEMETRY_SAMPLE_EVERY")}
+    os.environ.update(LIGERD_SOCKET=sock, LIGERD_AUTOSTART="0", LIGERD_JOB=JOB, LIGERD_TELEMETRY_SAMPLE_EVERY="1")
+    _telemetry._reset_for_tests()
+    yield {"url": url, "socket": sock, "dir": d, "log": log_path}
+    ligerd.set_dispatch_mode(None)
+    _telemetry._reset_for_tests()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(10)
+    log.close()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def metrics(url: str) -> dict:
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out = {}
+    for fam in prometheus_parser.text_string_to_metric_families(text):
+        for s in fam.samples:
+            out.setdefault(s.name, []).append(s)
+    return out
+
+
+def value(m: dict, name: str, **labels) -> float:
+    return sum(s.value for s in m.get(name, []) if all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+def rms_steps(n: int):
+    x = torch.randn(512, 2048, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    w = torch.rand(2048, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    for _ in range(n):
+        liger_rms_norm(x, w, 1e-6).float().sum().backward()
+    torch.cuda.synchronize()
+
+
+def test_remote_ops_are_counted_and_timed_by_the_daemon(daemon):
+    ligerd.set_dispatch_mode("remote")
+    rms_steps(20)
+    time.sleep(0.6)  # the runner hands its counts over every 250 ms
+    m = metrics(daemon["url"])
+    assert value(m, "ligerd_ops_total", op="rms_norm_fwd", dispatch="remote", job=JOB, dtype="bfloat16") == 20
+    assert value(m, "ligerd_ops_total", op="rms_norm_bwd", dispatch="remote", job=JOB) == 20
+    assert value(m, "ligerd_op_bytes_total", op="rms_norm_fwd", dispatch="remote") >= 20 * 2 * 512 * 2048 * 2
+    n = value(m, "ligerd_op_gpu_seconds_count", op="rms_norm_fwd", dispatch="remote")
+    assert n >= 15, n  # every launch is sampled; a few may still be in flight
+    mean = value(m, "ligerd_op_gpu_seconds_sum", op="rms_norm_fwd", dispatch="remote") / n
+    assert 1e-6 < mean < 5e-3, mean
+    assert value(m, "ligerd_op_sampled_bytes_total", op="rms_norm_fwd", dispatch="remote") > 0
+    assert value(m, "ligerd_sessions", dispatch="remote") >= 1
+    assert value(m, "ligerd_ipc_mapped_bytes") > 0
+    assert value(m, "ligerd_ipc_mappings") >= 1
+    assert any(s.labels["pid"] == str(os.getpid()) and s.labels["job"] == JOB
+               for s in m["ligerd_job_process_info"])
+
+
+def test_nvml_memory_per_gpu_and_per_process(daemon):
+    m = metrics(daemon["url"])
+    assert value(m, "ligerd_nvml_available") == 1
+    used = m["ligerd_gpu_memory_used_bytes"]
+    assert used and all({"gpu", "UUID", "modelName", "Hostname"} <= set(s.labels) for s in used)
+    assert all(s.labels["UUID"].startswith("GPU-") for s in used)
+    assert value(m, "ligerd_gpu_memory_total_bytes") >= value(m, "ligerd_gpu_memory_used_bytes") > 0
+    assert value(m, "ligerd_gpu_memory_bandwidth_bytes_per_second") > 1e11
+    # This process holds GPU memory (NVML may not attribute it under MPS: then it reports 0).
+    mine = [s for s in m.get("ligerd_gpu_process_memory_bytes", []) if s.labels["pid"] == str(os.getpid())]
+    assert mine and mine[0].labels["job"] == JOB
+
+
+def test_local_ops_are_reported_with_gpu_time(daemon):
+    ligerd.set_dispatch_mode("local")
+    _telemetry._reset_for_tests()
+    rms_steps(10)
+    assert ligerd.telemetry.flush(), ligerd.telemetry.stats()
+    m = metrics(daemon["url"])
+    assert value(m, "ligerd_ops_total", op="rms_norm_fwd", dispatch="local", job=JOB) == 10
+    n = value(m, "ligerd_op_gpu_seconds_count", op="rms_norm_fwd", dispatch="local")
+    assert n >= 1, n  # launches whose end event the GPU had passed at the flush
+    assert 1e-6 < value(m, "ligerd_op_gpu_seconds_sum", op="rms_norm_fwd", dispatch="local") / n < 5e-3
+
+
+def test_fused_loss_reports_tokens_loss_and_saved_memory(daemon):
+    ligerd.set_dispatch_mode("local")
+    _telemetry._reset_for_tests()
+    bt, h, v = 2048, 1024, 32000
+    x = torch.randn(bt, h, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    w = (torch.randn(v, h, device="cuda", dtype=torch.bfloat16) * 0.02).requires_grad_()
+    target = torch.randint(0, v, (bt,), device="cuda")
+    loss_fn = LigerFusedLinearCrossEntropyLoss()
+    for _ in range(3):
+        loss = loss_fn(w, x, target)
+        loss.backward()
+    torch.cuda.synchronize()
+    assert ligerd.telemetry.flush(), ligerd.telemetry.stats()
+    m = metrics(daemon["url"])
+    assert value(m, "ligerd_job_tokens_total", job=JOB) >= 3 * bt
+    assert abs(value(m, "ligerd_job_loss", job=JOB) - loss.item()) < 1e-3
+    assert value(m, "ligerd_job_memory_saved_bytes", job=JOB) > bt * v  # most of the bf16 logits
+    assert value(m, "ligerd_job_peak_allocated_bytes", job=JOB) >= torch.cuda.max_memory_allocated() // 2
+    assert value(m, "ligerd_job_tokens_per_second", job=JOB) > 0
+
+
+def test_dashboard_screenshot_with_a_gpu(daemon):
+    """Keeps $OUT/dashboard-gpu.png (the memory-over-time chart needs NVML, so only a GPU machine
+    shows it filled)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed on this GPU machine (Debian's chromium)")
+    time.sleep(4.5)  # two more history points
+    out = Path(os.environ.get("OUT") or daemon["dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    shot = out / "dashboard-gpu.png"
+    browser = [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+               "--window-size=1500,1500", "--virtual-time-budget=5000"]
+    dom = subprocess.run(browser + ["--dump-dom", daemon["url"] + "/"], capture_output=True, text=True, timeout=120).stdout
+    m = re.search(r'id="chart-gpu-mem"[^>]*data-series="(\d+)"[^>]*data-points="(\d+)"', dom)
+    assert m and int(m.group(1)) >= 1 and int(m.group(2)) >= 2, m and m.groups()
+    subprocess.run(browser + [f"--screenshot={shot}", daemon["url"] + "/"], capture_output=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 50_000
