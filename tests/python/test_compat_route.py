@@ -158,7 +158,6 @@ def test_missing_names_give_the_clear_error_on_use_not_on_import(shim_dir):
     out = run(shim_dir, """
         import warnings
         from liger_kernel import LigerdNotProvidedError, LigerdCompatWarning
-        from liger_kernel.chunked_loss import LigerFusedLinearDPOLoss          # TRL imports it up front
         from liger_kernel.transformers import LigerDyT, LigerTVDLoss
         from liger_kernel.ops import LigerRMSNormFunction
         from liger_kernel.ops.fused_linear_cross_entropy import fused_linear_cross_entropy_forward
@@ -173,7 +172,6 @@ def test_missing_names_give_the_clear_error_on_use_not_on_import(shim_dir):
             else:
                 raise AssertionError(f"{name}: no error")
 
-        expect(lambda: LigerFusedLinearDPOLoss(beta=0.1), "liger_kernel.chunked_loss.LigerFusedLinearDPOLoss")
         expect(lambda: LigerDyT(8), "liger_kernel.transformers.LigerDyT")
         expect(lambda: LigerRMSNormFunction.apply(1), "liger_kernel.ops.LigerRMSNormFunction.apply")
         expect(lambda: fused_linear_cross_entropy_forward(1),
@@ -182,7 +180,7 @@ def test_missing_names_give_the_clear_error_on_use_not_on_import(shim_dir):
         class KD(LigerFusedLinearDistillationBase):   # Axolotl's KD kernel subclasses it at import
             pass
         expect(lambda: KD(), "liger_kernel.chunked_loss.fused_linear_distillation.LigerFusedLinearDistillationBase")
-        assert not hasattr(LigerFusedLinearDPOLoss, "_private")    # introspection still works
+        assert not hasattr(LigerFusedLinearDistillationBase, "_private")    # introspection still works
 
         # An unknown name is a plain AttributeError (hasattr works), naming the shim.
         import liger_kernel.transformers as t
@@ -269,3 +267,21 @@ TRAINER = """
 def test_hf_trainer_use_liger_kernel_reaches_ligerd(shim_dir, tmp_path, config):
     out = run(shim_dir, f"OUT = {str(tmp_path)!r}\nCONFIG = {config!r}\n" + textwrap.dedent(TRAINER))
     assert "patched 5" in out, out      # 2 layers x 2 norms + the final norm
+
+
+def test_chunked_losses_are_ligerds(shim_dir):
+    """TRL's and Axolotl's chunked-loss imports give ligerd.chunked_loss's objects."""
+    run(shim_dir, """
+        import ligerd.chunked_loss as ours
+        import ligerd.chunked_loss.functional as ours_f
+        from liger_kernel.chunked_loss import (LigerFusedLinearDPOLoss, LigerFusedLinearGRPOLoss,
+            LigerFusedLinearJSDLoss, LigerFusedLinearKTOLoss, LigerFusedLinearORPOLoss)
+        from liger_kernel.chunked_loss.functional import liger_fused_linear_dpo
+        assert LigerFusedLinearDPOLoss is ours.LigerFusedLinearDPOLoss
+        assert LigerFusedLinearGRPOLoss is ours.LigerFusedLinearGRPOLoss
+        assert LigerFusedLinearJSDLoss is ours.LigerFusedLinearJSDLoss
+        assert LigerFusedLinearKTOLoss is ours.LigerFusedLinearKTOLoss
+        assert LigerFusedLinearORPOLoss is ours.LigerFusedLinearORPOLoss
+        assert liger_fused_linear_dpo is ours_f.liger_fused_linear_dpo
+        assert LigerFusedLinearDPOLoss(beta=0.2).beta == 0.2
+    """)

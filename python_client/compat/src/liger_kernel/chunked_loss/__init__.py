@@ -1,6 +1,7 @@
 """``liger_kernel.chunked_loss`` (TRL imports the DPO, KTO, GRPO and JSD losses here whenever
-liger_kernel is installed): ligerd has no chunked alignment or distillation losses yet. Importing a
-name works; instantiating it raises LigerdNotProvidedError."""
+liger_kernel is installed): ligerd.chunked_loss's objects themselves (Liger-Kernel 0.8.5's names,
+signatures and returns). Liger's other names here, should ligerd lack one, are stand-ins that
+raise LigerdNotProvidedError when used."""
 
 from liger_kernel import _shim
 
@@ -10,4 +11,4 @@ LIGER_NAMES = (
     "LigerFusedLinearORPOLoss", "LigerFusedLinearSimPOLoss",
 )
 
-__getattr__, __dir__ = _shim.delegating_module(globals(), None, LIGER_NAMES)
+__getattr__, __dir__ = _shim.delegating_module(globals(), "ligerd.chunked_loss", LIGER_NAMES)
