@@ -1,6 +1,7 @@
 """ligerd: fused GPU kernels for LLM training, served by a per-node daemon.
 
-``ligerd.transformers`` mirrors ``liger_kernel.transformers`` (switch by changing an import);
+``ligerd.transformers`` mirrors ``liger_kernel.transformers`` (switch by changing an import),
+``ligerd.chunked_loss`` mirrors ``liger_kernel.chunked_loss`` (docs/chunked_loss.md);
 ``ligerd.ops`` holds the torch custom ops. Importing ``ligerd`` itself is cheap: it does not import
 torch, start a daemon or load the extension; that happens at the first op.
 """
