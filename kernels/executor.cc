@@ -384,13 +384,14 @@ absl::StatusOr<std::unique_ptr<Executor>> Executor::Create(const ExecutorOptions
   LIGERD_CU_CHECK(drv->cuDeviceGetName(name, sizeof(name) - 1, dev));
   std::filesystem::path cache_dir = options.cache_dir;
   if (cache_dir.empty()) cache_dir = DefaultCacheDir(ProcessEnv(), ::geteuid());
-  LIGERD_ASSIGN_OR_RETURN(std::shared_ptr<JitCache> cache, JitCache::Shared(cache_dir));
+  LIGERD_ASSIGN_OR_RETURN(std::shared_ptr<JitCache> cache, JitCache::Shared(cache_dir, options.trusted_cache_owner));
   // The tuning DB is an optimisation: an unusable one is logged and the defaults are used.
   std::shared_ptr<TuningDb> tuning;
   const char* env = std::getenv("LIGERD_TUNING_DB");
   const bool disabled = env != nullptr && (std::string_view(env) == "off" || std::string_view(env) == "0");
   if (options.use_tuning_db && !disabled) {
-    absl::StatusOr<std::shared_ptr<TuningDb>> db = TuningDb::Shared(cache_dir, GpuIdentity{name, sms, cc});
+    absl::StatusOr<std::shared_ptr<TuningDb>> db = TuningDb::Shared(cache_dir, GpuIdentity{name, sms, cc},
+                                                                           options.trusted_cache_owner);
     if (db.ok()) {
       tuning = *std::move(db);
     } else {

@@ -16,12 +16,15 @@
 //   rejects for this call is ignored (logged once per bucket) and the default is used.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cuda.h>
 
 #include <cstddef>
 #include <filesystem>
 #include <memory>
 #include <span>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -39,6 +42,10 @@ struct ExecutorOptions {
                                     // DefaultCacheDir() of common/default_paths.h
   int device = 0;                   // CUDA ordinal this executor launches on
   bool use_tuning_db = true;        // also off with LIGERD_TUNING_DB=off in the environment
+  // Another uid whose cache_dir may be used read-only: the node daemon's, when a job of its
+  // --socket_group shares the node's JIT cache and tuning DB (kernels/jit/cache_entry.h,
+  // OpenCacheDirectory). Empty: only this user's (or root's) directories.
+  std::optional<uid_t> trusted_cache_owner = std::nullopt;
 };
 
 // How Plan() picks the launch config.

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "kernels/catalogue.h"
 #include "kernels/jit/nvrtc_compiler.h"
@@ -22,6 +23,9 @@ absl::StatusOr<PrecompileReport> PrecompileAll(const std::filesystem::path& cach
 absl::StatusOr<PrecompileReport> PrecompileAllInto(JitCache& cache, std::string_view arch,
                                                    ProgressCallback progress, int threads) {
   LIGERD_RETURN_IF_ERROR(ParseArch(arch).status());
+  if (cache.read_only())
+    return absl::FailedPreconditionError(absl::StrCat("cannot precompile into ", cache.dir().string(),
+                                                      ": it is read-only for this process"));
   const auto start = std::chrono::steady_clock::now();
   std::vector<CompileRequest> work;
   for (const OpSpec* spec : AllOps())
@@ -30,7 +34,8 @@ absl::StatusOr<PrecompileReport> PrecompileAllInto(JitCache& cache, std::string_
   PrecompileReport report;
   report.arch = std::string(arch);
   report.total = work.size();
-  const uint64_t compiles_before = cache.stats().compiles;
+  const JitCacheStats before = cache.stats();
+  const uint64_t compiles_before = before.compiles;
 
   std::atomic<size_t> next{0};
   absl::Mutex mu;
@@ -55,6 +60,7 @@ absl::StatusOr<PrecompileReport> PrecompileAllInto(JitCache& cache, std::string_
   report.compiled = static_cast<size_t>(cache.stats().compiles - compiles_before);
   report.compiled = std::min(report.compiled, report.total - report.failures.size());
   report.cached = report.total - report.failures.size() - report.compiled;
+  report.unstored = static_cast<size_t>(cache.stats().write_failures - before.write_failures);
   report.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return report;

@@ -30,8 +30,10 @@ struct PrecompileReport {
   size_t compiled = 0;  // compiled now
   size_t cached = 0;    // already valid in the cache
   std::vector<PrecompileFailure> failures;
+  size_t unstored = 0;  // compiled but not written to the cache (disk full, permissions): the
+                        // cache is incomplete, so precompile fails
   double seconds = 0;   // wall time
-  bool ok() const { return failures.empty(); }
+  bool ok() const { return failures.empty() && unstored == 0; }
 };
 
 struct PrecompileProgress {
@@ -47,7 +49,7 @@ using ProgressCallback = std::function<void(const PrecompileProgress&)>;
 // Compiles every variant of every op for `arch` ("sm_90", or "compute_90" for PTX) into the
 // cache at `cache_dir`, on `threads` worker threads (0 = hardware concurrency). Returns an error
 // only when it cannot start (bad arch, unusable cache dir); per-variant failures are in the
-// report.
+// report. A read-only cache directory is an error (nothing could be stored).
 absl::StatusOr<PrecompileReport> PrecompileAll(const std::filesystem::path& cache_dir,
                                                std::string_view arch,
                                                ProgressCallback progress = nullptr,

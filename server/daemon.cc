@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/jit/cache_entry.h"
 #include "google/protobuf/util/json_util.h"
 #include "server/build_info.h"
 #include "server/logging.h"
@@ -45,16 +46,27 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
     LIGERD_LOG(kWarning) << "removed a stale socket left by an instance that did not exit cleanly: "
                          << config.socket_path;
   }
+  // Rings of a ligerd of ours that died without unlinking them (stale_rings.h). Our marker first,
+  // so that a daemon starting beside us never takes our rings for stale ones.
+  absl::StatusOr<std::shared_ptr<dataplane::LivenessMarker>> marker = dataplane::LivenessMarker::ForThisProcess();
+  if (!marker.ok()) return marker.status();
+  const dataplane::StaleRingReport stale = dataplane::RemoveStaleRings();
+  if (stale.removed > 0) {
+    LIGERD_LOG(kWarning) << "removed " << stale.removed << " ring(s)/marker(s) of a ligerd of this user that died "
+                         << "without cleaning up (/dev/shm/ligerd-" << geteuid() << "-<pid>-*)";
+  }
   absl::StatusOr<ListeningSocket> socket = ListeningSocket::Bind(config.socket_path, config.socket_gid);
   if (!socket.ok()) return socket.status();
 
   std::unique_ptr<Daemon> daemon(new Daemon(config, std::move(*lock), std::move(*socket)));
+  daemon->liveness_ = *std::move(marker);
   std::vector<DeviceState> devices;
   for (const GpuDescription& gpu : facts.inventory.gpus) devices.push_back({gpu.index, gpu.mps_enabled});
   // Remote execution needs a GPU and its driver; without them sessions are told so and run locally.
   const bool remote_available = !devices.empty();
   daemon->executors_ = std::make_unique<ExecutorPool>(config.cache_dir);
   kernels::SetTuningLogSink([](std::string_view line) { LIGERD_LOG(kWarning) << "tuning: " << line; });
+  kernels::SetCacheLogSink([](std::string_view line) { LIGERD_LOG(kWarning) << "cache: " << line; });
   daemon->sessions_ = std::make_unique<SessionRegistry>(limits, std::move(devices), remote_available, opener);
   SessionRegistry* registry = daemon->sessions_.get();
   if (absl::Status s = daemon->StartTelemetry(facts, std::move(nvml)); !s.ok()) return s;

@@ -12,6 +12,7 @@
 #include "common/unique_fd.h"
 #include "server/admin_service.h"
 #include "server/config.h"
+#include "server/dataplane/stale_rings.h"
 #include "server/info_service.h"
 #include "server/instance_lock.h"
 #include "server/kernels_service.h"
@@ -64,6 +65,7 @@ class Daemon {
 
   DaemonConfig config_;
   InstanceLock lock_;
+  std::shared_ptr<dataplane::LivenessMarker> liveness_;  // tells later daemons our rings are live
   ListeningSocket socket_;
   PeerPolicy policy_;
   PeerTable peers_;

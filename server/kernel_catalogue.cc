@@ -38,9 +38,15 @@ int PrecompileMain(const DaemonConfig& config) {
                  std::string(report.status().message()).c_str());
     return 2;
   }
-  std::printf("precompiled %zu kernel variants for %s into %s: %zu compiled, %zu already cached, %zu failed, %.1f s\n",
+  std::printf("precompiled %zu kernel variants for %s into %s: %zu compiled, %zu already cached, %zu failed, "
+              "%zu not stored, %.1f s\n",
               report->total, report->arch.c_str(), config.cache_dir.c_str(), report->compiled, report->cached,
-              report->failures.size(), report->seconds);
+              report->failures.size(), report->unstored, report->seconds);
+  if (report->unstored > 0) {
+    std::fprintf(stderr, "ligerd: --precompile_arch=%s: %zu compiled kernel(s) could not be written to %s (see the "
+                 "lines above); the cache is incomplete\n", config.precompile_arch.c_str(), report->unstored,
+                 config.cache_dir.c_str());
+  }
   return report->ok() ? 0 : 1;
 }
 

@@ -18,6 +18,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "server/build_info.h"
+#include "server/cache_dir.h"
 #include "server/config.h"
 #include "server/daemon.h"
 #include "server/dataplane/cuda_ipc_opener.h"
@@ -82,11 +83,10 @@ int Serve(const DaemonConfig& config) {
   LIGERD_LOG(kInfo) << "ligerd " << kLigerdVersion << " (" << kLigerdGitSha << ", protocol "
                     << kProtocolVersion << ", CUDA " << CudaVersionString(CUDA_VERSION)
                     << ", NVRTC " << NvrtcVersionString() << ") starting";
-  std::error_code ec;
-  std::filesystem::create_directories(config.cache_dir, ec);
-  if (ec || chmod(config.cache_dir.c_str(), 0700) != 0) {
-    LIGERD_LOG(kError) << "cannot use cache dir " << config.cache_dir << ": "
-                       << (ec ? ec.message() : std::string(std::strerror(errno)));
+  // Private, or shared read-only with --socket_group's members; read-only ones are used as they are.
+  if (absl::StatusOr<kernels::CacheDirAccess> cache = PrepareCacheDir(config.cache_dir, config.socket_gid);
+      !cache.ok()) {
+    LIGERD_LOG(kError) << "cannot use cache dir " << config.cache_dir << ": " << cache.status().message();
     return kExitRuntimeError;
   }
   DaemonFacts facts;

@@ -8,7 +8,10 @@
 #include <cerrno>
 #include <cstring>
 
+#include <cstdio>
+
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "kernels/jit/jit_cache.h"
 
 namespace ligerd::kernels {
@@ -33,6 +36,19 @@ T Get(std::string_view bytes, size_t offset) {
   T v;
   std::memcpy(&v, bytes.data() + offset, sizeof(v));
   return v;
+}
+
+absl::Mutex g_log_mu(absl::kConstInit);
+std::function<void(std::string_view)>* g_log_sink ABSL_GUARDED_BY(g_log_mu) = nullptr;
+
+const char* FileTypeName(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISLNK(mode)) return "a symbolic link";
+  return "not a regular file";
 }
 
 int RetryEintr(int (*fn)(int), int fd) {
@@ -89,16 +105,36 @@ absl::StatusOr<CompiledModule> DecodeCacheEntry(std::string_view bytes, const Di
   return m;
 }
 
-absl::Status EnsurePrivateDirectory(const std::filesystem::path& dir) {
+void SetCacheLogSink(std::function<void(std::string_view)> sink) {
+  absl::MutexLock lock(&g_log_mu);
+  delete g_log_sink;
+  g_log_sink = sink ? new std::function<void(std::string_view)>(std::move(sink)) : nullptr;
+}
+
+void CacheLog(std::string_view message) {
+  absl::MutexLock lock(&g_log_mu);
+  if (g_log_sink != nullptr) {
+    (*g_log_sink)(message);
+    return;
+  }
+  std::fprintf(stderr, "ligerd cache: %.*s\n", static_cast<int>(message.size()), message.data());
+}
+
+absl::Status EnsurePrivateDirectory(const std::filesystem::path& dir, mode_t mode, std::optional<gid_t> group) {
   if (dir.empty()) return absl::InvalidArgumentError("cache directory path is empty");
   std::filesystem::path abs = std::filesystem::absolute(dir).lexically_normal();
-  // mkdir each missing level with 0700 (what create_directories would make 0777 & ~umask).
+  // mkdir each missing level with `mode` (what create_directories would make 0777 & ~umask).
   std::filesystem::path partial;
   for (const auto& part : abs) {
     partial /= part;
     if (partial == partial.root_path()) continue;
-    if (::mkdir(partial.c_str(), 0700) != 0 && errno != EEXIST)
-      return ErrnoError("cannot create cache directory", partial, errno);
+    if (::mkdir(partial.c_str(), 0700) != 0) {
+      if (errno != EEXIST) return ErrnoError("cannot create cache directory", partial, errno);
+    } else if (partial == abs) {  // ours, just made: its group, then its mode (mkdir applied the umask)
+      if (group && ::chown(partial.c_str(), static_cast<uid_t>(-1), *group) != 0)
+        return ErrnoError("cannot set the group of", partial, errno);
+      if (mode != 0700 && ::chmod(partial.c_str(), mode) != 0) return ErrnoError("cannot chmod", partial, errno);
+    }
   }
   struct stat st;
   if (::stat(abs.c_str(), &st) != 0) return ErrnoError("cannot stat", abs, errno);
@@ -115,7 +151,52 @@ absl::Status EnsurePrivateDirectory(const std::filesystem::path& dir) {
   return absl::OkStatus();
 }
 
-absl::Status AtomicWriteFile(const std::filesystem::path& path, std::string_view bytes) {
+absl::StatusOr<CacheDirAccess> OpenCacheDirectory(const std::filesystem::path& dir,
+                                                  std::optional<uid_t> trusted_owner) {
+  if (dir.empty()) return absl::InvalidArgumentError("cache directory path is empty");
+  const std::filesystem::path abs = std::filesystem::absolute(dir).lexically_normal();
+  struct stat st;
+  // stat, not lstat: a cache directory may well be a link (~/.cache -> /scratch/...); what is
+  // checked is the directory it names. Entries inside are never followed (ReadWholeFile).
+  if (::stat(abs.c_str(), &st) != 0) {
+    if (errno != ENOENT) return ErrnoError("cannot stat cache directory", abs, errno);
+    if (absl::Status made = EnsurePrivateDirectory(abs); !made.ok()) return made;
+    CacheDirAccess made;
+    made.owner = ::geteuid();
+    return made;
+  }
+  if (!S_ISDIR(st.st_mode))
+    return absl::FailedPreconditionError(absl::StrCat(abs.string(), " is not a directory"));
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0)
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cache directory ", abs.string(),
+        " is writable by group or others; refusing to load code from it (chmod 700 it)"));
+  const uid_t me = ::geteuid();
+  const bool trusted = st.st_uid == me || st.st_uid == 0 || (trusted_owner && st.st_uid == *trusted_owner);
+  if (!trusted)
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cache directory ", abs.string(), " is owned by uid ", st.st_uid, ", not by this process (uid ", me,
+        ")", trusted_owner ? absl::StrCat(", root or the node daemon's uid ", *trusted_owner) : std::string(),
+        "; refusing to load code from it"));
+  CacheDirAccess access;
+  access.owner = st.st_uid;
+  if ((st.st_mode & (S_IRGRP | S_IXGRP)) == (S_IRGRP | S_IXGRP)) {
+    access.file_mode = 0640;
+    access.dir_mode = 0750;
+    access.group = st.st_gid;
+  }
+  if (::faccessat(AT_FDCWD, abs.c_str(), W_OK | X_OK, AT_EACCESS) == 0 && st.st_uid == me) return access;
+  const int write_err = errno;
+  if (::faccessat(AT_FDCWD, abs.c_str(), R_OK | X_OK, AT_EACCESS) != 0)
+    return ErrnoError("cannot read cache directory", abs, errno);
+  access.read_only = true;
+  access.why_read_only = st.st_uid != me ? absl::StrCat("owned by uid ", st.st_uid)
+                                         : absl::StrCat("not writable (", std::strerror(write_err), ")");
+  return access;
+}
+
+absl::Status AtomicWriteFile(const std::filesystem::path& path, std::string_view bytes, mode_t mode,
+                             std::optional<gid_t> group) {
   std::string tmpl = (path.parent_path() / (".tmp-" + path.filename().string() + "-XXXXXX")).string();
   UniqueFd fd(::mkostemp(tmpl.data(), O_CLOEXEC));  // mode 0600
   if (!fd) return ErrnoError("cannot create temp file", tmpl, errno);
@@ -124,6 +205,9 @@ absl::Status AtomicWriteFile(const std::filesystem::path& path, std::string_view
     ::unlink(tmpl.c_str());
     return ErrnoError(what, tmpl, err);
   };
+  if (group && *group != ::getegid() && ::fchown(fd.get(), static_cast<uid_t>(-1), *group) != 0)
+    return fail("cannot set the group of", errno);
+  if (mode != 0600 && ::fchmod(fd.get(), mode) != 0) return fail("cannot chmod", errno);
   for (size_t done = 0; done < bytes.size();) {
     ssize_t n = ::write(fd.get(), bytes.data() + done, bytes.size() - done);
     if (n < 0 && errno == EINTR) continue;
@@ -144,10 +228,24 @@ absl::Status AtomicWriteFile(const std::filesystem::path& path, std::string_view
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> ReadWholeFile(const std::filesystem::path& path) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) return ErrnoError("cannot open", path, errno);
+absl::StatusOr<std::string> ReadWholeFile(const std::filesystem::path& path, uint64_t max_bytes) {
+  // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+  if (!fd) {
+    if (errno == ELOOP)
+      return absl::FailedPreconditionError(absl::StrCat(path.string(), " is a symbolic link; not followed"));
+    return ErrnoError("cannot open", path, errno);
+  }
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return ErrnoError("cannot stat", path, errno);
+  if (!S_ISREG(st.st_mode))
+    return absl::FailedPreconditionError(absl::StrCat(path.string(), " is ", FileTypeName(st.st_mode),
+                                                      ", not a regular file"));
+  if (static_cast<uint64_t>(st.st_size) > max_bytes)
+    return absl::OutOfRangeError(absl::StrCat(path.string(), " is ", st.st_size, " bytes, above the cap of ",
+                                              max_bytes));
   std::string out;
+  out.reserve(static_cast<size_t>(st.st_size));
   char buf[1 << 16];
   for (;;) {
     ssize_t n = ::read(fd.get(), buf, sizeof(buf));
@@ -155,13 +253,24 @@ absl::StatusOr<std::string> ReadWholeFile(const std::filesystem::path& path) {
     if (n < 0) return ErrnoError("cannot read", path, errno);
     if (n == 0) break;
     out.append(buf, static_cast<size_t>(n));
+    if (out.size() > max_bytes)  // it grew while we read
+      return absl::OutOfRangeError(absl::StrCat(path.string(), " is above the cap of ", max_bytes, " bytes"));
   }
   return out;
 }
 
 absl::StatusOr<FileLock> FileLock::Acquire(const std::filesystem::path& path) {
-  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  if (!fd) return ErrnoError("cannot open lock file", path, errno);
+  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600));
+  if (!fd) {
+    if (errno == ELOOP)
+      return absl::FailedPreconditionError(absl::StrCat("lock file ", path.string(), " is a symbolic link"));
+    return ErrnoError("cannot open lock file", path, errno);
+  }
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return ErrnoError("cannot stat lock file", path, errno);
+  if (!S_ISREG(st.st_mode))
+    return absl::FailedPreconditionError(absl::StrCat("lock file ", path.string(), " is ",
+                                                      FileTypeName(st.st_mode), ", not a regular file"));
   int r;
   do r = ::flock(fd.get(), LOCK_EX); while (r != 0 && errno == EINTR);
   if (r != 0) return ErrnoError("cannot lock", path, errno);

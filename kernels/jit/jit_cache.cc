@@ -54,21 +54,27 @@ Digest256 JitCacheKey(const CompileRequest& r, std::string_view compiler_version
   return h.Finish();
 }
 
-JitCache::JitCache(std::filesystem::path dir, std::shared_ptr<const Compiler> compiler)
+JitCache::JitCache(std::filesystem::path dir, std::shared_ptr<const Compiler> compiler, CacheDirAccess access)
     : dir_(std::move(dir)),
       compiler_(std::move(compiler)),
+      access_(std::move(access)),
       compiler_version_(compiler_->VersionTag()) {}
 
 absl::StatusOr<std::shared_ptr<JitCache>> JitCache::Open(const std::filesystem::path& dir,
-                                                         std::shared_ptr<const Compiler> compiler) {
+                                                         std::shared_ptr<const Compiler> compiler,
+                                                         std::optional<uid_t> trusted_owner) {
   if (compiler == nullptr) return absl::InvalidArgumentError("JitCache needs a compiler");
-  LIGERD_RETURN_IF_ERROR(EnsurePrivateDirectory(dir));
-  LIGERD_RETURN_IF_ERROR(EnsurePrivateDirectory(dir / "locks"));
+  LIGERD_ASSIGN_OR_RETURN(CacheDirAccess access, OpenCacheDirectory(dir, trusted_owner));
+  if (!access.read_only) LIGERD_RETURN_IF_ERROR(EnsurePrivateDirectory(dir / "locks"));
   std::filesystem::path abs = std::filesystem::absolute(dir).lexically_normal();
-  return std::shared_ptr<JitCache>(new JitCache(abs, std::move(compiler)));
+  if (access.read_only)
+    CacheLog(absl::StrCat("JIT cache ", abs.string(), " is read-only here (", access.why_read_only,
+                          "): its entries are used; kernels missing from it compile into this process's memory"));
+  return std::shared_ptr<JitCache>(new JitCache(abs, std::move(compiler), std::move(access)));
 }
 
-absl::StatusOr<std::shared_ptr<JitCache>> JitCache::Shared(const std::filesystem::path& dir) {
+absl::StatusOr<std::shared_ptr<JitCache>> JitCache::Shared(const std::filesystem::path& dir,
+                                                           std::optional<uid_t> trusted_owner) {
   static absl::Mutex mu(absl::kConstInit);
   static auto* caches = new absl::flat_hash_map<std::string, std::shared_ptr<JitCache>>();
   std::error_code ec;
@@ -77,7 +83,7 @@ absl::StatusOr<std::shared_ptr<JitCache>> JitCache::Shared(const std::filesystem
   absl::MutexLock lock(&mu);
   auto it = caches->find(abs);
   if (it != caches->end()) return it->second;
-  LIGERD_ASSIGN_OR_RETURN(std::shared_ptr<JitCache> cache, Open(abs, NvrtcCompiler()));
+  LIGERD_ASSIGN_OR_RETURN(std::shared_ptr<JitCache> cache, Open(abs, NvrtcCompiler(), trusted_owner));
   caches->emplace(abs, cache);
   return cache;
 }
@@ -119,13 +125,33 @@ absl::StatusOr<std::shared_ptr<const CompiledModule>> JitCache::LoadOrCompile(
   const std::filesystem::path path = EntryPath(request, key);
   // Fast path without the file lock: entries appear by atomic rename, so a valid read is final.
   absl::StatusOr<std::string> bytes = ReadWholeFile(path);
+  absl::Status bad;  // why an existing entry cannot be used
   if (bytes.ok()) {
     absl::StatusOr<CompiledModule> m = DecodeCacheEntry(*bytes, key);
     if (m.ok()) {
       disk_hits_.fetch_add(1, std::memory_order_relaxed);
       return std::make_shared<const CompiledModule>(*std::move(m));
     }
-    // Corrupt: deal with it under the lock below, where no one else is rewriting it.
+    bad = m.status();
+  } else if (!absl::IsNotFound(bytes.status())) {
+    bad = bytes.status();
+  }
+
+  if (access_.read_only) {
+    // Nothing here may be changed: serve a compile from memory.
+    if (!bad.ok()) {
+      corrupt_entries_.fetch_add(1, std::memory_order_relaxed);
+      CacheLog(absl::StrCat("JIT cache entry ", path.string(), " is unusable (", bad.message(),
+                            "); the cache is read-only here, so it is compiled into memory"));
+    } else if (!read_only_logged_.exchange(true)) {
+      CacheLog(absl::StrCat("JIT cache ", dir_.string(), " (read-only here) lacks ", request.op, " [",
+                            request.variant, "] for ", request.arch,
+                            ": compiled into memory (further misses are not logged; precompile the cache "
+                            "with ligerd --precompile_arch to avoid them)"));
+    }
+    misses_.fetch_add(1, std::memory_order_relaxed);
+    memory_only_.fetch_add(1, std::memory_order_relaxed);
+    return Compile(request);
   }
 
   // The cross-process half of "one compile per key": whoever holds the lock compiles; the
@@ -133,19 +159,40 @@ absl::StatusOr<std::shared_ptr<const CompiledModule>> JitCache::LoadOrCompile(
   LIGERD_ASSIGN_OR_RETURN(FileLock file_lock,
                           FileLock::Acquire(dir_ / "locks" / (HexOf(key.data(), 16) + ".lock")));
   bytes = ReadWholeFile(path);
+  bad = absl::OkStatus();
   if (bytes.ok()) {
     absl::StatusOr<CompiledModule> m = DecodeCacheEntry(*bytes, key);
     if (m.ok()) {
       disk_hits_.fetch_add(1, std::memory_order_relaxed);
       return std::make_shared<const CompiledModule>(*std::move(m));
     }
-    corrupt_entries_.fetch_add(1, std::memory_order_relaxed);
-    ::unlink(path.c_str());
+    bad = m.status();
   } else if (!absl::IsNotFound(bytes.status())) {
-    return bytes.status();
+    bad = bytes.status();
+  }
+  if (!bad.ok()) {
+    // Corrupt, truncated, a link, a FIFO, a device, oversized: never trusted. unlink removes a
+    // link itself (not what it points to); a directory in the way stays and the store fails.
+    corrupt_entries_.fetch_add(1, std::memory_order_relaxed);
+    const bool removed = ::unlink(path.c_str()) == 0;
+    CacheLog(absl::StrCat("JIT cache entry ", path.string(), " is unusable (", bad.message(), "); ",
+                          removed ? "removed; " : "could not remove it; ", "recompiling"));
   }
 
   misses_.fetch_add(1, std::memory_order_relaxed);
+  LIGERD_ASSIGN_OR_RETURN(std::shared_ptr<const CompiledModule> compiled, Compile(request));
+  // A full disk must not stop the op: serve the module, count and log the failed store.
+  if (absl::Status stored = AtomicWriteFile(path, EncodeCacheEntry(key, *compiled), access_.file_mode,
+                                                access_.group);
+      !stored.ok()) {
+    write_failures_.fetch_add(1, std::memory_order_relaxed);
+    CacheLog(absl::StrCat("cannot store JIT cache entry ", path.string(), ": ", stored.message(),
+                          " (served from memory)"));
+  }
+  return compiled;
+}
+
+absl::StatusOr<std::shared_ptr<const CompiledModule>> JitCache::Compile(const CompileRequest& request) {
   const auto start = std::chrono::steady_clock::now();
   absl::StatusOr<CompiledModule> compiled = compiler_->Compile(request);
   compile_micros_.fetch_add(std::chrono::duration_cast<std::chrono::microseconds>(
@@ -157,9 +204,6 @@ absl::StatusOr<std::shared_ptr<const CompiledModule>> JitCache::LoadOrCompile(
     return compiled.status();
   }
   compiles_.fetch_add(1, std::memory_order_relaxed);
-  // A full disk must not stop the op: serve the module, count the failed store.
-  if (!AtomicWriteFile(path, EncodeCacheEntry(key, *compiled)).ok())
-    write_failures_.fetch_add(1, std::memory_order_relaxed);
   return std::make_shared<const CompiledModule>(*std::move(compiled));
 }
 
@@ -172,6 +216,7 @@ JitCacheStats JitCache::stats() const {
   s.compile_failures = compile_failures_.load(std::memory_order_relaxed);
   s.corrupt_entries = corrupt_entries_.load(std::memory_order_relaxed);
   s.write_failures = write_failures_.load(std::memory_order_relaxed);
+  s.memory_only = memory_only_.load(std::memory_order_relaxed);
   s.compile_seconds = compile_micros_.load(std::memory_order_relaxed) * 1e-6;
   return s;
 }

@@ -2,6 +2,7 @@
 #include "kernels/tuning/tuning_db.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -184,7 +185,8 @@ absl::StatusOr<std::vector<TuningEntry>> DecodeTuningDb(std::string_view raw, co
 std::filesystem::path TuningDb::DirFor(const std::filesystem::path& cache_dir) { return cache_dir / "tuning"; }
 
 absl::StatusOr<std::shared_ptr<TuningDb>> TuningDb::Shared(const std::filesystem::path& cache_dir,
-                                                           const GpuIdentity& gpu) {
+                                                           const GpuIdentity& gpu,
+                                                           std::optional<uid_t> trusted_owner) {
   static absl::Mutex mu(absl::kConstInit);
   static auto* dbs = new absl::flat_hash_map<std::string, std::weak_ptr<TuningDb>>();
   const std::filesystem::path dir = DirFor(cache_dir);
@@ -193,13 +195,24 @@ absl::StatusOr<std::shared_ptr<TuningDb>> TuningDb::Shared(const std::filesystem
   auto it = dbs->find(file.string());
   if (it != dbs->end())
     if (std::shared_ptr<TuningDb> db = it->second.lock()) return db;
-  if (absl::Status s = EnsurePrivateDirectory(dir); !s.ok()) return s;
-  auto db = std::make_shared<TuningDb>(file, gpu);
+  absl::StatusOr<CacheDirAccess> parent = OpenCacheDirectory(cache_dir, trusted_owner);
+  if (!parent.ok()) return parent.status();
+  if (!parent->read_only) {
+    if (absl::Status s = EnsurePrivateDirectory(dir, parent->dir_mode, parent->group); !s.ok()) return s;
+  }
+  CacheDirAccess access = *parent;
+  if (!parent->read_only || ::access(dir.c_str(), F_OK) == 0) {
+    absl::StatusOr<CacheDirAccess> own = OpenCacheDirectory(dir, trusted_owner);
+    if (!own.ok()) return own.status();
+    access = *own;
+  }
+  auto db = std::make_shared<TuningDb>(file, gpu, access);
   (*dbs)[file.string()] = db;
   return db;
 }
 
-TuningDb::TuningDb(std::filesystem::path file, GpuIdentity gpu) : file_(std::move(file)), gpu_(std::move(gpu)) {}
+TuningDb::TuningDb(std::filesystem::path file, GpuIdentity gpu, CacheDirAccess access)
+    : file_(std::move(file)), gpu_(std::move(gpu)), access_(std::move(access)) {}
 
 TuningDb::FileStamp TuningDb::Stamp() const {
   struct stat st;
@@ -213,14 +226,16 @@ TuningDb::FileStamp TuningDb::Stamp() const {
 }
 
 std::vector<TuningEntry> TuningDb::ReadFile(bool locked) {
-  absl::StatusOr<std::string> bytes = ReadWholeFile(file_);
-  if (!bytes.ok()) {
-    if (!absl::IsNotFound(bytes.status()))
-      TuningLog(absl::StrCat("cannot read ", file_.string(), ": ", bytes.status().message()));
+  absl::StatusOr<std::string> bytes = ReadWholeFile(file_, kMaxTuningDbBytes);
+  if (absl::IsNotFound(bytes.status())) return {};
+  absl::StatusOr<std::vector<TuningEntry>> entries =
+      bytes.ok() ? DecodeTuningDb(*bytes, &gpu_) : absl::StatusOr<std::vector<TuningEntry>>(bytes.status());
+  if (entries.ok()) return *std::move(entries);
+  if (access_.read_only) {  // not ours to move: say so, use nothing from it
+    TuningLog(absl::StrCat("tuning DB ", file_.string(), " not used: ", entries.status().message(),
+                           " (read-only here, left as it is)"));
     return {};
   }
-  absl::StatusOr<std::vector<TuningEntry>> entries = DecodeTuningDb(*bytes, &gpu_);
-  if (entries.ok()) return *std::move(entries);
   // Never trusted: move it aside (keeping it for a post-mortem) so the next store rebuilds it.
   std::optional<FileLock> lock;
   if (!locked) {
@@ -228,8 +243,10 @@ std::vector<TuningEntry> TuningDb::ReadFile(bool locked) {
     if (l.ok()) lock.emplace(std::move(*l));
   }
   // Under the lock, only if it is still the same bad file (a writer may have replaced it).
-  absl::StatusOr<std::string> again = ReadWholeFile(file_);
-  if (again.ok() && *again == *bytes) {
+  absl::StatusOr<std::string> again = ReadWholeFile(file_, kMaxTuningDbBytes);
+  const bool same = bytes.ok() ? (again.ok() && *again == *bytes)
+                               : (!again.ok() && again.status().code() == bytes.status().code());
+  if (same) {
     const std::string aside = absl::StrCat(file_.string(), ".corrupt-", std::time(nullptr));
     if (std::rename(file_.c_str(), aside.c_str()) == 0) {
       TuningLog(absl::StrCat("tuning DB ", file_.string(), " not used: ", entries.status().message(),
@@ -286,6 +303,10 @@ std::optional<TuningEntry> TuningDb::Lookup(const TuningKey& key) {
 }
 
 absl::Status TuningDb::Store(const std::vector<TuningEntry>& entries) {
+  if (access_.read_only)
+    return absl::FailedPreconditionError(absl::StrCat(
+        "tuning DB ", file_.string(), " is read-only for this process (", access_.why_read_only,
+        "); tune through the daemon that owns it (ligerctl tune)"));
   absl::StatusOr<FileLock> lock = FileLock::Acquire(file_.string() + ".lock");
   if (!lock.ok()) return lock.status();
   absl::flat_hash_map<TuningKey, TuningEntry> merged;
@@ -294,7 +315,7 @@ absl::Status TuningDb::Store(const std::vector<TuningEntry>& entries) {
   std::vector<TuningEntry> all;
   all.reserve(merged.size());
   for (auto& [k, e] : merged) all.push_back(e);
-  if (absl::Status s = AtomicWriteFile(file_, EncodeTuningDb(gpu_, all)); !s.ok()) return s;
+  if (absl::Status s = AtomicWriteFile(file_, EncodeTuningDb(gpu_, all), access_.file_mode, access_.group); !s.ok()) return s;
   const FileStamp stamp = Stamp();
   absl::MutexLock m(&mu_);
   entries_ = std::move(merged);
@@ -336,7 +357,7 @@ std::vector<TuningDbListing> ListTuningDbs(const std::filesystem::path& cache_di
     if (de.path().extension() != ".tunedb") continue;
     TuningDbListing l;
     l.file = de.path();
-    absl::StatusOr<std::string> bytes = ReadWholeFile(de.path());
+    absl::StatusOr<std::string> bytes = ReadWholeFile(de.path(), kMaxTuningDbBytes);
     if (!bytes.ok()) {
       l.status = bytes.status();
     } else {

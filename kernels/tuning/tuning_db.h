@@ -25,9 +25,12 @@
 //   sha256 <hex of every byte above this line>
 // Writers take an exclusive flock on <file>.lock, re-read the file (merging other processes'
 // entries), and replace it atomically (temp + fsync + rename). A reader that finds a corrupt file
-// (bad checksum, truncated, unparsable) or another version or GPU logs it, renames it aside
+// (bad checksum, truncated, unparsable, a symbolic link, not a regular file, above
+// kMaxTuningDbBytes) or another version or GPU logs it, renames it aside
 // (<file>.corrupt-<unix time>) under the lock and starts empty: the next tune rebuilds it. Never
-// trusted. Readers re-read the file when its inode, size or mtime change (checked with one stat
+// trusted. A read-only cache directory (another user's, e.g. the node daemon's read by a job of
+// its --socket_group, or a read-only mount) gives a read-only DB: lookups work, Store fails
+// saying why, and a bad file is logged and ignored, not moved. Readers re-read the file when its inode, size or mtime change (checked with one stat
 // at most every kRefreshInterval, so the launch path stays cheap).
 #pragma once
 
@@ -47,10 +50,13 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "kernels/catalogue.h"
+#include "kernels/jit/cache_entry.h"
 
 namespace ligerd::kernels {
 
 inline constexpr uint32_t kTuningDbVersion = 1;
+// A tuning DB is a few hundred bytes per entry; anything this large is not one.
+inline constexpr uint64_t kMaxTuningDbBytes = uint64_t{16} << 20;
 
 struct GpuIdentity {
   std::string name;  // cuDeviceGetName, e.g. "NVIDIA H100 80GB HBM3"
@@ -111,12 +117,14 @@ class TuningDb {
   static constexpr std::chrono::milliseconds kRefreshInterval{250};
 
   // The process-wide DB for this cache dir and GPU (one per file, shared by executors).
-  // Creates <cache_dir>/tuning (0700, ours) if needed.
+  // Creates <cache_dir>/tuning (0700, ours; 0750 and the cache dir's group in a group-readable one) if needed and
+  // the cache dir is writable; `trusted_owner` as for JitCache::Open (read-only use).
   static absl::StatusOr<std::shared_ptr<TuningDb>> Shared(const std::filesystem::path& cache_dir,
-                                                          const GpuIdentity& gpu);
+                                                          const GpuIdentity& gpu,
+                                                          std::optional<uid_t> trusted_owner = std::nullopt);
   static std::filesystem::path DirFor(const std::filesystem::path& cache_dir);
 
-  TuningDb(std::filesystem::path file, GpuIdentity gpu);
+  TuningDb(std::filesystem::path file, GpuIdentity gpu, CacheDirAccess access = {});
 
   // The stored config for `key`, if any. Cheap: a hash lookup, plus a stat of the file at most
   // every kRefreshInterval (and a re-read when it changed).
@@ -137,6 +145,7 @@ class TuningDb {
   std::vector<TuningEntry> Entries();
 
   const std::filesystem::path& file() const { return file_; }
+  bool read_only() const { return access_.read_only; }
   const GpuIdentity& gpu() const { return gpu_; }
   uint64_t reloads() const;
   uint64_t rebuilt() const;  // corrupt or mismatched files renamed aside by this process
@@ -155,6 +164,7 @@ class TuningDb {
 
   const std::filesystem::path file_;
   const GpuIdentity gpu_;
+  const CacheDirAccess access_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<TuningKey, TuningEntry> entries_ ABSL_GUARDED_BY(mu_);
   FileStamp stamp_ ABSL_GUARDED_BY(mu_);

@@ -13,6 +13,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "common/unique_fd.h"
+#include "server/dataplane/stale_rings.h"
 
 namespace ligerd::dataplane {
 
@@ -27,7 +28,9 @@ absl::StatusOr<ShmRing> ShmRing::Create(uint64_t session_id, uint32_t capacity) 
   if (getrandom(random, sizeof(random), 0) != static_cast<ssize_t>(sizeof(random))) {
     return absl::InternalError(absl::StrCat("getrandom: ", std::strerror(errno)));
   }
-  std::string name = absl::StrCat("/ligerd-", geteuid(), "-",
+  // The pid names the daemon, so that a later one can tell this ring is stale once we are gone
+  // (stale_rings.h).
+  std::string name = absl::StrCat(RingNamePrefix(geteuid(), getpid()),
                                   absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(random), 16)));
   UniqueFd fd(shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600));
   if (!fd) return absl::InternalError(absl::StrCat("shm_open ", name, ": ", std::strerror(errno)));

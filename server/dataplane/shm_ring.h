@@ -13,7 +13,7 @@ namespace ligerd::dataplane {
 
 class ShmRing {
  public:
-  // Creates "/ligerd-<uid>-<128 random bits>" (O_EXCL, 0600) sized for `capacity` records and
+  // Creates "/ligerd-<uid>-<pid>-<128 random bits>" (O_EXCL, 0600) sized for `capacity` records and
   // writes the header. INVALID_ARGUMENT for a capacity that is not a power of two in range.
   static absl::StatusOr<ShmRing> Create(uint64_t session_id, uint32_t capacity);
 
