@@ -14,6 +14,7 @@
 // Exit codes: 0 the daemon is serving (tune: tuned); 1 it answers but is not serving (tune: the
 // daemon could not tune, e.g. no GPU); 2 usage error (tune: a shape the daemon refused);
 // 3 no daemon answers on the socket.
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -39,8 +40,9 @@
 #include "kernels/tuning/tuning_db.h"
 
 ABSL_FLAG(std::string, socket, "",
-          "ligerd's control socket. Default: $LIGERD_SOCKET, else $XDG_RUNTIME_DIR/ligerd/ligerd.sock, "
-          "else /tmp/ligerd-<uid>/ligerd.sock (the daemon's default).");
+          "ligerd's control socket. Default: $LIGERD_SOCKET; else the first of "
+          "$XDG_RUNTIME_DIR/ligerd/ligerd.sock (or /tmp/ligerd-<uid>/ligerd.sock without XDG_RUNTIME_DIR) "
+          "and /run/ligerd/ligerd.sock (the node service) that exists (common/default_paths.h).");
 ABSL_FLAG(bool, json, false, "info, telemetry: print the full answer as JSON.");
 ABSL_FLAG(int, interval_ms, 2000, "top: how often to refresh.");
 ABSL_FLAG(int, iterations, 0, "top: stop after this many screens (0: until Ctrl-C).");
@@ -271,6 +273,16 @@ int Tune(ligerd::ControlClient& client, const std::vector<std::string>& shape_ar
   return kExitServing;
 }
 
+// The first of `search` that is a socket now; the first of them when none is (its error then
+// names the path that was expected).
+std::string FirstExistingSocket(const std::vector<std::string>& search) {
+  for (const std::string& path : search) {
+    struct stat st;
+    if (stat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) return path;
+  }
+  return search.front();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -295,16 +307,19 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
   std::string socket = absl::GetFlag(FLAGS_socket);
-  if (socket.empty()) socket = ligerd::DefaultSocketPath(ligerd::ProcessEnv(), geteuid());
+  const std::vector<std::string> search = ligerd::SocketSearchPath(ligerd::ProcessEnv(), geteuid());
   const std::string command = args[1];
   if (command == "paths") {
     // What a flagless ligerd and the Python client use (ligerd/_paths.py implements the same
     // rule; tests/python/test_paths.py compares the two through this output).
     std::string cache_dir = absl::GetFlag(FLAGS_cache_dir);
     if (cache_dir.empty()) cache_dir = ligerd::DefaultCacheDir(ligerd::ProcessEnv(), geteuid());
-    std::cout << "socket: " << socket << "\ncache_dir: " << cache_dir << "\n";
+    if (socket.empty()) socket = ligerd::DefaultSocketPath(ligerd::ProcessEnv(), geteuid());
+    std::cout << "socket: " << socket << "\nsearch: " << absl::StrJoin(search, ":") << "\ncache_dir: " << cache_dir
+              << "\n";
     return kExitServing;
   }
+  if (socket.empty()) socket = FirstExistingSocket(search);
   ligerd::ControlClient client(socket, std::chrono::milliseconds(absl::GetFlag(FLAGS_timeout_ms)));
   if (command == "status") return Status(client);
   if (command == "info") return Info(client, absl::GetFlag(FLAGS_json));

@@ -50,6 +50,13 @@ std::string DefaultSocketPath(const EnvLookup& env, uid_t uid) {
   return Join(PrivateTmpDir(uid), "ligerd.sock");
 }
 
+std::vector<std::string> SocketSearchPath(const EnvLookup& env, uid_t uid) {
+  if (auto explicit_path = Get(env, "LIGERD_SOCKET")) return {*explicit_path};
+  std::vector<std::string> out = {DefaultSocketPath(env, uid)};
+  if (out.front() != kNodeSocketPath) out.push_back(kNodeSocketPath);
+  return out;
+}
+
 std::string DefaultCacheDir(const EnvLookup& env, uid_t uid) {
   if (auto explicit_dir = Get(env, "LIGERD_CACHE_DIR")) return *explicit_dir;
   if (auto cache = GetXdg(env, "XDG_CACHE_HOME")) return Join(*cache, "ligerd");

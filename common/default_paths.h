@@ -13,6 +13,13 @@
 //              else $XDG_CACHE_HOME/ligerd
 //              else $HOME/.cache/ligerd
 //              else /tmp/ligerd-<uid>/cache
+// Clients (ligerctl, the Python package) look for a running daemon along a search path before
+// they start a private one (SocketSearchPath):
+//   1. $LIGERD_SOCKET when set: that socket only, nothing else is tried;
+//   2. the user's own daemon: $XDG_RUNTIME_DIR/ligerd/ligerd.sock, else /tmp/ligerd-<uid>/ligerd.sock
+//      (DefaultSocketPath: where a flagless `ligerd` of this user listens);
+//   3. the node service: /run/ligerd/ligerd.sock (kNodeSocketPath, deploy/systemd and deploy/k8s).
+// The first socket that answers wins; with none, the Python client starts a private daemon.
 // A variable counts when it is set and not blank; its value is used without surrounding ASCII
 // whitespace and otherwise as given (no ~ expansion: the shell already expands VAR=~/x). XDG_*
 // values that are not absolute are ignored, as the XDG Base Directory spec asks. A trailing '/'
@@ -29,6 +36,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace ligerd {
 
@@ -37,7 +45,13 @@ using EnvLookup = std::function<std::optional<std::string>(const char* name)>;
 // The process environment (std::getenv).
 EnvLookup ProcessEnv();
 
+// Where the node service listens (deploy/systemd/ligerd-system.service, deploy/k8s).
+inline constexpr char kNodeSocketPath[] = "/run/ligerd/ligerd.sock";
+
 std::string DefaultSocketPath(const EnvLookup& env, uid_t uid);
+// The sockets a client tries, in order (see above): {$LIGERD_SOCKET} alone when it is set, else
+// {DefaultSocketPath, kNodeSocketPath}.
+std::vector<std::string> SocketSearchPath(const EnvLookup& env, uid_t uid);
 std::string DefaultCacheDir(const EnvLookup& env, uid_t uid);
 
 }  // namespace ligerd

@@ -54,6 +54,8 @@ constexpr int kMaxDevices = 64;
 struct State {
   std::mutex mu;
   std::string cache_dir;
+  // The node daemon's uid when cache_dir is its cache, read by a job of another user (read-only).
+  std::optional<uid_t> trusted_cache_owner;
   std::array<std::unique_ptr<lk::Executor>, kMaxDevices> executors;
 };
 
@@ -84,6 +86,7 @@ absl::StatusOr<lk::Executor*> GetExecutor(int device) {
   if (s.executors[device]) return s.executors[device].get();
   lk::ExecutorOptions options;
   options.cache_dir = s.cache_dir;
+  options.trusted_cache_owner = s.trusted_cache_owner;
   options.device = device;
   auto created = lk::Executor::Create(options);
   if (!created.ok()) return created.status();
@@ -149,10 +152,11 @@ absl::StatusOr<int> ToViews(const std::vector<std::optional<at::Tensor>>& tensor
   return device;
 }
 
-void SetCacheDir(const std::string& dir) {
+void SetCacheDir(const std::string& dir, int64_t trusted_owner) {
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mu);
   s.cache_dir = dir;
+  s.trusted_cache_owner = trusted_owner >= 0 ? std::optional<uid_t>(static_cast<uid_t>(trusted_owner)) : std::nullopt;
 }
 
 std::string GetCacheDir() {
@@ -454,8 +458,9 @@ void CloseSession(SessionHandle& handle) {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "ligerd local executor (LibTorch extension)";
-  m.def("set_cache_dir", &SetCacheDir, py::arg("path"),
-        "Directory of the shared NVRTC JIT cache; takes effect for executors created afterwards.");
+  m.def("set_cache_dir", &SetCacheDir, py::arg("path"), py::arg("trusted_owner") = -1,
+        "Directory of the shared NVRTC JIT cache; takes effect for executors created afterwards. "
+        "trusted_owner: the uid of the node daemon whose cache this is (used read-only); -1: none.");
   m.def("cache_dir", &GetCacheDir);
   m.def("launch", &Launch, py::arg("op"), py::arg("tensors"), py::arg("scalars"),
         "Run a catalogue op on torch's current stream. tensors: positional, None for an absent "

@@ -1,8 +1,11 @@
 """Finding the node's ligerd daemon, and starting a private one when none answers.
 
 Order of business (``connect_or_start``):
-1. Health-check the socket (``$LIGERD_SOCKET``, else ``$XDG_RUNTIME_DIR/ligerd/ligerd.sock``, else
-   ``/tmp/ligerd-<uid>/ligerd.sock``) with a short deadline. SERVING: use it.
+1. Health-check, with a short deadline each, the sockets of ``ligerd._paths.socket_search_path()``:
+   ``$LIGERD_SOCKET`` alone when it is set; else the user's own daemon
+   (``$XDG_RUNTIME_DIR/ligerd/ligerd.sock``, else ``/tmp/ligerd-<uid>/ligerd.sock``), then the node
+   service (``/run/ligerd/ligerd.sock``). Paths that do not exist are skipped at once. The first
+   SERVING one is used.
 2. Otherwise, unless ``LIGERD_AUTOSTART=0``, start a private ``ligerd`` (from ``$LIGERD_BIN``, PATH, or
    ``<package>/bin/ligerd``) with ``--socket`` in a fresh private directory, wait at most 2 s for
    SERVING, say so once (a LigerdWarning and a log line), and stop it when this process exits.
@@ -23,7 +26,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import List, Mapping, Optional
+from typing import List, Mapping, Optional, Tuple
 
 from ligerd import _health, _paths
 from ligerd._errors import DaemonUnavailableError, warn_once
@@ -60,6 +63,14 @@ class DaemonHandle:
     @property
     def pid(self) -> Optional[int]:
         return self.proc.pid if self.proc is not None else None
+
+    @property
+    def owner_uid(self) -> Optional[int]:
+        """The uid that owns the socket (the daemon's user: it creates the socket); None if gone."""
+        try:
+            return os.stat(self.socket_path).st_uid
+        except OSError:
+            return None
 
     def health(self, timeout: float = CONNECT_TIMEOUT_S) -> int:
         """ServingStatus now; DaemonUnavailableError (within ``timeout``) if it does not answer."""
@@ -215,13 +226,32 @@ def start_private(binary: str, timeout: float = START_TIMEOUT_S,
     raise DaemonUnavailableError(f"the private ligerd started from {binary} {why}{tail}")
 
 
+def find_running(env: Optional[Mapping[str, str]] = None,
+                 timeout: float = CONNECT_TIMEOUT_S) -> Tuple[Optional[DaemonHandle], List[str]]:
+    """The first SERVING daemon along ``_paths.socket_search_path(env)`` (None if none), and why
+    each socket before it was passed over."""
+    explicit = bool((os.environ if env is None else env).get("LIGERD_SOCKET", "").strip())
+    passed: List[str] = []
+    for path in _paths.socket_search_path(env):
+        if not explicit and not os.path.exists(path):
+            passed.append(f"no socket at {path}")
+            continue
+        try:
+            return connect(str(path), timeout), passed
+        except DaemonUnavailableError as e:
+            passed.append(str(e))
+    return None, passed
+
+
 def connect_or_start(env: Optional[Mapping[str, str]] = None) -> DaemonHandle:
     """The node's daemon, or a private one (see the module docstring). DaemonUnavailableError if neither."""
+    found, passed = find_running(env)
+    if found is not None:
+        if passed:
+            log.info("ligerd: using %s (%s)", found.describe(), "; ".join(passed))
+        return found
     socket_path = str(_paths.default_socket_path(env))
-    try:
-        return connect(socket_path)
-    except DaemonUnavailableError as first:
-        reason = str(first)
+    reason = "; ".join(passed)
     if not autostart_enabled(env):
         raise DaemonUnavailableError(
             f"no ligerd daemon is serving ({reason}) and autostart is off (LIGERD_AUTOSTART=0): "
@@ -237,7 +267,8 @@ def connect_or_start(env: Optional[Mapping[str, str]] = None) -> DaemonHandle:
             f"no ligerd daemon is serving ({reason}), and no ligerd binary was found to start a "
             f"private one (looked at $LIGERD_BIN, PATH and {_paths.package_dir() / 'bin'})")
     handle = start_private(binary)
-    msg = (f"ligerd: no daemon answered on {socket_path}; started a private ligerd "
+    searched = ", ".join(str(p) for p in _paths.socket_search_path(env))
+    msg = (f"ligerd: no daemon answered on {searched}; started a private ligerd "
            f"(pid {handle.pid}, socket {handle.socket_path}) for this process; it stops when "
            f"this process exits. Run ligerd as a service to share its caches across processes.")
     log.info(msg)

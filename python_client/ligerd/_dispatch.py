@@ -10,6 +10,11 @@
   DISPATCH_AUTO): remote where MPS is active on the device, local otherwise. With no daemon, or no
   CUDA device, auto is local.
 
+Caches: with a daemon found on the node (not a private one), local ops load kernels from and read
+tuned configs in the daemon's cache directory (Info.cache_dir): read-write when the daemon runs as
+this user, read-only when it is the node service of another user and this user can read it (a
+member of its ``--socket_group``); ``LIGERD_CACHE_DIR`` overrides (ligerd._paths.shared_cache_choice).
+
 Set with ``LIGERD_DISPATCH=local|remote|auto`` or ``ligerd.set_dispatch_mode(...)`` (the API wins).
 The choice and its reason are logged once per device (logger ``ligerd``) and returned by
 ``ligerd.dispatch_info()``.
@@ -224,12 +229,35 @@ def _close_all() -> None:
         s.close_devices()
 
 
+def _share_node_cache(s: Session) -> None:
+    """Point local executors at the found daemon's cache (see the module docstring); the choice
+    and its reason go to ``dispatch_info()["cache"]`` and the log."""
+    from ligerd import _health, _paths
+    d = s.daemon
+    if d is None or getattr(d, "private", False):
+        s.extra["cache"] = f"{_paths.cache_dir()} (own)"
+        return
+    try:
+        facts = _health.info(d.socket_path)
+    except DaemonUnavailableError as e:
+        s.extra["cache"] = f"{_paths.cache_dir()} (own; the daemon's Info failed: {e})"
+        return
+    path, owner, reason = _paths.shared_cache_choice(facts.get("cache_dir", ""), d.owner_uid)
+    if path is None:
+        s.extra["cache"] = f"{_paths.cache_dir()} (own: {reason})"
+    else:
+        s.extra["cache"] = reason
+        _extension.use_cache_dir(path, owner)
+    log.info("ligerd: local ops use %s", s.extra["cache"])
+
+
 def _attach_daemon(session: Session) -> None:
     """Local mode: the daemon is optional (it owns compilation and telemetry, but the executor can
     JIT into the shared cache itself). Try to reach or start one; on failure warn once and go on."""
     from ligerd import _daemon
     try:
         session.daemon = _daemon.connect_or_start()
+        _share_node_cache(session)
     except DaemonUnavailableError as e:
         session.daemon_error = str(e)
         warn_once("local-no-daemon",
@@ -273,6 +301,7 @@ def _new_session() -> Session:
         except DaemonUnavailableError as e:
             raise DaemonUnavailableError(
                 f"ligerd: dispatch mode 'remote' (from {source}) needs a daemon: {e}") from None
+        _share_node_cache(s)
         return s
     _attach_daemon(s)  # auto: a daemon decides per device; without one, local
     if s.daemon is None:
@@ -311,6 +340,7 @@ def dispatch_info() -> dict:
         "reason": s.reason,
         "daemon": s.daemon.describe() if s.daemon is not None else None,
         "daemon_error": s.daemon_error,
+        "cache": s.extra.get("cache"),
         "devices": {i: {"mode": d.mode, "reason": d.reason,
                         "session_id": getattr(d.handle, "session_id", None)}
                     for i, d in sorted(s.devices.items())},

@@ -5,7 +5,8 @@ remote-session client. Its own module so that both ``_backend`` (which launches 
 from __future__ import annotations
 
 import threading
-from typing import Optional
+from pathlib import Path
+from typing import Optional, Tuple
 
 from ligerd import _paths
 from ligerd._errors import LigerdError
@@ -13,6 +14,28 @@ from ligerd._errors import LigerdError
 _ext = None
 _error: Optional[BaseException] = None
 _lock = threading.Lock()
+# (path, trusted owner uid or None) chosen by ligerd._dispatch when it found the node's daemon;
+# None: ligerd._paths.cache_dir().
+_cache: Optional[Tuple[Path, Optional[int]]] = None
+
+
+def use_cache_dir(path: Path, trusted_owner: Optional[int] = None) -> None:
+    """Point local executors at ``path`` (the node daemon's cache; read-only when it belongs to
+    ``trusted_owner``, another user). Takes effect for executors created afterwards (an executor
+    is made at the first op on each device)."""
+    global _cache
+    with _lock:
+        _cache = (Path(path), trusted_owner)
+        if _ext is not None:
+            _apply(_ext)
+
+
+def _apply(ext) -> None:
+    path, owner = _cache if _cache is not None else (_paths.cache_dir(), None)
+    if owner is None:
+        ext.set_cache_dir(str(path))
+    else:
+        ext.set_cache_dir(str(path), owner)
 
 
 def load():
@@ -33,6 +56,6 @@ def load():
                 f"({e}). Build it with `pip install --no-build-isolation --no-deps ./python_client` "
                 "(after `import torch` works), or build the CMake target ligerd_python with "
                 "-DLIGERD_BUILD_PYTHON=ON and put <build>/python on PYTHONPATH.") from e
-        ext.set_cache_dir(str(_paths.cache_dir()))
+        _apply(ext)
         _ext = ext
         return _ext

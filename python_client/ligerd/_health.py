@@ -165,6 +165,46 @@ def check(socket_path: str, timeout: float = 0.5, service: str = "") -> int:
         channel.close()
 
 
+INFO_METHOD = "/ligerd.v1.Info/GetInfo"
+
+
+def decode_info(buf: bytes) -> dict:
+    """The fields of a GetInfoResponse (proto/ligerd/v1/info.proto) a client needs to share the
+    daemon's caches: socket_path (8), cache_dir (9), pid (11). Other fields are skipped."""
+    out = {"socket_path": "", "cache_dir": "", "pid": 0}
+    for field, wire, value in _fields(buf):
+        if field == 8 and wire == 2:
+            out["socket_path"] = value.decode("utf-8", errors="replace")
+        elif field == 9 and wire == 2:
+            out["cache_dir"] = value.decode("utf-8", errors="replace")
+        elif field == 11 and wire == 0:
+            out["pid"] = value
+    return out
+
+
+def info(socket_path: str, timeout: float = 0.5) -> dict:
+    """Info.GetInfo without the op catalogue (decode_info's fields); DaemonUnavailableError when
+    nothing answers within ``timeout``."""
+    socket_path = str(socket_path)
+    try:
+        import grpc
+    except ImportError as e:
+        raise DaemonUnavailableError(
+            "cannot talk to ligerd: the Python package grpcio is not installed") from e
+    channel = grpc.insecure_channel("unix://" + os.path.abspath(socket_path), options=_CHANNEL_OPTIONS)
+    try:
+        call = channel.unary_unary(INFO_METHOD, request_serializer=lambda _: b"\x10\x01",  # omit_catalogue
+                                   response_deserializer=decode_info)
+        return call(None, timeout=max(0.01, float(timeout)))
+    except grpc.RpcError as e:
+        code = e.code() if hasattr(e, "code") else None
+        detail = e.details() if hasattr(e, "details") else str(e)
+        raise DaemonUnavailableError(
+            f"ligerd at {socket_path} did not answer Info ({code.name if code else 'error'}: {detail})") from None
+    finally:
+        channel.close()
+
+
 def wait_serving(socket_path: str, deadline: float, poll: float = 0.05,
                  alive=None) -> Optional[int]:
     """Poll until the daemon answers SERVING or ``time.monotonic()`` passes ``deadline``.

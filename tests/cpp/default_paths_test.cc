@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <string>
+#include <vector>
 
 namespace ligerd {
 namespace {
@@ -58,6 +60,20 @@ TEST(ProcessEnv, ReadsTheEnvironment) {
   EXPECT_EQ(ProcessEnv()("LIGERD_DEFAULT_PATHS_TEST"), "v");
   unsetenv("LIGERD_DEFAULT_PATHS_TEST");
   EXPECT_EQ(ProcessEnv()("LIGERD_DEFAULT_PATHS_TEST"), std::nullopt);
+}
+
+TEST(SocketSearchPath, ExplicitAloneElseOwnDaemonThenNodeService) {
+  // An explicit socket is the only one tried: the user asked for that daemon.
+  EXPECT_EQ(SocketSearchPath(FakeEnv({{"LIGERD_SOCKET", "/x/y.sock"}, {"XDG_RUNTIME_DIR", "/run/user/5"}}), 5),
+            (std::vector<std::string>{"/x/y.sock"}));
+  EXPECT_EQ(SocketSearchPath(FakeEnv({{"XDG_RUNTIME_DIR", "/run/user/5"}}), 5),
+            (std::vector<std::string>{"/run/user/5/ligerd/ligerd.sock", "/run/ligerd/ligerd.sock"}));
+  EXPECT_EQ(SocketSearchPath(FakeEnv({{"LIGERD_SOCKET", " "}}), 9),
+            (std::vector<std::string>{"/tmp/ligerd-9/ligerd.sock", "/run/ligerd/ligerd.sock"}));
+  EXPECT_EQ(std::string(kNodeSocketPath), "/run/ligerd/ligerd.sock");
+  // XDG_RUNTIME_DIR=/run makes the user's own default the node's path: tried once.
+  EXPECT_EQ(SocketSearchPath(FakeEnv({{"XDG_RUNTIME_DIR", "/run"}}), 9),
+            (std::vector<std::string>{"/run/ligerd/ligerd.sock"}));
 }
 
 }  // namespace

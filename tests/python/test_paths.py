@@ -88,6 +88,7 @@ def test_cpp_and_python_defaults_agree(case):
     assert out.returncode == 0, out.stderr
     printed = dict(line.partition(": ")[::2] for line in out.stdout.splitlines())
     assert Path(printed["socket"]) == _paths.default_socket_path(case)
+    assert [Path(p) for p in printed["search"].split(":")] == _paths.socket_search_path(case)
     assert Path(printed["cache_dir"]) == _paths.cache_dir(case)
 
 
