@@ -11,9 +11,14 @@
 //                            a live view of the same, redrawn until Ctrl-C
 //   ligerctl paths           the socket and cache dir ligerd and its clients default to here
 //                            (common/default_paths.h; needs no daemon)
+//   ligerctl health-proxy --listen=HOST:PORT
+//                            serve the daemon's health on TCP for Kubernetes gRPC probes
+//                            (client/health_proxy.h) until SIGTERM
 // Exit codes: 0 the daemon is serving (tune: tuned); 1 it answers but is not serving (tune: the
 // daemon could not tune, e.g. no GPU); 2 usage error (tune: a shape the daemon refused);
 // 3 no daemon answers on the socket.
+#include <pthread.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -35,6 +40,7 @@
 #include "absl/strings/str_join.h"
 #include "client/control_client.h"
 #include "client/telemetry_view.h"
+#include "client/health_proxy.h"
 #include "common/default_paths.h"
 #include "google/protobuf/util/json_util.h"
 #include "kernels/tuning/tuning_db.h"
@@ -43,6 +49,8 @@ ABSL_FLAG(std::string, socket, "",
           "ligerd's control socket. Default: $LIGERD_SOCKET; else the first of "
           "$XDG_RUNTIME_DIR/ligerd/ligerd.sock (or /tmp/ligerd-<uid>/ligerd.sock without XDG_RUNTIME_DIR) "
           "and /run/ligerd/ligerd.sock (the node service) that exists (common/default_paths.h).");
+ABSL_FLAG(std::string, listen, "0.0.0.0:8081",
+          "health-proxy: the TCP address to answer grpc.health.v1.Health/Check on.");
 ABSL_FLAG(bool, json, false, "info, telemetry: print the full answer as JSON.");
 ABSL_FLAG(int, interval_ms, 2000, "top: how often to refresh.");
 ABSL_FLAG(int, iterations, 0, "top: stop after this many screens (0: until Ctrl-C).");
@@ -273,6 +281,27 @@ int Tune(ligerd::ControlClient& client, const std::vector<std::string>& shape_ar
   return kExitServing;
 }
 
+// Serves the daemon's health on `listen` until SIGTERM/SIGINT (client/health_proxy.h).
+int HealthProxyMain(const std::string& socket, const std::string& listen) {
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGTERM);
+  sigaddset(&stop, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop, nullptr);  // before gRPC's threads exist: they inherit it
+  absl::StatusOr<std::unique_ptr<ligerd::HealthProxy>> proxy = ligerd::HealthProxy::Start(listen, socket);
+  if (!proxy.ok()) {
+    std::fprintf(stderr, "ligerctl: %s\n", std::string(proxy.status().message()).c_str());
+    return kExitUsage;
+  }
+  std::printf("ligerctl: answering health checks on port %d for the ligerd on %s\n", (*proxy)->port(),
+              socket.c_str());
+  std::fflush(stdout);
+  int signo = 0;
+  sigwait(&stop, &signo);
+  (*proxy)->Shutdown();
+  return kExitServing;
+}
+
 // The first of `search` that is a socket now; the first of them when none is (its error then
 // names the path that was expected).
 std::string FirstExistingSocket(const std::vector<std::string>& search) {
@@ -294,7 +323,8 @@ int main(int argc, char** argv) {
       "       ligerctl [--socket=PATH] tune --show\n"
       "       ligerctl [--socket=PATH] telemetry [--json]\n"
       "       ligerctl [--socket=PATH] top [--interval_ms=2000] [--iterations=N]\n"
-      "       ligerctl paths\n\n"
+      "       ligerctl paths\n"
+      "       ligerctl [--socket=PATH] health-proxy [--listen=HOST:PORT]\n\n"
       "Exit codes: 0 serving, 1 answering but not serving, 2 usage error, 3 no daemon answers.");
   absl::FlagsUsageConfig usage;
   usage.contains_help_flags = [](absl::string_view file) { return absl::StrContains(file, "ligerctl"); };
@@ -303,7 +333,7 @@ int main(int argc, char** argv) {
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() < 2 || (args.size() != 2 && std::string(args[1]) != "tune")) {
     std::fprintf(stderr,
-                 "ligerctl: expected one command, 'status', 'info', 'telemetry', 'top', 'tune' or 'paths' (see ligerctl --help)\n");
+                 "ligerctl: expected one command, 'status', 'info', 'telemetry', 'top', 'tune', 'paths' or 'health-proxy' (see ligerctl --help)\n");
     return kExitUsage;
   }
   std::string socket = absl::GetFlag(FLAGS_socket);
@@ -320,6 +350,7 @@ int main(int argc, char** argv) {
     return kExitServing;
   }
   if (socket.empty()) socket = FirstExistingSocket(search);
+  if (command == "health-proxy") return HealthProxyMain(socket, absl::GetFlag(FLAGS_listen));
   ligerd::ControlClient client(socket, std::chrono::milliseconds(absl::GetFlag(FLAGS_timeout_ms)));
   if (command == "status") return Status(client);
   if (command == "info") return Info(client, absl::GetFlag(FLAGS_json));

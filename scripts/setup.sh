@@ -31,6 +31,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# systemd-analyze, for the deploy tests' checks of the systemd units (tests/python/test_deploy.py).
+if ! command -v systemd-analyze >/dev/null; then
+  echo "setup: installing systemd (systemd-analyze checks deploy/systemd)"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends systemd
+fi
+
 cuda_home=${CUDA_HOME:-/usr/local/cuda}
 if [ ! -x "$cuda_home/bin/nvcc" ] && ! command -v nvcc >/dev/null; then
   echo "setup: no CUDA toolkit found (looked in \$CUDA_HOME, /usr/local/cuda and PATH)." >&2
