@@ -1,7 +1,7 @@
 // The row-wise distillation losses, Liger-compatible (LigerKLDIVLoss, LigerJSD, LigerTVDLoss).
 // Tensors, scalars and launch bounds: the entries (distill.toml); kernels and numerics:
 // distill.cuh. This file: the variants (one module per op and dtype), the checks the entries
-// cannot state, and planning (one streaming kernel, one row group per block).
+// cannot state, planning (one streaming kernel, one row group per block) and the tuning hooks.
 //   kl_div_fwd [X, target, loss->]  scalars [log_target, reduction, eps]
 //     X, target: [..., n], the same shape and dtype, rows at any pitch with a contiguous last dim.
 //     loss: fp32; reduction 0 ("none"): X's shape, else [rows] (each row's sum; the caller
@@ -156,7 +156,7 @@ absl::StatusOr<KernelLaunch> RowLaunch(absl::string_view op, std::span<const Lau
   }
   const int64_t groups = CeilDiv(rows, c.rows_per_block);
   if (groups > kMaxGrid) return Invalid(op, absl::StrCat(rows, " rows need more than ", kMaxGrid, " blocks"));
-  c.grid = static_cast<int>(groups);
+  // c.grid stays 0: one block per row group is the only grid these kernels take.
   KernelLaunch k;
   k.kernel = DistillKernelName(std::string(op), c.vectorized);
   k.grid[0] = static_cast<unsigned>(groups);
@@ -369,10 +369,75 @@ absl::StatusOr<OpPlan> PlanTvd(const OpSpec& spec, const OpCall& call, const Dev
   return plan;
 }
 
-OpSpec WithPlan(OpSpec s, int which,
+// ---- autotuning ------------------------------------------------------------------------------
+
+// Launch shapes worth timing for a call: threads a row from 1 to 1024 (powers of two, up to twice
+// what one vector a thread needs), blocks of 128..1024 threads (rows packed when a row takes
+// fewer), the access width the default plan chose (the call decides whether 16-byte accesses are
+// legal). Empty when the call does not plan or has no rows.
+std::vector<LaunchConfig> Candidates(const std::string& op, int x_index, std::span<const LaunchBound> bounds,
+                                     const OpCall& call, const DeviceInfo& dev) {
+  std::vector<LaunchConfig> out;
+  const OpSpec* spec = FindOp(op);
+  if (spec == nullptr) return out;
+  OpCall plain = call;
+  plain.tuned = nullptr;
+  absl::StatusOr<OpPlan> base = spec->plan(*spec, plain, dev);
+  if (!base.ok() || base->launches.empty()) return out;
+  const TensorView& x = call.tensors[x_index];
+  const int64_t n = x.sizes[x.ndim - 1];
+  const bool vec = base->config.vectorized;
+  const int64_t nvec = vec ? CeilDiv(n, RowVectorWidth(x.dtype)) : n;
+  const int max_threads = SmallestBound(bounds);
+  for (int tpr = 1; tpr <= 1024 && tpr <= 2 * NextPow2Saturating(nvec); tpr *= 2)
+    for (int block : {128, 256, 512, 1024}) {
+      if (block < tpr || block > max_threads) continue;
+      LaunchConfig c;
+      c.threads_per_row = tpr;
+      c.rows_per_block = block / tpr;
+      c.vectorized = vec;
+      if (DistillCheckConfig(c, max_threads, vec).ok()) out.push_back(c);
+    }
+  return out;
+}
+
+// A representative call of each op for a TuningShape (fresh contiguous scratch tensors; values
+// in [-2, 2)): no labels, reduction batchmean (a row sum), the gradient written.
+absl::StatusOr<TuningProblem> Problem(int which, const TuningShape& shape) {
+  const ScratchTensor rows_n{true, shape.dtype, {shape.rows, shape.cols}, false};
+  const ScratchTensor absent{false, DType::kInt64, {}, false};
+  const ScratchTensor row_f32{true, DType::kFloat32, {shape.rows}, false};
+  TuningProblem p;
+  switch (which) {
+    case LIGERD_DISTILL_KL_FWD:
+      p.tensors = {rows_n, rows_n, row_f32};
+      p.scalars = {0.0, LIGERD_DISTILL_REDUCE_BATCHMEAN, 1e-10};
+      break;
+    case LIGERD_DISTILL_KL_BWD:
+      p.tensors = {rows_n, {true, DType::kFloat32, {1}, false}, rows_n};
+      p.scalars = {0.0, 1.0};
+      break;
+    case LIGERD_DISTILL_JSD:
+      p.tensors = {rows_n, rows_n, absent, absent, row_f32, rows_n};
+      p.scalars = {0.5, -100.0};
+      break;
+    default:
+      p.tensors = {rows_n, rows_n, absent, absent, row_f32, rows_n};
+      p.scalars = {LIGERD_DISTILL_REDUCE_BATCHMEAN, -100.0};
+      break;
+  }
+  return p;
+}
+
+OpSpec WithPlan(OpSpec s, int which, int x_index, std::span<const LaunchBound> bounds,
                 absl::StatusOr<OpPlan> (*plan)(const OpSpec&, const OpCall&, const DeviceInfo&)) {
   s.variants = AllVariants(which);
   s.plan = plan;
+  s.candidates = [name = s.name, x_index, bounds](const OpCall& call, const DeviceInfo& dev) {
+    return Candidates(name, x_index, bounds, call, dev);
+  };
+  s.tuning_shape = RowTuningShape(x_index);
+  s.tuning_problem = [which](const TuningShape& shape) { return Problem(which, shape); };
   return s;
 }
 
@@ -410,9 +475,9 @@ std::string DistillKernelName(const std::string& op, bool vectorized) {
   return absl::StrCat(op, vectorized ? "_v" : "_s");
 }
 
-LIGERD_DEFINE_OP(kl_div_fwd, WithPlan(klf::BaseSpec(), LIGERD_DISTILL_KL_FWD, PlanKlFwd))
-LIGERD_DEFINE_OP(kl_div_bwd, WithPlan(klb::BaseSpec(), LIGERD_DISTILL_KL_BWD, PlanKlBwd))
-LIGERD_DEFINE_OP(jsd_fwd, WithPlan(js::BaseSpec(), LIGERD_DISTILL_JSD, PlanJsd))
-LIGERD_DEFINE_OP(tvd_fwd, WithPlan(tv::BaseSpec(), LIGERD_DISTILL_TVD, PlanTvd))
+LIGERD_DEFINE_OP(kl_div_fwd, WithPlan(klf::BaseSpec(), LIGERD_DISTILL_KL_FWD, klf::T::X, klf::kBounds, PlanKlFwd))
+LIGERD_DEFINE_OP(kl_div_bwd, WithPlan(klb::BaseSpec(), LIGERD_DISTILL_KL_BWD, klb::T::target, klb::kBounds, PlanKlBwd))
+LIGERD_DEFINE_OP(jsd_fwd, WithPlan(js::BaseSpec(), LIGERD_DISTILL_JSD, js::T::X, js::kBounds, PlanJsd))
+LIGERD_DEFINE_OP(tvd_fwd, WithPlan(tv::BaseSpec(), LIGERD_DISTILL_TVD, tv::T::P, tv::kBounds, PlanTvd))
 
 }  // namespace ligerd::kernels

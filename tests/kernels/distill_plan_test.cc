@@ -380,5 +380,31 @@ TEST(DistillPlan, TunedConfigsAreCheckedAgainstTheBound) {
   }
 }
 
+TEST(DistillPlan, TuningCandidatesAndProblems) {
+  // A vocabulary row: every block shape from 128 to 1024 threads with one row, vectorised as
+  // the default; every candidate plans (tests/kernels/tuning_test.cc checks that for all ops).
+  for (const char* op : kOps) {
+    const OpSpec* spec = FindOp(op);
+    ASSERT_TRUE(spec && spec->candidates && spec->tuning_shape && spec->tuning_problem) << op;
+    auto problem = spec->tuning_problem({kBf16, 4096, 128256});
+    ASSERT_TRUE(problem.ok()) << op << ": " << problem.status();
+    std::vector<TensorView> t;
+    for (size_t i = 0; i < problem->tensors.size(); ++i) {
+      const ScratchTensor& s = problem->tensors[i];
+      t.push_back(s.present ? Tensor(Addr(static_cast<int>(i)), s.dtype, s.sizes) : TensorView{});
+    }
+    OpCall call;
+    call.tensors = t;
+    call.scalars = problem->scalars;
+    const std::vector<LaunchConfig> cands = spec->candidates(call, testing::FakeDevice());
+    bool has[4] = {false, false, false, false};
+    for (const LaunchConfig& c : cands) {
+      EXPECT_TRUE(c.vectorized) << op;
+      for (int i = 0; i < 4; ++i) has[i] = has[i] || (c.threads_per_row == (128 << i) && c.rows_per_block == 1);
+    }
+    for (int i = 0; i < 4; ++i) EXPECT_TRUE(has[i]) << op << " lacks " << (128 << i) << " threads a row";
+  }
+}
+
 }  // namespace
 }  // namespace ligerd::kernels
