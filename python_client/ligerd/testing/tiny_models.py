@@ -74,6 +74,10 @@ EXTRA = {
 }
 
 
+EXTRA["qwen2_vl_text"] = EXTRA["qwen2_vl"]
+EXTRA["qwen2_5_vl_text"] = EXTRA["qwen2_5_vl"]
+
+
 def _accepts(cls, name) -> bool:
     try:
         params = inspect.signature(cls.__init__).parameters

@@ -26,7 +26,7 @@ argument replaces, and the parts ligerd has no kernel for. ``apply_spec`` then d
   that type's apply function on the model, as Liger does.
 
 A modeling module the installed transformers does not have is named in a one-time warning and
-nothing is patched (never an exception). Every attribute set goes through ``monkey_patch._set``,
+nothing is patched (never an exception). Every attribute set goes through ``_patching._set``,
 so ``revert_liger_kernel_patches()`` undoes it all.
 """
 
@@ -181,7 +181,7 @@ def norm_class(orig: type, norm: Norm) -> type:
 
 
 def patch_norm_instance(module, norm: Norm) -> None:
-    from ligerd.transformers.monkey_patch import _bind, _set
+    from ligerd.transformers._patching import _bind, _set
     _set(module, "_ligerd_norm", _norm_settings(module, norm))
     _set(module, "_ligerd_kind", "rms_norm")
     _bind(module, "forward", rms_norm_forward)
@@ -221,7 +221,7 @@ _NN_PROXY = _NNWithLigerLayerNorm()
 
 
 def patch_layer_norm_instance(module) -> None:
-    from ligerd.transformers.monkey_patch import _bind, _set
+    from ligerd.transformers._patching import _bind, _set
     _set(module, "_ligerd_kind", "layer_norm")
     _bind(module, "forward", layer_norm_forward)
 
@@ -346,7 +346,7 @@ def mlp_class(orig: type, kind: str) -> type:
 
 
 def patch_mlp_instance(module, kind: str) -> bool:
-    from ligerd.transformers.monkey_patch import _bind, _set
+    from ligerd.transformers._patching import _bind, _set
     why = _mlp_unsupported(module, kind)
     if why is not None:
         _warn_mlp_kept(module, kind, why)
@@ -421,7 +421,7 @@ def _warn_missing(spec: Spec, flag: str, what: str) -> None:
 
 def _resolve(modeling, names, what, spec):
     """{original class: entry} for the entries whose class the module has."""
-    from ligerd.transformers.monkey_patch import original
+    from ligerd.transformers._patching import original
     out = {}
     for entry in names:
         if not hasattr(modeling, entry.cls):
@@ -436,7 +436,7 @@ def apply_spec(spec: Spec, flags: dict, extra_kwargs: dict, apply_fns: dict) -> 
     """The body of every table-driven ``apply_liger_kernel_to_<type>`` (module docstring).
     ``flags``: the call's keyword arguments (Liger's names) without ``model``; ``apply_fns``:
     MODEL_TYPE_TO_APPLY_LIGER_FN, for the types a vision-language model delegates to."""
-    from ligerd.transformers import monkey_patch as mp
+    from ligerd.transformers import _patching as mp
     model = flags.pop("model", None)
     rope = flags.get("rope", False)
     ce = flags.get("cross_entropy", False)
@@ -542,7 +542,7 @@ def apply_spec(spec: Spec, flags: dict, extra_kwargs: dict, apply_fns: dict) -> 
 
 
 def _patch_class_tables(modeling, swaps: dict) -> None:
-    from ligerd.transformers.monkey_patch import _set, original
+    from ligerd.transformers._patching import _set, original
     if not swaps:
         return
     for name, value in list(vars(modeling).items()):
