@@ -151,11 +151,13 @@ def capturing(device: int) -> bool:
     torch = sys.modules.get("torch")
     if torch is None or not torch.cuda.is_initialized():  # no CUDA work yet, so no capture
         return False
-    cuda = torch.cuda
-    if cuda.current_device() == device:
-        return cuda.is_current_stream_capturing()
-    with cuda.device(device):
-        return cuda.is_current_stream_capturing()
+    # torch.cuda.current_device() and is_current_stream_capturing(), minus their Python layers
+    # (this runs on every remote launch).
+    c = torch._C
+    if c._cuda_getDevice() == device:
+        return c._cuda_isCurrentStreamCapturing()
+    with torch.cuda.device(device):
+        return c._cuda_isCurrentStreamCapturing()
 
 
 def _captured_launch(ext, device: int, op: str, tensors, scalars) -> None:
