@@ -77,8 +77,10 @@ fi
 
 # 3. The suites. Their failures are counted by the report, which runs whatever they return.
 rm -rf "$results" && mkdir -p "$results"
-ctest --test-dir "$build_dir" -j"$(nproc)" --output-on-failure --timeout 900 \
-  --output-junit "$PWD/$results/ctest.xml" || true
+LIGERD_FAULTS_TABLE="$PWD/$results/faults.txt" ctest --test-dir "$build_dir" -j"$(nproc)" --output-on-failure \
+  --timeout 900 --output-junit "$PWD/$results/ctest.xml" || true
+# The fault suite's table of figures (tests/faults/faults_cpu.cc, run by ctest above).
+if [ -f "$results/faults.txt" ]; then echo "test: fault suite (CPU part):"; cat "$results/faults.txt"; fi
 LIGERD_BIN="$PWD/$build_dir/server/ligerd" LIGERD_BUILD_DIR="$PWD/$build_dir" LIGERD_TEST_OUT="$PWD/$results" \
   "$py" -m pytest tests/python -q --junitxml="$results/pytest-cpu.xml" || true
 
