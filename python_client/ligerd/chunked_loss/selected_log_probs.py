@@ -27,8 +27,7 @@ class _SelectedLogProbs(torch.autograd.Function):
         C = E.chunk_rows(OP, rows, lin.V, x.element_size())
         tgt = targets.reshape(-1)
         denom, check = E.target_denom(OP, tgt, lin.V, ignore_index)
-        out = E.selected_logps(OP, lin, tgt, ignore_index, C, denom=None) if rows else \
-            torch.empty(0, dtype=torch.float32, device=x.device)
+        out = E.selected_logps(OP, lin, tgt, ignore_index, C, denom=denom)
         check()
         ctx.save_for_backward(x.detach(), W.detach(), tgt, b.detach() if b is not None else None, denom)
         ctx.args = (temperature, ignore_index, C)
