@@ -170,7 +170,7 @@ def _captured_launch(ext, device: int, op: str, tensors, scalars) -> None:
               f"in this process, with the same kernels and tuning; ops outside graphs still run in "
               f"the daemon", stacklevel=6)
     try:
-        ext.launch(op, tensors, scalars)
+        _local(ext.launch, op, tensors, scalars)  # counted as a local launch (at capture time)
     except LigerdError as e:
         raise type(e)(f"ligerd op {op}: captured into a CUDA graph on cuda:{device}, where this "
                       f"process's remote session cannot be used (a graph replay writes no ring "
