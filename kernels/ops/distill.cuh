@@ -330,15 +330,17 @@ namespace distill {
 // 0 where p == q (NaN compares unequal and not greater: -0.5 * scale, as Liger's where()s give);
 // scale is the reduction's: 1/count (batchmean), 1/(count * n) (mean), else 1. The reduced row
 // loss is the row's sum times scale. An ignored row gets zeros (gradient, and element losses for
-// "none") without reading its inputs.
-template <int VEC>
+// "none") without reading its inputs. ELEMENTWISE (reduction "none") stores an fp32 loss vector
+// beside each gradient vector: two vectors of each input in flight, not four (four spilled on
+// sm_80 at 64 registers in 16-bit types).
+template <bool ELEMENTWISE, int VEC>
 __device__ __forceinline__ void tvd(const LigerdTvdParams& p) {
+  constexpr int U = ELEMENTWISE ? 2 : kUnroll;
   __shared__ float red[32];
   const long long row = row_index();
   const bool valid = row < p.rows;
   const long long r0 = valid ? row : 0;
   const int nvec = p.n / VEC;
-  const bool elementwise = p.reduction == LIGERD_DISTILL_REDUCE_NONE;
   const bool skip = valid && ignored_row(p.labels, p.labels_stride, row, p.ignore_index);
   const long long count = valid_rows(p.labels, p.n_valid, p.rows);
   float scale = 1.f;
@@ -352,17 +354,17 @@ __device__ __forceinline__ void tvd(const LigerdTvdParams& p) {
   float acc = 0.f;
   if (skip) {
     if (grad != nullptr) zero_row<XT, VEC>(grad, nvec);
-    if (elementwise) zero_row<float, VEC>(l, nvec);
+    if (ELEMENTWISE) zero_row<float, VEC>(l, nvec);
   } else if (valid) {
     const XT* pp = static_cast<const XT*>(p.p) + r0 * p.p_stride;
     const XT* qq = static_cast<const XT*>(p.q) + r0 * p.q_stride;
-    const int step = kUnroll * blockDim.x;
+    const int step = U * blockDim.x;
     for (int j0 = threadIdx.x; j0 < nvec; j0 += step) {
-      Vec<XT, VEC> pv[kUnroll], qv[kUnroll];
+      Vec<XT, VEC> pv[U], qv[U];
       load_chunk(pv, pp, j0, nvec);
       load_chunk(qv, qq, j0, nvec);
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
+      for (int u = 0; u < U; ++u) {
         const int j = j0 + u * blockDim.x;
         if (j < nvec) {
           float lo[VEC], go[VEC];
@@ -374,24 +376,30 @@ __device__ __forceinline__ void tvd(const LigerdTvdParams& p) {
             acc += lo[i];
           }
           if (grad != nullptr) store_vec<XT, VEC>(grad, j, go);
-          if (elementwise) store_vec<float, VEC>(l, j, lo);
+          if (ELEMENTWISE) store_vec<float, VEC>(l, j, lo);
         }
       }
     }
   }
-  if (elementwise) return;  // uniform over the block
+  if (ELEMENTWISE) return;  // uniform over the block
   acc = row_sum(acc, red);
   if (valid && threadIdx.x == 0) p.loss[row] = acc * scale;
+}
+
+template <int VEC>
+__device__ __forceinline__ void tvd_any(const LigerdTvdParams& p) {
+  if (p.reduction == LIGERD_DISTILL_REDUCE_NONE) tvd<true, VEC>(p);
+  else tvd<false, VEC>(p);
 }
 
 }  // namespace distill
 }  // namespace ligerd
 
 extern "C" __global__ void LIGERD_LB_TVD_FWD tvd_fwd_v(const LigerdTvdParams p) {
-  ligerd::distill::tvd<ligerd::distill::kVec>(p);
+  ligerd::distill::tvd_any<ligerd::distill::kVec>(p);
 }
 extern "C" __global__ void LIGERD_LB_TVD_FWD tvd_fwd_s(const LigerdTvdParams p) {
-  ligerd::distill::tvd<1>(p);
+  ligerd::distill::tvd_any<1>(p);
 }
 
 #else
