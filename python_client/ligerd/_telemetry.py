@@ -29,6 +29,8 @@ import threading
 import time
 from typing import Dict, List, Optional, Tuple
 
+from ligerd import _capture_mode
+
 REPORT_METHOD = "/ligerd.v1.Telemetry/Report"
 MAX_SAMPLES_PER_OP = 256  # per report; the daemon refuses more than 4096 in all
 _MAX_OPS = 1024           # entries per report (the daemon's cap)
@@ -333,7 +335,12 @@ class Reporter:
         return True
 
     def _loop(self) -> None:
+        # This thread reads CUDA events: in thread-local capture mode, so that it cannot break a
+        # CUDA graph another thread is capturing in global mode (ligerd/_capture_mode.py).
+        thread_local = False
         while not self._stop.wait(self.interval_s):
+            if not thread_local:
+                thread_local = _capture_mode.use_thread_local_capture_mode()
             self.flush()
 
     def close(self) -> None:

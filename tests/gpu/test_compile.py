@@ -12,8 +12,9 @@ trained a few steps
 each giving the eager per-step losses and final weights. In remote dispatch, ops captured into a
 graph run in this process (a graph replay writes no ring records for the daemon; see
 ligerd/_backend.py): the run warns once and still matches. Also: the compiled fused loss peaks
-at the eager fused loss's memory (no second copy of its gradients), and an op that fails inside
-a remote session's capture says what was captured and why it ran in this process.
+at the eager fused loss's memory (no second copy of its gradients), ligerd's telemetry thread
+does not break a capture in progress, and an op that fails inside a remote session's capture says
+what was captured and why it ran in this process.
 
 Tolerances: fp32 with TF32 off. ligerd's launches are the same in every variant (the compiled
 fused loss scales its saved gradients in fp32 and rounds once, as the eager in-place kernel
@@ -291,6 +292,43 @@ def test_compiled_fused_loss_peaks_at_eager_memory():
     assert peak <= eager_peak + slack, (f"compiled fused loss peaks at {peak / 2**20:.1f} MiB beyond its "
                                         f"inputs, eager at {eager_peak / 2**20:.1f} MiB (dW alone is "
                                         f"{V * H * 2 / 2**20:.0f} MiB)")
+
+
+def test_telemetry_thread_does_not_break_a_global_capture(monkeypatch):
+    """ligerd's telemetry reporter reads the CUDA events of timed launches from its own thread. In
+    torch.cuda.graph's default "global" capture mode, an event query from any other thread
+    invalidates the capture, unless that thread is in thread-local capture mode, which the
+    reporter's thread puts itself in (ligerd/_capture_mode.py). Here a report is built from
+    another thread, with timed launches pending, in the middle of a capture."""
+    import threading
+    from ligerd import _capture_mode, _telemetry
+    from ligerd.transformers import liger_rms_norm
+    rep = _telemetry.Reporter(sample_every=1, send=lambda *args: None, start_thread=False)
+    monkeypatch.setattr(_telemetry, "reporter", rep)
+    ligerd.set_dispatch_mode("local")
+    try:
+        x, w = torch.randn(64, 256, device=DEV), torch.rand(256, device=DEV) + 0.5
+        for _ in range(4):
+            liger_rms_norm(x, w, 1e-6)  # each one timed: events pending until a report reads them
+        assert rep._pending_events, "no timed launch is pending"
+        built = []
+
+        def reporter_thread():
+            built.append(_capture_mode.use_thread_local_capture_mode())  # as Reporter._loop does
+            rep.build_report()
+
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):  # capture_error_mode="global"
+            y = liger_rms_norm(x, w, 1e-6)
+            t = threading.Thread(target=reporter_thread)
+            t.start()
+            t.join()
+        assert built == [True] and not rep._pending_events
+        graph.replay()
+        torch.cuda.synchronize()
+        torch.testing.assert_close(y, liger_rms_norm(x, w, 1e-6), rtol=0, atol=0)
+    finally:
+        ligerd.set_dispatch_mode(None)
 
 
 def test_remote_capture_error_names_the_capture(daemon):

@@ -605,6 +605,33 @@ def test_captured_remote_op_that_cannot_run_in_process_says_why(fake_remote):
     assert ext.remote == []
 
 
+def test_telemetry_thread_leaves_captures_alone(monkeypatch):
+    """The telemetry reporter's thread reads CUDA events; it puts itself in thread-local capture
+    mode first (asking again until CUDA is up), so that it cannot invalidate a CUDA graph another
+    thread captures in global mode (tests/gpu/test_compile.py checks it in a real capture)."""
+    import threading
+    from ligerd import _capture_mode, _telemetry
+    calls = []
+    ready = threading.Event()
+
+    def record():
+        calls.append(threading.current_thread().name)
+        if len(calls) >= 2:
+            ready.set()
+            return True
+        return False  # "CUDA not initialised yet": the thread must ask again
+
+    monkeypatch.setattr(_capture_mode, "use_thread_local_capture_mode", record)
+    rep = _telemetry.Reporter(interval_s=0.1, send=lambda *args: None)
+    try:
+        assert ready.wait(10), calls
+    finally:
+        rep._stop.set()
+    time_to_settle = threading.Event()
+    time_to_settle.wait(0.3)
+    assert len(calls) == 2 and set(calls) == {"ligerd-telemetry"}, calls
+
+
 def test_local_dispatch_never_asks_about_capture(monkeypatch):
     """Local dispatch captures like any kernel launch: no per-op capture query on its fast path."""
     ext = _FakeExt()
