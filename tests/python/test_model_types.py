@@ -352,6 +352,11 @@ def test_vision_language_delegates_to_its_text_model():
     text = model.model.language_model
     assert all(_is_ligerd(m) for m in text.modules() if type(m).__name__ in ("LlamaRMSNorm", "LlamaMLP"))
     assert _is_fused_head(model)
+    # SmolVLM's own vision tower (smolvlm_vision) is its spec's business: no "not patched" warning.
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        lt.apply_liger_kernel_to_smolvlm(model=tm.build("smolvlm"))
+    assert not any("smolvlm_vision" in str(x.message) for x in w), [str(x.message) for x in w]
 
 
 def test_missing_kernels_warn_once_and_keep_stock():
@@ -436,9 +441,41 @@ def test_patched_model_matches_transformers(model_type):
                                    rtol=1e-4, atol=1e-5)
 
 
+def test_head_transform_is_read_from_the_forward():
+    """The probe tells which post-lm_head transform a forward applied: the spec's, a variant
+    (PaliGemma's soft-cap exists in 5.25's forward, not in 5.17's), or something the fused loss
+    cannot reproduce (None: a clear error at the call)."""
+    from ligerd.transformers.model import fused_forward as ff
+    model = tm.build("gemma2")  # text config with final_logit_softcapping (3.0)
+    probe = torch.tensor(ff._PROBE, dtype=torch.float64)
+    spec = lambda m: (None, 3.0)  # noqa: E731
+    capped = 3.0 * torch.tanh(probe / 3.0)
+    assert ff._pick_transform(model, spec, capped) == (None, 3.0)
+    assert ff._pick_transform(model, spec, probe) == (None, None)
+    assert ff._pick_transform(model, lambda m: (0.5, None), probe * 0.5) == (0.5, None)
+    assert ff._pick_transform(model, spec, probe + 1.0) is None
+
+
+def test_fused_forward_compiles_whole():
+    """The wrapper swaps lm_head and the loss function for the call; Dynamo traces that in one
+    graph (fullgraph=True), with the loss of the eager model. Only the fused forward is patched
+    here (the kernels' own compile tests are tests/gpu/test_compile.py)."""
+    lt.apply_liger_kernel_to_smollm3(rope=False, rms_norm=False, swiglu=False)
+    model = tm.build("smollm3").train()
+    ids, labels = _batch(3)
+    want = model(input_ids=ids, labels=labels).loss
+    torch._dynamo.reset()
+    try:
+        got = torch.compile(model, backend="eager", fullgraph=True)(input_ids=ids, labels=labels).loss
+    finally:
+        torch._dynamo.reset()
+    torch.testing.assert_close(got, want)
+
+
 def test_paligemma2_softcapping_inside_the_fused_loss():
-    """PaliGemma 2 (Gemma-2 text with final-logit soft-capping): the fused loss applies the cap as
-    transformers' forward does (a wrong or missing cap moves the loss by far more than 1e-5)."""
+    """PaliGemma 2 (Gemma-2 text with final-logit soft-capping): the fused loss applies the cap
+    exactly when transformers' forward does (a wrong or missing cap moves the loss by ~2e-4 here,
+    20x the tolerance)."""
     from transformers import Gemma2Config
     cfg = tm.tiny_config("paligemma")
     text = tm._make(Gemma2Config, tm.TEXT, dict(final_logit_softcapping=2.0, query_pre_attn_scalar=16))
@@ -452,7 +489,10 @@ def test_paligemma2_softcapping_inside_the_fused_loss():
     hf_standins.CALLS.clear()
     got = model(input_ids=ids, labels=labels).loss
     caps = [c["softcap"] for n, c in hf_standins.CALLS if n == "liger_fused_linear_cross_entropy"]
-    assert caps == [2.0]
+    # transformers 5.25's forward soft-caps, 5.17's does not: the fused loss follows the forward.
+    from transformers.models.paligemma.modeling_paligemma import PaliGemmaForConditionalGeneration
+    capped = "final_logit_softcapping" in inspect.getsource(PaliGemmaForConditionalGeneration.forward)
+    assert caps == [2.0 if capped else None]
     torch.testing.assert_close(got, ref(input_ids=ids, labels=labels).loss)
 
 

@@ -571,6 +571,8 @@ def _delegate(spec: Spec, root, kwargs: dict, apply_fns: dict) -> None:
         if t is None:
             continue
         fn = apply_fns.get(t)
+        if fn is None and t.startswith(spec.name):  # its own vision tower (internvl_vision, ...):
+            continue                                # this spec's norms/LayerNorms cover it
         if fn is None:
             warn_once(f"delegate-{spec.name}-{t}",
                       f"ligerd: the {part.split('_')[0]} model of this {spec.name} model is a {t!r}, "

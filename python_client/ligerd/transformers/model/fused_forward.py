@@ -9,8 +9,8 @@ forward and replaces only its head and loss:
 
 - on the fused path (``skip_logits``, by default ``self.training and labels given``), for the
   duration of the call ``self.lm_head`` is a module that records the last hidden states it is
-  given and returns an empty [..., 0] tensor instead of the logits, and ``self.loss_function``
-  returns 0. Everything else runs as transformers wrote it (the decoder, the
+  given and returns a [..., 3] probe (a broadcast view) instead of the logits, and
+  ``self.loss_function`` returns 0. Everything else runs as transformers wrote it (the decoder, the
   ``logits_to_keep`` slicing, the router auxiliary loss that MoE forwards add to the loss).
   The causal-LM loss is then computed from the recorded hidden states and the lm_head weight by
   ``LigerForCausalLMLoss`` (ligerd's fused linear cross-entropy: no logits are formed), with
@@ -25,8 +25,13 @@ What a model does to the logits after its lm_head has to be known to do it insid
 loss: ``head`` is a function of the model returning ``(multiplier, softcap)``: the logits are
 ``softcap * tanh(lm_head(h) * multiplier / softcap)`` (either may be None). The model specs name
 it per class (Gemma-style final-logit soft-capping, Falcon-H1's ``lm_head_multiplier``,
-Muse-Glimmer's ``output_multiplier`` and soft-capping); tests/python/test_model_types.py checks the
-fused loss against transformers' own for every class.
+Muse-Glimmer's ``output_multiplier`` and soft-capping). Because whether a forward applies it
+changed between transformers releases, lm_head's stand-in returns three probe values per position
+instead of nothing, and what the forward returns as ``logits`` for them says which transform it
+applied (the spec's, or the same without the multiplier / with the config's soft-cap / none),
+once per model (the answer depends on the class and config; under torch.compile before any eager
+call the spec's is used); a forward doing anything else is a clear error. tests/python/test_model_types.py checks the fused
+loss against transformers' own for every class.
 
 Swapping ``lm_head`` for the call means two threads must not run the same model instance at once
 on the fused path (they never do in a training loop).
@@ -53,8 +58,15 @@ def no_head_transform(model) -> Tuple[Optional[float], Optional[float]]:
     return None, None
 
 
+# What lm_head returns on the fused path instead of the logits: three fp32 "logits" per position
+# (a broadcast view, no memory), whose values after the forward's own post-processing tell which
+# transform it applied (see _pick_transform). 50 is far enough into tanh's curve to tell a
+# soft-cap of 30 (Gemma) from none.
+_PROBE = (-2.0, 0.5, 50.0)
+
+
 class _HeadCapture(nn.Module):
-    """Stands in for lm_head on the fused path: keeps the hidden states, returns no logits."""
+    """Stands in for lm_head on the fused path: keeps the hidden states, returns the probe."""
 
     def __init__(self):
         super().__init__()
@@ -62,7 +74,36 @@ class _HeadCapture(nn.Module):
 
     def forward(self, hidden_states):
         self.hidden = hidden_states
-        return hidden_states.new_empty(hidden_states.shape[:-1] + (0,))
+        probe = torch.tensor(_PROBE, dtype=torch.float32, device=hidden_states.device)
+        return probe.expand(hidden_states.shape[:-1] + (len(_PROBE),))
+
+
+def _transform(v: float, mult, cap) -> float:
+    import math
+    if mult is not None:
+        v = v * mult
+    if cap is not None:
+        v = cap * math.tanh(v / cap)
+    return v
+
+
+def _pick_transform(model, head: HeadFn, observed):
+    """(multiplier, softcap) that the forward applied to the probe: the spec's first, then the
+    same without the multiplier and/or with the text config's final_logit_softcapping or none,
+    since which of those a forward applies changed between transformers releases (PaliGemma's
+    soft-capping is in 5.25's forward, not in 5.17's). None if nothing matches."""
+    mult, cap = head(model)
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    cfg_cap = getattr(cfg, "final_logit_softcapping", None)
+    seen = []
+    for c in (mult, cap), (None, cap), (mult, cfg_cap), (None, cfg_cap), (mult, None), (None, None):
+        if c in seen:
+            continue
+        seen.append(c)
+        want = torch.tensor([_transform(v, *c) for v in _PROBE], dtype=torch.float64)
+        if torch.allclose(observed, want, rtol=1e-4, atol=1e-5):
+            return c
+    return None
 
 
 def _zero_loss(logits=None, labels=None, vocab_size=None, **kwargs):
@@ -155,7 +196,22 @@ def make_fused_forward(orig_forward, head: HeadFn = no_head_transform):
                                f"the fused linear cross-entropy has no hidden states to use")
         hidden = capture.hidden
         weight, bias = linear
-        mult, cap = head(self)
+        probe = out.get("logits")
+        picked = self.__dict__.get("_ligerd_head_transform")
+        if picked is None and torch.compiler.is_compiling():
+            picked = head(self)  # reading the probe would break the graph: the spec's transform
+        elif picked is None and probe is not None and probe.shape[-1] == len(_PROBE):
+            # Once per model (one device sync): the transform depends on the class and config.
+            picked = _pick_transform(self, head, probe.reshape(-1, len(_PROBE))[0].double().cpu())
+            if picked is not None:
+                self.__dict__["_ligerd_head_transform"] = picked
+        if picked is None:
+            raise RuntimeError(
+                f"ligerd: {type(self).__name__}.forward post-processes its logits in a way the fused "
+                f"linear cross-entropy does not reproduce (probe {_PROBE} -> "
+                f"{None if probe is None else probe.reshape(-1, probe.shape[-1])[0].tolist()}); "
+                f"patch with fused_linear_cross_entropy=False")
+        mult, cap = picked
         if mult is not None and mult != 1.0:  # (h W^T + b) * m == (h m) W^T + b m
             hidden = hidden * mult
             bias = None if bias is None else bias * mult
