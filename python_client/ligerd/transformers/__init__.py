@@ -72,6 +72,10 @@ _MONKEY_PATCH_NAMES = (
     "apply_liger_kernel_to_qwen3", "apply_liger_kernel_to_qwen3_moe", "apply_liger_kernel_to_phi3",
     "apply_liger_kernel_to_granite", "apply_liger_kernel_to_olmo2",
 )
+# The table-driven model types (model_specs.py is data: it does not import transformers).
+from ligerd.transformers.model_specs import SPEC_BY_NAME as _SPECS  # noqa: E402
+_MONKEY_PATCH_NAMES += tuple(f"apply_liger_kernel_to_{n}" for n in _SPECS) + (
+    "unavailable_model_types",)
 __all__ += list(_MONKEY_PATCH_NAMES) + ["AutoLigerKernelForCausalLM"]
 
 
