@@ -350,7 +350,7 @@ def selected_sweep(op: str, lin: Linear, tgt: torch.Tensor, seq_len: int, groups
     return total, auxes
 
 
-def logits_sweep(op: str, lins: Sequence[Linear], rows: int, chunk: int, chunk_loss) -> torch.Tensor:
+def logits_sweep(op: str, lins: Sequence[Linear], rows: int, chunk: int, chunk_loss) -> list:
     """Token chunks of ``rows``: per chunk, each linear's logits (raw: x @ W.T + b, temperature
     1) into its own buffer, then ``chunk_loss(r0, r1, logits_list)`` returns (loss, aux, dlogits
     or None) with dlogits w.r.t. the first linear's raw logits (fp32 or the buffer's dtype); it is

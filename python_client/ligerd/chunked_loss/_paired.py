@@ -12,7 +12,7 @@ scalar outputs summed over pairs, the per-pair ones concatenated."""
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 

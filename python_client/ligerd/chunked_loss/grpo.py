@@ -160,10 +160,8 @@ class LigerFusedLinearGRPOFunction:
             raise ValueError(f"Unknown loss type: {loss_type}")
         if loss_type == "dr_grpo" and max_completion_length is None:
             raise ValueError("max_completion_length must be provided for loss_type 'dr_grpo'")
-        for name, t in (("sapo_temperature_pos", sapo_temperature_pos),
-                        ("sapo_temperature_neg", sapo_temperature_neg)):
-            if loss_type == "sapo" and t <= 0:
-                raise ValueError("sapo_temperature must be > 0.")
+        if loss_type == "sapo" and min(sapo_temperature_pos, sapo_temperature_neg) <= 0:
+            raise ValueError("sapo_temperature must be > 0.")
         if temperature == 0:
             E.fail(OP, "temperature cannot be 0")
         E.check_linear(OP, x, weight, bias)
