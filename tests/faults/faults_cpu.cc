@@ -13,14 +13,20 @@
 //                                closed, another process is still served
 //   malformed requests           random bytes, an empty body and an oversized body to every RPC
 //                                of every service: errors, no crash, no hang, still serving
+//   64 concurrent sessions       64 client processes open sessions at once and are all killed:
+//                                every session and ring freed within 1 s
 //   cache faults                 corrupt, truncated, link-to-/dev/zero, FIFO, oversized and
 //                                blocked JIT cache entries; the same for the tuning DB: served
 //                                correctly within 2 s, logged, never read as valid
+//   full-disk cache              a 256 KiB tmpfs as the cache: stores fail, are logged and the
+//                                kernels served; precompile reports them; a tuning DB store
+//                                fails whole (needs root to mount; the row says when it could not)
 #include <fcntl.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -31,6 +37,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <functional>
 #include <future>
@@ -45,6 +52,7 @@
 #include "google/protobuf/descriptor.h"
 #include "kernels/jit/cache_entry.h"
 #include "kernels/jit/jit_cache.h"
+#include "kernels/precompile.h"
 #include "kernels/tuning/tuning_db.h"
 #include "ligerd/v1/sessions.grpc.pb.h"
 #include "server/daemon.h"
@@ -162,9 +170,9 @@ Row ClientKill() {
     }
     if (d.daemon->active_sessions() != clients.size()) ++row.failures;
     const Client victim = clients[trial % clients.size()];
+    const auto t0 = Clock::now();  // from the kill
     kill(victim.pid, SIGKILL);
     waitpid(victim.pid, nullptr, 0);
-    const auto t0 = Clock::now();
     const size_t expected = clients.size() - 1;
     const bool freed = testing::WaitFor([&] {
       if (d.daemon->active_sessions() != expected) return false;
@@ -188,6 +196,51 @@ Row ClientKill() {
     testing::WaitFor([&] { return d.daemon->active_sessions() == 0; }, 3s);
   }
   row.note = "8 clients a trial, 1 killed; the other 7 rings stay";
+  return row;
+}
+
+// --- 64 concurrent sessions -----------------------------------------------------------------
+
+Row ConcurrentSessions() {
+  Row row{.scenario = "64 concurrent sessions", .unit = "ms to free all", .limit = 1000};
+  InProcess d;
+  for (int trial = 0; trial < 2; ++trial) {
+    ++row.trials;
+    std::vector<pid_t> pids;
+    std::vector<FILE*> outs;
+    for (int i = 0; i < 64; ++i) {  // all started before any is read: they open at once
+      int out[2];
+      if (pipe(out) != 0) { ++row.failures; break; }
+      pid_t pid = fork();
+      if (pid == 0) {
+        dup2(out[1], STDOUT_FILENO);
+        execl(SESSION_CLIENT_BINARY, SESSION_CLIENT_BINARY, d.config.socket_path.c_str(), nullptr);
+        _exit(127);
+      }
+      close(out[1]);
+      pids.push_back(pid);
+      outs.push_back(fdopen(out[0], "r"));
+    }
+    std::vector<std::string> rings;
+    for (FILE* f : outs) {
+      unsigned long long id = 0;
+      char ring[256] = {};
+      if (fscanf(f, "%llu %255s", &id, ring) == 2) rings.push_back(ring); else ++row.failures;
+      fclose(f);
+    }
+    if (d.daemon->active_sessions() != 64) ++row.failures;
+    const auto t0 = Clock::now();  // from the first kill
+    for (pid_t pid : pids) kill(pid, SIGKILL);
+    for (pid_t pid : pids) waitpid(pid, nullptr, 0);
+    const bool freed = testing::WaitFor([&] { return d.daemon->active_sessions() == 0; }, 3s);
+    row.figure = std::max(row.figure, Ms(Clock::now() - t0));
+    if (!freed) ++row.hangs;
+    for (const std::string& ring : rings) {
+      int fd = shm_open(ring.c_str(), O_RDONLY, 0);
+      if (fd >= 0) { ++row.failures; close(fd); }  // a ring left behind
+    }
+  }
+  row.note = "64 client processes open at once, all SIGKILLed; every ring unlinked";
   return row;
 }
 
@@ -448,6 +501,76 @@ Row CacheFaults() {
   return row;
 }
 
+// A compiler whose images are `bytes` long: a few fill a small file system.
+class BigCompiler : public kernels::Compiler {
+ public:
+  explicit BigCompiler(size_t bytes) : bytes_(bytes) {}
+  std::string VersionTag() const override { return "faults-big"; }
+  absl::StatusOr<kernels::CompiledModule> Compile(const kernels::CompileRequest& r) const override {
+    kernels::CompiledModule m;
+    m.kind = kernels::BinaryKind::kCubin;
+    m.image = std::string(bytes_, 'k') + r.op + r.variant;
+    return m;
+  }
+
+ private:
+  size_t bytes_;
+};
+
+// A full disk: a 256 KiB tmpfs as the cache dir (root only; elsewhere the row says so).
+Row FullDisk() {
+  Row row{.scenario = "full-disk cache", .unit = "ms worst op", .limit = 2000};
+  testing::TempDir tmp;
+  const std::string dir = tmp.Join("small");
+  mkdir(dir.c_str(), 0700);
+  if (mount("tmpfs", dir.c_str(), "tmpfs", 0, "size=256k,mode=0700") != 0) {
+    row.note = absl::StrCat("not run: cannot mount a small tmpfs here (", std::strerror(errno), ")");
+    return row;
+  }
+  std::atomic<int> logged{0};
+  kernels::SetCacheLogSink([&](std::string_view) { logged.fetch_add(1); });
+  {
+    auto cache = kernels::JitCache::Open(dir, std::make_shared<BigCompiler>(96 << 10));
+    if (!cache.ok()) {
+      ++row.failures;
+    } else {
+      for (int i = 0; i < 6; ++i) {  // 6 x 96 KiB into 256 KiB: the later stores fail
+        ++row.trials;
+        kernels::CompileRequest req;
+        req.op = absl::StrCat("op", i);
+        req.variant = "v";
+        req.arch = "sm_90";
+        req.main = {"m.cuh", "text"};
+        const auto t0 = Clock::now();
+        auto m = (*cache)->Get(req);
+        row.figure = std::max(row.figure, Ms(Clock::now() - t0));
+        if (!m.ok() || (*m)->image.size() != (96u << 10) + req.op.size() + 1) ++row.silent;  // served anyway
+      }
+      const kernels::JitCacheStats stats = (*cache)->stats();
+      if (stats.write_failures == 0 || logged.load() < static_cast<int>(stats.write_failures)) ++row.failures;
+      // No temp file is left behind by a failed store.
+      for (const auto& e : std::filesystem::directory_iterator(dir))
+        if (e.path().filename().string().rfind(".tmp-", 0) == 0) ++row.failures;
+      // And a precompile into it reports the kernels it could not store (ligerd exits 1).
+      auto report = kernels::PrecompileAllInto(**cache, "sm_90", nullptr, 1);
+      ++row.trials;
+      if (!report.ok() || report->ok() || report->unstored == 0) ++row.silent;
+      row.note = absl::StrCat(stats.write_failures, " stores failed, each logged and served from memory; precompile: ",
+                              report.ok() ? report->unstored : 0, " not stored -> exit 1");
+    }
+    // The tuning DB on a full disk: Store fails with the error, nothing is half-written.
+    kernels::TuningDb db(std::filesystem::path(dir) / "tuning.tunedb", kernels::GpuIdentity{"g", 1, 90});
+    std::vector<kernels::TuningEntry> many(20000);
+    for (size_t i = 0; i < many.size(); ++i) many[i].key = {"rms_norm_fwd", "bf16", 1024, static_cast<int64_t>(i)};
+    ++row.trials;
+    if (db.Store(many).ok()) ++row.silent;
+    if (std::filesystem::exists(db.file())) ++row.failures;
+  }
+  kernels::SetCacheLogSink(nullptr);
+  umount2(dir.c_str(), MNT_DETACH);
+  return row;
+}
+
 }  // namespace
 }  // namespace ligerd::faults
 
@@ -455,7 +578,8 @@ int main() {
   using namespace ligerd::faults;
   signal(SIGPIPE, SIG_IGN);
   std::vector<Row> rows;
-  for (auto scenario : {ClientKill, DaemonKill, ConnectionExhaustion, MalformedRequests, CacheFaults}) {
+  for (auto scenario : {ClientKill, ConcurrentSessions, DaemonKill, ConnectionExhaustion, MalformedRequests,
+                        CacheFaults, FullDisk}) {
     rows.push_back(scenario());
     std::fprintf(stderr, "faults: %s done\n", rows.back().scenario.c_str());
   }
