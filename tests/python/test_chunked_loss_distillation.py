@@ -16,6 +16,7 @@ torch = pytest.importorskip("torch", reason="torch is not installed")
 from ligerd import OpInputError  # noqa: E402
 from ligerd.chunked_loss import (LigerFusedLinearCosineSimilarityLoss, LigerFusedLinearJSDLoss,  # noqa: E402
                                  liger_fused_linear_cosine, liger_fused_linear_jsd)
+from ligerd.chunked_loss import _engine as E  # noqa: E402
 from ligerd.testing import ref_executor  # noqa: E402
 from ligerd.testing.reference import chunked_loss as R  # noqa: E402
 from ligerd.transformers import (LigerFusedLinearJSD, LigerFusedLinearKLDivLoss,  # noqa: E402
@@ -29,10 +30,14 @@ def launcher(monkeypatch):
     return ref_executor.install(monkeypatch)
 
 
-@pytest.fixture(params=["budget", "5"], ids=["chunk=budget", "chunk=5"])
+@pytest.fixture(params=["budget", "5", "7/sub2"], ids=["chunk=budget", "chunk=5", "chunk=7,sub=2"])
 def chunk(request, monkeypatch):
+    """budget: one chunk here; 5: several; 7/sub2: chunks of 7 rows whose torch math runs on
+    sub-blocks of 2 rows (the last one 1), d logits written over the buffer block by block."""
     if request.param != "budget":
-        monkeypatch.setenv("LIGERD_CHUNKED_LOSS_CHUNK", request.param)
+        monkeypatch.setenv("LIGERD_CHUNKED_LOSS_CHUNK", request.param.split("/")[0])
+    if request.param.endswith("sub2"):
+        monkeypatch.setattr(E, "SUB_MIN_ROWS", 2)
     return request.param
 
 

@@ -21,12 +21,14 @@ Two sweeps live here:
 
 * ``logits_sweep`` (distillation): the loss is row-wise over the logits, so chunks are plain token
   ranges; the chunk's loss and its gradient with respect to the logits are computed by the
-  caller's function (torch ops on the chunk, fp32; see docs/chunked_loss.md).
+  caller's function (torch ops in fp32 on sub-blocks of the chunk's rows; see docs/chunked_loss.md).
 
 Memory budget. Beyond the inputs, their gradients and O(tokens) vectors, a sweep holds one
 [chunk, V] logits buffer in the input's dtype (two for distillation: student and teacher) plus,
-for the torch-computed chunks, their fp32 temporaries. The chunk is the most tokens whose working
-set stays within BUDGET_SHARE (9.5%) of the full logits in the input's dtype, capped at
+for distillation, the fp32 temporaries of the torch chunk math, which runs on sub-blocks of the
+chunk's rows sized by the same budget but at least SUB_MIN_ROWS (64) rows (``sub_rows``). The
+chunk is the most tokens whose buffers stay within BUDGET_SHARE (9.5%) of the full logits in the
+input's dtype, capped at
 BUDGET_MAX_BYTES (512 MiB), rounded down to a multiple of 128 rows (GEMM tiles) and never below 128
 rows (or all the tokens, if fewer): the same rule as the fused linear cross-entropy
 (ligerd/ops/fused_linear_cross_entropy.py), where fewer, larger chunks keep the dW GEMM fast.
@@ -51,6 +53,7 @@ from ligerd.ops.gemm import gemm_
 
 BUDGET_SHARE = 0.095
 BUDGET_MAX_BYTES = 512 << 20
+SUB_MIN_ROWS = 64
 CHUNK_ALIGN = 128
 GROUP_SHARE = 0.25
 GROUP_MAX_BYTES = 1 << 30
@@ -350,14 +353,26 @@ def selected_sweep(op: str, lin: Linear, tgt: torch.Tensor, seq_len: int, groups
     return total, auxes
 
 
-def logits_sweep(op: str, lins: Sequence[Linear], rows: int, chunk: int, chunk_loss) -> list:
+def sub_rows(bt: int, v: int, elem_bytes: int, temp_bytes_per_row: int, chunk: int) -> int:
+    """Rows per sub-block of a chunk whose loss is computed by torch ops with ``temp_bytes_per_row``
+    of fp32 temporaries per row: within BUDGET_SHARE of the full logits (and BUDGET_MAX_BYTES), but
+    at least SUB_MIN_ROWS (fewer rows would make the chunk math launch-bound), at most the chunk."""
+    budget = min(BUDGET_SHARE * bt * v * elem_bytes, BUDGET_MAX_BYTES)
+    n = int(budget // max(temp_bytes_per_row, 1))
+    return max(1, min(chunk, max(n, SUB_MIN_ROWS)))
+
+
+def logits_sweep(op: str, lins: Sequence[Linear], rows: int, chunk: int, chunk_loss, sub: Optional[int] = None) -> list:
     """Token chunks of ``rows``: per chunk, each linear's logits (raw: x @ W.T + b, temperature
-    1) into its own buffer, then ``chunk_loss(r0, r1, logits_list)`` returns (loss, aux, dlogits
-    or None) with dlogits w.r.t. the first linear's raw logits (fp32 or the buffer's dtype); it is
-    accumulated into lins[0]'s gradients. Returns the list of (loss, aux) per chunk."""
+    1) into its own buffer; then, per sub-block of ``sub`` rows of the chunk (default: all of it),
+    ``chunk_loss(r0, r1, logits_list)`` returns (loss, aux, dlogits or None) with dlogits w.r.t. the
+    first linear's raw logits (fp32 or the buffer's dtype), written over that sub-block's rows of
+    the first buffer; the chunk's d logits then go into lins[0]'s gradients. Returns the list of
+    (loss, aux) per sub-block."""
     out = []
     if rows == 0:
         return out
+    sub = sub or chunk
     bufs = [torch.empty((min(chunk, rows), lin.V), dtype=lin.x.dtype, device=lin.x.device) for lin in lins]
     for r0 in range(0, rows, chunk):
         r1 = min(r0 + chunk, rows)
@@ -366,12 +381,18 @@ def logits_sweep(op: str, lins: Sequence[Linear], rows: int, chunk: int, chunk_l
             v = buf[:r1 - r0]
             lin.logits(v, [(r0, r1)])
             views.append(v)
-        loss, aux, dlogits = chunk_loss(r0, r1, views)
-        out.append((loss, aux))
-        if dlogits is not None and lins[0].wants_grads:
-            d = views[0]
-            d.copy_(dlogits)
-            lins[0].accumulate(d, [(r0, r1)])
+        grads = lins[0].wants_grads
+        for s0 in range(0, r1 - r0, sub):
+            s1 = min(s0 + sub, r1 - r0)
+            loss, aux, dlogits = chunk_loss(r0 + s0, r0 + s1, [v[s0:s1] for v in views])
+            out.append((loss, aux))
+            if grads:
+                if dlogits is None:
+                    views[0][s0:s1].zero_()
+                else:
+                    views[0][s0:s1].copy_(dlogits)  # the sub-block's rows only: later ones are unread yet
+        if grads:
+            lins[0].accumulate(views[0], [(r0, r1)])
     return out
 
 

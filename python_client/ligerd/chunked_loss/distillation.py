@@ -84,8 +84,9 @@ def _distill(op, soft_fn, student_input, student_weight, teacher_input, teacher_
         t = E.Linear(_rows2(teacher_input.detach()), teacher_weight.detach(),
                      teacher_bias.detach() if teacher_bias is not None else None)
         Vs, Vt = s.V, t.V
-        row_bytes = Vs * student_input.element_size() + Vt * teacher_input.element_size() + _FP32_TEMPS * Vt
+        row_bytes = Vs * student_input.element_size() + Vt * teacher_input.element_size()
         C = E.chunk_rows(op, BT, Vs, student_input.element_size(), row_bytes)
+        S = E.sub_rows(BT, Vs, student_input.element_size(), _FP32_TEMPS * Vt, C)
         valid = y != ignore_index
         n = valid.sum().clamp(min=1).to(torch.float32)
 
@@ -104,7 +105,7 @@ def _distill(op, soft_fn, student_input, student_weight, teacher_input, teacher_
                 g = torch.autograd.grad(loss, sl)[0] if s.wants_grads else None
             return loss.detach(), (soft.detach(), hard.detach()), g
 
-        res = E.logits_sweep(op, [s, t], BT, C, chunk_loss)
+        res = E.logits_sweep(op, [s, t], BT, C, chunk_loss, S)
         zero = torch.zeros((), dtype=torch.float32, device=student_input.device)
         total = torch.stack([r[0] for r in res]).sum() if res else zero
         out["soft"] = torch.stack([r[1][0] for r in res]).sum() if res else zero
@@ -209,8 +210,9 @@ def fused_linear_jsd(student_input, student_weight, teacher_input, teacher_weigh
         s.shape = student_input.shape
         t = E.Linear(_rows2(teacher_input.detach()), teacher_weight.detach(), None)
         V = s.V
-        row_bytes = V * (student_input.element_size() + teacher_input.element_size()) + _FP32_TEMPS * V
+        row_bytes = V * (student_input.element_size() + teacher_input.element_size())
         C = E.chunk_rows(op, BT, V, student_input.element_size(), row_bytes)
+        S = E.sub_rows(BT, V, student_input.element_size(), _FP32_TEMPS * V, C)
         n = valid.sum().clamp(min=1).to(torch.float32)
 
         def chunk_loss(r0, r1, logits):
@@ -222,7 +224,7 @@ def fused_linear_jsd(student_input, student_weight, teacher_input, teacher_weigh
                 g = torch.autograd.grad(loss, sl)[0] if s.wants_grads else None
             return loss.detach(), (), g
 
-        res = E.logits_sweep(op, [s, t], BT, C, chunk_loss)
+        res = E.logits_sweep(op, [s, t], BT, C, chunk_loss, S)
         total = torch.stack([r[0] for r in res]).sum() if res else torch.zeros((), device=student_input.device)
         dx, dW, _ = s.grads()
         return total, dx, dW, None
@@ -261,8 +263,8 @@ def fused_linear_kl_div(student_input, student_weight, target, shift_labels=None
         s = E.Linear(_rows2(student_input.detach()), student_weight.detach(), None, 1.0, need[0], need[1], False,
                      dw_dtype=accum_dtype)
         s.shape = student_input.shape
-        row_bytes = V * (student_input.element_size() + target.element_size()) + _FP32_TEMPS * V
-        C = E.chunk_rows(op, BT, V, student_input.element_size(), row_bytes)
+        C = E.chunk_rows(op, BT, V, student_input.element_size())
+        S = E.sub_rows(BT, V, student_input.element_size(), _FP32_TEMPS * V, C)
         n = valid.sum().to(torch.float32)
         if reduction == "batchmean":
             scale = torch.where(n > 0, 1.0 / n.clamp(min=1), 0.0)
@@ -281,7 +283,7 @@ def fused_linear_kl_div(student_input, student_weight, target, shift_labels=None
                 g = torch.autograd.grad(loss, sl)[0] if s.wants_grads else None
             return loss.detach(), (), g
 
-        res = E.logits_sweep(op, [s], BT, C, chunk_loss)
+        res = E.logits_sweep(op, [s], BT, C, chunk_loss, S)
         total = torch.stack([r[0] for r in res]).sum() if res else torch.zeros((), device=student_input.device)
         dx, dW, _ = s.grads()
         return total, dx, dW, None
