@@ -14,8 +14,8 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "kernels/jit/cache_entry.h"
 #include "google/protobuf/util/json_util.h"
+#include "kernels/jit/cache_entry.h"
 #include "server/build_info.h"
 #include "server/logging.h"
 #include "server/telemetry/exposition.h"
@@ -71,7 +71,8 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config
   SessionRegistry* registry = daemon->sessions_.get();
   if (absl::Status s = daemon->StartTelemetry(facts, std::move(nvml)); !s.ok()) return s;
   telemetry::Store* store = &daemon->telemetry_->store();
-  daemon->kernels_service_ = std::make_unique<KernelsService>(daemon->executors_.get(), facts.inventory, store);
+  daemon->kernels_service_ = std::make_unique<KernelsService>(daemon->executors_.get(), facts.inventory, store,
+                                                              config.cache_dir, &daemon->peers_);
   daemon->info_ = std::make_unique<InfoService>(std::move(facts), [registry] { return registry->active(); });
   daemon->sessions_service_ = std::make_unique<SessionsService>(registry, &daemon->peers_, daemon->executors_.get(),
                                                                 store, config.telemetry_sample_every);

@@ -15,6 +15,8 @@ ABSL_DECLARE_FLAG(std::string, socket_group);
 ABSL_DECLARE_FLAG(std::string, devices);
 ABSL_DECLARE_FLAG(std::string, log_level);
 ABSL_DECLARE_FLAG(std::string, cache_dir);
+ABSL_DECLARE_FLAG(std::string, metrics_address);
+ABSL_DECLARE_FLAG(int64_t, telemetry_sample_every);
 
 namespace ligerd {
 namespace {
@@ -106,6 +108,28 @@ TEST_F(ConfigFromFlagsTest, BadDevicesAndLogLevelNameTheFlag) {
   absl::SetFlag(&FLAGS_devices, "all");
   absl::SetFlag(&FLAGS_log_level, "chatty");
   EXPECT_NE(ConfigFromFlags(FakeEnv({})).status().message().find("--log_level"), absl::string_view::npos);
+}
+
+TEST_F(ConfigFromFlagsTest, MetricsAddressDefaultsToLoopbackAndIsCheckedAtStart) {
+  const std::string saved = absl::GetFlag(FLAGS_metrics_address);
+  auto config = ConfigFromFlags(FakeEnv({}));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->metrics_address, kDefaultMetricsAddress);
+  EXPECT_TRUE(config->metrics_address_is_default);
+  absl::SetFlag(&FLAGS_metrics_address, "off");
+  config = ConfigFromFlags(FakeEnv({}));
+  ASSERT_TRUE(config.ok());
+  EXPECT_EQ(config->metrics_address, "");
+  absl::SetFlag(&FLAGS_metrics_address, "[::1]:0");
+  config = ConfigFromFlags(FakeEnv({}));
+  ASSERT_TRUE(config.ok());
+  EXPECT_FALSE(config->metrics_address_is_default);
+  absl::SetFlag(&FLAGS_metrics_address, "nonsense");
+  EXPECT_NE(ConfigFromFlags(FakeEnv({})).status().message().find("--metrics_address"), absl::string_view::npos);
+  absl::SetFlag(&FLAGS_metrics_address, saved);
+  absl::SetFlag(&FLAGS_telemetry_sample_every, -1);
+  EXPECT_NE(ConfigFromFlags(FakeEnv({})).status().message().find("--telemetry_sample_every"), absl::string_view::npos);
+  absl::SetFlag(&FLAGS_telemetry_sample_every, 64);
 }
 
 }  // namespace

@@ -81,11 +81,9 @@ TEST_F(DaemonTest, MalformedRequestIsInvalidArgumentAndDaemonStaysUp) {
   EXPECT_TRUE(client.Health().ok());
 }
 
-TEST_F(DaemonTest, ServicesNotBuiltYetAnswerUnimplemented) {
-  EXPECT_EQ(CallRaw("/ligerd.v1.Kernels/Precompile", "").error_code(), grpc::StatusCode::UNIMPLEMENTED);
-}
-
-TEST_F(DaemonTest, TelemetryAndAdminAnswer) {  // telemetry_test.cc tests what they answer
+TEST_F(DaemonTest, EveryServiceAnswers) {  // what they answer: telemetry_test.cc, kernels_service_test.cc
+  // No GPU here: Precompile cannot take archs from one (it is implemented, not UNIMPLEMENTED).
+  EXPECT_EQ(CallRaw("/ligerd.v1.Kernels/Precompile", "").error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_TRUE(CallRaw("/ligerd.v1.Telemetry/Snapshot", "").ok());
   EXPECT_TRUE(CallRaw("/ligerd.v1.Admin/SetLogLevel", std::string("\x0a\x04info", 6)).ok());
   EXPECT_EQ(CallRaw("/ligerd.v1.Admin/Drain", std::string("\x08\xff\xff\xff", 4)).error_code(),

@@ -6,7 +6,11 @@
 #include <grpcpp/generic/generic_stub.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
+
 #include "client/control_client.h"
+#include "kernels/jit/cache_entry.h"
 #include "server/daemon.h"
 #include "server/gpu_inventory.h"
 #include "tests/cpp/daemon_fixture.h"
@@ -136,14 +140,79 @@ TEST_F(TuneRpcTest, BadShapeIsInvalidArgumentValidShapeWithoutGpuIsFailedPrecond
   EXPECT_EQ(messages, 0);
 }
 
-TEST_F(TuneRpcTest, OtherKernelsMethodsAreUnimplemented) {
+// GetModule, GetLaunchConfig and Precompile (kernels_lookup.cc) on a machine without a GPU.
+class KernelsLookupTest : public TuneRpcTest {
+ protected:
+  std::unique_ptr<grpc::ClientContext> Context() {
+    auto c = std::make_unique<grpc::ClientContext>();
+    c->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    return c;
+  }
+};
+
+TEST_F(KernelsLookupTest, GetModuleServesACacheEntryByKey) {
   ControlClient client(config_.socket_path);
   auto stub = v1::Kernels::NewStub(client.channel());
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  kernels::Digest256 key{};
+  for (size_t i = 0; i < key.size(); ++i) key[i] = static_cast<uint8_t>(i * 7 + 1);
+  const std::string hex = kernels::HexOf(key.data(), key.size());
+  kernels::CompiledModule module;
+  module.image = "\x7f" "ELF a cubin";
+  std::filesystem::create_directories(config_.cache_dir);
+  std::ofstream(std::filesystem::path(config_.cache_dir) / ("rms_norm_fwd.bf16.sm_90." + hex.substr(0, 32) + ".cubin"),
+                std::ios::binary)
+      << kernels::EncodeCacheEntry(key, module);
+  v1::GetModuleRequest request;
+  request.set_variant_key(hex);
+  request.set_arch("sm_90");
+  v1::GetModuleResponse response;
+  ASSERT_TRUE(stub->GetModule(Context().get(), request, &response).ok());
+  EXPECT_EQ(response.cubin(), module.image);
+  EXPECT_EQ(response.variant_key(), hex);
+
+  request.set_arch("sm_80");  // not compiled for that arch
+  EXPECT_EQ(stub->GetModule(Context().get(), request, &response).error_code(), grpc::StatusCode::NOT_FOUND);
+  request.set_arch("sm90");
+  EXPECT_EQ(stub->GetModule(Context().get(), request, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  request.set_arch("sm_90");
+  request.set_variant_key(hex.substr(2));
+  EXPECT_EQ(stub->GetModule(Context().get(), request, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  request.set_variant_key(std::string(64, 'g'));
+  EXPECT_EQ(stub->GetModule(Context().get(), request, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(KernelsLookupTest, GetLaunchConfigChecksItsRequestAndNeedsAKnownGpu) {
+  ControlClient client(config_.socket_path);
+  auto stub = v1::Kernels::NewStub(client.channel());
+  v1::GetLaunchConfigRequest request;
+  request.set_op("rms_norm_fwd");
+  request.set_dtype("bf16");
+  request.add_shape(16384);
+  request.add_shape(4096);
+  v1::GetLaunchConfigResponse response;
+  const grpc::Status none = stub->GetLaunchConfig(Context().get(), request, &response);
+  EXPECT_EQ(none.error_code(), grpc::StatusCode::NOT_FOUND) << none.error_message();  // no GPU here
+  request.set_dtype("complex");
+  EXPECT_EQ(stub->GetLaunchConfig(Context().get(), request, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  request.set_dtype("bf16");
+  request.set_op("no_such_op");
+  EXPECT_EQ(stub->GetLaunchConfig(Context().get(), request, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  request.set_op("rms_norm_fwd");
+  request.add_shape(1);
+  EXPECT_EQ(stub->GetLaunchConfig(Context().get(), request, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(KernelsLookupTest, PrecompileChecksArchs) {
+  ControlClient client(config_.socket_path);
+  auto stub = v1::Kernels::NewStub(client.channel());
   v1::PrecompileResponse response;
-  EXPECT_EQ(stub->Precompile(&context, v1::PrecompileRequest(), &response).error_code(),
-            grpc::StatusCode::UNIMPLEMENTED);
+  const grpc::Status no_gpu = stub->Precompile(Context().get(), v1::PrecompileRequest(), &response);
+  EXPECT_EQ(no_gpu.error_code(), grpc::StatusCode::FAILED_PRECONDITION);  // no GPU to take archs from
+  EXPECT_NE(no_gpu.error_message().find("name them"), std::string::npos) << no_gpu.error_message();
+  v1::PrecompileRequest bad;
+  bad.add_archs("sm_90; rm -rf /");
+  EXPECT_EQ(stub->Precompile(Context().get(), bad, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  // A real compile of every variant is the precompile_sm* ctest (the same PrecompileAll).
 }
 
 }  // namespace
