@@ -7,11 +7,14 @@ trained a few steps
 - compiled with ``mode="reduce-overhead"`` (CUDA graphs through cudagraph trees; no graph may be
   skipped), also with gradient accumulation (num_items_in_batch),
 - captured by hand: forward, backward and the optimizer step in one ``torch.cuda.graph``,
-  replayed on new batches,
+  replayed on new batches (the attention mask and position ids that transformers would build
+  on the host in each forward are built before the capture: ligerd.testing.cuda_graph),
 
 each giving the eager per-step losses and final weights. In remote dispatch, ops captured into a
 graph run in this process (a graph replay writes no ring records for the daemon; see
-ligerd/_backend.py): the run warns once and still matches. Also: the compiled fused loss peaks
+ligerd/_backend.py): the run warns once and still matches. Where ops ran is read from the session
+(dispatch_info) and from telemetry's count of this process's launches (local dispatch needs no
+daemon, and settles no device). Also: the compiled fused loss peaks
 at the eager fused loss's memory (no second copy of its gradients), ligerd's telemetry thread
 does not break a capture in progress, and an op that fails inside a remote session's capture says
 what was captured and why it ran in this process.
@@ -46,6 +49,7 @@ import ligerd.transformers as lt  # noqa: E402
 from ligerd import _backend, _errors  # noqa: E402
 from ligerd.testing import convergence as cv  # noqa: E402
 from ligerd.testing import gpu as _util  # noqa: E402
+from ligerd.testing.cuda_graph import static_forward_inputs  # noqa: E402
 from ligerd.testing.gpu import DEV  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("no_tf32")  # conftest.py
@@ -91,13 +95,34 @@ def dispatch(request):
     ligerd.set_dispatch_mode(None)
 
 
-def assert_dispatch(mode):
+def local_launches():
+    """ligerd ops run in this process so far: the telemetry reporter counts every local launch
+    (captured remote ones included), with or without a daemon (ligerd/_telemetry.py); None when
+    telemetry is off (LIGERD_TELEMETRY=0)."""
+    from ligerd import _telemetry
+    rep = _telemetry.get()
+    return None if rep is None else sum(rep._calls_by_op.values())
+
+
+def assert_dispatch(mode, before, *, in_process):
+    """Where the ops since ``before`` (local_launches() then) ran. Local: the session is local
+    (it asks no daemon and settles no device, so dispatch_info()'s "devices" stays empty; a
+    daemon is not needed) and ops ran in this process. Remote: the device's session is remote,
+    and ops ran in this process exactly when ``in_process`` (captured ones)."""
     info = ligerd.dispatch_info()
-    if mode == "local":  # a local session settles no device (nothing to ask the daemon)
+    now = local_launches()
+    here = None if now is None or before is None else now - before
+    if mode == "local":
         assert info["mode"] == "local", f"ops did not run locally: {info}"
+        assert here is None or here > 0, f"no ligerd op ran in this process: {info}"
         return
     dev = info["devices"].get(torch.cuda.current_device())
     assert dev is not None and dev["mode"] == mode, f"ops did not run {mode}: {info}"
+    if here is not None:
+        if in_process:
+            assert here > 0, "no captured op ran in this process"
+        else:
+            assert here == 0, f"{here} ligerd launches ran in this process, none was captured: {info}"
 
 
 def expect_in_process_warning(mode):
@@ -169,22 +194,26 @@ def train_eager_or_compiled(model, init, data, *, mode=None, optimizer="adamw", 
 
 def train_cuda_graph(model, init, data):
     """Forward, backward and an SGD step captured as one CUDA graph, replayed per batch (torch's
-    whole-network capture recipe: warm-up on a side stream, grads None before the capture)."""
+    whole-network capture recipe: warm-up on a side stream, grads None before the capture). The
+    attention mask and position ids are built before the capture and passed to every call
+    (ligerd.testing.cuda_graph): transformers builds them on the host in each forward, which a
+    capture cannot take (5.17's eager mask copies a CPU scalar to the GPU)."""
     model.load_state_dict(init)
     model.train()
     model.zero_grad(set_to_none=True)
     opt = torch.optim.SGD(model.parameters(), lr=LR * 30, foreach=False)
     sx, sy = data[0][0].clone(), data[0][1].clone()
+    static = static_forward_inputs(model, sx)
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):
         for _ in range(3):  # warm-up: no optimizer step, so the weights stay at init
-            model(input_ids=sx, labels=sy, use_cache=False).loss.backward()
+            model(input_ids=sx, labels=sy, use_cache=False, **static).loss.backward()
             opt.zero_grad(set_to_none=True)
     torch.cuda.current_stream().wait_stream(s)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        static_loss = model(input_ids=sx, labels=sy, use_cache=False).loss
+        static_loss = model(input_ids=sx, labels=sy, use_cache=False, **static).loss
         static_loss.backward()
         opt.step()
     losses = []
@@ -221,10 +250,12 @@ def assert_same_training(got, ref, init, what):
 def test_compile_fullgraph_default_mode(model_and_init, dispatch):
     model, init, data, _ = model_and_init
     torch._dynamo.reset()
+    before = local_launches()
     ref = train_eager_or_compiled(model, init, data)
-    assert_dispatch(dispatch)
+    assert_dispatch(dispatch, before, in_process=False)
+    before = local_launches()
     got = train_eager_or_compiled(model, init, data, mode="default")
-    assert_dispatch(dispatch)
+    assert_dispatch(dispatch, before, in_process=False)
     assert_same_training(got, ref, init, f"torch.compile(fullgraph) {dispatch}")
 
 
@@ -236,11 +267,12 @@ def test_compile_reduce_overhead(model_and_init, dispatch):
     torch._dynamo.reset()
     ref = train_eager_or_compiled(model, init, data)
     counters.clear()
+    before = local_launches()
     with expect_in_process_warning(dispatch):
         got = train_eager_or_compiled(model, init, data, mode="reduce-overhead")
     skips = dict(counters["inductor"])
     assert not skips.get("cudagraph_skips"), f"cudagraphs skipped a graph: {skips}"
-    assert_dispatch(dispatch)  # the session stays remote: only captured ops ran in process
+    assert_dispatch(dispatch, before, in_process=True)  # remote: only captured ops ran in process
     assert_same_training(got, ref, init, f"reduce-overhead {dispatch}")
     # gradient accumulation (2 micro-batches, num_items_in_batch: the fused loss's mean divisor
     # as a tensor input of the graph), .grad allocated before the first replay
@@ -252,9 +284,10 @@ def test_compile_reduce_overhead(model_and_init, dispatch):
 def test_manual_cuda_graph_training_step(model_and_init, dispatch):
     model, init, data, _ = model_and_init
     ref = train_eager_or_compiled(model, init, data, optimizer="sgd")
+    before = local_launches()
     with expect_in_process_warning(dispatch):
         got = train_cuda_graph(model, init, data)
-    assert_dispatch(dispatch)
+    assert_dispatch(dispatch, before, in_process=True)
     assert_same_training(got, ref, init, f"torch.cuda.graph {dispatch}")
 
 
@@ -342,8 +375,9 @@ def test_remote_capture_error_names_the_capture(daemon):
     ligerd.set_dispatch_mode("remote")
     try:
         x = torch.randn(8, 64, device=DEV)
+        before = local_launches()
         liger_rms_norm(x, torch.ones(64, device=DEV), 1e-6)  # opens the remote session
-        assert_dispatch("remote")
+        assert_dispatch("remote", before, in_process=False)
         bad = torch.randn(8, 64, device=DEV).t()  # the executor wants a unit stride in the last dim
         graph = torch.cuda.CUDAGraph()
         s = torch.cuda.Stream()
@@ -359,8 +393,9 @@ def test_remote_capture_error_names_the_capture(daemon):
         assert "captured into a CUDA graph on cuda:" in msg and "ring records" in msg, msg
         assert "rms_norm_fwd" in msg, msg
         # the session is unharmed: the next op outside a capture runs in the daemon
+        before = local_launches()
         liger_rms_norm(x, torch.ones(64, device=DEV), 1e-6)
         torch.cuda.synchronize()
-        assert_dispatch("remote")
+        assert_dispatch("remote", before, in_process=False)
     finally:
         ligerd.set_dispatch_mode(None)
