@@ -349,11 +349,13 @@ class Reporter:
 
 
 def _peak_allocated() -> int:
+    """The largest peak of torch's allocator over this process's devices (the reporter runs on its
+    own thread, whose current device need not be the one training uses)."""
     try:
         import torch
         if torch.cuda.is_available() and torch.cuda.is_initialized():
-            return int(torch.cuda.max_memory_allocated())
-    except Exception:  # noqa: BLE001
+            return max(int(torch.cuda.max_memory_allocated(d)) for d in range(torch.cuda.device_count()))
+    except Exception:  # noqa: BLE001 - telemetry must never break training
         pass
     return 0
 
