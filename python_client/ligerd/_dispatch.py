@@ -206,9 +206,27 @@ def _open_device(s: Session, index: int) -> DeviceDispatch:
     if s.mode == "remote" and (handle.mode != "remote" or "MPS inactive" in handle.reason):
         warn_once(f"remote-degraded-{index}", msg, stacklevel=6)
     if handle.mode == "remote":
+        _prepare_in_process_executor(ext, index)
         return DeviceDispatch(index, "remote", reason, handle)
     ext.close_session(handle)
     return DeviceDispatch(index, "local", reason)
+
+
+def _prepare_in_process_executor(ext, index: int) -> None:
+    """Creates this process's executor for ``index`` now, when its remote session opens (outside
+    any capture): while a CUDA graph is being captured, ops of a remote session run in this
+    process (ligerd/_backend.py), and the first of them would otherwise create the executor
+    (find the driver, open the JIT cache and the tuning DB) inside the capture, on whatever thread
+    launched it. Best effort: a failure is logged, and a captured op that needs the executor
+    reports it."""
+    init = getattr(ext, "init_device", None)
+    if init is None:
+        return
+    try:
+        init(index)
+    except (LigerdError, RuntimeError) as e:
+        log.info("ligerd: cuda:%d: the in-process executor (for ops captured into CUDA graphs) "
+                 "could not be created yet: %s", index, e)
 
 
 _atexit_registered = False

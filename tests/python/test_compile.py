@@ -526,8 +526,14 @@ class _FakeHandle:
 
 
 class _FakeExt:
-    def __init__(self, local_error=None):
+    def __init__(self, local_error=None, init_error=None):
         self.local, self.remote, self.local_error, self.opened = [], [], local_error, 0
+        self.init_error, self.inits = init_error, []
+
+    def init_device(self, device):
+        self.inits.append((device, self.opened))
+        if self.init_error is not None:
+            raise self.init_error
 
     def open_session(self, socket_path, device, requested_mode, client_name):
         self.opened += 1
@@ -591,6 +597,29 @@ def test_no_session_is_opened_inside_a_capture(fake_remote):
     state[0] = False
     _backend.launch("softmax_fwd", [_FakeTensor()], [])
     assert ext.opened == 1 and ext.remote == ["softmax_fwd"]
+
+
+def test_remote_session_creates_the_in_process_executor_before_any_capture(fake_remote):
+    """The executor that captured ops use is created when the device's remote session opens (not
+    by the first captured op, inside the capture); no session inside a capture, no executor there."""
+    state = [False]
+    ext = fake_remote(state)
+    _backend.launch("rms_norm_fwd", [_FakeTensor()], [1.0, 0.0, 0])
+    assert ext.inits == [(0, 1)] and ext.remote == ["rms_norm_fwd"]  # right after OpenSession
+    state[0] = True
+    with pytest.warns(ligerd.LigerdWarning, match="cannot be captured"):
+        _backend.launch("rms_norm_fwd", [_FakeTensor()], [1.0, 0.0, 0])
+    assert ext.inits == [(0, 1)] and ext.local == ["rms_norm_fwd"]
+
+
+def test_executor_that_cannot_be_created_yet_leaves_the_remote_session_alone(fake_remote, caplog):
+    import logging
+    from ligerd._errors import KernelError
+    ext = fake_remote([False], init_error=KernelError("no JIT cache at /nowhere", code=9, op="init"))
+    with caplog.at_level(logging.INFO, logger="ligerd"):
+        _backend.launch("rms_norm_fwd", [_FakeTensor()], [1.0, 0.0, 0])
+    assert ext.remote == ["rms_norm_fwd"] and ligerd.dispatch_info()["devices"][0]["mode"] == "remote"
+    assert any("could not be created yet: no JIT cache at /nowhere" in r.getMessage() for r in caplog.records)
 
 
 def test_captured_remote_op_that_cannot_run_in_process_says_why(fake_remote):
