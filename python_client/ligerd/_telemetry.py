@@ -118,6 +118,9 @@ class _OpCell:
         self.sampled_bytes = 0
 
 
+_DTYPE_NAMES: Dict[object, str] = {}  # torch.bfloat16 -> "bfloat16"
+
+
 def _describe(tensors) -> Tuple[str, int, bool]:
     """(dtype of the first tensor, bytes of all of them, whether on CUDA): the minimal byte model.
     Whatever is not a tensor counts as nothing (telemetry never fails a launch)."""
@@ -126,12 +129,15 @@ def _describe(tensors) -> Tuple[str, int, bool]:
         for t in tensors:
             if t is not None:
                 if dtype == "none":
-                    dtype = str(t.dtype)[6:]  # "torch.bfloat16" -> "bfloat16"
-                    cuda = bool(t.is_cuda)
+                    d = t.dtype
+                    dtype = _DTYPE_NAMES.get(d)
+                    if dtype is None:
+                        dtype = _DTYPE_NAMES[d] = str(d).rpartition(".")[2]  # "torch.bfloat16"
+                    cuda = t.is_cuda
                 nbytes += t.nbytes
     except (AttributeError, TypeError):
         pass
-    return dtype, nbytes, cuda
+    return dtype, nbytes, bool(cuda)
 
 
 class Reporter:
@@ -176,35 +182,46 @@ class Reporter:
     # -- counting (called on the launch path) --
 
     def run(self, op: str, tensors, scalars, fn) -> None:
-        """Calls ``fn(op, tensors, scalars)`` (a local launch), counting it."""
+        """Calls ``fn(op, tensors, scalars)`` (a local launch), counting it. One lock on the usual
+        path: the call is counted before it runs, and marked failed if it raises."""
         dtype, nbytes, cuda = _describe(tensors)
+        key = (op, dtype)
         with self._lock:
             n = self._calls_by_op.get(op, 0) + 1
             self._calls_by_op[op] = n
+            cell = self._ops.get(key)
+            if cell is None:
+                cell = self._ops[key] = _OpCell()
+            cell.calls += 1
+            cell.nbytes += nbytes
         timed = cuda and self.sample_every > 0 and n % self.sample_every == 0 and self._can_time()
-        start = end = None
-        if timed:
-            start, end = self._take_event(), self._take_event()
-            start.record()
-        failed = True
+        if not timed:
+            try:
+                fn(op, tensors, scalars)
+            except BaseException:
+                self._failed(key)
+                raise
+            return
+        start, end = self._take_event(), self._take_event()
+        start.record()
         try:
             fn(op, tensors, scalars)
-            failed = False
-        finally:
-            if timed:
-                end.record()
+        except BaseException:
+            self._failed(key)
             with self._lock:
-                cell = self._ops.get((op, dtype))
-                if cell is None:
-                    cell = self._ops[(op, dtype)] = _OpCell()
-                cell.calls += 1
-                cell.errors += failed
-                cell.nbytes += nbytes
-                if timed:
-                    if failed:
-                        self._event_pool += [start, end]
-                    else:
-                        self._pending_events.append((op, dtype, nbytes, start, end))
+                self._event_pool += [start, end]
+            raise
+        end.record()
+        with self._lock:
+            self._pending_events.append((op, dtype, nbytes, start, end))
+
+    def _failed(self, key) -> None:
+        with self._lock:
+            cell = self._ops.get(key)
+            if cell is None:  # a report went out between the count and the failure
+                cell = self._ops[key] = _OpCell()
+                cell.calls = 1
+            cell.errors += 1
 
     @staticmethod
     def _can_time() -> bool:
