@@ -15,11 +15,33 @@
 #
 # Knobs: LIGERD_BUILD, OUT, PYTHON (default python3), JOBS (default nproc),
 #        LIGERD_PEER_SITE (where peer wheels are installed; default <build>/peers),
-#        SKIP_CTEST=1, SKIP_PIP=1, SKIP_PYTEST_CPU=1, SKIP_BENCH=1, BENCH_ARGS="--quick",
-#        BENCH_TIMEOUT (seconds, default 420), LIGERD_RESULTS (default $OUT/results.csv),
-#        CMAKE_ARGS (extra configure arguments),
+#        SKIP_CTEST=1, SKIP_PIP=1, SKIP_PYTEST_CPU=1, SKIP_PYTEST_GPU=1, SKIP_BENCH=1,
+#        BENCH_ARGS="--quick", BENCH_TIMEOUT (seconds, default 420),
+#        LIGERD_RESULTS (default $OUT/results.csv), CMAKE_ARGS (extra configure arguments),
 #        GPU_TESTS (pytest targets, default "tests/gpu"; e.g. "tests/gpu/test_rope.py -k bf16"),
+#        GPU_PART=k/n (only the k-th of n parts of tests/gpu: its test_*.py files in name order,
+#          every n-th from the k-th; not with GPU_TESTS; logs and XML named pytest-gpu-kofn),
+#        PYTEST_GPU_TIMEOUT (seconds, default 1500: the whole GPU suite takes about 10 minutes
+#          on an H100 (55% of it in 330 s), more with a cold JIT cache),
+#        RUN_BUDGET (seconds for this whole script, e.g. 570 inside a 600 s device call: the GPU
+#          suite and the benchmark then get at most what is left of it, less 75 s to stop and
+#          report; a GPU suite left no time fails the run),
 #        SKIP_PRECOMPILE=1 (kernels then compile on first use).
+#
+# The GPU suite alone outlasts one 600 s device call: run it in parts, one call each, on the warm
+# machine (the build under $LIGERD_BUILD and the JIT cache are kept; the build step is then a
+# no-op), e.g. in two calls (or GPU_PART=k/3 in three, where a part still runs out):
+#   1: SKIP_BENCH=1 GPU_PART=1/2 RUN_BUDGET=570 bash tests/gpu/run.sh
+#   2: SKIP_CTEST=1 SKIP_PIP=1 SKIP_PYTEST_CPU=1 SKIP_PRECOMPILE=1 SKIP_BENCH=1 GPU_PART=2/2 \
+#      RUN_BUDGET=570 bash tests/gpu/run.sh
+#   then the benchmark: SKIP_CTEST=1 SKIP_PIP=1 SKIP_PYTEST_CPU=1 SKIP_PRECOMPILE=1 SKIP_PYTEST_GPU=1 ...
+#
+# A GPU suite stopped by its timeout still names its failures: pytest runs with -v and unbuffered
+# output, so each test's id and outcome are in the log as it finishes (even if the process is
+# killed outright), and the timeout sends SIGINT first (SIGKILL 60 s later), on which pytest stops
+# as on Ctrl-C: it prints the tracebacks and the summary of the tests run so far and writes the
+# JUnit XML. The step then shows FAILED(124), and run.sh prints the failed ids and the test that
+# was running.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -32,6 +54,27 @@ JOBS=${JOBS:-$(nproc)}
 export LIGERD_CACHE_DIR=${LIGERD_CACHE_DIR:-$BUILD/ligerd-cache}
 export LIGERD_PEER_SITE=${LIGERD_PEER_SITE:-$BUILD/peers}
 T_START=$(date +%s)
+
+# The GPU suite's targets (GPU_TESTS, or GPU_PART's share of tests/gpu) and its step name.
+GPU_STEP=pytest-gpu
+GPU_TARGETS=()
+if [[ -n "${GPU_PART:-}" ]]; then
+  if [[ ! "$GPU_PART" =~ ^([0-9]+)/([0-9]+)$ ]] || (( BASH_REMATCH[1] < 1 || BASH_REMATCH[1] > BASH_REMATCH[2] )) \
+     || [[ -n "${GPU_TESTS:-}" ]]; then
+    echo "run.sh: GPU_PART must be k/n with 1 <= k <= n (e.g. 1/2), without GPU_TESTS; got GPU_PART='$GPU_PART'" \
+         "GPU_TESTS='${GPU_TESTS:-}'" >&2
+    exit 2
+  fi
+  part_k=${BASH_REMATCH[1]} part_n=${BASH_REMATCH[2]}
+  GPU_STEP=pytest-gpu-${part_k}of${part_n}
+  all_files=(tests/gpu/test_*.py)
+  for i in "${!all_files[@]}"; do
+    (( i % part_n == part_k - 1 )) && GPU_TARGETS+=("${all_files[$i]}")
+  done
+  echo "run.sh: GPU part $GPU_PART: ${GPU_TARGETS[*]:-(no files)}"
+else
+  read -r -a GPU_TARGETS <<< "${GPU_TESTS:-tests/gpu}"
+fi
 
 if [[ ":${CMAKE_PREFIX_PATH:-}:" != *":/opt/devdeps/usr:"* && -f .device/env.sh ]]; then
   echo "run.sh: sourcing .device/env.sh"
@@ -161,17 +204,56 @@ MPS_WRAP=()
 if [[ -f .device/with-mps.sh ]] && command -v nvidia-cuda-mps-control >/dev/null; then
   MPS_WRAP=(bash .device/with-mps.sh)
 fi
-if [[ $FAILED == 0 || -f "$BUILD/python/ligerd/__init__.py" ]]; then
-  step pytest-gpu 1 timeout ${PYTEST_GPU_TIMEOUT:-420} "${MPS_WRAP[@]}" "$PY" -m pytest ${GPU_TESTS:-tests/gpu} -q -ra -p no:cacheprovider \
-    --junitxml="$OUT/pytest-gpu.xml" || true
+# Prints the ids of the tests a pytest -v log says failed (as they finished, or in the summary),
+# and the test that was running when pytest was stopped, if any.
+report_gpu_failures() {
+  local log=$1
+  local ids
+  ids=$(grep -aoE '^[^ ]+::[^ ]+ (FAILED|ERROR)|^(FAILED|ERROR) [^ ]+::[^ ]+' "$log" \
+        | sed -E 's/^(FAILED|ERROR) (.*)$/\2 \1/' | sort -u)
+  [[ -n "$ids" ]] && { echo "   failed tests:"; echo "$ids" | sed 's/^/   | /'; }
+  local last
+  last=$(grep -aE '^[^ ]+::[^ ]+' "$log" | tail -n 1)
+  if [[ -n "$last" && ! "$last" =~ (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS) ]]; then
+    echo "   running when stopped: $last"
+  fi
+}
+
+if [[ "${SKIP_PYTEST_GPU:-0}" == 1 ]]; then
+  skip "$GPU_STEP" "SKIP_PYTEST_GPU=1"
+elif [[ $FAILED == 0 || -f "$BUILD/python/ligerd/__init__.py" ]]; then
+  gpu_timeout=${PYTEST_GPU_TIMEOUT:-1500}
+  if [[ -n "${RUN_BUDGET:-}" ]]; then
+    # Leave 75 s of the budget: the SIGKILL grace (60 s) and the report.
+    left=$(( RUN_BUDGET - ($(date +%s) - T_START) - 75 ))
+    (( left < gpu_timeout )) && gpu_timeout=$left
+  fi
+  if (( gpu_timeout < 30 )); then
+    STEP_NAMES+=("$GPU_STEP"); STEP_STATUS+=("FAILED(no time)"); STEP_SECS+=("0")
+    STEP_NOTE+=("RUN_BUDGET=$RUN_BUDGET left no time for it: split the run (GPU_PART)")
+    FAILED=1
+  else
+    step "$GPU_STEP" 1 env PYTHONUNBUFFERED=1 timeout -s INT -k 60 "$gpu_timeout" "${MPS_WRAP[@]}" \
+      "$PY" -m pytest "${GPU_TARGETS[@]}" -v -ra -p no:cacheprovider --junitxml="$OUT/$GPU_STEP.xml"
+    rc=$?
+    if [[ $rc -ne 0 ]]; then
+      [[ $rc == 124 || $rc == 137 ]] && echo "   -> stopped by its timeout (${gpu_timeout}s)"
+      report_gpu_failures "$OUT/$GPU_STEP.log"
+    fi
+  fi
 fi
 
 # 6. benchmark
 if [[ "${SKIP_BENCH:-0}" != 1 && -f "$BUILD/python/ligerd/__init__.py" ]]; then
-  # shellcheck disable=SC2086
   # Rows go to $OUT/results.csv (the machine's copy of the tree does not come back); append them
   # to bench/results.csv here with bench/ligerd_bench/results.py.
-  step bench 0 env LIGERD_RESULTS="${LIGERD_RESULTS:-$OUT/results.csv}" timeout "${BENCH_TIMEOUT:-420}" \
+  bench_timeout=${BENCH_TIMEOUT:-420}
+  if [[ -n "${RUN_BUDGET:-}" ]]; then
+    left=$(( RUN_BUDGET - ($(date +%s) - T_START) - 15 ))
+    (( left < bench_timeout )) && bench_timeout=$(( left > 1 ? left : 1 ))
+  fi
+  # shellcheck disable=SC2086
+  step bench 0 env LIGERD_RESULTS="${LIGERD_RESULTS:-$OUT/results.csv}" timeout "$bench_timeout" \
     "$PY" bench/run_kernels.py --out "$OUT/bench" ${BENCH_ARGS:-} || true
 else
   skip bench ""
@@ -188,7 +270,7 @@ if [[ -f "$OUT/bench/summary.txt" ]]; then
   cat "$OUT/bench/summary.txt"
 fi
 reports=()
-for suite in ctest pytest-cpu pytest-gpu; do
+for suite in ctest pytest-cpu "$GPU_STEP"; do
   [[ -f "$OUT/$suite.xml" ]] && reports+=("$suite=$OUT/$suite.xml")
 done
 if [[ ${#reports[@]} -gt 0 ]]; then
