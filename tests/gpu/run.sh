@@ -73,7 +73,8 @@ if [[ -n "${GPU_PART:-}" ]]; then
   done
   echo "run.sh: GPU part $GPU_PART: ${GPU_TARGETS[*]:-(no files)}"
 else
-  read -r -a GPU_TARGETS <<< "${GPU_TESTS:-tests/gpu}"
+  # shellcheck disable=SC2206
+  GPU_TARGETS=(${GPU_TESTS:-tests/gpu})  # split and globbed, as before: "tests/gpu/test_r*.py -k bf16"
 fi
 
 if [[ ":${CMAKE_PREFIX_PATH:-}:" != *":/opt/devdeps/usr:"* && -f .device/env.sh ]]; then
