@@ -11,19 +11,18 @@ itself needs a GPU: tests/gpu/test_compile.py::test_manual_cuda_graph_training_s
 
 from __future__ import annotations
 
+import traceback
+
 import pytest
 
 torch = pytest.importorskip("torch", reason="torch is not installed")
 transformers = pytest.importorskip("transformers", reason="transformers is not installed")
 
-import traceback  # noqa: E402
-
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from transformers import masking_utils  # noqa: E402
 
-from ligerd import _backend, _telemetry  # noqa: E402
-
 import ligerd.transformers as lt  # noqa: E402
+from ligerd import _backend, _telemetry  # noqa: E402
 from ligerd.testing import convergence as cv  # noqa: E402
 from ligerd.testing import ref_executor  # noqa: E402
 from ligerd.testing.cuda_graph import static_forward_inputs  # noqa: E402
