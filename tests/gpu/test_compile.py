@@ -70,20 +70,8 @@ def daemon():
     binary = _util.ligerd_bin()
     if binary is None:
         pytest.skip("LIGERD_BIN does not name a built ligerd binary (tests/gpu/run.sh sets it)")
-    saved = {k: os.environ.get(k) for k in ("LIGERD_SOCKET", "LIGERD_AUTOSTART")}
-    os.environ["LIGERD_AUTOSTART"] = "0"
-    d = _util.Daemon(binary, cache_dir=CACHE, prefix="ligerd-compile-test-")
-    os.environ["LIGERD_SOCKET"] = d.socket
-    yield d
-    ligerd.set_dispatch_mode(None)
-    alive = d.proc.poll() is None
-    d.stop()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    assert alive, f"the module's daemon died during the tests:\n{d.log_tail()}"
+    with _util.module_daemon(binary, cache_dir=CACHE, prefix="ligerd-compile-test-") as d:
+        yield d
 
 
 @pytest.fixture(params=["local", "remote"])

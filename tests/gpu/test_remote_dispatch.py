@@ -55,19 +55,8 @@ def use(daemon: _util.Daemon, mode: str) -> None:
 
 @pytest.fixture(scope="module")
 def daemon():
-    saved = {k: os.environ.get(k) for k in ("LIGERD_SOCKET", "LIGERD_AUTOSTART")}
-    os.environ["LIGERD_AUTOSTART"] = "0"  # never fall back to some other daemon
-    d = start_daemon()
-    yield d
-    ligerd.set_dispatch_mode(None)  # closes our sessions while the daemon is up
-    alive = d.proc.poll() is None
-    d.stop()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    assert alive, f"the module's daemon died during the tests:\n{d.log_tail()}"
+    with _util.module_daemon(LIGERD_BIN, cache_dir=CACHE, prefix="ligerd-remote-test-") as d:
+        yield d
 
 
 def assert_remote():

@@ -13,6 +13,7 @@ an op's own reference, inputs and tolerances stay beside its tests, with their r
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import signal
@@ -180,3 +181,29 @@ class Daemon:
                 self.proc.kill()
                 self.proc.wait(10)
         self.log.close()
+
+
+@contextlib.contextmanager
+def module_daemon(binary: str, cache_dir=None, prefix="ligerd-test-"):
+    """A Daemon that this process's sessions use for the duration of the block: LIGERD_SOCKET
+    names it and LIGERD_AUTOSTART=0 (never fall back to some other daemon). On exit the sessions
+    are closed while it is still up, it is stopped, both variables get their old values back, and
+    a daemon that died during the block fails the test with its log."""
+    import ligerd
+    saved = {k: os.environ.get(k) for k in ("LIGERD_SOCKET", "LIGERD_AUTOSTART")}
+    os.environ["LIGERD_AUTOSTART"] = "0"
+    d = Daemon(binary, cache_dir=cache_dir, prefix=prefix)
+    os.environ["LIGERD_SOCKET"] = d.socket
+    try:
+        yield d
+    finally:
+        ligerd.set_dispatch_mode(None)
+        alive = d.proc.poll() is None
+        d.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    assert alive, f"the module's daemon died during the tests:\n{d.log_tail()}"
+
