@@ -7,10 +7,12 @@ import re
 import subprocess
 from pathlib import Path
 
-from test_telemetry_metrics import _build_file, documented_metrics, parse
+from ligerd.testing import prometheus_text
+from ligerd.testing.prometheus_text import parse
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "deploy" / "grafana" / "ligerd.json"
+DOC = REPO / "docs" / "telemetry.md"
 
 
 def queries(dashboard: dict) -> list:
@@ -28,7 +30,7 @@ def metric_names(expr: str) -> set:
 
 def exposed_series_names() -> dict:
     """Every sample name ligerd exposes (histograms: _bucket/_sum/_count) -> its label names."""
-    text = subprocess.run([str(_build_file("tests", "cpp", "telemetry_exposition_main"))], check=True,
+    text = subprocess.run([str(prometheus_text.build_file("tests", "cpp", "telemetry_exposition_main"))], check=True,
                           capture_output=True, text=True, timeout=60).stdout
     out = {}
     for name, (kind, samples) in parse(text).items():
@@ -61,7 +63,7 @@ def test_every_documented_metric_is_on_the_dashboard():
     shown = set()
     for expr in queries(dashboard):
         shown |= {re.sub(r"_(bucket|sum|count)$", "", n) for n in metric_names(expr)}
-    missing = set(documented_metrics()) - shown
+    missing = set(prometheus_text.documented_metrics(DOC)) - shown
     assert not missing, f"documented but not on the dashboard: {sorted(missing)}"
 
 

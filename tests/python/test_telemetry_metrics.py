@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from prometheus_client.parser import text_string_to_metric_families
+from ligerd.testing import prometheus_text
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "telemetry.md"
@@ -22,32 +22,14 @@ GPU_LABELS = {"gpu", "UUID", "modelName", "Hostname"}
 
 
 def _build_file(*parts) -> Path:
-    build = os.environ.get("LIGERD_BUILD_DIR", "").strip()
-    exe = Path(build, *parts) if build else None
-    if exe is None or not exe.is_file():
-        pytest.skip(f"no built {'/'.join(parts)} (set LIGERD_BUILD_DIR to a build directory)")
-    return exe
+    return prometheus_text.build_file(*parts)
 
 
 def documented_metrics() -> dict:
-    """docs/telemetry.md's table: name -> (type, label names)."""
-    out = {}
-    for line in DOC.read_text().splitlines():
-        m = re.match(r"\| `(ligerd_[a-z_]+)` \| (\w+) \|\s*([^|]*?)\s*\|", line)
-        if m:
-            cell = re.sub(r"\([^)]*\)", "", m.group(3))  # "result (memory_hit, ...)" -> "result"
-            labels = {l.strip() for l in cell.split(",") if l.strip()}
-            out[m.group(1)] = (m.group(2), labels)
-    return out
+    return prometheus_text.documented_metrics(DOC)
 
 
-def parse(text: str) -> dict:
-    """Family name as exposed (counters keep their _total) -> (type, samples)."""
-    out = {}
-    for fam in text_string_to_metric_families(text):
-        name = fam.name + ("_total" if fam.type == "counter" else "")
-        out[name] = (fam.type, fam.samples)
-    return out
+parse = prometheus_text.parse
 
 
 def test_documented_table_is_complete_and_well_named():
