@@ -2,41 +2,17 @@
 distribution it builds makes `import liger_kernel` resolve to ligerd, so that code a user cannot
 edit reaches ligerd. Built with pip into a temporary --target folder (never installed here); each
 check runs in a subprocess with that folder and python_client/ on PYTHONPATH, as an installed
-shim would be seen."""
+shim would be seen (ligerd.testing.compat_shim: the fixture and run(), shared with
+test_trl_route.py)."""
 
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from ligerd.testing.compat_shim import run, shim_dir  # noqa: F401  (shim_dir: a fixture)
+
 ROOT = Path(__file__).resolve().parents[2]
-COMPAT = ROOT / "python_client" / "compat"
-
-
-@pytest.fixture(scope="module")
-def shim_dir(tmp_path_factory):
-    target = tmp_path_factory.mktemp("liger_kernel_shim")
-    build = tmp_path_factory.mktemp("shim_src")
-    # Build from a copy, so that the build leaves nothing in the tree.
-    subprocess.run(["cp", "-r", str(COMPAT), str(build)], check=True)
-    p = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
-                        "--no-index", "--target", str(target), str(build / "compat")],
-                       capture_output=True, text=True)
-    assert p.returncode == 0, p.stdout + p.stderr
-    return target
-
-
-def run(shim_dir, code: str) -> str:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(shim_dir), str(ROOT / "python_client")]),
-               LIGERD_DISPATCH="local", PYTHONWARNINGS="default", CUDA_VISIBLE_DEVICES="")
-    # Run from an empty folder: nothing of the repository is importable but what PYTHONPATH names.
-    p = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                       text=True, env=env, cwd=shim_dir.parent, timeout=600)
-    assert p.returncode == 0, f"stdout:\n{p.stdout}\nstderr:\n{p.stderr}"
-    return p.stdout
 
 
 def test_the_plain_ligerd_package_does_not_claim_liger_kernel():

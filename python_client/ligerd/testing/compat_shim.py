@@ -1,0 +1,58 @@
+"""The opt-in compatibility route (python_client/compat, docs/compat.md) as the CPU tests see it:
+the `liger-kernel` distribution built with pip into a temporary --target folder (never installed
+in the running environment), and code run in a subprocess with that folder and python_client/ on
+PYTHONPATH, as an installed shim would be seen. tests/python/test_compat_route.py and
+test_trl_route.py use it (test modules cannot import each other under importlib mode).
+
+A test module takes the fixture by importing it:
+
+    from ligerd.testing.compat_shim import run, shim_dir  # noqa: F401  (shim_dir: a fixture)
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+# python_client/ of the source tree this module is in (the CPU suite imports ligerd from there).
+PYTHON_CLIENT = Path(__file__).resolve().parents[2]
+COMPAT = PYTHON_CLIENT / "compat"
+
+
+def build_shim(target: Path, scratch: Path) -> Path:
+    """Builds python_client/compat into the --target folder `target`, from a copy in `scratch`
+    so that the build leaves nothing in the tree."""
+    if not (COMPAT / "pyproject.toml").is_file():
+        raise FileNotFoundError(f"compat shim sources not found at {COMPAT} (a source checkout "
+                                "of ligerd is needed: python_client/compat)")
+    subprocess.run(["cp", "-r", str(COMPAT), str(scratch)], check=True)
+    p = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
+                        "--no-index", "--target", str(target), str(scratch / "compat")],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return target
+
+
+@pytest.fixture(scope="module")
+def shim_dir(tmp_path_factory):
+    """A folder holding the built `liger_kernel` shim (one build per test module)."""
+    return build_shim(tmp_path_factory.mktemp("liger_kernel_shim"),
+                      tmp_path_factory.mktemp("shim_src"))
+
+
+def run(shim_dir: Path, code: str, timeout: float = 600) -> str:
+    """Runs `code` (dedented) in a fresh interpreter that sees the shim and ligerd's sources and
+    nothing else of the repository, with local dispatch and no CUDA device; asserts it exits 0
+    and returns its stdout."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(shim_dir), str(PYTHON_CLIENT)]),
+               LIGERD_DISPATCH="local", PYTHONWARNINGS="default", CUDA_VISIBLE_DEVICES="")
+    # Run from an empty folder: nothing of the repository is importable but what PYTHONPATH names.
+    p = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                       text=True, env=env, cwd=shim_dir.parent, timeout=timeout)
+    assert p.returncode == 0, f"stdout:\n{p.stdout}\nstderr:\n{p.stderr}"
+    return p.stdout
