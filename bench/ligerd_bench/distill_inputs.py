@@ -1,16 +1,29 @@
-"""Inputs of the distillation-loss benchmark rows (kl_div.py, jsd.py, tvd.py): [M, V] rows of
-(log-)probabilities and shift labels, built without the CUDA RNG. A peer whose CUDA-graph capture fails (Liger's
-JSD and TVD call .item() with labels, its backwards torch.equal) can leave the RNG's capture state
-broken for the rest of the process (cross_entropy.py says how that went on the H100 run); a hash
-of (row, column) cannot be broken that way."""
+"""Shapes, byte model and inputs shared by the distillation-loss benchmark rows (kl_div.py,
+jsd.py, tvd.py): [M, V] rows of (log-)probabilities and shift labels, built from a hash of
+(row, column) rather than the CUDA RNG, so every row of every run sees the same inputs whatever
+the peers timed before it did to the generator."""
 
 from __future__ import annotations
+
+from typing import Dict, List
 
 import torch
 
 from ligerd_bench import harness
 
 IGNORE = -100
+
+
+def shapes(quick: bool) -> List[dict]:
+    """The LLaMA-3 vocabulary first, then Mistral's, Qwen's and Gemma's."""
+    first = {"M": 4096, "V": 128256}
+    return [first] if quick else [first, {"M": 8192, "V": 32000}, {"M": 4096, "V": 151936},
+                                  {"M": 2048, "V": 262144}]
+
+
+def bytes_moved(factor: Dict[str, int], shape: dict, p: str, elem_bytes: int) -> int:
+    """factor[p] [M, V] tensors of elem_bytes moved by pass p."""
+    return factor[p] * shape["M"] * shape["V"] * elem_bytes
 
 
 def _rows(M: int, V: int, dtype, salt: float, spread: float, finish) -> torch.Tensor:

@@ -21,7 +21,7 @@ Shapes: 4K tokens at LLaMA-3's vocabulary first, then the other vocabularies of 
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, List
+from typing import Callable, Dict
 
 import torch
 
@@ -34,14 +34,11 @@ BYTES_FACTOR = {"fwd": 2, "bwd": 3, "full": 3}
 BETA = 0.5
 
 
-def shapes(quick: bool) -> List[dict]:
-    first = {"M": 4096, "V": 128256}
-    return [first] if quick else [first, {"M": 8192, "V": 32000}, {"M": 4096, "V": 151936},
-                                  {"M": 2048, "V": 262144}]
+shapes = distill_inputs.shapes
 
 
 def bytes_moved(shape: dict, p: str, elem_bytes: int) -> int:
-    return BYTES_FACTOR[p] * shape["M"] * shape["V"] * elem_bytes
+    return distill_inputs.bytes_moved(BYTES_FACTOR, shape, p, elem_bytes)
 
 
 def make_args(shape: dict, dtype):

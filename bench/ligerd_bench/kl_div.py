@@ -15,7 +15,7 @@ kernels, 4*M*V*b: 75% of copy bandwidth by this model is their roof on a full st
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List
+from typing import Callable, Dict
 
 import torch
 import torch.nn.functional as F
@@ -28,14 +28,11 @@ PASSES = ("fwd", "bwd", "full")
 BYTES_FACTOR = {"fwd": 2, "bwd": 2, "full": 3}
 
 
-def shapes(quick: bool) -> List[dict]:
-    first = {"M": 4096, "V": 128256}
-    return [first] if quick else [first, {"M": 8192, "V": 32000}, {"M": 4096, "V": 151936},
-                                  {"M": 2048, "V": 262144}]
+shapes = distill_inputs.shapes
 
 
 def bytes_moved(shape: dict, p: str, elem_bytes: int) -> int:
-    return BYTES_FACTOR[p] * shape["M"] * shape["V"] * elem_bytes
+    return distill_inputs.bytes_moved(BYTES_FACTOR, shape, p, elem_bytes)
 
 
 def make_args(shape: dict, dtype):

@@ -15,7 +15,7 @@ gradient, 3*M*V*b (the one pass ligerd's forward makes; its row losses are 4*M b
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List
+from typing import Callable, Dict
 
 import torch
 
@@ -27,14 +27,11 @@ PASSES = ("fwd", "bwd", "full")
 BYTES_FACTOR = {"fwd": 2, "bwd": 3, "full": 3}
 
 
-def shapes(quick: bool) -> List[dict]:
-    first = {"M": 4096, "V": 128256}
-    return [first] if quick else [first, {"M": 8192, "V": 32000}, {"M": 4096, "V": 151936},
-                                  {"M": 2048, "V": 262144}]
+shapes = distill_inputs.shapes
 
 
 def bytes_moved(shape: dict, p: str, elem_bytes: int) -> int:
-    return BYTES_FACTOR[p] * shape["M"] * shape["V"] * elem_bytes
+    return distill_inputs.bytes_moved(BYTES_FACTOR, shape, p, elem_bytes)
 
 
 def make_args(shape: dict, dtype):
