@@ -26,7 +26,10 @@
 #        RUN_BUDGET (seconds for this whole script, e.g. 570 inside a 600 s device call: the GPU
 #          suite and the benchmark then get at most what is left of it, less 75 s to stop and
 #          report; a GPU suite left no time fails the run),
-#        SKIP_PRECOMPILE=1 (kernels then compile on first use).
+#        SKIP_PRECOMPILE=1 (kernels then compile on first use),
+#        GPU_WORKERS=n (the GPU suite in n pytest-xdist processes sharing the GPU, one test file
+#          per process at a time (--dist loadfile); needs .whl/pytest_xdist-*.whl and
+#          execnet-*.whl, installed into <build>/test-tools; without them it runs in one process).
 #
 # The GPU suite alone outlasts one 600 s device call: run it in parts, one call each, on the warm
 # machine (the build under $LIGERD_BUILD and the JIT cache are kept; the build step is then a
@@ -210,8 +213,10 @@ fi
 report_gpu_failures() {
   local log=$1
   local ids
-  ids=$(grep -aoE '^[^ ]+::[^ ]+ (FAILED|ERROR)|^(FAILED|ERROR) [^ ]+::[^ ]+' "$log" \
-        | sed -E 's/^(FAILED|ERROR) (.*)$/\2 \1/' | sort -u)
+  # one process: "path::id FAILED" as it finishes, "FAILED path::id - ..." in the summary;
+  # xdist: "[gw0] [ 5%] FAILED path::id" as it finishes
+  ids=$(grep -aoE '^[^ ]+::[^ ]+ (FAILED|ERROR)|^(FAILED|ERROR) [^ ]+::[^ ]+|\] (FAILED|ERROR) [^ ]+::[^ ]+' "$log" \
+        | sed -E 's/^\] //; s/^(FAILED|ERROR) (.*)$/\2 \1/' | sort -u)
   [[ -n "$ids" ]] && { echo "   failed tests:"; echo "$ids" | sed 's/^/   | /'; }
   local last
   last=$(grep -aE '^[^ ]+::[^ ]+' "$log" | tail -n 1)
@@ -234,8 +239,15 @@ elif [[ $FAILED == 0 || -f "$BUILD/python/ligerd/__init__.py" ]]; then
     STEP_NOTE+=("RUN_BUDGET=$RUN_BUDGET left no time for it: split the run (GPU_PART)")
     FAILED=1
   else
-    step "$GPU_STEP" 1 env PYTHONUNBUFFERED=1 timeout -s INT -k 60 "$gpu_timeout" "${MPS_WRAP[@]}" \
-      "$PY" -m pytest "${GPU_TARGETS[@]}" -v -ra -p no:cacheprovider --junitxml="$OUT/$GPU_STEP.xml"
+    xdist=()
+    if [[ -n "${GPU_WORKERS:-}" ]] && compgen -G '.whl/pytest_xdist-*.whl' >/dev/null; then
+      [[ -d "$BUILD/test-tools/xdist" ]] || "$PY" -m pip install -q --no-index --no-deps \
+        --target "$BUILD/test-tools" .whl/pytest_xdist-*.whl .whl/execnet-*.whl > "$OUT/test-tools.log" 2>&1
+      [[ -d "$BUILD/test-tools/xdist" ]] && xdist=(-n "$GPU_WORKERS" --dist loadfile)
+    fi
+    step "$GPU_STEP" 1 env PYTHONUNBUFFERED=1 PYTHONPATH="$BUILD/test-tools:$PYTHONPATH" \
+      timeout -s INT -k 60 "$gpu_timeout" "${MPS_WRAP[@]}" \
+      "$PY" -m pytest "${GPU_TARGETS[@]}" "${xdist[@]}" -v -ra -p no:cacheprovider --junitxml="$OUT/$GPU_STEP.xml"
     rc=$?
     if [[ $rc -ne 0 ]]; then
       [[ $rc == 124 || $rc == 137 ]] && echo "   -> stopped by its timeout (${gpu_timeout}s)"
