@@ -159,19 +159,6 @@ def _reps_for(run_once: Callable[[int], None], steps_per_run: int, target_ms: fl
     return max(1, min(1000, int(math.ceil(target_ms / max(est, 1e-3)))))
 
 
-def _reset_capture_state(s) -> None:
-    """After a failed capture, capture one trivial graph so that the CUDA generator leaves its
-    capturing state: a capture that dies before capture_end leaves the default generator marked
-    as capturing, and every later RNG call on the device (torch.randn for the next op's inputs)
-    then raises "Offset increment outside graph capture encountered unexpectedly"."""
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g, stream=s):
-        torch.empty(1, device="cuda").add_(1)
-    s.synchronize()
-    del g
-
-
 def graph_ms(steps: Sequence[Callable[[], object]], trials: int = 7, target_ms: float = 8.0,
              warmup: int = 2) -> "tuple[float, int]":
     """Median ms of one step, with ``steps`` (one per buffer copy) captured in one CUDA graph
@@ -189,7 +176,8 @@ def graph_ms(steps: Sequence[Callable[[], object]], trials: int = 7, target_ms: 
             for st in steps:
                 st()
     except Exception:
-        _reset_capture_state(s)
+        from ligerd.testing.cuda_graph import reset_capture_state  # ligerd is on the path by now
+        reset_capture_state(s)
         raise
     try:
         run = lambda reps: [g.replay() for _ in range(reps)]  # noqa: E731

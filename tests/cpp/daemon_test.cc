@@ -82,8 +82,10 @@ TEST_F(DaemonTest, MalformedRequestIsInvalidArgumentAndDaemonStaysUp) {
 }
 
 TEST_F(DaemonTest, EveryServiceAnswers) {  // what they answer: telemetry_test.cc, kernels_service_test.cc
-  // No GPU here: Precompile cannot take archs from one (it is implemented, not UNIMPLEMENTED).
-  EXPECT_EQ(CallRaw("/ligerd.v1.Kernels/Precompile", "").error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  // Precompile is implemented, not UNIMPLEMENTED: it refuses an arch that is no arch (an empty
+  // request would compile every variant where a GPU is present, or refuse where none is).
+  EXPECT_EQ(CallRaw("/ligerd.v1.Kernels/Precompile", std::string("\x0a\x05bogus", 7)).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_TRUE(CallRaw("/ligerd.v1.Telemetry/Snapshot", "").ok());
   EXPECT_TRUE(CallRaw("/ligerd.v1.Admin/SetLogLevel", std::string("\x0a\x04info", 6)).ok());
   EXPECT_EQ(CallRaw("/ligerd.v1.Admin/Drain", std::string("\x08\xff\xff\xff", 4)).error_code(),

@@ -35,6 +35,7 @@ PYTORCH_CUDA_ALLOC_CONF=expandable_segments must be unset for remote dispatch (C
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 
@@ -49,7 +50,7 @@ import ligerd.transformers as lt  # noqa: E402
 from ligerd import _backend, _errors  # noqa: E402
 from ligerd.testing import convergence as cv  # noqa: E402
 from ligerd.testing import gpu as _util  # noqa: E402
-from ligerd.testing.cuda_graph import static_forward_inputs  # noqa: E402
+from ligerd.testing.cuda_graph import reset_capture_state, static_forward_inputs  # noqa: E402
 from ligerd.testing.gpu import DEV  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("no_tf32")  # conftest.py
@@ -185,7 +186,14 @@ def train_cuda_graph(model, init, data):
     whole-network capture recipe: warm-up on a side stream, grads None before the capture). The
     attention mask and position ids are built before the capture and passed to every call
     (ligerd.testing.cuda_graph): transformers builds them on the host in each forward, which a
-    capture cannot take (5.17's eager mask copies a CPU scalar to the GPU)."""
+    capture cannot take (5.17's eager mask copies a CPU scalar to the GPU).
+
+    The captured model is a deep copy: its parameters are new leaves, whose gradient
+    accumulators are made in the side-stream warm-up. The module's model has been trained on the
+    default stream by the earlier tests, and an accumulator made there and still alive (torch
+    keeps it while any graph holding it lives) would put the captured backward's accumulation on
+    the legacy stream, which a capture refuses (cudaErrorStreamCaptureImplicit)."""
+    model = copy.deepcopy(model)
     model.load_state_dict(init)
     model.train()
     model.zero_grad(set_to_none=True)
@@ -200,10 +208,14 @@ def train_cuda_graph(model, init, data):
             opt.zero_grad(set_to_none=True)
     torch.cuda.current_stream().wait_stream(s)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_loss = model(input_ids=sx, labels=sy, use_cache=False, **static).loss
-        static_loss.backward()
-        opt.step()
+    try:
+        with torch.cuda.graph(graph, stream=s):
+            static_loss = model(input_ids=sx, labels=sy, use_cache=False, **static).loss
+            static_loss.backward()
+            opt.step()
+    except Exception:
+        reset_capture_state(s)  # so that the later tests' RNG calls work
+        raise
     losses = []
     for x, y in data:
         sx.copy_(x)

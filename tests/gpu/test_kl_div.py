@@ -232,7 +232,8 @@ def test_executor_second_line_of_checks():
 # ------------------------------------------------------------------------------------------
 # 4. Liger-Kernel 0.8.5 itself when importable (LigerKLDIVLoss: 2-D [BT, V] only), same
 # reference; its loss is an fp32 sum of per-row fp32 sums too, its gradient -t (or -exp(t)) in
-# the target's dtype times grad_output, then divided: a rounding per step, so 4 ulps of the dtype.
+# the target's dtype times grad_output, then divided: a rounding per step, 3 roundings on top of
+# the reference's exp, so 8 ulps of the dtype (4 were exceeded by 2% at float32 log_target mean).
 
 @pytest.mark.parametrize("reduction", list(RED), ids=_id)
 @pytest.mark.parametrize("log_target", [False, True], ids=["prob", "logt"])
@@ -251,7 +252,7 @@ def test_matches_liger_kernel(dtype, log_target, reduction):
         ltol, dtol = tol, dx_tol(dtype, r)
         if who == "liger":
             ltol = 4 * ltol + 1e-5 * v.abs()
-            dtol = dtol + 4 * U[dtype] * r.grad.abs()
+            dtol = dtol + 8 * U[dtype] * r.grad.abs()
         ctx = f"{who} {_id(dtype)} log_target={log_target} {reduction}"
         assert_close("loss", loss.reshape(-1), v.reshape(-1), ltol.reshape(-1), ctx)
         assert_close("dX", xr.grad, r.grad, dtol, ctx)

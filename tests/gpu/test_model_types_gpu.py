@@ -84,6 +84,33 @@ def test_representative_converges(group, dtype_name):
 
 
 @pytest.mark.parametrize("group", sorted(REPRESENTATIVES))
+def test_first_step_gradients_fp32(group):
+    """The ops themselves, before a trajectory can part: one fp32 forward and backward at the
+    initial weights, every parameter's gradient against fp64 transformers (the same weights,
+    widened), within 2x fp32 transformers' own error plus 1e-5 (norm-wise relative, per tensor),
+    and the loss within 2x plus 1e-6 relative."""
+    model_type = REPRESENTATIVES[group]
+    cfg = tm.tiny_config(model_type, **SIZES)
+    data, _ = cv.make_data(SIZES["vocab_size"], 1, BATCH, SEQ)
+    init = {k: v.detach().cpu().clone() for k, v in
+            tm.build(model_type, seed=1, dtype=torch.float32, cfg=cfg, device=DEV).state_dict().items()}
+    kw = dict(device=DEV)
+    t_loss, truth = tm.first_step_grads(model_type, cfg, data[0], cv.widen(init, torch.float64),
+                                        use_ligerd=False, dtype=torch.float64, **kw)
+    h_loss, hf = tm.first_step_grads(model_type, cfg, data[0], init, use_ligerd=False, dtype=torch.float32, **kw)
+    l_loss, lig = tm.first_step_grads(model_type, cfg, data[0], init, use_ligerd=True, dtype=torch.float32, **kw)
+    assert set(lig) == set(truth), set(lig) ^ set(truth)
+    assert abs(l_loss - t_loss) <= 2 * abs(h_loss - t_loss) + 1e-6 * abs(t_loss), (l_loss, h_loss, t_loss)
+    bad = []
+    for name, g in truth.items():
+        scale = g.norm().clamp_min(1e-30)
+        e_l, e_h = float((lig[name] - g).norm() / scale), float((hf[name] - g).norm() / scale)
+        if e_l > 2 * e_h + 1e-5:
+            bad.append(f"{name}: ligerd {e_l:.3g}, transformers fp32 {e_h:.3g}")
+    assert not bad, f"{model_type}: {len(bad)} of {len(truth)} gradients off:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("group", sorted(REPRESENTATIVES))
 def test_gradient_accumulation_fp32(group):
     """Two micro-batches with transformers' num_items_in_batch through the fused forward: the
     per-step losses follow transformers' accumulated run."""

@@ -85,6 +85,16 @@ def value(m: dict, name: str, **labels) -> float:
     return sum(s.value for s in m.get(name, []) if all(s.labels.get(k) == v for k, v in labels.items()))
 
 
+def settled(url: str, done, timeout: float = 10.0) -> dict:
+    """The first scrape for which done(metrics) holds, or the last one after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        m = metrics(url)
+        if done(m) or time.monotonic() > deadline:
+            return m
+        time.sleep(0.1)
+
+
 def rms_steps(n: int):
     x = torch.randn(512, 2048, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     w = torch.rand(2048, device="cuda", dtype=torch.bfloat16, requires_grad=True)
@@ -96,8 +106,10 @@ def rms_steps(n: int):
 def test_remote_ops_are_counted_and_timed_by_the_daemon(daemon):
     ligerd.set_dispatch_mode("remote")
     rms_steps(20)
-    time.sleep(0.6)  # the runner hands its counts over every 250 ms
-    m = metrics(daemon["url"])
+    # The runner hands its counts over every 250 ms, and a launch's GPU time once its events are
+    # done: wait until all 20 are in (a loaded machine may take longer than a few hand-overs).
+    m = settled(daemon["url"], lambda m: value(m, "ligerd_op_gpu_seconds_count", op="rms_norm_fwd",
+                                                 dispatch="remote") >= 20)
     assert value(m, "ligerd_ops_total", op="rms_norm_fwd", dispatch="remote", job=JOB, dtype="bfloat16") == 20
     assert value(m, "ligerd_ops_total", op="rms_norm_bwd", dispatch="remote", job=JOB) == 20
     assert value(m, "ligerd_op_bytes_total", op="rms_norm_fwd", dispatch="remote") >= 20 * 2 * 512 * 2048 * 2

@@ -42,3 +42,17 @@ def static_forward_inputs(model, input_ids: torch.Tensor) -> dict:
             f"{getattr(config, '_attn_implementation', None)!r} (got {type(mask).__name__}); a forward "
             f"given no mask would build one (on the host) inside the capture. Use eager attention.")
     return {"attention_mask": mask, "position_ids": position_ids}
+
+
+def reset_capture_state(stream: "torch.cuda.Stream") -> None:
+    """After a failed capture, capture one trivial graph on ``stream`` so that the CUDA generator
+    leaves its capturing state: a capture that dies before capture_end leaves the default
+    generator marked as capturing, and every later RNG call on the device (torch.randn for the
+    next test's inputs) then raises "Offset increment outside graph capture encountered
+    unexpectedly"."""
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g, stream=stream):
+        torch.empty(1, device="cuda").add_(1)
+    stream.synchronize()
+    del g

@@ -207,4 +207,30 @@ def train(model_type: str, cfg, data, init_state, *, use_ligerd: bool, dtype=Non
         lt.revert_liger_kernel_patches()
 
 
-__all__ = ["tiny_config", "head_class", "build", "train", "VOCAB"]
+def first_step_grads(model_type: str, cfg, batch, init_state, *, use_ligerd: bool, dtype=None,
+                     device="cpu"):
+    """One forward and backward of a tiny ``model_type`` model at ``init_state`` on ``batch``
+    (input_ids, labels), with ``apply_liger_kernel_to_<type>()`` when ``use_ligerd``: (loss, {name:
+    grad}), the grads in float64 on the CPU. Before any optimizer step no trajectory can part, so
+    this compares ops, not the chaos of a training run (a router tie flipped at step 3)."""
+    import torch
+
+    import ligerd.transformers as lt
+    from ligerd.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
+    lt.revert_liger_kernel_patches()
+    try:
+        if use_ligerd:
+            MODEL_TYPE_TO_APPLY_LIGER_FN[model_type]()
+        model = build(model_type, dtype=dtype, cfg=cfg, device=device)
+        model.load_state_dict({k: v.to(device) for k, v in init_state.items()})
+        model.train()
+        ids, labels = (t.to(device) for t in batch)
+        loss = model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        return float(loss.detach()), {k: p.grad.detach().to("cpu", torch.float64)
+                                      for k, p in model.named_parameters() if p.grad is not None}
+    finally:
+        lt.revert_liger_kernel_patches()
+
+
+__all__ = ["tiny_config", "head_class", "build", "train", "first_step_grads", "VOCAB"]
