@@ -73,26 +73,9 @@ def test_simulated_workload_parses_and_covers_every_metric():
 @pytest.fixture
 def daemon(tmp_path):
     """The real ligerd on a temporary socket with /metrics on a free loopback port."""
-    exe = _build_file("server", "ligerd")
-    sock = tmp_path / "run" / "ligerd.sock"
-    log = open(tmp_path / "ligerd.log", "w")
-    proc = subprocess.Popen([str(exe), f"--socket={sock}", f"--cache_dir={tmp_path / 'cache'}",
-                             "--metrics_address=127.0.0.1:0"], stdout=log, stderr=subprocess.STDOUT)
-    url = None
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and url is None:
-        m = re.search(r"metrics on (http://127\.0\.0\.1:\d+)/metrics", (tmp_path / "ligerd.log").read_text())
-        url = m.group(1) if m else None
-        time.sleep(0.05)
-    if url is None:
-        proc.kill()
-        pytest.fail("ligerd did not say where /metrics is:\n" + (tmp_path / "ligerd.log").read_text())
-    while not sock.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield {"url": url, "socket": str(sock), "proc": proc, "tmp": tmp_path}
-    proc.terminate()
-    proc.wait(timeout=10)
-    log.close()
+    from ligerd.testing import telemetry_sim
+    with telemetry_sim.daemon_with_metrics(_build_file("server", "ligerd"), tmp_path) as d:
+        yield d
 
 
 def _get(url: str) -> str:
@@ -376,13 +359,12 @@ def test_dashboard_in_headless_chromium(daemon):
     the simulated workload (ligerd.testing.telemetry_sim): every chart that a GPU-less node can
     fill has data, the tables name the jobs and kernels, and a screenshot is kept
     ($LIGERD_TEST_OUT/dashboard.png, else the test's temporary directory)."""
-    import shutil
     import threading
     pytest.importorskip("grpc", reason="grpcio is not installed")
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    from ligerd.testing import dashboard, telemetry_sim
+    chromium = dashboard.find_chromium()
     if chromium is None:
         pytest.skip("chromium is not installed (scripts/test.sh installs Debian's chromium)")
-    from ligerd.testing import telemetry_sim
     result = {}
     feeder = threading.Thread(target=lambda: result.update(reps=telemetry_sim.run(daemon["socket"], seconds=7,
                                                                                  interval_s=0.3)))
@@ -390,22 +372,13 @@ def test_dashboard_in_headless_chromium(daemon):
     feeder.join(timeout=60)
     assert all(r.sent_reports > 0 and r.dropped_reports == 0 for r in result["reps"])
     url = daemon["url"] + "/"
-    browser = [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-               "--window-size=1500,1500", "--virtual-time-budget=5000"]
-    dom = subprocess.run(browser + ["--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
-    assert "ligerd is not answering" not in dom
-    for chart in ("chart-tps", "chart-loss", "chart-peak", "chart-ops", "chart-gpu-time"):
-        m = re.search(rf'id="{chart}"[^>]*data-series="(\d+)"[^>]*data-points="(\d+)"', dom)
-        assert m, f"{chart}: not drawn"
-        assert int(m.group(1)) >= 2 and int(m.group(2)) >= 2, (chart, m.groups())
-        assert re.search(rf'id="{chart}"[^>]*>\s*<div[^>]*><canvas', dom), f"{chart}: no canvas"
+    dom = dashboard.dump_dom(chromium, url)
+    charts = ("chart-tps", "chart-loss", "chart-peak", "chart-ops", "chart-gpu-time")
+    assert not dashboard.chart_problems(dom, {c: (2, 2) for c in charts}), dashboard.chart_counts(dom)
     # Without a GPU the memory chart says why instead of drawing.
-    assert re.search(r'id="chart-gpu-mem"[^>]*data-points="0".*?no per-GPU memory: NVML', dom, re.S)
+    assert dashboard.chart_counts(dom).get("chart-gpu-mem", (None, None))[1] == 0
+    assert re.search(r'id="chart-gpu-mem".*?no per-GPU memory: NVML', dom, re.S)
     for text in ("llama-sft", "qwen-pretrain", "swiglu_bwd", "cross_entropy_fwd", "reports from local clients"):
         assert text in dom, text
     out = Path(os.environ.get("LIGERD_TEST_OUT") or daemon["tmp"])
-    out.mkdir(parents=True, exist_ok=True)
-    shot = out / "dashboard.png"
-    subprocess.run(browser + [f"--screenshot={shot}", url], capture_output=True, timeout=120)
-    assert shot.is_file() and shot.stat().st_size > 50_000, "no screenshot"
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    dashboard.screenshot(chromium, url, out / "dashboard.png")

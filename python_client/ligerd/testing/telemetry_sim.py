@@ -5,14 +5,20 @@ memory the fused loss saved) to a daemon, every `interval_s`, for `seconds`.
 
     python3 -m ligerd.testing.telemetry_sim --socket /path/ligerd.sock --seconds 60
 
-The numbers are made up (their shapes look like a small Llama's step); nothing runs on a GPU."""
+The numbers are made up (their shapes look like a small Llama's step); nothing runs on a GPU.
+``daemon_with_metrics`` starts the real ligerd to feed, with /metrics on a free loopback port."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import random
+import re
+import subprocess
 import time
+from pathlib import Path
+from typing import Iterator, Sequence
 
 from ligerd import _telemetry
 
@@ -55,6 +61,39 @@ def run(socket_path: str, seconds: float = 10.0, interval_s: float = 0.5, jobs=(
             rep.flush()
         time.sleep(interval_s)
     return reporters
+
+
+@contextlib.contextmanager
+def daemon_with_metrics(exe, workdir, args: Sequence[str] = (), timeout_s: float = 10.0) -> Iterator[dict]:
+    """The real ligerd (``exe``) on a socket under ``workdir`` with /metrics on a free loopback
+    port: yields {"url", "socket", "proc", "tmp"}; stops it on exit. RuntimeError (with ligerd's
+    log) when it does not say where /metrics is within ``timeout_s``."""
+    workdir = Path(workdir)
+    sock = workdir / "run" / "ligerd.sock"
+    log_path = workdir / "ligerd.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([str(exe), f"--socket={sock}", f"--cache_dir={workdir / 'cache'}",
+                                 "--metrics_address=127.0.0.1:0", *args],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            url = None
+            deadline = time.monotonic() + timeout_s
+            while url is None and time.monotonic() < deadline and proc.poll() is None:
+                m = re.search(r"metrics on (http://127\.0\.0\.1:\d+)/metrics", log_path.read_text())
+                url = m.group(1) if m else None
+                time.sleep(0.05)
+            if url is None:
+                raise RuntimeError("ligerd did not say where /metrics is:\n" + log_path.read_text())
+            while not sock.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            yield {"url": url, "socket": str(sock), "proc": proc, "tmp": workdir}
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def main() -> None:
