@@ -58,7 +58,10 @@ pytestmark = pytest.mark.usefixtures("no_tf32")  # conftest.py
 SIZES = dict(hidden=256, layers=2, vocab=1000, heads=4, kv_heads=2, intermediate=512)
 BATCH, SEQ, STEPS, LR = 4, 64, 6, 1e-3
 LOSS_RTOL = 1e-4
-UPDATE_RTOL = 1e-3
+# torch's embedding backward sums the rows of repeated tokens with atomic adds, in an order that
+# changes from run to run, so six fp32 steps part by ~1e-3 (embed_tokens' update: 1.15e-3 once,
+# with gradient accumulation under reduce-overhead); a wrong accumulation scale is off by >10%.
+UPDATE_RTOL = 3e-3
 CACHE = os.environ.get("LIGERD_CACHE_DIR") or tempfile.mkdtemp(prefix="ligerd-compile-cache-")
 
 

@@ -58,8 +58,17 @@ def _out_dir() -> Path:
     return Path(d)
 
 
-@pytest.mark.parametrize("dtype_name", sorted(DTYPES))
-@pytest.mark.parametrize("group", sorted(REPRESENTATIVES))
+# fp32 trajectories of models with a top-k router are not compared: in fp32 the noise floor is
+# ~1e-6, and one token rerouted at a near-tie (a 1-ulp difference in its router logits) parts the
+# runs by far more from then on. qwen3_next fp32 parted at step 3 by 2.6e-3 nats while its
+# first-step gradients agree with fp64 within 2x transformers' own fp32 error. Those models are
+# judged in fp32 at the first step (test_first_step_gradients_fp32) and over the trajectory in
+# bf16, whose noise floor covers a reroute.
+ROUTED = {"moe", "hybrid"}
+CASES = [(g, d) for g in sorted(REPRESENTATIVES) for d in sorted(DTYPES) if not (g in ROUTED and d == "fp32")]
+
+
+@pytest.mark.parametrize("group,dtype_name", CASES, ids=[f"{g}-{d}" for g, d in CASES])
 def test_representative_converges(group, dtype_name):
     model_type = REPRESENTATIVES[group]
     dtype = DTYPES[dtype_name]
