@@ -367,7 +367,8 @@ def logits_sweep(op: str, lins: Sequence[Linear], rows: int, chunk: int, chunk_l
     1) into its own buffer; then, per sub-block of ``sub`` rows of the chunk (default: all of it),
     ``chunk_loss(r0, r1, logits_list)`` returns (loss, aux, dlogits or None) with dlogits w.r.t. the
     first linear's raw logits (fp32 or the buffer's dtype), written over that sub-block's rows of
-    the first buffer; the chunk's d logits then go into lins[0]'s gradients. Returns the list of
+    the first buffer (or already written there: dlogits is then logits_list[0] itself, the object
+    it was given); the chunk's d logits then go into lins[0]'s gradients. Returns the list of
     (loss, aux) per sub-block."""
     out = []
     if rows == 0:
@@ -384,13 +385,14 @@ def logits_sweep(op: str, lins: Sequence[Linear], rows: int, chunk: int, chunk_l
         grads = lins[0].wants_grads
         for s0 in range(0, r1 - r0, sub):
             s1 = min(s0 + sub, r1 - r0)
-            loss, aux, dlogits = chunk_loss(r0 + s0, r0 + s1, [v[s0:s1] for v in views])
+            block = [v[s0:s1] for v in views]
+            loss, aux, dlogits = chunk_loss(r0 + s0, r0 + s1, block)
             out.append((loss, aux))
             if grads:
                 if dlogits is None:
-                    views[0][s0:s1].zero_()
-                else:
-                    views[0][s0:s1].copy_(dlogits)  # the sub-block's rows only: later ones are unread yet
+                    block[0].zero_()
+                elif dlogits is not block[0]:  # block[0] itself: written there already
+                    block[0].copy_(dlogits)  # the sub-block's rows only: later ones are unread yet
         if grads:
             lins[0].accumulate(views[0], [(r0, r1)])
     return out
