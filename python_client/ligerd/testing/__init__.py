@@ -9,6 +9,8 @@ against references (as ``torch.testing`` is for torch):
 - ``convergence``: the mini-model training harness of the convergence tests;
 - ``gpu``: helpers of the GPU suite (tolerances, NaN poisoning, a private daemon);
 - ``fake_daemon``: a stand-in ``ligerd`` binary that serves only health checks.
+- ``dashboard``, ``dashboard_record``: the dashboard in headless Chromium (flags, chart checks), and
+  recording its data where no browser runs, to replay it with scripts/dashboard_replay.py.
 
 Importing ``ligerd.testing`` imports nothing heavy; each module imports what it needs.
 """

@@ -302,6 +302,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     command = argv[argv.index("--") + 1:] if "--" in argv else []
     own = argv[:argv.index("--")] if "--" in argv else argv
     p = argparse.ArgumentParser(prog="python3 -m ligerd.testing.dashboard_record",
+                                usage="%(prog)s [--url URL] --out FILE [--seconds N] [--interval S] [-- COMMAND ...]",
                                 description=__doc__.split("\n\n")[0],
                                 epilog="Replay: python3 scripts/dashboard_replay.py REC --screenshot out.png")
     p.add_argument("--url", default=DEFAULT_URL, help=f"ligerd's metrics address (default {DEFAULT_URL})")
