@@ -104,11 +104,13 @@ def test_group_rule_takes_a_whole_pair_when_it_fits_a_quarter_of_the_logits(monk
 
 
 def test_sub_blocks_of_the_torch_chunk_math():
+    from ligerd.chunked_loss._distill_math import FP32_TEMPS
     V = 128256
     c = E.chunk_rows("t", 8192, V, 2, row_bytes=2 * V * 2)     # student + teacher buffers
     assert c == 384
-    s = E.sub_rows(8192, V, 2, 48 * V, c)
-    assert s == E.SUB_MIN_ROWS            # 9.5% of the logits holds 32 rows of temporaries: the floor
+    s = E.sub_rows(8192, V, 2, FP32_TEMPS * V, c)
+    assert FP32_TEMPS == 16 and s == 97   # 9.5% of the bf16 logits / 16 bytes a vocab entry
+    assert E.sub_rows(8192, V, 2, 48 * V, c) == E.SUB_MIN_ROWS   # 32 rows: the floor
     # fp32 temporaries are 24x a bf16 logit: 9.5% of the logits holds 0.4% of the tokens' math
     assert E.sub_rows(65536, 1000, 2, 48 * 1000, 512) == int(0.095 * 65536 * 1000 * 2 // 48000)
     assert E.sub_rows(10, 1000, 2, 48 * 1000, 7) == 7           # never more than the chunk

@@ -21,11 +21,12 @@ Two sweeps live here:
 
 * ``logits_sweep`` (distillation): the loss is row-wise over the logits, so chunks are plain token
   ranges; the chunk's loss and its gradient with respect to the logits are computed by the
-  caller's function (torch ops in fp32 on sub-blocks of the chunk's rows; see docs/chunked_loss.md).
+  caller's function (row kernels and fp32 torch ops on sub-blocks of the chunk's rows; see
+  distillation.py and docs/chunked_loss.md).
 
 Memory budget. Beyond the inputs, their gradients and O(tokens) vectors, a sweep holds one
 [chunk, V] logits buffer in the input's dtype (two for distillation: student and teacher) plus,
-for distillation, the fp32 temporaries of the torch chunk math, which runs on sub-blocks of the
+for distillation, the fp32 temporaries of the chunk math, which runs on sub-blocks of the
 chunk's rows sized by the same budget but at least SUB_MIN_ROWS (64) rows (``sub_rows``). The
 chunk is the most tokens whose buffers stay within BUDGET_SHARE (9.5%) of the full logits in the
 input's dtype, capped at
@@ -354,7 +355,7 @@ def selected_sweep(op: str, lin: Linear, tgt: torch.Tensor, seq_len: int, groups
 
 
 def sub_rows(bt: int, v: int, elem_bytes: int, temp_bytes_per_row: int, chunk: int) -> int:
-    """Rows per sub-block of a chunk whose loss is computed by torch ops with ``temp_bytes_per_row``
+    """Rows per sub-block of a chunk whose loss is computed with ``temp_bytes_per_row``
     of fp32 temporaries per row: within BUDGET_SHARE of the full logits (and BUDGET_MAX_BYTES), but
     at least SUB_MIN_ROWS (fewer rows would make the chunk math launch-bound), at most the chunk."""
     budget = min(BUDGET_SHARE * bt * v * elem_bytes, BUDGET_MAX_BYTES)

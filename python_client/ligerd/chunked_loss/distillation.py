@@ -16,9 +16,12 @@
   x W.T / T)) with ``target`` the [BT, V] teacher probabilities, log(max(q, eps)); reduction
   batchmean (over the non-ignored rows), mean (also over V) or sum.
 
-The chunk's loss and its gradient with respect to the student logits are torch ops on the fp32
-chunk (autograd over the chunk only): ligerd's row-wise JSD/KL kernels are not used here yet. The
-GEMMs (both heads' logits, dx, dW) are ligerd's. Gradients are computed in the forward.
+Each sub-block's loss and its gradient with respect to the student's logits are closed forms on
+ligerd's row kernels (jsd_fwd, kl_div_fwd, the cross-entropy kernel's row log-sum-exps and hard
+loss) and a few fused torch ops, no autograd (``_distill_math``), written over the student's logits
+buffer. The logits GEMMs temper by alpha = 1/T wherever the raw logits are not needed (the
+teacher's JSD logits; the student's without a hard loss). The GEMMs (both heads' logits, dx, dW)
+are ligerd's. Gradients are computed in the forward.
 """
 
 from __future__ import annotations
