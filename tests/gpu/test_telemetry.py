@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -65,6 +66,8 @@ def daemon():
     proc.send_signal(signal.SIGTERM)
     proc.wait(10)
     log.close()
+    if os.environ.get("OUT"):  # the daemon's log among the run's artifacts
+        shutil.copy(log_path, Path(os.environ["OUT"]) / "telemetry-test-daemon.log")
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)
@@ -111,7 +114,8 @@ def test_remote_ops_are_counted_and_timed_by_the_daemon(daemon):
     # done: wait until all 20 are in (a loaded machine may take longer than a few hand-overs).
     m = settled(daemon["url"], lambda m: value(m, "ligerd_op_gpu_seconds_count", op="rms_norm_fwd",
                                                  dispatch="remote") >= 20)
-    assert value(m, "ligerd_ops_total", op="rms_norm_fwd", dispatch="remote", job=JOB, dtype="bfloat16") == 20
+    assert value(m, "ligerd_ops_total", op="rms_norm_fwd", dispatch="remote", job=JOB, dtype="bfloat16") == 20, \
+        ligerd.dispatch_info()
     assert value(m, "ligerd_ops_total", op="rms_norm_bwd", dispatch="remote", job=JOB) == 20
     assert value(m, "ligerd_op_bytes_total", op="rms_norm_fwd", dispatch="remote") >= 20 * 2 * 512 * 2048 * 2
     n = value(m, "ligerd_op_gpu_seconds_count", op="rms_norm_fwd", dispatch="remote")
