@@ -183,6 +183,7 @@ def main():
     M = B * T
     logits_bytes = M * V * 2
     rows, res_rows = [], []
+    meta = results.run_metadata(common.environment())
     for loss in args.losses:
         tensors, impls, flops = build(loss, B, T, D, V)
         grads_bytes = sum(t.numel() * t.element_size() for t in tensors)
@@ -237,11 +238,12 @@ def main():
         del tensors, impls
         gc.collect()
         torch.cuda.empty_cache()
+        if args.results != "none":  # per loss, so that a run cut short keeps what it measured
+            results.record(res_rows, meta, path=args.results, note=args.note)
+            res_rows = []
     cols = ["loss", "impl", "M", "D", "V", "ms", "pct_gemm", "peak_extra_MiB", "pct_logits", "note"]
     common.write_csv(out / "chunked_loss.csv", rows, cols)
     print(common.format_table(rows, cols))
-    if args.results != "none":
-        results.record(res_rows, results.run_metadata(common.environment()), path=args.results, note=args.note)
 
 
 if __name__ == "__main__":

@@ -181,6 +181,7 @@ def main():
     print(f"[bench] measured copy bandwidth: {copy_gbps:.0f} GB/s (read + write)")
     mods = load_ops(args.ops)
     rows, pngs = [], []
+    run_meta = results.run_metadata(common.environment())
     for mod in mods:
         impls = mod.impls()
         if args.impls:  # in the order given (the order they are timed in)
@@ -189,6 +190,9 @@ def main():
                               eager_launch=not args.no_eager_launch, memory=not args.no_memory)
         add_ratios(op_rows, copy_gbps)
         rows += op_rows
+        if args.results != "none":  # per op, so that a run cut short keeps what it measured
+            results.record(results.kernel_rows(op_rows, peers=args.impls or PEERS), run_meta,
+                           path=args.results, note=args.note)
         png = plot(mod, op_rows, copy_gbps, out / f"{mod.OP}.png")
         if png:
             pngs.append(png)
@@ -209,9 +213,6 @@ def main():
     except Exception as e:  # noqa: BLE001
         meta["ligerd_session"] = f"unavailable: {e}"
     common.write_json(out / "kernels_meta.json", meta)
-    if args.results != "none":
-        results.record(results.kernel_rows(rows, peers=args.impls or PEERS), results.run_metadata(meta),
-                       path=args.results, note=args.note)
     overhead = []
     if not args.no_overhead and rms_norm in mods:
         impls = rms_norm.impls()
