@@ -214,6 +214,29 @@ def test_chunked_distillation(dispatch, kind, beta, dtype):
     assert_mode(dispatch)
 
 
+@pytest.mark.parametrize("path,temperature,Vt", [("fold", 1.0, 32000), ("padded", 1.0, 32003),
+                                                 ("padded-tempered", 0.7, 32003)])
+@pytest.mark.parametrize("dtype", DTYPES, ids=param_id)
+def test_chunked_distillation_paths(dispatch, path, temperature, Vt, dtype):
+    """The JSD block's other paths (chunked_loss/_distill_math.py): at T = 1 with one vocabulary
+    the hard loss folded into the log-softmax backward (the benchmark's default); a larger, odd
+    teacher vocabulary (the student padded; jsd_fwd's one-element kernels), at T = 1 and not."""
+    g = gen(19)
+    BT, H, V = 1024, 512, 32000
+    sx, tx = (torch.randn(BT, H, device=DEV, generator=g) for _ in range(2))
+    sW = torch.randn(V, H, device=DEV, generator=g) / H ** 0.5 * 2
+    tW = torch.randn(Vt, H, device=DEV, generator=g) / H ** 0.5 * 2
+    y = torch.randint(0, V, (BT,), device=DEV, generator=g)
+    y[::7] = -100
+    kw = dict(beta=0.5, temperature=temperature, weight_hard_loss=0.4, weight_soft_loss=0.6)
+    mod = CL.LigerFusedLinearJSDLoss(return_soft_hard_loss=True, **kw)
+    judge(f"jsd {path} {dtype}", lambda a, w_, t1, t2: mod(a, w_, t1, t2, y),
+          lambda a, w_, t1, t2: (lambda r: (r[0], *r[1]))(R.distillation("jsd", a, w_, t1.detach(), t2.detach(), y,
+                                                                         **kw)),
+          [sx, sW, tx, tW], dtype, 2)
+    assert_mode(dispatch)
+
+
 @pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
 @pytest.mark.parametrize("dtype", DTYPES, ids=param_id)
 def test_transformers_fused_linear_jsd(dispatch, beta, dtype):
