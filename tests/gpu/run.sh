@@ -28,8 +28,9 @@
 #          report; a GPU suite left no time fails the run),
 #        SKIP_PRECOMPILE=1 (kernels then compile on first use),
 #        GPU_WORKERS=n (the GPU suite in n pytest-xdist processes sharing the GPU, one test file
-#          per process at a time (--dist loadfile); needs .whl/pytest_xdist-*.whl and
-#          execnet-*.whl, installed into <build>/test-tools; without them it runs in one process).
+#          per process at a time (--dist loadfile, or GPU_DIST=load: test by test, for a few long
+#          files); needs .whl/pytest_xdist-*.whl and execnet-*.whl, installed into
+#          <build>/test-tools; without them it runs in one process).
 #
 # The GPU suite alone outlasts one 600 s device call: run it in parts, one call each, on the warm
 # machine (the build under $LIGERD_BUILD and the JIT cache are kept; the build step is then a
@@ -243,7 +244,7 @@ elif [[ $FAILED == 0 || -f "$BUILD/python/ligerd/__init__.py" ]]; then
     if [[ -n "${GPU_WORKERS:-}" ]] && compgen -G '.whl/pytest_xdist-*.whl' >/dev/null; then
       [[ -d "$BUILD/test-tools/xdist" ]] || "$PY" -m pip install -q --no-index --no-deps \
         --target "$BUILD/test-tools" .whl/pytest_xdist-*.whl .whl/execnet-*.whl > "$OUT/test-tools.log" 2>&1
-      [[ -d "$BUILD/test-tools/xdist" ]] && xdist=(-n "$GPU_WORKERS" --dist loadfile)
+      [[ -d "$BUILD/test-tools/xdist" ]] && xdist=(-n "$GPU_WORKERS" --dist "${GPU_DIST:-loadfile}")
     fi
     step "$GPU_STEP" 1 env PYTHONUNBUFFERED=1 PYTHONPATH="$BUILD/test-tools:$PYTHONPATH" \
       timeout -s INT -k 60 "$gpu_timeout" "${MPS_WRAP[@]}" \
