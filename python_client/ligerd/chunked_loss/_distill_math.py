@@ -2,12 +2,13 @@
 gradient with respect to the student's raw logits in closed form, from ligerd's row kernels and a
 few fused torch ops on the block's fp32 [rows, V] tensors; no autograd, no stacked copies.
 
-* Log-probabilities: ``lse_rows`` takes each row's log-sum-exp from the cross-entropy kernel (one
+* Log-probabilities: ``LseSource`` takes each row's log-sum-exp from the cross-entropy kernel (one
   read of the logits in their own dtype: its reduction-none loss against class 0, which no row
   ignores, is lse - x[:, 0]); ``log_probs`` then writes x - lse in fp32 (one pass), padded with
   zero logits to the teacher's vocabulary (Liger pads the student's tempered logits so) by adding
   their (Vt - Vs) e^0 to the row sum. torch's log_softmax of 16-bit logits would first copy them
-  to fp32, then read that copy three times.
+  to fp32, then read that copy three times. (Raw logits tempered here, T != 1 with a hard loss:
+  x / T padded in fp32, its log-sum-exps from the same kernel, subtracted in place.)
 * JSD: ligerd's ``jsd_fwd`` kernel gives each row's generalised JSD and d JSD / d s_lp in one
   pass (kernels/ops/distill.cuh), over the block's non-ignored rows and divided by their count
   n_b; the chain rule through log-softmax is torch's fused log-softmax backward,
@@ -24,9 +25,10 @@ few fused torch ops on the block's fp32 [rows, V] tensors; no autograd, no stack
 * KL (fused_linear_kl_div): ligerd's ``kl_div_fwd`` kernel gives the row sums of
   q (log max(q, eps) - lp); d loss / d logits = -scale / T * LSB(q).
 
-Fewest fp32 [rows, V] temporaries alive at once: 3 (log-probs, the JSD gradient, LSB's output;
-cosine: the two fp32 copies and their product; KL: log-probs, q in fp32, LSB's output), 4 on the
-JSD path with a separate hard-loss gradient (its fp32 copy of the logits): ``FP32_TEMPS``."""
+fp32 [rows, V] temporaries alive at once: at most 3 (log-probs, the JSD gradient, LSB's output;
+cosine: the student's fp32 copy and its product with the teacher's logits or the gradient; KL:
+log-probs, q in fp32, LSB's output), 4 on the JSD path with a separate hard-loss gradient (its
+fp32 copy of the raw logits): ``FP32_TEMPS``."""
 
 from __future__ import annotations
 
@@ -113,15 +115,15 @@ def hard_ce(x: torch.Tensor, xf: Optional[torch.Tensor], y: torch.Tensor, denom:
 
 
 def cosine_block(x: torch.Tensor, t: torch.Tensor, beta: float, k: torch.Tensor, want_grad: bool):
-    """(rows' beta * (1 - cos(x, t)) with the student's zero padding, fp32 copies (xf, ts) and the
-    gradient of k * loss rows (k: fp32 [rows], 0 at ignored rows) over ts, or None)."""
+    """(rows' beta * (1 - cos(x, t)) with the student's zero padding, x in fp32 (x itself when
+    fp32, else a copy) and the gradient of sum(k * loss rows) w.r.t. x (fp32; k: fp32 [rows], 0 at
+    ignored rows), or None). t is read in its own dtype (16-bit values are exact in fp32)."""
     Vs = x.shape[1]
     xf = x.to(F32)
-    tf = t.to(F32)
-    ts = tf[:, :Vs]
+    ts = t[:, :Vs]
     ns = torch.linalg.vector_norm(xf, dim=-1)
-    nt = torch.linalg.vector_norm(tf, dim=-1)
-    dot = (xf * ts).sum(-1)
+    nt = torch.linalg.vector_norm(t, dim=-1, dtype=F32)
+    dot = torch.mul(xf, ts).sum(-1)
     nsc, ntc = ns.clamp_min(_NORM_EPS), nt.clamp_min(_NORM_EPS)
     cos = dot / (nsc * ntc)
     rows = beta * (1 - cos)
@@ -131,5 +133,6 @@ def cosine_block(x: torch.Tensor, t: torch.Tensor, beta: float, k: torch.Tensor,
     # |x| is not clamped (F.normalize's max(|x|, eps) has no |x| there).
     a = -beta * k / (nsc * ntc)
     b = (beta * k * cos / (nsc * nsc)).masked_fill_(ns <= _NORM_EPS, 0.0)
-    ts.mul_(a[:, None]).addcmul_(xf, b[:, None])
-    return rows, xf, ts
+    G = torch.mul(ts, a[:, None])
+    G.addcmul_(xf, b[:, None])
+    return rows, xf, G

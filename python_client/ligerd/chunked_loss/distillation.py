@@ -84,12 +84,11 @@ class _Jsd:
         lse_s = None
         if self.raw and T != 1.0:                    # raw logits, tempered here
             src = xf if xf is not None else x.to(F32)
-            z = torch.empty((c, Vt), dtype=F32, device=x.device)
-            torch.div(src, T, out=z[:, :Vs])
-            z[:, Vs:].zero_()
+            s_lp = torch.empty((c, Vt), dtype=F32, device=x.device)
+            torch.div(src, T, out=s_lp[:, :Vs])
+            s_lp[:, Vs:].zero_()
             del src
-            s_lp = torch.log_softmax(z, -1)
-            del z
+            s_lp.sub_(self.lse(s_lp)[:, None])     # log_softmax in place
         else:
             lse_s = self.lse(x)
             s_lp = M.log_probs(x, Vt, lse_s)
