@@ -133,7 +133,7 @@ class _Cosine:
 
     def __call__(self, r0: int, r1: int, x: torch.Tensor, t: torch.Tensor, grads: bool):
         R = self.rows
-        vc, _, _ = R.block(r0, r1)
+        vc = R.valid[r0:r1]
         c = x.shape[0]
         hard_grad = grads and self.raw and self.w_hard != 0.0
         # d loss / d raw logits per row: w_soft / n at non-ignored rows, / T through tempered logits
