@@ -107,13 +107,13 @@ def dispatch_line(args) -> str:
     return f"dispatch: {mode}"
 
 
-def tiny_llama(size: str, vocab: int, dtype, device: str, seed: int):
+def tiny_llama(size: str, vocab: int, dtype, device: str, seed: int, scale: int = 1):
     """A random-init transformers LlamaForCausalLM of SIZES[size] (untied LM head, eager attention
-    on the CPU, SDPA on the GPU)."""
+    on the CPU, SDPA on the GPU); ``scale`` multiplies the width (hidden, heads, FFN)."""
     from transformers import LlamaConfig, LlamaForCausalLM
     d = SIZES[size]
-    cfg = LlamaConfig(vocab_size=vocab, hidden_size=d["hidden"], intermediate_size=d["ffn"],
-                      num_hidden_layers=d["layers"], num_attention_heads=d["heads"],
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=d["hidden"] * scale, intermediate_size=d["ffn"] * scale,
+                      num_hidden_layers=d["layers"], num_attention_heads=d["heads"] * scale,
                       num_key_value_heads=d["kv_heads"], max_position_embeddings=4096,
                       tie_word_embeddings=False, pad_token_id=0, bos_token_id=1, eos_token_id=2,
                       attn_implementation="sdpa" if device == "cuda" else "eager")
@@ -203,14 +203,14 @@ def check_one_step(name: str, fused, unfused, inputs: Sequence[torch.Tensor], la
     for lab, a, b, c in rows:
         if c is None or a is None:
             if (a is None) != (c is None):
-                out(f"    {lab:<20} missing on one side"); ok = False
+                out(f"    {lab:<24} missing on one side"); ok = False
             continue
         e, eb = rel_err(a, c), rel_err(b, c)
         lim = allowed(eb, c.numel(), dtype, vocab)
         good = e <= lim and bool(torch.isfinite(a.double()).all())
         ok &= good
         val = f"{a.double().item():+.6f} vs {b.double().item():+.6f}" if a.numel() == 1 else f"{a.numel()} values"
-        out(f"    {lab:<20} {val:<28} ligerd {e:.2e}  torch {eb:.2e}  limit {lim:.2e}  "
+        out(f"    {lab:<24} {val:<28} ligerd {e:.2e}  torch {eb:.2e}  limit {lim:.2e}  "
             f"{'ok' if good else 'TOO FAR'}")
     if mib_fused is not None:
         out(f"  peak memory of the loss step (forward + backward, beyond its inputs): ligerd {mib_fused:.1f} MiB, "
