@@ -11,7 +11,6 @@
 #include <tuple>
 
 #include "absl/container/flat_hash_map.h"
-#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/default_paths.h"
@@ -53,21 +52,8 @@ class ExecutorImpl final : public Executor {
  public:
   ExecutorImpl(const DriverApi* drv, std::shared_ptr<JitCache> cache, int device, std::string arch,
                int sm_count, int cc, std::string name, std::shared_ptr<TuningDb> tuning, CUdevice cu_device)
-      : drv_(drv), cache_(std::move(cache)), arch_(std::move(arch)), tuning_(std::move(tuning)),
-        cu_device_(cu_device) {
-    info_.ordinal = device;
-    info_.name = std::move(name);
-    info_.sm_count = sm_count;
-    info_.compute_capability = cc;
-    info_.blocks_per_sm = [this](std::string_view op, const KernelVariant& v,
-                                 std::string_view kernel, int threads, size_t smem) {
-      return BlocksPerSm(op, v, kernel, threads, smem);
-    };
-    info_.active_clusters = [this](std::string_view op, const KernelVariant& v, std::string_view kernel,
-                                   int threads, size_t smem, int cluster) {
-      return ActiveClusters(op, v, kernel, threads, smem, cluster);
-    };
-  }
+      : drv_(drv), cache_(std::move(cache)), arch_(std::move(arch)), cu_device_(cu_device),
+        planner_(MakeDeviceInfo(device, sm_count, cc, std::move(name)), std::move(tuning)) {}
 
   absl::StatusOr<size_t> WorkspaceBytes(std::string_view op, std::span<const TensorView> tensors,
                                         std::span<const double> scalars) override {
@@ -88,44 +74,8 @@ class ExecutorImpl final : public Executor {
   absl::StatusOr<OpPlan> Plan(std::string_view op, std::span<const TensorView> tensors,
                               std::span<const double> scalars, void* workspace, size_t workspace_bytes,
                               const PlanOptions& options) override {
-    OpCall call;
-    call.tensors = tensors;
-    call.scalars = scalars;
-    call.workspace = workspace;
-    call.workspace_bytes = workspace_bytes;
-    call.check_workspace = options.check_workspace;
-    if (options.config != nullptr) {
-      call.tuned = options.config;
-      return plans_.Plan(op, call, info_);
-    }
-    if (!options.use_tuning_db || tuning_ == nullptr) return plans_.Plan(op, call, info_);
-    // The hot path: a launch whose geometry was planned before, with the DB unchanged since, is
-    // one plan-cache hit (key build + hash lookup + address patching). The DB's generation is a
-    // clock read and atomic loads (it stats the file at most every 250 ms, as Lookup does, so a
-    // newly tuned config is still picked up); the op lookup, tuning key and DB lookup below run
-    // only on a miss. Read the generation before the lookup: a plan cached under it then never
-    // reflects an older DB than its key says.
-    struct Miss {  // what the callbacks share; they capture one pointer (no allocation)
-      ExecutorImpl* self;
-      std::string_view op;
-      std::optional<TuningKey> key;  // kept for the rejection log
-    } miss{this, op, std::nullopt};
-    PlanCache::ConfigSource source;
-    source.generation = tuning_->Generation();
-    source.lookup = [m = &miss](const OpCall& c) -> std::optional<LaunchConfig> {
-      const OpSpec* spec = FindOp(m->op);
-      if (spec == nullptr || !spec->candidates || !spec->tuning_shape) return std::nullopt;
-      const std::optional<TuningShape> shape = spec->tuning_shape(c);
-      if (!shape.has_value()) return std::nullopt;
-      m->key = MakeTuningKey(m->op, *shape);
-      std::optional<TuningEntry> entry = m->self->tuning_->Lookup(*m->key);
-      if (!entry.has_value()) return std::nullopt;
-      return entry->config;
-    };
-    source.rejected = [m = &miss](const LaunchConfig& config, const absl::Status& why) {
-      if (m->key.has_value()) m->self->NoteRejected(*m->key, config, why);
-    };
-    return plans_.Plan(op, call, info_, source);
+    // The plan cache and the tuning DB's configs (kernels/planner.h): no driver call in it.
+    return planner_.Plan(op, tensors, scalars, workspace, workspace_bytes, options);
   }
 
   absl::Status LaunchPlan(std::string_view op, const OpPlan& plan, CUstream stream) override {
@@ -177,19 +127,26 @@ class ExecutorImpl final : public Executor {
     drv_->cuDevicePrimaryCtxRelease(cu_device_);
   }
 
-  const DeviceInfo& device_info() const override { return info_; }
-  std::shared_ptr<TuningDb> tuning_db() const override { return tuning_; }
+  const DeviceInfo& device_info() const override { return planner_.device_info(); }
+  std::shared_ptr<TuningDb> tuning_db() const override { return planner_.tuning_db(); }
 
  private:
-  // A stored config this call's op refused: logged once per (bucket, config), not an error.
-  void NoteRejected(const TuningKey& key, const LaunchConfig& config, const absl::Status& why) {
-    const std::string id = absl::StrCat(KeyString(key), " ", FormatLaunchConfig(config));
-    {
-      absl::MutexLock lock(&mu_);
-      if (!rejected_.insert(id).second) return;
-    }
-    TuningLog(absl::StrCat("ignoring tuned config ", FormatLaunchConfig(config), " for ", KeyString(key),
-                           " (using the default): ", why.message()));
+  // The planner's view of this GPU; its occupancy queries load the kernels (this executor's).
+  DeviceInfo MakeDeviceInfo(int device, int sm_count, int cc, std::string name) {
+    DeviceInfo info;
+    info.ordinal = device;
+    info.name = std::move(name);
+    info.sm_count = sm_count;
+    info.compute_capability = cc;
+    info.blocks_per_sm = [this](std::string_view op, const KernelVariant& v,
+                                std::string_view kernel, int threads, size_t smem) {
+      return BlocksPerSm(op, v, kernel, threads, smem);
+    };
+    info.active_clusters = [this](std::string_view op, const KernelVariant& v, std::string_view kernel,
+                                  int threads, size_t smem, int cluster) {
+      return ActiveClusters(op, v, kernel, threads, smem, cluster);
+    };
+    return info;
   }
 
   absl::Status RunGemm(std::string_view op, const KernelLaunch& k, CUstream stream) {
@@ -290,7 +247,7 @@ class ExecutorImpl final : public Executor {
     LIGERD_CU_CHECK(drv_->cuCtxGetCurrent(&ctx));
     if (ctx == nullptr)
       return absl::FailedPreconditionError(absl::StrCat(
-          op_name, ": no CUDA context is current on this thread (device ", info_.ordinal, ")"));
+          op_name, ": no CUDA context is current on this thread (device ", planner_.device_info().ordinal, ")"));
     const auto module_key = std::make_pair(ctx, absl::StrCat(op_name, "/", variant.tag));
     {
       absl::MutexLock lock(&mu_);
@@ -302,10 +259,10 @@ class ExecutorImpl final : public Executor {
     }
     CUdevice ctx_device = 0;
     LIGERD_CU_CHECK(drv_->cuCtxGetDevice(&ctx_device));
-    if (ctx_device != info_.ordinal)
+    if (ctx_device != planner_.device_info().ordinal)
       return absl::FailedPreconditionError(absl::StrCat(op_name, ": the current CUDA context is on device ",
                                                         ctx_device, ", this executor runs on device ",
-                                                        info_.ordinal));
+                                                        planner_.device_info().ordinal));
     // Compile or fetch outside our lock: it may take seconds and the cache has its own.
     const OpSpec* spec = FindOp(op);
     if (spec == nullptr) return absl::NotFoundError(absl::StrCat("unknown op '", op_name, "'"));
@@ -329,18 +286,16 @@ class ExecutorImpl final : public Executor {
   const DriverApi* const drv_;
   const std::shared_ptr<JitCache> cache_;
   const std::string arch_;
-  const std::shared_ptr<TuningDb> tuning_;
   const CUdevice cu_device_;
-  DeviceInfo info_;
-  PlanCache plans_;
   absl::Mutex mu_;
   absl::flat_hash_map<std::pair<CUcontext, std::string>, std::unique_ptr<Module>> modules_
       ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::tuple<CUfunction, int, size_t>, int> occupancy_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::tuple<CUfunction, int, size_t, int>, int> clusters_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<CUfunction, size_t> dynamic_shared_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_set<std::string> rejected_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<LtGemm> gemm_ ABSL_GUARDED_BY(mu_);
+  // Last: its DeviceInfo's callbacks use the members above.
+  Planner planner_;
 };
 
 // sm_XY when this NVRTC can build CUBIN for the GPU; otherwise PTX for the newest arch it

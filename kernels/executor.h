@@ -31,6 +31,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "kernels/catalogue.h"
+#include "kernels/planner.h"
 #include "kernels/tensor_view.h"
 
 namespace ligerd::kernels {
@@ -48,12 +49,7 @@ struct ExecutorOptions {
   std::optional<uid_t> trusted_cache_owner = std::nullopt;
 };
 
-// How Plan() picks the launch config.
-struct PlanOptions {
-  bool use_tuning_db = true;             // look the call's bucket up in the tuning DB
-  const LaunchConfig* config = nullptr;  // explicit config (the tuner); null = DB or default
-  bool check_workspace = true;           // false: only asking (workspace size, which config)
-};
+// PlanOptions (how Plan() picks the launch config) is in kernels/planner.h.
 
 class Executor {
  public:
