@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""End-to-end training benchmark (issue 5): a Llama-3.2-1B-shaped model, HF eager vs HF + Liger-Kernel
-vs HF + ligerd (local and remote dispatch), throughput, peak memory and the largest batch that fits.
+"""End-to-end training benchmark (issues 5 and 20): a Llama-3.2-1B-shaped model, HF eager vs HF +
+Liger-Kernel vs HF + ligerd (local and remote dispatch), each also under torch.compile: throughput,
+peak memory and the largest batch that fits.
 
 Model: ``transformers.LlamaForCausalLM``, vocabulary 128256, hidden 2048, 16 layers, 32 query /
 8 key-value heads (head 64), FFN 8192, tied embeddings (as Llama-3.2-1B), rope theta 500000, SDPA
@@ -17,6 +18,24 @@ leave state behind for the next configuration):
   ligerd-remote  the same with LIGERD_DISPATCH=remote (the daemon runs the kernels): run the whole
                  benchmark under MPS (bash .device/with-mps.sh python3 bench/e2e/run_e2e.py), as
                  remote dispatch is only fast there
+  hf-compile     HF eager with the model wrapped in torch.compile(model) (Inductor, default mode)
+  liger-compile  HF + Liger-Kernel, then torch.compile(model)
+  ligerd-compile HF + ligerd local, then torch.compile(model)
+  ligerd-cudagraph  HF + ligerd local, then torch.compile(model, mode="reduce-overhead") (Inductor
+                 with CUDA graphs through cudagraph trees; torch.compiler.cudagraph_mark_step_begin()
+                 before every step)
+
+Compiled configurations (CONFIGS[...]["compile"]): the model is patched first, then wrapped; only the
+model's forward (and so its backward) is compiled, not the optimizer step. --fullgraph auto (the
+default) compiles with fullgraph=True and, when that fails (a graph break), compiles again with
+fullgraph=False, and the rows say so ("fullgraph" or "N graph breaks (fullgraph=True failed: ...)");
+--fullgraph on/off forces one. Dynamic shapes are torch's default (the first batch compiles a static
+graph, the second a graph dynamic in the batch, reused by the later ones). Compilation is excluded
+from the timing: a compiled configuration takes at least 2 warm-up steps per batch (3 under
+reduce-overhead: cudagraph trees warm up, record, then replay), its first step compiles (or
+recompiles for a new batch) and is timed apart: ``first_step_s`` and ``warmup_s`` (all warm-up
+steps) per row; the timed steps after them compile nothing (torch._dynamo's counters before and
+after are compared: a row whose timed steps compiled says so).
 
 In each process, one model and optimizer; batches are tried in ascending order (the equal batches,
 then doubling up to --max-batch): per batch ``--warmup`` steps, then ``--steps`` timed steps
@@ -30,11 +49,14 @@ Outputs under --out (default out/e2e): e2e.csv (one row per configuration and ba
 and peak memory against batch; needs matplotlib); rows appended to the results file (op "e2e",
 pass "train": bench/results.csv, or --results / $LIGERD_RESULTS; bench/ligerd_bench/results.py;
 an out-of-memory batch or a failed configuration is a row saying so); and a table with the ratios
-beside the issue's targets: throughput >= 1.2x HF eager and >= Liger's (each at its largest batch,
-and at equal batch), peak memory at equal batch <= 0.6x HF eager and <= Liger's, largest batch
->= 2x HF eager's.
+beside the targets, against HF eager, HF + Liger-Kernel and HF + torch.compile: throughput >= 1.2x HF
+eager (issue 5), >= 1.15x Liger's and >= HF + torch.compile's (issue 20), each at its largest batch;
+at equal batch >= 1.2x HF eager and >= Liger's; peak memory at equal batch <= 0.6x HF eager's and
+<= Liger's and HF + torch.compile's; largest batch >= 2x HF eager's. The targets judge the ligerd
+columns; the best ligerd configuration (with or without compile) is named below the table.
 
-    python3 bench/e2e/run_e2e.py                 # all four, ~5-8 minutes on an H100
+    python3 bench/e2e/run_e2e.py                 # all eight; the eager four take ~5-8 minutes on an H100
+    python3 bench/e2e/run_e2e.py --quick --configs hf-compile liger-compile ligerd-compile ligerd-cudagraph
     python3 bench/e2e/run_e2e.py --quick         # fewer steps, equal batch 1 and 2, no refinement
     python3 bench/e2e/run_e2e.py --configs hf ligerd-local --equal-batches 2
 
@@ -105,17 +127,36 @@ CONFIGS: Dict[str, Dict[str, object]] = {
                          env={"LIGERD_DISPATCH": "local"}),
     "ligerd-remote": dict(label="HF + ligerd remote", patch=train_llama.LIGERD_PATCH,
                           env={"LIGERD_DISPATCH": "remote"}),
+    # torch.compile(model) after patching ("compile": its mode; the module docstring says how)
+    "hf-compile": dict(label="HF + torch.compile", patch=None, env={}, compile="default"),
+    "liger-compile": dict(label="HF + Liger + compile",
+                          patch="liger_kernel.transformers:apply_liger_kernel_to_llama", env={},
+                          compile="default"),
+    "ligerd-compile": dict(label="HF + ligerd + compile", patch=train_llama.LIGERD_PATCH,
+                           env={"LIGERD_DISPATCH": "local"}, compile="default"),
+    "ligerd-cudagraph": dict(label="HF + ligerd + CUDA graphs", patch=train_llama.LIGERD_PATCH,
+                             env={"LIGERD_DISPATCH": "local"}, compile="reduce-overhead"),
 }
-LIGERD_CONFIGS = ("ligerd-local", "ligerd-remote")
+LIGERD_CONFIGS = tuple(n for n in CONFIGS if n.startswith("ligerd"))
+# The configurations every other one is compared with: name -> the suffix of its ratio keys.
+PEERS = {"hf": "hf", "liger": "liger", "hf-compile": "hfc"}
+# Warm-up steps a compiled configuration takes at least, per batch, so that no timed step compiles:
+# default mode compiles at its first step; cudagraph trees warm up, then record, then replay.
+COMPILE_WARMUP = {"default": 2, "reduce-overhead": 3}
 
-# The issue's targets for ligerd (ratio, comparison, bound).
+# The issues' targets for ligerd (ratio, comparison, bound): issue 5's, and issue 20's (at least
+# 1.15x Liger-Kernel and ahead of HF + torch.compile, each at its largest batch, at equal or lower
+# memory).
 TARGETS = {
     "tok_s_vs_hf": (">=", 1.2),        # throughput at each one's largest batch
-    "tok_s_vs_liger": (">=", 1.0),
+    "tok_s_vs_liger": (">=", 1.15),
+    "tok_s_vs_hfc": (">=", 1.0),
     "eq_tok_s_vs_hf": (">=", 1.2),     # throughput at equal batch
     "eq_tok_s_vs_liger": (">=", 1.0),
+    "eq_tok_s_vs_hfc": (">=", 1.0),
     "eq_mem_vs_hf": ("<=", 0.6),       # peak memory at equal batch
     "eq_mem_vs_liger": ("<=", 1.0),
+    "eq_mem_vs_hfc": ("<=", 1.0),
     "max_batch_vs_hf": (">=", 2.0),
 }
 
@@ -142,6 +183,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                     help="results file to append to (default $LIGERD_RESULTS or bench/results.csv; "
                          "'none': do not append)")
     ap.add_argument("--note", default="", help="a note for every row of the results file")
+    ap.add_argument("--fullgraph", choices=("auto", "on", "off"), default="auto",
+                    help="compiled configurations: fullgraph=True, falling back to graph breaks "
+                         "when it fails (auto, the default), or only on / off")
     # Internal: the child process; tests use the CPU, a tiny model and fake patches.
     ap.add_argument("--model", choices=list(MODELS), default="1b", help=argparse.SUPPRESS)
     ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help=argparse.SUPPRESS)
@@ -150,6 +194,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap.add_argument("--worker", choices=list(CONFIGS), default=None, help=argparse.SUPPRESS)
     ap.add_argument("--batches", type=int, nargs="+", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--result", default=None, help=argparse.SUPPRESS)
+    # Tests on the CPU compile with a fast backend (aot_eager); the benchmark uses Inductor.
+    ap.add_argument("--compile-backend", default="inductor", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.quick:
         args.warmup, args.steps, args.refine = 1, 2, 0
@@ -189,6 +235,68 @@ def is_oom(e: BaseException) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
+# Compiled configurations
+
+def _dynamo_counts() -> Dict[str, int]:
+    """torch._dynamo's running totals: frames compiled (a recompile counts) and graph breaks."""
+    from torch._dynamo.utils import counters
+    return {"frames": int(counters["frames"].get("ok", 0)) + int(counters["stats"].get("unique_graphs", 0)),
+            "graph_breaks": int(sum(counters["graph_break"].values())),
+            "cudagraph_skips": int(counters["inductor"].get("cudagraph_skips", 0))}
+
+
+def _is_compile_error(e: BaseException) -> bool:
+    """An error torch.compile raised (a graph break under fullgraph=True, a backend failure)."""
+    return any(c.__module__.startswith(("torch._dynamo", "torch._inductor", "torch.fx"))
+               for c in type(e).__mro__)
+
+
+class Compiled:
+    """The model wrapped in torch.compile(mode); with fullgraph "auto", fullgraph=True first and,
+    when that fails at a call, torch._dynamo.reset() and fullgraph=False (``fallback`` says why).
+    Calling it runs the model's forward; under reduce-overhead each call begins a new cudagraph
+    step (torch.compiler.cudagraph_mark_step_begin), as a training loop must."""
+
+    def __init__(self, model, mode: str, fullgraph: str = "auto", backend: str = "inductor"):
+        self.model, self.mode, self.backend = model, mode, backend
+        self.auto = fullgraph == "auto"
+        self.fullgraph = fullgraph != "off"
+        self.fallback = ""
+        self.fn = self._compile()
+
+    def _compile(self):
+        import torch
+        if self.backend == "inductor":
+            return torch.compile(self.model, mode=self.mode, fullgraph=self.fullgraph)
+        return torch.compile(self.model, backend=self.backend, fullgraph=self.fullgraph)
+
+    def __call__(self, **kw):
+        import torch
+        if self.mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
+        try:
+            return self.fn(**kw)
+        except Exception as e:  # noqa: BLE001: only a fullgraph failure is retried
+            if not (self.auto and self.fullgraph) or is_oom(e) or not _is_compile_error(e):
+                raise
+            first = (str(e).strip().splitlines() or [""])[0]
+            self.fallback = f"fullgraph=True failed: {type(e).__name__}: {first}"[:300]
+            print(f"  torch.compile: {self.fallback}; compiling with fullgraph=False", flush=True)
+            torch._dynamo.reset()
+            self.fullgraph = False
+            self.fn = self._compile()
+            for p in self.model.parameters():
+                p.grad = None
+            return self.fn(**kw)
+
+    def describe(self, graph_breaks: int) -> str:
+        what = f"mode={self.mode}"
+        if self.fullgraph:
+            return f"{what}, fullgraph"
+        return f"{what}, {graph_breaks} graph breaks" + (f" ({self.fallback})" if self.fallback else "")
+
+
+# ---------------------------------------------------------------------------------------------
 # The child: one configuration, batches in ascending order until one runs out of memory
 
 def worker_main(args: argparse.Namespace) -> int:
@@ -215,6 +323,8 @@ def worker_main(args: argparse.Namespace) -> int:
         info["params"] = sum(p.numel() for p in model.parameters())
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1,
                                 **({"fused": True} if args.device == "cuda" else {}))
+        mode = CONFIGS[name].get("compile")
+        fwd = (Compiled(model, mode, args.fullgraph, args.compile_backend) if mode else model)
     except Exception as e:  # noqa: BLE001: the parent reports it beside the others
         import traceback
         traceback.print_exc()
@@ -223,34 +333,58 @@ def worker_main(args: argparse.Namespace) -> int:
         return 1
     gen = torch.Generator(device="cpu").manual_seed(1)
     cuda = args.device == "cuda"
+    warmup = max(args.warmup, COMPILE_WARMUP[mode]) if mode else args.warmup
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
     for batch in args.batches:
         row: Dict[str, object] = {"config": name, "batch": batch, "seq": args.seq}
         try:
             opt.zero_grad(set_to_none=True)
+            sync()
             if cuda:
-                torch.cuda.synchronize()
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()
             ids = torch.randint(0, m["vocab"], (batch, args.seq), generator=gen).to(args.device)
-            t0 = None
+            t0 = time.perf_counter()
+            t_first = None
             loss = None
-            for i in range(args.warmup + args.steps):
-                if i == args.warmup:
-                    if cuda:
-                        torch.cuda.synchronize()
+            counts = _dynamo_counts() if mode else None
+            for i in range(warmup + args.steps):
+                if i == warmup:
+                    sync()
+                    row["warmup_s"] = time.perf_counter() - t0
+                    counts = _dynamo_counts() if mode else None
                     t0 = time.perf_counter()
-                loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+                loss = fwd(input_ids=ids, labels=ids, use_cache=False).loss
                 loss.backward()
                 opt.step()
                 opt.zero_grad(set_to_none=True)
-            if cuda:
-                torch.cuda.synchronize()
+                if mode and i == 0:
+                    sync()
+                    t_first = time.perf_counter() - t0
+            sync()
             dt = time.perf_counter() - t0
             row.update(status="ok", tokens_per_s=args.steps * batch * args.seq / dt,
                        step_ms=dt / args.steps * 1e3, loss=float(loss.item()),
                        peak_gib=(torch.cuda.max_memory_allocated() / 2**30) if cuda else 0.0)
+            if mode:
+                after = _dynamo_counts()
+                row.update(first_step_s=t_first, warmup_steps=warmup,
+                           compile=fwd.describe(after["graph_breaks"]))
+                notes = []
+                if after["frames"] != counts["frames"]:
+                    notes.append("the timed steps compiled again")
+                if after["cudagraph_skips"]:
+                    notes.append(f"cudagraphs skipped {after['cudagraph_skips']} graph(s)")
+                if notes:
+                    row["compile"] += "; " + ", ".join(notes)
+                info["compile"] = row["compile"]
             print(f"  {CONFIGS[name]['label']}: batch {batch}: {row['tokens_per_s']:,.0f} tok/s, "
-                  f"{row['peak_gib']:.1f} GiB", flush=True)
+                  f"{row['peak_gib']:.1f} GiB"
+                  + (f" ({row['compile']}; first step {t_first:.1f} s)" if mode else ""), flush=True)
             rows.append(row)
             save()
         except Exception as e:  # noqa: BLE001
@@ -262,6 +396,8 @@ def worker_main(args: argparse.Namespace) -> int:
                 import traceback
                 traceback.print_exc()
                 row.update(status="error", error=f"{type(e).__name__}: {e}"[:500])
+                if mode:
+                    row["compile"] = fwd.describe(_dynamo_counts()["graph_breaks"])
                 info["error"] = row["error"]
                 rows.append(row)
             save()
@@ -278,7 +414,8 @@ def worker_main(args: argparse.Namespace) -> int:
 def child_command(args: argparse.Namespace, name: str, batches: Sequence[int], result: Path) -> List[str]:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--result", str(result),
            "--batches", *map(str, batches), "--seq", str(args.seq), "--warmup", str(args.warmup),
-           "--steps", str(args.steps), "--model", args.model, "--device", args.device]
+           "--steps", str(args.steps), "--model", args.model, "--device", args.device,
+           "--fullgraph", args.fullgraph, "--compile-backend", args.compile_backend]
     for k, v in args.patches.items():
         cmd += ["--patch", f"{k}={v}"]
     return cmd
@@ -374,7 +511,7 @@ def summarize(results: Dict[str, Dict], equal_batches: Sequence[int]) -> List[Di
         at_max = _row_at(res, res["max_batch"])
         s: Dict[str, object] = {
             "config": name, "label": res["label"], "max_batch": res["max_batch"],
-            "first_oom": res["first_oom"], "error": res["error"],
+            "first_oom": res["first_oom"], "error": res["error"], "compile": compile_note(res),
             "tok_s_at_max": at_max["tokens_per_s"] if at_max else None,
             "peak_gib_at_max": at_max["peak_gib"] if at_max else None,
         }
@@ -382,21 +519,34 @@ def summarize(results: Dict[str, Dict], equal_batches: Sequence[int]) -> List[Di
             r = _row_at(res, b)
             s[f"tok_s_b{b}"] = r["tokens_per_s"] if r else None
             s[f"peak_gib_b{b}"] = r["peak_gib"] if r else None
-        for peer in ("hf", "liger"):
+        for peer, key in PEERS.items():
             p = results.get(peer)
             if p is None or peer == name:
                 continue
             pm = _row_at(p, p["max_batch"])
-            s[f"tok_s_vs_{peer}"] = _ratio(s["tok_s_at_max"], pm["tokens_per_s"] if pm else None)
+            s[f"tok_s_vs_{key}"] = _ratio(s["tok_s_at_max"], pm["tokens_per_s"] if pm else None)
             b_eq = equal_batch(res, p, equal_batches)
-            s[f"eq_batch_vs_{peer}"] = b_eq
+            s[f"eq_batch_vs_{key}"] = b_eq
             mine, theirs = _row_at(res, b_eq), _row_at(p, b_eq)
-            s[f"eq_tok_s_vs_{peer}"] = _ratio(mine and mine["tokens_per_s"], theirs and theirs["tokens_per_s"])
-            s[f"eq_mem_vs_{peer}"] = _ratio(mine and mine["peak_gib"], theirs and theirs["peak_gib"])
+            s[f"eq_tok_s_vs_{key}"] = _ratio(mine and mine["tokens_per_s"], theirs and theirs["tokens_per_s"])
+            s[f"eq_mem_vs_{key}"] = _ratio(mine and mine["peak_gib"], theirs and theirs["peak_gib"])
             if peer == "hf":
                 s["max_batch_vs_hf"] = _ratio(res["max_batch"], p["max_batch"])
         summary.append(s)
     return summary
+
+
+def compile_note(res: Dict) -> str:
+    """How a compiled configuration compiled (its last measured row's note), "" for eager ones."""
+    notes = [r.get("compile") for r in res["rows"] if r.get("compile")]
+    return notes[-1] if notes else ""
+
+
+def best_ligerd(summary: Sequence[Dict]) -> Optional[Dict]:
+    """The ligerd configuration with the most tokens/s at its largest batch (with or without
+    compile: the issue's "HF + ligerd, with torch.compile where it helps")."""
+    mine = [s for s in summary if s["config"] in LIGERD_CONFIGS and s.get("tok_s_at_max")]
+    return max(mine, key=lambda s: s["tok_s_at_max"]) if mine else None
 
 
 def meets(key: str, value: Optional[float]) -> str:
@@ -426,7 +576,8 @@ def format_report(results: Dict[str, Dict], summary: Sequence[Dict], equal_batch
                   seq: int) -> str:
     """The measurements per batch, then the ratios beside the issue's targets."""
     out = []
-    header = ["config"] + [f"batch {b}" for b in equal_batches] + ["largest batch", "tok/s there"]
+    header = ["config"] + [f"batch {b}" for b in equal_batches] + ["largest batch", "tok/s there",
+                                                                   "GiB there"]
     rows = []
     for s in summary:
         cells = [s["label"]]
@@ -440,6 +591,7 @@ def format_report(results: Dict[str, Dict], summary: Sequence[Dict], equal_batch
             more = "" if s["first_oom"] is not None else "+ (no OOM up to the search limit)"
             cells.append(f"{s['max_batch']}{more}")
         cells.append(_f(s["tok_s_at_max"], "{:,.0f}"))
+        cells.append(_f(s["peak_gib_at_max"], "{:.1f}"))
         rows.append(cells)
     out.append(f"Llama-3.2-1B shape, bf16, AdamW, sequence {seq}: tokens/s and peak memory "
                f"(torch.cuda.max_memory_allocated)")
@@ -450,13 +602,21 @@ def format_report(results: Dict[str, Dict], summary: Sequence[Dict], equal_batch
         d = results[s["config"]].get("dispatch")
         if d:
             out.append(f"{s['label']} dispatch: {d}")
+        if s.get("compile"):
+            first = [r for r in results[s["config"]]["rows"] if r.get("first_step_s") is not None]
+            when = (f"; first step (compiling) {first[0]['first_step_s']:.1f} s, not timed"
+                    if first else "")
+            out.append(f"{s['label']} compiled: {s['compile']}{when}")
 
     keys = [("tok_s_vs_hf", "tokens/s vs HF eager (each at its largest batch)"),
             ("tok_s_vs_liger", "tokens/s vs Liger (each at its largest batch)"),
+            ("tok_s_vs_hfc", "tokens/s vs HF + compile (each at its largest batch)"),
             ("eq_tok_s_vs_hf", "tokens/s vs HF eager at equal batch"),
             ("eq_tok_s_vs_liger", "tokens/s vs Liger at equal batch"),
+            ("eq_tok_s_vs_hfc", "tokens/s vs HF + compile at equal batch"),
             ("eq_mem_vs_hf", "peak memory vs HF eager at equal batch"),
             ("eq_mem_vs_liger", "peak memory vs Liger at equal batch"),
+            ("eq_mem_vs_hfc", "peak memory vs HF + compile at equal batch"),
             ("max_batch_vs_hf", "largest batch vs HF eager")]
     shown = [s for s in summary if s["config"] != "hf"]
     if shown:
@@ -475,17 +635,23 @@ def format_report(results: Dict[str, Dict], summary: Sequence[Dict], equal_batch
                 mark = meets(key, v) if s["config"] in LIGERD_CONFIGS else ""
                 cells.append(f"{v:.2f}x" + (f" {mark}" if mark else ""))
             rows.append(cells)
-        eqb = sorted({s[k] for s in shown for k in ("eq_batch_vs_hf", "eq_batch_vs_liger")
+        eqb = sorted({s[k] for s in shown for k in (f"eq_batch_vs_{v}" for v in PEERS.values())
                       if s.get(k)})
         out.append("")
-        out.append("Ratios (targets from issue 5 apply to the ligerd columns; equal batch = "
+        out.append("Ratios (targets from issues 5 and 20 apply to the ligerd columns; equal batch = "
                    f"{', '.join(map(str, eqb)) or '-'})")
         out.append(_table(header, rows))
+        best = best_ligerd(summary)
+        if best:
+            parts = [f"{key.split('_vs_')[1]} {best[key]:.2f}x ({meets(key, best[key]) or '-'})"
+                     for key in ("tok_s_vs_liger", "tok_s_vs_hfc", "tok_s_vs_hf") if best.get(key) is not None]
+            out.append(f"Best ligerd configuration: {best['label']}, {best['tok_s_at_max']:,.0f} tok/s at "
+                       f"batch {best['max_batch']}" + (": vs " + ", ".join(parts) if parts else ""))
     return "\n".join(out)
 
 
 CSV_COLUMNS = ["config", "label", "batch", "seq", "phase", "status", "tokens_per_s", "step_ms",
-               "peak_gib", "loss", "error"]
+               "peak_gib", "loss", "warmup_steps", "warmup_s", "first_step_s", "compile", "error"]
 
 
 def write_outputs(results: Dict[str, Dict], summary: List[Dict], out: Path, meta: Dict,
@@ -533,9 +699,11 @@ def plot_results(results: Dict[str, Dict], path: Path, meta: Dict) -> Optional[P
         ok = sorted((r for r in res["rows"] if r.get("status") == "ok"), key=lambda r: r["batch"])
         if ok:
             b = [r["batch"] for r in ok]
+            style = "--" if CONFIGS[name].get("compile") else "-"  # compiled: dashed
             ax1.plot(b, [r["tokens_per_s"] / 1e3 for r in ok], marker="o", label=res["label"],
-                     color=colors[name])
-            ax2.plot(b, [r["peak_gib"] for r in ok], marker="o", label=res["label"], color=colors[name])
+                     color=colors[name], linestyle=style)
+            ax2.plot(b, [r["peak_gib"] for r in ok], marker="o", label=res["label"], color=colors[name],
+                     linestyle=style)
     for ax, yl, title in ((ax1, "K tokens/s", "throughput"), (ax2, "GiB", "peak memory")):
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_formatter(ScalarFormatter())
@@ -549,10 +717,15 @@ def plot_results(results: Dict[str, Dict], path: Path, meta: Dict) -> Optional[P
     labels = [res["label"] for res in results.values()]
     mb = [res["max_batch"] or 0 for res in results.values()]
     bars = ax3.bar(range(len(labels)), mb, color=[colors[n] for n in results])
-    ax3.set_xticks(range(len(labels)), labels, rotation=15, fontsize=8)
-    for bar, v in zip(bars, mb):
-        ax3.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), str(v), ha="center", va="bottom")
-    ax3.set_title("largest batch that fits")
+    ax3.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=7)
+    tok = []
+    for res in results.values():
+        r = _row_at(res, res["max_batch"])
+        tok.append(f"\n{r['tokens_per_s'] / 1e3:.1f}K tok/s" if r else "")
+    for bar, v, t in zip(bars, mb, tok):
+        ax3.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), f"{v}{t}", ha="center",
+                 va="bottom", fontsize=7)
+    ax3.set_title("largest batch that fits (tokens/s there)")
     fig.suptitle(str(meta.get("title", "")), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

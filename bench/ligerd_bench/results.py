@@ -278,6 +278,14 @@ def flce_rows(rows: Sequence[Mapping[str, object]], dtype: str = "bfloat16") -> 
 E2E_MODELS = {"1b": "llama-3.2-1b"}
 
 
+def _compiled(r: Mapping[str, object]) -> str:
+    """A compiled configuration's row: how it compiled and its untimed first (compiling) step."""
+    if not r.get("compile"):
+        return ""
+    first = _num(r.get("first_step_s"))
+    return f"torch.compile {r['compile']}" + (f"; first step {first:.1f} s (untimed)" if first is not None else "")
+
+
 def e2e_rows(results: Mapping[str, Mapping[str, object]], model: str, dtype: str) -> List[Dict[str, object]]:
     """bench/e2e/run_e2e.py's results (config -> {"rows": [...], "error": ...}): one "train" row
     (forward, backward, AdamW step) per configuration and batch; ms per step, peak_extra_MiB the
@@ -299,11 +307,13 @@ def e2e_rows(results: Mapping[str, Mapping[str, object]], model: str, dtype: str
                 out.append(dict(base, ms=_num(r.get("step_ms")),
                                 peak_extra_MiB=peak * 1024 if peak is not None else None,
                                 note=_join(f"{tok:,.0f} tokens/s" if tok is not None else "",
-                                           "peak: the whole step (weights, grads, AdamW states)")))
+                                           "peak: the whole step (weights, grads, AdamW states)",
+                                           _compiled(r))))
             elif status == "oom":
                 out.append(dict(base, note="out of memory"))
             else:
-                out.append(dict(base, note=f"failed: {r.get('error') or status or 'unknown'}"))
+                out.append(dict(base, note=_join(f"failed: {r.get('error') or status or 'unknown'}",
+                                                 _compiled(r))))
         if not rows and res.get("error"):
             out.append({"op": "e2e", "impl": config, "shape": name, "dtype": dtype, "pass": "train",
                         "sol_kind": "", "note": f"failed: {res['error']}"})
