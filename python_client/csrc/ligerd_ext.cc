@@ -30,6 +30,7 @@
 #include "absl/strings/str_cat.h"
 #include "python_client/csrc/remote_client.h"  // not client/remote_session.h: see there
 #include "kernels/executor.h"
+#include "kernels/jit/jit_cache.h"
 #include "kernels/tensor_view.h"
 #include "kernels/tuning/tuning_db.h"
 
@@ -163,6 +164,38 @@ std::string GetCacheDir() {
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mu);
   return s.cache_dir;
+}
+
+// The JIT cache counters (kernels/jit/jit_cache.h) of this process's local executors: the shared
+// cache of the current cache directory, which every executor opened (JitCache::Shared: one per
+// directory and process). None before the first op made an executor, so that asking does not
+// create a cache directory.
+py::object JitStats() {
+  State& s = state();
+  std::string dir;
+  std::optional<uid_t> owner;
+  bool any = false;
+  {
+    std::lock_guard<std::mutex> lock(s.mu);
+    dir = s.cache_dir;
+    owner = s.trusted_cache_owner;
+    for (const auto& e : s.executors) any = any || e != nullptr;
+  }
+  if (!any || dir.empty()) return py::none();
+  absl::StatusOr<std::shared_ptr<lk::JitCache>> cache = lk::JitCache::Shared(dir, owner);
+  if (!cache.ok()) return py::none();
+  const lk::JitCacheStats st = (*cache)->stats();
+  py::dict d;
+  d["memory_hits"] = st.memory_hits;
+  d["disk_hits"] = st.disk_hits;
+  d["misses"] = st.misses;
+  d["compiles"] = st.compiles;
+  d["compile_failures"] = st.compile_failures;
+  d["corrupt_entries"] = st.corrupt_entries;
+  d["write_failures"] = st.write_failures;
+  d["memory_only"] = st.memory_only;
+  d["compile_seconds"] = st.compile_seconds;
+  return d;
 }
 
 // Runs `op` on the current stream of the tensors' device, asynchronously (like a kernel launch).
@@ -462,6 +495,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Directory of the shared NVRTC JIT cache; takes effect for executors created afterwards. "
         "trusted_owner: the uid of the node daemon whose cache this is (used read-only); -1: none.");
   m.def("cache_dir", &GetCacheDir);
+  m.def("jit_stats", &JitStats,
+        "The NVRTC JIT cache's counters in this process (memory/disk hits, misses, compiles, "
+        "compile_seconds, ...) as a dict; None before the first local op.");
   m.def("launch", &Launch, py::arg("op"), py::arg("tensors"), py::arg("scalars"),
         "Run a catalogue op on torch's current stream. tensors: positional, None for an absent "
         "optional tensor; scalars: positional floats.");
