@@ -27,7 +27,10 @@ import torch.multiprocessing as tmp
 
 # torch._dynamo: DTensor.from_local imports it on first use (seconds)
 _PRELOAD = ["torch", "torch.distributed", "torch.distributed.tensor", "torch._dynamo", "ligerd.testing.ref_executor",
-            "ligerd.parallel"]
+            "ligerd.parallel",
+            # the data-parallel tests' model (an ImportError here is ignored by the forkserver)
+            "transformers", "transformers.models.llama.modeling_llama", "ligerd.transformers",
+            "ligerd.testing.tiny_models"]
 
 
 def _free_port() -> int:
