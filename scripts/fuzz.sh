@@ -14,8 +14,7 @@ results=${LIGERD_TEST_OUT:-$build_dir/test-results}
 start=$(date +%s)
 
 # Debian's clang and its runtime libraries (libFuzzer, the sanitizers).
-if ! command -v clang++ >/dev/null || ! ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a \
-    /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-aarch64.a >/dev/null 2>&1; then
+if ! command -v clang++ >/dev/null || ! dpkg-query -W -f='${Status}' libclang-rt-dev 2>/dev/null | grep -q "ok installed"; then
   echo "fuzz: installing Debian's clang and libclang-rt-dev (libFuzzer)"
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"

@@ -40,6 +40,16 @@ if ! command -v systemd-analyze >/dev/null; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends systemd
 fi
 
+# Debian's clang and libFuzzer for the fuzz targets (scripts/fuzz.sh, tests/fuzz/README.md); the
+# build itself uses the default compiler.
+if ! command -v clang++ >/dev/null || ! dpkg-query -W -f='${Status}' libclang-rt-dev 2>/dev/null | grep -q "ok installed"; then
+  echo "setup: installing clang and libclang-rt-dev (the libFuzzer targets: scripts/fuzz.sh)"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends clang libclang-rt-dev
+fi
+
 cuda_home=${CUDA_HOME:-/usr/local/cuda}
 if [ ! -x "$cuda_home/bin/nvcc" ] && ! command -v nvcc >/dev/null; then
   echo "setup: no CUDA toolkit found (looked in \$CUDA_HOME, /usr/local/cuda and PATH)." >&2

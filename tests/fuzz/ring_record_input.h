@@ -129,7 +129,7 @@ inline void RowMajor(int ndim, const int64_t* sizes, int64_t* strides, int64_t p
   for (int d = ndim - 1; d >= 0; --d) {
     strides[d] = s;
     int64_t extent = sizes[d] < 0 ? 0 : sizes[d];
-    if (d == ndim - 1) extent += pad;
+    if (d == ndim - 1 && __builtin_add_overflow(extent, pad, &extent)) extent = INT64_MAX;
     if (__builtin_mul_overflow(s, extent < 1 ? 1 : extent, &s)) s = INT64_MAX;
   }
 }

@@ -116,6 +116,55 @@ inline std::vector<Seed> Seeds() {
       seeds.push_back(s);
     }
   }
+  // Valid calls of the ops without a tuning problem (their generic call above is refused).
+  auto call = [&](std::string name, std::string_view op, std::vector<SeedTensor> tensors,
+                  std::vector<double> scalars) {
+    Seed s;
+    s.name = std::move(name);
+    s.op_byte = static_cast<uint8_t>(OpByte(op));
+    s.tensor_byte = static_cast<uint8_t>(0xE0 + tensors.size());
+    s.scalar_byte = static_cast<uint8_t>(0xE0 + scalars.size());
+    for (size_t i = 0; i < tensors.size(); ++i)
+      if (tensors[i].layout != kAlias) tensors[i].offset = i + 1;
+    s.tensors = std::move(tensors);
+    s.scalars = std::move(scalars);
+    seeds.push_back(s);
+  };
+  constexpr int bf16 = static_cast<int>(kernels::DType::kBFloat16);
+  constexpr int f32 = static_cast<int>(kernels::DType::kFloat32);
+  constexpr int i64 = static_cast<int>(kernels::DType::kInt64);
+  auto t = [](int dtype, std::vector<int64_t> sizes) {
+    return SeedTensor{.dtype = dtype, .ndim = static_cast<int>(sizes.size()), .sizes = sizes, .strides = {}};
+  };
+  SeedTensor absent;
+  absent.buffer = 0;
+  absent.ndim = 0;
+  SeedTensor alias_of_0;
+  alias_of_0.layout = kAlias;
+  alias_of_0.earlier = 0;
+  for (const char* op : {"rope_fwd", "rope_bwd"}) {
+    call(absl::StrCat(op, "_bf16"), op,
+         {t(bf16, {2, 4, 8, 64}), t(bf16, {2, 2, 8, 64}), t(bf16, {1, 8, 64}), t(bf16, {1, 8, 64}),
+          t(bf16, {2, 4, 8, 64}), t(bf16, {2, 2, 8, 64})},
+         {});
+  }
+  call("gemm_bf16", "gemm", {t(bf16, {16, 32}), t(bf16, {32, 8}), absent, t(bf16, {16, 8}), absent}, {1.0, 0.0});
+  {
+    SeedTensor at = t(bf16, {16, 32});  // A as a transposed view
+    at.layout = kExplicit;
+    at.strides = {1, 16};
+    SeedTensor d_over_c = t(f32, {16, 8});
+    call("gemm_transposed_c_is_d_bias", "gemm",
+         {at, t(bf16, {32, 8}), t(f32, {16, 8}), d_over_c, t(f32, {8})}, {0.5, 1.0});
+    seeds.back().tensors[3].layout = kAlias;  // D is C
+    seeds.back().tensors[3].earlier = 2;
+  }
+  call("cross_entropy_count", "cross_entropy_count", {t(i64, {12}), t(f32, {1000}), t(f32, {4})}, {-100, 1000});
+  call("cross_entropy_fwd_f32", "cross_entropy_fwd",
+       {t(f32, {12, 1000}), t(i64, {12}), absent, t(f32, {4}), absent, alias_of_0, t(f32, {12}), absent, absent},
+       {-100, 0, 0, 1, 0, 0});
+  call("cross_entropy_scale_bf16", "cross_entropy_scale", {t(bf16, {12, 1000}), t(f32, {1})}, {});
+
   // Edge cases, on a valid rms_norm_fwd call (X [3, 4096], W, Y, RSTD; tensors 0 and 2 are
   // X and Y).
   const int rms = OpByte("rms_norm_fwd");
