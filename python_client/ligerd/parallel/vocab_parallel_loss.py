@@ -212,17 +212,18 @@ def _sweep(x, W, target, b, group, start, V, ignore_index, ls, z_scale, reductio
         xc = x[s:e]
         logits = buf[: e - s]
         gemm_(logits, xc, Wt, bias=bd)
-        lf = logits.float()
+        lf = logits.float()  # logits itself for fp32 inputs: overwritten below, as they may be
         m = lf.amax(dim=1)
         dist.all_reduce(m, op=dist.ReduceOp.MAX, group=group)
-        p = torch.exp(lf - m[:, None])  # fp32 [chunk, V_r]
-        sums = torch.zeros((k, e - s), dtype=torch.float32, device=dev)
-        sums[0] = p.sum(dim=1)
+        sums = torch.empty((k, e - s), dtype=torch.float32, device=dev)
         lt = local_t[s:e]
         has = lt >= 0
-        sums[1] = torch.where(has, lf.gather(1, lt.clamp(min=0)[:, None])[:, 0], torch.zeros_like(m))
+        lt0 = lt.clamp(min=0)[:, None]
+        sums[1] = torch.where(has, lf.gather(1, lt0)[:, 0], torch.zeros_like(m))
         if ls > 0:
             sums[2] = lf.sum(dim=1)
+        p = lf.sub_(m[:, None]).exp_()  # in place: fp32 [chunk, V_r], the only fp32 block
+        sums[0] = p.sum(dim=1)
         dist.all_reduce(sums, op=dist.ReduceOp.SUM, group=group)
         lse = m + torch.log(sums[0])
         row = lse - (1.0 - ls) * sums[1]
@@ -240,9 +241,10 @@ def _sweep(x, W, target, b, group, start, V, ignore_index, ls, z_scale, reductio
         p.mul_(a[:, None])
         if ls > 0:
             p.sub_((ls / V) * f[:, None])
-        rows = torch.nonzero(has, as_tuple=True)[0]
-        p[rows, lt[rows]] -= (1.0 - ls) * f[rows]
-        logits.copy_(p)  # d logits in x's dtype, as the unsharded kernel writes them
+        # the target's column, on the rank that owns it (no host sync: a masked scatter)
+        p.scatter_add_(1, lt0, torch.where(has, -(1.0 - ls) * f, torch.zeros_like(f))[:, None])
+        if p.data_ptr() != logits.data_ptr():
+            logits.copy_(p)  # d logits in x's dtype, as the unsharded kernel writes them
         del p, lf
         if dx is not None:
             gemm_(dx[s:e], logits, Wd)
