@@ -199,7 +199,8 @@ def check_one_step(name: str, fused, unfused, inputs: Sequence[torch.Tensor], la
     rows = [(names[i], a, b, c) for i, (a, b, c) in enumerate(zip(got, base, want))]
     rows += [(f"d {lab}", a, b, c) for lab, a, b, c in zip(labels, ggot, gbase, gwant)]
     ok = True
-    out(f"  one-step check vs the unfused torch loss ({dtype}), errors norm-wise vs float64:")
+    out(f"  one-step check vs the unfused torch loss ({dtype}): value (ligerd vs torch), then each one's "
+        f"error norm-wise vs float64 and the limit:")
     for lab, a, b, c in rows:
         if c is None or a is None:
             if (a is None) != (c is None):
