@@ -69,6 +69,12 @@ def single(world: int, device="cpu") -> Dict:
         lt.revert_liger_kernel_patches()
 
 
+def single_worker(rank: int, world: int, data_world: int) -> Dict:
+    """``single(data_world)`` as a ligerd.testing.ranks.run target (world 1): the reference run in
+    a process forked from the runner's forkserver, which has transformers imported already."""
+    return single(data_world)
+
+
 def worker(rank: int, world: int, mode: str, device_kind: str = "cpu") -> Dict:
     """ligerd.testing.ranks.run target: this rank's view of a data-parallel run. Losses are the
     ranks' mean per step; params the full (unsharded) parameters after the last step."""
@@ -101,4 +107,4 @@ def worker(rank: int, world: int, mode: str, device_kind: str = "cpu") -> Dict:
     return {"losses": mean.tolist(), "params": params, "patched": type(model.model.norm).__name__}
 
 
-__all__ = ["worker", "single", "batches", "STEPS", "PER_RANK", "SEQ"]
+__all__ = ["worker", "single", "single_worker", "batches", "STEPS", "PER_RANK", "SEQ"]
