@@ -26,8 +26,9 @@ from ligerd.testing import gpu as _util  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 
-RUNS = [("align_dpo.py", ["--loss", "dpo"]), ("align_dpo.py", ["--loss", "kto"]),
-        ("align_dpo.py", ["--loss", "orpo"]), ("distill_jsd.py", ["--teacher-steps", "5"]),
+# One run per example (each is a fresh process: ~10 s of imports); the other losses' kernels
+# paths are tests/gpu/test_chunked_loss.py's.
+RUNS = [("align_dpo.py", ["--loss", "dpo"]), ("distill_jsd.py", ["--teacher-steps", "5"]),
         ("grpo_step.py", ["--loss-type", "grpo"])]
 
 
