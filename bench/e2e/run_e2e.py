@@ -183,6 +183,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                     help="results file to append to (default $LIGERD_RESULTS or bench/results.csv; "
                          "'none': do not append)")
     ap.add_argument("--note", default="", help="a note for every row of the results file")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="DIR",
+                    help="no GPU run: combine the e2e.json of earlier runs (each an --out directory; "
+                         "a configuration in several: the last one's) into one report, summary and "
+                         "plot under --out, e.g. runs split to fit a time limit")
     ap.add_argument("--fullgraph", choices=("auto", "on", "off"), default="auto",
                     help="compiled configurations: fullgraph=True, falling back to graph breaks "
                          "when it fails (auto, the default), or only on / off")
@@ -733,10 +737,38 @@ def plot_results(results: Dict[str, Dict], path: Path, meta: Dict) -> Optional[P
     return path
 
 
+def merge_runs(dirs: Sequence[str]) -> "tuple[Dict[str, Dict], Dict, List[int]]":
+    """The results of earlier runs' e2e.json, in CONFIGS order (a configuration measured in several
+    runs: the last run's), their metadata (the last run's, with every run's seconds summed) and
+    the equal batches every run measured."""
+    results: Dict[str, Dict] = {}
+    meta: Dict = {}
+    equal: Optional[set] = None
+    seconds = 0.0
+    for d in dirs:
+        data = json.loads((Path(d) / "e2e.json").read_text())
+        results.update(data["results"])
+        meta = dict(data.get("meta") or {})
+        seconds += float(meta.get("seconds") or 0)
+        eq = set(meta.get("equal_batches") or [])
+        equal = eq if equal is None else equal & eq
+    meta["seconds"] = round(seconds, 1)
+    meta["merged_from"] = [str(d) for d in dirs]
+    ordered = {n: results[n] for n in CONFIGS if n in results}
+    return ordered, meta, sorted(equal or [])
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     if args.worker:
         return worker_main(args)
+    if args.merge:
+        results, meta, equal = merge_runs(args.merge)
+        summary = summarize(results, equal)
+        print(format_report(results, summary, equal, int(meta.get("seq") or args.seq)))
+        for p in write_outputs(results, summary, Path(args.out), meta, plot=not args.no_plot):
+            print(f"wrote {p}")
+        return 1 if any(r["error"] for r in results.values()) else 0
     problem = train_llama.gpu_problem(args.device)
     if problem:
         print(f"run_e2e: cannot run: {problem}.", file=sys.stderr)

@@ -434,3 +434,23 @@ def test_compiled_worker_failure_is_a_row(tmp_path, monkeypatch):
     assert [(r["batch"], r["status"]) for r in info["rows"]] == [(1, "error")]
     assert info["rows"][0]["compile"] == "mode=default, fullgraph" and info["error"] == info["rows"][0]["error"]
     assert "graph_break" in info["error"] or "graph break" in info["error"].lower()
+
+
+def test_merge_runs_split_over_calls(tmp_path, capsys):
+    """Runs split to fit a time limit: --merge makes one report and summary from their e2e.json."""
+    full = _compiled_results()
+    a = {k: full[k] for k in ("hf", "liger", "hf-compile", "ligerd-local")}
+    b = {k: full[k] for k in ("liger-compile", "ligerd-compile", "ligerd-cudagraph")}
+    for name, part, eq in (("a", a, [1, 2]), ("b", b, [2, 1])):
+        e2e.write_outputs(part, e2e.summarize(part, eq), tmp_path / name,
+                          {"seq": 4096, "title": "t", "equal_batches": eq, "seconds": 300.0}, plot=False)
+    rc = e2e.main(["--merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "m"), "--no-plot"])
+    assert rc == 1  # liger-compile failed
+    out = capsys.readouterr().out
+    assert "Best ligerd configuration: HF + ligerd + compile, 66,000 tok/s" in out
+    data = json.loads((tmp_path / "m" / "e2e.json").read_text())
+    assert list(data["results"]) == ["hf", "liger", "ligerd-local", "hf-compile", "liger-compile",
+                                     "ligerd-compile", "ligerd-cudagraph"]
+    assert data["meta"]["seconds"] == 600.0
+    s = {x["config"]: x for x in data["summary"]}
+    assert s["ligerd-compile"]["tok_s_vs_hfc"] == pytest.approx(66.0 / 48.5)
