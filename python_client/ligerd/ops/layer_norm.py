@@ -21,7 +21,7 @@ from typing import Optional, Tuple
 import torch
 
 from ligerd import _backend
-from ligerd.ops import _opdef, _rows
+from ligerd.ops import _dtensor, _opdef, _rows
 
 OP = "layer_norm"
 
@@ -107,7 +107,10 @@ layer_norm_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 def layer_norm(X: torch.Tensor, W: Optional[torch.Tensor], B: Optional[torch.Tensor],
                eps: float = 1e-6) -> torch.Tensor:
-    """LayerNorm over the last dimension of a 1-D to 4-D CUDA tensor, differentiable in X, W, B."""
+    """LayerNorm over the last dimension of a 1-D to 4-D CUDA tensor, differentiable in X, W, B.
+    X may be a DTensor with whole rows and W, B replicated ones (ligerd.ops._dtensor)."""
+    if _dtensor.any_dtensor(X, W, B):  # each rank's local rows
+        return _dtensor.rowwise(OP, layer_norm, X, [W, B], eps)
     check_inputs(X, W, B)
     shape = X.shape
     y2, _, _ = layer_norm_fwd(_rows.as_rows(X), W, B, float(eps))

@@ -22,7 +22,7 @@ import torch
 
 from ligerd import _backend
 from ligerd._errors import OpInputError
-from ligerd.ops import _opdef, _rows
+from ligerd.ops import _dtensor, _opdef, _rows
 
 OP = "rms_norm"
 CASTING_MODES = {"llama": 0, "gemma": 1, "none": 2}
@@ -155,7 +155,10 @@ rms_norm_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 def rms_norm(X: torch.Tensor, W: Optional[torch.Tensor], eps: float = 1e-6, offset: float = 0.0,
              casting_mode="llama", in_place: bool = True) -> torch.Tensor:
-    """RMSNorm over the last dimension of a 1-D to 4-D CUDA tensor, differentiable in X and W."""
+    """RMSNorm over the last dimension of a 1-D to 4-D CUDA tensor, differentiable in X and W.
+    X may be a DTensor with whole rows and W a replicated one (ligerd.ops._dtensor)."""
+    if _dtensor.any_dtensor(X, W):  # each rank's local rows; not in place (dY is DTensor-owned)
+        return _dtensor.rowwise(OP, rms_norm, X, [W], eps, offset, casting_mode, False)
     check_inputs(X, W)
     mode = casting_mode_id(casting_mode)
     # Under torch.compile the backward is traced by AOTAutograd, which does not allow a backward

@@ -1,0 +1,76 @@
+"""Per-rank worker of tests/python/test_dtensor_norms.py: LigerRMSNorm and LigerLayerNorm under
+torch's SequenceParallel (``parallelize_module``: replicated weights, the input sharded on the
+sequence dimension), and the inputs ligerd refuses. Every rank builds the same full inputs from
+the seed; the parent rebuilds them for its float64 reference."""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import torch
+
+B, S, H, EPS, SEED = 2, 8, 24, 1e-6, 4321  # S = 8: SequenceParallel takes even local shards (4 + 4)
+
+
+def inputs():
+    """(x [B, S, H], w [H], b [H], dy [B, S, H]) in fp32."""
+    g = torch.Generator().manual_seed(SEED)
+    return (torch.randn(B, S, H, generator=g), 1 + 0.1 * torch.randn(H, generator=g),
+            0.1 * torch.randn(H, generator=g), torch.randn(B, S, H, generator=g))
+
+
+def worker(rank: int, world: int) -> Dict:
+    from torch.distributed.device_mesh import DeviceMesh
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+    from torch.distributed.tensor.parallel import SequenceParallel, parallelize_module
+
+    from ligerd._errors import OpInputError
+    from ligerd.transformers import LigerLayerNorm, LigerRMSNorm
+    mesh = DeviceMesh("cpu", list(range(world)))
+    x, w, b, dy = inputs()
+    out: Dict = {}
+    for name in ("rms_norm", "layer_norm"):
+        mod = LigerRMSNorm(H, eps=EPS) if name == "rms_norm" else LigerLayerNorm(H, eps=EPS, bias=True)
+        with torch.no_grad():
+            mod.weight.copy_(w)
+            if name == "layer_norm":
+                mod.bias.copy_(b)
+        parallelize_module(mod, mesh, SequenceParallel())
+        xd = distribute_tensor(x, mesh, [Shard(1)])
+        x_local = xd.to_local().clone().requires_grad_()  # this rank's tokens, as SequenceParallel takes them
+        y = mod(x_local)
+        y.backward(distribute_tensor(dy, mesh, [Shard(1)]))
+        out[name] = {
+            "y_placements": str(tuple(y.placements)),
+            "y": y.full_tensor().detach(),
+            "dx_local": x_local.grad, "local_rows": tuple(x_local.shape),
+            "dw": mod.weight.grad.full_tensor(),
+            "db": mod.bias.grad.full_tensor() if name == "layer_norm" else None,
+        }
+        errs = {}
+        from ligerd.ops.layer_norm import layer_norm
+        from ligerd.ops.rms_norm import rms_norm
+
+        def op(xd, wd):
+            return rms_norm(xd, wd, EPS) if name == "rms_norm" else layer_norm(xd, wd, None, EPS)
+        try:  # the hidden dimension sharded (called directly: SequenceParallel would redistribute it)
+            op(distribute_tensor(x, mesh, [Shard(2)]), distribute_tensor(w, mesh, [Replicate()]))
+        except OpInputError as e:
+            errs["hidden"] = str(e)
+        try:  # a plain (unreduced) weight beside a DTensor input
+            plain = LigerRMSNorm(H, eps=EPS) if name == "rms_norm" else LigerLayerNorm(H, eps=EPS, bias=True)
+            plain(distribute_tensor(x, mesh, [Shard(1)]))
+        except OpInputError as e:
+            errs["plain_weight"] = str(e)
+        try:  # a sharded weight
+            op(distribute_tensor(x, mesh, [Shard(1)]), distribute_tensor(w, mesh, [Shard(0)]))
+        except OpInputError as e:
+            errs["sharded_weight"] = str(e)
+        out[name]["errors"] = errs
+        # replicated input, replicated weight: whole rows on every rank
+        xr = distribute_tensor(x, mesh, [Replicate()])
+        out[name]["replicated"] = mod(xr).full_tensor().detach()
+    return out
+
+
+__all__ = ["worker", "inputs", "B", "S", "H", "EPS"]
