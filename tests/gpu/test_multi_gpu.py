@@ -1,7 +1,8 @@
 """Multi-GPU checks of issue 21 with NCCL, one GPU per rank (2 ranks): the vocab-parallel fused
 linear cross-entropy (ligerd.parallel) against the unsharded loss in float64, and a tiny Llama
 patched with apply_liger_kernel_to_llama trained under DDP and FSDP2 against one GPU on the whole
-batches. The same cases run on CPU ranks with gloo in tests/python/test_vocab_parallel_loss.py
+batches, and RMSNorm/LayerNorm under torch's SequenceParallel (DTensor inputs). The same cases
+run on CPU ranks with gloo in tests/python/test_vocab_parallel_loss.py
 and test_ddp_cpu.py (the cases, model and runner are ligerd.testing.vocab_parallel_cases,
 data_parallel_cases and ranks). Skips with "needs 2 GPUs" on fewer.
 
@@ -35,6 +36,7 @@ if not dist.is_available() or not dist.is_nccl_available():
     pytest.skip("torch.distributed with NCCL is not available", allow_module_level=True)
 
 from ligerd.testing import data_parallel_cases as dp  # noqa: E402
+from ligerd.testing import dtensor_norm_cases as dn  # noqa: E402
 from ligerd.testing import ranks  # noqa: E402
 from ligerd.testing import vocab_parallel_cases as vc  # noqa: E402
 
@@ -51,6 +53,7 @@ CASES = [
 ]
 TOL = {F32: (1e-5, 1e-5), BF16: (1e-3, 2e-2)}  # (loss rtol, grads atol / max |grad|)
 DP_LOSS_RTOL, DP_PARAM_ATOL = 1e-5, 1e-5
+NORM_ATOL = 1e-5  # fp32 norms vs float64 (the CPU test's 2e-6, widened for the GPU's reductions)
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +97,23 @@ def test_data_parallel_matches_one_gpu(dp_reference, mode):
         for k, p in out["params"].items():
             err = float((p - dp_reference["params"][k]).abs().max())
             assert err <= DP_PARAM_ATOL, f"{mode} rank {r} {k}: max error {err:.3g}"
+
+
+@pytest.mark.parametrize("name", ["rms_norm", "layer_norm"])
+def test_dtensor_norms_sequence_parallel(name):
+    """LigerRMSNorm / LigerLayerNorm under torch's SequenceParallel on 2 GPUs (NCCL) against the
+    unsharded op in float64 (as tests/python/test_dtensor_norms.py on CPU ranks)."""
+    results = ranks.run(dn.worker, WORLD, "cuda", backend="nccl", timeout=300)
+    y, dx, dw, db = dn.reference(name)
+    start = 0
+    for r, per_rank in enumerate(results):
+        out = per_rank[name]
+        assert out["y_placements"] == "(Shard(dim=1),)"
+        assert _max_err(out["y"], y) <= NORM_ATOL
+        assert _max_err(out["dw"], dw) <= NORM_ATOL
+        if db is not None:
+            assert _max_err(out["db"], db) <= NORM_ATOL
+        rows = out["local_rows"][1]
+        assert _max_err(out["dx_local"], dx[:, start:start + rows]) <= NORM_ATOL
+        start += rows
+        assert set(out["errors"]) == {"hidden", "plain_weight", "sharded_weight"}

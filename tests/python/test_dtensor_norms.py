@@ -15,8 +15,6 @@ dist = pytest.importorskip("torch.distributed", reason="torch.distributed is not
 if not dist.is_available() or not dist.is_gloo_available():
     pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
 
-import torch.nn.functional as F  # noqa: E402
-
 from ligerd.testing import dtensor_norm_cases as dn  # noqa: E402
 from ligerd.testing import ranks  # noqa: E402
 
@@ -33,24 +31,13 @@ def results():
     return ranks.run(dn.worker, WORLD, timeout=240)
 
 
-def _reference(name):
-    x, w, b, dy = (t.double() for t in dn.inputs())
-    x, w, b = (t.clone().requires_grad_() for t in (x, w, b))
-    if name == "rms_norm":  # LigerRMSNorm's defaults: llama casting, offset 0
-        y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + dn.EPS) * w
-    else:
-        y = F.layer_norm(x, (dn.H,), w, b, dn.EPS)
-    y.backward(dy)
-    return y.detach(), x.grad, w.grad, b.grad
-
-
 def _err(a, b):
     return float((a.double() - b).abs().max())
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_sequence_parallel_matches_unsharded(results, name):
-    y, dx, dw, db = _reference(name)
+    y, dx, dw, db = dn.reference(name)
     start = 0
     for r, per_rank in enumerate(results):
         out = per_rank[name]
@@ -67,7 +54,7 @@ def test_sequence_parallel_matches_unsharded(results, name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_replicated_input(results, name):
-    y = _reference(name)[0]
+    y = dn.reference(name)[0]
     for per_rank in results:
         assert _err(per_rank[name]["replicated"], y) <= ATOL
 

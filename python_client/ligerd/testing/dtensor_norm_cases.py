@@ -19,18 +19,35 @@ def inputs():
             0.1 * torch.randn(H, generator=g), torch.randn(B, S, H, generator=g))
 
 
-def worker(rank: int, world: int) -> Dict:
+def reference(name: str):
+    """(y, dx, dw, db) of the unsharded op in float64 on the same fp32 inputs (db None for RMSNorm:
+    LigerRMSNorm's defaults, llama casting, offset 0)."""
+    import torch.nn.functional as F
+    x, w, b, dy = (t.double() for t in inputs())
+    x, w, b = (t.clone().requires_grad_() for t in (x, w, b))
+    if name == "rms_norm":
+        y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + EPS) * w
+    else:
+        y = F.layer_norm(x, (H,), w, b, EPS)
+    y.backward(dy)
+    return y.detach(), x.grad, w.grad, b.grad if name == "layer_norm" else None
+
+
+def worker(rank: int, world: int, device_kind: str = "cpu") -> Dict:
+    """ligerd.testing.ranks.run target; ``device_kind`` "cuda" for NCCL ranks (one GPU each)."""
     from torch.distributed.device_mesh import DeviceMesh
     from torch.distributed.tensor import Replicate, Shard, distribute_tensor
     from torch.distributed.tensor.parallel import SequenceParallel, parallelize_module
 
     from ligerd._errors import OpInputError
     from ligerd.transformers import LigerLayerNorm, LigerRMSNorm
-    mesh = DeviceMesh("cpu", list(range(world)))
-    x, w, b, dy = inputs()
+    mesh = DeviceMesh(device_kind, list(range(world)))
+    dev = torch.device(f"cuda:{rank}" if device_kind == "cuda" else "cpu")
+    x, w, b, dy = (t.to(dev) for t in inputs())
     out: Dict = {}
     for name in ("rms_norm", "layer_norm"):
         mod = LigerRMSNorm(H, eps=EPS) if name == "rms_norm" else LigerLayerNorm(H, eps=EPS, bias=True)
+        mod = mod.to(dev)
         with torch.no_grad():
             mod.weight.copy_(w)
             if name == "layer_norm":
@@ -42,10 +59,10 @@ def worker(rank: int, world: int) -> Dict:
         y.backward(distribute_tensor(dy, mesh, [Shard(1)]))
         out[name] = {
             "y_placements": str(tuple(y.placements)),
-            "y": y.full_tensor().detach(),
-            "dx_local": x_local.grad, "local_rows": tuple(x_local.shape),
-            "dw": mod.weight.grad.full_tensor(),
-            "db": mod.bias.grad.full_tensor() if name == "layer_norm" else None,
+            "y": y.full_tensor().detach().cpu(),
+            "dx_local": x_local.grad.cpu(), "local_rows": tuple(x_local.shape),
+            "dw": mod.weight.grad.full_tensor().cpu(),
+            "db": mod.bias.grad.full_tensor().cpu() if name == "layer_norm" else None,
         }
         errs = {}
         from ligerd.ops.layer_norm import layer_norm
@@ -58,7 +75,8 @@ def worker(rank: int, world: int) -> Dict:
         except OpInputError as e:
             errs["hidden"] = str(e)
         try:  # a plain (unreduced) weight beside a DTensor input
-            plain = LigerRMSNorm(H, eps=EPS) if name == "rms_norm" else LigerLayerNorm(H, eps=EPS, bias=True)
+            plain = (LigerRMSNorm(H, eps=EPS) if name == "rms_norm"
+                     else LigerLayerNorm(H, eps=EPS, bias=True)).to(dev)
             plain(distribute_tensor(x, mesh, [Shard(1)]))
         except OpInputError as e:
             errs["plain_weight"] = str(e)
@@ -69,8 +87,8 @@ def worker(rank: int, world: int) -> Dict:
         out[name]["errors"] = errs
         # replicated input, replicated weight: whole rows on every rank
         xr = distribute_tensor(x, mesh, [Replicate()])
-        out[name]["replicated"] = mod(xr).full_tensor().detach()
+        out[name]["replicated"] = mod(xr).full_tensor().detach().cpu()
     return out
 
 
-__all__ = ["worker", "inputs", "B", "S", "H", "EPS"]
+__all__ = ["worker", "inputs", "reference", "B", "S", "H", "EPS"]
