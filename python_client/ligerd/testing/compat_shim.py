@@ -45,11 +45,26 @@ def shim_dir(tmp_path_factory):
                       tmp_path_factory.mktemp("shim_src"))
 
 
-def run(shim_dir: Path, code: str, timeout: float = 600) -> str:
+def install_no_deps(target: Path, requirements: list[str]) -> Path:
+    """pip-installs `requirements` (exact pins) from the package index into the --target folder
+    `target` without their dependencies, for a framework whose own pins exclude this
+    environment's transformers/TRL (tests/python/test_llamafactory_route.py,
+    test_axolotl_route.py): its code is seen unchanged through run()'s `paths`, never installed
+    here. A failed install fails the test, saying why (the CPU suite installs from PyPI anyway)."""
+    p = subprocess.run([sys.executable, "-m", "pip", "install", "--disable-pip-version-check",
+                        "--no-deps", "--target", str(target), *requirements],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, (f"could not install {requirements} from the package index "
+                               f"(pip install --no-deps --target):\n{p.stdout}{p.stderr}")
+    return target
+
+
+def run(shim_dir: Path, code: str, timeout: float = 600, paths: tuple = ()) -> str:
     """Runs `code` (dedented) in a fresh interpreter that sees the shim and ligerd's sources and
-    nothing else of the repository, with local dispatch and no CUDA device; asserts it exits 0
-    and returns its stdout."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(shim_dir), str(PYTHON_CLIENT)]),
+    nothing else of the repository (plus the folders `paths`, first), with local dispatch and no
+    CUDA device; asserts it exits 0 and returns its stdout."""
+    path = [str(p) for p in paths] + [str(shim_dir), str(PYTHON_CLIENT)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path),
                LIGERD_DISPATCH="local", PYTHONWARNINGS="default", CUDA_VISIBLE_DEVICES="")
     # Run from an empty folder: nothing of the repository is importable but what PYTHONPATH names.
     p = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
