@@ -37,6 +37,8 @@ if not dist.is_available() or not dist.is_nccl_available():
 
 from ligerd.testing import data_parallel_cases as dp  # noqa: E402
 from ligerd.testing import dtensor_norm_cases as dn  # noqa: E402
+from ligerd.testing import plan_agreement as pa  # noqa: E402
+from ligerd.testing.gpu import ligerd_bin  # noqa: E402
 from ligerd.testing import ranks  # noqa: E402
 from ligerd.testing import vocab_parallel_cases as vc  # noqa: E402
 
@@ -117,3 +119,35 @@ def test_dtensor_norms_sequence_parallel(name):
         assert _max_err(out["dx_local"], dx[:, start:start + rows]) <= NORM_ATOL
         start += rows
         assert set(out["errors"]) == {"hidden", "plain_weight", "sharded_weight"}
+
+
+# Shapes the daemon tunes (as tests/gpu/test_tune.py: seconds each) and others it does not.
+TUNE = ["rms_norm_fwd:bf16:4096x4096", "swiglu_fwd:bf16:4096x14336"]
+PLAN_CASES = [["rms_norm_fwd", "bf16", 4096, 4096], ["swiglu_fwd", "bf16", 4096, 14336],
+              ["rms_norm_fwd", "bf16", 1000, 2880], ["swiglu_fwd", "f16", 777, 2880]]
+
+
+def test_ranks_plan_the_same_kernels(tmp_path):
+    """Issue 21's tuning agreement: after ``ligerctl tune`` on the node's daemon, 2 ranks (one GPU
+    each, local executors reading the daemon's cache) plan the same config and kernels for the same
+    shapes, the tuned shapes from the DB on both ranks."""
+    import os
+    import pathlib
+    import subprocess
+    binary = ligerd_bin()
+    if binary is None:
+        pytest.skip("LIGERD_BIN does not name a built ligerd binary (tests/gpu/run.sh sets it)")
+    ligerctl = os.environ.get("LIGERCTL_BIN") or str(pathlib.Path(binary).parents[1] / "client" / "ligerctl")
+    from ligerd.testing.gpu import Daemon
+    d = Daemon(binary, cache_dir=None, prefix="ligerd-multi-gpu-tune-")
+    try:
+        p = subprocess.run([ligerctl, f"--socket={d.socket}", "tune", *TUNE, "--trials=3"],
+                           capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stdout + p.stderr
+        plans = ranks.run(pa.worker, WORLD, d.cache, PLAN_CASES, backend="nccl", timeout=300)
+    finally:
+        d.stop()
+    for i, case in enumerate(PLAN_CASES):
+        a, b = plans[0][i], plans[1][i]
+        assert a == b, (case, a, b)
+        assert a["tuned"] == (f"{case[0]}:{case[1]}:{case[2]}x{case[3]}" in TUNE), (case, a)
