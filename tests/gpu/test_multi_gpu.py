@@ -1,6 +1,6 @@
 """Multi-GPU checks of issue 21 with NCCL, one GPU per rank (2 ranks): the vocab-parallel fused
 linear cross-entropy (ligerd.parallel) against the unsharded loss in float64, and a tiny Llama
-patched with apply_liger_kernel_to_llama trained under DDP and FSDP2 against one GPU on the whole
+patched with apply_liger_kernel_to_llama trained under DDP, FSDP2 and FSDP1 against one GPU on the whole
 batches, and RMSNorm/LayerNorm under torch's SequenceParallel (DTensor inputs). The same cases
 run on CPU ranks with gloo in tests/python/test_vocab_parallel_loss.py
 and test_ddp_cpu.py (the cases, model and runner are ligerd.testing.vocab_parallel_cases,
@@ -90,7 +90,7 @@ def dp_reference():
     return dp.single(WORLD, device="cuda:0")
 
 
-@pytest.mark.parametrize("mode", ["ddp", "fsdp2"])
+@pytest.mark.parametrize("mode", ["ddp", "fsdp2", "fsdp1"])  # FSDP1 refuses CPU ranks: GPU only
 def test_data_parallel_matches_one_gpu(dp_reference, mode):
     run = ranks.run(dp.worker, WORLD, mode, "cuda", backend="nccl", timeout=300)
     for r, out in enumerate(run):
@@ -127,7 +127,7 @@ PLAN_CASES = [["rms_norm_fwd", "bf16", 4096, 4096], ["swiglu_fwd", "bf16", 4096,
               ["rms_norm_fwd", "bf16", 1000, 2880], ["swiglu_fwd", "f16", 777, 2880]]
 
 
-def test_ranks_plan_the_same_kernels(tmp_path):
+def test_ranks_plan_the_same_kernels():
     """Issue 21's tuning agreement: after ``ligerctl tune`` on the node's daemon, 2 ranks (one GPU
     each, local executors reading the daemon's cache) plan the same config and kernels for the same
     shapes, the tuned shapes from the DB on both ranks."""

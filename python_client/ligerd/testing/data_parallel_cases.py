@@ -3,7 +3,8 @@ tests/python/test_ddp_cpu.py (gloo, CPU ranks, ligerd's ops through the referenc
 tests/gpu/test_multi_gpu.py (NCCL, one GPU per rank, ligerd's kernels).
 
 ``worker(rank, world, mode, ...)`` trains ``STEPS`` SGD steps under DistributedDataParallel
-(mode "ddp") or FSDP2's ``fully_shard`` (mode "fsdp2"), each rank on its slice of every global
+(mode "ddp"), FSDP2's ``fully_shard`` (mode "fsdp2") or FSDP1's FullyShardedDataParallel (mode
+"fsdp1", GPU ranks only: it refuses the CPU), each rank on its slice of every global
 batch; ``single(...)`` trains the same model from the same initial weights in one process on the
 whole global batch. With every sequence the same length and no ignored labels, each rank's mean
 loss covers as many tokens as every other's, so the ranks' averaged gradient is the single
@@ -91,14 +92,24 @@ def worker(rank: int, world: int, mode: str, device_kind: str = "cpu") -> Dict:
             fully_shard(layer)
         fully_shard(model)
         wrapped = model
+    elif mode == "fsdp1":
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+        wrapped = FSDP(model, use_orig_params=True,
+                       device_id=device if device.type == "cuda" else None)
     else:
-        raise ValueError(f"mode must be 'ddp' or 'fsdp2', got {mode!r}")
+        raise ValueError(f"mode must be 'ddp', 'fsdp2' or 'fsdp1', got {mode!r}")
     opt = _optimizer(wrapped.parameters())
     losses = _train(wrapped, opt, batches(cfg.vocab_size, world), rows, device)
     mean = torch.stack(losses).to(torch.float64)
     dist.all_reduce(mean)
     mean /= world
     params = {}
+    if mode == "fsdp1":  # the flat parameters gathered back into the module's own
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+        with FSDP.summon_full_params(wrapped):
+            for k, p in model.named_parameters():
+                params[k] = p.detach().to("cpu", torch.float64, copy=True)
+        return {"losses": mean.tolist(), "params": params, "patched": type(model.model.norm).__name__}
     for k, p in model.named_parameters():
         t = p.detach()
         if hasattr(t, "full_tensor"):  # FSDP2: a DTensor sharded over the ranks
