@@ -48,6 +48,7 @@ CASES = [
     # reduce_input_grad=False: each rank keeps its part of dx; the parts sum to the whole
     _case("w3_fp32_partial_dx", world=3, dtype=F32, chunk=10, ignore=0.1, partial_dx=True),
 ]
+NO_GRAD = _case("w3_bf16_no_grad", world=3, dtype=BF16, chunk=6, ignore=0.1, ls=0.1, no_grad=True)
 ERROR_CASES = [
     # (case, what the message must say)
     (_case("err_hidden", world=2, dtype=F32, breaks="hidden"), "rank 1: input's last dim 24 does not match"),
@@ -68,9 +69,9 @@ TOL = {F32: (1e-6, 1e-6), BF16: (1e-3, 2e-2)}
 
 @pytest.fixture(scope="module")
 def results():
-    got = ranks.run(vc.worker, 3, CASES + [c for c, _ in ERROR_CASES], timeout=240)
-    return {c["name"]: [got[r][i] for r in range(c["world"])]
-            for i, c in enumerate(CASES + [c for c, _ in ERROR_CASES])}
+    every = CASES + [NO_GRAD] + [c for c, _ in ERROR_CASES]
+    got = ranks.run(vc.worker, 3, every, timeout=240)
+    return {c["name"]: [got[r][i] for r in range(c["world"])] for i, c in enumerate(every)}
 
 
 def _close(name, got, ref, atol, rtol=0.0):
@@ -102,6 +103,13 @@ def test_matches_unsharded_float64(results, case):
     # the shards tile the vocabulary in rank order
     assert [o["bounds"] for o in per_rank] == [vc.shard_bounds(case, r) for r in range(case["world"])]
     assert per_rank[-1]["bounds"][1] == case["V"]
+
+
+def test_no_grad_gives_the_loss_alone(results):
+    ref = vc.reference(NO_GRAD)
+    for out in results[NO_GRAD["name"]]:
+        assert not out["requires_grad"]
+        _close("no_grad loss", out["loss"], ref["loss"], atol=1e-7, rtol=TOL[BF16][0])
 
 
 def test_all_ignored_is_zero(results):

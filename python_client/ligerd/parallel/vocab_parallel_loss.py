@@ -115,7 +115,7 @@ def _target_fingerprint(t: torch.Tensor) -> int:
     return int(((t.long() + 7) * pos).sum())
 
 
-def _gather_layout(group, x, W, target, b, ignore_index, opts) -> List[dict]:
+def _gather_layout(group, x, W, target, b, ignore_index, opts, needs) -> List[dict]:
     """Every rank's layout and local problem, in rank order (one all_gather_object)."""
     problem = _local_problem(x, W, target, b)
     info = {"problem": problem, "opts": opts}
@@ -125,7 +125,7 @@ def _gather_layout(group, x, W, target, b, ignore_index, opts) -> List[dict]:
         tv = t[valid]
         info.update(rows=int(W.shape[0]), hidden=int(W.shape[1]), tokens=int(t.numel()),
                     dtype=str(x.dtype), bias=b is not None,
-                    grads=(x.requires_grad, W.requires_grad, b is not None and b.requires_grad),
+                    grads=needs,
                     tmin=int(tv.min()) if tv.numel() else 0, tmax=int(tv.max()) if tv.numel() else -1,
                     digest=_target_fingerprint(t))
     out: List[Optional[dict]] = [None] * dist.get_world_size(group)
@@ -161,9 +161,9 @@ def _check_layout(infos: Sequence[dict], vocab_size: Optional[int]) -> int:
 class _VocabParallelFLCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, W, target, b, group, start, V, ignore_index, label_smoothing, z_scale,
-                reduction, accum_dtype, reduce_dx):
+                reduction, accum_dtype, reduce_dx, needs):
         loss, dx, dW, db = _sweep(x, W, target, b, group, start, V, ignore_index, label_smoothing,
-                                  z_scale, reduction, accum_dtype, reduce_dx)
+                                  z_scale, reduction, accum_dtype, reduce_dx, needs)
         ctx.save_for_backward(dx, dW, db)
         return loss
 
@@ -175,18 +175,17 @@ class _VocabParallelFLCE(torch.autograd.Function):
             if g is not None:  # in fp32, rounded once to the gradient's dtype
                 g = (g.float() * dloss.float()).to(g.dtype)
             out.append(g)
-        return (out[0], out[1], None, out[2]) + (None,) * 9
+        return (out[0], out[1], None, out[2]) + (None,) * 10
 
 
 def _sweep(x, W, target, b, group, start, V, ignore_index, ls, z_scale, reduction, accum_dtype,
-           reduce_dx):
+           reduce_dx, needs):
     """One pass over the chunks (module docstring): (loss, dx, dW, db); a gradient not asked for
     is None."""
     bt = x.shape[0]
     Vr = W.shape[0]
     dev = x.device
-    need_dx, need_dw = x.requires_grad, W.requires_grad
-    need_db = b is not None and b.requires_grad
+    need_dx, need_dw, need_db = needs  # decided outside the autograd.Function (grad mode is off in it)
     grads = need_dx or need_dw or need_db
     valid = target != ignore_index
     n = int(valid.sum())
@@ -316,7 +315,11 @@ def vocab_parallel_fused_linear_cross_entropy(
         group = dist.group.WORLD
     opts = (ignore_index, reduction, float(label_smoothing), float(lse_square_scale), str(accum_dtype),
             bool(reduce_input_grad))
-    infos = _gather_layout(group, x, weight, target, bias, ignore_index, opts)
+    grad_on = torch.is_grad_enabled()
+    needs = (grad_on and isinstance(x, torch.Tensor) and x.requires_grad,
+             grad_on and isinstance(weight, torch.Tensor) and weight.requires_grad,
+             grad_on and bias is not None and bias.requires_grad)
+    infos = _gather_layout(group, x, weight, target, bias, ignore_index, opts, needs)
     V = _check_layout(infos, vocab_size)
     rank = dist.get_rank(group)
     start = sum(i["rows"] for i in infos[:rank])
@@ -329,7 +332,7 @@ def vocab_parallel_fused_linear_cross_entropy(
     t2 = target.reshape(-1).long()
     return _VocabParallelFLCE.apply(x2, W, t2, b, group, start, V, ignore_index, float(label_smoothing),
                                     float(lse_square_scale), reduction, accum_dtype,
-                                    bool(reduce_input_grad))
+                                    bool(reduce_input_grad), needs)
 
 
 class LigerVocabParallelFusedLinearCrossEntropyLoss(torch.nn.Module):

@@ -6,7 +6,7 @@ with NCCL). A case is a dict:
     z (lse_square_scale), ignore (fraction of ignored targets), owner ("any": targets anywhere,
     "rank0": every target in rank 0's shard, so the other ranks own none), bias, chunk (tokens per
     chunk, LIGERD_FLCE_CHUNK; 0: the default), shards (explicit shard sizes, else torch.chunk's),
-    grad_scale (the backward's upstream gradient), partial_dx (reduce_input_grad=False), dtensor (the weight as a Shard(0) DTensor),
+    grad_scale (the backward's upstream gradient), partial_dx (reduce_input_grad=False), no_grad (under torch.no_grad: the loss only), dtensor (the weight as a Shard(0) DTensor),
     breaks (an error case: "hidden", "targets", "vocab_size", "target_range", "none", "softcap").
 
 Every rank builds the same full inputs from the seed and keeps its own shard, so the parent can
@@ -117,6 +117,10 @@ def run_case(rank: int, case, group, device="cpu") -> Optional[dict]:
         w_in = DTensor.from_local(Wr, mesh, [Shard(0)], run_check=False, shape=W.shape, stride=W.stride())
         group = None  # taken from the mesh
     loss_fn = LigerVocabParallelFusedLinearCrossEntropyLoss(group=group, **_kwargs(case))
+    if case.get("no_grad"):  # evaluation: the loss alone, no gradient computed
+        with torch.no_grad():
+            loss = loss_fn(w_in, xr, t, br)
+        return {"loss": loss.cpu(), "requires_grad": loss.requires_grad, "bounds": (lo, hi)}
     try:
         loss = loss_fn(w_in, xr, t, br)
     except OpInputError as e:
