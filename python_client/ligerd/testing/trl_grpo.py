@@ -1,0 +1,211 @@
+"""TRL's own GRPOTrainer reaching ligerd's chunked GRPO loss through the compatibility shim
+(python_client/compat, docs/compat.md): what tests/python/test_trl_grpo_route.py (CPU, reference
+executor) and tests/gpu/test_trl_grpo_route.py (CUDA) share.
+
+Which TRL: the last release whose GRPOTrainer calls Liger's fused linear GRPO loss is TRL 1.12.0
+(``from liger_kernel.chunked_loss import LigerFusedLinearGRPOLoss`` in trl/trainer/grpo_trainer.py,
+used by ``compute_liger_loss`` when ``use_liger_kernel=True``). From 1.13 on, TRL computes the
+per-token log-probabilities with its own fused LM head and only takes Liger's layer kernels (what
+tests/python/test_trl_route.py covers with TRL 1.16's DPOTrainer). So these tests install TRL
+1.12.0's wheel, unchanged, into a scratch --target folder (never into the running environment),
+from a wheel folder when one holds it (the GPU machine reaches no registry: .whl/ carried along),
+else with `pip download`.
+
+The script trains a tiny Llama for two optimizer steps three times per GRPO loss type asked for,
+same seed and data:
+  torch32: TRL's own loss path (use_liger_kernel=False), float32 — what users compare against;
+  torch64: the same in float64 — the truth the tolerances are measured from;
+  ligerd:  use_liger_kernel=True, float32: TRL's compute_liger_loss calls the shim's
+           LigerFusedLinearGRPOLoss (ligerd.chunked_loss's), and HF Trainer patches the model's
+           RMSNorm, RoPE and SwiGLU with ligerd's.
+It prints one line ``RESULT {json}``: per loss type and run, the logged losses, grad norms, KL, the completions every run generated,
+per-parameter update differences, how often ligerd's GRPO loss ran and which ligerd ops ran."""
+
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from ligerd.testing.compat_shim import PYTHON_CLIENT
+
+TRL_VERSION = "1.12.0"
+
+# Wheels a machine with torch, transformers (and so huggingface_hub, safetensors, tokenizers,
+# pyyaml, tqdm, filelock, packaging, jinja2) and numpy lacks for TRL 1.12's GRPOTrainer on an
+# in-memory datasets.Dataset (pure-Python unless noted; take them with `pip download --no-deps`).
+RUN_WHEELS = ("trl", "datasets", "accelerate", "pandas", "pyarrow", "dill", "multiprocess", "xxhash",
+              "fsspec", "python_dateutil", "six", "psutil")
+
+
+def wheelhouse() -> Path | None:
+    """$LIGERD_WHEELHOUSE, else .whl/ of the source tree this module is in, if it exists."""
+    env = os.environ.get("LIGERD_WHEELHOUSE", "").strip()
+    p = Path(env) if env else PYTHON_CLIENT.parent / ".whl"
+    return p if p.is_dir() else None
+
+
+def install_trl(target: Path, scratch: Path) -> tuple[Path | None, str]:
+    """TRL 1.12.0 installed with --no-deps into `target`: from the wheel folder when it holds the
+    wheel, else downloaded. Returns (target, "") or (None, why not)."""
+    house = wheelhouse()
+    wheels = glob.glob(str(house / f"trl-{TRL_VERSION}-*.whl")) if house else []
+    if not wheels:
+        p = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(scratch),
+                            f"trl=={TRL_VERSION}"], capture_output=True, text=True, timeout=300)
+        wheels = glob.glob(str(scratch / f"trl-{TRL_VERSION}-*.whl"))
+        if p.returncode != 0 or not wheels:
+            return None, (f"trl=={TRL_VERSION}'s wheel is not in {house or '.whl/'} and pip download "
+                          f"failed: {(p.stdout + p.stderr).strip()[-300:]}")
+    p = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target",
+                        str(target), wheels[0]], capture_output=True, text=True, timeout=300)
+    if p.returncode != 0:
+        return None, f"installing {wheels[0]} failed: {(p.stdout + p.stderr)[-300:]}"
+    return target, ""
+
+
+def install_wheels(names, target: Path) -> list[str]:
+    """Installs (--no-deps, --no-index) the wheel folder's wheels of the distributions `names` into
+    `target`; returns the names with no wheel there."""
+    house = wheelhouse()
+    found, missing = [], []
+    for n in names:
+        w = sorted(glob.glob(str(house / f"{n}-*.whl"))) if house else []
+        (found.append(w[-1]) if w else missing.append(n))
+    if found:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target",
+                        str(target), *found], capture_output=True, text=True, timeout=600, check=True)
+    return missing
+
+
+SCRIPT = """
+    import os
+    os.environ["HF_HUB_OFFLINE"] = "1"     # everything is built in memory or saved locally
+    import json, torch
+    import trl
+    from datasets import Dataset
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from trl import GRPOConfig, GRPOTrainer
+    import liger_kernel.chunked_loss as lk
+    import ligerd.chunked_loss as lc
+    import ligerd.chunked_loss.grpo as lg
+    import ligerd.transformers as lt
+
+    launcher = None
+    if DEVICE == "cpu":
+        # No GPU: ligerd's ops run through the float64 reference executor (as in the CPU suite).
+        from ligerd import _backend
+        from ligerd.testing.ref_executor import RefLauncher
+        launcher = _backend._test_launcher = RefLauncher()
+
+    # A word-level tokenizer built in memory (no download): 62 words, pad and eos; vocab 64.
+    words = [f"w{i}" for i in range(62)]
+    vocab = {"<pad>": 0, "<eos>": 1, **{w: i + 2 for i, w in enumerate(words)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>")
+
+    g = torch.Generator().manual_seed(SEED)
+    def sentence(n):
+        return " ".join(words[i] for i in torch.randint(0, 62, (n,), generator=g).tolist())
+    data = Dataset.from_dict({"prompt": [sentence(5) for _ in range(4)]})
+
+    seen = []
+    def reward(completions, **kw):
+        # Deterministic toy reward: the share of words whose number is a multiple of 3.
+        seen.append(list(completions))
+        return [sum(int(w[1:]) % 3 == 0 for w in c.split() if w[1:].isdigit()) / max(len(c.split()), 1)
+                for c in completions]
+
+    # Count the calls of ligerd's chunked GRPO loss (what the shim's LigerFusedLinearGRPOLoss runs).
+    calls = [0]
+    _apply = lg.LigerFusedLinearGRPOFunction.apply
+    def counted(*a, **k):
+        calls[0] += 1
+        return _apply(*a, **k)
+    lg.LigerFusedLinearGRPOFunction.apply = staticmethod(counted)
+
+    torch.manual_seed(SEED)
+    cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=64, max_position_embeddings=64, pad_token_id=0,
+                      eos_token_id=1, bos_token_id=1)
+    # GRPOTrainer makes its reference model (beta != 0) from a path: save the initial weights.
+    LlamaForCausalLM(cfg).save_pretrained(OUT + "/init")
+
+    def train(name, loss_type):
+        liger, dtype = name == "ligerd", torch.float64 if name == "torch64" else torch.float32
+        seen.clear(); calls[0] = 0
+        # use_kernels=False: transformers (5.2x, with the `kernels` package installed) loads models
+        # with hub kernels on, and model.train() then re-kernelizes, which drops the RMSNorm forward
+        # that Liger's (and ligerd's) instance patch put on each norm module.
+        args = GRPOConfig(output_dir=OUT, use_liger_kernel=liger, loss_type=loss_type, beta=0.04,
+                          max_steps=2, per_device_train_batch_size=4, num_generations=2,
+                          steps_per_generation=2, max_completion_length=6, temperature=1.0,
+                          learning_rate=0.5, optim="sgd", lr_scheduler_type="constant", report_to=[],
+                          use_cpu=DEVICE == "cpu", save_strategy="no", logging_steps=1, disable_tqdm=True,
+                          seed=SEED, model_init_kwargs={"dtype": dtype, "use_kernels": False})
+        trainer = GRPOTrainer(model=OUT + "/init", reward_funcs=reward, args=args, train_dataset=data,
+                              processing_class=tokenizer)
+        init = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+        n0 = len(launcher.calls) if launcher else 0
+        trainer.train()
+        ops = sorted({c[0] for c in launcher.calls[n0:]}) if launcher else []
+        hist = [h for h in trainer.state.log_history if "loss" in h and "train_loss" not in h]
+        upd = {k: (v.detach() - init[k]).double().cpu() for k, v in trainer.model.state_dict().items()}
+        norms = [m for m in trainer.model.modules() if "RMSNorm" in type(m).__name__]
+        patched = sum(getattr(m.forward, "__func__", None) is lt.LigerRMSNorm.forward for m in norms)
+        loss_cls = type(getattr(trainer, "liger_loss", None))
+        # Applying Liger to a Llama also replaces transformers' module-level classes and RoPE
+        # function (as Liger does): undo that, or it leaks into the next loss type's plain runs.
+        lt.revert_liger_kernel_patches()
+        return dict(ops=ops, loss=[h["loss"] for h in hist], grad_norm=[h["grad_norm"] for h in hist],
+                    kl=[h.get("kl") for h in hist], completions=[list(s) for s in seen],
+                    grpo_calls=calls[0], patched=patched,
+                    loss_module=f"{loss_cls.__module__}.{loss_cls.__qualname__}"), upd
+
+    runs = {}
+    for loss_type in LOSS_TYPES:
+        runs[loss_type], upds = {}, {}
+        for name in ("torch32", "torch64", "ligerd"):
+            runs[loss_type][name], upds[name] = train(name, loss_type)
+        # Per parameter: |update - torch64's| / |torch64's update|, for the two float32 runs.
+        for name in ("torch32", "ligerd"):
+            runs[loss_type][name]["update_rel"] = {
+                k: ((upds[name][k] - upds["torch64"][k]).norm() / upds["torch64"][k].norm().clamp_min(1e-30)).item()
+                for k in upds[name]}
+        # ligerd's against TRL's own float32 path (what a user compares).
+        runs[loss_type]["ligerd"]["update_rel_torch32"] = {
+            k: ((upds["ligerd"][k] - upds["torch32"][k]).norm() / upds["torch32"][k].norm().clamp_min(1e-30)).item()
+            for k in upds["ligerd"]}
+    print("RESULT " + json.dumps({"trl": trl.__version__, "trl_file": trl.__file__,
+                                  "shim_grpo_is_ligerd": lk.LigerFusedLinearGRPOLoss is lc.LigerFusedLinearGRPOLoss,
+                                  "runs": runs}))
+"""
+
+
+def run_grpo(shim_dir: Path, trl_dir: Path, out: Path, *, seed: int, loss_types, device: str,
+             extra_path=(), timeout: float = 600) -> dict:
+    """Runs SCRIPT in a fresh interpreter that sees the shim, TRL 1.12 and ligerd (on the CPU: the
+    source tree's; on the GPU: whatever PYTHONPATH already names, the built package) and returns
+    its RESULT."""
+    import json
+    code = (f"OUT = {str(out)!r}\nSEED = {seed}\nLOSS_TYPES = {list(loss_types)!r}\nDEVICE = {device!r}\n"
+            + textwrap.dedent(SCRIPT))
+    path = [str(shim_dir), str(trl_dir), *map(str, extra_path)]
+    env = dict(os.environ, LIGERD_DISPATCH=os.environ.get("LIGERD_DISPATCH", "local"),
+               PYTHONWARNINGS="ignore")
+    if device == "cpu":
+        path.append(str(PYTHON_CLIENT))
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    elif env.get("PYTHONPATH"):
+        path.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(path)
+    # Run from an empty folder: nothing of the repository is importable but what PYTHONPATH names.
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       cwd=str(out), timeout=timeout)
+    assert p.returncode == 0, f"stdout:\n{p.stdout[-6000:]}\nstderr:\n{p.stderr[-8000:]}"
+    return json.loads(p.stdout.split("RESULT ", 1)[1].splitlines()[0])

@@ -1,0 +1,82 @@
+"""TRL's own GRPOTrainer, unchanged, reaches ligerd's chunked GRPO loss through the opt-in
+compatibility route (python_client/compat, docs/compat.md): `use_liger_kernel=True` on a tiny Llama
+trains two optimizer steps on the CPU, TRL's compute_liger_loss calling the shim's
+LigerFusedLinearGRPOLoss (ligerd.chunked_loss's) and HF Trainer patching RMSNorm, RoPE and SwiGLU with
+ligerd's, all run by the float64 reference executor; it matches TRL's own torch loss path
+(`use_liger_kernel=False`) within float32 noise, measured against the same path in float64.
+
+Which TRL: 1.12.0, the last release whose GRPOTrainer calls Liger's chunked GRPO loss (TRL 1.13+
+compute log-probabilities with their own fused LM head; tests/python/test_trl_route.py covers TRL
+1.16's layer-kernel route). It is installed, with --no-deps, into a scratch folder from .whl/ or
+$LIGERD_WHEELHOUSE, else downloaded with pip; the installed TRL (>=1.16, for test_trl_route.py) is
+never touched. See ligerd/testing/trl_grpo.py for the script.
+
+Generation: the three runs generate the same completions. steps_per_generation=2 makes one
+generation round (4 prompts x 2 completions, sampled at temperature 1 from the step-0 weights, which
+are identical in every run, with the same seeded RNG state) feed both optimizer steps, so the
+weights' float32 differences after step 1 never reach the sampler; the test asserts the completions
+are equal, and both steps are compared (step 1 off-policy: old log-probs from generation time, as
+TRL does with steps_per_generation > gradient_accumulation_steps)."""
+
+import math
+import shutil
+
+import pytest
+
+from ligerd.testing.compat_shim import shim_dir  # noqa: F401  (a fixture)
+from ligerd.testing.trl_grpo import TRL_VERSION, install_trl, run_grpo
+
+pytest.importorskip("trl")
+pytest.importorskip("datasets")
+
+LOSS_TYPES = ("dapo", "grpo")   # TRL's default (token-level normaliser) and per-sequence means
+
+
+@pytest.fixture(scope="module")
+def trl_dir(tmp_path_factory):
+    target, why = install_trl(tmp_path_factory.mktemp("trl_site"), tmp_path_factory.mktemp("trl_dl"))
+    if target is None:
+        pytest.skip(why)
+    return target
+
+
+def test_trl_grpo_trainer_runs_ligerds_chunked_grpo_loss(shim_dir, trl_dir, tmp_path):
+    r = run_grpo(shim_dir, trl_dir, tmp_path, seed=0, loss_types=LOSS_TYPES, device="cpu", timeout=600)
+    shutil.rmtree(tmp_path, ignore_errors=True)
+    assert r["trl"] == TRL_VERSION and r["shim_grpo_is_ligerd"], r
+    assert str(trl_dir) in r["trl_file"], r
+    for lt in LOSS_TYPES:
+        t32, t64, lg = (r["runs"][lt][n] for n in ("torch32", "torch64", "ligerd"))
+        ctx = (lt, {n: {k: v for k, v in x.items() if k not in ("completions", "update_rel", "update_rel_torch32")}
+                    for n, x in r["runs"][lt].items()})
+        # TRL's own path runs no ligerd op; use_liger_kernel=True runs ligerd's chunked GRPO loss
+        # once per optimizer step (one micro-batch a step) and the patched layers' ops.
+        assert t32["ops"] == t64["ops"] == [] and t32["grpo_calls"] == t64["grpo_calls"] == 0, ctx
+        assert lg["grpo_calls"] == 2, ctx
+        assert lg["loss_module"] == "ligerd.chunked_loss.grpo.LigerFusedLinearGRPOLoss", ctx
+        assert {"gemm", "rms_norm_fwd", "rms_norm_bwd", "rope_fwd", "rope_bwd", "swiglu_fwd",
+                "swiglu_bwd"} <= set(lg["ops"]), ctx
+        assert t32["patched"] == 0 and lg["patched"] == 5, ctx   # 2 layers x 2 norms + final
+        # Same completions in all three runs (see the module docstring): 8 per generation round.
+        assert lg["completions"] == t32["completions"] == t64["completions"], ctx
+        assert sum(len(c) for c in lg["completions"]) == 8, ctx
+        assert len(lg["loss"]) == len(t32["loss"]) == len(t64["loss"]) == 2, ctx
+        # Tolerances, from TRL's own path in float32 against float64 (seed 0): its losses differ by
+        # 3e-8 at step 0 (ratio exactly 1, old and new log-probs from the same code) and 1.9e-4 at
+        # step 1, its per-parameter updates by up to 0.8% (relative norm): a GRPO gradient is a sum
+        # of +-advantage-weighted log-probability gradients that cancel within a group, as DPO's do.
+        # ligerd's chunked loss accumulates in float64 and sits nearer float64: losses within 4e-5
+        # (step 0's 1e-5 is the ratio exp(logp - old), old from TRL's float32 LM head), updates within
+        # 0.08%. Bounds: 1e-4 and 0.5% against float64; against TRL's float32 path (what users
+        # compare with) the sum of the two paths' noise, 5e-4 and 2%. A 1% error put into ligerd's
+        # GRPO loss (and so its gradients) moves the losses by 3.5e-3 and the updates by 1%: caught.
+        for a32, a64, b in zip(t32["loss"], t64["loss"], lg["loss"]):
+            assert math.isfinite(b) and abs(b - a64) <= 1e-4 and abs(b - a32) <= 5e-4, ctx
+        for a64, b in zip(t64["grad_norm"], lg["grad_norm"]):
+            assert abs(b - a64) <= 1e-3 * a64, ctx
+        # KL to the reference model at step 1 (step 0: policy == reference, 0 up to rounding).
+        assert abs(lg["kl"][0]) <= 1e-6 and abs(lg["kl"][1] - t64["kl"][1]) <= 1e-4, ctx
+        assert lg["kl"][1] > 1e-3, ctx   # the step moved the policy off the reference
+        worst = max(lg["update_rel"].values())
+        assert worst <= 5e-3, (lt, lg["update_rel"])
+        assert max(lg["update_rel_torch32"].values()) <= 2e-2, (lt, lg["update_rel_torch32"])
