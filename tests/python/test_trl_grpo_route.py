@@ -29,7 +29,7 @@ from ligerd.testing.trl_grpo import TRL_VERSION, install_trl, run_grpo
 pytest.importorskip("trl")
 pytest.importorskip("datasets")
 
-LOSS_TYPES = ("dapo", "grpo")   # TRL's default (token-level normaliser) and per-sequence means
+LOSS_TYPES = ("dapo", "sapo")   # TRL's default (clipped ratio, token-level normaliser); soft gate, per-sequence means
 
 
 @pytest.fixture(scope="module")
@@ -60,18 +60,23 @@ def test_trl_grpo_trainer_runs_ligerds_chunked_grpo_loss(shim_dir, trl_dir, tmp_
         # Same completions in all three runs (see the module docstring): 8 per generation round.
         assert lg["completions"] == t32["completions"] == t64["completions"], ctx
         assert sum(len(c) for c in lg["completions"]) == 8, ctx
+        # ... of unequal lengths (eos sampled early in some), so the loss masks matter.
+        assert len({len(c.split()) for c in lg["completions"][0]}) > 1, lg["completions"]
         assert len(lg["loss"]) == len(t32["loss"]) == len(t64["loss"]) == 2, ctx
         # Tolerances, from TRL's own path in float32 against float64 (seed 0): its losses differ by
-        # 3e-8 at step 0 (ratio exactly 1, old and new log-probs from the same code) and 1.9e-4 at
-        # step 1, its per-parameter updates by up to 0.8% (relative norm): a GRPO gradient is a sum
-        # of +-advantage-weighted log-probability gradients that cancel within a group, as DPO's do.
-        # ligerd's chunked loss accumulates in float64 and sits nearer float64: losses within 4e-5
-        # (step 0's 1e-5 is the ratio exp(logp - old), old from TRL's float32 LM head), updates within
-        # 0.08%. Bounds: 1e-4 and 0.5% against float64; against TRL's float32 path (what users
-        # compare with) the sum of the two paths' noise, 5e-4 and 2%. A 1% error put into ligerd's
-        # GRPO loss (and so its gradients) moves the losses by 3.5e-3 and the updates by 1%: caught.
+        # <1e-7 at step 0 (ratio exactly 1: old and new log-probs come from the same code) and 3e-5 at
+        # step 1, its grad norms by up to 7e-4 (relative), its per-parameter updates (SGD, no
+        # clipping: the update is the gradient) by up to 1.2% (relative norm): a GRPO gradient is a
+        # sum of +-advantage-weighted log-probability gradients that cancel within a group, as DPO's
+        # do. ligerd's chunked loss accumulates in float64 and sits nearer float64: losses within
+        # 3e-5 (step 0's 2e-5 is the ratio exp(logp - old), old from TRL's float32 LM head), grad
+        # norms within 2e-4, updates within 0.08%. Bounds against float64: 1e-4, 1e-3 and 0.5%;
+        # against TRL's float32 path (what a user compares with; measured 1.0-1.2%, which is that
+        # path's own error): 2e-4 and 3%. A 1% error put into ligerd's GRPO loss (and so its
+        # gradients) moves the losses by 4e-3, the grad norms by 1% and the updates by 1.7% from
+        # float64: caught by each float64 bound.
         for a32, a64, b in zip(t32["loss"], t64["loss"], lg["loss"]):
-            assert math.isfinite(b) and abs(b - a64) <= 1e-4 and abs(b - a32) <= 5e-4, ctx
+            assert math.isfinite(b) and abs(b - a64) <= 1e-4 and abs(b - a32) <= 2e-4, ctx
         for a64, b in zip(t64["grad_norm"], lg["grad_norm"]):
             assert abs(b - a64) <= 1e-3 * a64, ctx
         # KL to the reference model at step 1 (step 0: policy == reference, 0 up to rounding).
@@ -79,4 +84,4 @@ def test_trl_grpo_trainer_runs_ligerds_chunked_grpo_loss(shim_dir, trl_dir, tmp_
         assert lg["kl"][1] > 1e-3, ctx   # the step moved the policy off the reference
         worst = max(lg["update_rel"].values())
         assert worst <= 5e-3, (lt, lg["update_rel"])
-        assert max(lg["update_rel_torch32"].values()) <= 2e-2, (lt, lg["update_rel_torch32"])
+        assert max(lg["update_rel_torch32"].values()) <= 3e-2, (lt, lg["update_rel_torch32"])

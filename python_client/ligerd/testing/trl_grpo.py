@@ -102,8 +102,9 @@ SCRIPT = """
         from ligerd.testing.ref_executor import RefLauncher
         launcher = _backend._test_launcher = RefLauncher()
 
-    # A word-level tokenizer built in memory (no download): 62 words, pad and eos; vocab 64.
-    words = [f"w{i}" for i in range(62)]
+    # A word-level tokenizer built in memory (no download): 14 words, pad and eos; vocab 16, so that
+    # the untrained model samples eos often enough (1/16 a token) for completions of unequal length.
+    words = [f"w{i}" for i in range(14)]
     vocab = {"<pad>": 0, "<eos>": 1, **{w: i + 2 for i, w in enumerate(words)}}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -111,7 +112,7 @@ SCRIPT = """
 
     g = torch.Generator().manual_seed(SEED)
     def sentence(n):
-        return " ".join(words[i] for i in torch.randint(0, 62, (n,), generator=g).tolist())
+        return " ".join(words[i] for i in torch.randint(0, len(words), (n,), generator=g).tolist())
     data = Dataset.from_dict({"prompt": [sentence(5) for _ in range(4)]})
 
     seen = []
@@ -131,7 +132,7 @@ SCRIPT = """
 
     torch.manual_seed(SEED)
     cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, vocab_size=64, max_position_embeddings=64, pad_token_id=0,
+                      num_key_value_heads=2, vocab_size=16, max_position_embeddings=64, pad_token_id=0,
                       eos_token_id=1, bos_token_id=1)
     # GRPOTrainer makes its reference model (beta != 0) from a path: save the initial weights.
     LlamaForCausalLM(cfg).save_pretrained(OUT + "/init")
@@ -139,13 +140,15 @@ SCRIPT = """
     def train(name, loss_type):
         liger, dtype = name == "ligerd", torch.float64 if name == "torch64" else torch.float32
         seen.clear(); calls[0] = 0
+        # Plain SGD without clipping: the parameter update is the gradient (Adam's first step is about
+        # lr * sign(grad), and clipping would hide a gradient's scale).
         # use_kernels=False: transformers (5.2x, with the `kernels` package installed) loads models
         # with hub kernels on, and model.train() then re-kernelizes, which drops the RMSNorm forward
         # that Liger's (and ligerd's) instance patch put on each norm module.
         args = GRPOConfig(output_dir=OUT, use_liger_kernel=liger, loss_type=loss_type, beta=0.04,
                           max_steps=2, per_device_train_batch_size=4, num_generations=2,
                           steps_per_generation=2, max_completion_length=6, temperature=1.0,
-                          learning_rate=0.5, optim="sgd", lr_scheduler_type="constant", report_to=[],
+                          learning_rate=0.5, optim="sgd", max_grad_norm=0.0, lr_scheduler_type="constant", report_to=[],
                           use_cpu=DEVICE == "cpu", save_strategy="no", logging_steps=1, disable_tqdm=True,
                           seed=SEED, model_init_kwargs={"dtype": dtype, "use_kernels": False})
         trainer = GRPOTrainer(model=OUT + "/init", reward_funcs=reward, args=args, train_dataset=data,
