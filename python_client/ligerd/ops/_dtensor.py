@@ -1,5 +1,7 @@
-"""DTensor inputs to the row-wise ops (RMSNorm, LayerNorm): tensor and sequence parallelism hand
-them activations sharded over a device mesh and replicated weights (torch's SequenceParallel style).
+"""DTensor inputs to the row-wise ops (RMSNorm, LayerNorm) and the element-wise gated activations
+(SwiGLU, GeGLU). Tensor and sequence parallelism hand the norms activations sharded over a device
+mesh and replicated weights (torch's SequenceParallel style), and the activations the column-
+parallel gate and up projections' outputs, sharded on the intermediate dimension.
 
 A row-wise op normalises each row over the hidden (last) dimension on its own, so it runs on each
 rank's local shard unchanged whenever that dimension is whole on every rank: activations sharded on
@@ -57,3 +59,20 @@ def rowwise(op: str, fn: Callable, x, params: Sequence[Optional[torch.Tensor]], 
         local.append(w.to_local(grad_placements=grad_pl))
     y = fn(x.to_local(), *local, *args, **kw)
     return DTensor.from_local(y, mesh, placements, run_check=False, shape=x.shape, stride=x.stride())
+
+
+def elementwise(op: str, fn: Callable, a, b, *args):
+    """fn(a_local, b_local, *args) for two DTensors placed alike (same mesh, shape and placements,
+    Shard or Replicate: an element-wise op needs nothing else), returned placed like ``a``."""
+    from torch.distributed.tensor import DTensor, Replicate, Shard
+    if not (isinstance(a, DTensor) and isinstance(b, DTensor)):
+        _rows.fail(op, "one input is a DTensor and the other is not; pass both as DTensors placed alike")
+    if a.device_mesh != b.device_mesh or tuple(a.placements) != tuple(b.placements) or a.shape != b.shape:
+        _rows.fail(op, f"the inputs must be on one mesh with one shape and placements, got "
+                       f"{tuple(a.shape)} {tuple(a.placements)} and {tuple(b.shape)} {tuple(b.placements)}")
+    for i, p in enumerate(a.placements):
+        if not isinstance(p, (Shard, Replicate)):
+            _rows.fail(op, f"input placement {p} on mesh dim {i} is not supported (Shard or Replicate)")
+    c = fn(a.to_local(), b.to_local(), *args)
+    return DTensor.from_local(c, a.device_mesh, a.placements, run_check=False, shape=a.shape,
+                              stride=a.stride())

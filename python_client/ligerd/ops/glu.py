@@ -22,7 +22,7 @@ import torch
 
 from ligerd import _backend
 from ligerd._errors import OpInputError
-from ligerd.ops import _opdef
+from ligerd.ops import _dtensor, _opdef
 from ligerd.ops.rms_norm import _as_rows
 
 SILU, GELU_TANH = 0, 1
@@ -140,7 +140,10 @@ glu_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
 def glu(a: torch.Tensor, b: torch.Tensor, act: int) -> torch.Tensor:
-    """act(a) * b over 1-D to 4-D CUDA tensors of one shape, differentiable in a and b."""
+    """act(a) * b over 1-D to 4-D CUDA tensors of one shape, differentiable in a and b. a and b may
+    be DTensors placed alike (ligerd.ops._dtensor)."""
+    if _dtensor.any_dtensor(a, b):  # each rank's local elements
+        return _dtensor.elementwise(OPS.get(act, "glu"), glu, a, b, act)
     check_inputs(a, b, act)
     shape = a.shape
     if a.numel() == 0:  # nothing to compute (and no (-1, 0) view exists); keeps autograd
