@@ -60,13 +60,27 @@ constexpr int64_t kMaxRows = int64_t{1} << 40;
 
 const std::vector<DType> kFloats = {DType::kFloat32, DType::kBFloat16, DType::kFloat16};
 
-KernelVariant MakeVariant(Part part, DType x, bool softcap) {
+// The forward's variants also differ in `features` (LIGERD_CE_FEATURES, cross_entropy.cuh): the
+// ".full" module holds the row loops for argmax, label smoothing and class weights; the plain one
+// only the loop without them, which is what a training call without any runs (and compiles ~17x
+// faster: it is most of a fresh node's first step, docs/perf/cold_start.md).
+KernelVariant MakeVariant(Part part, DType x, bool softcap, bool features = true) {
+  const bool fwd_part = part == kFwd;
   KernelVariant v;
-  v.tag = absl::StrCat("x", ShortName(x), part == kFwd && softcap ? ".softcap" : "");
+  v.tag = absl::StrCat("x", ShortName(x), fwd_part && softcap ? ".softcap" : "",
+                       fwd_part && features ? ".full" : "");
   v.defines = {absl::StrCat("LIGERD_CE_PART=", static_cast<int>(part)),
                absl::StrCat("LIGERD_XT=", DeviceTypeName(x)),
                absl::StrCat("LIGERD_CE_SOFTCAP=", softcap ? 1 : 0)};
+  if (fwd_part) v.defines.push_back(absl::StrCat("LIGERD_CE_FEATURES=", features ? 1 : 0));
   return v;
+}
+
+// Whether a forward call needs the ".full" module: argmax (pred), label smoothing or class
+// weights, each of which the kernel tests per launch (fwd_dispatch).
+bool FwdFeatures(const OpCall& call) {
+  return call.tensors[fwd::T::pred].present() || call.tensors[fwd::T::weight].present() ||
+         call.scalars[fwd::S::label_smoothing] > 0.0;
 }
 
 int VectorWidth(DType x) { return 16 / DTypeBytes(x); }
@@ -223,7 +237,7 @@ absl::StatusOr<OpPlan> PlanFwd(const OpSpec& spec, const OpCall& call, const Dev
     return Invalid(op, absl::StrCat("token_scaling must be 0 or 1, got ", token_scaling));
 
   OpPlan plan;
-  plan.variant = MakeVariant(kFwd, X.dtype, softcap > 0.0);
+  plan.variant = MakeVariant(kFwd, X.dtype, softcap > 0.0, FwdFeatures(call));
   if (rows == 0) return plan;
 
   LigerdCeFwdParams p{};
@@ -359,7 +373,7 @@ std::vector<LaunchConfig> FwdCandidates(const OpCall& call, const DeviceInfo& de
     return out;
   const int64_t cols = X.sizes[X.ndim - 1];
   const int64_t rows = cols > 0 ? NumElements(X) / cols : 0;
-  const KernelVariant variant = MakeVariant(kFwd, X.dtype, call.scalars[fwd::S::softcap] > 0.0);
+  const KernelVariant variant = MakeVariant(kFwd, X.dtype, call.scalars[fwd::S::softcap] > 0.0, FwdFeatures(call));
   for (int cluster = 1; cluster <= kCrossEntropyMaxCluster; ++cluster) {
     const int64_t slice = CrossEntropyClusterSliceBytes(X.dtype, cols, cluster);
     if (slice > kCrossEntropyClusterMaxSmem) continue;
@@ -410,7 +424,8 @@ OpSpec MakeSpec(Part part) {
     case kFwd:
       s = fwd::BaseSpec();
       for (DType x : kFloats)
-        for (bool sc : {false, true}) s.variants.push_back(MakeVariant(kFwd, x, sc));
+        for (bool sc : {false, true})
+          for (bool features : {false, true}) s.variants.push_back(MakeVariant(kFwd, x, sc, features));
       s.plan = PlanFwd;
       s.candidates = FwdCandidates;
       s.tuning_shape = RowTuningShape(fwd::T::X);

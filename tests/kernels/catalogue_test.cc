@@ -76,9 +76,10 @@ TEST(Catalogue, ListsRmsNormWithItsVariants) {
   EXPECT_EQ(FindOp("rope_fwd")->tensors[5].may_alias, "K");
   EXPECT_EQ(FindOp("swiglu_bwd")->tensors[3].may_alias, "A");
   EXPECT_EQ(FindOp("geglu_bwd")->tensors[4].may_alias, "B");
-  // Cross-entropy: count (1 variant), forward (3 dtypes x softcap or not), scale (3 dtypes).
+  // Cross-entropy: count (1 variant), forward (3 dtypes x softcap or not x plain or full), scale
+  // (3 dtypes).
   const std::vector<std::string> ce = {"cross_entropy_count", "cross_entropy_fwd", "cross_entropy_scale"};
-  const std::vector<size_t> ce_variants = {1u, 6u, 3u};
+  const std::vector<size_t> ce_variants = {1u, 12u, 3u};
   for (size_t i = 0; i < ce.size(); ++i) {
     const OpInfo& o = ops[8 + i];
     EXPECT_EQ(o.name, ce[i]);

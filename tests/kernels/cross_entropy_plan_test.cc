@@ -2,9 +2,12 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
+#include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "gtest/gtest.h"
 #include "kernels/ops/dtype_names.h"
 #include "kernels/catalogue.h"
@@ -105,6 +108,41 @@ TEST(CrossEntropyPlan, SoftcapIsItsOwnVariant) {
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_EQ(p->variant.tag, "xbf16.softcap");
   EXPECT_FLOAT_EQ(Params<LigerdCeFwdParams>(*p).softcap, 30.f);
+}
+
+// The plain module (LIGERD_CE_FEATURES=0: one row loop, no argmax, smoothing or weights) serves
+// calls with none of them; each of the three needs the ".full" one, with softcap or without.
+TEST(CrossEntropyPlan, ArgmaxSmoothingOrWeightsTakeTheFullVariant) {
+  auto defines = [](const OpPlan& p) { return absl::StrJoin(p.variant.defines, " "); };
+  Fwd f = MakeFwd(8, 1000);
+  auto p = Plan("cross_entropy_fwd", f.t, f.s);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->variant.tag, "xbf16");
+  EXPECT_NE(defines(*p).find("LIGERD_CE_FEATURES=0"), std::string::npos) << defines(*p);
+  for (int which = 0; which < 3; ++which) {
+    Fwd g = MakeFwd(8, 1000);
+    if (which == 0) g.t[8] = Tensor(Addr(8), DType::kInt64, {8});     // pred (argmax)
+    if (which == 1) g.s[2] = 0.1;                                     // label smoothing
+    if (which == 2) g.t[2] = Tensor(Addr(2), DType::kFloat32, {1000});  // class weights
+    p = Plan("cross_entropy_fwd", g.t, g.s);
+    ASSERT_TRUE(p.ok()) << which << ": " << p.status();
+    EXPECT_EQ(p->variant.tag, "xbf16.full") << which;
+    EXPECT_NE(defines(*p).find("LIGERD_CE_FEATURES=1"), std::string::npos) << defines(*p);
+    g.s[4] = 30.0;  // softcap too
+    p = Plan("cross_entropy_fwd", g.t, g.s);
+    ASSERT_TRUE(p.ok()) << which << ": " << p.status();
+    EXPECT_EQ(p->variant.tag, "xbf16.softcap.full") << which;
+  }
+  // Every planned variant is one the catalogue compiles (precompile covers what plans use).
+  const OpSpec* spec = FindOp("cross_entropy_fwd");
+  ASSERT_NE(spec, nullptr);
+  std::vector<std::string> tags;
+  for (const KernelVariant& v : spec->variants) tags.push_back(v.tag);
+  for (const char* t : {"xbf16", "xbf16.full", "xbf16.softcap", "xbf16.softcap.full", "xf32", "xf16.full"})
+    EXPECT_NE(std::find(tags.begin(), tags.end(), t), tags.end()) << t;
+  // The count and scale modules have no such dimension.
+  EXPECT_EQ(absl::StrJoin(FindOp("cross_entropy_scale")->variants[1].defines, " ").find("FEATURES"),
+            std::string::npos);
 }
 
 TEST(CrossEntropyPlan, LossOnlyAndOutOfPlaceAndStridedRows) {
