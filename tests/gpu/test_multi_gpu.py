@@ -1,7 +1,8 @@
 """Multi-GPU checks of issue 21 with NCCL, one GPU per rank (2 ranks): the vocab-parallel fused
 linear cross-entropy (ligerd.parallel) against the unsharded loss in float64, and a tiny Llama
 patched with apply_liger_kernel_to_llama trained under DDP, FSDP2 and FSDP1 against one GPU on the whole
-batches, and RMSNorm/LayerNorm under torch's SequenceParallel (DTensor inputs). The same cases
+batches, RMSNorm/LayerNorm under torch's SequenceParallel and a SwiGLU MLP under tensor
+parallelism (DTensor inputs), and the ranks' agreement on tuned kernel plans. The same cases
 run on CPU ranks with gloo in tests/python/test_vocab_parallel_loss.py
 and test_ddp_cpu.py (the cases, model and runner are ligerd.testing.vocab_parallel_cases,
 data_parallel_cases and ranks). Skips with "needs 2 GPUs" on fewer.
@@ -101,11 +102,16 @@ def test_data_parallel_matches_one_gpu(dp_reference, mode):
             assert err <= DP_PARAM_ATOL, f"{mode} rank {r} {k}: max error {err:.3g}"
 
 
+@pytest.fixture(scope="module")
+def dn_results():
+    return ranks.run(dn.worker, WORLD, "cuda", backend="nccl", timeout=300)
+
+
 @pytest.mark.parametrize("name", ["rms_norm", "layer_norm"])
-def test_dtensor_norms_sequence_parallel(name):
+def test_dtensor_norms_sequence_parallel(dn_results, name):
     """LigerRMSNorm / LigerLayerNorm under torch's SequenceParallel on 2 GPUs (NCCL) against the
     unsharded op in float64 (as tests/python/test_dtensor_norms.py on CPU ranks)."""
-    results = ranks.run(dn.worker, WORLD, "cuda", backend="nccl", timeout=300)
+    results = dn_results
     y, dx, dw, db = dn.reference(name)
     start = 0
     for r, per_rank in enumerate(results):
@@ -119,6 +125,21 @@ def test_dtensor_norms_sequence_parallel(name):
         assert _max_err(out["dx_local"], dx[:, start:start + rows]) <= NORM_ATOL
         start += rows
         assert set(out["errors"]) == {"hidden", "plain_weight", "sharded_weight"}
+
+
+def test_dtensor_swiglu_mlp_tensor_parallel(dn_results):
+    """LigerSwiGLUMLP with ColwiseParallel gate/up and RowwiseParallel down on 2 GPUs against the
+    unsharded MLP in float64 (relative to each one's largest value; torch's fp32 GEMMs around the
+    kernel, TF32 off as torch's default leaves it in the fresh rank processes: the CPU test's 1e-6
+    widened to 1e-5)."""
+    y, dx, grads = dn.mlp_reference()
+    for r, per_rank in enumerate(dn_results):
+        out = per_rank["swiglu_mlp"]
+        for name, got, want in [("y", out["y"], y), ("dx", out["dx"], dx)] + [
+                (k, out["grads"][k], g) for k, g in grads.items()]:
+            rel = _max_err(got, want) / float(want.abs().max())
+            assert rel <= 1e-5, (r, name, rel)
+        assert "mixed" in out and "placements" in out
 
 
 # Shapes the daemon tunes (as tests/gpu/test_tune.py: seconds each) and others it does not.
