@@ -191,6 +191,43 @@ def test_op_features(dtype, feature, reduction):
         assert o["loss"][i].item() == 0 and o["pred"][i].item() == -1 and o["dx"][i].abs().sum().item() == 0
 
 
+# Calls without argmax (pred), label smoothing or class weights run the plain module
+# (LIGERD_CE_FEATURES=0: that one row loop only, which NVRTC compiles ~17x faster); the same call
+# with pred runs the ".full" module (docs/perf/cold_start.md). The tests above all ask for pred.
+PLAIN_FEATURES = ["plain", "zloss", "softcap", "token_scaling", "row_scale"]
+
+
+@pytest.mark.parametrize("V", [50257, 262144])  # fp32 x 262144: ce_fwd (two-pass); else the cluster kernel on sm_90
+@pytest.mark.parametrize("feature", PLAIN_FEATURES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=_id)
+def test_plain_variant_matches_the_full_one(dtype, feature, V):
+    """The plain module runs the same row loop as the full one's no-feature path: loss, z-loss and
+    gradient bitwise equal (the same arithmetic in the same order, no fast-math), and within the
+    float64 reference's tolerances; plan_info names the variant each call takes."""
+    from ligerd import _C
+    ctx = f"{feature} V={V} {_id(dtype)}"
+    f = dict(FEATURES[feature])
+    rows = 6
+    x, t = make(rows, V, dtype, seed=len(feature) + V % 13, ignore=(2,))
+    if f.pop("row_scale", False):
+        f["row_scale"] = torch.randn(rows, device=DEV)
+    r = reference(x, t, **f)
+    plain = run_op(x, t, want_pred=False, **f)
+    full = run_op(x, t, want_pred=True, **f)
+    check_loss("loss", plain["loss"], r, ctx)
+    check_loss("z", plain["z"], r, ctx)
+    check_grad(plain["dx"], r, dtype, ctx)
+    for k in ("loss", "z", "dx"):
+        assert torch.equal(plain[k], full[k]), f"{ctx}: {k} of the plain module differs from the full one's"
+    scal = [II, f.get("lss", 0.0), 0.0, RED["mean"], f.get("softcap", 0.0), 1 if f.get("token_scaling") else 0]
+    denom, loss = torch.ones(4, device=DEV), torch.empty(rows, device=DEV)
+    args = [x, t, None, denom, f.get("row_scale"), x.clone(), loss, None, None]
+    tag = _C.plan_info("cross_entropy_fwd", args, scal)["variant"]
+    assert not tag.endswith(".full") and tag.startswith("x"), (ctx, tag)
+    args[8] = torch.empty(rows, device=DEV, dtype=torch.int64)
+    assert _C.plan_info("cross_entropy_fwd", args, scal)["variant"] == tag + ".full", ctx
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=_id)
 def test_op_many_rows_strided_and_one_row(dtype):
     # More rows than the persistent grid (each block loops), rows of a wider buffer (pitch V+13:
