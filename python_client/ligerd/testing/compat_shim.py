@@ -24,13 +24,14 @@ PYTHON_CLIENT = Path(__file__).resolve().parents[2]
 COMPAT = PYTHON_CLIENT / "compat"
 
 
-def build_shim(target: Path, scratch: Path) -> Path:
-    """Builds python_client/compat into the --target folder `target`, from a copy in `scratch`
-    so that the build leaves nothing in the tree."""
-    if not (COMPAT / "pyproject.toml").is_file():
-        raise FileNotFoundError(f"compat shim sources not found at {COMPAT} (a source checkout "
+def build_shim(target: Path, scratch: Path, compat: Path = COMPAT) -> Path:
+    """Builds python_client/compat (or `compat`: the GPU tests, which import the built ligerd,
+    name the source tree's) into the --target folder `target`, from a copy in `scratch` so that
+    the build leaves nothing in the tree."""
+    if not (compat / "pyproject.toml").is_file():
+        raise FileNotFoundError(f"compat shim sources not found at {compat} (a source checkout "
                                 "of ligerd is needed: python_client/compat)")
-    subprocess.run(["cp", "-r", str(COMPAT), str(scratch)], check=True)
+    subprocess.run(["cp", "-r", str(compat), str(scratch)], check=True)
     p = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
                         "--no-index", "--target", str(target), str(scratch / "compat")],
                        capture_output=True, text=True)

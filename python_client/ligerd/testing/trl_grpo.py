@@ -41,17 +41,18 @@ RUN_WHEELS = ("trl", "datasets", "accelerate", "pandas", "pyarrow", "dill", "mul
               "fsspec", "python_dateutil", "six", "psutil")
 
 
-def wheelhouse() -> Path | None:
-    """$LIGERD_WHEELHOUSE, else .whl/ of the source tree this module is in, if it exists."""
+def wheelhouse(root: Path | None = None) -> Path | None:
+    """$LIGERD_WHEELHOUSE, else .whl/ of the source tree `root` (default: the one this module is
+    in; the GPU tests, which import the built ligerd, pass theirs), if it exists."""
     env = os.environ.get("LIGERD_WHEELHOUSE", "").strip()
-    p = Path(env) if env else PYTHON_CLIENT.parent / ".whl"
+    p = Path(env) if env else (root or PYTHON_CLIENT.parent) / ".whl"
     return p if p.is_dir() else None
 
 
-def install_trl(target: Path, scratch: Path) -> tuple[Path | None, str]:
+def install_trl(target: Path, scratch: Path, root: Path | None = None) -> tuple[Path | None, str]:
     """TRL 1.12.0 installed with --no-deps into `target`: from the wheel folder when it holds the
     wheel, else downloaded. Returns (target, "") or (None, why not)."""
-    house = wheelhouse()
+    house = wheelhouse(root)
     wheels = glob.glob(str(house / f"trl-{TRL_VERSION}-*.whl")) if house else []
     if not wheels:
         p = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(scratch),
@@ -67,10 +68,10 @@ def install_trl(target: Path, scratch: Path) -> tuple[Path | None, str]:
     return target, ""
 
 
-def install_wheels(names, target: Path) -> list[str]:
+def install_wheels(names, target: Path, root: Path | None = None) -> list[str]:
     """Installs (--no-deps, --no-index) the wheel folder's wheels of the distributions `names` into
     `target`; returns the names with no wheel there."""
-    house = wheelhouse()
+    house = wheelhouse(root)
     found, missing = [], []
     for n in names:
         w = sorted(glob.glob(str(house / f"{n}-*.whl"))) if house else []

@@ -1,0 +1,101 @@
+"""TRL's own GRPOTrainer, unchanged (TRL 1.12.0: the last release that calls Liger's chunked GRPO
+loss), on the GPU through the compatibility shim: `use_liger_kernel=True` runs ligerd's
+LigerFusedLinearGRPOLoss and ligerd's RMSNorm/RoPE/SwiGLU kernels on a tiny Llama for two optimizer
+steps and matches TRL's own torch loss path (float32, and float64 as the truth), the GPU twin of
+tests/python/test_trl_grpo_route.py (same script: ligerd/testing/trl_grpo.py, dapo and sapo).
+
+The GPU machine reaches no registry, so what the run needs travels in .whl/ (or $LIGERD_WHEELHOUSE):
+trl-1.12.0 and the wheels of ligerd.testing.trl_grpo.RUN_WHEELS it lacks (datasets, accelerate,
+pandas, pyarrow, ...), and scikit_build_core + pathspec if it cannot build the shim. They are
+installed with --no-deps --no-index into scratch folders; without them the module skips, naming
+what is missing. Needs the built ligerd on PYTHONPATH (tests/gpu/run.sh sets it)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ligerd.testing.gpu import require_cuda
+
+torch = require_cuda()
+
+from ligerd.testing.compat_shim import build_shim  # noqa: E402
+from ligerd.testing.trl_grpo import (RUN_WHEELS, TRL_VERSION, install_trl, install_wheels,  # noqa: E402
+                                     run_grpo)
+
+ROOT = Path(__file__).resolve().parents[2]
+LOSS_TYPES = ("dapo", "sapo")
+IMPORTS = ("trl", "datasets", "accelerate", "pandas", "pyarrow")
+
+
+@pytest.fixture(scope="module")
+def sites(tmp_path_factory):
+    """(shim folder, TRL 1.12 folder, dependency folder), or a skip naming what is missing."""
+    deps = tmp_path_factory.mktemp("trl_deps")
+    missing = install_wheels([n for n in RUN_WHEELS if n != "trl"], deps, root=ROOT)
+    trl_dir, why = install_trl(tmp_path_factory.mktemp("trl_site"), tmp_path_factory.mktemp("trl_dl"), root=ROOT)
+    if trl_dir is None:
+        pytest.skip(f"TRL {TRL_VERSION} not installable here: {why}")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(trl_dir), str(deps), os.environ.get("PYTHONPATH", "")]))
+    p = subprocess.run([sys.executable, "-c", "; ".join(f"import {m}" for m in IMPORTS)], capture_output=True,
+                       text=True, env=env)
+    if p.returncode != 0:
+        pytest.skip(f"TRL {TRL_VERSION}'s run-time needs are not importable ({p.stderr.strip().splitlines()[-1]}); "
+                    f"carry their wheels in .whl/ (no wheel found for: {', '.join(missing) or 'none'})")
+    # The shim is built with pip --no-build-isolation: scikit-build-core from the wheels if absent.
+    old = os.environ.get("PYTHONPATH")
+    if importlib.util.find_spec("scikit_build_core") is None:
+        tools = tmp_path_factory.mktemp("build_tools")
+        lacking = install_wheels(["scikit_build_core", "pathspec"], tools, root=ROOT)
+        if lacking:
+            pytest.skip(f"scikit-build-core is not importable and .whl/ lacks {lacking}: cannot build the shim")
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(tools), old or ""])
+    try:
+        shim = build_shim(tmp_path_factory.mktemp("liger_kernel_shim"), tmp_path_factory.mktemp("shim_src"),
+                          compat=ROOT / "python_client" / "compat")
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old
+    return shim, trl_dir, deps
+
+
+def test_trl_grpo_trainer_runs_ligerds_chunked_grpo_loss_on_the_gpu(sites, tmp_path):
+    shim, trl_dir, deps = sites
+    r = run_grpo(shim, trl_dir, tmp_path, seed=0, loss_types=LOSS_TYPES, device="cuda", extra_path=[deps],
+                 timeout=900)
+    shutil.rmtree(tmp_path, ignore_errors=True)
+    assert r["trl"] == TRL_VERSION and r["shim_grpo_is_ligerd"], r
+    for lt in LOSS_TYPES:
+        t32, t64, lg = (r["runs"][lt][n] for n in ("torch32", "torch64", "ligerd"))
+        ctx = (lt, {n: {k: v for k, v in x.items() if k not in ("completions", "update_rel", "update_rel_torch32")}
+                    for n, x in r["runs"][lt].items()})
+        assert t32["grpo_calls"] == t64["grpo_calls"] == 0 and lg["grpo_calls"] == 2, ctx
+        assert lg["loss_module"] == "ligerd.chunked_loss.grpo.LigerFusedLinearGRPOLoss", ctx
+        assert t32["patched"] == 0 and lg["patched"] == 5, ctx   # 2 layers x 2 norms + final
+        # One generation round feeds both steps (see the CPU test's docstring); sampling on the GPU
+        # from logits that differ by float32 rounding picks the same tokens unless a uniform draw
+        # lands within ~1e-7 of a boundary.
+        assert lg["completions"] == t32["completions"] == t64["completions"], ctx
+        assert len(lg["loss"]) == len(t32["loss"]) == 2, ctx
+        # Tolerances: on the GPU ligerd's layer kernels and the chunked loss's GEMMs compute in
+        # float32 (fp32 accumulation, no TF32), so ligerd is expected about as far from float64 as
+        # TRL's own float32 path, whose CPU errors are 3e-5 (losses), 7e-4 (grad norms, relative)
+        # and 1.2% (updates, relative norm; see tests/python/test_trl_grpo_route.py). Bounds: 3e-4,
+        # 2e-3 and 3% from float64, the updates also within 2.5x TRL's own float32 error + 0.1%, and
+        # 5e-4 / 4% from TRL's float32 path. A 1% error in the loss moves the losses by 4e-3 and the
+        # grad norms by 1%: caught.
+        for a32, a64, b in zip(t32["loss"], t64["loss"], lg["loss"]):
+            assert torch.isfinite(torch.tensor(b)) and abs(b - a64) <= 3e-4 and abs(b - a32) <= 5e-4, ctx
+        for a64, b in zip(t64["grad_norm"], lg["grad_norm"]):
+            assert abs(b - a64) <= 2e-3 * a64, ctx
+        assert abs(lg["kl"][1] - t64["kl"][1]) <= 2e-4 and lg["kl"][1] > 1e-3, ctx
+        worst, own = max(lg["update_rel"].values()), max(t32["update_rel"].values())
+        assert worst <= 3e-2 and worst <= 2.5 * own + 1e-3, (lt, worst, own, lg["update_rel"])
+        assert max(lg["update_rel_torch32"].values()) <= 4e-2, (lt, lg["update_rel_torch32"])
