@@ -17,7 +17,7 @@ dependencies into a temporary folder seen only by the subprocess (its other run-
 omegaconf and torchaudio, are in scripts/test-requirements.txt). Two of LLaMA-Factory's own
 switches are set for that: DISABLE_VERSION_CHECK=1 (its documented way past its version pins) and
 `disable_gradient_checkpointing: true` (its checkpointing wrapper reads `func.func.__self__`, which
-transformers >= 5.17's layers no longer pass; the wrapper fails with or without Liger)."""
+transformers 5.25's layers no longer pass; the wrapper fails with or without Liger)."""
 
 import json
 import shutil
