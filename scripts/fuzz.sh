@@ -6,7 +6,7 @@
 # A finding fails the run and its input is left under <build dir>/tests/fuzz/*_work/findings/.
 #
 # Knobs: LIGERD_FUZZ_BUILD_DIR (build/fuzz), LIGERD_FUZZ_SECONDS (60 per fuzzer),
-#        LIGERD_FUZZ_RUNS (200000 inputs per fuzzer at most), LIGERD_TEST_OUT (JUnit XML).
+#        LIGERD_FUZZ_RUNS (10^6 inputs per fuzzer at most), LIGERD_TEST_OUT (JUnit XML).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir=${LIGERD_FUZZ_BUILD_DIR:-build/fuzz}
@@ -26,7 +26,7 @@ export PATH="$cuda_home/bin:$PATH"
 
 mkdir -p "$build_dir" "$results"
 CC=clang CXX=clang++ cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLIGERD_BUILD_FUZZERS=ON \
-  -DLIGERD_FUZZ_SECONDS="${LIGERD_FUZZ_SECONDS:-60}" -DLIGERD_FUZZ_RUNS="${LIGERD_FUZZ_RUNS:-200000}" \
+  -DLIGERD_FUZZ_SECONDS="${LIGERD_FUZZ_SECONDS:-60}" -DLIGERD_FUZZ_RUNS="${LIGERD_FUZZ_RUNS:-1000000}" \
   > "$build_dir/configure.log" 2>&1 || { cat "$build_dir/configure.log" >&2; exit 1; }
 cmake --build "$build_dir" -j"$(nproc)" --target ring_record_fuzzer
 built=$(date +%s)

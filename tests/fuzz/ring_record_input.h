@@ -14,6 +14,7 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -280,6 +281,11 @@ struct Session {
   std::string tuning_dir;
   std::unique_ptr<kernels::Planner> planner;
   std::vector<std::string> op_names;  // the catalogue in op-id order, as the daemon passes it
+  // The runner's scratch (RemoteRunner::EnsureWorkspace): it only grows, and every launch gets all
+  // of it. A fake device address, 256-byte aligned like cuMemAlloc's, far from every buffer.
+  size_t workspace_bytes = 0;
+  static constexpr uintptr_t kWorkspaceAddress = 0x7e0000000000;
+  static constexpr size_t kGpuBytes = size_t{80} << 30;  // more: cuMemAlloc fails, an error
 
   Session() {
     auto must = [](const absl::Status& s) {
@@ -383,8 +389,8 @@ inline Outcome RunRecord(Session& session, const uint8_t* data, size_t size) {
   }
   const std::string& name = session.op_names[op->op_id];
   kernels::Planner& planner = *session.planner;
-  // Executor::WorkspaceBytes, then Executor::Launch's plan with a workspace of that size (a fake
-  // address far from every buffer, 256-byte aligned as cuMemAlloc's).
+  // Executor::WorkspaceBytes, then Executor::Launch's plan with the runner's workspace grown to
+  // that size.
   absl::StatusOr<kernels::OpPlan> ask =
       planner.Plan(name, op->tensors, op->scalars, nullptr, 0, {.check_workspace = false});
   if (!ask.ok()) {
@@ -392,8 +398,10 @@ inline Outcome RunRecord(Session& session, const uint8_t* data, size_t size) {
     return Outcome::kRefusedPlan;
   }
   CheckPlan(name, *ask);
-  const size_t ws_bytes = ask->workspace_bytes;
-  void* ws = ws_bytes > 0 ? reinterpret_cast<void*>(uintptr_t{0x7e0000000000}) : nullptr;
+  if (ask->workspace_bytes > Session::kGpuBytes) return Outcome::kRefusedLaunch;  // the allocation fails
+  session.workspace_bytes = std::max(session.workspace_bytes, ask->workspace_bytes);
+  const size_t ws_bytes = session.workspace_bytes;
+  void* ws = ws_bytes > 0 ? reinterpret_cast<void*>(Session::kWorkspaceAddress) : nullptr;
   absl::StatusOr<kernels::OpPlan> plan = planner.Plan(name, op->tensors, op->scalars, ws, ws_bytes, {});
   if (!plan.ok()) {
     CheckRefusal(plan.status(), "launch planning");

@@ -182,12 +182,17 @@ inline std::vector<Seed> Seeds() {
   edge("empty_dim_then_huge", [&](Seed& s) {
     s.tensors[0] = {.layout = kExplicit, .ndim = 3, .sizes = {0, k62, k62}, .strides = {1, 1, 1}, .offset = 1};
   });
-  edge("stride0_huge_rows", [&](Seed& s) {
-    for (SeedTensor& t : s.tensors) {
-      t.layout = kExplicit;
-      t.sizes = {k62 + 1, t.sizes.back()};
-      t.strides = {0, 1};
-    }
+  edge("broadcast_input_2p20_rows", [&](Seed& s) {  // X one row seen 2^20 times; Y 16 GiB
+    s.tensors[0].layout = kExplicit;
+    s.tensors[0].sizes[0] = int64_t{1} << 20;
+    s.tensors[0].strides = {0, 1};
+    s.tensors[2].sizes[0] = int64_t{1} << 20;
+    s.tensors[3].sizes[0] = int64_t{1} << 20;
+    s.tensors[3].offset = 100;  // past Y
+  });
+  edge("broadcast_output", [&](Seed& s) {  // Y with a stride-0 dim: refused
+    s.tensors[2].layout = kExplicit;
+    s.tensors[2].strides = {0, 1};
   });
   edge("negative_stride", [&](Seed& s) {
     s.tensors[0].layout = kExplicit;
