@@ -73,7 +73,7 @@ def test_trl_grpo_trainer_runs_ligerds_chunked_grpo_loss_on_the_gpu(sites, tmp_p
     shutil.rmtree(tmp_path, ignore_errors=True)
     assert r["trl"] == TRL_VERSION and r["shim_grpo_is_ligerd"], r
     for lt in LOSS_TYPES:
-        t32, t64, lg = (r["runs"][lt][n] for n in ("torch32", "torch64", "ligerd"))
+        t32, t64, lg = (r["runs"][lt][n] for n in ("torch32", "torch64", "liger"))
         ctx = (lt, {n: {k: v for k, v in x.items() if k not in ("completions", "update_rel", "update_rel_torch32")}
                     for n, x in r["runs"][lt].items()})
         assert t32["grpo_calls"] == t64["grpo_calls"] == 0 and lg["grpo_calls"] == 2, ctx

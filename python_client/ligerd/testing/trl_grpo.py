@@ -15,7 +15,7 @@ The script trains a tiny Llama for two optimizer steps three times per GRPO loss
 same seed and data:
   torch32: TRL's own loss path (use_liger_kernel=False), float32 — what users compare against;
   torch64: the same in float64 — the truth the tolerances are measured from;
-  ligerd:  use_liger_kernel=True, float32: TRL's compute_liger_loss calls the shim's
+  liger:   use_liger_kernel=True, float32: TRL's compute_liger_loss calls the shim's
            LigerFusedLinearGRPOLoss (ligerd.chunked_loss's), and HF Trainer patches the model's
            RMSNorm, RoPE and SwiGLU with ligerd's.
 It prints one line ``RESULT {json}``: per loss type and run, the logged losses, grad norms, KL, the completions every run generated,
@@ -123,13 +123,19 @@ SCRIPT = """
         return [sum(int(w[1:]) % 3 == 0 for w in c.split() if w[1:].isdigit()) / max(len(c.split()), 1)
                 for c in completions]
 
-    # Count the calls of ligerd's chunked GRPO loss (what the shim's LigerFusedLinearGRPOLoss runs).
+    # Count the calls of the chunked GRPO loss that liger_kernel names: through the shim, ligerd's
+    # (its Function, so a call that bypassed the module would count too); with a real Liger-Kernel
+    # on the path (the parity run), Liger's module.
     calls = [0]
-    _apply = lg.LigerFusedLinearGRPOFunction.apply
-    def counted(*a, **k):
-        calls[0] += 1
-        return _apply(*a, **k)
-    lg.LigerFusedLinearGRPOFunction.apply = staticmethod(counted)
+    def counting(f):
+        def counted(*a, **k):
+            calls[0] += 1
+            return f(*a, **k)
+        return counted
+    if lk.LigerFusedLinearGRPOLoss is lc.LigerFusedLinearGRPOLoss:
+        lg.LigerFusedLinearGRPOFunction.apply = staticmethod(counting(lg.LigerFusedLinearGRPOFunction.apply))
+    else:
+        lk.LigerFusedLinearGRPOLoss.forward = counting(lk.LigerFusedLinearGRPOLoss.forward)
 
     torch.manual_seed(SEED)
     cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -139,7 +145,7 @@ SCRIPT = """
     LlamaForCausalLM(cfg).save_pretrained(OUT + "/init")
 
     def train(name, loss_type):
-        liger, dtype = name == "ligerd", torch.float64 if name == "torch64" else torch.float32
+        liger, dtype = name == "liger", torch.float64 if name == "torch64" else torch.float32
         seen.clear(); calls[0] = 0
         # Plain SGD without clipping: the parameter update is the gradient (Adam's first step is about
         # lr * sign(grad), and clipping would hide a gradient's scale).
@@ -151,7 +157,10 @@ SCRIPT = """
                           steps_per_generation=2, max_completion_length=6, temperature=1.0,
                           learning_rate=0.5, optim="sgd", max_grad_norm=0.0, lr_scheduler_type="constant", report_to=[],
                           use_cpu=DEVICE == "cpu", save_strategy="no", logging_steps=1, disable_tqdm=True,
-                          seed=SEED, model_init_kwargs={"dtype": dtype, "use_kernels": False})
+                          seed=SEED, model_init_kwargs={"dtype": dtype, "use_kernels": False},
+                          # LAYERS False: the loss alone (no layer kernels: a real Liger's are Triton)
+                          liger_kernel_config=None if LAYERS else {k: False for k in (
+                              "rope", "swiglu", "rms_norm", "cross_entropy", "fused_linear_cross_entropy")})
         trainer = GRPOTrainer(model=OUT + "/init", reward_funcs=reward, args=args, train_dataset=data,
                               processing_class=tokenizer)
         init = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
@@ -171,20 +180,23 @@ SCRIPT = """
                     grpo_calls=calls[0], patched=patched,
                     loss_module=f"{loss_cls.__module__}.{loss_cls.__qualname__}"), upd
 
+    def rel(a, b):
+        return {k: ((a[k] - b[k]).norm() / b[k].norm().clamp_min(1e-30)).item() for k in a}
+
     runs = {}
     for loss_type in LOSS_TYPES:
         runs[loss_type], upds = {}, {}
-        for name in ("torch32", "torch64", "ligerd"):
+        for name in RUNS:
             runs[loss_type][name], upds[name] = train(name, loss_type)
-        # Per parameter: |update - torch64's| / |torch64's update|, for the two float32 runs.
-        for name in ("torch32", "ligerd"):
-            runs[loss_type][name]["update_rel"] = {
-                k: ((upds[name][k] - upds["torch64"][k]).norm() / upds["torch64"][k].norm().clamp_min(1e-30)).item()
-                for k in upds[name]}
-        # ligerd's against TRL's own float32 path (what a user compares).
-        runs[loss_type]["ligerd"]["update_rel_torch32"] = {
-            k: ((upds["ligerd"][k] - upds["torch32"][k]).norm() / upds["torch32"][k].norm().clamp_min(1e-30)).item()
-            for k in upds["ligerd"]}
+        # Per parameter: |update - torch64's| / |torch64's update|, for the float32 runs; liger's
+        # also against TRL's own float32 path (what a user compares).
+        for name in ("torch32", "liger"):
+            if name in upds and "torch64" in upds:
+                runs[loss_type][name]["update_rel"] = rel(upds[name], upds["torch64"])
+        if "liger" in upds and "torch32" in upds:
+            runs[loss_type]["liger"]["update_rel_torch32"] = rel(upds["liger"], upds["torch32"])
+        if "liger" in upds:   # for comparisons across processes (the shim against a real Liger)
+            torch.save(upds["liger"], f"{OUT}/updates_{loss_type}.pt")
     print("RESULT " + json.dumps({"trl": trl.__version__, "trl_file": trl.__file__,
                                   "shim_grpo_is_ligerd": lk.LigerFusedLinearGRPOLoss is lc.LigerFusedLinearGRPOLoss,
                                   "runs": runs}))
@@ -192,13 +204,15 @@ SCRIPT = """
 
 
 def run_grpo(shim_dir: Path, trl_dir: Path, out: Path, *, seed: int, loss_types, device: str,
-             extra_path=(), timeout: float = 600) -> dict:
-    """Runs SCRIPT in a fresh interpreter that sees the shim, TRL 1.12 and ligerd (on the CPU: the
-    source tree's; on the GPU: whatever PYTHONPATH already names, the built package) and returns
-    its RESULT."""
+             runs=("torch32", "torch64", "liger"), layers: bool = True, extra_path=(),
+             timeout: float = 600) -> dict:
+    """Runs SCRIPT in a fresh interpreter that sees `shim_dir` (the shim, or a real Liger-Kernel's
+    --target folder for the parity run), TRL 1.12 and ligerd (on the CPU: the source tree's; on the
+    GPU: whatever PYTHONPATH already names, the built package) and returns its RESULT. `runs`: which
+    of torch32, torch64, liger; `layers`: whether use_liger_kernel also patches the layers."""
     import json
     code = (f"OUT = {str(out)!r}\nSEED = {seed}\nLOSS_TYPES = {list(loss_types)!r}\nDEVICE = {device!r}\n"
-            + textwrap.dedent(SCRIPT))
+            f"RUNS = {list(runs)!r}\nLAYERS = {layers!r}\n" + textwrap.dedent(SCRIPT))
     path = [str(shim_dir), str(trl_dir), *map(str, extra_path)]
     env = dict(os.environ, LIGERD_DISPATCH=os.environ.get("LIGERD_DISPATCH", "local"),
                PYTHONWARNINGS="ignore")
