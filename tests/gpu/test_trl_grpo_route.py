@@ -5,8 +5,12 @@ steps and matches TRL's own torch loss path (float32, and float64 as the truth),
 tests/python/test_trl_grpo_route.py (same script: ligerd/testing/trl_grpo.py, dapo and sapo).
 
 The GPU machine reaches no registry, so what the run needs travels in .whl/ (or $LIGERD_WHEELHOUSE):
-trl-1.12.0 and the wheels of ligerd.testing.trl_grpo.RUN_WHEELS it lacks (datasets, accelerate,
-pandas, pyarrow, ...), and scikit_build_core + pathspec if it cannot build the shim. They are
+trl-1.12.0 and the wheels of ligerd.testing.trl_grpo.RUN_WHEELS it lacks (for Python 3.12,
+`pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64
+-d .whl trl==1.12.0 datasets==4.7.0 accelerate==1.16.0 pandas==3.1.1 pyarrow==26.0.1 dill==0.4.0
+multiprocess==0.70.18 xxhash==4.1.0 python-dateutil==2.9.0.post0 six==1.17.0 psutil==7.2.2
+requests urllib3 charset-normalizer idna certifi`: 68 MB, pyarrow 55 MB of it), and
+scikit_build_core + pathspec if it cannot build the shim. They are
 installed with --no-deps --no-index into scratch folders; without them the module skips, naming
 what is missing. Needs the built ligerd on PYTHONPATH (tests/gpu/run.sh sets it)."""
 

@@ -35,10 +35,14 @@ from ligerd.testing.compat_shim import PYTHON_CLIENT
 TRL_VERSION = "1.12.0"
 
 # Wheels a machine with torch, transformers (and so huggingface_hub, safetensors, tokenizers,
-# pyyaml, tqdm, filelock, packaging, jinja2) and numpy lacks for TRL 1.12's GRPOTrainer on an
-# in-memory datasets.Dataset (pure-Python unless noted; take them with `pip download --no-deps`).
+# pyyaml, tqdm, filelock, packaging, jinja2, fsspec, httpx) and numpy may lack for TRL 1.12's
+# GRPOTrainer on an in-memory datasets.Dataset, as `pip download --no-deps` names them; those
+# found in the wheel folder are installed, the rest must be importable already. With transformers
+# 5.17's huggingface_hub (>= 1.5) take datasets 4.7.0 (with dill 0.4.0, multiprocess 0.70.18 and
+# requests): datasets 5.x imports names that only huggingface_hub >= 1.31 has.
 RUN_WHEELS = ("trl", "datasets", "accelerate", "pandas", "pyarrow", "dill", "multiprocess", "xxhash",
-              "fsspec", "python_dateutil", "six", "psutil")
+              "python_dateutil", "six", "psutil", "requests", "urllib3", "charset_normalizer", "idna",
+              "certifi")
 
 
 def wheelhouse(root: Path | None = None) -> Path | None:
