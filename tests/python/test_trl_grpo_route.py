@@ -16,7 +16,11 @@ generation round (4 prompts x 2 completions, sampled at temperature 1 from the s
 are identical in every run, with the same seeded RNG state) feed both optimizer steps, so the
 weights' float32 differences after step 1 never reach the sampler; the test asserts the completions
 are equal, and both steps are compared (step 1 off-policy: old log-probs from generation time, as
-TRL does with steps_per_generation > gradient_accumulation_steps)."""
+TRL does with steps_per_generation > gradient_accumulation_steps).
+
+The second test puts the real Liger-Kernel 0.8.5 (from .whl/ or PyPI, into a scratch folder) in the
+shim's place for the same run, loss alone, and checks that ligerd reproduces Liger's numbers, step 0's
+departure from TRL's torch path included."""
 
 import math
 import shutil
