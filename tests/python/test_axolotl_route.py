@@ -30,7 +30,8 @@ from ligerd.testing.compat_shim import install_no_deps, run, shim_dir  # noqa: F
 
 for _m in ("peft", "addict", "posthog", "numba", "termcolor", "bitsandbytes", "fastcore",
            "evaluate", "wandb"):
-    pytest.importorskip(_m)
+    pytest.importorskip(_m, reason=f"Axolotl imports {_m}: pip install -r "
+                                   "scripts/test-requirements.txt")
 
 # PyPI's newest Axolotl, the contribs packages and TRL at its pins.
 AXOLOTL = ["axolotl==0.19.0", "axolotl-contribs-lgpl==0.0.7", "axolotl-contribs-mit==0.0.6",

@@ -27,9 +27,9 @@ import pytest
 
 from ligerd.testing.compat_shim import install_no_deps, run, shim_dir  # noqa: F401  (a fixture)
 
-pytest.importorskip("peft")
-pytest.importorskip("omegaconf")
-pytest.importorskip("torchaudio")
+for _m in ("peft", "omegaconf", "torchaudio"):
+    pytest.importorskip(_m, reason=f"LLaMA-Factory imports {_m}: pip install -r "
+                                   "scripts/test-requirements.txt")
 
 # PyPI's newest LLaMA-Factory and the newest TRL it allows (trl<=0.24.0 in its requirements).
 LLAMAFACTORY = ["llamafactory==0.9.5", "trl==0.24.0"]
