@@ -66,7 +66,10 @@ function fillTable(id, rows, columns, emptyText) {
   }
 }
 
-// A time series chart: `series` maps a name to [[Date, value], ...] points.
+// A time series chart: `series` maps a name to [[Date, value], ...] points; `window` (ms since the
+// epoch, [first, last]) is the history's span, shared by every chart so their time axes line up
+// (a series with points in a few seconds only would otherwise be stretched over the whole width).
+let historyWindow = null;
 function drawChart(id, series, ylabel, emptyText) {
   const div = document.getElementById(id);
   const legend = document.getElementById(id + "-legend");
@@ -87,6 +90,7 @@ function drawChart(id, series, ylabel, emptyText) {
   const options = { labels: ["time", ...names], file: rows, ylabel: ylabel, legend: "always",
                     labelsDiv: legend, labelsSeparateLines: false, connectSeparatedPoints: true, drawPoints: rows.length < 3,
                     pointSize: 3, strokeWidth: 2, axes: { y: { axisLabelWidth: 50 } } };
+  if (historyWindow) options.dateWindow = historyWindow;
   if (!charts[id]) {
     div.replaceChildren();
     charts[id] = new Dygraph(div, rows, options);
@@ -113,6 +117,7 @@ function rateSeries(points, pick) {
 function drawHistory(history, nvmlStatus) {
   const points = history.points || [];
   const at = (p) => new Date(p.time_unix_seconds * 1000);
+  historyWindow = points.length >= 2 ? [at(points[0]).getTime(), at(points[points.length - 1]).getTime()] : null;
   const mem = {}, tps = {}, loss = {}, peak = {};
   for (const p of points) {
     for (const g of p.gpus || []) (mem["GPU " + g.gpu] = mem["GPU " + g.gpu] || []).push([at(p), num(g.memory_used_bytes) / GiB]);
