@@ -9,6 +9,8 @@ families need their own values (linear-attention heads, Mamba sizes, MLA ranks, 
 
 from __future__ import annotations
 
+import contextlib
+
 import inspect
 from typing import Optional
 
@@ -161,16 +163,12 @@ def build(model_type: str, seed: int = 0, dtype=None, cfg=None, device=None):
     return model.eval()
 
 
-def train(model_type: str, cfg, data, init_state, *, use_ligerd: bool, dtype=None, device="cpu",
-          micro_batches: int = 1, lr: float = 3e-3, eval_batch=None):
-    """AdamW training of a tiny ``model_type`` model from ``init_state`` on ``data`` (a list of
-    (input_ids, labels)), with ``apply_liger_kernel_to_<type>()`` (class patching, defaults) when
-    ``use_ligerd``; with ``micro_batches`` > 1 each step accumulates with transformers'
-    ``num_items_in_batch``. Returns a ligerd.testing.convergence.Run."""
-    import torch
-
+@contextlib.contextmanager
+def _model_at(model_type: str, cfg, init_state, *, use_ligerd: bool, dtype, device):
+    """A tiny ``model_type`` model at ``init_state`` in train mode, built with
+    ``apply_liger_kernel_to_<type>()`` (class patching, defaults) when ``use_ligerd``; the patches
+    are reverted before and after."""
     import ligerd.transformers as lt
-    from ligerd.testing.convergence import Run
     from ligerd.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
     lt.revert_liger_kernel_patches()
     try:
@@ -179,6 +177,21 @@ def train(model_type: str, cfg, data, init_state, *, use_ligerd: bool, dtype=Non
         model = build(model_type, dtype=dtype, cfg=cfg, device=device)
         model.load_state_dict({k: v.to(device) for k, v in init_state.items()})
         model.train()
+        yield model
+    finally:
+        lt.revert_liger_kernel_patches()
+
+
+def train(model_type: str, cfg, data, init_state, *, use_ligerd: bool, dtype=None, device="cpu",
+          micro_batches: int = 1, lr: float = 3e-3, eval_batch=None):
+    """AdamW training of a tiny ``model_type`` model from ``init_state`` on ``data`` (a list of
+    (input_ids, labels)), with ``apply_liger_kernel_to_<type>()`` (class patching, defaults) when
+    ``use_ligerd``; with ``micro_batches`` > 1 each step accumulates with transformers'
+    ``num_items_in_batch``. Returns a ligerd.testing.convergence.Run."""
+    import torch
+
+    from ligerd.testing.convergence import Run
+    with _model_at(model_type, cfg, init_state, use_ligerd=use_ligerd, dtype=dtype, device=device) as model:
         opt = torch.optim.AdamW(model.parameters(), lr=lr, foreach=False)
         run = Run()
         for ids, labels in data:
@@ -203,8 +216,6 @@ def train(model_type: str, cfg, data, init_state, *, use_ligerd: bool, dtype=Non
                 run.eval_logits = model(input_ids=eval_batch[0].to(device)).logits.to("cpu", keep)
         run.params = {k: p.detach().to("cpu", keep, copy=True) for k, p in model.named_parameters()}
         return run
-    finally:
-        lt.revert_liger_kernel_patches()
 
 
 def first_step_grads(model_type: str, cfg, batch, init_state, *, use_ligerd: bool, dtype=None,
@@ -212,25 +223,15 @@ def first_step_grads(model_type: str, cfg, batch, init_state, *, use_ligerd: boo
     """One forward and backward of a tiny ``model_type`` model at ``init_state`` on ``batch``
     (input_ids, labels), with ``apply_liger_kernel_to_<type>()`` when ``use_ligerd``: (loss, {name:
     grad}), the grads in float64 on the CPU. Before any optimizer step no trajectory can part, so
-    this compares ops, not the chaos of a training run (a router tie flipped at step 3)."""
+    this compares the ops, not a training run's sensitivity (a top-k router near a tie)."""
     import torch
 
-    import ligerd.transformers as lt
-    from ligerd.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
-    lt.revert_liger_kernel_patches()
-    try:
-        if use_ligerd:
-            MODEL_TYPE_TO_APPLY_LIGER_FN[model_type]()
-        model = build(model_type, dtype=dtype, cfg=cfg, device=device)
-        model.load_state_dict({k: v.to(device) for k, v in init_state.items()})
-        model.train()
+    with _model_at(model_type, cfg, init_state, use_ligerd=use_ligerd, dtype=dtype, device=device) as model:
         ids, labels = (t.to(device) for t in batch)
         loss = model(input_ids=ids, labels=labels).loss
         loss.backward()
         return float(loss.detach()), {k: p.grad.detach().to("cpu", torch.float64)
                                       for k, p in model.named_parameters() if p.grad is not None}
-    finally:
-        lt.revert_liger_kernel_patches()
 
 
 __all__ = ["tiny_config", "head_class", "build", "train", "first_step_grads", "VOCAB"]
