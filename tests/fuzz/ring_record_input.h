@@ -416,6 +416,28 @@ inline Outcome RunRecord(Session& session, const uint8_t* data, size_t size) {
                       plan.ok() ? "plan" : plan.status().ToString(), " then ",
                       again.ok() ? "plan" : again.status().ToString()));
   }
+  // The plan cache against planning from scratch (PlanOp), without the tuning DB: the same
+  // result for the record, and for the same geometry moved by 4 KiB (a hit whose addresses are
+  // patched in, and whose address checks run again).
+  for (uintptr_t shift : {uintptr_t{0}, uintptr_t{4096}}) {
+    std::vector<kernels::TensorView> moved = op->tensors;
+    for (kernels::TensorView& t : moved)
+      if (t.data != nullptr) t.data = reinterpret_cast<char*>(t.data) + shift;
+    kernels::OpCall call;
+    call.tensors = moved;
+    call.scalars = op->scalars;
+    call.workspace = ws;
+    call.workspace_bytes = ws_bytes;
+    absl::StatusOr<kernels::OpPlan> direct = kernels::PlanOp(name, call, planner.device_info());
+    absl::StatusOr<kernels::OpPlan> cached =
+        planner.Plan(name, moved, op->scalars, ws, ws_bytes, {.use_tuning_db = false});
+    if (direct.ok() != cached.ok() || (!direct.ok() && direct.status() != cached.status()) ||
+        (direct.ok() && !SamePlan(*direct, *cached))) {
+      Fail(absl::StrCat(name, ": the plan cache (moved by ", shift, ") differs from PlanOp: ",
+                        cached.ok() ? "plan" : cached.status().ToString(), " vs ",
+                        direct.ok() ? "plan" : direct.status().ToString()));
+    }
+  }
   return plan.ok() ? Outcome::kPlanned : Outcome::kRefusedLaunch;
 }
 
