@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import http.server
 import json
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -110,6 +111,11 @@ def main(argv=None) -> int:
         print("dashboard_replay: no chromium on PATH (Debian's chromium)", file=sys.stderr)
         return 2
 
+    # Ctrl-C or SIGTERM ends --serve: a flag the main thread polls, set from the moment the
+    # server is up (a KeyboardInterrupt could land outside the try below and skip the shutdown).
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     server = serve(routes, a.port)
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     snapshot = json.loads(routes["/api/v1/snapshot"][1])
@@ -140,9 +146,8 @@ def main(argv=None) -> int:
                 rc = 1
         if a.serve:
             print(f"serving {url} until interrupted (Ctrl-C)", flush=True)
-            threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
+            while not stop.wait(0.5):
+                pass
     finally:
         server.shutdown()
     return rc
