@@ -416,6 +416,12 @@ def worker_main(args: argparse.Namespace) -> int:
     import torch
     data = torch.load(args.tokens_file)
     try:
+        if args.worker == "ligerd" and args.device == "cpu" and args.ligerd_patch.startswith("ligerd."):
+            # No GPU: ligerd's ops run on its float64 reference executor (the CPU test suite's
+            # stand-in for the CUDA kernels), so the run shows the patched model training, not speed.
+            from ligerd import _backend
+            from ligerd.testing import ref_executor
+            _backend._test_launcher = ref_executor.RefLauncher(describe=lambda t: None)
         patch = resolve(args.ligerd_patch) if args.worker == "ligerd" else None
         res = train_run(args.worker, data["tokens"], int(data["vocab_size"]), args, patch)
     except Exception as e:  # noqa: BLE001: reported by the parent beside the other run

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The main job: set up and build, then
 #  - on any machine: start a private ligerd, show `ligerctl status`, stop it with SIGTERM;
+#  - without one (but with PyTorch and transformers): the demo's CPU smoke run, a tiny model with
+#    ligerd's ops on its float64 reference executor (out/train_llama_cpu);
 #  - with a CUDA GPU and PyTorch: build the Python client (ligerd._C) and run the training demo,
 #    examples/train_llama.py (a small LLaMA trained on the Python reference manual, HF eager vs
 #    ligerd: tokens/s, peak memory, loss curves; PNG/CSV/JSON in out/train_llama), whose client
@@ -39,7 +41,15 @@ if [ -n "$py" ] && "$py" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_avai
   fi
   PYTHONPATH="$PWD/$build_dir/python${PYTHONPATH:+:$PYTHONPATH}" LIGERD_BIN="$PWD/$build_dir/server/ligerd" \
     "$py" examples/train_llama.py "$@"
+elif [ -n "$py" ] && "$py" -c 'import torch, transformers' 2>/dev/null; then
+  # No CUDA GPU: the demo's CPU smoke run, a tiny LLaMA with ligerd's ops on its float64 reference
+  # executor (the same patched model code; the CUDA kernels, speed and memory need a GPU).
+  echo "run: no CUDA GPU with PyTorch here: a CPU smoke run of the training demo (tiny model, ligerd's" \
+       "reference executor); the GPU demo compares speed and memory" >&2
+  PYTHONPATH="$PWD/python_client${PYTHONPATH:+:$PYTHONPATH}" LIGERD_BIN="$PWD/$build_dir/server/ligerd" \
+    "$py" examples/train_llama.py --device cpu --model-size tiny --steps 12 --batch 2 --seq 64 \
+    --tokenizer byte --dispatch local --out out/train_llama_cpu --no-plot "$@"
 else
-  echo "run: no CUDA GPU with PyTorch here, so the GPU part (examples/train_llama.py, the training demo) did not run; it needs one" >&2
+  echo "run: no CUDA GPU and no PyTorch + transformers here, so the training demo (examples/train_llama.py) did not run: it needs PyTorch and transformers (bash scripts/test.sh installs them), and a CUDA GPU for its speed and memory figures" >&2
   exit 2
 fi
