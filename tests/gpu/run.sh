@@ -22,7 +22,7 @@
 #        GPU_PART=k/n (only the k-th of n parts of tests/gpu: its test_*.py files in name order,
 #          every n-th from the k-th; not with GPU_TESTS; logs and XML named pytest-gpu-kofn),
 #        PYTEST_GPU_TIMEOUT (seconds, default 1500: the whole suite in one process, with room for a
-#          cold JIT cache; docs/perf/README.md has its measured duration),
+#          cold JIT cache; docs/history.md has its measured duration),
 #        RUN_BUDGET (seconds for this whole script, e.g. 570 inside a 600 s device call: the GPU
 #          suite and the benchmark then get at most what is left of it, less 75 s to stop and
 #          report; a GPU suite left no time fails the run),
