@@ -146,15 +146,17 @@ def liger_peer(name, module="liger_kernel.transformers"):
 
 class Daemon:
     """A ligerd on a private socket in a fresh temporary directory, started for a test (module).
-    cache_dir: its JIT cache; None = a fresh one inside that directory (an empty tuning DB)."""
+    cache_dir: its JIT cache; None = a fresh one inside that directory (an empty tuning DB).
+    socket: listen there instead (e.g. where a killed daemon listened: a restart on the same
+    socket); args: more flags (e.g. --metrics_address=...)."""
 
-    def __init__(self, binary: str, cache_dir=None, prefix="ligerd-test-"):
+    def __init__(self, binary: str, cache_dir=None, prefix="ligerd-test-", socket=None, args=()):
         from ligerd import _health
         self.dir = tempfile.mkdtemp(prefix=prefix)
-        self.socket = os.path.join(self.dir, "ligerd.sock")
+        self.socket = socket if socket is not None else os.path.join(self.dir, "ligerd.sock")
         self.cache = cache_dir if cache_dir is not None else os.path.join(self.dir, "cache")
         self.log = open(os.path.join(self.dir, "ligerd.log"), "wb")
-        self.proc = subprocess.Popen([binary, f"--socket={self.socket}", f"--cache_dir={self.cache}"],
+        self.proc = subprocess.Popen([binary, f"--socket={self.socket}", f"--cache_dir={self.cache}", *args],
                                      stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         status = _health.wait_serving(self.socket, deadline=time.monotonic() + 30,
                                       alive=lambda: self.proc.poll() is None)
