@@ -19,6 +19,11 @@ requires grad or a view of one (torch forbids in-place ops there), when q and k 
 dim is not contiguous (then it is copied first, as the kernels need stride 1 there). The backward
 writes dq and dk in place when they are free of internal overlap and of each other, else fresh.
 
+Partial rotary embeddings (cos/sin cover the first rotary_dim < head_dim; Phi-3 with a
+partial_rotary_factor, Qwen3-Next, Qwen3.5, GLM-4V-MoE) rotate the strided views
+``q[..., :rotary_dim]`` and ``k[..., :rotary_dim]`` with the same ops: ligerd.ops.rope_partial.
+Qwen2-VL's multimodal RoPE (cos/sin per mrope section): ligerd.ops.rope_mrope.
+
 Executor ops (kernels/ops/rope.cc), no scalars:
 - rope_fwd: tensors [Q, K, COS, SIN, Q_out (may be Q), K_out (may be K)]
 - rope_bwd: tensors [dQ, dK, COS, SIN, dQ_out (may be dQ), dK_out (may be dK)]
@@ -254,7 +259,11 @@ def rotary_pos_emb(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor,
                    sin: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """HF ``apply_rotary_pos_emb`` (rotate_half), q and k rotated in one launch; differentiable in
     q and k (cos and sin are constants, as in Liger). See the module docstring for when q and k
-    are rotated in place."""
+    are rotated in place. cos/sin covering only the first ``rotary_dim`` < head_dim of q and k:
+    HF's partial rotary embedding (ligerd.ops.rope_partial), the rest passed through."""
+    rd = _partial.rotary_dim_of(q, cos)
+    if rd is not None:
+        return _partial.partial_rotary_pos_emb(q, k, cos, sin, rd)
     cos, sin = check_inputs(q, k, cos, sin)
     if q.numel() + k.numel() == 0:
         return q, k
@@ -278,3 +287,8 @@ class LigerRopeFunction:
     @staticmethod
     def apply(q, k, cos, sin, position_ids=None, unsqueeze_dim=1):
         return rotary_pos_emb(q, k, cos, sin)
+
+
+# Partial rotary embeddings (cos/sin narrower than the head dim) on the same ops; imported last
+# (it reads this module's helpers).
+from ligerd.ops import rope_partial as _partial  # noqa: E402

@@ -15,6 +15,8 @@ from ligerd.ops.glu import swiglu as _swiglu
 from ligerd.ops.layer_norm import layer_norm as _layer_norm
 from ligerd.ops.rms_norm import rms_norm as _rms_norm
 from ligerd.ops.rope import rotary_pos_emb as _rotary_pos_emb
+from ligerd.ops.rope_mrope import LigerQwen2VLMRopeFunction
+from ligerd.ops.rope_mrope import multimodal_rotary_pos_emb as _multimodal_rotary_pos_emb
 from ligerd.ops.softmax import softmax as _softmax
 
 
@@ -41,6 +43,12 @@ def liger_geglu(a, b):
 def liger_rope(q, k, cos, sin, position_ids=None, unsqueeze_dim=1):
     """HF rotate_half RoPE of q and k (in place where legal); see liger_rotary_pos_emb."""
     return _rotary_pos_emb(q, k, cos, sin)
+
+
+def liger_qwen2vl_mrope(q, k, cos, sin, mrope_section, unsqueeze_dim=1):
+    """Qwen2-VL's multimodal RoPE (cos/sin ``(3, bsz, seq, hd)``, per mrope section); see
+    ligerd.transformers.qwen2vl_mrope.liger_multimodal_rotary_pos_emb."""
+    return _multimodal_rotary_pos_emb(q, k, cos, sin, mrope_section, unsqueeze_dim)
 
 
 @dataclass
@@ -130,6 +138,7 @@ __all__ = ["CrossEntropyOutput", "liger_cross_entropy", "liger_fused_add_rms_nor
            "liger_fused_linear_cross_entropy", "liger_geglu", "liger_layer_norm", "liger_rms_norm",
            "liger_rope", "liger_swiglu"]
 __all__ += ["liger_softmax"]
+__all__ += ["liger_qwen2vl_mrope", "LigerQwen2VLMRopeFunction"]
 
 # The distillation losses' functional forms live beside their modules (no import cycle: those
 # modules import ligerd.ops only).
