@@ -360,14 +360,14 @@ def test_vision_language_delegates_to_its_text_model():
 
 
 def test_missing_kernels_warn_once_and_keep_stock():
-    modeling = _modeling("qwen2_vl")
+    modeling = _modeling("glm4v")
     before = getattr(modeling, "apply_rotary_pos_emb", None)
-    with pytest.warns(LigerdWarning, match=r"rope=True for qwen2_vl: ligerd has no kernel for Qwen2-VL's multimodal RoPE"):
-        lt.apply_liger_kernel_to_qwen2_vl()
+    with pytest.warns(LigerdWarning, match=r"rope=True for glm4v: ligerd has no kernel for GLM's interleaved partial RoPE"):
+        lt.apply_liger_kernel_to_glm4v(rope=True)
     assert getattr(modeling, "apply_rotary_pos_emb", None) is before
     with warnings.catch_warnings():
         warnings.simplefilter("error", LigerdWarning)
-        lt.apply_liger_kernel_to_qwen2_vl()  # once per process
+        lt.apply_liger_kernel_to_glm4v(rope=True)  # once per process
     with pytest.warns(LigerdWarning, match="ReLU"):
         lt.apply_liger_kernel_to_nemotron()
     # Gemma 4 calls its RoPE on one tensor at a time: rope=True must not install a (q, k) one.

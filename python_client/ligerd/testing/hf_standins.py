@@ -35,7 +35,10 @@ def _rotate_half(x):
 def liger_rotary_pos_emb(q, k, cos, sin, position_ids=None, unsqueeze_dim=1):
     CALLS.append(("liger_rotary_pos_emb", {}))
     cos, sin = cos.unsqueeze(unsqueeze_dim), sin.unsqueeze(unsqueeze_dim)
-    return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+    rd = cos.shape[-1]  # partial rotary: the first rd of the head rotated, the rest passed through
+    qr, kr = q[..., :rd], k[..., :rd]
+    return (torch.cat([qr * cos + _rotate_half(qr) * sin, q[..., rd:]], -1),
+            torch.cat([kr * cos + _rotate_half(kr) * sin, k[..., rd:]], -1))
 
 
 def liger_cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100,

@@ -31,9 +31,14 @@ def _sig(*pairs) -> Tuple[Tuple[str, object], ...]:
 
 DENSE_SIG = _sig((R, True), (CE, False), (FL, True), (RMS, True), (SW, True), (M, None))
 
-PARTIAL_ROPE = "partial rotary embeddings (RoPE over part of the head dimension)"
-MROPE = "Qwen2-VL's multimodal RoPE (M-RoPE) and the vision tower's RoPE"
+# RoPE: the standard rotate_half one, full or partial (cos/sin over the first rotary_dim of the
+# head; Qwen3-Next, Qwen3.5, GLM-4V-MoE) and the text RoPE of Qwen2-VL / Qwen2.5-VL / Qwen3-VL
+# (transformers 5 selects the M-RoPE sections in the rotary-embedding module; apply_rotary_pos_emb
+# is the plain one), is "std": liger_rotary_pos_emb computes both. What it does not compute:
+GLM_ROPE = ("GLM's interleaved partial RoPE (pairs (2i, 2i+1) rotated, cos/sin repeat-interleaved; "
+            "ligerd's kernel rotates the two halves)")
 VISION_ROPE = "the vision tower's RoPE"
+VISION_NOTE = "its vision RoPE (apply_rotary_pos_emb_vision) is kept: ligerd lacks vision RoPE"
 FUSED_EXPERTS = "fused MoE experts"
 
 
@@ -67,7 +72,7 @@ SPECS: Tuple[Spec, ...] = (
          norms=(_llama_norm("HunYuanDenseV1RMSNorm"),), mlps=(MLP("HunYuanDenseV1MLP"),),
          heads=(Head("HunYuanDenseV1ForCausalLM"),)),
     Spec("glm4", "glm4", _sig((R, False), (CE, False), (FL, True), (RMS, True), (SW, True), (M, None)),
-         "GLM-4 (fused gate_up MLP)", rope=PARTIAL_ROPE,
+         "GLM-4 (fused gate_up MLP)", rope=GLM_ROPE,
          norms=(_llama_norm("Glm4RMSNorm", in_place=False),),
          mlps=(MLP("Glm4MLP", "fused_swiglu"),), heads=(Head("Glm4ForCausalLM"),)),
     Spec("falcon_h1", "falcon_h1", DENSE_SIG, "Falcon-H1 (hybrid attention + Mamba-2)",
@@ -118,18 +123,19 @@ SPECS: Tuple[Spec, ...] = (
     # --- hybrid (linear attention + attention) ---------------------------------------------
     Spec("qwen3_next", "qwen3_next",
          _sig((R, False), (CE, False), (FL, True), (RMS, True), (SW, True), (M, None)),
-         "Qwen3-Next (gated DeltaNet + attention, MoE)", rope=PARTIAL_ROPE,
+         "Qwen3-Next (gated DeltaNet + attention, MoE; partial RoPE)",
          norms=(_centered_norm("Qwen3NextRMSNorm"),),
          mlps=(MLP("Qwen3NextMLP"), MLP("Qwen3NextExperts", "experts")),
          heads=(Head("Qwen3NextForCausalLM"),)),
     Spec("qwen3_5", "qwen3_5",
          _sig((R, False), (CE, False), (FL, True), (RMS, True), (SW, True), (M, None)),
-         "Qwen3.5 (gated DeltaNet + attention; text and vision-language)", rope=PARTIAL_ROPE,
+         "Qwen3.5 (gated DeltaNet + attention, partial RoPE; text and vision-language)",
+         heads_note=VISION_NOTE,
          norms=(_centered_norm("Qwen3_5RMSNorm"),), mlps=(MLP("Qwen3_5MLP"),),
          heads=(Head("Qwen3_5ForCausalLM"), Head("Qwen3_5ForConditionalGeneration"))),
     Spec("qwen3_5_moe", "qwen3_5_moe",
          _sig((R, False), (CE, False), (FL, True), (RMS, True), (SW, True), (M, None)),
-         "Qwen3.5-MoE", rope=PARTIAL_ROPE,
+         "Qwen3.5-MoE (partial RoPE)", heads_note=VISION_NOTE,
          norms=(_centered_norm("Qwen3_5MoeRMSNorm"),),
          mlps=(MLP("Qwen3_5MoeMLP"), MLP("Qwen3_5MoeExperts", "experts")),
          heads=(Head("Qwen3_5MoeForCausalLM"), Head("Qwen3_5MoeForConditionalGeneration"))),
@@ -158,7 +164,7 @@ SPECS: Tuple[Spec, ...] = (
     Spec("muse_glimmer", "muse_glimmer", DENSE_SIG, "Muse-Glimmer vision-language",
          norms=(_fp32_norm("MuseGlimmerRMSNorm"), _centered_norm("MuseGlimmerTextCenteredRMSNorm")),
          mlps=(MLP("MuseGlimmerTextMLP"),), heads=(Head("MuseGlimmerForConditionalGeneration", "muse"),),
-         heads_note="its vision RoPE (apply_rotary_pos_emb_vision) is kept: ligerd lacks vision RoPE"),
+         heads_note=VISION_NOTE),
     Spec("mllama", "mllama",
          _sig((R, True), (CE, False), (FL, True), (LN, True), (RMS, True), (SW, True), (M, None)),
          "Llama 3.2 Vision (Mllama)", norms=(_llama_norm("MllamaTextRMSNorm"),),
@@ -180,9 +186,11 @@ SPECS: Tuple[Spec, ...] = (
          mlps=(MLP("PixtralMLP"),)),
     Spec("qwen2_vl", "qwen2_vl",
          _sig((R, True), (CE, False), (FL, True), (RMS, True), (LN, True), (SW, True), (M, None)),
-         "Qwen2-VL", rope=MROPE, norms=(_llama_norm("Qwen2VLRMSNorm"),), mlps=(MLP("Qwen2MLP"),),
+         "Qwen2-VL (text M-RoPE patched; vision RoPE kept)", heads_note=VISION_NOTE,
+         norms=(_llama_norm("Qwen2VLRMSNorm"),), mlps=(MLP("Qwen2MLP"),),
          layer_norm_names=("LayerNorm",), heads=(Head("Qwen2VLForConditionalGeneration"),)),
-    Spec("qwen2_5_vl", "qwen2_5_vl", DENSE_SIG, "Qwen2.5-VL", rope=MROPE,
+    Spec("qwen2_5_vl", "qwen2_5_vl", DENSE_SIG, "Qwen2.5-VL (text M-RoPE patched; vision RoPE kept)",
+         heads_note=VISION_NOTE,
          norms=(_llama_norm("Qwen2_5_VLRMSNorm"),), mlps=(MLP("Qwen2MLP"),),
          heads=(Head("Qwen2_5_VLForConditionalGeneration"),)),
     Spec("qwen3_vl", "qwen3_vl",
@@ -190,21 +198,20 @@ SPECS: Tuple[Spec, ...] = (
          "Qwen3-VL (text RoPE patched; vision RoPE kept)",
          norms=(_llama_norm("Qwen3VLTextRMSNorm"),), mlps=(MLP("Qwen3VLTextMLP"),),
          heads=(Head("Qwen3VLForConditionalGeneration"),),
-         heads_note="its vision RoPE (apply_rotary_pos_emb_vision) is kept: ligerd lacks vision RoPE"),
+         heads_note=VISION_NOTE),
     Spec("qwen3_vl_moe", "qwen3_vl_moe", DENSE_SIG, "Qwen3-VL-MoE (text RoPE patched; vision RoPE kept)",
          norms=(_llama_norm("Qwen3VLMoeTextRMSNorm"),),
          mlps=(MLP("Qwen3VLMoeTextExperts", "experts"),),
-         heads=(Head("Qwen3VLMoeForConditionalGeneration"),),
-         heads_note="its vision RoPE (apply_rotary_pos_emb_vision) is kept: ligerd lacks vision RoPE"),
+         heads=(Head("Qwen3VLMoeForConditionalGeneration"),), heads_note=VISION_NOTE),
     Spec("glm4v", "glm4v",
          _sig((R, False), (CE, False), (FL, True), (RMS, True), (SW, True), (M, None)),
-         "GLM-4V", rope=f"{PARTIAL_ROPE} and {VISION_ROPE}",
+         "GLM-4V", rope=f"{GLM_ROPE} and {VISION_ROPE}",
          norms=(_llama_norm("Glm4vRMSNorm", in_place=False),),
          mlps=(MLP("Glm4vTextMLP", "fused_swiglu"), MLP("Glm4VisionMlp")),
          heads=(Head("Glm4vForConditionalGeneration"),)),
     Spec("glm4v_moe", "glm4v_moe",
          _sig((R, False), (CE, False), (FL, True), (RMS, True), (SW, True), (M, None)),
-         "GLM-4V-MoE", rope=f"{PARTIAL_ROPE} and {VISION_ROPE}",
+         "GLM-4V-MoE (text partial RoPE patched; vision RoPE kept)", heads_note=VISION_NOTE,
          norms=(_llama_norm("Glm4vMoeRMSNorm", in_place=False),
                 _llama_norm("Glm4vMoeTextRMSNorm", in_place=False)),
          mlps=(MLP("Glm4vMoeTextMLP"), MLP("Glm4vMoeTextExperts", "experts"),

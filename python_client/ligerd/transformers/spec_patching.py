@@ -7,8 +7,9 @@ argument replaces, and the parts ligerd has no kernel for. ``apply_spec`` then d
 ``monkey_patch.apply_family`` does for the first twelve:
 
 - ``rope``: ``apply_rotary_pos_emb`` -> ``liger_rotary_pos_emb`` where the module's RoPE is the
-  standard full-head rotate-half one; otherwise the stock RoPE is kept with a one-time warning
-  naming what ligerd lacks (partial rotary, multimodal RoPE, Llama-4's, GPT-OSS's, vision RoPE).
+  standard rotate-half one, over the whole head or its first rotary_dim (partial rotary: cos/sin
+  narrower than the head); otherwise the stock RoPE is kept with a one-time warning naming what
+  ligerd lacks (GLM's interleaved partial RoPE, Llama-4's, GPT-OSS's, DeepSeek's, vision RoPE).
 - ``rms_norm`` / ``swiglu`` / ``geglu`` / ``layer_norm``: the RMSNorm, MLP, experts and LayerNorm
   classes become subclasses of themselves whose ``forward`` runs ligerd's kernel (RMSNorm with the
   offset / casting mode / in-place setting that reproduces that class's arithmetic, SwiGLU or
