@@ -132,10 +132,32 @@ def write_rows(rows: Sequence[Row], out_dir: str) -> Tuple[str, str]:
 
 def metric_samples(text: str) -> List[Tuple[str, Dict[str, str], float]]:
     """(name, labels, value) of every sample of a Prometheus text exposition, by prometheus_client's
-    parser (counters keep their _total name)."""
-    from prometheus_client.parser import text_string_to_metric_families
+    parser (counters keep their _total name); where it is not installed (the GPU machine reaches
+    no package index), by simple_samples."""
+    try:
+        from prometheus_client.parser import text_string_to_metric_families
+    except ImportError:
+        return simple_samples(text)
     return [(s.name, dict(s.labels), float(s.value))
             for fam in text_string_to_metric_families(text) for s in fam.samples]
+
+
+_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\S+)?\s*$')
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def simple_samples(text: str) -> List[Tuple[str, Dict[str, str], float]]:
+    """The sample lines of the text format (name{label="value",...} value [timestamp]); comments
+    skipped. Enough for ligerd's own exposition; tests check it agrees with prometheus_client."""
+    out = []
+    for line in text.splitlines():
+        m = _SAMPLE.match(line.strip())
+        if not m or line.startswith("#"):
+            continue
+        labels = {k: re.sub(r"\\(.)", lambda e: "\n" if e.group(1) == "n" else e.group(1), v)
+                  for k, v in _LABEL.findall(m.group(2) or "")}
+        out.append((m.group(1), labels, float(m.group(3))))
+    return out
 
 
 def sessions_open(samples) -> int:
@@ -270,7 +292,7 @@ class Node:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:
                 return metric_samples(r.read().decode())
-        except OSError:
+        except (OSError, ValueError):
             return None
 
     def sessions(self) -> Optional[int]:

@@ -124,12 +124,29 @@ def test_sessions_rings_and_gpu_memory_from_metrics():
     assert fg.sessions_open([]) == 0
 
 
+def canonical(samples):
+    return sorted((n, tuple(sorted(labels.items())), v) for n, labels, v in samples)
+
+
+def test_the_fallback_parser_agrees_with_prometheus_client():
+    """simple_samples (used where prometheus_client is not installed) reads the same samples,
+    escaped label values included."""
+    parser = pytest.importorskip("prometheus_client.parser", reason="prometheus_client is not installed")
+    text = EXPOSITION + 'ligerd_job_process_info{job="say \\"hi\\" \\\\ x",pid="1"} 1\n'
+    ref = [(s.name, dict(s.labels), float(s.value)) for f in parser.text_string_to_metric_families(text)
+           for s in f.samples]
+    assert canonical(fg.simple_samples(text)) == canonical(ref)
+    assert ('ligerd_job_process_info', (('job', 'say "hi" \\ x'), ('pid', '1')), 1.0) in canonical(ref)
+
+
 def test_a_real_exposition_parses():
     """The daemon's own exposition code on a simulated node (tests/cpp/telemetry_exposition_main)."""
     pytest.importorskip("prometheus_client", reason="prometheus_client is not installed")
     from ligerd.testing import prometheus_text
     exe = prometheus_text.build_file("tests", "cpp", "telemetry_exposition_main")
-    s = fg.metric_samples(subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout)
+    text = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
+    s = fg.metric_samples(text)
+    assert canonical(fg.simple_samples(text)) == canonical(s)
     assert fg.sessions_open(s) >= 1
     sessions = {labels["session"] for n, labels, _ in s if n == "ligerd_ring_capacity_records"}
     assert sessions and all(fg.ring_series(s, sid) >= 1 for sid in sessions)
