@@ -343,3 +343,56 @@ def test_remote_equals_local_bitwise(daemon, dtype):
         ligerd.set_dispatch_mode("local")
     for name, a, c in zip(("q_out", "k_out", "dxq", "dxk"), remote, local):
         assert torch.equal(a, c), f"{_id(dtype)}: {name} differs between remote and local dispatch"
+
+
+# ------------------------------------------------------------------------------------------
+# 5. Tiny models of the newly patched types, rope=True only, against transformers
+
+
+@pytest.mark.parametrize("model_type", ["phi3", "qwen3_next", "qwen3_5", "glm4v_moe", "qwen2_vl"])
+def test_tiny_model_with_ligerd_rope_matches_transformers(model_type):
+    """fp32, real kernels: the loss to 1e-5 relative and every gradient to 1e-3 norm-wise (RoPE's
+    fp32 rounding differs from transformers' by an ulp per element, nothing else is patched; the
+    gated-DeltaNet decay gradients (A_log) amplify that to ~1e-4 already on the CPU reference,
+    while a wrong rotation is an O(1) error).
+    phi3 with partial_rotary_factor 0.75 (Phi-4-mini's), the others' tiny configs rotate part of
+    the head (qwen3_next, qwen3_5, glm4v_moe) or select M-RoPE sections (qwen2_vl)."""
+    pytest.importorskip("transformers")
+    import copy
+    import inspect
+    import importlib
+    import ligerd.transformers as lt
+    from ligerd.testing import tiny_models as tm
+    from ligerd.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
+    cfg = tm.tiny_config(model_type)
+    if model_type == "phi3":
+        cfg.rope_parameters = dict(cfg.rope_parameters, partial_rotary_factor=0.75)
+    lt.revert_liger_kernel_patches()
+    try:
+        ref = tm.build(model_type, cfg=copy.deepcopy(cfg), device=DEV)
+        fn = MODEL_TYPE_TO_APPLY_LIGER_FN[model_type]
+        params = inspect.signature(fn).parameters
+        off = {k: False for k in ("cross_entropy", "fused_linear_cross_entropy", "rms_norm", "swiglu",
+                                  "layer_norm") if k in params}
+        fn(rope=True, **off)
+        modeling = importlib.import_module(type(ref).__module__)
+        assert modeling.apply_rotary_pos_emb is liger_rotary_pos_emb
+        model = tm.build(model_type, cfg=copy.deepcopy(cfg), device=DEV)
+        model.load_state_dict(ref.state_dict())
+        ref.train()
+        model.train()
+        gen = torch.Generator(device=DEV).manual_seed(29)
+        ids = torch.randint(3, tm.VOCAB - 3, (2, 33), device=DEV, generator=gen)
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+    finally:
+        lt.revert_liger_kernel_patches()
+    loss_ref = ref(input_ids=ids, labels=ids).loss
+    loss_ref.backward()
+    torch.testing.assert_close(loss, loss_ref, rtol=1e-5, atol=0)
+    got = dict(model.named_parameters())
+    for name, p in ref.named_parameters():
+        if p.grad is None or not p.grad.any():
+            continue
+        err = _util.rel_err(got[name].grad, p.grad.double())
+        assert err <= 1e-3, f"{model_type}: {name}: gradient relative error {err:.3g}"
