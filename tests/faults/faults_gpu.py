@@ -321,10 +321,10 @@ def client_env(node: Node, cache: str) -> dict:
 class Client:
     """This script as a client process (--worker KIND); its events are read by a thread."""
 
-    def __init__(self, kind: str, seed: int, env: dict):
+    def __init__(self, kind: str, seed: int, env: dict, argv: Optional[List[str]] = None):
         self.kind = kind
-        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", kind, "--seed", str(seed)],
-                                     env=env, text=True, bufsize=1, stdin=subprocess.PIPE,
+        argv = argv or [sys.executable, os.path.abspath(__file__), "--worker", kind, "--seed", str(seed)]
+        self.proc = subprocess.Popen(argv, env=env, text=True, bufsize=1, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.events: List[dict] = []
         self.tail = deque(maxlen=40)

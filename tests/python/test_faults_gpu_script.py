@@ -199,6 +199,68 @@ def test_progress_line_and_events():
 
 
 # ------------------------------------------------------------------------------------------
+# the driver and its clients talk through events and stdin
+
+FAKE_CLIENT = f"""
+import importlib.util, os, signal, faulthandler, sys, time
+spec = importlib.util.spec_from_file_location("faults_gpu", {str(SCRIPT)!r})
+fg = importlib.util.module_from_spec(spec); sys.modules["faults_gpu"] = fg; spec.loader.exec_module(fg)
+faulthandler.register(signal.SIGUSR1, all_threads=True)
+stop = fg.StopFlag()
+print("some log line", flush=True)
+fg.emit("started", pid=os.getpid(), ops=2)
+fg.emit("progress", ops=5, checked=9, silent=0, errors=0, problems=[])
+if sys.argv[1] == "hang":
+    time.sleep(60)
+line = stop.wait_line(30)
+fg.emit("got", line=line)
+stop.stop.wait(30)
+fg.emit("done", ops=7, checked=11, silent=int(sys.argv[1] == "silent"), errors=0,
+        problems=["rms_norm bfloat16 3x5: Y: wrong"] if sys.argv[1] == "silent" else [])
+"""
+
+
+def fake(kind):
+    return fg.Client("ops", 0, dict(os.environ), argv=[sys.executable, "-c", FAKE_CLIENT, kind])
+
+
+def test_client_events_lines_and_stop():
+    good, silent = fake("good"), fake("silent")
+    try:
+        assert good.wait_for("started", 60)["ops"] == 2 and good.wait_for("progress", 10)["checked"] == 9
+        assert fg.wait_started([good, silent], 60) == [] and silent.wait_for("progress", 10)
+        assert fg.soak_totals([good, silent])["ops"] == 10
+        good.send("restarted")
+        silent.send("restarted")
+        assert good.wait_for("got", 10)["line"] == "restarted"
+        assert good.wait_for("never", 0.2) is None
+        row = fg.Row("x")
+        problems = []
+        totals = fg.count_outcomes(row, fg.stop_all([good, silent], 30), problems)
+        assert totals == {"ops": 14, "checked": 22, "silent": 1, "errors": 0}
+        assert (row.silent, row.failures, row.hangs) == (1, 0, 0) and problems == ["rms_norm bfloat16 3x5: Y: wrong"]
+        assert good.proc.returncode == 0 and "some log line" in good.output_tail()
+        assert good.wait_for("never", 5) is None  # its output ended: no waiting out the deadline
+    finally:
+        good.kill()
+        silent.kill()
+
+
+def test_a_client_that_does_not_stop_is_a_hang_and_shows_its_stack():
+    c = fake("hang")
+    try:
+        assert c.wait_for("started", 60) is not None
+        assert "most recent call first" in c.stacks()  # faulthandler's dump of its threads
+        row = fg.Row("x")
+        problems = []
+        fg.count_outcomes(row, fg.stop_all([c], 1.0), problems)
+        assert row.hangs == 1 and "did not stop" in problems[0]
+        assert c.proc.poll() is not None  # killed
+    finally:
+        c.kill()
+
+
+# ------------------------------------------------------------------------------------------
 # without a GPU
 
 def test_exits_2_without_a_gpu(tmp_path):
