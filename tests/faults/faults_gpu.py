@@ -778,8 +778,11 @@ def worker_setup():
 
 
 def device_info(ligerd, torch) -> dict:
-    dev = ligerd.dispatch_info()["devices"].get(torch.cuda.current_device()) or {}
-    return {"mode": dev.get("mode"), "reason": dev.get("reason"), "session": dev.get("session_id")}
+    """How this process's ops on its CUDA device run (the process-wide mode before any ran there)."""
+    info = ligerd.dispatch_info()
+    dev = info["devices"].get(torch.cuda.current_device() if torch.cuda.is_available() else 0) or {}
+    return {"mode": dev.get("mode", info["mode"]), "reason": dev.get("reason", info["reason"]),
+            "session": dev.get("session_id")}
 
 
 class Tally:
@@ -818,7 +821,7 @@ def worker_ops(seed: int) -> int:
     """Every case of the mix once, "started", then round-robin until stopped, progress every 2 s."""
     torch, ligerd, ops = worker_setup()
     stop = StopFlag()
-    gen = torch.Generator(device="cuda").manual_seed(seed)
+    gen = torch.Generator(device=ops.DEV).manual_seed(seed)
     cases = ops.all_cases()
     cases = cases[seed % len(cases):] + cases[:seed % len(cases)]  # clients start at different ops
     tally = Tally()
@@ -845,7 +848,7 @@ def worker_flood(seed: int) -> int:
     """rms_norm launched back to back (checked every 50) until killed."""
     torch, ligerd, ops = worker_setup()
     stop = StopFlag()
-    flood = ops.Flood(torch.Generator(device="cuda").manual_seed(seed))
+    flood = ops.Flood(torch.Generator(device=ops.DEV).manual_seed(seed))
     problem = None
     while problem is None and flood.n < flood.every:  # one checked round before "started"
         problem = flood.step()
@@ -878,7 +881,7 @@ def worker_train(seed: int) -> int:
     the error again at the next op, local fallback, and remote again once "restarted" comes."""
     torch, ligerd, ops = worker_setup()
     stop = StopFlag()
-    gen = torch.Generator(device="cuda").manual_seed(seed)
+    gen = torch.Generator(device=ops.DEV).manual_seed(seed)
     model = ops.TinyModel(gen)
     model.step()
     emit("started", pid=os.getpid(), **device_info(ligerd, torch))
@@ -896,7 +899,7 @@ def worker_train(seed: int) -> int:
     emit("unavailable", t=t, error=error, message=message[:600], next=following,
          stays=following == "DaemonUnavailableError")
     done = threading.Event()
-    threading.Thread(target=lambda: (torch.cuda.synchronize(), done.set()), daemon=True).start()
+    threading.Thread(target=lambda: (ops.sync(), done.set()), daemon=True).start()  # torch.cuda.synchronize()
     synced = done.wait(10)
     emit("synchronized", ok=synced)
     if not synced:

@@ -358,3 +358,81 @@ def test_the_training_job_trains(ops):
     losses = [model.step(lr=0.5) for _ in range(6)]
     assert all(v == v for v in losses) and losses[-1] < losses[0], losses
     assert all(p.grad is None for p in model.params)
+
+
+# ------------------------------------------------------------------------------------------
+# the clients' own code, in this process, local dispatch on the reference executor
+
+TINY_SHAPES = {op: shapes[:1] for op, shapes in SMALL.items()}
+
+
+def run_worker(monkeypatch, capsys, ops, fn, stdin):
+    """Runs a --worker function here (its CUDA setup replaced by local dispatch on the CPU);
+    returns its exit code and events."""
+    import ligerd
+
+    def setup():
+        ligerd.set_dispatch_mode("local")
+        return torch, ligerd, ops
+
+    monkeypatch.setattr(ops, "SHAPES", TINY_SHAPES)
+    monkeypatch.setattr(fg, "worker_setup", setup)
+    monkeypatch.setattr(sys, "stdin", stdin)
+    capsys.readouterr()
+    rc = fn(7)
+    events = [e for e in map(fg.parse_event, capsys.readouterr().out.splitlines()) if e is not None]
+    return rc, events
+
+
+def test_ops_client_checks_every_case_and_stops(ops, monkeypatch, capsys):
+    import io
+    rc, events = run_worker(monkeypatch, capsys, ops, fg.worker_ops, io.StringIO("stop\n"))
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "started" and kinds[-1] == "done", kinds
+    done = events[-1]
+    assert rc == 0 and done["silent"] == 0 and done["errors"] == 0 and done["mode"] == "local"
+    assert done["ops"] >= len(ops.all_cases()) and done["checked"] >= 2 * done["ops"]
+    assert events[0]["ops"] == len(ops.all_cases())  # the first pass, before "started"
+
+
+def test_training_client_reports_the_dead_daemon_then_recovers(ops, monkeypatch, capsys):
+    """The daemon "dies" after some launches (every launch then raises DaemonUnavailableError, as
+    remote ones do); the client reports it, synchronizes, goes on locally, then "remotely"
+    (here: local again) after the driver's "restarted"."""
+    import ligerd
+    from ligerd import _backend
+    state = {"calls": 0, "dead": False}
+    real = _backend._test_launcher
+
+    def launcher(op, tensors, scalars):
+        state["calls"] += 1
+        if state["calls"] == 60:
+            state["dead"] = True
+        if state["dead"]:
+            raise ligerd.DaemonUnavailableError("ligerd: the daemon on /x.sock is gone")
+        return real(op, tensors, scalars)
+
+    r, w = os.pipe()
+    real_set = ligerd.set_dispatch_mode
+
+    def set_mode(mode):
+        state["dead"] = False  # a fresh session: local, or a new daemon
+        if mode == "remote":
+            os.close(w)  # the driver's "stop" comes after the remote phase
+        real_set("local")
+
+    monkeypatch.setattr(_backend, "_test_launcher", launcher)
+    monkeypatch.setattr(ligerd, "set_dispatch_mode", set_mode)
+    os.write(w, b"restarted\n")
+    with os.fdopen(r) as stdin:
+        rc, events = run_worker(monkeypatch, capsys, ops, fg.worker_train, stdin)
+    by = {e["event"]: e for e in events}
+    assert [e["event"] for e in events] == ["started", "unavailable", "synchronized", "local_done", "remote_done"]
+    assert rc == 0
+    err = by["unavailable"]
+    assert err["error"] == "DaemonUnavailableError" and err["stays"] and "gone" in err["message"]
+    assert by["synchronized"]["ok"]
+    for phase in ("local_done", "remote_done"):
+        e = by[phase]
+        assert e["finite_loss"] and len(e["losses"]) == 5 and e["silent"] == 0 and e["errors"] == 0, e
+        assert e["ops"] == len(ops.all_cases())
