@@ -84,6 +84,12 @@ def test_names_are_ligerds_objects(shim_dir):
         assert LigerGEGLUMLP is lt.LigerGEGLUMLP and LigerLayerNorm is lt.LigerLayerNorm
         assert LigerCrossEntropyLoss is lt.LigerCrossEntropyLoss and rope is lt.liger_rotary_pos_emb
         assert liger_cross_entropy is lf.liger_cross_entropy is functional.liger_cross_entropy
+        # Qwen2-VL's M-RoPE names (transformers 4.x-style code imports them).
+        from liger_kernel.transformers.qwen2vl_mrope import liger_multimodal_rotary_pos_emb
+        import ligerd.transformers.qwen2vl_mrope as lm
+        assert liger_multimodal_rotary_pos_emb is lm.liger_multimodal_rotary_pos_emb
+        assert functional.liger_qwen2vl_mrope is lf.liger_qwen2vl_mrope
+        assert functional.LigerQwen2VLMRopeFunction is lf.LigerQwen2VLMRopeFunction
     """)
 
 
@@ -167,15 +173,16 @@ def test_missing_names_give_the_clear_error_on_use_not_on_import(shim_dir):
             print("unknown:", e)
 
         # Every Liger model type is ligerd's own apply function now (test_model_types.py); a part
-        # ligerd has no kernel for (Qwen2-VL's M-RoPE) is kept with a warning, no exception.
-        from liger_kernel.transformers import apply_liger_kernel_to_qwen2_vl
+        # ligerd has no kernel for (GLM-4V's interleaved partial RoPE) is kept with a warning, no
+        # exception.
+        from liger_kernel.transformers import apply_liger_kernel_to_glm4v
         import ligerd.transformers
         from ligerd import LigerdWarning
-        assert apply_liger_kernel_to_qwen2_vl is ligerd.transformers.apply_liger_kernel_to_qwen2_vl
+        assert apply_liger_kernel_to_glm4v is ligerd.transformers.apply_liger_kernel_to_glm4v
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
-            apply_liger_kernel_to_qwen2_vl(rope=True, fused_linear_cross_entropy=True)
-        assert any(issubclass(x.category, LigerdWarning) and "qwen2_vl" in str(x.message) for x in w)
+            apply_liger_kernel_to_glm4v(rope=True, fused_linear_cross_entropy=True)
+        assert any(issubclass(x.category, LigerdWarning) and "glm4v" in str(x.message) for x in w)
         # A model type Liger does not patch either: a warning, no exception.
         from liger_kernel.transformers import _apply_liger_kernel
         with warnings.catch_warnings(record=True) as w:
