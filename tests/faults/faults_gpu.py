@@ -456,47 +456,54 @@ def row_client_kill(args, cache: str) -> Row:
     try:
         for trial in range(args.trials):
             row.trials += 1
-            clients = start_clients(args.clients, ["flood", "ops"], client_env(node, cache), 100 * trial)
-            victim, survivors = clients[0], clients[1:]
-            bad = wait_started(clients, args.start_timeout)
-            if bad or not wait_until(lambda: node.sessions() == len(clients), 10):
-                row.failures += 1
-                problems += bad or [f"{node.sessions()} sessions open, not {len(clients)}"]
-                for c in clients:
-                    c.kill()
-                continue
-            mps = mps_note(survivors[0].last("started") if survivors else victim.last("started"))
-            victim_session = victim.last("started").get("session")
-            time.sleep(0.5)  # mid-stream: the victim's ring has launches queued
-            t0 = time.monotonic()  # from the kill
-            victim.proc.send_signal(signal.SIGKILL)
-            victim.proc.wait(10)
-
-            def dropped():
-                s = node.samples()
-                return s is not None and sessions_open(s) == len(survivors) and ring_series(s, victim_session) == 0
-
-            gone = wait_until(dropped, 3.0)
-            row.figure = max(row.figure, (time.monotonic() - t0) * 1000)
-            if not gone:
-                row.hangs += 1
-                problems.append(f"trial {trial}: the killed client's session still open 3 s later "
-                                f"({node.sessions()} sessions)")
-            time.sleep(1.0)  # the survivors go on after the drop
-            count_outcomes(row, stop_all(survivors, args.stop_timeout), problems)
+            mps = client_kill_trial(row, node, args, cache, problems, f"trial {trial}", 100 * trial) or mps
             if not node.alive():
                 row.crashes += 1
-                problems.append(f"the daemon died: {node.log_tail()[-1500:]}")
+                problems.append(f"trial {trial}: the daemon died: {node.log_tail()[-1500:]}")
+                node.stop()
                 node = Node(args.ligerd_bin, cache)
-            elif not wait_until(lambda: node.sessions() == 0, 5):
-                row.failures += 1
-                problems.append(f"trial {trial}: {node.sessions()} sessions left after every client exited")
     finally:
         node.stop()
     report_problems("client_kill", problems)
     row.note = (f"{args.clients} clients a trial, 1 killed while flooding its ring; the other "
                 f"{args.clients - 1} checked every op until stopped; {mps}")
     return row
+
+
+def client_kill_trial(row: Row, node: Node, args, cache: str, problems: List[str], trial: str, seed: int) -> str:
+    """One trial (see the module docstring); returns what the clients were told about MPS."""
+    clients = start_clients(args.clients, ["flood", "ops"], client_env(node, cache), seed)
+    victim, survivors = clients[0], clients[1:]
+    try:
+        bad = wait_started(clients, args.start_timeout)
+        if bad or not wait_until(lambda: node.sessions() == len(clients), 10, poll=0.1):
+            row.failures += 1
+            problems.extend(bad or [f"{trial}: {node.sessions()} sessions open, not {len(clients)}"])
+            return ""
+        victim_session = victim.last("started").get("session")
+        time.sleep(0.5)  # mid-stream: the victim's ring has launches queued
+        t0 = time.monotonic()  # from the kill
+        victim.proc.send_signal(signal.SIGKILL)
+        victim.proc.wait(10)
+
+        def dropped():
+            s = node.samples()
+            return s is not None and sessions_open(s) == len(survivors) and ring_series(s, victim_session) == 0
+
+        gone = wait_until(dropped, 3.0)
+        row.figure = max(row.figure, (time.monotonic() - t0) * 1000)
+        if not gone:
+            row.hangs += 1
+            problems.append(f"{trial}: the killed client's session still open 3 s later ({node.sessions()} sessions)")
+        time.sleep(1.0)  # the survivors go on after the drop
+        count_outcomes(row, stop_all(survivors, args.stop_timeout), problems)
+        if node.alive() and not wait_until(lambda: node.sessions() == 0, 5, poll=0.1):
+            row.failures += 1
+            problems.append(f"{trial}: {node.sessions()} sessions left after every client exited")
+        return mps_note(survivors[0].last("started"))
+    finally:
+        for c in clients:
+            c.kill()
 
 
 # ==========================================================================================
@@ -554,7 +561,12 @@ def daemon_kill_trial(row: Row, nodes: List[Node], client: Client, args, cache: 
         return 0
     ok = phase_outcome(row, client.wait_for("local_done", args.stop_timeout), "local fallback", "local",
                        problems, trial, client)
-    nodes.append(Node(args.ligerd_bin, cache, socket_path=nodes[0].socket))
+    try:
+        nodes.append(Node(args.ligerd_bin, cache, socket_path=nodes[0].socket))
+    except RuntimeError as e:
+        row.failures += 1
+        problems.append(f"{trial}: no new daemon on the same socket: {e}")
+        return 0
     client.send("restarted")
     ok += phase_outcome(row, client.wait_for("remote_done", args.stop_timeout), "a new daemon", "remote",
                         problems, trial, client)
