@@ -421,3 +421,34 @@ def test_interleaved_glm_rope_is_not_what_the_kernel_computes():
     glm4v_moe = _modeling("glm4v_moe").apply_rotary_pos_emb(q, k, cos, sin)
     torch.testing.assert_close(glm4v_moe[0], want[0])
     torch.testing.assert_close(glm4v_moe[1], want[1])
+
+
+@pytest.mark.parametrize("model_type", ["qwen3_next", "qwen3_5", "glm4v_moe"])
+def test_rope_with_every_default_patch(launcher, clean_patches, model_type):
+    """rope=True on top of every default patch (ligerd's q_norm/k_norm RMSNorm right before the
+    in-place RoPE, SwiGLU, the fused loss): nothing ligerd's other ops saved is rotated under them
+    (autograd would raise), and the loss and gradients are transformers'."""
+    from ligerd.testing import tiny_models as tm
+    from ligerd.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
+    cfg = _config(model_type)
+    ref = tm.build(model_type, cfg=copy.deepcopy(cfg))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LigerdWarning)  # e.g. a vision MLP kept as transformers'
+        MODEL_TYPE_TO_APPLY_LIGER_FN[model_type](rope=True)
+    model = tm.build(model_type, cfg=copy.deepcopy(cfg))
+    model.load_state_dict(ref.state_dict())
+    ref.train()
+    model.train()
+    ids = torch.randint(3, tm.VOCAB - 3, (2, 9), generator=torch.Generator().manual_seed(5))
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    lt.revert_liger_kernel_patches()
+    loss_ref = ref(input_ids=ids, labels=ids).loss
+    loss_ref.backward()
+    assert {c[0] for c in launcher.calls} >= {"rope_fwd", "rope_bwd", "rms_norm_fwd"}
+    torch.testing.assert_close(loss, loss_ref, rtol=1e-5, atol=1e-6)
+    got = dict(model.named_parameters())
+    for name, p in ref.named_parameters():
+        if p.grad is not None and p.grad.any():
+            torch.testing.assert_close(got[name].grad, p.grad, rtol=1e-4, atol=1e-6,
+                                       msg=lambda m: f"{name}: {m}")
