@@ -27,8 +27,9 @@ LIGERD_SOCKET naming that daemon and LIGERD_AUTOSTART=0):
                 swiglu, rope, cross_entropy, fused linear cross-entropy; bf16 and fp32; odd shapes)
                 for --soak-seconds, every output checked against a float64 reference
                 (tests/faults/faults_gpu_ops.py has the tolerances); the daemon's RSS
-                (/proc/<pid>/status) and GPU memory (its /metrics: NVML's per-process figure, or the
-                GPU's total where MPS hides it, as the note says) are sampled every 10 s. Flat
+                (/proc/<pid>/status) and GPU memory (NVML's per-process figure, from its /metrics
+                or nvidia-smi; where MPS hides it, the GPU's total in use, as the note says) are
+                sampled every 10 s. Flat
                 memory: growth from the sample at 60 s to the end below max(5%, 64 MiB), RSS and
                 GPU. Figure = checked ops per second (no limit); errors are failures. Progress
                 every 30 s; samples to <out>/soak_memory.csv and a plot to soak_memory.png
@@ -41,7 +42,8 @@ sees it active):
 Writes <out>/faults_gpu.csv and faults_gpu.json (the rows) besides the table on stdout.
 PYTORCH_CUDA_ALLOC_CONF=expandable_segments is dropped from the clients' environment (CUDA IPC
 cannot share such memory). LIGERD_CACHE_DIR, when set, is the daemons' JIT cache (warm kernels);
-else a fresh one under --out.
+else a fresh one under --out. /metrics is parsed by prometheus_client where it is installed, else
+by a sample-line parser checked against it (simple_samples).
 """
 
 from __future__ import annotations
@@ -394,8 +396,8 @@ class Client:
             return "\n".join(self.tail)
 
 
-def start_clients(n: int, kinds: Sequence[str], env: dict, seed0: int) -> List[Client]:
-    return [Client(kinds[i] if i < len(kinds) else kinds[-1], seed0 + i, env) for i in range(n)]
+def start_clients(n: int, kind: str, env: dict, seed0: int) -> List[Client]:
+    return [Client(kind, seed0 + i, env) for i in range(n)]
 
 
 def wait_started(clients: Sequence[Client], timeout: float) -> List[str]:
@@ -472,10 +474,15 @@ def row_client_kill(args, cache: str) -> Row:
 
 def client_kill_trial(row: Row, node: Node, args, cache: str, problems: List[str], trial: str, seed: int) -> str:
     """One trial (see the module docstring); returns what the clients were told about MPS."""
-    clients = start_clients(args.clients, ["flood", "ops"], client_env(node, cache), seed)
-    victim, survivors = clients[0], clients[1:]
+    env = client_env(node, cache)
+    survivors = start_clients(args.clients - 1, "ops", env, seed)
+    clients = list(survivors)
     try:
-        bad = wait_started(clients, args.start_timeout)
+        bad = wait_started(survivors, args.start_timeout)
+        if not bad:  # the flood starts once the others are running (it would slow their start)
+            victim = Client("flood", seed + args.clients, env)
+            clients.append(victim)
+            bad = wait_started([victim], args.start_timeout)
         if bad or not wait_until(lambda: node.sessions() == len(clients), 10, poll=0.1):
             row.failures += 1
             problems.extend(bad or [f"{trial}: {node.sessions()} sessions open, not {len(clients)}"])
@@ -685,7 +692,7 @@ def row_soak(args, cache: str) -> Row:
     node = Node(args.ligerd_bin, cache)
     problems: List[str] = []
     samples: List[Sample] = []
-    clients = start_clients(args.clients, ["ops"], client_env(node, cache), 5000)
+    clients = start_clients(args.clients, "ops", client_env(node, cache), 5000)
     try:
         row.trials = 1
         bad = wait_started(clients, args.start_timeout)

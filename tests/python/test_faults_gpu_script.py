@@ -260,6 +260,30 @@ def test_a_client_that_does_not_stop_is_a_hang_and_shows_its_stack():
         c.kill()
 
 
+def test_main_prints_the_table_writes_rows_and_a_row_that_cannot_run_fails(monkeypatch, tmp_path, capsys):
+    def broken(args, cache):
+        raise RuntimeError("ligerd did not come up")
+
+    monkeypatch.setattr(fg, "cuda_problem", lambda: None)
+    monkeypatch.setattr(fg, "row_client_kill", lambda args, cache: good_row(note=f"cache {cache}"))
+    monkeypatch.setattr(fg, "row_soak", broken)
+    out = tmp_path / "o"
+    rc = fg.main(["--ligerd-bin", "/bin/true", "--out", str(out), "--rows", "client_kill,soak"])
+    printed = capsys.readouterr().out
+    assert rc == 1 and "faults: 1 passed, 1 failed" in printed
+    assert "FAILED: could not run: RuntimeError: ligerd did not come up" in printed
+    assert f"cache {out / 'cache'}" in printed  # a fresh JIT cache under --out without LIGERD_CACHE_DIR
+    data = json.loads((out / "faults_gpu.json").read_text())
+    assert [r["ok"] for r in data["rows"]] == [True, False]
+    assert data["rows"][1]["scenario"] == fg.ROW_NAMES["soak"]
+
+
+def test_main_without_a_daemon_binary_exits_2(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(fg, "cuda_problem", lambda: None)
+    assert fg.main(["--ligerd-bin", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
+    assert "needs the built daemon" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------------
 # without a GPU
 
@@ -423,6 +447,8 @@ def test_training_client_reports_the_dead_daemon_then_recovers(ops, monkeypatch,
 
     monkeypatch.setattr(_backend, "_test_launcher", launcher)
     monkeypatch.setattr(ligerd, "set_dispatch_mode", set_mode)
+    small_model = ops.TinyModel
+    monkeypatch.setattr(ops, "TinyModel", lambda gen: small_model(gen, hidden=32, inter=48, vocab=97, tokens=40))
     os.write(w, b"restarted\n")
     with os.fdopen(r) as stdin:
         rc, events = run_worker(monkeypatch, capsys, ops, fg.worker_train, stdin)
