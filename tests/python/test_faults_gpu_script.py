@@ -290,7 +290,7 @@ def test_main_without_a_daemon_binary_exits_2(monkeypatch, tmp_path, capsys):
 def test_exits_2_without_a_gpu(tmp_path):
     torch = pytest.importorskip("torch", reason="torch is not installed")
     if torch.cuda.is_available():
-        pytest.skip("this machine has a CUDA GPU: the script would run its rows")
+        pytest.skip("a GPU is present: the script would run its rows (this test is of the no-GPU path)")
     env = dict(os.environ, PYTHONPATH=str(ROOT / "python_client"), LIGERD_BIN="/bin/true")
     r = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "o"), "--rows", "soak"],
                        env=env, capture_output=True, text=True, timeout=120)
