@@ -1004,7 +1004,9 @@ def main(argv=None) -> int:
             import traceback
             traceback.print_exc()
             rows.append(Row(ROW_NAMES[name], failures=1, note=f"could not run: {type(e).__name__}: {e}"[:300]))
-        print(f"faults_gpu: {rows[-1].scenario} done in {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
+        print(f"faults_gpu: {rows[-1].scenario} done in {time.monotonic() - t0:.0f} s:\n"
+              f"{format_table(rows[-1:]).splitlines()[1]}", file=sys.stderr, flush=True)
+        write_rows(rows, args.out)  # so far: a run cut short keeps the rows it finished
     table = format_table(rows)
     print(f"\n{table}\n{summary_line(rows)}", flush=True)
     csv_path, json_path = write_rows(rows, args.out)
