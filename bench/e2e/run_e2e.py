@@ -138,6 +138,12 @@ CONFIGS: Dict[str, Dict[str, object]] = {
                              env={"LIGERD_DISPATCH": "local"}, compile="reduce-overhead"),
 }
 LIGERD_CONFIGS = tuple(n for n in CONFIGS if n.startswith("ligerd"))
+
+
+def needs_peer_site(spec: str) -> bool:
+    """Whether a patch ("module:function") is Liger-Kernel's, installed into the peer site (every
+    configuration that patches with it: liger and liger-compile)."""
+    return spec.split(":", 1)[0].split(".", 1)[0] == "liger_kernel"
 # The configurations every other one is compared with: name -> the suffix of its ratio keys.
 PEERS = {"hf": "hf", "liger": "liger", "hf-compile": "hfc"}
 # Warm-up steps a compiled configuration takes at least, per batch, so that no timed step compiles:
@@ -316,7 +322,7 @@ def worker_main(args: argparse.Namespace) -> int:
     try:
         spec = args.patches.get(name, CONFIGS[name]["patch"])
         if spec:
-            if name == "liger":
+            if needs_peer_site(spec):
                 _bench_common().add_peer_site()
             train_llama.resolve(spec)()
         m = MODELS[args.model]

@@ -99,10 +99,36 @@ def encode_job_stats(job: str, tokens: int, steps: int, tokens_per_second: float
     return out
 
 
-def encode_report(pid: int, job: str, ops: List[bytes], job_stats: bytes, has_tokens_per_second: bool) -> bytes:
+# JitStats fields (proto/ligerd/v1/telemetry.proto) from ligerd._C.jit_stats()'s keys.
+_JIT_COUNTERS = (("memory_hits", 2), ("disk_hits", 3), ("misses", 4), ("compiles", 5), ("compile_failures", 6))
+
+
+def encode_jit_stats(delta: Dict[str, float]) -> bytes:
+    """This process's JIT cache use since the last report (the daemon adds it to "clients")."""
+    out = b"".join(_f_varint(field, int(delta.get(key, 0))) for key, field in _JIT_COUNTERS)
+    return out + _f_double(7, float(delta.get("compile_seconds", 0.0)))
+
+
+def encode_report(pid: int, job: str, ops: List[bytes], job_stats: bytes, has_tokens_per_second: bool,
+                  jit: Optional[bytes] = None) -> bytes:
     out = b"".join(_f_bytes(3, o) for o in ops)
     out += _f_varint(4, pid) + _f_str(5, job) + _f_bytes(6, job_stats) + _f_varint(7, int(has_tokens_per_second))
+    if jit:
+        out += _f_bytes(8, jit)
     return out
+
+
+def _jit_totals() -> Optional[Dict[str, float]]:
+    """The local executors' JIT cache counters (ligerd._C.jit_stats()), or None: no extension,
+    no executor yet, or a failure (telemetry never breaks a training step)."""
+    ext = sys.modules.get("ligerd._C")  # only once something loaded it: never imported from here
+    if ext is None or not hasattr(ext, "jit_stats"):
+        return None
+    try:
+        stats = ext.jit_stats()
+    except Exception:  # noqa: BLE001
+        return None
+    return dict(stats) if stats else None
 
 
 # ---- the reporter ----------------------------------------------------------------------------------
@@ -170,6 +196,8 @@ class Reporter:
         self._memory_saved = 0
         self._peak_override: Optional[int] = None
         self._window_start = time.monotonic()
+        self._jit_sent: Dict[str, float] = {}  # the JIT counters already reported
+        self.jit_totals = _jit_totals            # () -> counters or None (tests replace it)
         self.sent_reports = 0
         self.dropped_reports = 0
         self.last_error: Optional[str] = None
@@ -319,7 +347,8 @@ class Reporter:
                 self._loss_pending = False
             loss = self._loss_reported if self._loss_fresh else None
             self._loss_fresh = False
-        if not ops and not tokens and not steps and loss is None:
+        jit = self._jit_delta()
+        if not ops and not tokens and not steps and loss is None and jit is None:
             return None
         peak = self._peak_override
         if peak is None:
@@ -330,7 +359,18 @@ class Reporter:
         # calls, or what the loop reported), else over the window once it is long enough to mean it.
         tps = tokens / busy if tokens and busy > 0 else (tokens / window if tokens and window >= 1.0 else 0.0)
         job = encode_job_stats(self.job, tokens, steps, tps, step_seconds or 0.0, loss, peak, self._memory_saved)
-        return encode_report(os.getpid(), self.job, op_msgs, job, tps > 0)
+        return encode_report(os.getpid(), self.job, op_msgs, job, tps > 0,
+                             encode_jit_stats(jit) if jit is not None else None)
+
+    def _jit_delta(self) -> Optional[Dict[str, float]]:
+        """The JIT counters' growth since the last report, or None when nothing changed."""
+        totals = self.jit_totals()
+        if not totals:
+            return None
+        keys = [k for k, _ in _JIT_COUNTERS] + ["compile_seconds"]
+        delta = {k: max(0.0, float(totals.get(k, 0)) - float(self._jit_sent.get(k, 0))) for k in keys}
+        self._jit_sent = {k: float(totals.get(k, 0)) for k in keys}
+        return delta if any(delta.values()) else None
 
     def flush(self, timeout: float = 2.0) -> bool:
         """Sends the batch now. False when it was dropped (no daemon, no answer, refused)."""

@@ -454,3 +454,10 @@ def test_merge_runs_split_over_calls(tmp_path, capsys):
     assert data["meta"]["seconds"] == 600.0
     s = {x["config"]: x for x in data["summary"]}
     assert s["ligerd-compile"]["tok_s_vs_hfc"] == pytest.approx(66.0 / 48.5)
+
+
+def test_every_liger_configuration_gets_the_peer_site():
+    """liger-compile once ran without Liger-Kernel's peer site ("No module named 'liger_kernel'")."""
+    wanted = {n for n, c in e2e.CONFIGS.items() if c["patch"] and e2e.needs_peer_site(c["patch"])}
+    assert wanted == {"liger", "liger-compile"}
+    assert not e2e.needs_peer_site("ligerd.transformers:apply_liger_kernel_to_llama")

@@ -125,6 +125,29 @@ def test_real_daemon_serves_a_local_clients_reports(daemon, monkeypatch):
     assert rep.flush() and rep.sent_reports == 1
 
 
+def test_local_clients_jit_cache_use_reaches_the_daemon(daemon):
+    """A local client's JIT cache counters (ligerd._C.jit_stats(), stood in for here: the CPU path
+    compiles nothing) are reported as deltas and summed by the daemon under source="clients"."""
+    pytest.importorskip("grpc", reason="grpcio is not installed")
+    from ligerd import _telemetry
+    rep = _telemetry.Reporter(job="jit-job", socket_path=daemon["socket"], start_thread=False)
+    totals = {"memory_hits": 5, "disk_hits": 9, "misses": 2, "compiles": 2, "compile_failures": 0,
+              "compile_seconds": 0.75, "corrupt_entries": 0}
+    rep.jit_totals = lambda: dict(totals)
+    assert rep.flush(), rep.last_error
+    totals.update(memory_hits=12, disk_hits=10, compiles=3, misses=3, compile_seconds=1.25)
+    assert rep.flush(), rep.last_error
+    assert rep.flush() and rep.sent_reports == 2  # unchanged counters: nothing more to send
+    families = parse(_get(daemon["url"] + "/metrics"))
+    lookups = {s.labels["result"]: s.value for s in families["ligerd_jit_cache_lookups_total"][1]
+               if s.labels["source"] == "clients"}
+    assert lookups == {"memory_hit": 12, "disk_hit": 10, "miss": 3}
+    compiles = {s.labels["source"]: s.value for s in families["ligerd_jit_compiles_total"][1]}
+    assert compiles["clients"] == 3
+    seconds = {s.labels["source"]: s.value for s in families["ligerd_jit_compile_seconds_total"][1]}
+    assert seconds["clients"] == pytest.approx(1.25)
+
+
 def test_a_report_for_another_pid_is_refused(daemon):
     pytest.importorskip("grpc", reason="grpcio is not installed")
     from ligerd import _telemetry

@@ -157,13 +157,17 @@ function drawSnapshot(s, opRates) {
   const gpus = s.gpus || [];
   const lastRate = (name) => { const r = opRates[name]; return r && r.length ? r[r.length - 1][1] : 0; };
   const opNames = [...new Set((s.ops || []).map((o) => o.op))];
-  document.getElementById("tile-tps").textContent = fmtRate(jobs.reduce((a, j) => a + num(j.tokens_per_second), 0));
+  // The headline tiles count running jobs only (a job with a live process); an exited job keeps
+  // its last figures in the table below.
+  const live = new Set((s.processes || []).map((p) => p.job));
+  const running = jobs.filter((j) => live.has(j.job));
+  document.getElementById("tile-tps").textContent = fmtRate(running.reduce((a, j) => a + num(j.tokens_per_second), 0));
   document.getElementById("tile-ops").textContent = fmtRate(opNames.reduce((a, n) => a + lastRate(n), 0));
   const used = gpus.filter((g) => g.has_memory_used);
   document.getElementById("tile-mem").textContent = used.length
     ? `${fmtBytes(used.reduce((a, g) => a + num(g.memory_used_bytes), 0))} / ${fmtBytes(used.reduce((a, g) => a + num(g.memory_total_bytes), 0))}`
     : "no NVML";
-  document.getElementById("tile-jobs").textContent = `${jobs.length} / ${s.active_sessions}`;
+  document.getElementById("tile-jobs").textContent = `${running.length} / ${s.active_sessions}`;
   const hits = num(s.jit_cache_hits_total), misses = num(s.jit_cache_misses_total);
   document.getElementById("tile-jit").textContent = hits + misses ? `${(100 * hits / (hits + misses)).toFixed(1)} %` : "-";
   document.getElementById("tile-errors").textContent = String((s.errors || []).reduce((a, e) => a + num(e.count), 0));
