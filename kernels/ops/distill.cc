@@ -13,6 +13,11 @@
 //     (the caller's; required with labels, refused without). loss: fp32 [rows], contiguous.
 //   tvd_fwd [P, Q, labels?, n_valid?, loss->, grad?->]  scalars [reduction, ignore_index]
 //     loss: fp32, P's shape for reduction 0, else [rows].
+//   jsd_logits_fwd [student, teacher, labels?, scale, loss->, hard_loss?->, d_student?->]
+//     scalars [beta, ignore_index, s_scale, t_scale, soft_coef, hard_coef]
+//     student [rows, ns], teacher [rows, nt >= ns] of one dtype; scale fp32 [1] on the device;
+//     loss fp32 [rows]; hard_loss (needs labels, s_scale 1 and ns == nt) fp32 [rows]; d_student
+//     the student's shape and dtype (may be the student itself).
 #include "kernels/ops/distill.h"
 
 #include <algorithm>
@@ -40,6 +45,7 @@ namespace klf = entry::kl_div_fwd;
 namespace klb = entry::kl_div_bwd;
 namespace js = entry::jsd_fwd;
 namespace tv = entry::tvd_fwd;
+namespace jl = entry::jsd_logits_fwd;
 
 // Every row group is one block: the grid's x dimension bounds the row groups.
 constexpr int64_t kMaxGrid = 0x7fffffff;
@@ -369,6 +375,89 @@ absl::StatusOr<OpPlan> PlanTvd(const OpSpec& spec, const OpCall& call, const Dev
   return plan;
 }
 
+// ---- jsd_logits_fwd -------------------------------------------------------------------------
+
+absl::StatusOr<OpPlan> PlanJsdLogits(const OpSpec& spec, const OpCall& call, const DeviceInfo&) {
+  const std::string& op = spec.name;
+  const auto& t = call.tensors;
+  const TensorView& S = t[jl::T::student];
+  const TensorView& T = t[jl::T::teacher];
+  const TensorView& labels = t[jl::T::labels];
+  const TensorView& H = t[jl::T::hard_loss];
+  const TensorView& DS = t[jl::T::d_student];
+  LIGERD_ASSIGN_OR_RETURN(RowMatrix sm, MainRows(op, "student", S));
+  LIGERD_ASSIGN_OR_RETURN(RowMatrix tm, MainRows(op, "teacher", T));
+  if (S.ndim != 2 || T.ndim != 2)
+    return Invalid(op, absl::StrCat("tensors 'student' and 'teacher' must be 2-D [rows, n], got ", ShapeString(S), " and ",
+                                    ShapeString(T)));
+  if (T.dtype != S.dtype) return Invalid(op, "tensor 'teacher' must have the student's dtype");
+  if (tm.rows != sm.rows)
+    return Invalid(op, absl::StrCat("tensor 'teacher' has ", tm.rows, " rows, 'student' ", sm.rows));
+  if (tm.cols < sm.cols)
+    return Invalid(op, absl::StrCat("tensor 'teacher' has ", tm.cols, " columns, fewer than the student's ", sm.cols,
+                                    " (the student is padded to the teacher's vocabulary, not the reverse)"));
+  int64_t labels_stride = 0;
+  if (labels.present()) {
+    LIGERD_ASSIGN_OR_RETURN(labels_stride, Check1D(op, "labels", labels, sm.rows, "one label per row", true));
+  }
+  LIGERD_RETURN_IF_ERROR(Check1D(op, "scale", t[jl::T::scale], 1, "the gradient's factor").status());
+  LIGERD_RETURN_IF_ERROR(Check1D(op, "loss", t[jl::T::loss], sm.rows, "one loss per row").status());
+  const double beta = call.scalars[jl::S::beta];
+  if (!(beta >= 0.0 && beta <= 1.0)) return Invalid(op, absl::StrCat("scalar 'beta' must be in [0, 1], got ", beta));
+  LIGERD_ASSIGN_OR_RETURN(int64_t ignore, IntegralScalar(op, "ignore_index", call.scalars[jl::S::ignore_index]));
+  const double s_scale = call.scalars[jl::S::s_scale], t_scale = call.scalars[jl::S::t_scale];
+  const double soft = call.scalars[jl::S::soft_coef], hard = call.scalars[jl::S::hard_coef];
+  LIGERD_RETURN_IF_ERROR(CheckFinite(op, "s_scale", s_scale));
+  LIGERD_RETURN_IF_ERROR(CheckFinite(op, "t_scale", t_scale));
+  LIGERD_RETURN_IF_ERROR(CheckFinite(op, "soft_coef", soft));
+  LIGERD_RETURN_IF_ERROR(CheckFinite(op, "hard_coef", hard));
+  if (H.present()) {
+    if (!labels.present()) return Invalid(op, "tensor 'hard_loss' needs 'labels' (the hard loss's targets)");
+    if (s_scale != 1.0 || sm.cols != tm.cols)
+      return Invalid(op, absl::StrCat("tensor 'hard_loss' needs s_scale 1 and the student as wide as the teacher (one softmax for both "
+                                      "losses), got s_scale ", s_scale, ", ", sm.cols, " and ", tm.cols, " columns"));
+    LIGERD_RETURN_IF_ERROR(Check1D(op, "hard_loss", H, sm.rows, "one loss per row").status());
+  }
+  RowMatrix dm = sm;
+  if (DS.present()) {
+    LIGERD_RETURN_IF_ERROR(CheckSameShape(op, "d_student", DS, "student", S));
+    LIGERD_ASSIGN_OR_RETURN(dm, OutputRows(op, "d_student", DS));
+  }
+
+  OpPlan plan;
+  plan.variant = MakeVariant(LIGERD_DISTILL_JSD_LOGITS, S.dtype);
+  if (sm.rows == 0) return plan;
+  const int vec = RowVectorWidth(S.dtype);
+  const bool vec_ok = sm.cols % vec == 0 && tm.cols % vec == 0 && RowsVectorizable(S.data, sm, vec) &&
+                      RowsVectorizable(T.data, tm, vec) && (!DS.present() || RowsVectorizable(DS.data, dm, vec));
+  LigerdJsdLogitsParams p{};
+  p.s = S.data;
+  p.t = T.data;
+  p.labels = static_cast<const long long*>(labels.data);
+  p.scale = static_cast<const float*>(t[jl::T::scale].data);
+  p.loss = static_cast<float*>(t[jl::T::loss].data);
+  p.hard_loss = static_cast<float*>(H.data);
+  p.ds = DS.data;
+  p.rows = sm.rows;
+  p.s_stride = sm.row_stride;
+  p.t_stride = tm.row_stride;
+  p.ds_stride = dm.row_stride;
+  p.labels_stride = labels_stride;
+  p.ignore_index = ignore;
+  p.ns = static_cast<int>(sm.cols);
+  p.nt = static_cast<int>(tm.cols);
+  p.beta = static_cast<float>(beta);
+  p.s_scale = static_cast<float>(s_scale);
+  p.t_scale = static_cast<float>(t_scale);
+  p.soft_coef = static_cast<float>(soft);
+  p.hard_coef = static_cast<float>(hard);
+  // The launch is sized by the teacher's row, the longer one every pass but the last streams.
+  LIGERD_ASSIGN_OR_RETURN(KernelLaunch k, RowLaunch(op, jl::kBounds, call, sm.rows, tm.cols, S.dtype, vec_ok,
+                                                    PackParams(p), &plan.config));
+  plan.launches.push_back(std::move(k));
+  return plan;
+}
+
 // ---- autotuning ------------------------------------------------------------------------------
 
 // Launch shapes worth timing for a call: threads a row from 1 to 1024 (powers of two, up to twice
@@ -420,6 +509,10 @@ absl::StatusOr<TuningProblem> Problem(int which, const TuningShape& shape) {
     case LIGERD_DISTILL_JSD:
       p.tensors = {rows_n, rows_n, absent, absent, row_f32, rows_n};
       p.scalars = {0.5, -100.0};
+      break;
+    case LIGERD_DISTILL_JSD_LOGITS:
+      p.tensors = {rows_n, rows_n, absent, {true, DType::kFloat32, {1}, false}, row_f32, absent, rows_n};
+      p.scalars = {0.5, -100.0, 1.0, 1.0, 1.0, 0.0};
       break;
     default:
       p.tensors = {rows_n, rows_n, absent, absent, row_f32, rows_n};
@@ -478,6 +571,8 @@ std::string DistillKernelName(const std::string& op, bool vectorized) {
 LIGERD_DEFINE_OP(kl_div_fwd, WithPlan(klf::BaseSpec(), LIGERD_DISTILL_KL_FWD, klf::T::X, klf::kBounds, PlanKlFwd))
 LIGERD_DEFINE_OP(kl_div_bwd, WithPlan(klb::BaseSpec(), LIGERD_DISTILL_KL_BWD, klb::T::target, klb::kBounds, PlanKlBwd))
 LIGERD_DEFINE_OP(jsd_fwd, WithPlan(js::BaseSpec(), LIGERD_DISTILL_JSD, js::T::X, js::kBounds, PlanJsd))
+LIGERD_DEFINE_OP(jsd_logits_fwd,
+                 WithPlan(jl::BaseSpec(), LIGERD_DISTILL_JSD_LOGITS, jl::T::student, jl::kBounds, PlanJsdLogits))
 LIGERD_DEFINE_OP(tvd_fwd, WithPlan(tv::BaseSpec(), LIGERD_DISTILL_TVD, tv::T::P, tv::kBounds, PlanTvd))
 
 }  // namespace ligerd::kernels

@@ -93,6 +93,52 @@ __device__ __forceinline__ void zero_row(T* row, int nvec) {
 }  // namespace distill
 }  // namespace ligerd
 
+// The JSD element, shared by jsd_fwd and jsd_logits_fwd.
+#if LIGERD_DISTILL_OP == LIGERD_DISTILL_JSD || LIGERD_DISTILL_OP == LIGERD_DISTILL_JSD_LOGITS
+namespace ligerd {
+namespace distill {
+
+// Liger's beta cases (ops/jsd.py, _jsd_kernel), chosen once per launch.
+constexpr int kForwardKl = 0;  // beta == 0: KL(P || Q)
+constexpr int kReverseKl = 1;  // beta == 1: KL(Q || P)
+constexpr int kGeneral = 2;    // 0 < beta < 1
+
+// One element of the loss (before the division by the count) and of dX, X = log q (student),
+// Y = log p (teacher), Q = exp(X), P = exp(Y), M = beta P + (1 - beta) Q:
+//   beta == 0:  loss = P (Y - X),                               dX = -P
+//   beta == 1:  loss = Q (X - Y),                               dX = loss + Q
+//   otherwise:  loss = beta P (Y - log M) + (1 - beta) Q (X - log M),  dX = (1 - beta) Q (X - log M)
+// log M is formed as m + log(beta e^(Y-m) + (1-beta) e^(X-m)), m = max(X, Y): one of the two
+// exponentials is 1, the other e = exp(-|X - Y|), so the sum is in [min(beta, 1-beta), 1] and
+// never underflows (M itself does for rows of tiny probabilities, as Liger's comment says). The
+// larger of P, Q is exp(m), the smaller exp(m) * e: two expf and one logf per element.
+template <int MODE>
+__device__ __forceinline__ void jsd_elem(float x, float y, float beta, float& loss, float& dx) {
+  if (MODE == kForwardKl) {
+    const float P = expf(y);
+    loss = P * (y - x);
+    dx = -P;
+  } else if (MODE == kReverseKl) {
+    const float Q = expf(x);
+    loss = Q * (x - y);
+    dx = loss + Q;
+  } else {
+    const float m = fmaxf(x, y);
+    const float e = expf(fminf(x, y) - m);
+    const float big = expf(m), small = big * e;
+    const bool x_big = x >= y;
+    const float Q = x_big ? big : small, P = x_big ? small : big;
+    const float s = x_big ? fmaf(beta, e, 1.f - beta) : fmaf(1.f - beta, e, beta);
+    const float log_m = m + logf(s);
+    dx = (1.f - beta) * Q * (x - log_m);
+    loss = fmaf(beta * P, y - log_m, dx);
+  }
+}
+
+}  // namespace distill
+}  // namespace ligerd
+#endif
+
 #if LIGERD_DISTILL_OP == LIGERD_DISTILL_KL_FWD
 namespace ligerd {
 namespace distill {
@@ -222,43 +268,6 @@ extern "C" __global__ void LIGERD_LB_KL_DIV_BWD kl_div_bwd_s(const LigerdKlDivBw
 #elif LIGERD_DISTILL_OP == LIGERD_DISTILL_JSD
 namespace ligerd {
 namespace distill {
-
-// Liger's beta cases (ops/jsd.py, _jsd_kernel), chosen once per launch.
-constexpr int kForwardKl = 0;  // beta == 0: KL(P || Q)
-constexpr int kReverseKl = 1;  // beta == 1: KL(Q || P)
-constexpr int kGeneral = 2;    // 0 < beta < 1
-
-// One element of the loss (before the division by the count) and of dX, X = log q (student),
-// Y = log p (teacher), Q = exp(X), P = exp(Y), M = beta P + (1 - beta) Q:
-//   beta == 0:  loss = P (Y - X),                               dX = -P
-//   beta == 1:  loss = Q (X - Y),                               dX = loss + Q
-//   otherwise:  loss = beta P (Y - log M) + (1 - beta) Q (X - log M),  dX = (1 - beta) Q (X - log M)
-// log M is formed as m + log(beta e^(Y-m) + (1-beta) e^(X-m)), m = max(X, Y): one of the two
-// exponentials is 1, the other e = exp(-|X - Y|), so the sum is in [min(beta, 1-beta), 1] and
-// never underflows (M itself does for rows of tiny probabilities, as Liger's comment says). The
-// larger of P, Q is exp(m), the smaller exp(m) * e: two expf and one logf per element.
-template <int MODE>
-__device__ __forceinline__ void jsd_elem(float x, float y, float beta, float& loss, float& dx) {
-  if (MODE == kForwardKl) {
-    const float P = expf(y);
-    loss = P * (y - x);
-    dx = -P;
-  } else if (MODE == kReverseKl) {
-    const float Q = expf(x);
-    loss = Q * (x - y);
-    dx = loss + Q;
-  } else {
-    const float m = fmaxf(x, y);
-    const float e = expf(fminf(x, y) - m);
-    const float big = expf(m), small = big * e;
-    const bool x_big = x >= y;
-    const float Q = x_big ? big : small, P = x_big ? small : big;
-    const float s = x_big ? fmaf(beta, e, 1.f - beta) : fmaf(1.f - beta, e, beta);
-    const float log_m = m + logf(s);
-    dx = (1.f - beta) * Q * (x - log_m);
-    loss = fmaf(beta * P, y - log_m, dx);
-  }
-}
 
 // Streams x and y once: the row's loss sum and dX (times 1/count, as Liger scales both); an
 // ignored row gets loss 0 and dX 0 without reading its inputs.
@@ -401,6 +410,9 @@ extern "C" __global__ void LIGERD_LB_TVD_FWD tvd_fwd_v(const LigerdTvdParams p) 
 extern "C" __global__ void LIGERD_LB_TVD_FWD tvd_fwd_s(const LigerdTvdParams p) {
   ligerd::distill::tvd_any<1>(p);
 }
+
+#elif LIGERD_DISTILL_OP == LIGERD_DISTILL_JSD_LOGITS
+#include "kernels/ops/distill_jsd_logits.cuh"
 
 #else
 #error "LIGERD_DISTILL_OP must be one of distill_params.h's LIGERD_DISTILL_* ops"

@@ -12,6 +12,7 @@
 #define LIGERD_DISTILL_KL_BWD 1
 #define LIGERD_DISTILL_JSD 2
 #define LIGERD_DISTILL_TVD 3
+#define LIGERD_DISTILL_JSD_LOGITS 4
 
 // The `reduction` scalar, Liger-Kernel's codes (ops/kl_div.py, ops/tvd.py: _REDUCTION_MODE_*).
 #define LIGERD_DISTILL_REDUCE_NONE 0
@@ -84,6 +85,31 @@ struct LigerdTvdParams {
   long long ignore_index;
   int n;
   int reduction;            // LIGERD_DISTILL_REDUCE_*
+};
+
+// jsd_logits_fwd: the generalised JSD of softmax(s * s_scale) (zero-padded to nt) and
+// softmax(t * t_scale) from raw logits, its gradient w.r.t. s, and optionally the folded hard loss.
+struct LigerdJsdLogitsParams {
+  const void* s;            // [rows, ns] student logits
+  const void* t;            // [rows, nt] teacher logits, nt >= ns, s's dtype
+  const long long* labels;  // [rows] (any stride) or null (no row ignored, no hard loss)
+  const float* scale;       // [1]: the gradient's factor
+  float* loss;              // [rows]: the row's JSD sum
+  float* hard_loss;         // [rows] or null: lse(s) - s[label] (its gradient then joins ds)
+  void* ds;                 // [rows, ns] in s's dtype (may be s), or null (losses only)
+  long long rows;
+  long long s_stride;
+  long long t_stride;
+  long long ds_stride;
+  long long labels_stride;
+  long long ignore_index;
+  int ns;
+  int nt;
+  float beta;               // 0: forward KL, 1: reverse KL (Liger's special cases), else JSD(beta)
+  float s_scale;            // the student's logits are multiplied by this (1 / T for raw logits)
+  float t_scale;            // the teacher's
+  float soft_coef;          // ds = scale * (soft_coef * (g - q sum g) + hard_coef * (q - onehot))
+  float hard_coef;
 };
 
 #endif  // LIGERD_KERNELS_OPS_DISTILL_PARAMS_H_

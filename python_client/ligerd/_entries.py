@@ -13,6 +13,7 @@ ENTRIES = {
     'kl_div_bwd': ((('target', 'input', False, ''), ('G', 'input', False, ''), ('dX', 'output', False, ''),), ('log_target', 'scale')),
     'jsd_fwd': ((('X', 'input', False, ''), ('Y', 'input', False, ''), ('labels', 'input', True, ''), ('n_valid', 'input', True, ''), ('loss', 'output', False, ''), ('dX', 'output', True, ''),), ('beta', 'ignore_index')),
     'tvd_fwd': ((('P', 'input', False, ''), ('Q', 'input', False, ''), ('labels', 'input', True, ''), ('n_valid', 'input', True, ''), ('loss', 'output', False, ''), ('grad', 'output', True, ''),), ('reduction', 'ignore_index')),
+    'jsd_logits_fwd': ((('student', 'input', False, ''), ('teacher', 'input', False, ''), ('labels', 'input', True, ''), ('scale', 'input', False, ''), ('loss', 'output', False, ''), ('hard_loss', 'output', True, ''), ('d_student', 'output', True, 'student'),), ('beta', 'ignore_index', 's_scale', 't_scale', 'soft_coef', 'hard_coef')),
     'gemm': ((('A', 'input', False, ''), ('B', 'input', False, ''), ('C', 'input', True, ''), ('D', 'output', False, 'C'), ('bias', 'input', True, ''),), ('alpha', 'beta')),
     'swiglu_fwd': ((('A', 'input', False, ''), ('B', 'input', False, ''), ('C', 'output', False, ''),), ()),
     'swiglu_bwd': ((('dC', 'input', False, ''), ('A', 'input', False, ''), ('B', 'input', False, ''), ('dA', 'output', False, 'A'), ('dB', 'output', False, 'B'),), ()),

@@ -406,5 +406,83 @@ TEST(DistillPlan, TuningCandidatesAndProblems) {
   }
 }
 
+// ---- jsd_logits_fwd ----------------------------------------------------------------------------
+
+// [rows, ns] student and [rows, nt] teacher at distinct addresses, labels, scale, loss, hard loss
+// (optional) and d_student over the student's own buffer (the chunked loss's in-place call).
+Call JsdLogits(int64_t rows, int64_t ns, int64_t nt, DType dt = kBf16, bool hard = false, double s_scale = 1.0) {
+  return {"jsd_logits_fwd",
+          {Tensor(Addr(0), dt, {rows, ns}), Tensor(Addr(1), dt, {rows, nt}), Tensor(Addr(2), kI64, {rows}),
+           Tensor(Addr(3), kF32, {1}), Tensor(Addr(4), kF32, {rows}),
+           hard ? Tensor(Addr(5), kF32, {rows}) : TensorView{}, Tensor(Addr(0), dt, {rows, ns})},
+          {0.5, -100.0, s_scale, 1.0, 0.7, hard ? 0.3 : 0.0}};
+}
+
+TEST(DistillPlan, JsdLogitsAtAVocabularyRow) {
+  const OpSpec* op = FindOp("jsd_logits_fwd");
+  ASSERT_NE(op, nullptr);
+  ASSERT_EQ(op->variants.size(), 3u);
+  for (const KernelVariant& v : op->variants)
+    EXPECT_NE(std::find(v.defines.begin(), v.defines.end(), absl::StrCat("LIGERD_DISTILL_OP=", LIGERD_DISTILL_JSD_LOGITS)),
+              v.defines.end());
+  auto p = JsdLogits(8192, 128256, 128256, kBf16, /*hard=*/true).Plan();
+  ASSERT_TRUE(p.ok()) << p.status();
+  ASSERT_EQ(p->launches.size(), 1u);
+  const KernelLaunch& k = p->launches[0];
+  EXPECT_EQ(k.kernel, "jsd_logits_fwd_v");
+  EXPECT_EQ(k.block[0], 512u);
+  EXPECT_EQ(k.block[1], 1u);
+  EXPECT_EQ(k.grid[0], 8192u) << "one block per row";
+  const auto q = Params<LigerdJsdLogitsParams>(k);
+  EXPECT_EQ(q.s, Addr(0));
+  EXPECT_EQ(q.t, Addr(1));
+  EXPECT_EQ(q.ds, Addr(0)) << "d_student over the student";
+  EXPECT_EQ(static_cast<const void*>(q.labels), Addr(2));
+  EXPECT_EQ(static_cast<const void*>(q.scale), Addr(3));
+  EXPECT_EQ(static_cast<void*>(q.loss), Addr(4));
+  EXPECT_EQ(static_cast<void*>(q.hard_loss), Addr(5));
+  EXPECT_EQ(q.ns, 128256);
+  EXPECT_EQ(q.nt, 128256);
+  EXPECT_EQ(q.ignore_index, -100);
+  EXPECT_FLOAT_EQ(q.soft_coef, 0.7f);
+  EXPECT_FLOAT_EQ(q.hard_coef, 0.3f);
+  // A narrower student (padded in the kernel), tempered; odd widths take element accesses.
+  auto pad = JsdLogits(3, 32000, 32064, kF32, false, 0.5).Plan();
+  ASSERT_TRUE(pad.ok()) << pad.status();
+  EXPECT_EQ(pad->launches[0].kernel, "jsd_logits_fwd_v");
+  EXPECT_EQ(Params<LigerdJsdLogitsParams>(pad->launches[0]).nt, 32064);
+  EXPECT_FLOAT_EQ(Params<LigerdJsdLogitsParams>(pad->launches[0]).s_scale, 0.5f);
+  auto odd = JsdLogits(5, 997, 1283).Plan();
+  ASSERT_TRUE(odd.ok()) << odd.status();
+  EXPECT_EQ(odd->launches[0].kernel, "jsd_logits_fwd_s");
+  auto none = JsdLogits(0, 8, 8).Plan();
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_TRUE(none->launches.empty());
+}
+
+TEST(DistillPlan, JsdLogitsBadCallsNameTheOpAndTheTensor) {
+  ExpectInvalid(JsdLogits(4, 64, 32).Plan(), "fewer than the student's");
+  Call rows = JsdLogits(4, 64, 64);
+  rows.t[1] = Tensor(Addr(1), kBf16, {5, 64});
+  ExpectInvalid(rows.Plan(), "jsd_logits_fwd: tensor 'teacher' has 5 rows");
+  Call dt = JsdLogits(4, 64, 64);
+  dt.t[1] = Tensor(Addr(1), kF32, {4, 64});
+  ExpectInvalid(dt.Plan(), "'teacher'");
+  ExpectInvalid(JsdLogits(4, 64, 72, kBf16, /*hard=*/true).Plan(), "hard_loss");
+  ExpectInvalid(JsdLogits(4, 64, 64, kBf16, /*hard=*/true, 0.5).Plan(), "s_scale 1");
+  Call nolab = JsdLogits(4, 64, 64, kBf16, true);
+  nolab.t[2] = TensorView{};
+  ExpectInvalid(nolab.Plan(), "needs 'labels'");
+  Call beta = JsdLogits(4, 64, 64);
+  beta.s[0] = 1.5;
+  ExpectInvalid(beta.Plan(), "beta");
+  Call scale = JsdLogits(4, 64, 64);
+  scale.t[3] = Tensor(Addr(3), kF32, {2});
+  ExpectInvalid(scale.Plan(), "'scale'");
+  Call nan = JsdLogits(4, 64, 64);
+  nan.s[4] = std::nan("");
+  ExpectInvalid(nan.Plan(), "soft_coef");
+}
+
 }  // namespace
 }  // namespace ligerd::kernels

@@ -25,6 +25,16 @@ few fused torch ops on the block's fp32 [rows, V] tensors; no autograd, no stack
 * KL (fused_linear_kl_div): ligerd's ``kl_div_fwd`` kernel gives the row sums of
   q (log max(q, eps) - lp); d loss / d logits = -scale / T * LSB(q).
 
+Fused path (``LIGERD_DISTILL_FUSED=1``; the default stays the path above until the fused kernel has
+been run on a GPU): ligerd's ``jsd_logits_fwd`` kernel (kernels/ops/distill_jsd_logits.cuh) reads
+both blocks of raw logits in their own dtype and writes each row's JSD and d loss / d student
+logits over the student's logits in three passes a row (log-sum-exps; JSD and the sum of its
+gradient; the gradient) and one launch, with no fp32 [rows, V] temporaries. With the hard loss,
+T = 1 and one vocabulary, the kernel also gives the hard loss's rows and adds its gradient (the
+same softmax); otherwise the cross-entropy kernel writes the hard gradient over an fp32 copy of
+the raw logits first, which is added to the kernel's output (rounded twice, to the logits' dtype
+then after the sum: within 2 ulps of it, against the default path's one rounding).
+
 fp32 [rows, V] temporaries alive at once: at most 3 (log-probs, the JSD gradient, LSB's output;
 cosine: the student's fp32 copy and its product with the teacher's logits or the gradient; KL:
 log-probs, q in fp32, LSB's output), 4 on the JSD path with a separate hard-loss gradient (its
@@ -33,6 +43,7 @@ fp32 copy of the raw logits): ``FP32_TEMPS``."""
 from __future__ import annotations
 
 import math
+import os
 from typing import Optional
 
 import torch
@@ -91,6 +102,27 @@ def jsd_kernel(s_lp, t_lp, klab, n_b, beta: float, want_grad: bool):
     _backend.call("jsd_fwd", X=s_lp, Y=t_lp, labels=klab, n_valid=n_b, loss=loss, dX=grad, beta=beta,
                   ignore_index=1)
     return loss, grad
+
+
+def fused_enabled() -> bool:
+    """LIGERD_DISTILL_FUSED=1: the JSD distillation losses use jsd_logits (the module docstring)."""
+    return os.environ.get("LIGERD_DISTILL_FUSED", "0") == "1"
+
+
+def jsd_logits(s: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor], ignore_index: int,
+               scale: torch.Tensor, beta: float, s_scale: float, soft_coef: float, hard_coef: float,
+               hard: bool, want_grad: bool):
+    """ligerd's jsd_logits_fwd over a block of raw logits s [rows, Vs] and t [rows, Vt >= Vs] (one
+    dtype): (fp32 [rows] JSD sums, fp32 [rows] hard losses or None); with want_grad, d loss / d s =
+    scale * (soft_coef (g - q sum g) + hard_coef (q - onehot(label))) is written over s. Rows whose
+    label is ignore_index give zeros; scale: fp32 [1] on the device."""
+    rows = s.shape[0]
+    loss = torch.empty(rows, dtype=F32, device=s.device)
+    hard_loss = torch.empty(rows, dtype=F32, device=s.device) if hard else None
+    _backend.call("jsd_logits_fwd", student=s, teacher=t, labels=labels, scale=scale, loss=loss,
+                  hard_loss=hard_loss, d_student=s if want_grad else None, beta=beta, ignore_index=ignore_index,
+                  s_scale=s_scale, t_scale=1.0, soft_coef=soft_coef, hard_coef=hard_coef)
+    return loss, hard_loss
 
 
 def kl_rows(lp: torch.Tensor, q: torch.Tensor, eps: float) -> torch.Tensor:

@@ -22,6 +22,10 @@ loss) and a few fused torch ops, no autograd (``_distill_math``), written over t
 buffer. The logits GEMMs temper by alpha = 1/T wherever the raw logits are not needed (the
 teacher's JSD logits; the student's without a hard loss). The GEMMs (both heads' logits, dx, dW)
 are ligerd's. Gradients are computed in the forward.
+
+``LIGERD_DISTILL_FUSED=1`` switches the JSD losses' per-block math to one fused row kernel
+(jsd_logits_fwd, ``_distill_math``'s docstring): the default stays the multi-kernel path until
+the fused one has been measured and tested on a GPU.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class _Rows:
         self.valid = valid
         self.n = valid.sum().clamp(min=1).to(F32)
         self.klab = (~valid).to(torch.int64)
+        self.inv_n = (1.0 / self.n).reshape(1)  # fp32 [1]: the fused kernel's gradient factor
 
     def block(self, r0: int, r1: int):
         vc = self.valid[r0:r1]
@@ -69,11 +74,16 @@ class _Jsd:
         # The hard loss folded into the soft loss's log-softmax backward: same softmax (T = 1, one
         # vocabulary); w_soft = 0 would divide by 0 there.
         self.fold = raw and self.T == 1.0 and Vs == Vt and self.w_soft != 0.0
-        if self.fold:
+        self.fused = M.fused_enabled()
+        if self.fused:  # one kernel with the hard loss whenever the softmaxes agree (no division)
+            self.fold = raw and self.T == 1.0 and Vs == Vt
+        if self.fold and not self.fused:
             v = rows.valid
             self.ysafe = torch.where(v & (y >= 0) & (y < Vs), y, torch.zeros_like(y))
 
     def __call__(self, r0: int, r1: int, x: torch.Tensor, t: torch.Tensor, grads: bool):
+        if self.fused:
+            return self._fused(r0, r1, x, t, grads)
         R, T = self.rows, self.T
         vc, n_b, nbf = R.block(r0, r1)
         c, Vs = x.shape
@@ -118,6 +128,37 @@ class _Jsd:
             torch.addcmul(xf, L[:, :Vs], f, out=x)
         else:
             torch.mul(L[:, :Vs], f, out=x)
+        return loss, (soft, hard), x
+
+    def _fused(self, r0: int, r1: int, x: torch.Tensor, t: torch.Tensor, grads: bool):
+        """jsd_logits_fwd: the block's JSD (and the folded hard loss) and d loss / d raw student
+        logits written over x; a separate hard loss (T != 1 or Vs < Vt) goes through the
+        cross-entropy kernel first, over an fp32 copy of the raw logits, added afterwards."""
+        R, T = self.rows, self.T
+        sep = self.raw and not self.fold
+        hard_grad = grads and self.raw and self.w_hard != 0.0
+        # a copy even of fp32 logits: the kernel overwrites x after the hard loss's gradient is in xf
+        xf = x.to(F32, copy=True) if sep and hard_grad else None
+        hard = None
+        if sep:  # reads the raw logits before the kernel overwrites them
+            rs = (self.w_hard / R.n).expand(x.shape[0]).contiguous() if hard_grad else None
+            hard = M.hard_ce(x, xf, self.y[r0:r1], self.denom, rs, self.ignore_index).sum() / R.n
+        if self.fold:
+            labels, ii = self.y[r0:r1], self.ignore_index
+        else:
+            labels, ii = R.klab[r0:r1], 1
+        rows, hrows = M.jsd_logits(x, t, labels, ii, R.inv_n, self.beta, 1.0 / T if self.raw else 1.0,
+                                   self.w_soft / T, self.w_hard if hard_grad else 0.0, self.fold, grads)
+        soft = rows.sum() / R.n
+        if self.fold:
+            hard = hrows.sum() / R.n
+        elif hard is None:
+            hard = torch.zeros((), dtype=F32, device=x.device)
+        loss = self.w_hard * hard + self.w_soft * soft
+        if not grads:
+            return loss, (soft, hard), None
+        if xf is not None:
+            torch.add(xf, x, out=x)
         return loss, (soft, hard), x
 
 

@@ -15,6 +15,7 @@ import torch
 
 from ligerd._entries import ENTRIES
 from ligerd.testing.reference import distill as distill_ref
+from ligerd.testing.reference import jsd_logits as jsd_logits_ref
 from ligerd.testing.reference import layer_norm as layer_norm_ref
 from ligerd.testing.reference import rms_norm as rms_norm_ref
 from ligerd.testing.reference import softmax as softmax_ref
@@ -396,6 +397,34 @@ def _tvd_fwd(op, t, s):
     if grad is not None:
         assert grad.shape == p.shape and grad.dtype == p.dtype
         grad.copy_(g.reshape(grad.shape))
+
+
+@handles("jsd_logits_fwd")
+def _jsd_logits_fwd(op, t, s):
+    st, te, labels, scale = t.student, t.teacher, t.labels, t.scale
+    loss, hard_loss, ds = t.loss, t.hard_loss, t.d_student
+    assert st.dim() == 2 and te.dim() == 2 and te.dtype == st.dtype
+    assert te.shape[0] == st.shape[0] and te.shape[1] >= st.shape[1], "teacher [rows, nt >= ns]"
+    assert st.stride(-1) == 1 and te.stride(-1) == 1, "contiguous last dim"
+    rows = st.shape[0]
+    beta, ii = float(s.beta), int(s.ignore_index)
+    assert 0.0 <= beta <= 1.0
+    if labels is not None:
+        assert labels.shape == (rows,) and labels.dtype == torch.int64
+    assert scale.shape == (1,) and scale.dtype == torch.float32
+    assert loss.shape == (rows,) and loss.dtype == torch.float32
+    hard = hard_loss is not None
+    if hard:  # the planner's contract: one softmax for both losses
+        assert labels is not None and float(s.s_scale) == 1.0 and st.shape[1] == te.shape[1]
+        assert hard_loss.shape == (rows,) and hard_loss.dtype == torch.float32
+    r = jsd_logits_ref.jsd_logits(st, te, beta, float(s.s_scale), float(s.t_scale), labels, ii,
+                                  float(scale[0]), float(s.soft_coef), float(s.hard_coef), hard)
+    loss.copy_(r.loss)  # outputs after every read: d_student may alias student
+    if hard:
+        hard_loss.copy_(r.hard_loss)
+    if ds is not None:
+        assert ds.shape == st.shape and ds.dtype == st.dtype
+        ds.copy_(r.grad)
 
 
 @handles("gemm")
