@@ -21,6 +21,8 @@ ENTRIES = {
     'geglu_bwd': ((('dC', 'input', False, ''), ('A', 'input', False, ''), ('B', 'input', False, ''), ('dA', 'output', False, 'A'), ('dB', 'output', False, 'B'),), ()),
     'layer_norm_fwd': ((('X', 'input', False, ''), ('W', 'input', True, ''), ('B', 'input', True, ''), ('Y', 'output', False, ''), ('MEAN', 'output', False, ''), ('RSTD', 'output', False, ''),), ('eps',)),
     'layer_norm_bwd': ((('dY', 'input', False, ''), ('X', 'input', False, ''), ('W', 'input', True, ''), ('MEAN', 'input', False, ''), ('RSTD', 'input', False, ''), ('dX', 'output', False, 'dY'), ('dW', 'output', True, ''), ('dB', 'output', True, ''),), ()),
+    'relu_squared_fwd': ((('X', 'input', False, ''), ('Y', 'output', False, ''),), ()),
+    'relu_squared_bwd': ((('dY', 'input', False, ''), ('X', 'input', False, ''), ('dX', 'output', False, 'dY'),), ()),
     'rms_norm_fwd': ((('X', 'input', False, ''), ('W', 'input', True, ''), ('Y', 'output', False, ''), ('RSTD', 'output', False, ''),), ('eps', 'offset', 'casting_mode')),
     'rms_norm_bwd': ((('dY', 'input', False, ''), ('X', 'input', False, ''), ('W', 'input', True, ''), ('RSTD', 'input', False, ''), ('dX', 'output', False, 'dY'), ('dW', 'output', True, ''),), ('offset', 'casting_mode')),
     'fused_add_rms_norm_fwd': ((('X', 'input', False, ''), ('R', 'input', False, ''), ('W', 'input', False, ''), ('Y', 'output', False, ''), ('S', 'output', False, ''), ('RSTD', 'output', False, ''),), ('eps', 'offset', 'casting_mode')),

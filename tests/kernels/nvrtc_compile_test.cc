@@ -12,6 +12,7 @@
 #include "kernels/ops/glu.h"
 #include "kernels/ops/rope.h"
 #include "kernels/ops/layer_norm.h"
+#include "kernels/ops/relu_squared.h"
 #include "kernels/ops/rms_norm.h"
 #include "kernels/ops/softmax.h"
 #include "kernels/precompile.h"
@@ -75,6 +76,7 @@ std::vector<std::string> PlannableKernels(const std::string& op) {
     return {GluKernelName(backward, true, 1), GluKernelName(backward, true, 2), GluKernelName(backward, true, 4),
             GluKernelName(backward, false)};
   if (op.starts_with("rope_")) return {RopeKernelName(true), RopeKernelName(false)};
+  if (op.starts_with("relu_squared_")) return {ReluSquaredKernelName(backward, true), ReluSquaredKernelName(backward, false)};
   if (op == "cross_entropy_count") return {"ce_count"};
   if (op == "cross_entropy_fwd") return {"ce_fwd", "ce_fwd_cluster"};
   if (op == "cross_entropy_scale") return {"ce_scale"};

@@ -29,6 +29,7 @@ from ligerd.ops import fused_add_rms_norm as farn  # noqa: E402
 from ligerd.ops import fused_linear_cross_entropy as flce  # noqa: E402
 from ligerd.ops import glu, layer_norm, rms_norm, rope, softmax  # noqa: E402
 from ligerd.ops import jsd, kl_div, tvd  # noqa: E402
+from ligerd.ops import relu_squared  # noqa: E402
 from ligerd.testing import ref_executor  # noqa: E402
 
 # aot_eager runs the same launches as eager (bitwise the same on the reference executor, up to
@@ -89,6 +90,10 @@ def _rope(g):
 
 def _softmax(g):
     return [_leaf(g, 3, 4, 33)], lambda x: (softmax.softmax(x * 1.0),)
+
+
+def _relu_squared(g):
+    return [_leaf(g, 3, 4, 33)], lambda x: (relu_squared.relu_squared(x * 1.0),)
 
 
 def _kl(reduction, log_target=False):
@@ -161,6 +166,7 @@ CASES = {
     "geglu": _glu(glu.geglu),
     "rope": _rope,
     "softmax": _softmax,
+    "relu_squared": _relu_squared,
     "kl_div_batchmean": _kl("batchmean"),
     "kl_div_none_log_target": _kl("none", log_target=True),
     "jsd_labels": _jsd(0.3),
@@ -477,6 +483,8 @@ def _opcheck_samples():
         "rope_inplace": [(r(1, 3, 5, 8), r(1, 2, 5, 8), cos, sin, False)],
         "softmax_fwd": [(r(rows, n, grad=True),)],
         "softmax_bwd": [(r(rows, n), sm_y)],
+        "relu_squared_fwd": [(r(rows, n, grad=True),)],
+        "relu_squared_bwd": [(r(rows, n), r(rows, n))],
         "fused_linear_cross_entropy_fwd": [
             flce_fwd_args(1, True, lss=1e-3, ls=0.1, z=True, p=True),
             flce_fwd_args(2, True, bias=False, cap=5.0),

@@ -17,6 +17,7 @@ from ligerd._entries import ENTRIES
 from ligerd.testing.reference import distill as distill_ref
 from ligerd.testing.reference import jsd_logits as jsd_logits_ref
 from ligerd.testing.reference import layer_norm as layer_norm_ref
+from ligerd.testing.reference import relu_squared as relu_squared_ref
 from ligerd.testing.reference import rms_norm as rms_norm_ref
 from ligerd.testing.reference import softmax as softmax_ref
 
@@ -178,6 +179,25 @@ def _softmax_bwd(op, t, s):
     assert all(u.shape[-1] <= 1 or u.stride(-1) == 1 for u in t), "contiguous last dim"
     r = softmax_ref.backward(dy, y)
     dx.copy_(r.dx.to(dx.dtype))  # after every read of dy: dx may alias dy
+
+
+# ---- squared ReLU (kernels/ops/relu_squared.cc) -----------------------------------------------
+
+@handles("relu_squared_fwd")
+def _relu_squared_fwd(op, t, s):
+    x, y = t.X, t.Y
+    assert y.shape == x.shape and y.dtype == x.dtype
+    assert all(u.shape[-1] <= 1 or u.stride(-1) == 1 for u in t), "contiguous last dim"
+    y.copy_(relu_squared_ref.forward(x).to(y.dtype))
+
+
+@handles("relu_squared_bwd")
+def _relu_squared_bwd(op, t, s):
+    dy, x, dx = t.dY, t.X, t.dX
+    assert dy.shape == x.shape == dx.shape and dy.dtype == x.dtype == dx.dtype
+    assert all(u.shape[-1] <= 1 or u.stride(-1) == 1 for u in t), "contiguous last dim"
+    r = relu_squared_ref.backward(dy, x)
+    dx.copy_(r.to(dx.dtype))  # after every read of dy: dx may alias dy
 
 
 # ---- SwiGLU / GeGLU (kernels/ops/glu.cc) -----------------------------------------------------

@@ -19,6 +19,8 @@ from ligerd.transformers.rms_norm import (LigerRMSNorm, LigerRMSNormForGemma,
 from ligerd.transformers.rope import LigerRopeFunction, liger_rotary_pos_emb
 from ligerd.transformers.functional import liger_softmax
 from ligerd.transformers.softmax import LigerSoftmax
+from ligerd.transformers.functional import liger_relu_squared
+from ligerd.transformers.relu_squared import LigerReLUSquared
 from ligerd.transformers.swiglu import LigerSwiGLUMLP
 from ligerd.transformers.jsd import LigerJSD, liger_jsd
 from ligerd.transformers.kl_div import LigerKLDIVLoss, liger_kl_div
@@ -55,6 +57,7 @@ __all__ = [
     "liger_softmax",
 ]
 __all__ += ["LigerKLDIVLoss", "liger_kl_div", "LigerJSD", "liger_jsd", "LigerTVDLoss", "liger_tvd"]
+__all__ += ["LigerReLUSquared", "liger_relu_squared"]
 from ligerd.transformers.fused_linear_jsd import LigerFusedLinearJSD, liger_fused_linear_jsd  # noqa: E402
 from ligerd.transformers.fused_linear_kl_div import (LigerFusedLinearKLDivLoss,  # noqa: E402
                                                      liger_fused_linear_kl_div)

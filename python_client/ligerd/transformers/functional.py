@@ -18,6 +18,8 @@ from ligerd.ops.rope import rotary_pos_emb as _rotary_pos_emb
 from ligerd.ops.rope_mrope import LigerQwen2VLMRopeFunction
 from ligerd.ops.rope_mrope import multimodal_rotary_pos_emb as _multimodal_rotary_pos_emb
 from ligerd.ops.softmax import softmax as _softmax
+from ligerd.transformers.relu_squared import LigerReLUSquaredFunction
+from ligerd.ops.relu_squared import relu_squared as _relu_squared
 
 
 def liger_rms_norm(X, W, eps, offset: float = 0.0, casting_mode: str = "llama", in_place: bool = True):
@@ -28,6 +30,11 @@ def liger_rms_norm(X, W, eps, offset: float = 0.0, casting_mode: str = "llama", 
 def liger_softmax(x):
     """Softmax over the last dim, in fp32, returned in x's dtype. See LigerSoftmax."""
     return _softmax(x)
+
+
+def liger_relu_squared(x):
+    """``relu(x)^2``, in fp32, returned in x's dtype. See LigerReLUSquared."""
+    return _relu_squared(x)
 
 
 def liger_swiglu(a, b):
@@ -138,6 +145,7 @@ __all__ = ["CrossEntropyOutput", "liger_cross_entropy", "liger_fused_add_rms_nor
            "liger_fused_linear_cross_entropy", "liger_geglu", "liger_layer_norm", "liger_rms_norm",
            "liger_rope", "liger_swiglu"]
 __all__ += ["liger_softmax"]
+__all__ += ["liger_relu_squared", "LigerReLUSquaredFunction"]
 __all__ += ["liger_qwen2vl_mrope", "LigerQwen2VLMRopeFunction"]
 
 # The distillation losses' functional forms live beside their modules (no import cycle: those
