@@ -114,6 +114,9 @@ def _want(m, flags: dict):
         return bool(flags.get("swiglu"))
     if re.search(r"(MLP|Mlp)$", name) and gated and _act(m) == "GELUTanh":
         return bool(flags.get("geglu"))
+    if re.search(r"MLP$", name) and _act(m) == "ReLUSquaredActivation" \
+            and all(isinstance(getattr(m, p, None), nn.Module) for p in ("up_proj", "down_proj")):
+        return bool(flags.get("relu_squared"))
     if re.search(r"Experts$", name) and isinstance(getattr(m, "gate_up_proj", None), nn.Parameter) \
             and _act(m) in ("SiLU", "SiLUActivation"):
         return bool(flags.get("swiglu"))
@@ -368,14 +371,62 @@ def test_missing_kernels_warn_once_and_keep_stock():
     with warnings.catch_warnings():
         warnings.simplefilter("error", LigerdWarning)
         lt.apply_liger_kernel_to_glm4v(rope=True)  # once per process
-    with pytest.warns(LigerdWarning, match="ReLU"):
-        lt.apply_liger_kernel_to_nemotron()
     # Gemma 4 calls its RoPE on one tensor at a time: rope=True must not install a (q, k) one.
     gemma4 = _modeling("gemma4")
     before = gemma4.apply_rotary_pos_emb
     with pytest.warns(LigerdWarning, match="rope=True for gemma4_text"):
         lt.apply_liger_kernel_to_gemma4(rope=True)
     assert gemma4.apply_rotary_pos_emb is before
+
+
+def test_nemotron_relu_squared_mlp():
+    """relu_squared=True (Liger's default) makes NemotronMLP compute relu(up(x))^2 with ligerd's op
+    between its own projections, for class and instance patching, without touching the ACT2FN
+    table every modeling module shares (Liger rebinds ACT2FN["relu2"]); relu_squared=False keeps
+    transformers' MLP; an MLP whose activation is not relu2 keeps its forward, with a warning."""
+    from transformers import activations
+    modeling = _modeling("nemotron")
+    act_before = activations.ACT2FN["relu2"]
+    ref = tm.build("nemotron")
+    lt.apply_liger_kernel_to_nemotron()
+    assert modeling.NemotronMLP.__module__.startswith("ligerd.")
+    assert type(activations.ACT2FN["relu2"]) is type(act_before)
+    model = tm.build("nemotron")
+    model.load_state_dict(ref.state_dict())
+    mlps = [m for m in model.modules() if isinstance(m, modeling.NemotronMLP)]
+    assert mlps and all(_is_ligerd(m) for m in mlps)
+    x = torch.randn(2, 5, ref.config.hidden_size, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    mlp, mlp_ref = mlps[0], ref.model.layers[0].mlp
+    from ligerd import _backend
+    launcher = _backend._test_launcher  # the cpu_ops fixture's float64 reference executor
+    launcher.calls.clear()
+    y, y_ref = mlp(x), mlp_ref(x_ref)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-6)
+    y.backward(torch.ones_like(y))
+    y_ref.backward(torch.ones_like(y_ref))
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-6)
+    assert [c[0] for c in launcher.calls] == ["relu_squared_fwd", "relu_squared_bwd"]
+    lt.revert_liger_kernel_patches()
+
+    # Instance patching, and the flag off.
+    model = copy.deepcopy(ref)
+    lt.apply_liger_kernel_to_nemotron(model=model)
+    assert all(_is_ligerd(m) for m in model.modules() if type(m).__name__ == "NemotronMLP")
+    lt.revert_liger_kernel_patches()
+    model = copy.deepcopy(ref)
+    lt.apply_liger_kernel_to_nemotron(relu_squared=False, model=model)
+    assert not any(_is_ligerd(m) for m in model.modules() if type(m).__name__ == "NemotronMLP")
+    lt.revert_liger_kernel_patches()
+
+    # A Nemotron configured with another activation: transformers' MLP, named in a warning.
+    cfg = tm.tiny_config("nemotron")
+    cfg.hidden_act = "gelu"
+    lt.apply_liger_kernel_to_nemotron()
+    with pytest.warns(LigerdWarning, match=r"NemotronMLP keeps transformers' forward: its activation is "
+                                           r"GELUActivation, not the squared ReLU"):
+        other = tm.build("nemotron", cfg=cfg)
+    assert not any(_is_ligerd(m) for m in other.modules() if type(m).__name__.endswith("NemotronMLP"))
 
 
 def test_cross_entropy_and_fused_loss_are_exclusive():

@@ -79,9 +79,9 @@ SPECS: Tuple[Spec, ...] = (
          norms=(_llama_norm("FalconH1RMSNorm"),), mlps=(MLP("FalconH1MLP", "falcon_h1"),),
          heads=(Head("FalconH1ForCausalLM", "falcon_h1"),)),
     Spec("nemotron", "nemotron",
-         _sig(("relu_squared", True), (CE, False), (FL, True), (M, None), KW), "Nemotron",
-         mlp_missing="ReLU² (Nemotron's squared-ReLU MLP activation)",
-         heads=(Head("NemotronForCausalLM"),)),
+         _sig(("relu_squared", True), (CE, False), (FL, True), (M, None), KW),
+         "Nemotron (squared-ReLU MLP)",
+         mlps=(MLP("NemotronMLP", "relu2"),), heads=(Head("NemotronForCausalLM"),)),
     # --- mixture of experts -----------------------------------------------------------------
     Spec("deepseek_v2", "deepseek_v2",
          _sig((R, False), (CE, False), (FL, True), (RMS, True), (SW, True), (M, None)),

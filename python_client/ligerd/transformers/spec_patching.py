@@ -10,14 +10,16 @@ argument replaces, and the parts ligerd has no kernel for. ``apply_spec`` then d
   standard rotate-half one, over the whole head or its first rotary_dim (partial rotary: cos/sin
   narrower than the head); otherwise the stock RoPE is kept with a one-time warning naming what
   ligerd lacks (GLM's interleaved partial RoPE, Llama-4's, GPT-OSS's, DeepSeek's, vision RoPE).
-- ``rms_norm`` / ``swiglu`` / ``geglu`` / ``layer_norm``: the RMSNorm, MLP, experts and LayerNorm
-  classes become subclasses of themselves whose ``forward`` runs ligerd's kernel (RMSNorm with the
-  offset / casting mode / in-place setting that reproduces that class's arithmetic, SwiGLU or
-  GeGLU between the class's own projections, the experts' activation between transformers' own
-  expert GEMMs). A subclass keeps the class's constructor, parameters, state-dict keys and weight
+- ``rms_norm`` / ``swiglu`` / ``geglu`` / ``relu_squared`` / ``layer_norm``: the RMSNorm, MLP,
+  experts and LayerNorm classes become subclasses of themselves whose ``forward`` runs ligerd's
+  kernel (RMSNorm with the offset / casting mode / in-place setting that reproduces that class's
+  arithmetic, SwiGLU, GeGLU or squared ReLU between the class's own projections, the experts'
+  activation between transformers' own expert GEMMs). Liger-Kernel installs its ReLU² by
+  rebinding ``ACT2FN["relu2"]``, shared by every modeling module; the subclass changes only the
+  spec's MLP class. A subclass keeps the class's constructor, parameters, state-dict keys and weight
   initialisation, which differ from class to class among these models (Liger-Kernel installs its
   own classes instead). A module whose configuration the kernel does not compute (an MLP whose
-  activation is not SiLU / tanh-GELU, a transposed or biased experts layout) keeps its stock
+  activation is not SiLU / tanh-GELU / ReLU², a transposed or biased experts layout) keeps its stock
   forward, with a one-time warning.
 - ``cross_entropy``: transformers' ``fixed_cross_entropy`` -> ligerd's, as for the first twelve.
 - ``fused_linear_cross_entropy``: the ``*ForCausalLM`` / ``*ForConditionalGeneration`` forwards
@@ -70,7 +72,8 @@ class MLP:
     "fused_swiglu": ``down(silu(g) * u)`` with ``g, u = gate_up_proj(x).chunk(2)`` (GLM-4);
     "falcon_h1": SwiGLU with Falcon-H1's gate and down multipliers;
     "clamped_swiglu": SwiGLU of DeepSeek-V4's clamped gate and up projections;
-    "experts": stacked experts ``gate_up_proj [E, 2I, H]`` / ``down_proj [E, H, I]``, SiLU."""
+    "experts": stacked experts ``gate_up_proj [E, 2I, H]`` / ``down_proj [E, H, I]``, SiLU;
+    "relu2": ``down(relu(up(x))^2)``, the squared-ReLU MLP without a gate (Nemotron)."""
     cls: str
     kind: str = "swiglu"
 
@@ -231,6 +234,8 @@ def patch_layer_norm_instance(module) -> None:
 
 _SILU = ("SiLU", "SiLUActivation")
 _GELU_TANH = ("GELUTanh", "PytorchGELUTanh", "NewGELUActivation", "GELUPytorchTanh")
+_RELU2 = ("ReLUSquaredActivation", "LigerReLUSquared")
+_KERNEL_NAMES = {"geglu": "GeGLU", "relu2": "squared-ReLU"}  # what _warn_mlp_kept names; else SwiGLU
 
 
 def _act_name(module) -> str:
@@ -249,6 +254,12 @@ def _mlp_unsupported(module, kind: str) -> Optional[str]:
     if kind == "geglu":
         if act not in _GELU_TANH:
             return f"its activation is {act}, not the tanh-approximated GELU of ligerd's GeGLU"
+    elif kind == "relu2":
+        if act not in _RELU2:
+            return f"its activation is {act}, not the squared ReLU (relu2) of ligerd's kernel"
+        for p in ("up_proj", "down_proj"):
+            if not isinstance(getattr(module, p, None), nn.Module):
+                return f"it has no {p} module"
     elif act not in _SILU:
         return f"its activation is {act}, not the SiLU of ligerd's SwiGLU"
     if kind in ("swiglu", "geglu", "falcon_h1", "clamped_swiglu"):
@@ -276,6 +287,11 @@ def _swiglu_forward(self, x):
 def _geglu_forward(self, x):
     from ligerd.ops.glu import geglu
     return self.down_proj(geglu(self.gate_proj(x), self.up_proj(x)))
+
+
+def _relu2_forward(self, x):
+    from ligerd.ops.relu_squared import relu_squared
+    return self.down_proj(relu_squared(self.up_proj(x)))
 
 
 def _fused_swiglu_forward(self, x):
@@ -310,14 +326,14 @@ def _experts_apply_gate(self, gate_up_out):
 MLP_FORWARDS: Dict[str, Callable] = {
     "swiglu": _swiglu_forward, "geglu": _geglu_forward, "fused_swiglu": _fused_swiglu_forward,
     "falcon_h1": _falcon_h1_forward, "clamped_swiglu": _clamped_swiglu_forward,
-    "experts": _experts_forward,
+    "experts": _experts_forward, "relu2": _relu2_forward,
 }
 
 
 def _warn_mlp_kept(module, kind, why):
     warn_once(f"mlp-kept-{type(module).__name__}-{why}",
               f"ligerd: {type(module).__name__} keeps transformers' forward: {why} (ligerd's "
-              f"{'GeGLU' if kind == 'geglu' else 'SwiGLU'} kernel does not compute it)",
+              f"{_KERNEL_NAMES.get(kind, 'SwiGLU')} kernel does not compute it)",
               stacklevel=4)
 
 
