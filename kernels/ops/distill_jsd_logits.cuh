@@ -19,7 +19,8 @@
 //   1. read s and t: each thread's online (max, sum exp) of both, merged over the row -> lse_s, lse_t
 //   2. read s and t again: the row's loss and G (one two-value reduction)
 //   3. read s and t[:ns] a third time, recompute g_j and q_j, write ds over s (in place is safe:
-//      every thread of the row is past its pass-2 reads once the reduction returns)
+//      a column is read and written by the same thread in every pass; the one cross-thread read,
+//      s[label] for the hard loss, happens before the reduction that ends pass 2)
 // Bytes moved per row (b = sizeof(XT)): 2 (ns + nt) b (passes 1, 2) + 2 ns b (pass 3's reads) +
 // ns b (ds) = 7 ns b for ns == nt (without ds: 4 ns b). At 8192 rows x 128256 bf16 that is
 // 14.7 GB: 4.4 ms at the H100's 3.35 TB/s if every pass came from HBM. The re-reads partly hit L2
@@ -157,12 +158,16 @@ __device__ __forceinline__ void jsd_logits(const LigerdJsdLogitsParams& p) {
       }
     }
   }
-  row_sums<2>(acc, red_sums);
+  // s[label] is read before the reduction's barrier: pass 3 of the thread owning that column may
+  // overwrite it (d_student in place) as soon as the reduction returns.
   const bool hard = p.hard_loss != nullptr;
   const bool label_ok = label >= 0 && label < p.ns;
+  const float s_label = hard && live && label_ok && threadIdx.x == 0 ? load_one(s + label) : 0.f;
+  __syncwarp();  // orders that read before the stores of the row's other lanes (rows of <= 32 threads)
+  row_sums<2>(acc, red_sums);
   if (in_range && threadIdx.x == 0) {
     p.loss[row] = live ? acc[0] : 0.f;
-    if (hard) p.hard_loss[row] = !live ? 0.f : (label_ok ? lse_s - load_one(s + label) : quiet_nan());
+    if (hard) p.hard_loss[row] = !live ? 0.f : (label_ok ? lse_s - s_label : quiet_nan());
   }
   if (p.ds == nullptr || !in_range) return;  // no barriers below
   XT* ds = static_cast<XT*>(p.ds) + r0 * p.ds_stride;
