@@ -90,6 +90,12 @@ def test_names_are_ligerds_objects(shim_dir):
         assert liger_multimodal_rotary_pos_emb is lm.liger_multimodal_rotary_pos_emb
         assert functional.liger_qwen2vl_mrope is lf.liger_qwen2vl_mrope
         assert functional.LigerQwen2VLMRopeFunction is lf.LigerQwen2VLMRopeFunction
+        # Squared ReLU (Nemotron's activation): the module, its submodule and the functional names.
+        from liger_kernel.transformers.relu_squared import LigerReLUSquared
+        import ligerd.transformers.relu_squared as lr
+        assert LigerReLUSquared is lt.LigerReLUSquared is lr.LigerReLUSquared
+        assert functional.liger_relu_squared is lf.liger_relu_squared
+        assert functional.LigerReLUSquaredFunction is lr.LigerReLUSquaredFunction
     """)
 
 
