@@ -54,6 +54,9 @@ from ligerd.ops import cross_entropy as ce
 F32 = torch.float32
 # Bytes per vocabulary entry of one row's fp32 temporaries at the most (the module docstring).
 FP32_TEMPS = 16
+# The fused JSD path's (jsd_logits): none, or with a separate hard loss its fp32 copy of the raw
+# logits; sub-blocks are whole chunks without one.
+FUSED_SEP_TEMPS = 4
 _NORM_EPS = 1e-12  # F.normalize's
 
 

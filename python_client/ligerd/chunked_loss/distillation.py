@@ -231,7 +231,10 @@ def _distill(op, kind, student_input, student_weight, teacher_input, teacher_wei
         Vs, Vt = s.V, t.V
         row_bytes = Vs * student_input.element_size() + Vt * teacher_input.element_size()
         C = E.chunk_rows(op, BT, Vs, student_input.element_size(), row_bytes)
-        S = E.sub_rows(BT, Vs, student_input.element_size(), M.FP32_TEMPS * Vt, C)
+        temps = M.FP32_TEMPS * Vt
+        if kind == "jsd" and M.fused_enabled():  # one kernel a chunk; fp32 only for a separate hard loss
+            temps = M.FUSED_SEP_TEMPS * Vs if compute_ce and not (T == 1.0 and Vs == Vt) else 0
+        S = E.sub_rows(BT, Vs, student_input.element_size(), temps, C)
         rows = _Rows(y != ignore_index)
         denom, check = E.target_denom(op, y, Vs, ignore_index) if compute_ce else (None, None)
         hard = dict(y=y, denom=denom, ignore_index=ignore_index)
@@ -356,7 +359,7 @@ def fused_linear_jsd(student_input, student_weight, teacher_input, teacher_weigh
         V = s.V
         row_bytes = V * (student_input.element_size() + teacher_input.element_size())
         C = E.chunk_rows(op, BT, V, student_input.element_size(), row_bytes)
-        S = E.sub_rows(BT, V, student_input.element_size(), M.FP32_TEMPS * V, C)
+        S = E.sub_rows(BT, V, student_input.element_size(), 0 if M.fused_enabled() else M.FP32_TEMPS * V, C)
         block = _Jsd(_Rows(valid), M.LseSource(min(S, BT), V, student_input.device), jsd_beta, temperature, 1.0,
                      0.0, False, Vs=V, Vt=V)
 
