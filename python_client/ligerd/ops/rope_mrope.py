@@ -23,6 +23,7 @@ from typing import Sequence, Tuple
 import torch
 
 from ligerd.ops import rope as _rope
+from ligerd.ops._rope_kernels import _fail
 
 
 def _sections(mrope_section) -> Tuple[int, int, int]:
@@ -31,7 +32,7 @@ def _sections(mrope_section) -> Tuple[int, int, int]:
     except (TypeError, ValueError):
         sec = ()
     if len(sec) != 3 or any(s < 0 for s in sec) or sum(sec) == 0:
-        _rope._fail(f"mrope_section must be 3 non-negative ints (temporal, height, width sizes over "
+        _fail(f"mrope_section must be 3 non-negative ints (temporal, height, width sizes over "
                     f"half the head dimension), got {mrope_section!r}")
     return sec
 
@@ -43,15 +44,15 @@ def mrope_cos_sin(cos: torch.Tensor, sin: torch.Tensor,
     sec = _sections(mrope_section)
     for name, t in (("cos", cos), ("sin", sin)):
         if not isinstance(t, torch.Tensor):
-            _rope._fail(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+            _fail(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         if t.dim() != 4 or t.shape[0] != 3:
-            _rope._fail(f"{name} must be (3, bsz, seq, head_dim) (temporal, height, width rows), "
+            _fail(f"{name} must be (3, bsz, seq, head_dim) (temporal, height, width rows), "
                         f"got shape {tuple(t.shape)}")
         if 2 * sum(sec) != t.shape[-1]:
-            _rope._fail(f"mrope_section {list(sec)} covers {2 * sum(sec)} dims (twice its sum) but "
+            _fail(f"mrope_section {list(sec)} covers {2 * sum(sec)} dims (twice its sum) but "
                         f"{name} has head_dim {t.shape[-1]}")
     if cos.shape != sin.shape:
-        _rope._fail(f"cos and sin must have the same shape, got {tuple(cos.shape)} and "
+        _fail(f"cos and sin must have the same shape, got {tuple(cos.shape)} and "
                     f"{tuple(sin.shape)}")
     split = list(sec) * 2
 
@@ -69,7 +70,7 @@ def multimodal_rotary_pos_emb(q: torch.Tensor, k: torch.Tensor, cos: torch.Tenso
     axis is dim 1). Differentiable in q and k; rotated in place where ligerd.ops.rope would."""
     c, s = mrope_cos_sin(cos, sin, mrope_section)
     if isinstance(q, torch.Tensor) and q.dim() == 4 and c.shape[-1] != q.shape[-1]:
-        _rope._fail(f"cos/sin have head_dim {c.shape[-1]} but q has {q.shape[-1]} (M-RoPE rotates "
+        _fail(f"cos/sin have head_dim {c.shape[-1]} but q has {q.shape[-1]} (M-RoPE rotates "
                     f"the whole head)")
     return _rope.rotary_pos_emb(q, k, c, s)
 

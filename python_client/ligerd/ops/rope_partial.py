@@ -33,7 +33,7 @@ from typing import Tuple
 import torch
 
 from ligerd.ops import _opdef
-from ligerd.ops import rope as _rope
+from ligerd.ops import _rope_kernels as _rope
 
 
 def rotary_dim_of(q, cos):
