@@ -1,5 +1,5 @@
 """The fused JSD distillation kernel (jsd_logits_fwd, kernels/ops/distill_jsd_logits.cuh) on the GPU,
-and the chunked JSD losses on it (LIGERD_DISTILL_FUSED=1), in local and remote dispatch.
+and the chunked JSD losses on it (LIGERD_DISTILL_FUSED=1); every test in local, then remote dispatch.
 
 Run by tests/gpu/run.sh (or: PYTHONPATH=<build>/python python3 -m pytest tests/gpu/test_distill_fused.py).
 Skips without CUDA; the remote half needs $LIGERD_BIN (a ligerd built with this op).
@@ -51,14 +51,34 @@ CACHE = os.environ.get("LIGERD_CACHE_DIR") or tempfile.mkdtemp(prefix="ligerd-di
 
 
 # ------------------------------------------------------------------------------------------
-# 1. The op against float64, local dispatch.
+# Every test runs in local dispatch, then in remote dispatch on a private daemon (one module-scoped
+# fixture: a function-scoped one resetting the mode would undo the remote half's).
 
-@pytest.fixture
-def local():
-    ligerd.set_dispatch_mode("local")
-    yield
-    ligerd.set_dispatch_mode(None)
+@pytest.fixture(scope="module", params=["local", "remote"])
+def dispatch(request):
+    if request.param == "local":
+        ligerd.set_dispatch_mode("local")
+        yield "local"
+        ligerd.set_dispatch_mode(None)
+        return
+    binary = _util.ligerd_bin()
+    if binary is None:
+        pytest.skip("LIGERD_BIN does not name a built ligerd binary (tests/gpu/run.sh sets it)")
+    with _util.module_daemon(binary, cache_dir=CACHE, prefix="ligerd-distill-fused-test-"):
+        ligerd.set_dispatch_mode("remote")
+        yield "remote"
 
+
+def assert_mode(mode):
+    """The ops ran in ``mode`` (as tests/gpu/test_chunked_loss.py checks it)."""
+    info = ligerd.dispatch_info()
+    dev = info["devices"].get(torch.cuda.current_device())
+    ran = dev["mode"] if dev is not None else ("local" if info["mode"] == "local" else None)
+    assert ran == mode, f"ops did not run in {mode} dispatch: {info}"
+
+
+# ------------------------------------------------------------------------------------------
+# 1. The op against float64.
 
 def make(rows, ns, nt, dtype, seed, spread=4.0, ignored=(1,)):
     g = torch.Generator(device=DEV).manual_seed(seed)
@@ -102,7 +122,7 @@ def check(s, t, y, beta, ctx, s_scale=1.0, hard=False, in_place=False):
 @pytest.mark.parametrize("beta", BETAS, ids=_id)
 @pytest.mark.parametrize("V", VOCABS, ids=_id)
 @pytest.mark.parametrize("dtype", DTYPES, ids=_id)
-def test_op_exact(local, dtype, V, beta):
+def test_op_exact(dispatch, dtype, V, beta):
     s, t, y = make(3, V, V, dtype, seed=V + int(beta * 10))
     check(s, t, y, beta, f"{_id(dtype)} V={V} beta={beta}")
     check(s, t, y, beta, f"{_id(dtype)} V={V} beta={beta} hard in place", hard=True, in_place=True)
@@ -111,7 +131,7 @@ def test_op_exact(local, dtype, V, beta):
 @pytest.mark.parametrize("shape", [(2, 31999, 32000), (3, 128000, 128256), (2, 151936, 152064), (4, 1000, 1003),
                                    (5, 7, 9)], ids=_id)
 @pytest.mark.parametrize("dtype", DTYPES, ids=_id)
-def test_padded_and_tempered(local, dtype, shape):
+def test_padded_and_tempered(dispatch, dtype, shape):
     """A student narrower than the teacher (zero padding; odd widths take the element kernel),
     raw student logits tempered in the kernel (s_scale = 1/T)."""
     rows, ns, nt = shape
@@ -122,7 +142,7 @@ def test_padded_and_tempered(local, dtype, shape):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=_id)
-def test_large_magnitudes_and_ignored_rows(local, dtype):
+def test_large_magnitudes_and_ignored_rows(dispatch, dtype):
     """Logits of spread 40 (sharp distributions, probabilities underflowing fp32) and every row
     ignored (zeros, inputs unread)."""
     s, t, y = make(4, 32000, 32000, dtype, seed=7, spread=40.0, ignored=(0, 3))
@@ -134,22 +154,7 @@ def test_large_magnitudes_and_ignored_rows(local, dtype):
 
 
 # ------------------------------------------------------------------------------------------
-# 2. The chunked losses, fused vs the default path, local and remote dispatch.
-
-@pytest.fixture(scope="module", params=["local", "remote"])
-def dispatch(request):
-    if request.param == "local":
-        ligerd.set_dispatch_mode("local")
-        yield "local"
-        ligerd.set_dispatch_mode(None)
-        return
-    binary = _util.ligerd_bin()
-    if binary is None:
-        pytest.skip("LIGERD_BIN does not name a built ligerd binary (tests/gpu/run.sh sets it)")
-    with _util.module_daemon(binary, cache_dir=CACHE, prefix="ligerd-distill-fused-test-"):
-        ligerd.set_dispatch_mode("remote")
-        yield "remote"
-
+# 2. The chunked losses, fused vs the default path.
 
 def run(fn, tensors):
     leaves = R.leaves(*tensors)
@@ -210,6 +215,7 @@ def test_chunked_jsd_fused_vs_default(dispatch, monkeypatch, dtype, beta, path):
                                                                      tW.to(dtype).double(), y, bb,
                                                                      **kw)),
           [sx, sW, sb], dtype, monkeypatch)
+    assert_mode(dispatch)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=_id)
@@ -220,3 +226,4 @@ def test_fused_linear_jsd_fused_vs_default(dispatch, monkeypatch, dtype):
           lambda a, w_: R.fused_linear_jsd(a, w_, tx.to(dtype).double(), tW.to(dtype).double(), y, 0.5,
                                             II, 1.5), [sx, sW], dtype,
           monkeypatch)
+    assert_mode(dispatch)
