@@ -6,7 +6,9 @@ with a larger teacher vocabulary or w_soft = 0; no hard loss, logits tempered by
 cosine block raw and tempered, each for beta 0 / 0.5 / 1, with ignored rows, several chunks and
 sub-blocks, fresh random inputs; that the chunk math runs on ligerd's row kernels (jsd_fwd, the
 cross-entropy kernel's row log-sum-exps) and writes d logits in place; loss-only calls; a bad
-target raising.
+target raising. This is the multi-kernel JSD path (LIGERD_DISTILL_FUSED=0, pinned by the launcher
+fixture); the fused default (jsd_logits_fwd) is tested against it and float64 in
+test_distill_fused.py.
 
 Tolerances: fp32 inputs, logits and d logits rounded to fp32 (the reference executor computes
 each kernel in float64 and rounds its outputs once): RTOL = 2e-5, ATOL = 2e-6 times the tensor's
@@ -29,6 +31,7 @@ RTOL, ATOL = 2e-5, 2e-6
 
 @pytest.fixture
 def launcher(monkeypatch):
+    monkeypatch.setenv("LIGERD_DISTILL_FUSED", "0")        # the multi-kernel JSD path
     monkeypatch.setenv("LIGERD_CHUNKED_LOSS_CHUNK", "6")   # chunks of 6 rows ...
     monkeypatch.setattr(E, "SUB_MIN_ROWS", 4)               # ... computed in sub-blocks of 4 and 2
     return ref_executor.install(monkeypatch)

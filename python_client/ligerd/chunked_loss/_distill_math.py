@@ -25,8 +25,8 @@ few fused torch ops on the block's fp32 [rows, V] tensors; no autograd, no stack
 * KL (fused_linear_kl_div): ligerd's ``kl_div_fwd`` kernel gives the row sums of
   q (log max(q, eps) - lp); d loss / d logits = -scale / T * LSB(q).
 
-Fused path (``LIGERD_DISTILL_FUSED=1``; the default stays the path above until the fused kernel has
-been run on a GPU): ligerd's ``jsd_logits_fwd`` kernel (kernels/ops/distill_jsd_logits.cuh) reads
+Fused path (the JSD losses' default; ``LIGERD_DISTILL_FUSED=0`` selects the path above, kept as
+the reference it is tested against and for the other losses' parts it shares): ligerd's ``jsd_logits_fwd`` kernel (kernels/ops/distill_jsd_logits.cuh) reads
 both blocks of raw logits in their own dtype and writes each row's JSD and d loss / d student
 logits over the student's logits in three passes a row (log-sum-exps; JSD and the sum of its
 gradient; the gradient) and one launch, with no fp32 [rows, V] temporaries. With the hard loss,
@@ -108,8 +108,9 @@ def jsd_kernel(s_lp, t_lp, klab, n_b, beta: float, want_grad: bool):
 
 
 def fused_enabled() -> bool:
-    """LIGERD_DISTILL_FUSED=1: the JSD distillation losses use jsd_logits (the module docstring)."""
-    return os.environ.get("LIGERD_DISTILL_FUSED", "0") == "1"
+    """Whether the JSD distillation losses use jsd_logits (the module docstring): yes unless
+    LIGERD_DISTILL_FUSED=0."""
+    return os.environ.get("LIGERD_DISTILL_FUSED", "1") != "0"
 
 
 def jsd_logits(s: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor], ignore_index: int,

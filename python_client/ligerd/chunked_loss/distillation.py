@@ -23,9 +23,8 @@ buffer. The logits GEMMs temper by alpha = 1/T wherever the raw logits are not n
 teacher's JSD logits; the student's without a hard loss). The GEMMs (both heads' logits, dx, dW)
 are ligerd's. Gradients are computed in the forward.
 
-``LIGERD_DISTILL_FUSED=1`` switches the JSD losses' per-block math to one fused row kernel
-(jsd_logits_fwd, ``_distill_math``'s docstring): the default stays the multi-kernel path until
-the fused one has been measured and tested on a GPU.
+The JSD losses' per-block math is one fused row kernel (jsd_logits_fwd, ``_distill_math``'s
+docstring); ``LIGERD_DISTILL_FUSED=0`` selects the multi-kernel path instead.
 """
 
 from __future__ import annotations
