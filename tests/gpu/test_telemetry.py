@@ -110,10 +110,13 @@ def rms_steps(n: int):
 def test_remote_ops_are_counted_and_timed_by_the_daemon(daemon):
     ligerd.set_dispatch_mode("remote")
     rms_steps(20)
-    # The runner hands its counts over every 250 ms, and a launch's GPU time once its events are
-    # done: wait until all 20 are in (a loaded machine may take longer than a few hand-overs).
+    # The runner hands its op counts over every 250 ms (server/telemetry/op_tally.h), and a launch's
+    # GPU time as soon as its events are done, so the GPU-time count can be complete while the op
+    # counts are not yet handed over: wait for both (a loaded machine may take several hand-overs).
     m = settled(daemon["url"], lambda m: value(m, "ligerd_op_gpu_seconds_count", op="rms_norm_fwd",
-                                                 dispatch="remote") >= 20)
+                                                 dispatch="remote") >= 20
+                and all(value(m, "ligerd_ops_total", op=op, dispatch="remote", job=JOB) >= 20
+                        for op in ("rms_norm_fwd", "rms_norm_bwd")))
     assert value(m, "ligerd_ops_total", op="rms_norm_fwd", dispatch="remote", job=JOB, dtype="bfloat16") == 20, \
         ligerd.dispatch_info()
     assert value(m, "ligerd_ops_total", op="rms_norm_bwd", dispatch="remote", job=JOB) == 20
