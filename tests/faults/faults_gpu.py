@@ -37,8 +37,10 @@ LIGERD_SOCKET naming that daemon and LIGERD_AUTOSTART=0):
 
 Run on a GPU machine, inside MPS (this script does not start MPS; it reports whether the daemon
 sees it active):
+    nvidia-cuda-mps-control -d
     PYTHONPATH=<build>/python LIGERD_BIN=<build>/server/ligerd \\
-      bash .device/with-mps.sh python3 tests/faults/faults_gpu.py --out <dir>
+      python3 tests/faults/faults_gpu.py --out <dir>
+    echo quit | nvidia-cuda-mps-control
 Writes <out>/faults_gpu.csv and faults_gpu.json (the rows) besides the table on stdout.
 PYTORCH_CUDA_ALLOC_CONF=expandable_segments is dropped from the clients' environment (CUDA IPC
 cannot share such memory). LIGERD_CACHE_DIR, when set, is the daemons' JIT cache (warm kernels);
