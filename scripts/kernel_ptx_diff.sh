@@ -31,14 +31,26 @@ for xt in float ligerd::bf16 ligerd::f16; do
     for ct in $xt float; do combos+=("rope.cuh -DLIGERD_ROPE_BWD=$bwd -DLIGERD_XT=$xt -DLIGERD_CT=$ct"); done
   done
   for part in 0 1 2; do
-    for sc in 0 1; do combos+=("cross_entropy.cuh -DLIGERD_CE_PART=$part -DLIGERD_XT=$xt -DLIGERD_CE_SOFTCAP=$sc"); done
+    for sc in 0 1; do
+      for f in 0 1; do
+        combos+=("cross_entropy.cuh -DLIGERD_CE_PART=$part -DLIGERD_XT=$xt -DLIGERD_CE_SOFTCAP=$sc -DLIGERD_CE_FEATURES=$f")
+      done
+    done
   done
+  for op in 0 1 2 3 4; do combos+=("distill.cuh -DLIGERD_DISTILL_OP=$op -DLIGERD_XT=$xt"); done
+  for bwd in 0 1; do combos+=("relu_squared.cuh -DLIGERD_RELU2_BWD=$bwd -DLIGERD_XT=$xt"); done
 done
 
 compile() {  # tree-root out-file module defines...
   local root=$1 out=$2 module=$3
   shift 3
-  nvcc -arch="$ARCH" -I"$root" -ptx -x cu "$@" "$root/kernels/ops/$module" -o "$out" 2>"$out.log" || echo "FAILED" >"$out"
+  [ -f "$root/kernels/ops/$module" ] || { echo "ABSENT" >"$out"; return; }
+  # The launch-bound macros (LIGERD_LB_*) come from the planner's launch config; empty on both
+  # sides here, so the comparison is of the code.
+  local lb
+  lb=$(grep -ohE 'LIGERD_LB_[A-Z0-9_]+' "$ROOT"/kernels/ops/*.cuh "$root"/kernels/ops/*.cuh 2>/dev/null | sort -u | sed 's/.*/-D&=/')
+  # shellcheck disable=SC2086
+  nvcc -arch="$ARCH" -I"$root" -ptx -x cu $lb "$@" "$root/kernels/ops/$module" -o "$out" 2>"$out.log" || echo "FAILED" >"$out"
 }
 jobs_max=$(nproc)
 for i in "${!combos[@]}"; do
@@ -51,7 +63,9 @@ wait
 
 differ=0
 for i in "${!combos[@]}"; do
-  if grep -qx FAILED "$WORK/ptx/tree/$i.ptx"; then
+  if grep -qx ABSENT "$WORK/ptx/base/$i.ptx"; then
+    echo "new since $BASE: ${combos[$i]}"
+  elif grep -qx FAILED "$WORK/ptx/tree/$i.ptx"; then
     echo "does not compile in the working tree: ${combos[$i]}"; sed -n 1,5p "$WORK/ptx/tree/$i.ptx.log"; differ=$((differ + 1))
   elif ! cmp -s "$WORK/ptx/base/$i.ptx" "$WORK/ptx/tree/$i.ptx"; then
     echo "differs: ${combos[$i]} ($(diff "$WORK/ptx/base/$i.ptx" "$WORK/ptx/tree/$i.ptx" | grep -c '^[<>]') lines)"
