@@ -34,9 +34,10 @@ DENSE_SIG = _sig((R, True), (CE, False), (FL, True), (RMS, True), (SW, True), (M
 # RoPE: the standard rotate_half one, full or partial (cos/sin over the first rotary_dim of the
 # head; Qwen3-Next, Qwen3.5, GLM-4V-MoE) and the text RoPE of Qwen2-VL / Qwen2.5-VL / Qwen3-VL
 # (transformers 5 selects the M-RoPE sections in the rotary-embedding module; apply_rotary_pos_emb
-# is the plain one), is "std": liger_rotary_pos_emb computes both. What it does not compute:
-GLM_ROPE = ("GLM's interleaved partial RoPE (pairs (2i, 2i+1) rotated, cos/sin repeat-interleaved; "
-            "ligerd's kernel rotates the two halves)")
+# is the plain one), is "std": liger_rotary_pos_emb computes both. The interleaved-pair, complex
+# (freqs_cis) and half-size-cos RoPEs of GLM-4, GLM-4V's text model, DeepSeek-V2/V3, Llama-4's text
+# model and GPT-OSS are ``rope_fns``: ligerd.transformers.rope_interleaved computes them with the
+# same kernel between de-/re-interleaving copies. What is kept (the ``rope`` text, warned once):
 VISION_ROPE = "the vision tower's RoPE"
 VISION_NOTE = "its vision RoPE (apply_rotary_pos_emb_vision) is kept: ligerd lacks vision RoPE"
 FUSED_EXPERTS = "fused MoE experts"
@@ -72,7 +73,8 @@ SPECS: Tuple[Spec, ...] = (
          norms=(_llama_norm("HunYuanDenseV1RMSNorm"),), mlps=(MLP("HunYuanDenseV1MLP"),),
          heads=(Head("HunYuanDenseV1ForCausalLM"),)),
     Spec("glm4", "glm4", _sig((R, False), (CE, False), (FL, True), (RMS, True), (SW, True), (M, None)),
-         "GLM-4 (fused gate_up MLP)", rope=GLM_ROPE,
+         "GLM-4 (fused gate_up MLP; interleaved partial RoPE)", rope="",
+         rope_fns=(("apply_rotary_pos_emb", "liger_glm4_rotary_pos_emb"),),
          norms=(_llama_norm("Glm4RMSNorm", in_place=False),),
          mlps=(MLP("Glm4MLP", "fused_swiglu"),), heads=(Head("Glm4ForCausalLM"),)),
     Spec("falcon_h1", "falcon_h1", DENSE_SIG, "Falcon-H1 (hybrid attention + Mamba-2)",
@@ -85,13 +87,15 @@ SPECS: Tuple[Spec, ...] = (
     # --- mixture of experts -----------------------------------------------------------------
     Spec("deepseek_v2", "deepseek_v2",
          _sig((R, False), (CE, False), (FL, True), (RMS, True), (SW, True), (M, None)),
-         "DeepSeek-V2", rope="DeepSeek-V2's RoPE (complex rotation of MLA's decoupled rope part)",
+         "DeepSeek-V2 (complex RoPE of MLA's rope part)", rope="",
+         rope_fns=(("apply_rotary_emb", "liger_deepseek_v2_rotary_emb"),),
          norms=(_llama_norm("DeepseekV2RMSNorm"),),
          mlps=(MLP("DeepseekV2MLP"), MLP("DeepseekV2Experts", "experts")),
          heads=(Head("DeepseekV2ForCausalLM"),)),
     Spec("deepseek_v3", "deepseek_v3",
          _sig((R, False), (CE, False), (FL, True), (RMS, True), (SW, True), (M, None)),
-         "DeepSeek-V3", rope="DeepSeek-V3's MLA RoPE (decoupled rope part, interleaved layout)",
+         "DeepSeek-V3 (MLA rope part: rotate_half or interleaved)",
+         rope_fns=(("apply_rotary_pos_emb_interleave", "liger_deepseek_v3_rotary_pos_emb_interleave"),),
          norms=(_llama_norm("DeepseekV3RMSNorm"),),
          mlps=(MLP("DeepseekV3MLP"), MLP("DeepseekV3Experts", "experts")),
          heads=(Head("DeepseekV3ForCausalLM"),)),
@@ -104,7 +108,8 @@ SPECS: Tuple[Spec, ...] = (
          heads=(Head("DeepseekV4ForCausalLM"),)),
     Spec("gpt_oss", "gpt_oss",
          _sig((R, True), (CE, False), (FL, True), (RMS, True), (SW, False), (M, None)),
-         "GPT-OSS", rope="GPT-OSS's RoPE variant",
+         "GPT-OSS (half-size cos/sin RoPE)", rope="",
+         rope_fns=(("apply_rotary_pos_emb", "liger_gpt_oss_rotary_pos_emb"),),
          norms=(_fp32_norm("GptOssRMSNorm", in_place=True),),
          mlp_missing=f"GPT-OSS's clamped, biased {FUSED_EXPERTS} (GptOssExperts)",
          heads=(Head("GptOssForCausalLM"),)),
@@ -114,7 +119,9 @@ SPECS: Tuple[Spec, ...] = (
          heads=(Head("HunYuanMoEV1ForCausalLM"),)),
     Spec("llama4", "llama4",
          _sig((R, True), (CE, False), (FL, True), (RMS, True), (SW, True), (M, None), (LN, True)),
-         "Llama 4 (text and vision)", rope="Llama-4's RoPE (complex rotation; text and vision)",
+         "Llama 4 (text and vision)",
+         rope="Llama-4's vision RoPE (vision_apply_rotary_emb)",
+         rope_fns=(("apply_rotary_emb", "liger_llama4_text_rotary_pos_emb"),),
          norms=(_llama_norm("Llama4TextRMSNorm"),), mlps=(MLP("Llama4TextMLP"),),
          mlp_missing=f"Llama-4's {FUSED_EXPERTS} (Llama4TextExperts, transposed layout)",
          layer_norm_modules=("llama4",), heads=(Head("Llama4ForCausalLM"),),
@@ -205,7 +212,8 @@ SPECS: Tuple[Spec, ...] = (
          heads=(Head("Qwen3VLMoeForConditionalGeneration"),), heads_note=VISION_NOTE),
     Spec("glm4v", "glm4v",
          _sig((R, False), (CE, False), (FL, True), (RMS, True), (SW, True), (M, None)),
-         "GLM-4V", rope=f"{GLM_ROPE} and {VISION_ROPE}",
+         "GLM-4V (text: interleaved partial RoPE)", rope=VISION_ROPE,
+         rope_fns=(("apply_rotary_pos_emb", "liger_glm4v_rotary_pos_emb"),),
          norms=(_llama_norm("Glm4vRMSNorm", in_place=False),),
          mlps=(MLP("Glm4vTextMLP", "fused_swiglu"), MLP("Glm4VisionMlp")),
          heads=(Head("Glm4vForConditionalGeneration"),)),

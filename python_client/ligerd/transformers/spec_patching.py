@@ -8,8 +8,10 @@ argument replaces, and the parts ligerd has no kernel for. ``apply_spec`` then d
 
 - ``rope``: ``apply_rotary_pos_emb`` -> ``liger_rotary_pos_emb`` where the module's RoPE is the
   standard rotate-half one, over the whole head or its first rotary_dim (partial rotary: cos/sin
-  narrower than the head); otherwise the stock RoPE is kept with a one-time warning naming what
-  ligerd lacks (GLM's interleaved partial RoPE, Llama-4's, GPT-OSS's, DeepSeek's, vision RoPE).
+  narrower than the head); ``rope_fns``: the interleaved / complex / half-size-cos RoPE functions
+  (GLM-4, GLM-4V's text, DeepSeek-V2/V3, Llama-4's text, GPT-OSS) -> ligerd.transformers.rope_interleaved
+  (ligerd's kernel between de-/re-interleaving copies); what is left (DeepSeek-V4's, Gemma-4's,
+  vision RoPEs) is kept with a one-time warning naming it.
 - ``rms_norm`` / ``swiglu`` / ``geglu`` / ``relu_squared`` / ``layer_norm``: the RMSNorm, MLP,
   experts and LayerNorm classes become subclasses of themselves whose ``forward`` runs ligerd's
   kernel (RMSNorm with the offset / casting mode / in-place setting that reproduces that class's
@@ -95,7 +97,9 @@ class Spec:
     signature: Tuple[Tuple[str, object], ...]  # Liger's keyword arguments and defaults; ("kwargs", "**")
     summary: str = ""                      # one line for the docstring
     rope: str = "std"                      # "std", what ligerd lacks (warned, stock kept), or ""
-                                           # (the text_types' patches handle it)
+                                           # (the text_types' patches handle it / nothing kept)
+    rope_fns: Tuple[Tuple[str, str], ...] = ()  # (modeling function, ligerd.transformers name):
+                                           # non-rotate_half RoPEs ligerd computes (rope_interleaved)
     norms: Tuple[Norm, ...] = ()
     mlps: Tuple[MLP, ...] = ()
     mlp_missing: str = ""                  # the MLP flag's part ligerd lacks (warned)
@@ -470,6 +474,8 @@ def apply_spec(spec: Spec, flags: dict, extra_kwargs: dict, apply_fns: dict) -> 
 
     # Resolve everything first, so that a missing op fails before anything is patched.
     rope_fn = mp._ligerd_attr("liger_rotary_pos_emb", "rope") if rope and spec.rope == "std" else None
+    rope_fns = [(attr, mp._ligerd_attr(name, "rope", "ligerd.transformers.rope_interleaved"))
+                for attr, name in spec.rope_fns] if rope else []
     if ce:
         mp._ligerd_attr("liger_cross_entropy", "cross_entropy")
     if flce:
@@ -489,7 +495,13 @@ def apply_spec(spec: Spec, flags: dict, extra_kwargs: dict, apply_fns: dict) -> 
     for t in spec.text_types:
         _apply_sub(apply_fns[t], sub_kwargs, root)
 
-    if rope and spec.rope:  # "": the text types' patches own the RoPE
+    for attr, fn in rope_fns:
+        if hasattr(modeling, attr):
+            mp._set(modeling, attr, fn)
+        else:
+            _warn_missing(spec, "rope", f"this transformers' {spec.module} RoPE (its modeling module "
+                                        f"has no {attr})")
+    if rope and spec.rope:  # "": the text types' patches own the RoPE (or nothing is kept)
         if spec.rope == "std" and hasattr(modeling, "apply_rotary_pos_emb"):
             mp._set(modeling, "apply_rotary_pos_emb", rope_fn)
         elif spec.rope != "std":

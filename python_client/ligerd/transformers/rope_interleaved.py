@@ -1,0 +1,47 @@
+"""Drop-in replacements for the transformers RoPE functions whose layout is not HF Llama's
+rotate_half (interleaved pairs, complex freqs_cis, half-size cos/sin), computed exactly by
+ligerd's RoPE kernel around de-/re-interleaving copies (ligerd.ops.rope_interleaved has the
+identity). Each keeps the signature of the transformers function it replaces; ``unsqueeze_dim``
+/ ``position_ids`` are accepted and ignored (the callers pass the defaults: heads on dim 1)."""
+
+from __future__ import annotations
+
+from ligerd.ops import rope_interleaved as _ri
+
+
+def liger_glm4_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
+    """``transformers.models.glm4.modeling_glm4.apply_rotary_pos_emb``."""
+    return _ri.glm_rotary_pos_emb(q, k, cos, sin)
+
+
+def liger_glm4v_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
+    """``transformers.models.glm4v.modeling_glm4v.apply_rotary_pos_emb`` (the text model's)."""
+    return _ri.interleaved_rotary_pos_emb(q, k, cos, sin)
+
+
+def liger_deepseek_v3_rotary_pos_emb_interleave(q, k, cos, sin, position_ids=None, unsqueeze_dim=1):
+    """``transformers.models.deepseek_v3.modeling_deepseek_v3.apply_rotary_pos_emb_interleave``
+    (its result de-interleaved, as transformers returns it)."""
+    return _ri.deepseek_interleave_rotary_pos_emb(q, k, cos, sin)
+
+
+def liger_deepseek_v2_rotary_emb(xq, xk, freqs_cis):
+    """``transformers.models.deepseek_v2.modeling_deepseek_v2.apply_rotary_emb``: q/k
+    (bsz, heads, seq, hd), freqs_cis complex (bsz, seq, hd/2)."""
+    return _ri.complex_rotary_pos_emb(xq, xk, freqs_cis, heads_dim=1)
+
+
+def liger_llama4_text_rotary_pos_emb(xq, xk, freqs_cis):
+    """Liger's name for ``transformers.models.llama4.modeling_llama4.apply_rotary_emb``: q/k
+    (bsz, seq, heads, hd), freqs_cis complex (bsz, seq, hd/2)."""
+    return _ri.complex_rotary_pos_emb(xq, xk, freqs_cis, heads_dim=2)
+
+
+def liger_gpt_oss_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
+    """``transformers.models.gpt_oss.modeling_gpt_oss.apply_rotary_pos_emb`` (half-size cos/sin)."""
+    return _ri.half_cos_rotary_pos_emb(q, k, cos, sin)
+
+
+__all__ = ["liger_deepseek_v2_rotary_emb", "liger_deepseek_v3_rotary_pos_emb_interleave",
+           "liger_glm4_rotary_pos_emb", "liger_glm4v_rotary_pos_emb", "liger_gpt_oss_rotary_pos_emb",
+           "liger_llama4_text_rotary_pos_emb"]
