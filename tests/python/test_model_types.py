@@ -259,7 +259,8 @@ def test_class_patching(model_type):
     for holder, name in patched:
         where = holder.__name__ if isinstance(holder, type(nn)) else holder.__module__
         assert where.startswith("transformers."), (holder, name)
-        assert (name in ("apply_rotary_pos_emb", "forward", "nn", "LayerNorm", "fixed_cross_entropy")
+        assert (name in ("apply_rotary_pos_emb", "apply_rotary_emb", "apply_rotary_pos_emb_interleave",
+                         "forward", "nn", "LayerNorm", "fixed_cross_entropy")
                 or re.search(r"(RMSNorm|MLP|Mlp|Experts)$", name)
                 or isinstance(getattr(holder, name), dict)), (holder, name)  # class tables
     built = tm.build(model_type)
@@ -273,6 +274,10 @@ def test_class_patching(model_type):
     assert _is_fused_head(built) == _expects_fused_head(model_type, built)
     modeling = _modeling(model_type)
     rope_fn = getattr(modeling, "apply_rotary_pos_emb", None)
+    if spec and spec.rope_fns and flags.get("rope"):  # ligerd's interleaved / complex RoPEs
+        from ligerd.transformers import rope_interleaved as ri
+        for attr, name in spec.rope_fns:
+            assert getattr(modeling, attr) is getattr(ri, name), (model_type, attr)
     if rope_fn is lt.liger_rotary_pos_emb:
         assert flags.get("rope")
     elif flags.get("rope") and (spec is None or spec.rope):
@@ -363,11 +368,14 @@ def test_vision_language_delegates_to_its_text_model():
 
 
 def test_missing_kernels_warn_once_and_keep_stock():
+    from ligerd.transformers.rope_interleaved import liger_glm4v_rotary_pos_emb
     modeling = _modeling("glm4v")
-    before = getattr(modeling, "apply_rotary_pos_emb", None)
-    with pytest.warns(LigerdWarning, match=r"rope=True for glm4v: ligerd has no kernel for GLM's interleaved partial RoPE"):
+    before = modeling.apply_rotary_pos_emb_vision
+    # GLM-4V's text RoPE (interleaved) is ligerd's; its vision RoPE is kept, with a warning.
+    with pytest.warns(LigerdWarning, match=r"rope=True for glm4v: ligerd has no kernel for the vision tower's RoPE"):
         lt.apply_liger_kernel_to_glm4v(rope=True)
-    assert getattr(modeling, "apply_rotary_pos_emb", None) is before
+    assert modeling.apply_rotary_pos_emb is liger_glm4v_rotary_pos_emb
+    assert modeling.apply_rotary_pos_emb_vision is before
     with warnings.catch_warnings():
         warnings.simplefilter("error", LigerdWarning)
         lt.apply_liger_kernel_to_glm4v(rope=True)  # once per process

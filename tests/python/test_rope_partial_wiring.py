@@ -9,8 +9,8 @@
 - the model patches: ``apply_liger_kernel_to_<type>(rope=True)`` installs ligerd's RoPE in every
   modeling module whose installed ``apply_rotary_pos_emb`` ligerd computes (partial rotary: phi3,
   qwen3_next, qwen3_5, qwen3_5_moe, glm4v_moe; the M-RoPE text models: qwen2_vl, qwen2_5_vl), and
-  a tiny model of each computes transformers' loss and gradients through it; GLM-4 / GLM-4V
-  (interleaved) keep transformers' RoPE with a warning.
+  a tiny model of each computes transformers' loss and gradients through it (GLM-4 / GLM-4V's
+  interleaved RoPE, which this partial path must not take: test_rope_interleaved_wiring.py).
 
 The executor is the float64 reference launcher (ligerd.testing.ref_executor); inputs are fp32,
 so results match transformers' fp32 math to fp32 rounding (rtol 1e-5 / atol 1e-6 on O(1) values:
@@ -400,18 +400,10 @@ def test_rope_patch_trains_like_transformers(launcher, clean_patches, model_type
         torch.testing.assert_close(got[name].grad, p.grad, rtol=1e-4, atol=1e-6, msg=lambda m: f"{name}: {m}")
 
 
-@pytest.mark.parametrize("model_type", ["glm4", "glm4v"])
-def test_interleaved_glm_rope_is_kept_with_a_warning(clean_patches, model_type):
-    modeling = _modeling(model_type)
-    before = modeling.apply_rotary_pos_emb
-    with pytest.warns(LigerdWarning, match=rf"rope=True for {model_type}: .*interleaved partial RoPE"):
-        _apply(model_type, rope=True)
-    assert modeling.apply_rotary_pos_emb is before
-
-
 def test_interleaved_glm_rope_is_not_what_the_kernel_computes():
-    """Why GLM-4 stays: its apply_rotary_pos_emb differs from the rotate_half partial RoPE on the
-    same inputs (so patching it would silently change the model); GLM-4V-MoE's agrees."""
+    """Why GLM-4 needs the interleaved path (ligerd.ops.rope_interleaved), not liger_rotary_pos_emb:
+    its apply_rotary_pos_emb differs from the rotate_half partial RoPE on the same inputs;
+    GLM-4V-MoE's agrees."""
     q, k = torch.randn(1, 2, 3, 16, dtype=torch.float64), torch.randn(1, 1, 3, 16, dtype=torch.float64)
     cos, sin = cos_sin(1, 3, 8)
     cos, sin = cos.double(), sin.double()

@@ -26,6 +26,8 @@ The transformers functions this covers (the same in transformers 5.17 and 5.25):
   embedding repeat-interleaves them); D(cos) taken from cos as given.
 - DeepSeek-V3 ``apply_rotary_pos_emb_interleave``: the pairs of q/k rotated by the first half of
   cos/sin, the result returned DE-interleaved (``cat([x_even', x_odd'])``): D, rotate, no D^-1.
+  Its plain ``apply_rotary_pos_emb`` (config.rope_interleave False) is the rotate_half RoPE of
+  ``torch.split`` views, which must not be written in place: ``split_view_rotary_pos_emb``.
 - DeepSeek-V2 and Llama-4 (text) ``apply_rotary_emb``: complex multiply of (real, imag) pairs by
   ``freqs_cis = cos + i sin`` (width d/2), computed in fp32, cast back to q's dtype: the interleaved
   rotation with cos = freqs_cis.real, sin = freqs_cis.imag, D(cos) = cat(real, real). Llama-4's
@@ -127,6 +129,16 @@ def deepseek_interleave_rotary_pos_emb(q, k, cos, sin):
     return _interleaved(q, k, _half_cat(cos), _half_cat(sin), q.shape[-1], 1, False, what)
 
 
+def split_view_rotary_pos_emb(q, k, cos, sin):
+    """DeepSeek-V3's plain (rotate_half) ``apply_rotary_pos_emb`` of its MLA rope parts: q/k are
+    outputs of ``torch.split``, views autograd forbids writing in place, so always out of place
+    (``ligerd::rope``, fresh outputs, differentiable), never ligerd.ops.rope's in-place path."""
+    cos, sin = _rope.check_inputs(q, k, cos, sin)
+    if q.numel() + k.numel() == 0:
+        return q.clone(), k.clone()
+    return _rope.rope_out(_rope._contig_last(q), _rope._contig_last(k), cos, sin, False)
+
+
 def complex_rotary_pos_emb(xq, xk, freqs_cis, heads_dim: int = 1):
     """DeepSeek-V2 / Llama-4 ``apply_rotary_emb``: (real, imag) pairs of q/k times the complex
     ``freqs_cis`` (1 or bsz, seq, hd/2). q/k are (bsz, heads, seq, hd) for ``heads_dim`` 1
@@ -162,4 +174,4 @@ def half_cos_rotary_pos_emb(q, k, cos, sin):
 
 __all__ = ["complex_rotary_pos_emb", "deepseek_interleave_rotary_pos_emb", "deinterleave",
            "glm_rotary_pos_emb", "half_cos_rotary_pos_emb", "interleaved_rotary_pos_emb",
-           "reinterleave"]
+           "reinterleave", "split_view_rotary_pos_emb"]

@@ -25,6 +25,12 @@ def liger_deepseek_v3_rotary_pos_emb_interleave(q, k, cos, sin, position_ids=Non
     return _ri.deepseek_interleave_rotary_pos_emb(q, k, cos, sin)
 
 
+def liger_deepseek_v3_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
+    """``transformers.models.deepseek_v3.modeling_deepseek_v3.apply_rotary_pos_emb`` (rotate_half,
+    on torch.split views: out of place)."""
+    return _ri.split_view_rotary_pos_emb(q, k, cos, sin)
+
+
 def liger_deepseek_v2_rotary_emb(xq, xk, freqs_cis):
     """``transformers.models.deepseek_v2.modeling_deepseek_v2.apply_rotary_emb``: q/k
     (bsz, heads, seq, hd), freqs_cis complex (bsz, seq, hd/2)."""
@@ -42,6 +48,7 @@ def liger_gpt_oss_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
     return _ri.half_cos_rotary_pos_emb(q, k, cos, sin)
 
 
-__all__ = ["liger_deepseek_v2_rotary_emb", "liger_deepseek_v3_rotary_pos_emb_interleave",
+__all__ = ["liger_deepseek_v2_rotary_emb", "liger_deepseek_v3_rotary_pos_emb",
+           "liger_deepseek_v3_rotary_pos_emb_interleave",
            "liger_glm4_rotary_pos_emb", "liger_glm4v_rotary_pos_emb", "liger_gpt_oss_rotary_pos_emb",
            "liger_llama4_text_rotary_pos_emb"]
