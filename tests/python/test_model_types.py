@@ -379,12 +379,11 @@ def test_missing_kernels_warn_once_and_keep_stock():
     with warnings.catch_warnings():
         warnings.simplefilter("error", LigerdWarning)
         lt.apply_liger_kernel_to_glm4v(rope=True)  # once per process
-    # Gemma 4 calls its RoPE on one tensor at a time: rope=True must not install a (q, k) one.
+    # Gemma 4 calls its RoPE on one tensor at a time: rope=True installs a one-tensor one.
+    from ligerd.transformers.rope_interleaved import liger_gemma4_rotary_pos_emb
     gemma4 = _modeling("gemma4")
-    before = gemma4.apply_rotary_pos_emb
-    with pytest.warns(LigerdWarning, match="rope=True for gemma4_text"):
-        lt.apply_liger_kernel_to_gemma4(rope=True)
-    assert gemma4.apply_rotary_pos_emb is before
+    lt.apply_liger_kernel_to_gemma4(rope=True)
+    assert gemma4.apply_rotary_pos_emb is liger_gemma4_rotary_pos_emb
 
 
 def test_nemotron_relu_squared_mlp():

@@ -5,10 +5,12 @@ the CPU (issue 18; ligerd.ops.rope_interleaved has the identity):
   modeling module, in float64) forward and backward: GLM-4's and GLM-4V's interleaved partial
   RoPE, DeepSeek-V3's ``apply_rotary_pos_emb_interleave`` and (out of place: its q/k are
   torch.split views) ``apply_rotary_pos_emb``, DeepSeek-V2's and Llama-4's complex
-  ``apply_rotary_emb``, GPT-OSS's half-size-cos ``apply_rotary_pos_emb``; head dims that are not
+  ``apply_rotary_emb``, GPT-OSS's half-size-cos ``apply_rotary_pos_emb``, and the one-tensor
+  ``apply_rotary_pos_emb(x, cos, sin, unsqueeze_dim)`` of DeepSeek-V4 (trailing interleaved
+  channels, half-size cos/sin) and Gemma-4 (rotate_half); head dims that are not
   powers of two, partial rotary dims, fp32 and bf16;
 - ``apply_liger_kernel_to_<type>(rope=True)`` installs them (and warns only about what is still
-  kept: GLM-4V's and Llama-4's vision RoPE; DeepSeek-V4's and Gemma-4's RoPE stay whole);
+  kept: GLM-4V's and Llama-4's vision RoPE);
 - a tiny model of each patched type computes transformers' loss and gradients through them.
 
 The executor is the float64 reference launcher (ligerd.testing.ref_executor): each rotated element
@@ -146,6 +148,40 @@ def test_matches_transformers_forward_and_backward(launcher, kind, shape, dtype)
         torch.testing.assert_close(got.double(), want.detach(), **tol)
 
 
+# one-tensor functions: (kind, head_dim, cos width, unsqueeze_dim)
+ONE = [("deepseek_v4", 16, 4, 1), ("deepseek_v4", 18, 9, 1), ("deepseek_v4", 10, 5, 2), ("deepseek_v4", 6, 1, 1),
+       ("gemma4", 16, 16, 2), ("gemma4", 10, 10, 1), ("gemma4", 18, 18, 2)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("case", ONE, ids=lambda c: "-".join(map(str, c)))
+def test_one_tensor_matches_transformers_forward_and_backward(launcher, case, dtype):
+    """DeepSeek-V4's (trailing interleaved, half-size cos) and Gemma-4's (rotate_half) RoPE of one
+    tensor; x (bsz, heads, seq, d) for unsqueeze_dim 1, (bsz, seq, heads, d) for 2."""
+    kind, hd, cw, ud = case
+    fn = {"deepseek_v4": ri.liger_deepseek_v4_rotary_pos_emb, "gemma4": ri.liger_gemma4_rotary_pos_emb}[kind]
+    hf = _modeling(kind).apply_rotary_pos_emb
+    b, h, s = 2, 3, 5
+    g = _gen(hd + cw + ud)
+    w = torch.randn(b, s, h * hd, generator=g).to(dtype).requires_grad_()
+    cos, sin = (torch.randn(b if ud == 1 else 1, s, cw, generator=g).to(dtype) for _ in range(2))
+
+    def shape(w):
+        x = w.view(b, s, h, hd)
+        return x.transpose(1, 2) if ud == 1 else x
+    launcher.calls.clear()
+    y = fn(shape(w * 1), cos, sin, ud)
+    dy = torch.randn(y.shape, generator=g).to(dtype)
+    (gw,) = torch.autograd.grad(y, w, dy.clone())
+    assert {c[0] for c in launcher.calls} >= {"rope_fwd", "rope_bwd"}
+    w2 = w.detach().double().requires_grad_()
+    e = hf(shape(w2), cos.double(), sin.double(), unsqueeze_dim=ud)
+    (fw,) = torch.autograd.grad(e, w2, dy.double())
+    assert y.shape == e.shape and y.dtype == dtype
+    torch.testing.assert_close(y.double(), e.detach(), **TOL[dtype])
+    torch.testing.assert_close(gw.double(), fw, **TOL[dtype])
+
+
 def test_permutations_are_inverse_and_exact():
     x = torch.randn(3, 2, 4, 10, dtype=torch.float64)
     d = ri_ops.deinterleave(x)
@@ -193,6 +229,8 @@ PATCHED = {
                      "apply_rotary_pos_emb": ri.liger_deepseek_v3_rotary_pos_emb}, None),
     "llama4": ({"apply_rotary_emb": ri.liger_llama4_text_rotary_pos_emb}, "Llama-4's vision RoPE"),
     "gpt_oss": ({"apply_rotary_pos_emb": ri.liger_gpt_oss_rotary_pos_emb}, None),
+    "deepseek_v4": ({"apply_rotary_pos_emb": ri.liger_deepseek_v4_rotary_pos_emb}, None),
+    "gemma4_text": ({"apply_rotary_pos_emb": ri.liger_gemma4_rotary_pos_emb}, None),
 }
 OFF = dict(cross_entropy=False, fused_linear_cross_entropy=False, rms_norm=False, swiglu=False,
            geglu=False, layer_norm=False)
@@ -207,7 +245,7 @@ def _apply(model_type, **kw):
 
 @pytest.mark.parametrize("model_type", list(PATCHED))
 def test_rope_true_installs_ligerd_and_warns_only_about_what_is_kept(clean_patches, model_type):
-    module = {"llama4": "llama4"}.get(model_type, model_type)
+    module = {"gemma4_text": "gemma4"}.get(model_type, model_type)
     modeling = _modeling(module)
     want, kept = PATCHED[model_type]
     stock = {a: getattr(modeling, a) for a in want}
@@ -227,15 +265,6 @@ def test_rope_true_installs_ligerd_and_warns_only_about_what_is_kept(clean_patch
         assert getattr(modeling, attr) is fn, attr
 
 
-@pytest.mark.parametrize("model_type,module", [("deepseek_v4", "deepseek_v4"), ("gemma4_text", "gemma4")])
-def test_still_kept_with_a_warning(clean_patches, model_type, module):
-    modeling = _modeling(module)
-    before = modeling.apply_rotary_pos_emb
-    with pytest.warns(LigerdWarning, match=rf"rope=True for {model_type}"):
-        _apply(model_type, rope=True)
-    assert modeling.apply_rotary_pos_emb is before
-
-
 def _tiny_config(model_type, interleave=None):
     from ligerd.testing import tiny_models as tm
     cfg = tm.tiny_config(model_type)
@@ -245,7 +274,8 @@ def _tiny_config(model_type, interleave=None):
 
 
 TRAIN = [("glm4", None), ("glm4v", None), ("deepseek_v2", None), ("deepseek_v3", True),
-         ("deepseek_v3", False), ("llama4", None), ("gpt_oss", None)]
+         ("deepseek_v3", False), ("llama4", None), ("gpt_oss", None), ("deepseek_v4", None),
+         ("gemma4_text", None)]
 
 
 @pytest.mark.parametrize("model_type,interleave", TRAIN,
@@ -276,5 +306,10 @@ def test_tiny_model_trains_like_transformers(launcher, clean_patches, model_type
         if p.grad is None:
             assert got[name].grad is None or not got[name].grad.any(), name
             continue
-        torch.testing.assert_close(got[name].grad, p.grad, rtol=1e-4, atol=1e-6,
+        # atol scaled by the gradient's size: transformers' own fp32 gradients differ from float64
+        # by ~1.5e-5 of their largest element (Gemma-4's tiny model: 4e-5 at max |g| 2.7; ligerd's
+        # RoPE, rounding once, is closer to float64 than that), more than rtol covers for the
+        # small elements of a large-gradient tensor.
+        atol = 1e-6 + 5e-5 * float(p.grad.abs().max())
+        torch.testing.assert_close(got[name].grad, p.grad, rtol=1e-4, atol=atol,
                                    msg=lambda m: f"{name}: {m}")

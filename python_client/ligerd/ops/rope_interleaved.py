@@ -32,6 +32,10 @@ The transformers functions this covers (the same in transformers 5.17 and 5.25):
   ``freqs_cis = cos + i sin`` (width d/2), computed in fp32, cast back to q's dtype: the interleaved
   rotation with cos = freqs_cis.real, sin = freqs_cis.imag, D(cos) = cat(real, real). Llama-4's
   q/k are (bsz, seq, heads, hd) (before the transpose); DeepSeek-V2's are (bsz, heads, seq, hd).
+- DeepSeek-V4 ``apply_rotary_pos_emb(x, cos, sin)``: ONE tensor, its trailing 2 * cos.shape[-1]
+  channels rotated in interleaved pairs by half-size cos/sin (repeat-interleaved), in fp32.
+- Gemma-4 ``apply_rotary_pos_emb(x, cos, sin, unsqueeze_dim)``: the plain rotate_half RoPE of ONE
+  tensor. The op rotates q and k in one launch; a single tensor is q with an empty k (Hk = 0).
 - GPT-OSS ``apply_rotary_pos_emb``: ``[x1 * cos - x2 * sin, x2 * cos + x1 * sin]`` over the halves
   x1, x2 with half-size cos/sin: the rotate_half rotation with cos/sin concatenated to full size
   (no permutation at all).
@@ -139,6 +143,53 @@ def split_view_rotary_pos_emb(q, k, cos, sin):
     return _rope.rope_out(_rope._contig_last(q), _rope._contig_last(k), cos, sin, False)
 
 
+def _one_tensor(x, unsqueeze_dim, what):
+    """x as (bsz, heads, seq, d) (transposed view for heads on dim 2), whether it was transposed,
+    and an empty k of that shape's batch/seq (the op rotates q and k; Hk = 0 is allowed)."""
+    _even_last(x, "x", what)
+    if unsqueeze_dim in (1, -3):
+        t = False
+    elif unsqueeze_dim in (2, -2):
+        t = True
+    else:
+        _rope._fail(f"{what}: unsqueeze_dim must be 1 (x (bsz, heads, seq, d)) or 2 (x (bsz, seq, "
+                    f"heads, d)), got {unsqueeze_dim}")
+    xv = x.transpose(1, 2) if t else x
+    return xv, t, xv.new_empty(xv.shape[0], 0, xv.shape[2], xv.shape[3])
+
+
+def single_rotary_pos_emb(x, cos, sin, unsqueeze_dim=1):
+    """Gemma-4's ``apply_rotary_pos_emb(x, cos, sin, unsqueeze_dim)``: the rotate_half RoPE of ONE
+    tensor (q or k, called separately): ligerd's op with x as q and an empty k, out of place (x
+    may be a torch.split view: Gemma-4's multidimensional vision RoPE)."""
+    xv, t, k = _one_tensor(x, unsqueeze_dim, "one-tensor RoPE (Gemma-4)")
+    cos, sin = _rope.check_inputs(xv, k, cos, sin)
+    out, _ = _rope.rope_out(_rope._contig_last(xv), k, cos, sin, False)
+    return out.transpose(1, 2) if t else out
+
+
+def trailing_interleaved_rotary_pos_emb(x, cos, sin, unsqueeze_dim=1):
+    """DeepSeek-V4's ``apply_rotary_pos_emb(x, cos, sin, unsqueeze_dim)``: one tensor, its LAST
+    ``rd = 2 * cos.shape[-1]`` channels rotated in interleaved pairs by half-size cos/sin
+    (repeat-interleaved by transformers: D of that is cat(cos, cos)), computed in fp32 and rounded
+    once to x's dtype; the leading channels passed through."""
+    what = "DeepSeek-V4 trailing interleaved RoPE"
+    xv, t, _ = _one_tensor(x, unsqueeze_dim, what)
+    if not isinstance(cos, torch.Tensor) or not isinstance(sin, torch.Tensor) or cos.dim() == 0:
+        _rope._fail(f"{what}: cos and sin must be tensors (1 or bsz, seq, rope_dim/2)")
+    rd, hd = 2 * cos.shape[-1], xv.shape[-1]
+    if rd <= 0 or rd > hd:
+        _rope._fail(f"{what}: 2 * cos.shape[-1] = {rd} must be in (0, head_dim {hd}]")
+    rope = deinterleave(xv[..., hd - rd:])
+    k = rope.new_empty(rope.shape[0], 0, rope.shape[2], rd)
+    cd, sd = _rope.check_inputs(rope, k, torch.cat([cos, cos], -1), torch.cat([sin, sin], -1))
+    out, _ = _rope.rope_out(rope, k, cd, sd, False)
+    out = reinterleave(out)
+    if rd < hd:
+        out = torch.cat([xv[..., :hd - rd], out], dim=-1)
+    return out.transpose(1, 2) if t else out
+
+
 def complex_rotary_pos_emb(xq, xk, freqs_cis, heads_dim: int = 1):
     """DeepSeek-V2 / Llama-4 ``apply_rotary_emb``: (real, imag) pairs of q/k times the complex
     ``freqs_cis`` (1 or bsz, seq, hd/2). q/k are (bsz, heads, seq, hd) for ``heads_dim`` 1
@@ -174,4 +225,5 @@ def half_cos_rotary_pos_emb(q, k, cos, sin):
 
 __all__ = ["complex_rotary_pos_emb", "deepseek_interleave_rotary_pos_emb", "deinterleave",
            "glm_rotary_pos_emb", "half_cos_rotary_pos_emb", "interleaved_rotary_pos_emb",
-           "reinterleave", "split_view_rotary_pos_emb"]
+           "reinterleave", "single_rotary_pos_emb", "split_view_rotary_pos_emb",
+           "trailing_interleaved_rotary_pos_emb"]

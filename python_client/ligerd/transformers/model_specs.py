@@ -36,7 +36,7 @@ DENSE_SIG = _sig((R, True), (CE, False), (FL, True), (RMS, True), (SW, True), (M
 # (transformers 5 selects the M-RoPE sections in the rotary-embedding module; apply_rotary_pos_emb
 # is the plain one), is "std": liger_rotary_pos_emb computes both. The interleaved-pair, complex
 # (freqs_cis) and half-size-cos RoPEs of GLM-4, GLM-4V's text model, DeepSeek-V2/V3, Llama-4's text
-# model and GPT-OSS are ``rope_fns``: ligerd.transformers.rope_interleaved computes them with the
+# model, GPT-OSS, and the one-tensor RoPEs of DeepSeek-V4 and Gemma-4 are ``rope_fns``: ligerd.transformers.rope_interleaved computes them with the
 # same kernel between de-/re-interleaving copies. What is kept (the ``rope`` text, warned once):
 VISION_ROPE = "the vision tower's RoPE"
 VISION_NOTE = "its vision RoPE (apply_rotary_pos_emb_vision) is kept: ligerd lacks vision RoPE"
@@ -102,7 +102,8 @@ SPECS: Tuple[Spec, ...] = (
          heads=(Head("DeepseekV3ForCausalLM"),)),
     Spec("deepseek_v4", "deepseek_v4",
          _sig((R, False), (CE, False), (FL, True), (RMS, True), (SW, False), (M, None)),
-         "DeepSeek-V4", rope="DeepSeek-V4's interleaved partial RoPE",
+         "DeepSeek-V4 (one-tensor trailing interleaved RoPE)", rope="",
+         rope_fns=(("apply_rotary_pos_emb", "liger_deepseek_v4_rotary_pos_emb"),),
          norms=(_fp32_norm("DeepseekV4RMSNorm", in_place=True),),
          mlps=(MLP("DeepseekV4MLP", "clamped_swiglu"),),
          mlp_missing=f"DeepSeek-V4's clamped {FUSED_EXPERTS} (DeepseekV4Experts)",
@@ -160,7 +161,8 @@ SPECS: Tuple[Spec, ...] = (
          heads=(Head("PaliGemmaForConditionalGeneration", "softcap"),)),
     Spec("gemma4_text", "gemma4",
          _sig((R, False), (CE, False), (FL, True), (RMS, True), (GE, True), (M, None)),
-         "Gemma 4 text", rope="Gemma-4's RoPE (transformers applies it to one tensor at a time)",
+         "Gemma 4 text (one-tensor RoPE)", rope="",
+         rope_fns=(("apply_rotary_pos_emb", "liger_gemma4_rotary_pos_emb"),),
          norms=(_fp32_norm("Gemma4RMSNorm"),), mlps=(MLP("Gemma4TextMLP", "geglu"),),
          mlp_missing=f"Gemma-4's {FUSED_EXPERTS} (GeLU experts of its MoE variants)",
          heads=(Head("Gemma4ForCausalLM", "softcap"),)),

@@ -43,6 +43,17 @@ def liger_llama4_text_rotary_pos_emb(xq, xk, freqs_cis):
     return _ri.complex_rotary_pos_emb(xq, xk, freqs_cis, heads_dim=2)
 
 
+def liger_deepseek_v4_rotary_pos_emb(x, cos, sin, unsqueeze_dim=1):
+    """``transformers.models.deepseek_v4.modeling_deepseek_v4.apply_rotary_pos_emb`` (one tensor,
+    trailing interleaved rope channels)."""
+    return _ri.trailing_interleaved_rotary_pos_emb(x, cos, sin, unsqueeze_dim)
+
+
+def liger_gemma4_rotary_pos_emb(x, cos, sin, unsqueeze_dim=1):
+    """``transformers.models.gemma4.modeling_gemma4.apply_rotary_pos_emb`` (one tensor)."""
+    return _ri.single_rotary_pos_emb(x, cos, sin, unsqueeze_dim)
+
+
 def liger_gpt_oss_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
     """``transformers.models.gpt_oss.modeling_gpt_oss.apply_rotary_pos_emb`` (half-size cos/sin)."""
     return _ri.half_cos_rotary_pos_emb(q, k, cos, sin)
@@ -50,5 +61,5 @@ def liger_gpt_oss_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
 
 __all__ = ["liger_deepseek_v2_rotary_emb", "liger_deepseek_v3_rotary_pos_emb",
            "liger_deepseek_v3_rotary_pos_emb_interleave",
-           "liger_glm4_rotary_pos_emb", "liger_glm4v_rotary_pos_emb", "liger_gpt_oss_rotary_pos_emb",
+           "liger_deepseek_v4_rotary_pos_emb", "liger_gemma4_rotary_pos_emb", "liger_glm4_rotary_pos_emb", "liger_glm4v_rotary_pos_emb", "liger_gpt_oss_rotary_pos_emb",
            "liger_llama4_text_rotary_pos_emb"]
