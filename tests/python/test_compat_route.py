@@ -179,7 +179,7 @@ def test_missing_names_give_the_clear_error_on_use_not_on_import(shim_dir):
             print("unknown:", e)
 
         # Every Liger model type is ligerd's own apply function now (test_model_types.py); a part
-        # ligerd has no kernel for (GLM-4V's interleaved partial RoPE) is kept with a warning, no
+        # ligerd has no kernel for (GLM-4V's vision RoPE) is kept with a warning, no
         # exception.
         from liger_kernel.transformers import apply_liger_kernel_to_glm4v
         import ligerd.transformers
