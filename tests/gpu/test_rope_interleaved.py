@@ -6,7 +6,8 @@ forward and backward, against a float64 evaluation of the transformers functions
   ``apply_rotary_pos_emb_interleave`` (de-interleaved result) and plain ``apply_rotary_pos_emb``
   (torch.split views: out of place), DeepSeek-V2 / Llama-4 text ``apply_rotary_emb`` (complex
   freqs_cis), GPT-OSS ``apply_rotary_pos_emb`` (half-size cos/sin), DeepSeek-V4's one-tensor
-  trailing interleaved and Gemma-4's one-tensor ``apply_rotary_pos_emb``; fp32 / bf16 / fp16,
+  trailing interleaved and Gemma-4's one-tensor ``apply_rotary_pos_emb``, Llama-4's
+  ``vision_apply_rotary_emb``; fp32 / bf16 / fp16,
   model-sized head dims (64, 128, 256) and an odd one (80 with rotary dim 24);
 - remote dispatch (the daemon, CUDA IPC) bitwise equals local, where LIGERD_BIN names a built
   daemon (tests/gpu/run.sh sets it); skipped otherwise;
@@ -144,6 +145,31 @@ def _run(kind, shape, dtype, seed):
         tol = U[dtype] * r.abs() + K_FP32 * _scale(dy, tables) + TINY[dtype]
         _util.assert_close(f"grad{i}", g, r, tol, ctx)
     return got, ggot
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_id)
+def test_llama4_vision_matches_transformers(dtype):
+    """vision_apply_rotary_emb: q/k (images, patches + 1, heads, 88), freqs_ci (patches + 1, 1, 44)
+    complex, shared by every image (Llama-4's vision buffer layout)."""
+    hf = _modeling("llama4").vision_apply_rotary_emb
+    b, s, h, hd = 4, 577, 16, 88
+    gen = torch.Generator(device=DEV).manual_seed(41)
+    xs = [torch.randn(b, s, h * hd, device=DEV, generator=gen).to(dtype).requires_grad_() for _ in range(2)]
+    mag = torch.rand(s, 1, hd // 2, device=DEV, generator=gen) + 0.5
+    f = torch.polar(mag, torch.randn(s, 1, hd // 2, device=DEV, generator=gen) * 3)
+    got = ri.liger_llama4_vision_rotary_pos_emb(*[(x * 1).view(b, s, h, hd) for x in xs], f)
+    dys = [torch.randn(g.shape, device=DEV, generator=gen).to(dtype) for g in got]
+    ggot = torch.autograd.grad(got, xs, [dy.clone() for dy in dys])
+    x64 = [x.detach().double().requires_grad_() for x in xs]
+    want = hf(*[x.view(b, s, h, hd) for x in x64], f.to(torch.complex128))
+    gwant = torch.autograd.grad(want, x64, [dy.double() for dy in dys])
+    ctx = f"llama4 vision {_id(dtype)}"
+    for i, (g, r, x) in enumerate(zip(got, want, xs)):
+        _util.assert_close(f"out{i}", g, r.detach(), U[dtype] * r.detach().abs() + K_FP32 * _scale(x, (f,))
+                           + TINY[dtype], ctx)
+    for i, (g, r, dy) in enumerate(zip(ggot, gwant, dys)):
+        gr = r.view(g.shape)
+        _util.assert_close(f"grad{i}", g, gr, U[dtype] * gr.abs() + K_FP32 * _scale(dy, (f,)) + TINY[dtype], ctx)
 
 
 CASES = [pytest.param(k, sh, dt, id=f"{k}-{_id(dt)}-{_id(sh)}") for k in FUNCS for sh in SHAPES[k]

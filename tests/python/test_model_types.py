@@ -260,7 +260,7 @@ def test_class_patching(model_type):
         where = holder.__name__ if isinstance(holder, type(nn)) else holder.__module__
         assert where.startswith("transformers."), (holder, name)
         assert (name in ("apply_rotary_pos_emb", "apply_rotary_emb", "apply_rotary_pos_emb_interleave",
-                         "forward", "nn", "LayerNorm", "fixed_cross_entropy")
+                         "vision_apply_rotary_emb", "forward", "nn", "LayerNorm", "fixed_cross_entropy")
                 or re.search(r"(RMSNorm|MLP|Mlp|Experts)$", name)
                 or isinstance(getattr(holder, name), dict)), (holder, name)  # class tables
     built = tm.build(model_type)

@@ -10,7 +10,8 @@ the CPU (issue 18; ligerd.ops.rope_interleaved has the identity):
   channels, half-size cos/sin) and Gemma-4 (rotate_half); head dims that are not
   powers of two, partial rotary dims, fp32 and bf16;
 - ``apply_liger_kernel_to_<type>(rope=True)`` installs them (and warns only about what is still
-  kept: GLM-4V's and Llama-4's vision RoPE);
+  kept: GLM-4V's vision RoPE); Llama-4's vision_apply_rotary_emb included (a real freqs_ci falls
+  back to transformers' function);
 - a tiny model of each patched type computes transformers' loss and gradients through them.
 
 The executor is the float64 reference launcher (ligerd.testing.ref_executor): each rotated element
@@ -182,6 +183,44 @@ def test_one_tensor_matches_transformers_forward_and_backward(launcher, case, dt
     torch.testing.assert_close(gw.double(), fw, **TOL[dtype])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("hd", [16, 18, 88])
+def test_llama4_vision_matches_transformers(launcher, hd, dtype):
+    """Llama-4's vision_apply_rotary_emb: q/k (images, patches + 1, heads, hd), freqs_ci complex
+    (patches + 1, 1, hd/2) shared by every image (its buffer's layout)."""
+    hf = _modeling("llama4").vision_apply_rotary_emb
+    b, s, h = 3, 10, 2
+    g = _gen(hd)
+    wq = torch.randn(b, s, h * hd, generator=g).to(dtype).requires_grad_()
+    wk = torch.randn(b, s, h * hd, generator=g).to(dtype).requires_grad_()
+    f = torch.polar(torch.rand(s, 1, hd // 2, generator=g) + 0.5, torch.randn(s, 1, hd // 2, generator=g) * 3)
+    launcher.calls.clear()
+    rq, rk = ri.liger_llama4_vision_rotary_pos_emb(wq.view(b, s, h, hd) * 1, wk.view(b, s, h, hd) * 1, f)
+    assert any(c[0] == "rope_fwd" for c in launcher.calls)
+    dq, dk = torch.randn(rq.shape, generator=g).to(dtype), torch.randn(rk.shape, generator=g).to(dtype)
+    gq, gk = torch.autograd.grad((rq, rk), (wq, wk), (dq.clone(), dk.clone()))
+    wq2, wk2 = wq.detach().double().requires_grad_(), wk.detach().double().requires_grad_()
+    eq, ek = hf(wq2.view(b, s, h, hd), wk2.view(b, s, h, hd), f.to(torch.complex128))
+    fq, fk = torch.autograd.grad((eq, ek), (wq2, wk2), (dq.double(), dk.double()))
+    for got, want in ((rq, eq), (rk, ek), (gq, fq), (gk, fk)):
+        torch.testing.assert_close(got.double(), want.detach(), **TOL[dtype])
+
+
+def test_llama4_vision_real_freqs_fall_back_to_transformers(clean_patches):
+    """A freqs_ci cast to a real dtype (model.to(bfloat16) drops the imaginary part): transformers'
+    own function computes it (as Liger falls back), with a one-time warning."""
+    modeling = _modeling("llama4")
+    stock = modeling.vision_apply_rotary_emb
+    _apply("llama4", rope=True)
+    assert modeling.vision_apply_rotary_emb is ri.liger_llama4_vision_rotary_pos_emb
+    q, k = torch.randn(2, 5, 2, 8), torch.randn(2, 5, 2, 8)
+    f = torch.randn(5, 1, 4)
+    with pytest.warns(LigerdWarning, match="not a complex"):
+        got = ri.liger_llama4_vision_rotary_pos_emb(q, k, f)
+    want = stock(q, k, f)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
 def test_permutations_are_inverse_and_exact():
     x = torch.randn(3, 2, 4, 10, dtype=torch.float64)
     d = ri_ops.deinterleave(x)
@@ -227,7 +266,8 @@ PATCHED = {
     "deepseek_v2": ({"apply_rotary_emb": ri.liger_deepseek_v2_rotary_emb}, None),
     "deepseek_v3": ({"apply_rotary_pos_emb_interleave": ri.liger_deepseek_v3_rotary_pos_emb_interleave,
                      "apply_rotary_pos_emb": ri.liger_deepseek_v3_rotary_pos_emb}, None),
-    "llama4": ({"apply_rotary_emb": ri.liger_llama4_text_rotary_pos_emb}, "Llama-4's vision RoPE"),
+    "llama4": ({"apply_rotary_emb": ri.liger_llama4_text_rotary_pos_emb,
+                "vision_apply_rotary_emb": ri.liger_llama4_vision_rotary_pos_emb}, None),
     "gpt_oss": ({"apply_rotary_pos_emb": ri.liger_gpt_oss_rotary_pos_emb}, None),
     "deepseek_v4": ({"apply_rotary_pos_emb": ri.liger_deepseek_v4_rotary_pos_emb}, None),
     "gemma4_text": ({"apply_rotary_pos_emb": ri.liger_gemma4_rotary_pos_emb}, None),

@@ -17,7 +17,8 @@ from ligerd.transformers.rms_norm import (LigerRMSNorm, LigerRMSNormForGemma,
                                           LigerRMSNormForGemma2, LigerRMSNormForGemma3,
                                           LigerRMSNormForGlm4, LigerRMSNormForOlmo2)
 from ligerd.transformers.rope import LigerRopeFunction, liger_rotary_pos_emb
-from ligerd.transformers.rope_interleaved import liger_llama4_text_rotary_pos_emb
+from ligerd.transformers.rope_interleaved import (liger_llama4_text_rotary_pos_emb,
+                                                  liger_llama4_vision_rotary_pos_emb)
 from ligerd.transformers.functional import liger_softmax
 from ligerd.transformers.softmax import LigerSoftmax
 from ligerd.transformers.functional import liger_relu_squared
@@ -43,6 +44,7 @@ __all__ = [
     "liger_geglu",
     "liger_rotary_pos_emb",
     "liger_llama4_text_rotary_pos_emb",
+    "liger_llama4_vision_rotary_pos_emb",
     "liger_rope",
     "LigerRopeFunction",
     "LigerPhi3SwiGLUMLP",

@@ -6,6 +6,9 @@ identity). Each keeps the signature of the transformers function it replaces; ``
 
 from __future__ import annotations
 
+import torch
+
+from ligerd._errors import warn_once
 from ligerd.ops import rope_interleaved as _ri
 
 
@@ -54,6 +57,26 @@ def liger_gemma4_rotary_pos_emb(x, cos, sin, unsqueeze_dim=1):
     return _ri.single_rotary_pos_emb(x, cos, sin, unsqueeze_dim)
 
 
+def liger_llama4_vision_rotary_pos_emb(query, key, freqs_ci):
+    """Liger's name for ``transformers.models.llama4.modeling_llama4.vision_apply_rotary_emb``:
+    query/key (bsz, seq, heads, hd), freqs_ci complex with seq * hd/2 elements ((seq, 1, hd/2),
+    viewed as (1, seq, 1, hd/2) by transformers). A freqs_ci that is not complex (a model cast
+    with ``.to(bfloat16)`` drops the imaginary part) is computed by transformers' own function,
+    as Liger falls back to its torch reference, with a one-time warning."""
+    s, hd = query.shape[1], query.shape[-1]
+    if (isinstance(freqs_ci, torch.Tensor) and freqs_ci.is_complex() and query.dim() == 4
+            and freqs_ci.numel() == s * (hd // 2)):
+        return _ri.complex_rotary_pos_emb(query, key, freqs_ci.reshape(1, s, hd // 2), heads_dim=2)
+    warn_once("llama4-vision-rope-real-freqs",
+              "ligerd: liger_llama4_vision_rotary_pos_emb got a freqs_ci that is not a complex "
+              f"(seq, 1, head_dim/2) tensor ({getattr(freqs_ci, 'dtype', type(freqs_ci).__name__)}); "
+              "transformers' vision_apply_rotary_emb computes it", stacklevel=3)
+    import importlib
+    from ligerd.transformers._patching import original
+    modeling = importlib.import_module("transformers.models.llama4.modeling_llama4")
+    return original(modeling, "vision_apply_rotary_emb")(query, key, freqs_ci)
+
+
 def liger_gpt_oss_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
     """``transformers.models.gpt_oss.modeling_gpt_oss.apply_rotary_pos_emb`` (half-size cos/sin)."""
     return _ri.half_cos_rotary_pos_emb(q, k, cos, sin)
@@ -62,4 +85,4 @@ def liger_gpt_oss_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
 __all__ = ["liger_deepseek_v2_rotary_emb", "liger_deepseek_v3_rotary_pos_emb",
            "liger_deepseek_v3_rotary_pos_emb_interleave",
            "liger_deepseek_v4_rotary_pos_emb", "liger_gemma4_rotary_pos_emb", "liger_glm4_rotary_pos_emb", "liger_glm4v_rotary_pos_emb", "liger_gpt_oss_rotary_pos_emb",
-           "liger_llama4_text_rotary_pos_emb"]
+           "liger_llama4_text_rotary_pos_emb", "liger_llama4_vision_rotary_pos_emb"]
