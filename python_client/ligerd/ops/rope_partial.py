@@ -23,7 +23,8 @@ is rotated where it lies and nothing is copied:
   cat is torch's.
 
 The interleaved partial RoPE of GLM-4 / GLM-4V (pairs (2i, 2i+1) rotated, cos/sin
-repeat-interleaved) is another rotation, which the kernel does not compute.
+repeat-interleaved) is another rotation: ligerd.ops.rope_interleaved computes it with the same
+kernel on de-interleaved copies.
 """
 
 from __future__ import annotations

@@ -8,10 +8,10 @@ argument replaces, and the parts ligerd has no kernel for. ``apply_spec`` then d
 
 - ``rope``: ``apply_rotary_pos_emb`` -> ``liger_rotary_pos_emb`` where the module's RoPE is the
   standard rotate-half one, over the whole head or its first rotary_dim (partial rotary: cos/sin
-  narrower than the head); ``rope_fns``: the interleaved / complex / half-size-cos RoPE functions
-  (GLM-4, GLM-4V's text, DeepSeek-V2/V3, Llama-4's text, GPT-OSS) -> ligerd.transformers.rope_interleaved
-  (ligerd's kernel between de-/re-interleaving copies); what is left (DeepSeek-V4's, Gemma-4's,
-  vision RoPEs) is kept with a one-time warning naming it.
+  narrower than the head); ``rope_fns``: the interleaved / complex / half-size-cos / one-tensor
+  RoPE functions (GLM-4, GLM-4V's text, DeepSeek-V2/V3/V4, Llama-4, GPT-OSS, Gemma-4) ->
+  ligerd.transformers.rope_interleaved (ligerd's kernel between de-/re-interleaving copies); what
+  is left (the vision towers' apply_rotary_pos_emb_vision) is kept with a one-time warning naming it.
 - ``rms_norm`` / ``swiglu`` / ``geglu`` / ``relu_squared`` / ``layer_norm``: the RMSNorm, MLP,
   experts and LayerNorm classes become subclasses of themselves whose ``forward`` runs ligerd's
   kernel (RMSNorm with the offset / casting mode / in-place setting that reproduces that class's
