@@ -238,7 +238,9 @@ def test_in_place_of_the_copies_leaves_inputs_untouched(launcher):
     assert torch.equal(q, q0) and torch.equal(k, k0)
 
 
-@pytest.mark.parametrize("case", ["real_freqs", "freqs_width", "half_cos_width", "cos_width_v3", "q_3d"])
+@pytest.mark.parametrize("case", ["real_freqs", "freqs_width", "half_cos_width", "cos_width_v3", "q_3d",
+                                  "odd_rotary_dim", "int_dtype", "llama4_real_freqs", "one_tensor_unsqueeze",
+                                  "one_tensor_cos_too_wide"])
 def test_bad_inputs_name_the_op(launcher, case):
     q, k = torch.randn(1, 2, 3, 8), torch.randn(1, 1, 3, 8)
     with pytest.raises(ligerd.OpInputError) as ei:
@@ -250,8 +252,18 @@ def test_bad_inputs_name_the_op(launcher, case):
             ri.liger_gpt_oss_rotary_pos_emb(q, k, torch.randn(1, 3, 8), torch.randn(1, 3, 8))
         elif case == "cos_width_v3":
             ri.liger_deepseek_v3_rotary_pos_emb_interleave(q, k, torch.randn(1, 3, 6), torch.randn(1, 3, 6))
-        else:
+        elif case == "q_3d":
             ri.liger_glm4_rotary_pos_emb(q[0], k, torch.randn(1, 3, 8), torch.randn(1, 3, 8))
+        elif case == "odd_rotary_dim":  # interleaved pairs need an even rotary dimension
+            ri.liger_glm4_rotary_pos_emb(q, k, torch.randn(1, 3, 5), torch.randn(1, 3, 5))
+        elif case == "int_dtype":
+            ri.liger_glm4_rotary_pos_emb(q.long(), k.long(), torch.randn(1, 3, 8), torch.randn(1, 3, 8))
+        elif case == "llama4_real_freqs":
+            ri.liger_llama4_text_rotary_pos_emb(q.transpose(1, 2), k.transpose(1, 2), torch.randn(1, 3, 4))
+        elif case == "one_tensor_unsqueeze":
+            ri.liger_gemma4_rotary_pos_emb(q, torch.randn(1, 3, 8), torch.randn(1, 3, 8), unsqueeze_dim=3)
+        else:  # 2 * cos.shape[-1] beyond the head dimension
+            ri.liger_deepseek_v4_rotary_pos_emb(q, torch.randn(1, 3, 6), torch.randn(1, 3, 6))
     assert "RoPE" in str(ei.value) or "rope" in str(ei.value)
 
 

@@ -117,7 +117,9 @@ def glm_rotary_pos_emb(q, k, cos, sin):
     what = "GLM-4 interleaved RoPE"
     if not isinstance(cos, torch.Tensor) or not isinstance(sin, torch.Tensor) or cos.dim() == 0:
         _rope._fail(f"{what}: cos and sin must be tensors (1 or bsz, seq, rotary_dim)")
-    rd = 2 * (cos.shape[-1] // 2)
+    if cos.shape[-1] % 2:  # transformers' own function fails to broadcast there: never round it down
+        _rope._fail(f"{what}: cos/sin's last dim (the rotary dimension) must be even, got {tuple(cos.shape)}")
+    rd = cos.shape[-1]
     return _interleaved(q, k, _half_cat(cos), _half_cat(sin), rd, 1, True, what)
 
 
