@@ -2,7 +2,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda_driver.h"
@@ -206,19 +208,37 @@ absl::Status RemoteSession::Submit(std::string_view op, std::span<const kernels:
   LIGERD_ASSIGN_OR_RETURN(record.stream_slot, SlotFor(stream));
   record.num_tensors = static_cast<uint32_t>(tensors.size());
   record.num_scalars = static_cast<uint32_t>(scalars.size());
+  // A tensor with no elements has no memory to share (its pointer may be no allocation at all):
+  // it rides on the start of a non-empty tensor's buffer of the same record (an allocation base,
+  // aligned for any dtype), with an extent of 0 bytes, which the daemon's bound and overlap checks
+  // accept and no kernel reads.
+  const ring::TensorRef* carrier = nullptr;
+  std::vector<size_t> empty;
   for (size_t i = 0; i < tensors.size(); ++i) {
     const kernels::TensorView& t = tensors[i];
     ring::TensorRef& ref = record.tensors[i];
     if (!t.present()) continue;  // buffer_id 0: absent optional tensor
-    absl::StatusOr<uint64_t> buffer = BufferFor(t, &ref.byte_offset);
-    if (!buffer.ok()) return absl::Status(buffer.status().code(), absl::StrCat(op_name, ": tensor ", i, ": ", buffer.status().message()));
-    ref.buffer_id = *buffer;
+    if (std::any_of(t.sizes, t.sizes + t.ndim, [](int64_t s) { return s == 0; })) {
+      empty.push_back(i);
+    } else {
+      absl::StatusOr<uint64_t> buffer = BufferFor(t, &ref.byte_offset);
+      if (!buffer.ok()) return absl::Status(buffer.status().code(), absl::StrCat(op_name, ": tensor ", i, ": ", buffer.status().message()));
+      ref.buffer_id = *buffer;
+      carrier = &ref;
+    }
     ref.dtype = static_cast<uint8_t>(RingDTypeOf(t.dtype));
     ref.ndim = static_cast<uint8_t>(t.ndim);
     for (int d = 0; d < t.ndim; ++d) {
       ref.sizes[d] = t.sizes[d];
       ref.strides[d] = t.strides[d];
     }
+  }
+  if (!empty.empty() && carrier == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(op_name, ": every tensor is empty (nothing to run)"));
+  }
+  for (size_t i : empty) {
+    record.tensors[i].buffer_id = carrier->buffer_id;
+    record.tensors[i].byte_offset = 0;
   }
   for (size_t i = 0; i < scalars.size(); ++i) record.scalars[i] = scalars[i];
 

@@ -99,17 +99,21 @@ def settled(url: str, done, timeout: float = 10.0) -> dict:
         time.sleep(0.1)
 
 
-def rms_steps(n: int):
+def rms_steps(n: int, sync_each: bool = False):
     x = torch.randn(512, 2048, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     w = torch.rand(2048, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     for _ in range(n):
         liger_rms_norm(x, w, 1e-6).float().sum().backward()
+        if sync_each:
+            torch.cuda.synchronize()
     torch.cuda.synchronize()
 
 
 def test_remote_ops_are_counted_and_timed_by_the_daemon(daemon):
     ligerd.set_dispatch_mode("remote")
-    rms_steps(20)
+    # One step at a time: the daemon times a launch only while fewer than 8 timings are in flight
+    # (GpuTimeSampler::kMaxPending), so 40 launches queued at once on a busy GPU are not all timed.
+    rms_steps(20, sync_each=True)
     # The runner hands its op counts over every 250 ms (server/telemetry/op_tally.h), and a launch's
     # GPU time as soon as its events are done, so the GPU-time count can be complete while the op
     # counts are not yet handed over: wait for both (a loaded machine may take several hand-overs).
