@@ -1,8 +1,10 @@
-"""``liger_rotary_pos_emb`` with Liger-Kernel's signature and semantics, on ligerd's kernels."""
+"""``liger_rotary_pos_emb`` and ``liger_rotary_pos_emb_vision`` with Liger-Kernel's signatures, on
+ligerd's kernels (Liger-Kernel's ``liger_kernel.transformers.rope``)."""
 
 from __future__ import annotations
 
 from ligerd.ops.rope import LigerRopeFunction, rotary_pos_emb
+from ligerd.ops.rope_vision import vision_rotary_pos_emb
 
 
 def liger_rotary_pos_emb(q, k, cos, sin, position_ids=None, unsqueeze_dim=1):
@@ -18,4 +20,13 @@ def liger_rotary_pos_emb(q, k, cos, sin, position_ids=None, unsqueeze_dim=1):
     return rotary_pos_emb(q, k, cos, sin)
 
 
-__all__ = ["LigerRopeFunction", "liger_rotary_pos_emb"]
+def liger_rotary_pos_emb_vision(q, k, cos, sin):
+    """transformers' ``apply_rotary_pos_emb_vision`` (the vision towers of Qwen2-VL, Qwen2.5-VL,
+    Qwen3-VL(-MoE), Qwen3.5(-MoE), GLM-4V(-MoE), Muse-Glimmer): q ``(seq, n_q_head, hd)``, k
+    ``(seq, n_kv_head, hd)``, cos/sin ``(seq, hd)``; rotate_half in float32, each result cast back
+    to its input's dtype, as transformers computes it (ligerd.ops.rope_vision). Returns fresh
+    tensors: q and k are never written (Liger's rotates fp32 inputs in place)."""
+    return vision_rotary_pos_emb(q, k, cos, sin)
+
+
+__all__ = ["LigerRopeFunction", "liger_rotary_pos_emb", "liger_rotary_pos_emb_vision"]
