@@ -57,7 +57,6 @@ KEPT = {
     "DeepseekV4Experts": "clamped experts: ligerd lacks the fused MoE experts",
     "GptOssExperts": "GPT-OSS experts: ligerd lacks them",
     "Gemma4TextExperts": "GeLU experts: ligerd lacks the fused MoE experts",
-    "Llama4TextExperts": "transposed experts: ligerd lacks the fused MoE experts",
     "Gemma4VisionMLP": "clippable linear layers",
     "Gemma3RMSNorm": None,  # patched by gemma3_text's hand-written family (checked below)
 }
@@ -260,7 +259,8 @@ def test_class_patching(model_type):
         where = holder.__name__ if isinstance(holder, type(nn)) else holder.__module__
         assert where.startswith("transformers."), (holder, name)
         assert (name in ("apply_rotary_pos_emb", "apply_rotary_emb", "apply_rotary_pos_emb_interleave",
-                         "vision_apply_rotary_emb", "forward", "nn", "LayerNorm", "fixed_cross_entropy")
+                         "vision_apply_rotary_emb", "apply_rotary_pos_emb_vision", "forward", "nn",
+                         "LayerNorm", "fixed_cross_entropy")
                 or re.search(r"(RMSNorm|MLP|Mlp|Experts)$", name)
                 or isinstance(getattr(holder, name), dict)), (holder, name)  # class tables
     built = tm.build(model_type)
@@ -274,10 +274,11 @@ def test_class_patching(model_type):
     assert _is_fused_head(built) == _expects_fused_head(model_type, built)
     modeling = _modeling(model_type)
     rope_fn = getattr(modeling, "apply_rotary_pos_emb", None)
-    if spec and spec.rope_fns and flags.get("rope"):  # ligerd's interleaved / complex RoPEs
-        from ligerd.transformers import rope_interleaved as ri
+    if spec and spec.rope_fns and flags.get("rope"):  # ligerd's interleaved / complex / vision RoPEs
+        from ligerd.transformers.spec_patching import rope_fn_module
         for attr, name in spec.rope_fns:
-            assert getattr(modeling, attr) is getattr(ri, name), (model_type, attr)
+            want_fn = getattr(importlib.import_module(rope_fn_module(name)), name)
+            assert getattr(modeling, attr) is want_fn, (model_type, attr)
     if rope_fn is lt.liger_rotary_pos_emb:
         assert flags.get("rope")
     elif flags.get("rope") and (spec is None or spec.rope):
@@ -367,15 +368,26 @@ def test_vision_language_delegates_to_its_text_model():
     assert not any("smolvlm_vision" in str(x.message) for x in w), [str(x.message) for x in w]
 
 
-def test_missing_kernels_warn_once_and_keep_stock():
+def test_missing_kernels_warn_once_and_keep_stock(monkeypatch):
+    from ligerd.transformers.rope import liger_rotary_pos_emb_vision
     from ligerd.transformers.rope_interleaved import liger_glm4v_rotary_pos_emb
     modeling = _modeling("glm4v")
-    before = modeling.apply_rotary_pos_emb_vision
-    # GLM-4V's text RoPE (interleaved) is ligerd's; its vision RoPE is kept, with a warning.
-    with pytest.warns(LigerdWarning, match=r"rope=True for glm4v: ligerd has no kernel for the vision tower's RoPE"):
+    # GLM-4V's text RoPE (interleaved) and its vision tower's RoPE are both ligerd's: no warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LigerdWarning)
         lt.apply_liger_kernel_to_glm4v(rope=True)
     assert modeling.apply_rotary_pos_emb is liger_glm4v_rotary_pos_emb
-    assert modeling.apply_rotary_pos_emb_vision is before
+    assert modeling.apply_rotary_pos_emb_vision is liger_rotary_pos_emb_vision
+    lt.revert_liger_kernel_patches()
+    # A transformers whose modeling module lacks one of the functions: the others are patched, the
+    # missing one is named in a one-time warning (never an exception).
+    monkeypatch.delattr(modeling, "apply_rotary_pos_emb_vision")
+    with pytest.warns(LigerdWarning, match=r"rope=True for glm4v: ligerd has no kernel for this "
+                                           r"transformers' glm4v RoPE \(its modeling module has no "
+                                           r"apply_rotary_pos_emb_vision\)"):
+        lt.apply_liger_kernel_to_glm4v(rope=True)
+    assert modeling.apply_rotary_pos_emb is liger_glm4v_rotary_pos_emb
+    assert not hasattr(modeling, "apply_rotary_pos_emb_vision")
     with warnings.catch_warnings():
         warnings.simplefilter("error", LigerdWarning)
         lt.apply_liger_kernel_to_glm4v(rope=True)  # once per process

@@ -15,7 +15,10 @@ GEMM; ligerd has no grouped-GEMM kernel, so here the two expert GEMMs stay trans
 (``silu(gate) * up`` in one pass, its backward writing into the saved buffers where it can).
 Transformers 5.x routes that activation through the experts' ``_apply_gate`` hook, so this is the
 same hook the library exposes for it; the parameter layout, state-dict keys and initialisation are
-unchanged. Transformers 4.x's per-expert ``MixtralBlockSparseTop2MLP`` modules no longer exist in
+unchanged. ``llama4_experts_forward``: Llama-4's ``Llama4TextExperts`` (transposed ``gate_up_proj [E, H, 2I]``,
+``down_proj [E, I, H]``, tokens already repeated per expert) keeps its two ``torch.bmm``s and runs
+ligerd's SwiGLU for ``up * silu(gate)`` between them; it has no ``_apply_gate`` hook, so its forward
+is replaced (bound onto built modules, or run by spec_patching's subclass). Transformers 4.x's per-expert ``MixtralBlockSparseTop2MLP`` modules no longer exist in
 5.x, so there is no ``LigerBlockSparseTop2MLP`` here.
 """
 
@@ -149,6 +152,19 @@ def experts_forward(self, hidden_states, top_k_index, top_k_weights):
         h = h * top_k_weights[token_idx, top_k_pos, None]
         final.index_add_(0, token_idx, h.to(final.dtype))
     return final
+
+
+def llama4_experts_forward(self, hidden_states):
+    """Llama-4's ``Llama4TextExperts.forward`` (bound onto built modules, or run by the spec's
+    subclass) with ligerd's SwiGLU for ``up * silu(gate)``: the two batched GEMMs over the
+    transposed weights ``gate_up_proj [E, H, 2I]`` (gate columns first) and ``down_proj [E, I, H]``
+    stay torch's ``bmm``; ``hidden_states`` are the router-scaled tokens repeated per expert,
+    ``[E * T, H]``, as transformers' Llama4TextMoe passes them."""
+    hidden_states = hidden_states.view(self.gate_up_proj.shape[0], -1, self.hidden_size)
+    gate_up = torch.bmm(hidden_states, self.gate_up_proj)
+    gate, up = gate_up.chunk(2, dim=-1)  # strided [E, T, I] views: swiglu reads them in place
+    next_states = torch.bmm(swiglu(gate, up), self.down_proj)
+    return next_states.view(-1, self.hidden_size)
 
 
 __all__ = ["LigerPhi3SwiGLUMLP", "LigerQwen3MoeSwiGLUMLP", "LigerExperts"]

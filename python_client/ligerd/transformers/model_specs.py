@@ -37,9 +37,10 @@ DENSE_SIG = _sig((R, True), (CE, False), (FL, True), (RMS, True), (SW, True), (M
 # is the plain one), is "std": liger_rotary_pos_emb computes both. The interleaved-pair, complex
 # (freqs_cis) and half-size-cos RoPEs of GLM-4, GLM-4V's text model, DeepSeek-V2/V3, Llama-4's text
 # model, GPT-OSS, and the one-tensor RoPEs of DeepSeek-V4 and Gemma-4 are ``rope_fns``: ligerd.transformers.rope_interleaved computes them with the
-# same kernel between de-/re-interleaving copies. What is kept (the ``rope`` text, warned once):
-VISION_ROPE = "the vision tower's RoPE"
-VISION_NOTE = "its vision RoPE (apply_rotary_pos_emb_vision) is kept: ligerd lacks vision RoPE"
+# same kernel between de-/re-interleaving copies. The vision towers' apply_rotary_pos_emb_vision
+# (q/k (seq, heads, d), rotate_half in fp32, cast back) is a ``rope_fns`` entry too:
+# liger_rotary_pos_emb_vision (ligerd.transformers.rope), as Liger patches it for qwen3_vl(_moe).
+VISION_ROPE_FNS = (("apply_rotary_pos_emb_vision", "liger_rotary_pos_emb_vision"),)
 FUSED_EXPERTS = "fused MoE experts"
 
 
@@ -125,8 +126,8 @@ SPECS: Tuple[Spec, ...] = (
          rope="",
          rope_fns=(("apply_rotary_emb", "liger_llama4_text_rotary_pos_emb"),
                    ("vision_apply_rotary_emb", "liger_llama4_vision_rotary_pos_emb")),
-         norms=(_llama_norm("Llama4TextRMSNorm"),), mlps=(MLP("Llama4TextMLP"),),
-         mlp_missing=f"Llama-4's {FUSED_EXPERTS} (Llama4TextExperts, transposed layout)",
+         norms=(_llama_norm("Llama4TextRMSNorm"),),
+         mlps=(MLP("Llama4TextMLP"), MLP("Llama4TextExperts", "llama4_experts")),
          layer_norm_modules=("llama4",), heads=(Head("Llama4ForCausalLM"),),
          heads_note="Llama4ForConditionalGeneration computes its logits in its language model "
                     "(a Llama4ForCausalLM), so its own forward is not replaced, as in Liger"),
@@ -140,12 +141,12 @@ SPECS: Tuple[Spec, ...] = (
     Spec("qwen3_5", "qwen3_5",
          _sig((R, False), (CE, False), (FL, True), (RMS, True), (SW, True), (M, None)),
          "Qwen3.5 (gated DeltaNet + attention, partial RoPE; text and vision-language)",
-         heads_note=VISION_NOTE,
+         rope_fns=VISION_ROPE_FNS,
          norms=(_centered_norm("Qwen3_5RMSNorm"),), mlps=(MLP("Qwen3_5MLP"),),
          heads=(Head("Qwen3_5ForCausalLM"), Head("Qwen3_5ForConditionalGeneration"))),
     Spec("qwen3_5_moe", "qwen3_5_moe",
          _sig((R, False), (CE, False), (FL, True), (RMS, True), (SW, True), (M, None)),
-         "Qwen3.5-MoE (partial RoPE)", heads_note=VISION_NOTE,
+         "Qwen3.5-MoE (partial RoPE)", rope_fns=VISION_ROPE_FNS,
          norms=(_centered_norm("Qwen3_5MoeRMSNorm"),),
          mlps=(MLP("Qwen3_5MoeMLP"), MLP("Qwen3_5MoeExperts", "experts")),
          heads=(Head("Qwen3_5MoeForCausalLM"), Head("Qwen3_5MoeForConditionalGeneration"))),
@@ -175,7 +176,7 @@ SPECS: Tuple[Spec, ...] = (
     Spec("muse_glimmer", "muse_glimmer", DENSE_SIG, "Muse-Glimmer vision-language",
          norms=(_fp32_norm("MuseGlimmerRMSNorm"), _centered_norm("MuseGlimmerTextCenteredRMSNorm")),
          mlps=(MLP("MuseGlimmerTextMLP"),), heads=(Head("MuseGlimmerForConditionalGeneration", "muse"),),
-         heads_note=VISION_NOTE),
+         rope_fns=VISION_ROPE_FNS),
     Spec("mllama", "mllama",
          _sig((R, True), (CE, False), (FL, True), (LN, True), (RMS, True), (SW, True), (M, None)),
          "Llama 3.2 Vision (Mllama)", norms=(_llama_norm("MllamaTextRMSNorm"),),
@@ -197,33 +198,33 @@ SPECS: Tuple[Spec, ...] = (
          mlps=(MLP("PixtralMLP"),)),
     Spec("qwen2_vl", "qwen2_vl",
          _sig((R, True), (CE, False), (FL, True), (RMS, True), (LN, True), (SW, True), (M, None)),
-         "Qwen2-VL (text M-RoPE patched; vision RoPE kept)", heads_note=VISION_NOTE,
+         "Qwen2-VL (text M-RoPE and vision RoPE)", rope_fns=VISION_ROPE_FNS,
          norms=(_llama_norm("Qwen2VLRMSNorm"),), mlps=(MLP("Qwen2MLP"),),
          layer_norm_names=("LayerNorm",), heads=(Head("Qwen2VLForConditionalGeneration"),)),
-    Spec("qwen2_5_vl", "qwen2_5_vl", DENSE_SIG, "Qwen2.5-VL (text M-RoPE patched; vision RoPE kept)",
-         heads_note=VISION_NOTE,
+    Spec("qwen2_5_vl", "qwen2_5_vl", DENSE_SIG, "Qwen2.5-VL (text M-RoPE and vision RoPE)",
+         rope_fns=VISION_ROPE_FNS,
          norms=(_llama_norm("Qwen2_5_VLRMSNorm"),), mlps=(MLP("Qwen2MLP"),),
          heads=(Head("Qwen2_5_VLForConditionalGeneration"),)),
     Spec("qwen3_vl", "qwen3_vl",
          _sig((R, True), (CE, False), (FL, True), (RMS, True), (SW, False), (M, None)),
-         "Qwen3-VL (text RoPE patched; vision RoPE kept)",
+         "Qwen3-VL (text and vision RoPE)", rope_fns=VISION_ROPE_FNS,
          norms=(_llama_norm("Qwen3VLTextRMSNorm"),), mlps=(MLP("Qwen3VLTextMLP"),),
-         heads=(Head("Qwen3VLForConditionalGeneration"),),
-         heads_note=VISION_NOTE),
-    Spec("qwen3_vl_moe", "qwen3_vl_moe", DENSE_SIG, "Qwen3-VL-MoE (text RoPE patched; vision RoPE kept)",
+         heads=(Head("Qwen3VLForConditionalGeneration"),)),
+    Spec("qwen3_vl_moe", "qwen3_vl_moe", DENSE_SIG, "Qwen3-VL-MoE (text and vision RoPE)",
+         rope_fns=VISION_ROPE_FNS,
          norms=(_llama_norm("Qwen3VLMoeTextRMSNorm"),),
          mlps=(MLP("Qwen3VLMoeTextExperts", "experts"),),
-         heads=(Head("Qwen3VLMoeForConditionalGeneration"),), heads_note=VISION_NOTE),
+         heads=(Head("Qwen3VLMoeForConditionalGeneration"),)),
     Spec("glm4v", "glm4v",
          _sig((R, False), (CE, False), (FL, True), (RMS, True), (SW, True), (M, None)),
-         "GLM-4V (text: interleaved partial RoPE)", rope=VISION_ROPE,
-         rope_fns=(("apply_rotary_pos_emb", "liger_glm4v_rotary_pos_emb"),),
+         "GLM-4V (text: interleaved partial RoPE; vision RoPE)", rope="",
+         rope_fns=(("apply_rotary_pos_emb", "liger_glm4v_rotary_pos_emb"),) + VISION_ROPE_FNS,
          norms=(_llama_norm("Glm4vRMSNorm", in_place=False),),
          mlps=(MLP("Glm4vTextMLP", "fused_swiglu"), MLP("Glm4VisionMlp")),
          heads=(Head("Glm4vForConditionalGeneration"),)),
     Spec("glm4v_moe", "glm4v_moe",
          _sig((R, False), (CE, False), (FL, True), (RMS, True), (SW, True), (M, None)),
-         "GLM-4V-MoE (text partial RoPE patched; vision RoPE kept)", heads_note=VISION_NOTE,
+         "GLM-4V-MoE (text partial RoPE and vision RoPE)", rope_fns=VISION_ROPE_FNS,
          norms=(_llama_norm("Glm4vMoeRMSNorm", in_place=False),
                 _llama_norm("Glm4vMoeTextRMSNorm", in_place=False)),
          mlps=(MLP("Glm4vMoeTextMLP"), MLP("Glm4vMoeTextExperts", "experts"),

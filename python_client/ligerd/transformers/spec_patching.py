@@ -10,8 +10,9 @@ argument replaces, and the parts ligerd has no kernel for. ``apply_spec`` then d
   standard rotate-half one, over the whole head or its first rotary_dim (partial rotary: cos/sin
   narrower than the head); ``rope_fns``: the interleaved / complex / half-size-cos / one-tensor
   RoPE functions (GLM-4, GLM-4V's text, DeepSeek-V2/V3/V4, Llama-4, GPT-OSS, Gemma-4) ->
-  ligerd.transformers.rope_interleaved (ligerd's kernel between de-/re-interleaving copies); what
-  is left (the vision towers' apply_rotary_pos_emb_vision) is kept with a one-time warning naming it.
+  ligerd.transformers.rope_interleaved (ligerd's kernel between de-/re-interleaving copies), and
+  the vision towers' ``apply_rotary_pos_emb_vision`` -> ``liger_rotary_pos_emb_vision``
+  (ligerd.transformers.rope); a RoPE ligerd cannot compute is kept with a one-time warning naming it.
 - ``rms_norm`` / ``swiglu`` / ``geglu`` / ``relu_squared`` / ``layer_norm``: the RMSNorm, MLP,
   experts and LayerNorm classes become subclasses of themselves whose ``forward`` runs ligerd's
   kernel (RMSNorm with the offset / casting mode / in-place setting that reproduces that class's
@@ -75,6 +76,8 @@ class MLP:
     "falcon_h1": SwiGLU with Falcon-H1's gate and down multipliers;
     "clamped_swiglu": SwiGLU of DeepSeek-V4's clamped gate and up projections;
     "experts": stacked experts ``gate_up_proj [E, 2I, H]`` / ``down_proj [E, H, I]``, SiLU;
+    "llama4_experts": Llama-4's transposed experts ``gate_up_proj [E, H, 2I]`` /
+    ``down_proj [E, I, H]`` between ``bmm``s, SiLU;
     "relu2": ``down(relu(up(x))^2)``, the squared-ReLU MLP without a gate (Nemotron)."""
     cls: str
     kind: str = "swiglu"
@@ -99,7 +102,7 @@ class Spec:
     rope: str = "std"                      # "std", what ligerd lacks (warned, stock kept), or ""
                                            # (the text_types' patches handle it / nothing kept)
     rope_fns: Tuple[Tuple[str, str], ...] = ()  # (modeling function, ligerd.transformers name):
-                                           # non-rotate_half RoPEs ligerd computes (rope_interleaved)
+                                           # other RoPE functions ligerd computes (rope_fn_module)
     norms: Tuple[Norm, ...] = ()
     mlps: Tuple[MLP, ...] = ()
     mlp_missing: str = ""                  # the MLP flag's part ligerd lacks (warned)
@@ -117,6 +120,16 @@ class Spec:
             if flag in names:
                 return flag
         return None
+
+
+# The module of each ``rope_fns`` function: ligerd.transformers.rope_interleaved, except those
+# named here (the vision RoPE lives where Liger-Kernel has it, liger_kernel.transformers.rope).
+ROPE_FN_MODULES: Dict[str, str] = {"liger_rotary_pos_emb_vision": "ligerd.transformers.rope"}
+
+
+def rope_fn_module(name: str) -> str:
+    """The ligerd.transformers module defining the ``rope_fns`` function ``name``."""
+    return ROPE_FN_MODULES.get(name, "ligerd.transformers.rope_interleaved")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,6 +293,11 @@ def _mlp_unsupported(module, kind: str) -> Optional[str]:
         if getattr(module, "is_transposed", False) or gu is None or dn is None or gu.dim() != 3 \
                 or dn.dim() != 3 or gu.shape[1] != 2 * dn.shape[2] or gu.shape[2] != dn.shape[1]:
             return "its experts are not laid out as gate_up_proj [E, 2I, H], down_proj [E, H, I]"
+    elif kind == "llama4_experts":
+        gu, dn = getattr(module, "gate_up_proj", None), getattr(module, "down_proj", None)
+        if gu is None or dn is None or gu.dim() != 3 or dn.dim() != 3 \
+                or gu.shape[2] != 2 * dn.shape[1] or gu.shape[1] != dn.shape[2]:
+            return "its experts are not laid out as gate_up_proj [E, H, 2I], down_proj [E, I, H]"
     return None
 
 
@@ -322,6 +340,11 @@ def _experts_forward(self, hidden_states, top_k_index, top_k_weights):
     return experts_forward(self, hidden_states, top_k_index, top_k_weights)
 
 
+def _llama4_experts_forward(self, hidden_states):
+    from ligerd.transformers.mlp_variants import llama4_experts_forward
+    return llama4_experts_forward(self, hidden_states)
+
+
 def _experts_apply_gate(self, gate_up_out):
     from ligerd.transformers.mlp_variants import experts_apply_gate
     return experts_apply_gate(self, gate_up_out)
@@ -331,6 +354,7 @@ MLP_FORWARDS: Dict[str, Callable] = {
     "swiglu": _swiglu_forward, "geglu": _geglu_forward, "fused_swiglu": _fused_swiglu_forward,
     "falcon_h1": _falcon_h1_forward, "clamped_swiglu": _clamped_swiglu_forward,
     "experts": _experts_forward, "relu2": _relu2_forward,
+    "llama4_experts": _llama4_experts_forward,
 }
 
 
@@ -474,7 +498,7 @@ def apply_spec(spec: Spec, flags: dict, extra_kwargs: dict, apply_fns: dict) -> 
 
     # Resolve everything first, so that a missing op fails before anything is patched.
     rope_fn = mp._ligerd_attr("liger_rotary_pos_emb", "rope") if rope and spec.rope == "std" else None
-    rope_fns = [(attr, mp._ligerd_attr(name, "rope", "ligerd.transformers.rope_interleaved"))
+    rope_fns = [(attr, mp._ligerd_attr(name, "rope", rope_fn_module(name)))
                 for attr, name in spec.rope_fns] if rope else []
     if ce:
         mp._ligerd_attr("liger_cross_entropy", "cross_entropy")
