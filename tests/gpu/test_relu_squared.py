@@ -424,32 +424,13 @@ def test_tiny_nemotron_matches_transformers():
     activation is correctly rounded, as transformers' fp32 relu-then-square is; what differs is
     only whether the fp32 products round identically, i.e. nothing, plus GEMM order)."""
     pytest.importorskip("transformers")
-    import copy
     import ligerd.transformers as lt
     from ligerd.testing import tiny_models as tm
-    cfg = tm.tiny_config("nemotron")
-    lt.revert_liger_kernel_patches()
-    try:
-        ref_model = tm.build("nemotron", cfg=copy.deepcopy(cfg), device=DEV)
-        lt.apply_liger_kernel_to_nemotron(relu_squared=True, fused_linear_cross_entropy=False)
-        model = tm.build("nemotron", cfg=copy.deepcopy(cfg), device=DEV)
-        model.load_state_dict(ref_model.state_dict())
+
+    def mlps_are_ligerds(model):
         mlps = [m for m in model.modules() if type(m).__name__.endswith("NemotronMLP")]
         assert mlps and all(type(m).__module__.startswith("ligerd.") for m in mlps)
-        ref_model.train()
-        model.train()
-        gen = torch.Generator(device=DEV).manual_seed(29)
-        ids = torch.randint(3, tm.VOCAB - 3, (2, 33), device=DEV, generator=gen)
-        loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-    finally:
-        lt.revert_liger_kernel_patches()
-    loss_ref = ref_model(input_ids=ids, labels=ids).loss
-    loss_ref.backward()
-    torch.testing.assert_close(loss, loss_ref, rtol=1e-5, atol=0)
-    got = dict(model.named_parameters())
-    for name, p in ref_model.named_parameters():
-        if p.grad is None or not p.grad.any():
-            continue
-        err = _util.rel_err(got[name].grad, p.grad.double())
-        assert err <= 1e-4, f"nemotron: {name}: gradient relative error {err:.3g}"
+
+    tm.assert_patch_matches(
+        "nemotron", lambda: lt.apply_liger_kernel_to_nemotron(relu_squared=True, fused_linear_cross_entropy=False),
+        grad_tol=1e-4, device=DEV, check=mlps_are_ligerds)

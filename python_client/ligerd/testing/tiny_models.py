@@ -5,6 +5,8 @@ sizes (hidden 64, 2 text layers, vocab 128, 4 experts, one vision layer), built 
 ``tiny_config(model_type)`` starts from the config class's defaults and overrides the size
 fields it has (for composite vision-language configs, in its text and vision sub-configs); a few
 families need their own values (linear-attention heads, Mamba sizes, MLA ranks, M-RoPE sections).
+``assert_patch_matches`` compares one patched kernel's tiny model with transformers' (the GPU
+tests' "tiny model with ligerd's <op>" cases).
 """
 
 from __future__ import annotations
@@ -234,4 +236,51 @@ def first_step_grads(model_type: str, cfg, batch, init_state, *, use_ligerd: boo
                                       for k, p in model.named_parameters() if p.grad is not None}
 
 
-__all__ = ["tiny_config", "head_class", "build", "train", "first_step_grads", "VOCAB"]
+def assert_patch_matches(model_type: str, patch, *, grad_tol: float, cfg=None, device="cpu", check=None,
+                         loss_rtol: float = 1e-5, seed: int = 29, shape=(2, 33)) -> None:
+    """A tiny ``model_type`` model with ``patch()`` applied (e.g. ``apply_liger_kernel_to_<type>``
+    with one kernel on) against the same model unpatched, on the same weights and token ids: one
+    forward and backward of each in train mode (``shape`` token ids drawn from ``seed``, used as
+    their own labels). Asserts the loss to ``loss_rtol`` relative (atol 0) and every gradient that
+    is nonzero in the reference to ``grad_tol`` norm-wise (||got - ref|| / ||ref||, ref in float64).
+
+    The reference is built before ``patch()`` and run after the patches are reverted (transformers
+    looks module functions such as apply_rotary_pos_emb up at call time); the patched model is
+    built and run while they are in place. ``check(model)``, if given, runs on the patched model
+    before its forward (e.g. asserts that the patch took). ``cfg`` defaults to
+    ``tiny_config(model_type)``; each build gets its own copy. Patches are reverted before and after."""
+    import copy
+
+    import torch
+
+    import ligerd.transformers as lt
+    from ligerd.testing.gpu import rel_err
+    cfg = cfg if cfg is not None else tiny_config(model_type)
+    lt.revert_liger_kernel_patches()
+    try:
+        ref = build(model_type, cfg=copy.deepcopy(cfg), device=device)
+        patch()
+        model = build(model_type, cfg=copy.deepcopy(cfg), device=device)
+        model.load_state_dict(ref.state_dict())
+        if check is not None:
+            check(model)
+        ref.train()
+        model.train()
+        gen = torch.Generator(device=device).manual_seed(seed)
+        ids = torch.randint(3, VOCAB - 3, shape, device=device, generator=gen)
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+    finally:
+        lt.revert_liger_kernel_patches()
+    loss_ref = ref(input_ids=ids, labels=ids).loss
+    loss_ref.backward()
+    torch.testing.assert_close(loss, loss_ref, rtol=loss_rtol, atol=0)
+    got = dict(model.named_parameters())
+    for name, p in ref.named_parameters():
+        if p.grad is None or not p.grad.any():
+            continue
+        err = rel_err(got[name].grad, p.grad.double())
+        assert err <= grad_tol, f"{model_type}: {name}: gradient relative error {err:.3g}"
+
+
+__all__ = ["tiny_config", "head_class", "build", "train", "first_step_grads", "assert_patch_matches", "VOCAB"]
