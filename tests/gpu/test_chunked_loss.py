@@ -30,7 +30,7 @@ torch = require_cuda()
 import ligerd  # noqa: E402
 from ligerd import chunked_loss as CL  # noqa: E402
 from ligerd.testing import gpu as _util  # noqa: E402
-from ligerd.testing.gpu import DEV, liger_peer, param_id, rel_err  # noqa: E402
+from ligerd.testing.gpu import DEV, assert_ran_in, liger_peer, param_id, rel_err  # noqa: E402
 from ligerd.testing.reference import chunked_loss as R  # noqa: E402
 from ligerd.transformers import LigerFusedLinearJSD, LigerFusedLinearKLDivLoss  # noqa: E402
 
@@ -44,26 +44,8 @@ CACHE = os.environ.get("LIGERD_CACHE_DIR") or tempfile.mkdtemp(prefix="ligerd-ch
 @pytest.fixture(scope="module", params=["local", "remote"])
 def dispatch(request):
     """Every test of the module in local dispatch, then in remote dispatch on a private daemon."""
-    if request.param == "local":
-        ligerd.set_dispatch_mode("local")
-        yield "local"
-        ligerd.set_dispatch_mode(None)
-        return
-    binary = _util.ligerd_bin()
-    if binary is None:
-        pytest.skip("LIGERD_BIN does not name a built ligerd binary (tests/gpu/run.sh sets it)")
-    with _util.module_daemon(binary, cache_dir=CACHE, prefix="ligerd-chunked-test-"):
-        ligerd.set_dispatch_mode("remote")
-        yield "remote"
-
-
-def assert_mode(mode):
-    """The ops ran in ``mode``: remote records the device's session at its first op; a process
-    whose session is local as a whole records no device (no op can go elsewhere)."""
-    info = ligerd.dispatch_info()
-    dev = info["devices"].get(torch.cuda.current_device())
-    ran = dev["mode"] if dev is not None else ("local" if info["mode"] == "local" else None)
-    assert ran == mode, f"ops did not run in {mode} dispatch: {info}"
+    with _util.dispatch_pinned(request.param, cache_dir=CACHE, prefix="ligerd-chunked-test-") as mode:
+        yield mode
 
 
 def gen(seed):
@@ -155,7 +137,7 @@ def test_preference(dispatch, case, dtype, shape):
                             **rkw)
 
     judge(f"{case} {param_id(shape)} {dtype}", ours, ref, [x, W, b, rx, rW], dtype, 3, vocab=shape[3])
-    assert_mode(dispatch)
+    assert_ran_in(dispatch)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=param_id)
@@ -168,7 +150,7 @@ def test_kto(dispatch, dtype):
           lambda a, w_, bb, r1, r2: R.kto(a, w_, y, labels, bb, ref=(r1.detach(), r2.detach(), None),
                                           kl=kl.to(a.dtype if a.dtype == torch.float64 else torch.float32)),
           [x, W, b, rx, rW], dtype, 3)
-    assert_mode(dispatch)
+    assert_ran_in(dispatch)
 
 
 @pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo"])
@@ -189,7 +171,7 @@ def test_grpo(dispatch, loss_type, dtype):
           lambda a, w_: R.grpo(a, w_, ids, mask, adv.to(a.dtype if a.dtype == torch.float64 else torch.float32),
                                None, ref_logps=ref, old_logps=old, **kw),
           [x, W], dtype, 2)
-    assert_mode(dispatch)
+    assert_ran_in(dispatch)
 
 
 @pytest.mark.parametrize("kind,beta", [("jsd", 0.0), ("jsd", 0.5), ("jsd", 1.0), ("cosine", 0.5)])
@@ -211,7 +193,7 @@ def test_chunked_distillation(dispatch, kind, beta, dtype):
           lambda a, w_, bb, t1, t2: (lambda r: (r[0], *r[1]))(R.distillation(kind, a, w_, t1.detach(), t2.detach(),
                                                                              y, bb, **kw)),
           [sx, sW, sb, tx, tW], dtype, 3)
-    assert_mode(dispatch)
+    assert_ran_in(dispatch)
 
 
 @pytest.mark.parametrize("path,temperature,Vt", [("fold", 1.0, 32000), ("padded", 1.0, 32003),
@@ -234,7 +216,7 @@ def test_chunked_distillation_paths(dispatch, path, temperature, Vt, dtype):
           lambda a, w_, t1, t2: (lambda r: (r[0], *r[1]))(R.distillation("jsd", a, w_, t1.detach(), t2.detach(), y,
                                                                          **kw)),
           [sx, sW, tx, tW], dtype, 2)
-    assert_mode(dispatch)
+    assert_ran_in(dispatch)
 
 
 @pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
@@ -250,7 +232,7 @@ def test_transformers_fused_linear_jsd(dispatch, beta, dtype):
     judge(f"fused linear jsd beta={beta} {dtype}", lambda a, w_, t1, t2: mod(a, w_, t1, t2, y),
           lambda a, w_, t1, t2: R.fused_linear_jsd(a, w_, t1.detach(), t2.detach(), y, beta, -100, 1.5),
           [sx, sW, tx, tW], dtype, 2)
-    assert_mode(dispatch)
+    assert_ran_in(dispatch)
 
 
 @pytest.mark.parametrize("reduction", ["batchmean", "sum"])
@@ -267,7 +249,7 @@ def test_transformers_fused_linear_kl_div(dispatch, reduction):
           lambda a, w_: R.fused_linear_kl_div(a, w_, q.to(torch.float64 if a.dtype == torch.float64 else
                                                           torch.float32), y, reduction, -100, 1.2),
           [x, W], torch.bfloat16, 2)
-    assert_mode(dispatch)
+    assert_ran_in(dispatch)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=param_id)
@@ -283,7 +265,7 @@ def test_selected_log_probs(dispatch, dtype):
           lambda a, w_: ((R.token_logps(a, w_, None, ids, temperature=0.8)[0] * up.to(
               torch.float64 if a.dtype == torch.float64 else torch.float32)).sum(),),
           [x, W], dtype, 2)
-    assert_mode(dispatch)
+    assert_ran_in(dispatch)
 
 
 def test_peak_memory_stays_within_the_chunk_budget(dispatch):

@@ -30,11 +30,10 @@ from ligerd.testing.gpu import require_cuda
 
 torch = require_cuda()
 
-import ligerd  # noqa: E402
 from ligerd import _backend  # noqa: E402
 from ligerd import chunked_loss as CL  # noqa: E402
 from ligerd.testing import gpu as _util  # noqa: E402
-from ligerd.testing.gpu import DEV, TINY, U, assert_close, nan_like, param_id as _id, rel_err  # noqa: E402
+from ligerd.testing.gpu import DEV, TINY, U, assert_close, assert_ran_in, nan_like, param_id as _id, rel_err  # noqa: E402
 from ligerd.testing.reference import chunked_loss as R  # noqa: E402
 from ligerd.testing.reference.jsd_logits import jsd_logits  # noqa: E402
 from ligerd.transformers import LigerFusedLinearJSD  # noqa: E402
@@ -56,25 +55,8 @@ CACHE = os.environ.get("LIGERD_CACHE_DIR") or tempfile.mkdtemp(prefix="ligerd-di
 
 @pytest.fixture(scope="module", params=["local", "remote"])
 def dispatch(request):
-    if request.param == "local":
-        ligerd.set_dispatch_mode("local")
-        yield "local"
-        ligerd.set_dispatch_mode(None)
-        return
-    binary = _util.ligerd_bin()
-    if binary is None:
-        pytest.skip("LIGERD_BIN does not name a built ligerd binary (tests/gpu/run.sh sets it)")
-    with _util.module_daemon(binary, cache_dir=CACHE, prefix="ligerd-distill-fused-test-"):
-        ligerd.set_dispatch_mode("remote")
-        yield "remote"
-
-
-def assert_mode(mode):
-    """The ops ran in ``mode`` (as tests/gpu/test_chunked_loss.py checks it)."""
-    info = ligerd.dispatch_info()
-    dev = info["devices"].get(torch.cuda.current_device())
-    ran = dev["mode"] if dev is not None else ("local" if info["mode"] == "local" else None)
-    assert ran == mode, f"ops did not run in {mode} dispatch: {info}"
+    with _util.dispatch_pinned(request.param, cache_dir=CACHE, prefix="ligerd-distill-fused-test-") as mode:
+        yield mode
 
 
 # ------------------------------------------------------------------------------------------
@@ -215,7 +197,7 @@ def test_chunked_jsd_fused_vs_default(dispatch, monkeypatch, dtype, beta, path):
                                                                      tW.to(dtype).double(), y, bb,
                                                                      **kw)),
           [sx, sW, sb], dtype, monkeypatch)
-    assert_mode(dispatch)
+    assert_ran_in(dispatch)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=_id)
@@ -226,4 +208,4 @@ def test_fused_linear_jsd_fused_vs_default(dispatch, monkeypatch, dtype):
           lambda a, w_: R.fused_linear_jsd(a, w_, tx.to(dtype).double(), tW.to(dtype).double(), y, 0.5,
                                             II, 1.5), [sx, sW], dtype,
           monkeypatch)
-    assert_mode(dispatch)
+    assert_ran_in(dispatch)

@@ -21,7 +21,6 @@ bit difference.
 from __future__ import annotations
 
 import math
-import os
 
 import pytest
 from ligerd.testing.gpu import require_cuda
@@ -379,13 +378,8 @@ def test_matches_liger_kernel(dtype, shape):
 
 @pytest.fixture(scope="module")
 def daemon():
-    binary = _util.ligerd_bin()
-    if binary is None:
-        pytest.skip("LIGERD_BIN does not name a built ligerd binary (tests/gpu/run.sh sets it)")
-    cache = os.environ.get("LIGERD_CACHE_DIR") or None
-    with _util.module_daemon(binary, cache_dir=cache, prefix="ligerd-relu2-") as d:
+    with _util.daemon_for_local_module("ligerd-relu2-") as d:
         yield d
-    ligerd.set_dispatch_mode("local")  # back to this module's pinned mode
 
 
 def _fwd_bwd(x, dy):

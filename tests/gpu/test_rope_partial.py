@@ -28,7 +28,6 @@ pass-through part (forward and backward) is a copy: bitwise.
 
 from __future__ import annotations
 
-import os
 
 import pytest
 from ligerd.testing.gpu import require_cuda
@@ -304,13 +303,8 @@ def test_mrope_matches_transformers(dtype):
 
 @pytest.fixture(scope="module")
 def daemon():
-    binary = _util.ligerd_bin()
-    if binary is None:
-        pytest.skip("LIGERD_BIN does not name a built ligerd binary (tests/gpu/run.sh sets it)")
-    cache = os.environ.get("LIGERD_CACHE_DIR") or None
-    with _util.module_daemon(binary, cache_dir=cache, prefix="ligerd-rope-partial-") as d:
+    with _util.daemon_for_local_module("ligerd-rope-partial-") as d:
         yield d
-    ligerd.set_dispatch_mode("local")  # back to this module's pinned mode
 
 
 def _fwd_bwd(xq, xk, cos, sin, dq, dk, b, s, hq, hk, d):

@@ -209,3 +209,44 @@ def module_daemon(binary: str, cache_dir=None, prefix="ligerd-test-"):
                 os.environ[k] = v
     assert alive, f"the module's daemon died during the tests:\n{d.log_tail()}"
 
+
+@contextlib.contextmanager
+def dispatch_pinned(mode: str, cache_dir=None, prefix="ligerd-test-"):
+    """Dispatch pinned to ``mode`` for the block, for a module-scoped fixture parametrised over
+    "local" and "remote" (a function-scoped one resetting the mode would undo the remote half's):
+    "local", then the default again; "remote" on a private daemon (module_daemon on $LIGERD_BIN,
+    skipping the tests without one). Yields the mode."""
+    import ligerd
+    if mode == "local":
+        ligerd.set_dispatch_mode("local")
+        yield "local"
+        ligerd.set_dispatch_mode(None)
+        return
+    binary = require_ligerd_bin()
+    with module_daemon(binary, cache_dir=cache_dir, prefix=prefix):
+        ligerd.set_dispatch_mode("remote")
+        yield "remote"
+
+
+def assert_ran_in(mode: str) -> None:
+    """The ops ran in ``mode``: remote records the device's session at its first op; a process
+    whose session is local as a whole records no device (no op can go elsewhere)."""
+    import ligerd
+    info = ligerd.dispatch_info()
+    dev = info["devices"].get(torch.cuda.current_device())
+    ran = dev["mode"] if dev is not None else ("local" if info["mode"] == "local" else None)
+    assert ran == mode, f"ops did not run in {mode} dispatch: {info}"
+
+
+@contextlib.contextmanager
+def daemon_for_local_module(prefix: str):
+    """A private daemon for the remote-dispatch tests of a module whose dispatch is pinned to
+    local (conftest's local_dispatch): module_daemon on $LIGERD_BIN (skipping those tests without
+    one) with $LIGERD_CACHE_DIR's kernel cache (else a fresh one); local dispatch again after."""
+    import ligerd
+    binary = require_ligerd_bin()
+    cache = os.environ.get("LIGERD_CACHE_DIR") or None
+    with module_daemon(binary, cache_dir=cache, prefix=prefix) as d:
+        yield d
+    ligerd.set_dispatch_mode("local")  # back to the module's pinned mode
+
