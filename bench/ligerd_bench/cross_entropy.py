@@ -75,17 +75,8 @@ def impls() -> Dict[str, Callable]:
     }
     # ligerd before Liger: Liger's graph capture fails (host syncs) and may leave the process's
     # CUDA state worse for whatever runs after it.
-    try:
-        from ligerd.transformers import LigerCrossEntropyLoss as OursCE
-        out["ligerd"] = lambda s, d: OursCE(ignore_index=IGNORE)
-    except Exception as e:  # noqa: BLE001
-        print(f"[bench] ligerd not importable, skipped: {e}")
-    try:
-        from liger_kernel.transformers import LigerCrossEntropyLoss as LigerCE
-        out["liger"] = lambda s, d: LigerCE(ignore_index=IGNORE)
-    except Exception as e:  # noqa: BLE001
-        print(f"[bench] Liger-Kernel cross-entropy not importable, skipped: {e}")
-    return out
+    return harness.add_peers(out, "LigerCrossEntropyLoss", lambda cls, s, d: cls(ignore_index=IGNORE),
+                             order=("ligerd", "liger"))
 
 
 def _is_ligerd(fn) -> bool:

@@ -59,14 +59,4 @@ def impls() -> Dict[str, Callable]:
         "eager": lambda s, d: HFAddRMSNorm(s["N"]),
         "torch.compile": lambda s, d: harness.compiled(HFAddRMSNorm(s["N"])),
     }
-    try:
-        from liger_kernel.transformers import LigerFusedAddRMSNorm as Liger
-        out["liger"] = lambda s, d: Liger(s["N"], eps=EPS)
-    except Exception as e:  # noqa: BLE001
-        print(f"[bench] Liger-Kernel LigerFusedAddRMSNorm not importable, skipped: {e}")
-    try:
-        from ligerd.transformers import LigerFusedAddRMSNorm as Ours
-        out["ligerd"] = lambda s, d: Ours(s["N"], eps=EPS)
-    except Exception as e:  # noqa: BLE001
-        print(f"[bench] ligerd not importable, skipped: {e}")
-    return out
+    return harness.add_peers(out, "LigerFusedAddRMSNorm", lambda cls, s, d: cls(s["N"], eps=EPS))

@@ -75,6 +75,24 @@ def peer_class(module: str, name: str):
         return e
 
 
+PEER_MODULES = {"liger": ("liger_kernel.transformers", "Liger-Kernel"), "ligerd": ("ligerd.transformers", "ligerd")}
+
+
+def add_peers(out: Dict[str, Callable], name: str, make: Callable, order=("liger", "ligerd")) -> Dict[str, Callable]:
+    """Adds the peers' factories to an op module's impls: ``out[peer] = factory(shape, dtype) ->
+    make(cls, shape, dtype)``, cls the peer's class ``name`` (Liger-Kernel's from
+    liger_kernel.transformers, ligerd's from ligerd.transformers), in ``order``. A peer whose
+    class does not import is reported and skipped. Returns ``out``."""
+    for peer in order:
+        module, who = PEER_MODULES[peer]
+        cls = peer_class(module, name)
+        if isinstance(cls, Exception):
+            print(f"[bench] {who} not importable, skipped: {cls}")
+        else:
+            out[peer] = lambda s, d, cls=cls: make(cls, s, d)
+    return out
+
+
 def label(shape: Dict[str, int]) -> str:
     return " ".join(f"{k}={v}" for k, v in shape.items())
 

@@ -64,17 +64,8 @@ def impls() -> Dict[str, Callable]:
     }
     # ligerd before Liger: Liger's graph capture fails (host syncs) and may leave the process's
     # CUDA state worse for whatever runs after it.
-    ours = harness.peer_class("ligerd.transformers", "LigerJSD")
-    if isinstance(ours, Exception):
-        print(f"[bench] ligerd not importable, skipped: {ours}")
-    else:
-        out["ligerd"] = lambda s, d: ours(beta=BETA, ignore_index=distill_inputs.IGNORE)
-    liger = harness.peer_class("liger_kernel.transformers", "LigerJSD")
-    if isinstance(liger, Exception):
-        print(f"[bench] Liger-Kernel not importable, skipped: {liger}")
-    else:
-        out["liger"] = lambda s, d: liger(beta=BETA, ignore_index=distill_inputs.IGNORE)
-    return out
+    return harness.add_peers(out, "LigerJSD", lambda cls, s, d: cls(beta=BETA, ignore_index=distill_inputs.IGNORE),
+                             order=("ligerd", "liger"))
 
 
 def _is_ligerd(fn) -> bool:

@@ -51,14 +51,5 @@ def impls() -> Dict[str, Callable]:
         "eager": lambda s, d: _eager,
         "torch.compile": lambda s, d: harness.compiled(_eager),
     }
-    ours = harness.peer_class("ligerd.transformers", "LigerKLDIVLoss")
-    if isinstance(ours, Exception):
-        print(f"[bench] ligerd not importable, skipped: {ours}")
-    else:
-        out["ligerd"] = lambda s, d: ours(reduction="batchmean")
-    liger = harness.peer_class("liger_kernel.transformers", "LigerKLDIVLoss")
-    if isinstance(liger, Exception):
-        print(f"[bench] Liger-Kernel not importable, skipped: {liger}")
-    else:
-        out["liger"] = lambda s, d: liger(reduction="batchmean")
-    return out
+    return harness.add_peers(out, "LigerKLDIVLoss", lambda cls, s, d: cls(reduction="batchmean"),
+                             order=("ligerd", "liger"))

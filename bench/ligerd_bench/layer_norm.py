@@ -49,14 +49,4 @@ def impls() -> Dict[str, Callable]:
         "eager": lambda s, d: _with_bias(torch.nn.LayerNorm(s["N"], eps=EPS)),
         "torch.compile": lambda s, d: harness.compiled(_with_bias(torch.nn.LayerNorm(s["N"], eps=EPS))),
     }
-    try:
-        from liger_kernel.transformers import LigerLayerNorm as Liger
-        out["liger"] = lambda s, d: _with_bias(Liger(s["N"], eps=EPS, bias=True))
-    except Exception as e:  # noqa: BLE001
-        print(f"[bench] Liger-Kernel LayerNorm not importable, skipped: {e}")
-    try:
-        from ligerd.transformers import LigerLayerNorm as Ours
-        out["ligerd"] = lambda s, d: _with_bias(Ours(s["N"], eps=EPS, bias=True))
-    except Exception as e:  # noqa: BLE001
-        print(f"[bench] ligerd not importable, skipped: {e}")
-    return out
+    return harness.add_peers(out, "LigerLayerNorm", lambda cls, s, d: _with_bias(cls(s["N"], eps=EPS, bias=True)))

@@ -61,18 +61,8 @@ def impls() -> Dict[str, Callable[[dict, torch.dtype], torch.nn.Module]]:
         "eager": lambda s, d: HFLlamaRMSNorm(s["N"]),
         "torch.compile": lambda s, d: harness.compiled(HFLlamaRMSNorm(s["N"])),
     }
-    liger = harness.peer_class("liger_kernel.transformers", "LigerRMSNorm")
-    if isinstance(liger, Exception):
-        print(f"[bench] Liger-Kernel not importable, skipped: {liger}")
-    else:
-        # Liger's defaults (casting_mode llama, in_place True), as a user would get them.
-        out["liger"] = lambda s, d: liger(s["N"], eps=EPS)
-    ours = harness.peer_class("ligerd.transformers", "LigerRMSNorm")
-    if isinstance(ours, Exception):
-        print(f"[bench] ligerd not importable, skipped: {ours}")
-    else:
-        out["ligerd"] = lambda s, d: ours(s["N"], eps=EPS)
-    return out
+    # Both with Liger's defaults (casting_mode llama, in_place True), as a user would get them.
+    return harness.add_peers(out, "LigerRMSNorm", lambda cls, s, d: cls(s["N"], eps=EPS))
 
 
 def call_overhead(impls, n=4096, rows=4, calls=1000, dtype=torch.bfloat16, log=print) -> List[dict]:

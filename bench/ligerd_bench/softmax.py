@@ -56,14 +56,4 @@ def impls() -> Dict[str, Callable]:
         "eager": lambda s, d: _eager,
         "torch.compile": lambda s, d: harness.compiled(_eager),
     }
-    liger = harness.peer_class("liger_kernel.transformers", "LigerSoftmax")
-    if isinstance(liger, Exception):
-        print(f"[bench] Liger-Kernel not importable, skipped: {liger}")
-    else:
-        out["liger"] = lambda s, d: liger()
-    ours = harness.peer_class("ligerd.transformers", "LigerSoftmax")
-    if isinstance(ours, Exception):
-        print(f"[bench] ligerd not importable, skipped: {ours}")
-    else:
-        out["ligerd"] = lambda s, d: ours()
-    return out
+    return harness.add_peers(out, "LigerSoftmax", lambda cls, s, d: cls())

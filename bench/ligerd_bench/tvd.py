@@ -52,17 +52,9 @@ def impls() -> Dict[str, Callable]:
         "eager": lambda s, d: _eager,
         "torch.compile": lambda s, d: harness.compiled(_eager),
     }
-    ours = harness.peer_class("ligerd.transformers", "LigerTVDLoss")
-    if isinstance(ours, Exception):
-        print(f"[bench] ligerd not importable, skipped: {ours}")
-    else:
-        out["ligerd"] = lambda s, d: ours(reduction="batchmean", ignore_index=distill_inputs.IGNORE)
-    liger = harness.peer_class("liger_kernel.transformers", "LigerTVDLoss")
-    if isinstance(liger, Exception):
-        print(f"[bench] Liger-Kernel not importable, skipped: {liger}")
-    else:
-        out["liger"] = lambda s, d: liger(reduction="batchmean", ignore_index=distill_inputs.IGNORE)
-    return out
+    return harness.add_peers(out, "LigerTVDLoss",
+                             lambda cls, s, d: cls(reduction="batchmean", ignore_index=distill_inputs.IGNORE),
+                             order=("ligerd", "liger"))
 
 
 def _is_ligerd(fn) -> bool:
