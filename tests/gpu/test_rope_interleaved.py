@@ -28,7 +28,6 @@ permutation is an O(1) error.
 from __future__ import annotations
 
 import importlib
-import os
 
 import pytest
 from ligerd.testing.gpu import require_cuda
@@ -187,13 +186,8 @@ def test_matches_transformers_forward_and_backward(kind, shape, dtype):
 
 @pytest.fixture(scope="module")
 def daemon():
-    binary = _util.ligerd_bin()
-    if binary is None:
-        pytest.skip("LIGERD_BIN does not name a built ligerd binary (tests/gpu/run.sh sets it)")
-    cache = os.environ.get("LIGERD_CACHE_DIR") or None
-    with _util.module_daemon(binary, cache_dir=cache, prefix="ligerd-rope-interleaved-") as d:
+    with _util.daemon_for_local_module("ligerd-rope-interleaved-") as d:
         yield d
-    ligerd.set_dispatch_mode("local")  # back to this module's pinned mode
 
 
 @pytest.mark.parametrize("kind", ["glm4", "llama4", "deepseek_v4", "gemma4"])
@@ -232,42 +226,22 @@ def test_tiny_model_with_ligerd_rope_matches_transformers(model_type, interleave
     fp32 rounding differs from transformers' by an ulp per element, nothing else is patched; a
     wrong rotation or pairing is an O(1) error)."""
     pytest.importorskip("transformers")
-    import copy
     import inspect
-    import ligerd.transformers as lt
+    import warnings
+    from ligerd._errors import LigerdWarning
     from ligerd.testing import tiny_models as tm
     from ligerd.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
     cfg = tm.tiny_config(model_type)
     if interleave is not None:
         cfg.rope_interleave = interleave
-    lt.revert_liger_kernel_patches()
-    try:
-        ref = tm.build(model_type, cfg=copy.deepcopy(cfg), device=DEV)
-        fn = MODEL_TYPE_TO_APPLY_LIGER_FN[model_type]
-        params = inspect.signature(fn).parameters
-        off = {k: False for k in ("cross_entropy", "fused_linear_cross_entropy", "rms_norm", "swiglu",
-                                  "geglu", "layer_norm") if k in params}
-        import warnings
-        from ligerd._errors import LigerdWarning
+    fn = MODEL_TYPE_TO_APPLY_LIGER_FN[model_type]
+    params = inspect.signature(fn).parameters
+    off = {k: False for k in ("cross_entropy", "fused_linear_cross_entropy", "rms_norm", "swiglu",
+                              "geglu", "layer_norm") if k in params}
+
+    def rope_only():
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", LigerdWarning)  # the vision RoPE kept (glm4v, llama4)
+            warnings.simplefilter("ignore", LigerdWarning)  # parts other than RoPE ligerd lacks
             fn(rope=True, **off)
-        model = tm.build(model_type, cfg=copy.deepcopy(cfg), device=DEV)
-        model.load_state_dict(ref.state_dict())
-        ref.train()
-        model.train()
-        gen = torch.Generator(device=DEV).manual_seed(29)
-        ids = torch.randint(3, tm.VOCAB - 3, (2, 33), device=DEV, generator=gen)
-        loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-    finally:
-        lt.revert_liger_kernel_patches()
-    loss_ref = ref(input_ids=ids, labels=ids).loss
-    loss_ref.backward()
-    torch.testing.assert_close(loss, loss_ref, rtol=1e-5, atol=0)
-    got = dict(model.named_parameters())
-    for name, p in ref.named_parameters():
-        if p.grad is None or not p.grad.any():
-            continue
-        err = _util.rel_err(got[name].grad, p.grad.double())
-        assert err <= 1e-3, f"{model_type}: {name}: gradient relative error {err:.3g}"
+
+    tm.assert_patch_matches(model_type, rope_only, cfg=cfg, grad_tol=1e-3, device=DEV)
