@@ -226,27 +226,7 @@ def test_compiled_partial_step():
     gen = torch.Generator(device=DEV).manual_seed(17)
     b, hq, hk, s, d, rd = 2, 8, 2, 64, 256, 64
     cos, sin = cos_sin(b, s, rd, dtype, gen)
-
-    def f(xq, xk):
-        q = (xq * 2).view(b, s, hq, d).transpose(1, 2)
-        k = (xk * 2).view(b, s, hk, d).transpose(1, 2)
-        oq, ok = liger_rotary_pos_emb(q, k, cos, sin)
-        return (oq.float() ** 2).sum() + ok.float().sum()
-
-    xq = torch.randn(b, s, hq * d, device=DEV, generator=gen).to(dtype).requires_grad_()
-    xk = torch.randn(b, s, hk * d, device=DEV, generator=gen).to(dtype).requires_grad_()
-    torch._dynamo.reset()
-    lc = torch.compile(f, fullgraph=True)(xq, xk)
-    lc.backward()
-    gc = (xq.grad.clone(), xk.grad.clone())
-    xq.grad = xk.grad = None
-    le = f(xq, xk)
-    le.backward()
-    # Same rope kernels; inductor fuses the casts and reductions around them differently (fewer
-    # bf16 roundings): a bf16 ulp or two, as tests/gpu/test_rope.py's compiled step.
-    torch.testing.assert_close(lc, le, rtol=1e-3, atol=1e-2)
-    torch.testing.assert_close(gc[0], xq.grad, rtol=2 ** -6, atol=2 ** -6)
-    torch.testing.assert_close(gc[1], xk.grad, rtol=2 ** -6, atol=2 ** -6)
+    _util.assert_compiled_rope_step(liger_rotary_pos_emb, cos, sin, b, hq, hk, s, d, dtype, gen)
 
 
 # ------------------------------------------------------------------------------------------

@@ -125,6 +125,35 @@ def rel_err(got, ref) -> float:
 
 
 # ------------------------------------------------------------------------------------------
+# torch.compile against eager
+
+def assert_compiled_rope_step(rope_fn, cos, sin, b, hq, hk, s, d, dtype, gen):
+    """torch.compile(fullgraph) of an HF-style attention prologue against eager: q / k projection
+    outputs [b, s, h * d] (random from ``gen``, ``dtype``, on cos's device) scaled, viewed
+    [b, h, s, d] by transpose, ``rope_fn(q, k, cos, sin)``, reduced to a scalar; the scalar and
+    both inputs' gradients. The RoPE kernels are the same in both; inductor fuses the casts and
+    reductions around them differently (fewer bf16 roundings), so a bf16 ulp or two is allowed."""
+    def f(xq, xk):
+        q = (xq * 2).view(b, s, hq, d).transpose(1, 2)
+        k = (xk * 2).view(b, s, hk, d).transpose(1, 2)
+        oq, ok = rope_fn(q, k, cos, sin)
+        return (oq.float() ** 2).sum() + ok.float().sum()
+
+    xq = torch.randn(b, s, hq * d, device=cos.device, generator=gen).to(dtype).requires_grad_()
+    xk = torch.randn(b, s, hk * d, device=cos.device, generator=gen).to(dtype).requires_grad_()
+    torch._dynamo.reset()
+    lc = torch.compile(f, fullgraph=True)(xq, xk)
+    lc.backward()
+    gc = (xq.grad.clone(), xk.grad.clone())
+    xq.grad = xk.grad = None
+    le = f(xq, xk)
+    le.backward()
+    torch.testing.assert_close(lc, le, rtol=1e-3, atol=1e-2)
+    torch.testing.assert_close(gc[0], xq.grad, rtol=2 ** -6, atol=2 ** -6)
+    torch.testing.assert_close(gc[1], xk.grad, rtol=2 ** -6, atol=2 ** -6)
+
+
+# ------------------------------------------------------------------------------------------
 # Liger-Kernel as a peer, when installed
 
 def add_peer_site() -> None:
