@@ -77,12 +77,15 @@ def test_names_are_ligerds_objects(shim_dir):
         from liger_kernel.transformers.layer_norm import LigerLayerNorm
         from liger_kernel.transformers.cross_entropy import LigerCrossEntropyLoss
         from liger_kernel.transformers.rope import liger_rotary_pos_emb as rope
+        from liger_kernel.transformers.rope import liger_rotary_pos_emb_vision as rope_vision
+        import ligerd.transformers.rope as lrope
         from liger_kernel.transformers.functional import liger_cross_entropy
         from liger_kernel.transformers.model.loss_utils import LigerForCausalLMLoss
         import ligerd.transformers.functional as lf
         assert r is lt.LigerRMSNorm and LigerSwiGLUMLP is lt.LigerSwiGLUMLP
         assert LigerGEGLUMLP is lt.LigerGEGLUMLP and LigerLayerNorm is lt.LigerLayerNorm
         assert LigerCrossEntropyLoss is lt.LigerCrossEntropyLoss and rope is lt.liger_rotary_pos_emb
+        assert rope_vision is lrope.liger_rotary_pos_emb_vision  # the vision towers' RoPE
         assert liger_cross_entropy is lf.liger_cross_entropy is functional.liger_cross_entropy
         # Qwen2-VL's M-RoPE names (transformers 4.x-style code imports them).
         from liger_kernel.transformers.qwen2vl_mrope import liger_multimodal_rotary_pos_emb
@@ -179,16 +182,19 @@ def test_missing_names_give_the_clear_error_on_use_not_on_import(shim_dir):
             print("unknown:", e)
 
         # Every Liger model type is ligerd's own apply function now (test_model_types.py); a part
-        # ligerd has no kernel for (GLM-4V's vision RoPE) is kept with a warning, no
-        # exception.
+        # ligerd cannot patch (here: GLM-4V's vision RoPE in a transformers whose module lacks
+        # apply_rotary_pos_emb_vision) is kept with a warning, no exception.
         from liger_kernel.transformers import apply_liger_kernel_to_glm4v
         import ligerd.transformers
         from ligerd import LigerdWarning
+        import transformers.models.glm4v.modeling_glm4v as glm4v_modeling
+        del glm4v_modeling.apply_rotary_pos_emb_vision
         assert apply_liger_kernel_to_glm4v is ligerd.transformers.apply_liger_kernel_to_glm4v
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
             apply_liger_kernel_to_glm4v(rope=True, fused_linear_cross_entropy=True)
-        assert any(issubclass(x.category, LigerdWarning) and "glm4v" in str(x.message) for x in w)
+        assert any(issubclass(x.category, LigerdWarning) and "glm4v" in str(x.message)
+                   and "apply_rotary_pos_emb_vision" in str(x.message) for x in w)
         # A model type Liger does not patch either: a warning, no exception.
         from liger_kernel.transformers import _apply_liger_kernel
         with warnings.catch_warnings(record=True) as w:

@@ -9,9 +9,9 @@ the CPU (issue 18; ligerd.ops.rope_interleaved has the identity):
   ``apply_rotary_pos_emb(x, cos, sin, unsqueeze_dim)`` of DeepSeek-V4 (trailing interleaved
   channels, half-size cos/sin) and Gemma-4 (rotate_half); head dims that are not
   powers of two, partial rotary dims, fp32 and bf16;
-- ``apply_liger_kernel_to_<type>(rope=True)`` installs them (and warns only about what is still
-  kept: GLM-4V's vision RoPE); Llama-4's vision_apply_rotary_emb included (a real freqs_ci falls
-  back to transformers' function);
+- ``apply_liger_kernel_to_<type>(rope=True)`` installs them, with no warning (GLM-4V's vision
+  tower's apply_rotary_pos_emb_vision is ligerd's too: tests/python/test_rope_vision_wiring.py);
+  Llama-4's vision_apply_rotary_emb included (a real freqs_ci falls back to transformers' function);
 - a tiny model of each patched type computes transformers' loss and gradients through them.
 
 The executor is the float64 reference launcher (ligerd.testing.ref_executor): each rotated element
@@ -40,6 +40,7 @@ from ligerd._errors import LigerdWarning  # noqa: E402
 from ligerd.ops import rope_interleaved as ri_ops  # noqa: E402
 from ligerd.testing import ref_executor  # noqa: E402
 from ligerd.transformers import rope_interleaved as ri  # noqa: E402
+from ligerd.transformers.rope import liger_rotary_pos_emb_vision  # noqa: E402
 
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.bfloat16: dict(rtol=1e-2, atol=2e-2)}
 
@@ -274,7 +275,8 @@ def test_bad_inputs_name_the_op(launcher, case):
 # model type -> {modeling attribute: ligerd function}, and what is still warned about
 PATCHED = {
     "glm4": ({"apply_rotary_pos_emb": ri.liger_glm4_rotary_pos_emb}, None),
-    "glm4v": ({"apply_rotary_pos_emb": ri.liger_glm4v_rotary_pos_emb}, "vision tower's RoPE"),
+    "glm4v": ({"apply_rotary_pos_emb": ri.liger_glm4v_rotary_pos_emb,
+               "apply_rotary_pos_emb_vision": liger_rotary_pos_emb_vision}, None),
     "deepseek_v2": ({"apply_rotary_emb": ri.liger_deepseek_v2_rotary_emb}, None),
     "deepseek_v3": ({"apply_rotary_pos_emb_interleave": ri.liger_deepseek_v3_rotary_pos_emb_interleave,
                      "apply_rotary_pos_emb": ri.liger_deepseek_v3_rotary_pos_emb}, None),
@@ -337,7 +339,7 @@ def test_tiny_model_trains_like_transformers(launcher, clean_patches, model_type
     cfg = _tiny_config(model_type, interleave)
     ref = tm.build(model_type, cfg=copy.deepcopy(cfg))
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", LigerdWarning)  # the vision RoPE kept (glm4v, llama4)
+        warnings.simplefilter("ignore", LigerdWarning)  # parts other than RoPE ligerd lacks
         _apply(model_type, rope=True)
     model = tm.build(model_type, cfg=copy.deepcopy(cfg))
     model.load_state_dict(ref.state_dict())

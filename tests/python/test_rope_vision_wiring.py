@@ -137,7 +137,8 @@ BAD = {
 
 @pytest.mark.parametrize("case", list(BAD))
 def test_bad_inputs_name_the_op(launcher, case):
-    args = BAD[case](torch.randn(5, 2, 16), torch.randn(5, 2, 16), torch.randn(5, 16), torch.randn(5, 16))
+    q, k, c, s = torch.randn(5, 2, 16), torch.randn(5, 2, 16), torch.randn(5, 16), torch.randn(5, 16)
+    args = BAD[case](q, k, c, s)
     with pytest.raises(ligerd.OpInputError) as ei:
         liger_rotary_pos_emb_vision(*args)
     msg = str(ei.value)
@@ -172,7 +173,8 @@ def test_rope_true_installs_it_and_nothing_else_of_the_tower(clean_patches, mode
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         _apply(model_type, rope=True)
-    rope_msgs = [str(x.message) for x in w if issubclass(x.category, LigerdWarning) and "rope=True" in str(x.message)]
+    rope_msgs = [str(x.message) for x in w
+                 if issubclass(x.category, LigerdWarning) and "rope=True" in str(x.message)]
     assert not rope_msgs, rope_msgs
     assert modeling.apply_rotary_pos_emb_vision is liger_rotary_pos_emb_vision
     changed = {n for n, v in _functions(modeling).items() if stock.get(n) is not v}
@@ -199,7 +201,8 @@ TOWER_CASES = ([(t, None, None, torch.float32) for t in TYPES]
 
 @pytest.mark.parametrize("model_type,heads,head_dim,dtype", TOWER_CASES,
                          ids=[f"{t}-{h or 2}x{d or 16}-{DT_ID[dt]}" for t, h, d, dt in TOWER_CASES])
-def test_tiny_vision_tower_matches_transformers(launcher, clean_patches, model_type, heads, head_dim, dtype):
+def test_tiny_vision_tower_matches_transformers(launcher, clean_patches, model_type, heads, head_dim,
+                                               dtype):
     """Features and every parameter gradient of the tower with rope=True, against the stock tower
     (same weights, drawn so that the attention is peaked: a wrong rotation changes the features by
     O(1)). fp32: 1e-5 of the largest element (only RoPE's fp32 roundings differ, by an ulp); bf16:

@@ -20,12 +20,13 @@ fresh outputs (seq, heads, 1, d) laid out as transformers' results are (contiguo
 strided unbind views of the vision attention's fused qkv; q's own strides for a dense q), and
 ``squeeze(2)`` gives them back as (seq, heads, d). A 4-d q (batch, seq, heads, d) is the op's
 own layout transposed (``q.transpose(1, 2)``), with cos/sin (seq, d) or (1 or batch, seq, d); its
-outputs have q's strides where q is dense (Muse-Glimmer's reshaped projections). The kernel loads bf16/fp16 q and k, computes
-in fp32 and rounds once to q's dtype, which is transformers' float32 computation with its cast
-back (the kernel fuses each output's multiply-add and rounds once, where torch rounds the two
-products and their sum in fp32: an fp32 ulp, below a bf16/fp16 output's rounding). cos/sin are
-handed to the op as float32 unless already in q's dtype (the op reads either; bf16/fp16 values
-widen exactly), as transformers' ``.float()``.
+outputs have q's strides where q is dense (Muse-Glimmer's reshaped projections).
+
+The kernel loads bf16/fp16 q and k, computes in fp32 and rounds once to q's dtype, which is
+transformers' float32 computation with its cast back (the kernel fuses each output's multiply-add
+and rounds once, where torch rounds the two products and their sum in fp32: an fp32 ulp, below a
+bf16/fp16 output's rounding). cos/sin are handed to the op as float32 unless already in q's dtype
+(the op reads either; bf16/fp16 values widen exactly), as transformers' ``.float()``.
 
 What the op's dtypes cannot hold directly is cast as transformers casts it: float64 q/k (or q and
 k of different dtypes) go through the op in float32 and each result is cast back to its input's

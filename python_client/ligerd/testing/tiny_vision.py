@@ -6,9 +6,9 @@ tower (tests/python/test_rope_vision_wiring.py on the CPU, tests/gpu/test_rope_v
 The configuration is ``tiny_models.tiny_config(model_type).vision_config`` (one layer, width 32,
 2 heads of 16), optionally with another head count and head dimension, and weights drawn with a
 standard deviation of 0.2 (``initializer_range``; transformers' 0.02 leaves the attention of a
-tiny tower nearly uniform, where even a wrong RoPE changes the features by 1e-4 only). The input is one row of
-``channels * temporal patch * patch_size**2`` pixels per patch for a (t, h, w) patch grid, as the
-processors of these models flatten images, and ``grid_thw``.
+tiny tower nearly uniform, where even a wrong RoPE changes the features by 1e-4 only). The input
+is one row of ``channels * temporal patch * patch_size**2`` pixels per patch for a (t, h, w) patch
+grid, as the processors of these models flatten images, and ``grid_thw``.
 """
 
 from __future__ import annotations
@@ -83,7 +83,8 @@ def inputs(cfg, grids: Sequence[Tuple[int, int, int]] = ((1, 4, 6),), seed: int 
     grid = torch.tensor(list(grids), dtype=torch.long, device=device)
     n = int(grid.prod(-1).sum())
     gen = torch.Generator().manual_seed(seed)
-    pixels = torch.randn(n, patch_width(cfg), generator=gen).to(device=device, dtype=dtype or torch.float32)
+    pixels = torch.randn(n, patch_width(cfg), generator=gen)
+    pixels = pixels.to(device=device, dtype=dtype or torch.float32)
     return pixels, grid
 
 

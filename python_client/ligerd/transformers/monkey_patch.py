@@ -382,7 +382,7 @@ def _spec_doc(spec) -> str:
     lines = [f"{spec.summary}: Liger-Kernel's apply_liger_kernel_to_{spec.name}, table-driven "
              f"(ligerd/transformers/model_specs.py; docs/models.md)."]
     if spec.rope_fns:
-        lines.append("rope: " + ", ".join(f"{a} -> ligerd.transformers.rope_interleaved.{n}"
+        lines.append("rope: " + ", ".join(f"{a} -> {sp.rope_fn_module(n)}.{n}"
                                           for a, n in spec.rope_fns) + ".")
     if spec.rope not in ("std", "") and any(n == "rope" for n, _ in spec.signature):
         lines.append(f"rope: kept as transformers' (ligerd lacks {spec.rope}; warned once).")
