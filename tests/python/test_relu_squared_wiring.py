@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch", reason="torch is not installed")
 import ligerd  # noqa: E402
 from ligerd.ops import relu_squared as relu2_ops  # noqa: E402
 from ligerd.testing import ref_executor  # noqa: E402
+from ligerd.testing.compile_check import assert_compiled_grads_match  # noqa: E402
 from ligerd.testing.reference import relu_squared as ref  # noqa: E402
 from ligerd.transformers import LigerReLUSquared, liger_relu_squared  # noqa: E402
 from ligerd.transformers.functional import LigerReLUSquaredFunction  # noqa: E402
@@ -159,7 +160,6 @@ def test_opcheck(launcher):
 @pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
 def test_compile_fullgraph(launcher, backend):
     """Nemotron's MLP shape: down(relu2(up(x)))."""
-    torch._dynamo.reset()
 
     class MLP(torch.nn.Module):
         def __init__(self):
@@ -171,20 +171,8 @@ def test_compile_fullgraph(launcher, backend):
         def forward(self, x):
             return self.down(self.act(self.up(x)))
 
-    torch.manual_seed(0)
-    m = MLP()
-    x = torch.randn(2, 7, 16, requires_grad=True)
-    dy = torch.randn(2, 7, 16)
-    m(x).backward(dy)
-    g_eager = (x.grad.clone(), m.up.weight.grad.clone())
-    x.grad = None
-    m.zero_grad()
-    launcher.calls.clear()
-    y = torch.compile(m, fullgraph=True, backend=backend)(x)
-    y.backward(dy)
-    torch.testing.assert_close(x.grad, g_eager[0])
-    torch.testing.assert_close(m.up.weight.grad, g_eager[1])
-    assert [c[0] for c in launcher.calls] == ["relu_squared_fwd", "relu_squared_bwd"]
+    assert_compiled_grads_match(MLP, lambda m: m.up.weight, launcher, backend,
+                                ["relu_squared_fwd", "relu_squared_bwd"])
 
 
 # --- input errors (no launcher: the real path, and the launcher never called) ------------------

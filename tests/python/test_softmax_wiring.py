@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch", reason="torch is not installed")
 import ligerd  # noqa: E402
 from ligerd.ops import softmax as softmax_ops  # noqa: E402
 from ligerd.testing import ref_executor  # noqa: E402
+from ligerd.testing.compile_check import assert_compiled_grads_match  # noqa: E402
 from ligerd.transformers import LigerSoftmax, liger_softmax  # noqa: E402
 
 
@@ -121,8 +122,6 @@ def test_opcheck(launcher):
 
 @pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
 def test_compile_fullgraph(launcher, backend):
-    torch._dynamo.reset()
-
     class Block(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -132,20 +131,7 @@ def test_compile_fullgraph(launcher, backend):
         def forward(self, x):
             return self.softmax(self.lin(x)) * 2.0
 
-    torch.manual_seed(0)
-    m = Block()
-    x = torch.randn(2, 7, 16, requires_grad=True)
-    dy = torch.randn(2, 7, 16)
-    m(x).backward(dy)
-    g_eager = (x.grad.clone(), m.lin.weight.grad.clone())
-    x.grad = None
-    m.zero_grad()
-    launcher.calls.clear()
-    y = torch.compile(m, fullgraph=True, backend=backend)(x)
-    y.backward(dy)
-    torch.testing.assert_close(x.grad, g_eager[0])
-    torch.testing.assert_close(m.lin.weight.grad, g_eager[1])
-    assert [c[0] for c in launcher.calls] == ["softmax_fwd", "softmax_bwd"]
+    assert_compiled_grads_match(Block, lambda m: m.lin.weight, launcher, backend, ["softmax_fwd", "softmax_bwd"])
 
 
 # --- input errors (no launcher: the real path, and the launcher never called) ------------------
