@@ -24,7 +24,6 @@ Skips without CUDA.
 from __future__ import annotations
 
 import copy
-import os
 
 import pytest
 from ligerd.testing.gpu import require_cuda
@@ -80,13 +79,8 @@ def test_matches_transformers_forward_and_backward(model_type, case, dtype):
 
 @pytest.fixture(scope="module")
 def daemon():
-    binary = _util.ligerd_bin()
-    if binary is None:
-        pytest.skip("LIGERD_BIN does not name a built ligerd binary (tests/gpu/run.sh sets it)")
-    cache = os.environ.get("LIGERD_CACHE_DIR") or None
-    with _util.module_daemon(binary, cache_dir=cache, prefix="ligerd-rope-vision-") as d:
+    with _util.daemon_for_local_module("ligerd-rope-vision-") as d:
         yield d
-    ligerd.set_dispatch_mode("local")  # back to this module's pinned mode
 
 
 @pytest.mark.parametrize("case", [Case(77, 3, 3, 72), Case(33, 2, 2, 96, "batched", cos_dtype="x")],
@@ -99,9 +93,7 @@ def test_remote_equals_local_bitwise(daemon, case, dtype):
     ligerd.set_dispatch_mode("remote")
     try:
         remote, _, _ = run(liger_rotary_pos_emb_vision, hf, case, dtype, seed=31, device=DEV)
-        info = ligerd.dispatch_info()
-        dev = info["devices"].get(torch.cuda.current_device())
-        assert dev is not None and dev["mode"] == "remote", f"ops did not run remotely: {info}"
+        _util.assert_ran_in("remote")
     finally:
         ligerd.set_dispatch_mode("local")
     for (name, a, _, _), (_, b, _, _) in zip(remote, local):
