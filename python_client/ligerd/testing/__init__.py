@@ -8,6 +8,9 @@ against references (as ``torch.testing`` is for torch):
 - ``hf_standins``: CPU stand-ins for the Hugging Face patching tests;
 - ``convergence``: the mini-model training harness of the convergence tests;
 - ``gpu``: helpers of the GPU suite (tolerances, NaN poisoning, a private daemon);
+- ``tiny_models``: tiny models of every patched type, and one patched kernel's tiny model against
+  transformers' (``assert_patch_matches``);
+- ``compile_check``: torch.compile(fullgraph) against eager for the CPU wiring tests;
 - ``fake_daemon``: a stand-in ``ligerd`` binary that serves only health checks.
 - ``dashboard``, ``dashboard_record``: the dashboard in headless Chromium (flags, chart checks), and
   recording its data where no browser runs, to replay it with scripts/dashboard_replay.py.
