@@ -10,6 +10,8 @@ against references (as ``torch.testing`` is for torch):
 - ``gpu``: helpers of the GPU suite (tolerances, NaN poisoning, a private daemon);
 - ``tiny_models``: tiny models of every patched type, and one patched kernel's tiny model against
   transformers' (``assert_patch_matches``);
+- ``tiny_vision``, ``rope_vision_cases``: tiny vision towers of the types whose attention calls
+  ``apply_rotary_pos_emb_vision``, and that function's inputs and comparison with ligerd's;
 - ``compile_check``: torch.compile(fullgraph) against eager for the CPU wiring tests;
 - ``fake_daemon``: a stand-in ``ligerd`` binary that serves only health checks.
 - ``dashboard``, ``dashboard_record``: the dashboard in headless Chromium (flags, chart checks), and
