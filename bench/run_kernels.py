@@ -43,7 +43,8 @@ from ligerd_bench import harness, results, rms_norm  # noqa: E402
 PEERS = harness.PEERS
 # In report order; a module that is not there (yet) is skipped with a message.
 OPS = ("rms_norm", "fused_add_rms_norm", "layer_norm", "swiglu", "geglu", "rope", "rope_partial",
-       "cross_entropy", "softmax", "kl_div", "jsd", "tvd", "relu_squared")
+       "cross_entropy", "softmax", "kl_div", "jsd", "tvd", "relu_squared",
+       "rope_vision")
 
 
 def parse_args():
