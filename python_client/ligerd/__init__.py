@@ -9,7 +9,7 @@ torch, start a daemon or load the extension; that happens at the first op.
 from ligerd._version import __version__
 from ligerd._errors import (ConfigError, DaemonUnavailableError, DispatchUnavailableError,
                             KernelError, LigerdError, LigerdWarning, OpInputError)
-from ligerd._dispatch import dispatch_info, get_dispatch_mode, session_info, set_dispatch_mode
+from ligerd._dispatch import dispatch_info, get_dispatch_mode, session_info, set_dispatch_mode, synchronize
 
 __all__ = [
     "__version__",
@@ -24,4 +24,5 @@ __all__ = [
     "get_dispatch_mode",
     "dispatch_info",
     "session_info",
+    "synchronize",
 ]

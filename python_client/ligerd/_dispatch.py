@@ -368,6 +368,34 @@ def dispatch_info() -> dict:
 session_info = dispatch_info  # the name used before per-device dispatch
 
 
+def synchronize(device=None) -> None:
+    """``torch.cuda.synchronize(device)`` (None: the current device and every device this process
+    ran ops on), then raise if a remote session on those devices lost its daemon or recorded an
+    asynchronous error: DaemonUnavailableError or KernelError, as the next op would. Without CUDA
+    (the CPU reference launcher) there is nothing to wait for.
+
+    Why: ops are queued on the GPU ahead of the host. When the daemon dies, the client releases
+    the GPU work that waited on it (never a hang), so that work, and whatever the job queued
+    behind it (an optimizer update), ran on undefined op results; a plain synchronize returns as
+    usual. Called once per step where the loop synchronizes anyway (when it logs the loss), it
+    raises in the very step whose results are undefined, so the job can restore the state from
+    before that step (docs/node-service.md, "When the daemon dies")."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return
+    s = _session
+    only = None if device is None else torch.cuda._utils._get_device_index(device, optional=True)
+    torch.cuda.synchronize(only)
+    if s is None:
+        return
+    for index, d in sorted(s.devices.items()):
+        if d.handle is not None and (only is None or index == only):
+            if only is None:
+                torch.cuda.synchronize(index)
+            _extension.load().session_check(d.handle)
+
+
 def _daemon_socket() -> Optional[str]:
     """Where telemetry reports go: the daemon of this process's session, if it has one."""
     s = _session

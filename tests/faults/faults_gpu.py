@@ -20,7 +20,9 @@ LIGERD_SOCKET naming that daemon and LIGERD_AUTOSTART=0):
                 from the kill to the client's ligerd.DaemonUnavailableError, limit 2000 ms; then
                 torch.cuda.synchronize() must return within 10 s (else a hang) and the next op
                 must still raise it. Then what docs/node-service.md ("When the daemon dies")
-                says a job can do: fall back to local dispatch (set_dispatch_mode("local")) and
+                says a job can do: restore the state from before the step in which the error
+                came (each step ends with ligerd.synchronize(), which raises in the step whose
+                results the death left undefined), fall back to local dispatch (set_dispatch_mode("local")) and
                 go on, results checked; and, once a new daemon is up on the same socket, go back
                 to remote (set_dispatch_mode("remote"): a fresh session), results checked.
   soak          "soak, N clients under MPS (GPU)": --clients processes run the op mix (rms_norm,
@@ -908,7 +910,9 @@ def worker_train(seed: int) -> int:
     emit("started", pid=os.getpid(), **device_info(ligerd, torch))
     try:
         while not stop.stop.is_set():
+            before = model.state()
             model.step()
+            ligerd.synchronize()  # raises in the step whose results the daemon's death left undefined
         return 1  # stopped without the daemon dying: the driver's trial failed before
     except ligerd.LigerdError as e:  # DaemonUnavailableError is what must come
         t, error, message = time.monotonic(), type(e).__name__, str(e)
@@ -925,8 +929,7 @@ def worker_train(seed: int) -> int:
     emit("synchronized", ok=synced)
     if not synced:
         os._exit(3)
-    for q in model.params:
-        q.grad = None  # a half-done step's gradients
+    model.restore(before)  # the step under way when the daemon died is undefined: redo it
     ligerd.set_dispatch_mode("local")
     recovery_phase("local", model, torch, ligerd, ops, gen)
     if stop.wait_line(600) != "restarted":

@@ -299,6 +299,16 @@ class TinyModel:
         self.x = torch.randn(tokens, hidden, device=DEV, generator=gen).bfloat16()
         self.t = torch.randint(0, vocab, (tokens,), device=DEV, generator=gen)
 
+    def state(self) -> list:
+        """A copy of the parameters: what a job restores after a step whose results are undefined."""
+        return [q.detach().clone() for q in self.params]
+
+    def restore(self, state: list) -> None:
+        with torch.no_grad():
+            for q, saved in zip(self.params, state):
+                q.copy_(saved)
+                q.grad = None
+
     def step(self, lr=1e-2) -> float:
         n1, wg, wu, wd, n2, head = self.params
         h = liger_rms_norm(self.x, n1, 1e-6)

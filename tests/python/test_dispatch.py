@@ -226,6 +226,33 @@ def test_dead_daemon_stays_reported(fake_remote):
     assert len(ext.opened) == 1 and not ext.opened[0][3].closed
 
 
+def test_synchronize_raises_in_the_step_the_daemon_died(fake_remote, monkeypatch):
+    # ligerd.synchronize(): torch's synchronize of every device with a session, then each
+    # session's check, so a dead daemon is reported where its undefined results were waited for.
+    import torch
+    from ligerd import _backend
+    synced = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synced.append(device))
+    ext = fake_remote("remote")
+    for dev in (0, 1):
+        _backend.launch("rms_norm_fwd", [FakeTensor(dev)], [])
+    ligerd.synchronize()  # both daemons answer: no error
+    assert synced == [None, 0, 1]
+    ext.opened[1][3].error = (14, "ligerd on /fake.sock stopped answering; session 2 is gone")
+    ligerd.synchronize(0)  # device 0's session is fine
+    with pytest.raises(ligerd.DaemonUnavailableError, match="session 2 is gone"):
+        ligerd.synchronize()
+    with pytest.raises(ligerd.DaemonUnavailableError):
+        ligerd.synchronize("cuda:1")
+
+
+def test_synchronize_without_cuda_is_a_no_op(monkeypatch):
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    ligerd.synchronize()
+
+
 def test_set_mode_closes_sessions(fake_remote):
     from ligerd import _backend
     ext = fake_remote("remote")
