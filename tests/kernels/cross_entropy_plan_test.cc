@@ -35,17 +35,10 @@ absl::StatusOr<OpPlan> Plan(const std::string& op, const std::vector<TensorView>
 
 template <class P>
 P Params(const OpPlan& p, size_t i = 0) {
-  P q;
-  EXPECT_EQ(p.launches.at(i).params.size(), sizeof(q));
-  std::memcpy(&q, p.launches[i].params.data(), sizeof(q));
-  return q;
+  return testing::LaunchParams<P>(p, i);
 }
 
-void ExpectInvalid(const absl::StatusOr<OpPlan>& p, const std::string& fragment) {
-  EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument) << p.status();
-  EXPECT_NE(p.status().message().find(fragment), absl::string_view::npos)
-      << "message: " << p.status().message() << "\nexpected to contain: " << fragment;
-}
+using testing::ExpectInvalid;
 
 struct Fwd {
   std::vector<TensorView> t;

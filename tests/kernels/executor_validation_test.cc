@@ -53,11 +53,7 @@ struct Bwd {
   }
 };
 
-void ExpectInvalid(const absl::StatusOr<OpPlan>& p, const std::string& fragment) {
-  EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument) << p.status();
-  EXPECT_NE(p.status().message().find(fragment), absl::string_view::npos)
-      << "message: " << p.status().message() << "\nexpected to contain: " << fragment;
-}
+using testing::ExpectInvalid;
 
 TEST(PlanForward, ValidCallPlansOneLaunchWithTheRightParams) {
   Fwd f;

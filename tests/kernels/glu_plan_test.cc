@@ -24,18 +24,9 @@ absl::StatusOr<OpPlan> Plan(const std::string& op, const std::vector<TensorView>
   return PlanOp(op, c, FakeDevice());
 }
 
-LigerdGluParams Params(const OpPlan& p) {
-  LigerdGluParams q;
-  EXPECT_EQ(p.launches.at(0).params.size(), sizeof(q));
-  std::memcpy(&q, p.launches[0].params.data(), sizeof(q));
-  return q;
-}
+LigerdGluParams Params(const OpPlan& p) { return testing::LaunchParams<LigerdGluParams>(p); }
 
-void ExpectInvalid(const absl::StatusOr<OpPlan>& p, const std::string& fragment) {
-  EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument) << p.status();
-  EXPECT_NE(p.status().message().find(fragment), absl::string_view::npos)
-      << "message: " << p.status().message() << "\nexpected to contain: " << fragment;
-}
+using testing::ExpectInvalid;
 
 std::vector<TensorView> Fwd(int64_t rows, int64_t f, DType dt = DType::kBFloat16) {
   return {Tensor(Addr(0), dt, {rows, f}), Tensor(Addr(1), dt, {rows, f}), Tensor(Addr(2), dt, {rows, f})};

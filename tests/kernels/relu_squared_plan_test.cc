@@ -27,18 +27,9 @@ absl::StatusOr<OpPlan> Plan(const std::string& op, const std::vector<TensorView>
   return PlanOp(op, c, FakeDevice());
 }
 
-LigerdReluSquaredParams Params(const OpPlan& p) {
-  LigerdReluSquaredParams q;
-  EXPECT_EQ(p.launches.at(0).params.size(), sizeof(q));
-  std::memcpy(&q, p.launches[0].params.data(), sizeof(q));
-  return q;
-}
+LigerdReluSquaredParams Params(const OpPlan& p) { return testing::LaunchParams<LigerdReluSquaredParams>(p); }
 
-void ExpectInvalid(const absl::StatusOr<OpPlan>& p, const std::string& fragment) {
-  EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument) << p.status();
-  EXPECT_NE(p.status().message().find(fragment), absl::string_view::npos)
-      << "message: " << p.status().message() << "\nexpected to contain: " << fragment;
-}
+using testing::ExpectInvalid;
 
 std::vector<TensorView> Fwd(std::vector<int64_t> shape, DType dt = DType::kBFloat16) {
   return {Tensor(Addr(0), dt, shape), Tensor(Addr(1), dt, shape)};

@@ -24,18 +24,9 @@ absl::StatusOr<OpPlan> Plan(const std::string& op, const std::vector<TensorView>
   return PlanOp(op, c, testing::FakeDevice());
 }
 
-LigerdRopeParams Params(const OpPlan& p) {
-  LigerdRopeParams q;
-  EXPECT_EQ(p.launches.at(0).params.size(), sizeof(q));
-  std::memcpy(&q, p.launches[0].params.data(), sizeof(q));
-  return q;
-}
+LigerdRopeParams Params(const OpPlan& p) { return testing::LaunchParams<LigerdRopeParams>(p); }
 
-void ExpectInvalid(const absl::StatusOr<OpPlan>& p, const std::string& fragment) {
-  EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument) << p.status();
-  EXPECT_NE(p.status().message().find(fragment), absl::string_view::npos)
-      << "message: " << p.status().message() << "\nexpected to contain: " << fragment;
-}
+using testing::ExpectInvalid;
 
 // HF layout: q, k are [B, H, S, D] views (transpose(1, 2)) of contiguous [B, S, H, D] storage.
 TensorView HfView(char* data, DType dt, int64_t b, int64_t h, int64_t s, int64_t d) {

@@ -20,11 +20,7 @@ namespace {
 using testing::Tensor;
 char* Addr(int i) { return static_cast<char*>(testing::Addr(i)); }
 
-void ExpectInvalid(const absl::StatusOr<OpPlan>& p, const std::string& fragment) {
-  EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument) << p.status();
-  EXPECT_NE(p.status().message().find(fragment), absl::string_view::npos)
-      << "message: " << p.status().message() << "\nexpected to contain: " << fragment;
-}
+using testing::ExpectInvalid;
 
 template <typename P>
 P Params(const KernelLaunch& k) {

@@ -21,11 +21,7 @@ char* Addr(int i) { return static_cast<char*>(testing::Addr(i)); }
 
 constexpr DType kBf16 = DType::kBFloat16, kF32 = DType::kFloat32, kF16 = DType::kFloat16;
 
-void ExpectInvalid(const absl::StatusOr<OpPlan>& p, const std::string& fragment) {
-  EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument) << p.status();
-  EXPECT_NE(p.status().message().find(fragment), absl::string_view::npos)
-      << "message: " << p.status().message() << "\nexpected to contain: " << fragment;
-}
+using testing::ExpectInvalid;
 
 template <typename P>
 P Params(const KernelLaunch& k) {

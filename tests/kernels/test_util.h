@@ -7,12 +7,14 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "gtest/gtest.h"
 #include "kernels/catalogue.h"
 #include "kernels/jit/compile_request.h"
 #include "kernels/tensor_view.h"
@@ -52,6 +54,21 @@ inline DeviceInfo FakeDevice(int blocks_per_sm = 2) {
   return d;
 }
 
+// A planning error: kInvalidArgument, with `fragment` in its message.
+inline void ExpectInvalid(const absl::StatusOr<OpPlan>& p, const std::string& fragment) {
+  EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument) << p.status();
+  EXPECT_NE(p.status().message().find(fragment), absl::string_view::npos)
+      << "message: " << p.status().message() << "\nexpected to contain: " << fragment;
+}
+
+// Launch `i`'s parameter block as the op's params struct P (its size checked first).
+template <typename P>
+P LaunchParams(const OpPlan& p, size_t i = 0) {
+  P q;
+  EXPECT_EQ(p.launches.at(i).params.size(), sizeof(q));
+  std::memcpy(&q, p.launches[i].params.data(), sizeof(q));
+  return q;
+}
 
 // A fresh private directory removed at scope exit.
 class TempDir {
