@@ -7,6 +7,7 @@ the CPU (issue 18; ligerd.ops.rope_vision says how):
   backward, with the same output dtype, shape and layout (strides); q/k as the vision attentions
   pass them (unbind views of a fused qkv, separate tensors, Muse-Glimmer's (1, seq, heads, d)),
   odd sequences, 1 and 3 heads, head dims 16, 72, 80; no copy of q/k on the way to the op;
+  torch.compile(fullgraph) of a vision attention's prologue keeps the op in the graph;
 - bad input is an OpInputError naming the op;
 - ``apply_liger_kernel_to_<type>(rope=True)`` installs it in each of those modules (nothing else of
   the vision tower; no warning), rope=False leaves it, revert restores it;
@@ -35,6 +36,7 @@ import ligerd.transformers as lt  # noqa: E402
 from ligerd._errors import LigerdWarning  # noqa: E402
 from ligerd.testing import ref_executor  # noqa: E402
 from ligerd.testing import tiny_vision as tv  # noqa: E402
+from ligerd.testing.compile_check import assert_compiled_grads_match  # noqa: E402
 from ligerd.testing.rope_vision_cases import Case, check, run, strides  # noqa: E402
 from ligerd.transformers.rope import liger_rotary_pos_emb_vision  # noqa: E402
 
@@ -118,6 +120,32 @@ def test_mixed_dtypes_and_empty(launcher):
     e = torch.randn(0, 2, 16)
     got = liger_rotary_pos_emb_vision(e, e, torch.randn(0, 16), torch.randn(0, 16))
     assert got[0].shape == (0, 2, 16) and got[1].shape == (0, 2, 16)
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_compile_fullgraph(launcher, backend):
+    """A vision attention's prologue, qkv projection -> unbind -> vision RoPE -> projection,
+    compiled whole: the op stays in the graph (one forward, one backward launch), the gradients
+    are eager's."""
+
+    class VisionQK(torch.nn.Module):
+        def __init__(self, heads=2, d=8, hidden=16):
+            super().__init__()
+            self.heads, self.d = heads, d
+            self.qkv = torch.nn.Linear(hidden, 3 * heads * d)
+            self.proj = torch.nn.Linear(2 * heads * d, hidden)
+            self.register_buffer("cos", torch.randn(14, d))
+            self.register_buffer("sin", torch.randn(14, d))
+
+        def forward(self, x):
+            b, s, _ = x.shape
+            h = x.reshape(b * s, -1)
+            q, k, _ = self.qkv(h).reshape(b * s, 3, self.heads, self.d).permute(1, 0, 2, 3).unbind(0)
+            q, k = liger_rotary_pos_emb_vision(q, k, self.cos, self.sin)
+            return self.proj(torch.cat([q, k], -1).reshape(b * s, -1)).reshape(b, s, -1)
+
+    assert_compiled_grads_match(VisionQK, lambda m: m.qkv.weight, launcher, backend,
+                                ["rope_fwd", "rope_bwd"])
 
 
 BAD = {
