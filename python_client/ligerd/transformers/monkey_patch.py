@@ -381,9 +381,11 @@ def _spec_doc(spec) -> str:
     from ligerd.transformers import spec_patching as sp
     lines = [f"{spec.summary}: Liger-Kernel's apply_liger_kernel_to_{spec.name}, table-driven "
              f"(ligerd/transformers/model_specs.py; docs/models.md)."]
-    if spec.rope_fns:
-        lines.append("rope: " + ", ".join(f"{a} -> {sp.rope_fn_module(n)}.{n}"
-                                          for a, n in spec.rope_fns) + ".")
+    rope_fns = [(a, f"{sp.rope_fn_module(n)}.{n}") for a, n in spec.rope_fns]
+    if spec.rope == "std" and any(n == "rope" for n, _ in spec.signature):
+        rope_fns.insert(0, ("apply_rotary_pos_emb", "ligerd.transformers.rope.liger_rotary_pos_emb"))
+    if rope_fns:
+        lines.append("rope: " + ", ".join(f"{a} -> {f}" for a, f in rope_fns) + ".")
     if spec.rope not in ("std", "") and any(n == "rope" for n, _ in spec.signature):
         lines.append(f"rope: kept as transformers' (ligerd lacks {spec.rope}; warned once).")
     if spec.norms:
