@@ -39,6 +39,7 @@ for xt in float ligerd::bf16 ligerd::f16; do
   done
   for op in 0 1 2 3 4; do combos+=("distill.cuh -DLIGERD_DISTILL_OP=$op -DLIGERD_XT=$xt"); done
   for bwd in 0 1; do combos+=("relu_squared.cuh -DLIGERD_RELU2_BWD=$bwd -DLIGERD_XT=$xt"); done
+  for bwd in 0 1; do for pairs in 0 1; do combos+=("clamped_glu.cuh -DLIGERD_CGLU_BWD=$bwd -DLIGERD_CGLU_PAIRS=$pairs -DLIGERD_XT=$xt"); done; done
 done
 
 compile() {  # tree-root out-file module defines...

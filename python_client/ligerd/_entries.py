@@ -6,6 +6,8 @@ order the executor takes them; ligerd._backend.call(op, **named) puts named argu
 in that order."""
 
 ENTRIES = {
+    'clamped_glu_fwd': ((('X', 'input', False, ''), ('Y', 'output', False, ''),), ('alpha', 'limit', 'up_offset', 'pairs')),
+    'clamped_glu_bwd': ((('dY', 'input', False, ''), ('X', 'input', False, ''), ('dX', 'output', False, ''),), ('alpha', 'limit', 'up_offset', 'pairs')),
     'cross_entropy_count': ((('target', 'input', False, ''), ('weight', 'input', True, ''), ('denom', 'output', False, ''),), ('ignore_index', 'num_classes')),
     'cross_entropy_fwd': ((('X', 'input', False, ''), ('target', 'input', False, ''), ('weight', 'input', True, ''), ('denom', 'input', False, ''), ('row_scale', 'input', True, ''), ('dX', 'output', True, 'X'), ('loss', 'output', False, ''), ('z_loss', 'output', True, ''), ('pred', 'output', True, ''),), ('ignore_index', 'lse_square_scale', 'label_smoothing', 'reduction', 'softcap', 'token_scaling')),
     'cross_entropy_scale': ((('G', 'output', False, ''), ('s', 'input', False, ''),), ()),

@@ -23,6 +23,7 @@ TEST(Catalogue, ListsRmsNormWithItsVariants) {
                        "layer_norm_bwd", "rms_norm_fwd", "rms_norm_bwd", "fused_add_rms_norm_fwd",
                        "fused_add_rms_norm_bwd", "rope_fwd", "rope_bwd", "softmax_fwd", "softmax_bwd",
                        "relu_squared_fwd", "relu_squared_bwd",
+                       "clamped_glu_fwd", "clamped_glu_bwd",
                        "kl_div_fwd", "kl_div_bwd", "jsd_fwd", "tvd_fwd", "jsd_logits_fwd"}));
   auto info = [&all](std::string_view name) -> const OpInfo& {
     for (const OpInfo& o : all)
@@ -142,6 +143,8 @@ TEST(Catalogue, VariantTagsAreUniqueAndSourcesEmbedded) {
     else if (op->name.starts_with("softmax"))
       EXPECT_NE(op->main.text.find("LIGERD_ROW_KERNELS_I8(softmax_fwd,"), std::string_view::npos);
     else if (op->name.starts_with("relu_squared"))
+      EXPECT_NE(op->main.text.find(op->name + "_v("), std::string_view::npos) << op->name;
+    else if (op->name.starts_with("clamped_glu"))
       EXPECT_NE(op->main.text.find(op->name + "_v("), std::string_view::npos) << op->name;
     else if (op->name == "kl_div_fwd" || op->name == "kl_div_bwd" || op->name == "jsd_fwd" || op->name == "tvd_fwd")
       EXPECT_NE(op->main.text.find(op->name + "_v("), std::string_view::npos) << op->name;

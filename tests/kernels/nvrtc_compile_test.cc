@@ -9,6 +9,7 @@
 #include "kernels/jit/jit_cache.h"
 #include "kernels/jit/nvrtc_compiler.h"
 #include "kernels/ops/distill.h"
+#include "kernels/ops/clamped_glu.h"
 #include "kernels/ops/glu.h"
 #include "kernels/ops/rope.h"
 #include "kernels/ops/layer_norm.h"
@@ -72,6 +73,7 @@ TEST(Nvrtc, ArchIsChecked) {
 // Every kernel name the op's planner can produce, for the module of each direction.
 std::vector<std::string> PlannableKernels(const std::string& op) {
   const bool backward = op.ends_with("_bwd");
+  if (op.starts_with("clamped_glu_")) return {ClampedGluKernelName(backward, true), ClampedGluKernelName(backward, false)};
   if (op.find("glu") != std::string::npos)
     return {GluKernelName(backward, true, 1), GluKernelName(backward, true, 2), GluKernelName(backward, true, 4),
             GluKernelName(backward, false)};

@@ -30,6 +30,7 @@ from ligerd.ops import fused_linear_cross_entropy as flce  # noqa: E402
 from ligerd.ops import glu, layer_norm, rms_norm, rope, softmax  # noqa: E402
 from ligerd.ops import jsd, kl_div, tvd  # noqa: E402
 from ligerd.ops import relu_squared  # noqa: E402
+from ligerd.ops import clamped_glu  # noqa: E402
 from ligerd.testing import ref_executor  # noqa: E402
 
 # aot_eager runs the same launches as eager (bitwise the same on the reference executor, up to
@@ -94,6 +95,13 @@ def _softmax(g):
 
 def _relu_squared(g):
     return [_leaf(g, 3, 4, 33)], lambda x: (relu_squared.relu_squared(x * 1.0),)
+
+
+def _clamped_glu(pairs):
+    def make(g):  # spread past the limit: clamped positions in both directions
+        return [_leaf(g, 3, 4, 34, scale=4.0)], \
+            lambda x: (clamped_glu.clamped_glu(x * 1.0, 1.702, 3.0, 1.0 if pairs else 0.0, pairs),)
+    return make
 
 
 def _kl(reduction, log_target=False):
@@ -167,6 +175,8 @@ CASES = {
     "rope": _rope,
     "softmax": _softmax,
     "relu_squared": _relu_squared,
+    "clamped_glu_pairs": _clamped_glu(True),
+    "clamped_glu_halves": _clamped_glu(False),
     "kl_div_batchmean": _kl("batchmean"),
     "kl_div_none_log_target": _kl("none", log_target=True),
     "jsd_labels": _jsd(0.3),
@@ -485,6 +495,10 @@ def _opcheck_samples():
         "softmax_bwd": [(r(rows, n), sm_y)],
         "relu_squared_fwd": [(r(rows, n, grad=True),)],
         "relu_squared_bwd": [(r(rows, n), r(rows, n))],
+        "clamped_glu_fwd": [(r(rows, n, grad=True, scale=4.0), 1.702, 3.0, 1.0, True),
+                            (r(rows, n, grad=True, scale=4.0), 1.0, 3.0, 0.0, False)],
+        "clamped_glu_bwd": [(r(rows, n // 2), r(rows, n, scale=4.0), 1.702, 3.0, 1.0, True),
+                            (r(rows, n // 2), r(rows, n, scale=4.0), 1.0, 3.0, 0.0, False)],
         "fused_linear_cross_entropy_fwd": [
             flce_fwd_args(1, True, lss=1e-3, ls=0.1, z=True, p=True),
             flce_fwd_args(2, True, bias=False, cap=5.0),

@@ -54,8 +54,6 @@ KEPT = {
     "Qwen3VLTextMLP": "qwen3_vl's swiglu defaults to False (as Liger)",
     "Qwen3VLMoeTextMLP": "qwen3_vl_moe patches the experts only (as Liger)",
     "DeepseekV4MLP": "deepseek_v4's swiglu defaults to False (as Liger)",
-    "DeepseekV4Experts": "clamped experts: ligerd lacks the fused MoE experts",
-    "GptOssExperts": "GPT-OSS experts: ligerd lacks them",
     "Gemma4TextExperts": "GeLU experts: ligerd lacks the fused MoE experts",
     "Gemma4VisionMLP": "clippable linear layers",
     "Gemma3RMSNorm": None,  # patched by gemma3_text's hand-written family (checked below)
@@ -87,8 +85,11 @@ def _is_ligerd(m) -> bool:
         return False
     if type(m).__module__.startswith("ligerd."):
         return True
-    f = m.__dict__.get("forward")
-    return f is not None and getattr(getattr(f, "__func__", f), "__module__", "").startswith("ligerd.")
+    for hook in ("forward", "_apply_gate"):  # experts may get only their activation hook
+        f = m.__dict__.get(hook)
+        if f is not None and getattr(getattr(f, "__func__", f), "__module__", "").startswith("ligerd."):
+            return True
+    return False
 
 
 def _act(m):
@@ -118,6 +119,10 @@ def _want(m, flags: dict):
         return bool(flags.get("relu_squared"))
     if re.search(r"Experts$", name) and isinstance(getattr(m, "gate_up_proj", None), nn.Parameter) \
             and _act(m) in ("SiLU", "SiLUActivation"):
+        return bool(flags.get("swiglu"))
+    # GPT-OSS's clamped GLU experts: no act_fn, their swiglu_alpha / swiglu_limit as attributes.
+    if re.search(r"Experts$", name) and isinstance(getattr(m, "gate_up_proj", None), nn.Parameter) \
+            and isinstance(getattr(m, "alpha", None), float) and isinstance(getattr(m, "limit", None), float):
         return bool(flags.get("swiglu"))
     if type(m) is nn.LayerNorm:
         return None  # checked per type below (vision towers only)

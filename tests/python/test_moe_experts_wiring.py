@@ -40,6 +40,9 @@ def _compare(mod, stock, args_fn, dtype, launcher, ops):
     so it is usually closer; the GEMMs are the same)."""
     mod, stock = mod.to(dtype), stock.to(dtype)
     stock64 = copy.deepcopy(stock).double()
+    if getattr(stock64, "config", None) is not None:  # grouped_mm takes no float64: the eager loop
+        stock64.config = copy.deepcopy(stock64.config)
+        stock64.config._experts_implementation = "eager"
     args = args_fn(dtype)
     args64 = [a.double() if a.is_floating_point() else a for a in args]
     x = args[0].clone().requires_grad_()
@@ -136,3 +139,161 @@ def test_llama4_experts_class_patch(launcher):
         assert g._ligerd_ok is False
     finally:
         lt.revert_liger_kernel_patches()
+
+
+# ---- GPT-OSS and DeepSeek-V4 ----------------------------------------------------------------------
+
+IMPLS = ["eager", "batched_mm", "grouped_mm"]
+
+
+def _gpt_oss_experts(E, H, I, seed, limit=7.0, impl="eager"):
+    from transformers.models.gpt_oss.configuration_gpt_oss import GptOssConfig
+    from transformers.models.gpt_oss.modeling_gpt_oss import GptOssExperts
+    cfg = GptOssConfig(hidden_size=H, intermediate_size=I, num_local_experts=E,
+                       num_experts_per_tok=2, swiglu_limit=limit)
+    cfg._experts_implementation = impl
+    torch.manual_seed(seed)
+    m = GptOssExperts(cfg)
+    with torch.no_grad():
+        # gate_up spread well past +-limit, so that many positions are clamped.
+        m.gate_up_proj.normal_(0, 6 * H ** -0.5)
+        m.gate_up_proj_bias.normal_(0, 1.0)
+        m.down_proj.normal_(0, I ** -0.5)
+        m.down_proj_bias.normal_(0, 0.1)
+    return m
+
+
+def _dsv4_experts(E, H, I, seed, limit=2.0, impl="eager"):
+    from transformers.models.deepseek_v4.configuration_deepseek_v4 import DeepseekV4Config
+    from transformers.models.deepseek_v4.modeling_deepseek_v4 import DeepseekV4Experts
+    cfg = DeepseekV4Config(hidden_size=H, intermediate_size=I, num_local_experts=E,
+                           num_experts_per_tok=2, swiglu_limit=limit, hidden_act="silu")
+    cfg._experts_implementation = impl
+    torch.manual_seed(seed)
+    m = DeepseekV4Experts(cfg)
+    with torch.no_grad():
+        m.gate_up_proj.normal_(0, 4 * H ** -0.5)
+        m.down_proj.normal_(0, I ** -0.5)
+    return m
+
+
+def _routing(T, E, K, seed):
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.stack([torch.randperm(E, generator=g)[:K] for _ in range(T)])
+    w = torch.rand(T, K, generator=g, dtype=torch.float64).softmax(-1)
+    return idx, w
+
+
+MODELS = {
+    "gpt_oss": (_gpt_oss_experts, "gpt_oss_experts"),
+    "deepseek_v4": (_dsv4_experts, "clamped_experts"),
+}
+
+
+def _modeling_or_skip(name):
+    pytest.importorskip(f"transformers.models.{name}.modeling_{name}",
+                        reason=f"this transformers has no {name}")
+
+
+# torch's CPU grouped_mm wants 16-byte row strides, so the odd sizes go through the other two.
+IMPL_SHAPES = [(impl, shape) for impl in IMPLS for shape in [(4, 9, 16, 24), (3, 5, 33, 19)]
+               if not (impl == "grouped_mm" and shape[2] % 8)]
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("impl,shape", IMPL_SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_clamped_experts_match_stock(launcher, name, impl, shape, dtype):
+    """Patched experts (only ``_apply_gate`` bound) against the same module's stock forward and
+    backward, for each of transformers' experts implementations; I = 19 is odd (the element
+    kernels on a GPU), H = 33 too."""
+    E, T, H, I = shape
+    _modeling_or_skip(name)
+    make, kind = MODELS[name]
+    stock = make(E, H, I, seed=E * 31 + T, impl=impl)
+    mod = copy.deepcopy(stock)
+    keys = list(mod.state_dict())
+    assert spec_patching.patch_mlp_instance(mod, kind)
+    assert "forward" not in mod.__dict__ and "_apply_gate" in mod.__dict__
+    assert list(mod.state_dict()) == keys
+
+    def args(dt):
+        g = torch.Generator().manual_seed(T)
+        x = torch.randn(T, H, generator=g, dtype=torch.float64).to(dt)
+        idx, w = _routing(T, E, 2, T)
+        return [x, idx, w.to(dt)]
+    _compare(mod, stock, args, dtype, launcher, ["clamped_glu_fwd", "clamped_glu_bwd"])
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_clamped_experts_scalars_reach_the_op(launcher, name):
+    """The op gets the module's own alpha / limit / layout: GPT-OSS (alpha 1.702 by default,
+    up_offset 1, pairs), DeepSeek-V4 (alpha 1, up_offset 0, halves)."""
+    _modeling_or_skip(name)
+    make, kind = MODELS[name]
+    mod = make(3, 8, 4, seed=0)
+    mod.limit = 3.25
+    assert spec_patching.patch_mlp_instance(mod, kind)
+    idx, w = _routing(5, 3, 2, 0)
+    mod(torch.randn(5, 8), idx, w.float())
+    scal = {tuple(c[2]) for c in launcher.calls}
+    want = (1.702, 3.25, 1.0, 1.0) if name == "gpt_oss" else (1.0, 3.25, 0.0, 0.0)
+    assert scal == {want}, scal
+
+
+def test_clamped_experts_kept_with_a_warning_when_not_computable(launcher):
+    """A DeepSeek-V4 experts module with a non-SiLU activation, or a GPT-OSS one without a
+    numeric limit, keeps transformers' _apply_gate with a one-time warning."""
+    _modeling_or_skip("deepseek_v4")
+    _modeling_or_skip("gpt_oss")
+    from transformers.activations import ACT2FN
+    d = _dsv4_experts(2, 8, 4, seed=0)
+    d.act_fn = ACT2FN["gelu"]
+    with pytest.warns(Warning, match="keeps transformers' forward"):
+        assert not spec_patching.patch_mlp_instance(d, "clamped_experts")
+    g = _gpt_oss_experts(2, 8, 4, seed=0)
+    g.limit = None
+    with pytest.warns(Warning, match="no numeric alpha and limit"):
+        assert not spec_patching.patch_mlp_instance(g, "gpt_oss_experts")
+    assert "_apply_gate" not in d.__dict__ and "_apply_gate" not in g.__dict__
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("how", ["class", "instance"])
+def test_tiny_model_with_swiglu_true(launcher, name, how):
+    """apply_liger_kernel_to_<name>(swiglu=True) (Liger's default is False for both): the tiny
+    model's experts compute through ligerd's clamped GLU, and its loss and gradients are
+    transformers' (everything else off, so the difference is the experts alone)."""
+    _modeling_or_skip(name)
+    import ligerd.transformers as lt
+    from ligerd.testing import tiny_models as tm
+    flags = dict(rope=False, rms_norm=False, fused_linear_cross_entropy=False, swiglu=True)
+    apply = getattr(lt, f"apply_liger_kernel_to_{name}")
+    stock = tm.build(name)
+    try:
+        if how == "class":
+            apply(**flags)
+            model = tm.build(name)
+            model.load_state_dict(stock.state_dict())
+        else:
+            model = copy.deepcopy(stock)
+            apply(model=model, **flags)
+        experts = [m for m in model.modules() if type(m).__name__.endswith("Experts")]
+        assert experts and all(spec_patching.is_liger_module(m) for m in experts)
+        ids = torch.randint(0, stock.config.vocab_size, (2, 7), generator=torch.Generator().manual_seed(1))
+        launcher.calls.clear()
+        out, ref = model(input_ids=ids, labels=ids), stock(input_ids=ids, labels=ids)
+        torch.testing.assert_close(out.loss, ref.loss, rtol=1e-5, atol=1e-6)
+        out.loss.backward()
+        ref.loss.backward()
+        for (n, p), (_, q) in zip(model.named_parameters(), stock.named_parameters()):
+            if q.grad is None:
+                assert p.grad is None, n
+                continue
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=n)
+        assert {"clamped_glu_fwd", "clamped_glu_bwd"} <= {c[0] for c in launcher.calls}
+    finally:
+        lt.revert_liger_kernel_patches()
+    if how == "instance":  # revert unbinds the hooks of built modules (a class-patched
+        assert not any(spec_patching.is_liger_module(m) for m in model.modules()  # one stays)
+                       if type(m).__name__.endswith("Experts"))

@@ -5,10 +5,12 @@ Importing this package registers the ops (it imports torch). One submodule per o
 (``fused_add_rms_norm()``), ``ligerd.ops.layer_norm`` (``layer_norm()``), ``ligerd.ops.glu``
 (``swiglu()``, ``geglu()``), ``ligerd.ops.rope`` (``rotary_pos_emb()``),
 ``ligerd.ops.cross_entropy`` (``cross_entropy()``), ``ligerd.ops.fused_linear_cross_entropy``,
-``ligerd.ops.softmax`` (``softmax()``), ``ligerd.ops.relu_squared`` (``relu_squared()``), the
+``ligerd.ops.softmax`` (``softmax()``), ``ligerd.ops.relu_squared`` (``relu_squared()``),
+``ligerd.ops.clamped_glu`` (``clamped_glu()``: the MoE experts' clamped GLU), the
 distillation losses ``ligerd.ops.kl_div`` (``kl_div()``), ``ligerd.ops.jsd`` (``jsd()``),
 ``ligerd.ops.tvd`` (``tvd()``)."""
 
+from ligerd.ops import clamped_glu  # noqa: F401  (module; registers ligerd::clamped_glu_*)
 from ligerd.ops import cross_entropy  # noqa: F401  (module; registers ligerd::cross_entropy_*)
 from ligerd.ops import fused_add_rms_norm  # noqa: F401  (registers ligerd::fused_add_rms_norm_*)
 from ligerd.ops import fused_linear_cross_entropy  # noqa: F401  (module; uses cross_entropy)
@@ -26,3 +28,4 @@ __all__ = ["cross_entropy", "fused_add_rms_norm", "fused_linear_cross_entropy", 
            "rms_norm", "rope", "softmax"]
 __all__ += ["jsd", "kl_div", "tvd"]
 __all__ += ["relu_squared"]
+__all__ += ["clamped_glu"]

@@ -14,6 +14,7 @@ from typing import Callable, Dict
 import torch
 
 from ligerd._entries import ENTRIES
+from ligerd.testing.reference import clamped_glu as clamped_glu_ref
 from ligerd.testing.reference import distill as distill_ref
 from ligerd.testing.reference import jsd_logits as jsd_logits_ref
 from ligerd.testing.reference import layer_norm as layer_norm_ref
@@ -198,6 +199,34 @@ def _relu_squared_bwd(op, t, s):
     assert all(u.shape[-1] <= 1 or u.stride(-1) == 1 for u in t), "contiguous last dim"
     r = relu_squared_ref.backward(dy, x)
     dx.copy_(r.to(dx.dtype))  # after every read of dy: dx may alias dy
+
+
+# ---- clamped GLU (kernels/ops/clamped_glu.cc) -------------------------------------------------
+
+def _clamped_glu_scalars(op, s):
+    alpha, limit, off, pairs = s.alpha, s.limit, s.up_offset, s.pairs
+    assert math.isfinite(alpha) and math.isfinite(off), f"{op}: alpha, up_offset finite"
+    assert limit >= 0, f"{op}: limit >= 0"  # also refuses NaN
+    assert pairs in (0.0, 1.0), f"{op}: pairs 0 or 1"
+    return alpha, limit, off, pairs == 1.0
+
+
+@handles("clamped_glu_fwd")
+def _clamped_glu_fwd(op, t, s):
+    x, y = t.X, t.Y
+    assert x.shape[-1] % 2 == 0 and y.shape == x.shape[:-1] + (x.shape[-1] // 2,)
+    assert y.dtype == x.dtype
+    assert all(u.shape[-1] <= 1 or u.stride(-1) == 1 for u in t), "contiguous last dim"
+    y.copy_(clamped_glu_ref.forward(x, *_clamped_glu_scalars(op, s)).to(y.dtype))
+
+
+@handles("clamped_glu_bwd")
+def _clamped_glu_bwd(op, t, s):
+    dy, x, dx = t.dY, t.X, t.dX
+    assert dx.shape == x.shape and dy.shape == x.shape[:-1] + (x.shape[-1] // 2,)
+    assert dy.dtype == x.dtype == dx.dtype
+    assert all(u.shape[-1] <= 1 or u.stride(-1) == 1 for u in t), "contiguous last dim"
+    dx.copy_(clamped_glu_ref.backward(dy, x, *_clamped_glu_scalars(op, s)).to(dx.dtype))
 
 
 # ---- SwiGLU / GeGLU (kernels/ops/glu.cc) -----------------------------------------------------

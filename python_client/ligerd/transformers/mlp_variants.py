@@ -18,7 +18,11 @@ same hook the library exposes for it; the parameter layout, state-dict keys and 
 unchanged. ``llama4_experts_forward``: Llama-4's ``Llama4TextExperts`` (transposed ``gate_up_proj [E, H, 2I]``,
 ``down_proj [E, I, H]``, tokens already repeated per expert) keeps its two ``torch.bmm``s and runs
 ligerd's SwiGLU for ``up * silu(gate)`` between them; it has no ``_apply_gate`` hook, so its forward
-is replaced (bound onto built modules, or run by spec_patching's subclass). Transformers 4.x's per-expert ``MixtralBlockSparseTop2MLP`` modules no longer exist in
+is replaced (bound onto built modules, or run by spec_patching's subclass). ``gpt_oss_experts_apply_gate`` / ``clamped_experts_apply_gate``: GPT-OSS's ``GptOssExperts``
+(interleaved gate/up, biases, ``swiglu_alpha`` / ``swiglu_limit``) and DeepSeek-V4's
+``DeepseekV4Experts`` (clamped halves) keep their forward (transformers' GEMM implementations or
+their eager loop, biases included) and get ligerd's clamped-GLU op (ligerd.ops.clamped_glu) as
+their ``_apply_gate``, which every one of those paths calls. Transformers 4.x's per-expert ``MixtralBlockSparseTop2MLP`` modules no longer exist in
 5.x, so there is no ``LigerBlockSparseTop2MLP`` here.
 """
 
@@ -28,6 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ligerd.ops.clamped_glu import clamped_swiglu, gpt_oss_glu
 from ligerd.ops.glu import geglu, swiglu
 
 
@@ -165,6 +170,20 @@ def llama4_experts_forward(self, hidden_states):
     gate, up = gate_up.chunk(2, dim=-1)  # strided [E, T, I] views: swiglu reads them in place
     next_states = torch.bmm(swiglu(gate, up), self.down_proj)
     return next_states.view(-1, self.hidden_size)
+
+
+def gpt_oss_experts_apply_gate(self, gate_up: torch.Tensor) -> torch.Tensor:
+    """transformers' ``GptOssExperts._apply_gate`` on ligerd's clamped-GLU op: gate/up
+    interleaved in ``gate_up [S, 2I]`` (biases already added by the GEMM path),
+    ``g = gate.clamp(max=limit)``, ``u = up.clamp(-limit, limit)``,
+    ``(u + 1) * g * sigmoid(alpha * g)`` with the module's ``alpha`` and ``limit``."""
+    return gpt_oss_glu(gate_up, self.alpha, self.limit)
+
+
+def clamped_experts_apply_gate(self, gate_up: torch.Tensor) -> torch.Tensor:
+    """transformers' ``DeepseekV4Experts._apply_gate`` (SiLU) on ligerd's clamped-GLU op:
+    ``silu(gate.clamp(max=limit)) * up.clamp(-limit, limit)`` of the halves of ``gate_up``."""
+    return clamped_swiglu(gate_up, self.limit)
 
 
 __all__ = ["LigerPhi3SwiGLUMLP", "LigerQwen3MoeSwiGLUMLP", "LigerExperts"]

@@ -22,8 +22,12 @@ argument replaces, and the parts ligerd has no kernel for. ``apply_spec`` then d
   spec's MLP class. A subclass keeps the class's constructor, parameters, state-dict keys and weight
   initialisation, which differ from class to class among these models (Liger-Kernel installs its
   own classes instead). A module whose configuration the kernel does not compute (an MLP whose
-  activation is not SiLU / tanh-GELU / ReLU², a transposed or biased experts layout) keeps its stock
-  forward, with a one-time warning.
+  activation is not SiLU / tanh-GELU / ReLU², a stacked-experts module whose layout is not the one
+  its kind names) keeps its stock forward, with a one-time warning. Experts: the stacked
+  Mixtral-style ones get ligerd's SwiGLU as ``_apply_gate`` and forward; Llama-4's transposed ones
+  a forward with ligerd's SwiGLU between its ``bmm``s; GPT-OSS's (interleaved, biased, alpha and
+  limit) and DeepSeek-V4's (clamped) ones ligerd's clamped GLU as ``_apply_gate``, their own
+  forward kept (transformers' GEMM implementations call the hook).
 - ``cross_entropy``: transformers' ``fixed_cross_entropy`` -> ligerd's, as for the first twelve.
 - ``fused_linear_cross_entropy``: the ``*ForCausalLM`` / ``*ForConditionalGeneration`` forwards
   -> ``model/fused_forward.py`` (transformers' forward with its head and loss fused).
@@ -78,6 +82,10 @@ class MLP:
     "experts": stacked experts ``gate_up_proj [E, 2I, H]`` / ``down_proj [E, H, I]``, SiLU;
     "llama4_experts": Llama-4's transposed experts ``gate_up_proj [E, H, 2I]`` /
     ``down_proj [E, I, H]`` between ``bmm``s, SiLU;
+    "gpt_oss_experts": GPT-OSS's experts, their ``_apply_gate`` (interleaved, clamped, alpha,
+    ``up + 1``) on ligerd's clamped GLU, their forward (GEMMs, biases) kept;
+    "clamped_experts": DeepSeek-V4's experts, their ``_apply_gate`` (``silu(g) * u`` of clamped
+    halves) on ligerd's clamped GLU, their forward kept;
     "relu2": ``down(relu(up(x))^2)``, the squared-ReLU MLP without a gate (Nemotron)."""
     cls: str
     kind: str = "swiglu"
@@ -252,7 +260,8 @@ def patch_layer_norm_instance(module) -> None:
 _SILU = ("SiLU", "SiLUActivation")
 _GELU_TANH = ("GELUTanh", "PytorchGELUTanh", "NewGELUActivation", "GELUPytorchTanh")
 _RELU2 = ("ReLUSquaredActivation", "LigerReLUSquared")
-_KERNEL_NAMES = {"geglu": "GeGLU", "relu2": "squared-ReLU"}  # what _warn_mlp_kept names; else SwiGLU
+_KERNEL_NAMES = {"geglu": "GeGLU", "relu2": "squared-ReLU", "gpt_oss_experts": "clamped-GLU",
+                 "clamped_experts": "clamped-GLU"}  # what _warn_mlp_kept names; else SwiGLU
 
 
 def _act_name(module) -> str:
@@ -265,9 +274,26 @@ def _act_name(module) -> str:
     return "?"
 
 
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _mlp_unsupported(module, kind: str) -> Optional[str]:
     """Why ligerd cannot compute this built module as ``kind`` (None: it can)."""
     act = _act_name(module)
+    if kind == "gpt_oss_experts":  # no act_fn: the activation is written out in _apply_gate
+        gu = getattr(module, "gate_up_proj", None)
+        if not (_number(getattr(module, "alpha", None)) and _number(getattr(module, "limit", None))):
+            return "it has no numeric alpha and limit (swiglu_alpha, swiglu_limit)"
+        if getattr(module, "limit") < 0:
+            return f"its limit is {module.limit} < 0"
+        if gu is None or gu.dim() != 3 or gu.shape[-1] % 2 != 0:
+            return "its experts are not laid out as gate_up_proj [E, H, 2I]"
+        return None
+    if kind == "clamped_experts":
+        lim = getattr(module, "limit", None)
+        if not _number(lim) or lim < 0:
+            return f"its limit is {lim!r}, not a number >= 0"
     if kind == "geglu":
         if act not in _GELU_TANH:
             return f"its activation is {act}, not the tanh-approximated GELU of ligerd's GeGLU"
@@ -286,7 +312,7 @@ def _mlp_unsupported(module, kind: str) -> Optional[str]:
     elif kind == "fused_swiglu":
         if not isinstance(getattr(module, "gate_up_proj", None), nn.Module):
             return "it has no gate_up_proj module"
-    elif kind == "experts":
+    elif kind in ("experts", "clamped_experts"):
         gu, dn = getattr(module, "gate_up_proj", None), getattr(module, "down_proj", None)
         if getattr(module, "has_bias", False) or getattr(module, "gate_up_proj_bias", None) is not None:
             return "its experts have biases"
@@ -340,6 +366,16 @@ def _experts_forward(self, hidden_states, top_k_index, top_k_weights):
     return experts_forward(self, hidden_states, top_k_index, top_k_weights)
 
 
+def _gpt_oss_experts_apply_gate(self, gate_up):
+    from ligerd.transformers.mlp_variants import gpt_oss_experts_apply_gate
+    return gpt_oss_experts_apply_gate(self, gate_up)
+
+
+def _clamped_experts_apply_gate(self, gate_up):
+    from ligerd.transformers.mlp_variants import clamped_experts_apply_gate
+    return clamped_experts_apply_gate(self, gate_up)
+
+
 def _llama4_experts_forward(self, hidden_states):
     from ligerd.transformers.mlp_variants import llama4_experts_forward
     return llama4_experts_forward(self, hidden_states)
@@ -355,6 +391,13 @@ MLP_FORWARDS: Dict[str, Callable] = {
     "falcon_h1": _falcon_h1_forward, "clamped_swiglu": _clamped_swiglu_forward,
     "experts": _experts_forward, "relu2": _relu2_forward,
     "llama4_experts": _llama4_experts_forward,
+    "gpt_oss_experts": None, "clamped_experts": None,  # the class's own forward (it calls _apply_gate)
+}
+# Experts kinds whose ``_apply_gate`` (the activation between the expert GEMMs that transformers'
+# grouped_mm / batched_mm / eager paths call) is ligerd's.
+GATE_HOOKS: Dict[str, Callable] = {
+    "experts": _experts_apply_gate, "gpt_oss_experts": _gpt_oss_experts_apply_gate,
+    "clamped_experts": _clamped_experts_apply_gate,
 }
 
 
@@ -376,13 +419,15 @@ class _MLPMixin(_LigerMixin):
             _warn_mlp_kept(self, self._ligerd_mlp_kind, why)
 
     def forward(self, *args, **kwargs):
-        if not self._ligerd_ok:
+        fwd = MLP_FORWARDS[self._ligerd_mlp_kind]
+        if not self._ligerd_ok or fwd is None:
             return super().forward(*args, **kwargs)
-        return MLP_FORWARDS[self._ligerd_mlp_kind](self, *args, **kwargs)
+        return fwd(self, *args, **kwargs)
 
     def _apply_gate(self, gate_up_out):  # experts: transformers' GEMM paths call this
-        if self._ligerd_mlp_kind == "experts" and self._ligerd_ok:
-            return _experts_apply_gate(self, gate_up_out)
+        hook = GATE_HOOKS.get(self._ligerd_mlp_kind)
+        if hook is not None and self._ligerd_ok:
+            return hook(self, gate_up_out)
         return super()._apply_gate(gate_up_out)
 
 
@@ -397,9 +442,10 @@ def patch_mlp_instance(module, kind: str) -> bool:
         _warn_mlp_kept(module, kind, why)
         return False
     _set(module, "_ligerd_kind", kind)
-    _bind(module, "forward", MLP_FORWARDS[kind])
-    if kind == "experts":
-        _bind(module, "_apply_gate", _experts_apply_gate)
+    if MLP_FORWARDS[kind] is not None:
+        _bind(module, "forward", MLP_FORWARDS[kind])
+    if kind in GATE_HOOKS:
+        _bind(module, "_apply_gate", GATE_HOOKS[kind])
     return True
 
 
