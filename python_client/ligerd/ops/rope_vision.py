@@ -104,7 +104,10 @@ def vision_rotary_pos_emb(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor,
     q4, k4 = _rope._contig_last(q4), _rope._contig_last(k4)
     c3, s3 = _rope.check_inputs(q4, k4, cos, sin)
     oq, ok = _rope.rope_out(q4, k4, c3, s3, False)
-    oq, ok = (oq.squeeze(2), ok.squeeze(2)) if q.dim() == 3 else (oq.transpose(1, 2), ok.transpose(1, 2))
+    if q.dim() == 3:
+        oq, ok = oq.squeeze(2), ok.squeeze(2)
+    else:
+        oq, ok = oq.transpose(1, 2), ok.transpose(1, 2)
     if cast:
         oq, ok = oq.to(q.dtype), ok.to(k.dtype)
     return oq, ok
