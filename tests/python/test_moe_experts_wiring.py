@@ -297,3 +297,16 @@ def test_tiny_model_with_swiglu_true(launcher, name, how):
     if how == "instance":  # revert unbinds the hooks of built modules (a class-patched
         assert not any(spec_patching.is_liger_module(m) for m in model.modules()  # one stays)
                        if type(m).__name__.endswith("Experts"))
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_clamped_experts_float64_is_a_clear_error(launcher, name):
+    """ligerd's kernels take fp32/bf16/fp16: a float64 experts module fails naming the op."""
+    from ligerd._errors import OpInputError
+    _modeling_or_skip(name)
+    make, kind = MODELS[name]
+    mod = make(3, 8, 4, seed=0).double()
+    assert spec_patching.patch_mlp_instance(mod, kind)
+    idx, w = _routing(5, 3, 2, 0)
+    with pytest.raises(OpInputError, match=r"ligerd op clamped_glu: x has dtype torch.float64"):
+        mod(torch.randn(5, 8, dtype=torch.float64), idx, w)
