@@ -10,17 +10,14 @@ trl-1.12.0 and the wheels of ligerd.testing.trl_grpo.RUN_WHEELS it lacks (for Py
 -d .whl trl==1.12.0 datasets==4.7.0 accelerate==1.16.0 pandas==3.1.1 pyarrow==26.0.1 dill==0.4.0
 multiprocess==0.70.18 xxhash==4.1.0 python-dateutil==2.9.0.post0 six==1.17.0 psutil==7.2.2
 requests urllib3 charset-normalizer idna certifi`: 68 MB, pyarrow 55 MB of it), and
-scikit_build_core + pathspec if it cannot build the shim. They are
-installed with --no-deps --no-index into scratch folders; without them the module skips, naming
-what is missing. Needs the built ligerd on PYTHONPATH (tests/gpu/run.sh sets it)."""
+scikit_build_core + pathspec if it cannot build the shim. They are installed with --no-deps
+--no-index into scratch folders (ligerd.testing.trainer_route.carried_sites, shared with
+test_integrations_gpu.py); without them the module skips, naming what is missing. Needs the built
+ligerd on PYTHONPATH (tests/gpu/run.sh sets it)."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -28,46 +25,17 @@ from ligerd.testing.gpu import require_cuda
 
 torch = require_cuda()
 
-from ligerd.testing.compat_shim import build_shim  # noqa: E402
-from ligerd.testing.trl_grpo import (RUN_WHEELS, TRL_VERSION, install_trl, install_wheels,  # noqa: E402
-                                     run_grpo)
+from ligerd.testing.trainer_route import carried_sites  # noqa: E402
+from ligerd.testing.trl_grpo import TRL_VERSION, run_grpo  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 LOSS_TYPES = ("dapo", "sapo")
-IMPORTS = ("trl", "datasets", "accelerate", "pandas", "pyarrow")
 
 
 @pytest.fixture(scope="module")
 def sites(tmp_path_factory):
     """(shim folder, TRL 1.12 folder, dependency folder), or a skip naming what is missing."""
-    deps = tmp_path_factory.mktemp("trl_deps")
-    missing = install_wheels([n for n in RUN_WHEELS if n != "trl"], deps, root=ROOT)
-    trl_dir, why = install_trl(tmp_path_factory.mktemp("trl_site"), tmp_path_factory.mktemp("trl_dl"), root=ROOT)
-    if trl_dir is None:
-        pytest.skip(f"TRL {TRL_VERSION} not installable here: {why}")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(trl_dir), str(deps), os.environ.get("PYTHONPATH", "")]))
-    p = subprocess.run([sys.executable, "-c", "; ".join(f"import {m}" for m in IMPORTS)], capture_output=True,
-                       text=True, env=env)
-    if p.returncode != 0:
-        pytest.skip(f"TRL {TRL_VERSION}'s run-time needs are not importable ({p.stderr.strip().splitlines()[-1]}); "
-                    f"carry their wheels in .whl/ (no wheel found for: {', '.join(missing) or 'none'})")
-    # The shim is built with pip --no-build-isolation: scikit-build-core from the wheels if absent.
-    old = os.environ.get("PYTHONPATH")
-    if importlib.util.find_spec("scikit_build_core") is None:
-        tools = tmp_path_factory.mktemp("build_tools")
-        lacking = install_wheels(["scikit_build_core", "pathspec"], tools, root=ROOT)
-        if lacking:
-            pytest.skip(f"scikit-build-core is not importable and .whl/ lacks {lacking}: cannot build the shim")
-        os.environ["PYTHONPATH"] = os.pathsep.join([str(tools), old or ""])
-    try:
-        shim = build_shim(tmp_path_factory.mktemp("liger_kernel_shim"), tmp_path_factory.mktemp("shim_src"),
-                          compat=ROOT / "python_client" / "compat")
-    finally:
-        if old is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = old
-    return shim, trl_dir, deps
+    return carried_sites(tmp_path_factory, ROOT, trl=True)
 
 
 def test_trl_grpo_trainer_runs_ligerds_chunked_grpo_loss_on_the_gpu(sites, tmp_path):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -347,3 +348,114 @@ def run_trl_sft_dpo(shim_dir: Path, trl_dir: Path, out: Path, *, device: str, se
     use_liger_kernel=True, same seed and data: losses, grad norms, ligerd ops, what was patched."""
     code = f"import json\nSEED = {seed}\nSTEPS = {steps}\n" + textwrap.dedent(TRL_SCRIPT)
     return run_result(code, out, device=device, path=[shim_dir, trl_dir, *extra_path], timeout=timeout)
+
+
+# ------------------------------------------------------------------------------------------
+# the checks (tests/gpu/test_integrations_gpu.py with device "cuda"; the CPU suite's
+# tests/python/test_trainer_route.py with "cpu", through the reference executor)
+
+LAYER_OPS = {"rms_norm_fwd", "rms_norm_bwd", "rope_fwd", "rope_bwd", "swiglu_fwd", "swiglu_bwd"}
+FLCE_OPS = {"gemm", "cross_entropy_fwd"}   # ligerd's fused linear cross-entropy: chunk GEMMs + CE
+LN2 = 0.6931471805599453
+
+
+def _ops_on(run: dict, device: str, ctx) -> set:
+    """The ops of a run, each asserted to have run on `device` only."""
+    for op, e in run["ops"].items():
+        assert e["devices"] == [device], (ctx, op, e)
+    return set(run["ops"])
+
+
+def _rel(a: float, b: float) -> float:
+    return abs(a - b) / max(abs(b), 1e-30)
+
+
+def check_hf(r: dict, device: str, steps: int = 4, runs=HF_RUNS) -> None:
+    """HF_SCRIPT's result: plain runs touch no ligerd op; use_liger_kernel=True puts ligerd's
+    RMSNorm, RoPE, SwiGLU and fused linear CE (or, under CONFIG, RMSNorm, RoPE and plain CE only) in
+    the model, and every one of them ran on `device` in the model's dtype, once per norm / layer and
+    step, forward and backward; the losses are finite, fall, and follow the plain run's.
+
+    Tolerances (the plain run is the same model, seed and data without ligerd): measured on the CPU
+    (ligerd's ops in float64 inside the model's dtype), float32 losses agree to 1e-5 over 4 AdamW
+    steps and grad norms to 1e-5 (relative); bfloat16 losses to 8e-4 and grad norms to 0.9% (the
+    norm is itself a bfloat16 number: 2 ulps). Bounds: float32 1e-3 and 1% (on the GPU both sides
+    are float32 kernels without TF32, ordered differently); bfloat16 3e-2 and 5%. The loss must
+    fall by 0.1 over the steps (measured: 0.37 for the Llama, 0.46 for the Qwen3, from ln 96)."""
+    for name, arch, dtype, liger, config in runs:
+        x, ctx = r["runs"][name], (name, {k: v for k, v in r["runs"][name].items() if k != "config"})
+        loss, p = x["loss"], x["patched"]
+        assert len(loss) == steps and all(math.isfinite(v) for v in loss), ctx
+        assert loss[-1] < loss[0] - 0.1, ctx
+        ops = _ops_on(x, device, ctx)
+        if not liger:
+            assert ops == set() and p["norms_ligerd"] == 0 and p["mlps_ligerd"] == 0, ctx
+            assert p["forward"].startswith("transformers."), ctx
+            continue
+        layers, cfg = 2, config or {}
+        # What is ligerd's in the model (the CPU route tests' check, here after training on `device`).
+        assert p["norms"] == p["norms_ligerd"] == (9 if arch == "qwen3" else 5), ctx   # + q/k norms
+        assert p["rope"] == "ligerd.transformers.rope.liger_rotary_pos_emb", ctx
+        swiglu, flce = cfg.get("swiglu", True), cfg.get("fused_linear_cross_entropy", True)
+        assert p["mlps_ligerd"] == (layers if swiglu else 0), ctx
+        assert p["forward"].startswith("ligerd." if flce else "transformers."), ctx
+        # What ran: every norm, RoPE and MLP of every step, forward and backward, in the model's dtype.
+        want = {"rms_norm_fwd", "rms_norm_bwd", "rope_fwd", "rope_bwd"} | (
+            {"swiglu_fwd", "swiglu_bwd"} if swiglu else set()) | (FLCE_OPS if flce else {"cross_entropy_fwd"})
+        assert want <= ops, (ctx, want - ops)
+        if not swiglu:
+            assert not ops & {"swiglu_fwd", "swiglu_bwd"}, ctx
+        if not flce:
+            assert "gemm" not in ops, ctx
+        for op, n in (("rms_norm_fwd", p["norms"]), ("rms_norm_bwd", p["norms"]), ("rope_fwd", layers),
+                      ("rope_bwd", layers)) + ((("swiglu_fwd", layers), ("swiglu_bwd", layers)) if swiglu else ()):
+            assert x["ops"][op]["n"] == n * steps and x["ops"][op]["dtypes"] == [dtype], (ctx, op)
+        # Against the plain run of the same arch and dtype.
+        plain = r["runs"][f"{arch}_{'f32' if dtype == 'float32' else 'bf16'}_plain"]
+        tol_loss, tol_gn = (1e-3, 1e-2) if dtype == "float32" else (3e-2, 5e-2)
+        for a, b in zip(plain["loss"], loss):
+            assert abs(a - b) <= tol_loss, (ctx, plain["loss"])
+        for a, b in zip(plain["grad_norm"], x["grad_norm"]):
+            assert _rel(b, a) <= tol_gn, (ctx, plain["grad_norm"])
+
+
+def check_trl(r: dict, device: str, steps: int = 2) -> None:
+    """TRL_SCRIPT's result (TRL 1.12.0): SFTTrainer with use_liger_kernel=True trains through
+    ligerd's patched layers and fused linear CE (TRL asks it for token accuracy: it is returned);
+    DPOTrainer's loss is ligerd's chunked DPO loss, once per step, with the layers ligerd's too;
+    all on `device`, finite, and following TRL's own path (use_liger_kernel=False).
+
+    Tolerances: measured on the CPU (ligerd's ops in float64), SFT (TRL's default bf16 autocast)
+    agrees with TRL's own path to 2e-3 in the losses, 3% in the grad norms after a step (bf16
+    logits); DPO to 5e-4 in the second loss and 1e-4 (step 0) / 0.5% (step 1) in grad norms (AdamW's
+    first step moves near-zero gradients by a whole lr whatever their rounding). Bounds: SFT 2e-2 and
+    10%; DPO: step 0 is ln 2 within 1e-4 (policy == reference), step 1 within 5e-3 of TRL's own, its
+    grad norms within 2% (step 0) and 10%."""
+    assert r["trl"] == TRL_VERSION and r["shim_dpo_is_ligerd"], r
+    runs = r["runs"]
+    for name in ("sft_plain", "dpo_plain"):
+        x = runs[name]
+        assert _ops_on(x, device, name) == set() and x["patched"]["norms_ligerd"] == 0, (name, x)
+    for name in ("sft_liger", "dpo_liger"):
+        x, ctx = runs[name], (name, runs[name])
+        p = x["patched"]
+        assert len(x["loss"]) == steps and all(math.isfinite(v) for v in x["loss"]), ctx
+        assert p["norms"] == p["norms_ligerd"] == 5 and p["mlps_ligerd"] == 2, ctx
+        assert p["rope"] == "ligerd.transformers.rope.liger_rotary_pos_emb", ctx
+        assert LAYER_OPS <= _ops_on(x, device, ctx), ctx
+    sft, sft0 = runs["sft_liger"], runs["sft_plain"]
+    assert sft["patched"]["forward"].startswith("ligerd."), sft      # the fused linear CE forward
+    assert FLCE_OPS <= set(sft["ops"]), sft
+    assert all(a is not None and 0.0 <= a <= 1.0 for a in sft["token_accuracy"]), sft
+    for a, b in zip(sft0["loss"], sft["loss"]):
+        assert abs(a - b) <= 2e-2, (sft0["loss"], sft["loss"])
+    for a, b in zip(sft0["grad_norm"], sft["grad_norm"]):
+        assert _rel(b, a) <= 0.1, (sft0["grad_norm"], sft["grad_norm"])
+    dpo, dpo0 = runs["dpo_liger"], runs["dpo_plain"]
+    assert dpo["dpo_calls"] == steps and runs["dpo_plain"]["dpo_calls"] == 0, dpo
+    assert dpo["loss_module"] == "ligerd.chunked_loss.preference.LigerFusedLinearDPOLoss", dpo
+    assert FLCE_OPS & set(dpo["ops"]), dpo        # the chunked loss's GEMMs / CE ran through ligerd
+    assert abs(dpo["loss"][0] - LN2) <= 1e-4 and abs(dpo["loss"][1] - LN2) > 1e-3, dpo
+    assert abs(dpo["loss"][1] - dpo0["loss"][1]) <= 5e-3, (dpo0["loss"], dpo["loss"])
+    assert _rel(dpo["grad_norm"][0], dpo0["grad_norm"][0]) <= 2e-2, (dpo0["grad_norm"], dpo["grad_norm"])
+    assert _rel(dpo["grad_norm"][1], dpo0["grad_norm"][1]) <= 0.1, (dpo0["grad_norm"], dpo["grad_norm"])
