@@ -27,6 +27,8 @@
 #          suite and the benchmark then get at most what is left of it, less 75 s to stop and
 #          report; a GPU suite left no time fails the run),
 #        SKIP_PRECOMPILE=1 (kernels then compile on first use),
+#        BUILD_TARGETS="ligerd ligerd_python" (build only these CMake targets: the daemon and the
+#          Python package are all the GPU tests and the benchmarks need; not with ctest),
 #        GPU_WORKERS=n (the GPU suite in n pytest-xdist processes sharing the GPU, one test file
 #          per process at a time (--dist loadfile, or GPU_DIST=load: test by test, for a few long
 #          files); needs .whl/pytest_xdist-*.whl and execnet-*.whl, installed into
@@ -126,11 +128,12 @@ except Exception as e:
 EOF
 cat "$OUT/env.txt"
 
-# 1. configure + build (everything, including the ligerd_python target)
+# 1. configure + build (everything, including the ligerd_python target; BUILD_TARGETS narrows it)
 step configure 1 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DLIGERD_BUILD_PYTHON=ON "-DPython3_EXECUTABLE=$PY" ${CMAKE_ARGS:-} || true
 if [[ $FAILED == 0 ]]; then
-  step build 1 cmake --build "$BUILD" -j "$JOBS" || true
+  # shellcheck disable=SC2086  # BUILD_TARGETS is a list of target names
+  step build 1 cmake --build "$BUILD" -j "$JOBS" ${BUILD_TARGETS:+--target $BUILD_TARGETS} || true
 fi
 if [[ $FAILED != 0 ]]; then
   echo "run.sh: the build failed; see $OUT/configure.log and $OUT/build.log"
@@ -161,6 +164,8 @@ if [[ -n "$PRE_PID" ]]; then
   STEP_NAMES+=("precompile-$ARCH"); STEP_SECS+=("$(cat "$OUT/precompile.secs" 2>/dev/null || echo ?)")
   STEP_NOTE+=("$(tail -n 1 "$OUT/precompile.log" | cut -c1-90)")
   if [[ $rc == 0 ]]; then STEP_STATUS+=("ok"); else STEP_STATUS+=("failed($rc), non-fatal"); tail -n 20 "$OUT/precompile.log"; fi
+elif [[ "${SKIP_PRECOMPILE:-0}" == 1 ]]; then
+  skip "precompile" "SKIP_PRECOMPILE=1"
 elif [[ $FAILED == 0 ]]; then
   skip "precompile" "no ligerd binary under $BUILD"
 fi
