@@ -27,8 +27,11 @@
 //   dgate = gate < limit            ? dy (u + up_offset) s (1 + alpha g (1 - s)) : 0
 //   dup   = -limit < up < limit     ? dy g s                                      : 0
 // GPT-OSS: alpha = swiglu_alpha (1.702), up_offset = 1; DeepSeek-V4: alpha = 1 (silu),
-// up_offset = 0. As glu.cuh, 16-bit outputs use the fast exp and division (~2 ulp of fp32, far
-// below their own rounding); fp32 outputs the accurate expf and IEEE division.
+// up_offset = 0. As glu.cuh, 16-bit outputs use the SFU's fast exp (~2 ulp of fp32, far below
+// their own rounding), fp32 outputs the accurate expf. s = 1 / (1 + e) is the correctly rounded
+// reciprocal (__frcp_rn, what IEEE 1.f / y gives) in both: the fast division's approximation
+// returns 0 for denominators above 2^126, which would zero s (and y) for -alpha g in
+// (87.3, 88.7) where the true value is still a representable ~2^-126.
 #include "kernels/ops/clamped_glu_params.h"
 #include "kernels/ops/common.cuh"
 
@@ -43,7 +46,8 @@ constexpr int kUnroll = LIGERD_CGLU_POSITIONS_PER_THREAD;
 constexpr bool kFast = sizeof(XT) == 2;
 
 __device__ __forceinline__ float exp_(float x) { return kFast ? __expf(x) : expf(x); }
-__device__ __forceinline__ float div_(float a, float b) { return kFast ? __fdividef(a, b) : a / b; }
+// sigmoid(z) = 1 / (1 + e^-z): 0 for e^-z = inf, 1 for e^-z = 0.
+__device__ __forceinline__ float sigmoid_(float z) { return __frcp_rn(1.f + exp_(-z)); }
 
 // Position i of the rows x ncols grid (in VEC units) -> row and column.
 struct Pos {
@@ -115,7 +119,7 @@ __device__ __forceinline__ void run(const LigerdClampedGluParams& p) {
         for (int k = 0; k < VEC; ++k) {
           const float g = clamp_gate(gate_of<VEC>(av[u], bv[u], k), p.limit);
           const float up = clamp_up(up_of<VEC>(av[u], bv[u], k), p.limit);
-          const float s = div_(1.f, 1.f + exp_(-p.alpha * g));
+          const float s = sigmoid_(p.alpha * g);
           o[k] = (g * s) * (up + p.up_offset);
         }
         Vec<XT, VEC> ov;
@@ -164,7 +168,7 @@ __device__ __forceinline__ void run(const LigerdClampedGluParams& p) {
           const float xu = up_of<VEC>(av[u], bv[u], k);
           const float g = clamp_gate(xg, p.limit);
           const float up = clamp_up(xu, p.limit);
-          const float s = div_(1.f, 1.f + exp_(-p.alpha * g));
+          const float s = sigmoid_(p.alpha * g);
           const float d = gv[u].get(k);
           // d(g s)/dg = s (1 + alpha g (1 - s)), formed as s (1 + (alpha (1 - s)) g) so that a
           // saturated s = 1 gives 1 for any finite g, and taken as 0 where s underflowed to 0 for
