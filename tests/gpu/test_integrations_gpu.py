@@ -37,33 +37,33 @@ from ligerd.testing.gpu import require_cuda
 
 torch = require_cuda()
 
-from ligerd.testing.trainer_route import (carried_sites, check_hf, check_trl, run_hf_trainer,  # noqa: E402
-                                          run_trl_sft_dpo)
+from ligerd.testing.trainer_route import (carried_shim, carried_trl, check_hf, check_trl,  # noqa: E402
+                                          run_hf_trainer, run_trl_sft_dpo)
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def hf_sites(tmp_path_factory):
-    """(shim, None, dependency folder): the shim and what of .whl/ the machine lacks, no TRL."""
-    return carried_sites(tmp_path_factory, ROOT, trl=False)
+def sites(tmp_path_factory):
+    """(shim, dependency folder): the shim built once for both tests, and what of .whl/ is carried."""
+    return carried_shim(tmp_path_factory, ROOT)
 
 
 @pytest.fixture(scope="module")
-def trl_sites(tmp_path_factory):
-    """(shim, TRL 1.12 folder, dependency folder), or a skip naming what is missing."""
-    return carried_sites(tmp_path_factory, ROOT, trl=True)
+def trl_dir(sites, tmp_path_factory):
+    """TRL 1.12.0 in a scratch folder, or a skip naming what is missing."""
+    return carried_trl(tmp_path_factory, ROOT, sites[1])
 
 
-def test_hf_trainer_use_liger_kernel_trains_on_the_gpu(hf_sites, tmp_path):
-    shim, _, deps = hf_sites
+def test_hf_trainer_use_liger_kernel_trains_on_the_gpu(sites, tmp_path):
+    shim, deps = sites
     r = run_hf_trainer(shim, tmp_path, device="cuda", extra_path=[deps], timeout=300)
     shutil.rmtree(tmp_path, ignore_errors=True)
     check_hf(r, "cuda")
 
 
-def test_trl_sft_and_dpo_use_liger_kernel_train_on_the_gpu(trl_sites, tmp_path):
-    shim, trl_dir, deps = trl_sites
+def test_trl_sft_and_dpo_use_liger_kernel_train_on_the_gpu(sites, trl_dir, tmp_path):
+    shim, deps = sites
     r = run_trl_sft_dpo(shim, trl_dir, tmp_path, device="cuda", extra_path=[deps], timeout=300)
     shutil.rmtree(tmp_path, ignore_errors=True)
     assert str(trl_dir) in r["trl_file"], r["trl_file"]

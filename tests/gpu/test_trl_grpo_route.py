@@ -35,7 +35,7 @@ LOSS_TYPES = ("dapo", "sapo")
 @pytest.fixture(scope="module")
 def sites(tmp_path_factory):
     """(shim folder, TRL 1.12 folder, dependency folder), or a skip naming what is missing."""
-    return carried_sites(tmp_path_factory, ROOT, trl=True)
+    return carried_sites(tmp_path_factory, ROOT)
 
 
 def test_trl_grpo_trainer_runs_ligerds_chunked_grpo_loss_on_the_gpu(sites, tmp_path):

@@ -10,9 +10,9 @@ ligerd; it prints one line ``RESULT {json}``. Every launch of a ligerd op is rec
 ``ligerd._backend.launch`` (LaunchLog): which op, on which device type, in which dtype, so a test
 can tell that ligerd's kernels ran on CUDA, not merely that something was patched.
 
-carried_sites() is the GPU tests' fixture body: the shim built, TRL 1.12.0 and the wheels of
-ligerd.testing.trl_grpo.RUN_WHEELS installed from .whl/ (the GPU machine reaches no registry), or a
-pytest skip naming what is missing. It is shared by test_trl_grpo_route.py and
+carried_shim() / carried_trl() / carried_sites() are the GPU tests' fixture bodies: the shim built,
+the wheels of ligerd.testing.trl_grpo.RUN_WHEELS and TRL 1.12.0 installed from .whl/ (the GPU machine
+reaches no registry), or a pytest skip naming what is missing; shared by test_trl_grpo_route.py and
 test_integrations_gpu.py."""
 
 from __future__ import annotations
@@ -36,28 +36,27 @@ TRL_IMPORTS = ("trl", "datasets", "accelerate", "pandas", "pyarrow")
 # ------------------------------------------------------------------------------------------
 # the fixture body: shim, TRL 1.12, carried wheels
 
-def carried_sites(tmp_path_factory, root: Path, trl: bool = True):
-    """(shim folder, TRL 1.12 folder or None, dependency folder) for the GPU tests, which import the
-    built ligerd: the run-time wheels of RUN_WHEELS (and TRL 1.12.0 when `trl`) installed from the
-    wheel folder of the source tree `root` with --no-deps into scratch folders, the shim built from
-    `root`'s python_client/compat. Skips the calling test (pytest.skip) naming what is missing."""
+def _importable(modules, path) -> str:
+    """"" if `modules` import in a fresh interpreter with `path` before PYTHONPATH, else the
+    error's last line."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([*map(str, path), os.environ.get("PYTHONPATH", "")]))
+    p = subprocess.run([sys.executable, "-c", "; ".join(f"import {m}" for m in modules)], capture_output=True,
+                       text=True, env=env)
+    return "" if p.returncode == 0 else (p.stderr.strip().splitlines() or ["?"])[-1]
+
+
+def carried_shim(tmp_path_factory, root: Path):
+    """(shim folder, dependency folder) for the GPU tests, which import the built ligerd: the wheels
+    of RUN_WHEELS but TRL that the wheel folder of the source tree `root` holds, installed with
+    --no-deps into a scratch folder, and the shim built from `root`'s python_client/compat. Skips
+    the calling test (pytest.skip) naming what is missing (accelerate, needed by every Trainer, or
+    what building the shim needs)."""
     import pytest
     deps = tmp_path_factory.mktemp("trl_deps")
     missing = install_wheels([n for n in RUN_WHEELS if n != "trl"], deps, root=root)
-    trl_dir = None
-    imports = TRL_IMPORTS if trl else ("accelerate",)
-    path = [str(deps)]
-    if trl:
-        trl_dir, why = install_trl(tmp_path_factory.mktemp("trl_site"), tmp_path_factory.mktemp("trl_dl"), root=root)
-        if trl_dir is None:
-            pytest.skip(f"TRL {TRL_VERSION} not installable here: {why}")
-        path.insert(0, str(trl_dir))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([*path, os.environ.get("PYTHONPATH", "")]))
-    p = subprocess.run([sys.executable, "-c", "; ".join(f"import {m}" for m in imports)], capture_output=True,
-                       text=True, env=env)
-    if p.returncode != 0:
-        pytest.skip(f"the run-time needs ({', '.join(imports)}) are not importable "
-                    f"({p.stderr.strip().splitlines()[-1]}); carry their wheels in .whl/ "
+    err = _importable(["accelerate"], [deps])
+    if err:
+        pytest.skip(f"accelerate is not importable ({err}); carry its wheel in .whl/ "
                     f"(no wheel found for: {', '.join(missing) or 'none'})")
     # The shim is built with pip --no-build-isolation: scikit-build-core from the wheels if absent.
     old = os.environ.get("PYTHONPATH")
@@ -75,7 +74,28 @@ def carried_sites(tmp_path_factory, root: Path, trl: bool = True):
             os.environ.pop("PYTHONPATH", None)
         else:
             os.environ["PYTHONPATH"] = old
-    return shim, trl_dir, deps
+    return shim, deps
+
+
+def carried_trl(tmp_path_factory, root: Path, deps: Path) -> Path:
+    """TRL 1.12.0 installed (--no-deps) into a scratch folder from `root`'s wheel folder (else
+    pip download), its run-time needs importable with `deps` (carried_shim's); or a pytest skip
+    naming what is missing."""
+    import pytest
+    trl_dir, why = install_trl(tmp_path_factory.mktemp("trl_site"), tmp_path_factory.mktemp("trl_dl"), root=root)
+    if trl_dir is None:
+        pytest.skip(f"TRL {TRL_VERSION} not installable here: {why}")
+    err = _importable(TRL_IMPORTS, [trl_dir, deps])
+    if err:
+        pytest.skip(f"TRL {TRL_VERSION}'s run-time needs ({', '.join(TRL_IMPORTS)}) are not importable ({err}); "
+                    f"carry their wheels in .whl/ (ligerd.testing.trl_grpo.RUN_WHEELS)")
+    return trl_dir
+
+
+def carried_sites(tmp_path_factory, root: Path):
+    """(shim folder, TRL 1.12 folder, dependency folder): carried_shim then carried_trl."""
+    shim, deps = carried_shim(tmp_path_factory, root)
+    return shim, carried_trl(tmp_path_factory, root, deps), deps
 
 
 def run_result(code: str, out: Path, *, device: str, path=(), timeout: float = 600) -> dict:
