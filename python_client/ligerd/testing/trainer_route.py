@@ -424,9 +424,10 @@ def check_hf(r: dict, device: str, steps: int = 4, runs=HF_RUNS) -> None:
     norm); bfloat16 losses to 8e-4, grad norms to 0.9% (the norm is itself a bfloat16 number: 2
     ulps) and step-0 gradients to 1.4% (Qwen3's k_norm weight). Bounds: float32 1e-3, 1% and 3e-4
     (on the GPU both sides are float32 kernels without TF32, ordered differently: ~1e-6 expected);
-    bfloat16 3e-2, 5% and 5%. The float32 gradients are the sharp check: AdamW's update hardly
-    depends on a gradient's scale, so a kernel error shows in the losses late and weakly. The loss
-    must fall by 0.1 over the steps (measured: 0.37 for the Llama, 0.46 for the Qwen3, from ln 96)."""
+    bfloat16 3e-2, 5% and 8% (the GPU's bfloat16 GEMMs and kernels round differently from the
+    CPU's: room for twice the measured error and more). The float32 gradients are the sharp check:
+    AdamW's update hardly depends on a gradient's scale, so a kernel error shows in the losses late
+    and weakly. The loss must fall by 0.1 over the steps (measured: 0.37 for the Llama, 0.46 for the Qwen3, from ln 96)."""
     for name, arch, dtype, liger, config in runs:
         x, ctx = r["runs"][name], (name, {k: v for k, v in r["runs"][name].items() if k != "config"})
         loss, p = x["loss"], x["patched"]
@@ -457,7 +458,7 @@ def check_hf(r: dict, device: str, steps: int = 4, runs=HF_RUNS) -> None:
             assert x["ops"][op]["n"] == n * steps and x["ops"][op]["dtypes"] == [dtype], (ctx, op)
         # Against the plain run of the same arch and dtype.
         plain = r["runs"][f"{arch}_{'f32' if dtype == 'float32' else 'bf16'}_plain"]
-        tol_loss, tol_gn, tol_g0 = (1e-3, 1e-2, 3e-4) if dtype == "float32" else (3e-2, 5e-2, 5e-2)
+        tol_loss, tol_gn, tol_g0 = (1e-3, 1e-2, 3e-4) if dtype == "float32" else (3e-2, 5e-2, 8e-2)
         assert x["grads_compared"] == x["params"] > 0, ctx      # every parameter had a gradient
         worst = max(x["grad0_rel"], key=x["grad0_rel"].get)
         assert x["grad0_rel"][worst] <= tol_g0, (name, worst, x["grad0_rel"])
