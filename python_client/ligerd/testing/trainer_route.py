@@ -427,7 +427,8 @@ def check_hf(r: dict, device: str, steps: int = 4, runs=HF_RUNS) -> None:
     bfloat16 3e-2, 5% and 8% (the GPU's bfloat16 GEMMs and kernels round differently from the
     CPU's: room for twice the measured error and more). The float32 gradients are the sharp check:
     AdamW's update hardly depends on a gradient's scale, so a kernel error shows in the losses late
-    and weakly. The loss must fall by 0.1 over the steps (measured: 0.37 for the Llama, 0.46 for the Qwen3, from ln 96)."""
+    and weakly. The loss must fall by 0.1 over the steps (measured: 0.37 for the Llama, 0.46 for the
+    Qwen3, from ln 96)."""
     for name, arch, dtype, liger, config in runs:
         x, ctx = r["runs"][name], (name, {k: v for k, v in r["runs"][name].items() if k != "config"})
         loss, p = x["loss"], x["patched"]
