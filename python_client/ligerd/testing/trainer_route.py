@@ -173,7 +173,8 @@ def patch_summary(model) -> dict:
     return dict(norms=len(norms),
                 norms_ligerd=sum(getattr(m.forward, "__func__", None) is lt.LigerRMSNorm.forward for m in norms),
                 mlps=len(mlps), mlps_ligerd=sum(_func_module(m.forward).startswith("ligerd.") for m in mlps),
-                forward=_func_module(getattr(model, "_original_forward", model.forward)), rope=_func_module(rope) if rope is not None else None)
+                forward=_func_module(getattr(model, "_original_forward", model.forward)),
+                rope=_func_module(rope) if rope is not None else None)
 
 
 def tiny_causal_lm(arch: str, vocab: int, seed: int):
