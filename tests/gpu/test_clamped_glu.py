@@ -12,8 +12,11 @@ many positions are clamped.
 
 Tolerances (ligerd/testing/reference/clamped_glu.py derives them): one rounding of the float64
 value to the output dtype (u |ref| + TINY/2) plus the fp32 evaluation's slack, 64 * 2^-24 of the
-terms' magnitude (the exp, ~2 ulp with the fast SFU exp of the 16-bit variants, and a handful of
-fp32 roundings). Positions where autograd's clamp gradient is 0 must be exactly 0.
+terms' magnitude times (1 + |alpha g|) (squared for the gate's gradient): the exp (~2 ulp with the
+fast SFU exp of the 16-bit variants), a handful of fp32 roundings, and the rounding of
+z = alpha g, which moves sigmoid(z) by up to ~2^-23 |z| relative. Positions where autograd's
+clamp gradient is 0 must be exactly 0. Where s = sigmoid(alpha g) is below fp32's normal range
+(alpha g < -87.3) the slack adds 2^-125 times s's factors (s is 0 or a subnormal there).
 """
 
 from __future__ import annotations
@@ -73,11 +76,11 @@ def run_op(x, dy, setting, ctx):
     y = nan_like((x2.shape[0], x2.shape[1] // 2), dtype)
     _backend.launch("clamped_glu_fwd", [x2, y], s)
     fr = ref.forward(x2, alpha, limit, off, pairs)
-    assert_close("Y", y, fr, ref.tol(dtype, fr, ref.forward_scale(x2, alpha, limit, off, pairs)), ctx)
+    assert_close("Y", y, fr, ref.tol(dtype, fr, ref.forward_slack(x2, alpha, limit, off, pairs)), ctx)
     dx = nan_like(tuple(x2.shape), dtype)
     _backend.launch("clamped_glu_bwd", [dy2, x2, dx], s)
     br = ref.backward(dy2, x2, alpha, limit, off, pairs)
-    assert_close("dX", dx, br, ref.tol(dtype, br, ref.backward_scale(dy2, x2, alpha, limit, off, pairs)), ctx)
+    assert_close("dX", dx, br, ref.tol(dtype, br, ref.backward_slack(dy2, x2, alpha, limit, off, pairs)), ctx)
     dg, du = ref.split(dx, pairs)
     xg, xu = ref.split(x2.double(), pairs)
     assert bool((dg[xg >= limit] == 0).all()), f"{ctx}: clamped gate with a nonzero gradient"
@@ -130,8 +133,9 @@ def test_nan_and_inf_follow_autograd():
     gate, up = x2[..., ::2].clamp(max=7.0), x2[..., 1::2].clamp(-7.0, 7.0)
     y2 = (up + 1) * (gate * torch.sigmoid(gate * 1.702))
     y2.backward(dy)
-    torch.testing.assert_close(y.detach(), y2.detach(), equal_nan=True, rtol=1e-6, atol=0)
-    torch.testing.assert_close(xr.grad, x2.grad, equal_nan=True, rtol=1e-6, atol=0)
+    # Both fp32: each a few ulps (times ~|alpha g|, module docstring) from the exact value.
+    torch.testing.assert_close(y.detach(), y2.detach(), equal_nan=True, rtol=2e-5, atol=0)
+    torch.testing.assert_close(xr.grad, x2.grad, equal_nan=True, rtol=2e-5, atol=0)
 
 
 def test_strided_rows_and_unaligned_starts():
@@ -163,8 +167,8 @@ def test_public_function_autograd(dtype):
     y.backward(dy)
     fr = ref.forward(x, 1.0, 10.0, 0.0, False)
     br = ref.backward(dy, x, 1.0, 10.0, 0.0, False)
-    assert_close("Y", y, fr, ref.tol(dtype, fr, ref.forward_scale(x, 1.0, 10.0, 0.0, False)), _id(dtype))
-    assert_close("dX", xr.grad, br, ref.tol(dtype, br, ref.backward_scale(dy, x, 1.0, 10.0, 0.0, False)),
+    assert_close("Y", y, fr, ref.tol(dtype, fr, ref.forward_slack(x, 1.0, 10.0, 0.0, False)), _id(dtype))
+    assert_close("dX", xr.grad, br, ref.tol(dtype, br, ref.backward_slack(dy, x, 1.0, 10.0, 0.0, False)),
                  _id(dtype))
 
 

@@ -201,3 +201,44 @@ def test_bad_input_is_a_clear_error(launcher, bad, match):
     with pytest.raises(OpInputError, match=match):
         bad()
     assert launcher.calls == []
+
+
+def _fp32_emulation(x, dy, alpha, limit, off, pairs, out_dtype):
+    """The kernels' arithmetic (clamped_glu.cuh) in fp32 torch ops: z = alpha g rounded,
+    s = 1 / (1 + e^-z), the products in the kernels' order, the fma as one rounding of the
+    float64 value; each output rounded once to out_dtype."""
+    f = torch.float32
+    xg, xu = (t.float() for t in ref.split(x, pairs))
+    lim, a, o = (torch.tensor(v, dtype=f) for v in (limit, alpha, off))
+    g = torch.where(xg > lim, lim, xg)
+    u = torch.where(xu > lim, lim, torch.where(xu < -lim, -lim, xu))
+    s = torch.reciprocal(1 + torch.exp(-(a * g)))
+    y = (g * s) * (u + o)
+    d = dy.float()
+    fma = ((a * (1 - s)).double() * g.double() + 1).float()
+    dglu = torch.where((s == 0) & torch.isfinite(g), torch.zeros_like(s), s * fma)
+    dgate = torch.where(xg < lim, d * (u + o) * dglu, torch.zeros_like(s))
+    dup = torch.where((xu < lim) & (xu > -lim), d * (g * s), torch.zeros_like(s))
+    return y.to(out_dtype), ref.merge(dgate, dup, pairs).to(out_dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("scale", [6.0, 40.0])
+def test_gpu_tolerance_covers_fp32_evaluation(dtype, scale):
+    """The GPU tests' per-element bounds (reference.clamped_glu.tol with forward_slack /
+    backward_slack) hold for an fp32 emulation of the kernels, including gates far enough
+    below 0 that sigmoid(alpha g) leaves fp32's normal range (scale 40), and are not loose:
+    without the slack terms the fp32 emulation exceeds them."""
+    torch.manual_seed(int(scale))
+    for alpha, limit, off, pairs in ((1.702, 7.0, 1.0, True), (1.0, 10.0, 0.0, False)):
+        x = (scale * torch.randn(300, 512)).to(dtype)
+        dy = torch.randn(300, 256).to(dtype)
+        y, dx = _fp32_emulation(x, dy, alpha, limit, off, pairs, dtype)
+        fr, br = ref.forward(x, alpha, limit, off, pairs), ref.backward(dy, x, alpha, limit, off, pairs)
+        tf = ref.tol(dtype, fr, ref.forward_slack(x, alpha, limit, off, pairs))
+        tb = ref.tol(dtype, br, ref.backward_slack(dy, x, alpha, limit, off, pairs))
+        assert bool(((y.double() - fr).abs() <= tf).all())
+        assert bool(((dx.double() - br).abs() <= tb).all())
+        if dtype == torch.float32:  # the rounding term alone is too tight for fp32's evaluation
+            bare = ref.tol(dtype, br, torch.zeros_like(br))
+            assert bool(((dx.double() - br).abs() > bare).any())

@@ -14,11 +14,17 @@ backward: dgate = dy (u + up_offset) s (1 + alpha g (1 - s))  where gate < limit
 Error of the kernels: every term is formed in fp32 from inputs that are exact in fp32, then the
 result is rounded once to the output dtype. Besides that final rounding (u |ref|, half a
 subnormal spacing below the normal range) the fp32 evaluation costs a few fp32 ulps of each term:
-the exp (accurate expf, or the SFU's ex2 for 16-bit outputs, ~2 ulp) and up to 5 roundings of
-products and sums. Its absolute size is bounded by ``C * 2^-24 * scale`` with scale the sum of the
-terms' magnitudes (below), and C = 64 covers the fast exp's ~2 ulp and the roundings with room; the
-backward's ``1 + alpha g (1 - s)`` can cancel, so its bound is absolute in that scale, not relative
-to the (possibly tiny) result.
+the exp (accurate expf, or the SFU's ex2 for 16-bit outputs, ~2 ulp), the reciprocal and up to 5
+roundings of products and sums, and one thing that grows: z = alpha g is rounded (alpha itself is
+rounded to fp32 too), an absolute error of ~2^-23 |z| in the exponent, so s = sigmoid(z) carries a
+relative error up to ~2^-23 |z| (1 - s) (z ~ -80 is 2^-16.7), as torch's own fp32 does. So the
+bound is ``C * 2^-24 * scale`` with scale the terms' magnitude times (1 + |z|) in the forward and
+the up's gradient, (1 + |z|)^2 in the gate's gradient (whose 1 + z (1 - s) factor carries z's error
+again), and C = 64 covers those and the roundings with room. The backward's ``1 + z (1 - s)`` can
+cancel, so its bound is absolute in that scale, not relative to the (possibly tiny) result.
+Below fp32's normal range (s < 2^-126, i.e. z < -87.3: e^-z overflows for z < -88.7, and the
+reciprocal is a subnormal before that) s is 0 or a subnormal, off by up to 2^-126: the slack adds
+2^-125 times the factors s is multiplied by (bf16 has fp32's exponent range, so it sees this too).
 """
 
 from __future__ import annotations
@@ -82,22 +88,35 @@ def backward(dy, x, alpha, limit, up_offset, pairs) -> torch.Tensor:
     return merge(dgate, dup, pairs)
 
 
-def forward_scale(x, alpha, limit, up_offset, pairs) -> torch.Tensor:
-    """The magnitude the forward's fp32 evaluation errors are relative to: |g s| (|u| + |off|)."""
+UNDERFLOW = 2.0 ** -125  # bound of s's error where s is below fp32's normal range
+
+
+def forward_slack(x, alpha, limit, up_offset, pairs) -> torch.Tensor:
+    """The forward's fp32 evaluation slack (module docstring): C 2^-24 |g s| (|u| + |off|)
+    (1 + |alpha g|), plus 2^-125 |g| (|u| + |off|) where s underflows."""
     p = _parts(x, alpha, limit, pairs)
-    return (p.g * p.s).abs() * (p.u.abs() + abs(up_offset))
+    up = p.u.abs() + abs(up_offset)
+    tiny_s = torch.where(p.s < 2 * UNDERFLOW, UNDERFLOW, 0.0)
+    slack = C_EVAL * 2.0 ** -24 * (p.g * p.s).abs() * up * (1 + (alpha * p.g).abs()) + tiny_s * p.g.abs() * up
+    return torch.nan_to_num(slack, nan=0.0)
 
 
-def backward_scale(dy, x, alpha, limit, up_offset, pairs) -> torch.Tensor:
-    """Per element of dx: |dy| (|u| + |off|) s (1 + |alpha g| (1 - s)) for the gate, |dy g s| for
-    the up (NaN-free where the clamp zeroes the gradient)."""
+def backward_slack(dy, x, alpha, limit, up_offset, pairs) -> torch.Tensor:
+    """Per element of dx: C 2^-24 |dy| (|u| + |off|) s (1 + |alpha g|)^2 for the gate and
+    C 2^-24 |dy g s| (1 + |alpha g|) for the up, plus 2^-125 times the same without s where s
+    underflows (NaN-free where the clamp zeroes the gradient)."""
     p = _parts(x, alpha, limit, pairs)
     d = dy.double().abs()
-    sg = d * (p.u.abs() + abs(up_offset)) * p.s * (1 + (alpha * p.g).abs() * (1 - p.s))
-    su = d * (p.g * p.s).abs()
+    up = p.u.abs() + abs(up_offset)
+    z1 = 1 + (alpha * p.g).abs()
+    tiny_s = torch.where(p.s < 2 * UNDERFLOW, UNDERFLOW, 0.0)
+    c = C_EVAL * 2.0 ** -24
+    sg = d * up * z1 * z1 * (c * p.s + tiny_s)
+    su = d * p.g.abs() * z1 * (c * p.s + tiny_s)
     return merge(torch.nan_to_num(sg, nan=0.0), torch.nan_to_num(su, nan=0.0), pairs)
 
 
-def tol(dtype, ref64: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Per-element bound: one rounding of ref64 to dtype plus the fp32 evaluation slack."""
-    return U[dtype] * ref64.abs() + TINY[dtype] / 2 + C_EVAL * 2.0 ** -24 * scale
+def tol(dtype, ref64: torch.Tensor, slack: torch.Tensor) -> torch.Tensor:
+    """Per-element bound: one rounding of ref64 to dtype plus the fp32 evaluation slack
+    (forward_slack / backward_slack)."""
+    return U[dtype] * ref64.abs() + TINY[dtype] / 2 + slack
