@@ -93,6 +93,27 @@ def add_peers(out: Dict[str, Callable], name: str, make: Callable, order=("liger
     return out
 
 
+def function_impls(reference: Callable, peers: Dict[str, str]) -> Dict[str, Callable]:
+    """The impls of an op benchmarked as a plain function (the RoPE family): transformers'
+    ``reference`` eager and under torch.compile, then each peer's function, ``peers`` mapping
+    "liger" / "ligerd" to ``"module:name"``. ligerd's runs in local dispatch. A peer whose
+    function does not import is reported and skipped."""
+    out: Dict[str, Callable] = {"eager": lambda shape, dtype: reference,
+                                "torch.compile": lambda shape, dtype: compiled(reference)}
+    common.add_peer_site()
+    for peer, where in peers.items():
+        module, name = where.split(":")
+        fn = peer_class(module, name)
+        if isinstance(fn, Exception):
+            print(f"[bench] {PEER_MODULES[peer][1]} not importable, skipped: {fn}")
+            continue
+        if peer == "ligerd":
+            import ligerd
+            ligerd.set_dispatch_mode("local")
+        out[peer] = lambda shape, dtype, fn=fn: fn
+    return out
+
+
 def label(shape: Dict[str, int]) -> str:
     return " ".join(f"{k}={v}" for k, v in shape.items())
 

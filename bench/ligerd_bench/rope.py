@@ -63,22 +63,9 @@ def hf_apply_rotary_pos_emb(q, k, cos, sin, position_ids=None, unsqueeze_dim=1):
 
 
 def impls() -> Dict[str, Callable]:
-    out: Dict[str, Callable] = {"eager": lambda shape, dtype: hf_apply_rotary_pos_emb}
-    out["torch.compile"] = lambda shape, dtype: harness.compiled(hf_apply_rotary_pos_emb)
-    common.add_peer_site()
-    try:
-        from liger_kernel.transformers import liger_rotary_pos_emb as liger
-        out["liger"] = lambda shape, dtype: liger
-    except Exception as e:  # noqa: BLE001
-        print(f"[bench] Liger-Kernel not importable, rope skipped for it: {e}")
-    try:
-        import ligerd
-        from ligerd.transformers import liger_rotary_pos_emb as ours
-        ligerd.set_dispatch_mode("local")
-        out["ligerd"] = lambda shape, dtype: ours
-    except Exception as e:  # noqa: BLE001
-        print(f"[bench] ligerd not importable, skipped: {e}")
-    return out
+    return harness.function_impls(hf_apply_rotary_pos_emb,
+                                  {"liger": "liger_kernel.transformers:liger_rotary_pos_emb",
+                                   "ligerd": "ligerd.transformers:liger_rotary_pos_emb"})
 
 
 def _cos_sin(b, s, d, dtype):

@@ -61,22 +61,9 @@ def hf_apply_rotary_pos_emb_vision(q, k, cos, sin):
 
 
 def impls() -> Dict[str, Callable]:
-    out: Dict[str, Callable] = {"eager": lambda shape, dtype: hf_apply_rotary_pos_emb_vision}
-    out["torch.compile"] = lambda shape, dtype: harness.compiled(hf_apply_rotary_pos_emb_vision)
-    common.add_peer_site()
-    try:
-        from liger_kernel.transformers.rope import liger_rotary_pos_emb_vision as liger
-        out["liger"] = lambda shape, dtype: liger
-    except Exception as e:  # noqa: BLE001
-        print(f"[bench] Liger-Kernel not importable, rope_vision skipped for it: {e}")
-    try:
-        import ligerd
-        from ligerd.transformers.rope import liger_rotary_pos_emb_vision as ours
-        ligerd.set_dispatch_mode("local")
-        out["ligerd"] = lambda shape, dtype: ours
-    except Exception as e:  # noqa: BLE001
-        print(f"[bench] ligerd not importable, skipped: {e}")
-    return out
+    return harness.function_impls(hf_apply_rotary_pos_emb_vision,
+                                  {"liger": "liger_kernel.transformers.rope:liger_rotary_pos_emb_vision",
+                                   "ligerd": "ligerd.transformers.rope:liger_rotary_pos_emb_vision"})
 
 
 def make_args(shape: dict, dtype):
