@@ -54,7 +54,6 @@ KEPT = {
     "Qwen3VLTextMLP": "qwen3_vl's swiglu defaults to False (as Liger)",
     "Qwen3VLMoeTextMLP": "qwen3_vl_moe patches the experts only (as Liger)",
     "DeepseekV4MLP": "deepseek_v4's swiglu defaults to False (as Liger)",
-    "Gemma4TextExperts": "GeLU experts: ligerd lacks the fused MoE experts",
     "Gemma4VisionMLP": "clippable linear layers",
     "Gemma3RMSNorm": None,  # patched by gemma3_text's hand-written family (checked below)
 }
@@ -120,6 +119,10 @@ def _want(m, flags: dict):
     if re.search(r"Experts$", name) and isinstance(getattr(m, "gate_up_proj", None), nn.Parameter) \
             and _act(m) in ("SiLU", "SiLUActivation"):
         return bool(flags.get("swiglu"))
+    # Gemma-4's tanh-GELU experts (its tiny configs have the MoE block on): under geglu.
+    if re.search(r"Experts$", name) and isinstance(getattr(m, "gate_up_proj", None), nn.Parameter) \
+            and _act(m) == "GELUTanh":
+        return bool(flags.get("geglu"))
     # GPT-OSS's clamped GLU experts: no act_fn, their swiglu_alpha / swiglu_limit as attributes.
     if re.search(r"Experts$", name) and isinstance(getattr(m, "gate_up_proj", None), nn.Parameter) \
             and isinstance(getattr(m, "alpha", None), float) and isinstance(getattr(m, "limit", None), float):

@@ -62,8 +62,9 @@ EXTRA = {
                                                          "compressed_sparse_attention"],
         mlp_layer_types=["moe", "moe"], o_groups=2, o_lora_rank=32, index_n_heads=2,
         index_head_dim=16, index_topk=4, num_nextn_predict_layers=0, sliding_window=8, hc_mult=2)),
-    "gemma4": dict(drop=("head_dim",)),
-    "gemma4_text": dict(drop=("head_dim",)),
+    # Gemma 4 with its MoE block on (as its MoE variants: a dense MLP and GeLU experts per layer)
+    "gemma4": dict(drop=("head_dim",), text=dict(enable_moe_block=True, top_k_experts=2)),
+    "gemma4_text": dict(drop=("head_dim",), text=dict(enable_moe_block=True, top_k_experts=2)),
     # M-RoPE sections: half the rotary dimension (head_dim 16; GLM-4V rotates half of it)
     "qwen2_vl": dict(text=dict(rope_parameters=dict(rope_type="default", rope_theta=1e6,
                                                     mrope_section=[2, 3, 3]))),

@@ -22,7 +22,10 @@ is replaced (bound onto built modules, or run by spec_patching's subclass). ``gp
 (interleaved gate/up, biases, ``swiglu_alpha`` / ``swiglu_limit``) and DeepSeek-V4's
 ``DeepseekV4Experts`` (clamped halves) keep their forward (transformers' GEMM implementations or
 their eager loop, biases included) and get ligerd's clamped-GLU op (ligerd.ops.clamped_glu) as
-their ``_apply_gate``, which every one of those paths calls. Transformers 4.x's per-expert ``MixtralBlockSparseTop2MLP`` modules no longer exist in
+their ``_apply_gate``, which every one of those paths calls. ``geglu_experts_apply_gate``:
+Gemma-4's ``Gemma4TextExperts`` (Mixtral's layout, ``gelu_pytorch_tanh(gate) * up``) gets ligerd's
+GeGLU as its ``_apply_gate`` and ``experts_forward`` as its forward (its own eager loop calls
+``act_fn`` directly, not the hook; transformers' GEMM implementations call the hook). Transformers 4.x's per-expert ``MixtralBlockSparseTop2MLP`` modules no longer exist in
 5.x, so there is no ``LigerBlockSparseTop2MLP`` here.
 """
 
@@ -132,8 +135,16 @@ def experts_apply_gate(self, gate_up_out: torch.Tensor) -> torch.Tensor:
     return swiglu(gate, up)
 
 
+def geglu_experts_apply_gate(self, gate_up_out: torch.Tensor) -> torch.Tensor:
+    """``gelu_tanh(gate) * up`` of a [S, 2*I] gate/up projection (gate first), on ligerd's GeGLU
+    kernel: Gemma-4's experts (``act_fn`` is transformers' ``gelu_pytorch_tanh``)."""
+    gate, up = gate_up_out.chunk(2, dim=-1)
+    return geglu(gate, up)
+
+
 def experts_forward(self, hidden_states, top_k_index, top_k_weights):
-    """Stacked-experts forward (also bound onto built ``MixtralExperts``/``Qwen3MoeExperts``):
+    """Stacked-experts forward (also bound onto built ``MixtralExperts``/``Qwen3MoeExperts`` and
+    ``Gemma4TextExperts``):
     transformers' GEMM implementation for ``config._experts_implementation`` (which calls
     ``self._apply_gate``), or the eager per-expert loop, as transformers' own, through
     ``self._apply_gate``."""

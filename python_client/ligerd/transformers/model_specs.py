@@ -41,7 +41,6 @@ DENSE_SIG = _sig((R, True), (CE, False), (FL, True), (RMS, True), (SW, True), (M
 # (q/k (seq, heads, d), rotate_half in fp32, cast back) is a ``rope_fns`` entry too:
 # liger_rotary_pos_emb_vision (ligerd.transformers.rope), as Liger patches it for qwen3_vl(_moe).
 VISION_ROPE_FNS = (("apply_rotary_pos_emb_vision", "liger_rotary_pos_emb_vision"),)
-FUSED_EXPERTS = "fused MoE experts"
 
 
 def _llama_norm(cls, in_place=True):
@@ -164,8 +163,10 @@ SPECS: Tuple[Spec, ...] = (
          _sig((R, False), (CE, False), (FL, True), (RMS, True), (GE, True), (M, None)),
          "Gemma 4 text (one-tensor RoPE)", rope="",
          rope_fns=(("apply_rotary_pos_emb", "liger_gemma4_rotary_pos_emb"),),
-         norms=(_fp32_norm("Gemma4RMSNorm"),), mlps=(MLP("Gemma4TextMLP", "geglu"),),
-         mlp_missing=f"Gemma-4's {FUSED_EXPERTS} (GeLU experts of its MoE variants)",
+         norms=(_fp32_norm("Gemma4RMSNorm"),),
+         # The MoE variants' experts (enable_moe_block): ligerd's GeGLU between transformers' own
+         # expert GEMMs, where Liger-Kernel 0.8.5 leaves them as transformers'.
+         mlps=(MLP("Gemma4TextMLP", "geglu"), MLP("Gemma4TextExperts", "geglu_experts")),
          heads=(Head("Gemma4ForCausalLM", "softcap"),)),
     Spec("gemma4", "gemma4",
          _sig((R, False), (CE, False), (FL, True), (LN, False), (RMS, True), (GE, True), (M, None)),

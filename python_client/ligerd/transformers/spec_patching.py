@@ -24,7 +24,8 @@ argument replaces, and the parts ligerd has no kernel for. ``apply_spec`` then d
   own classes instead). A module whose configuration the kernel does not compute (an MLP whose
   activation is not SiLU / tanh-GELU / ReLU², a stacked-experts module whose layout is not the one
   its kind names) keeps its stock forward, with a one-time warning. Experts: the stacked
-  Mixtral-style ones get ligerd's SwiGLU as ``_apply_gate`` and forward; Llama-4's transposed ones
+  Mixtral-style ones get ligerd's SwiGLU as ``_apply_gate`` and forward, Gemma-4's (same layout,
+  tanh-GELU) ligerd's GeGLU as ``_apply_gate`` and that forward; Llama-4's transposed ones
   a forward with ligerd's SwiGLU between its ``bmm``s; GPT-OSS's (interleaved, biased, alpha and
   limit) and DeepSeek-V4's (clamped) ones ligerd's clamped GLU as ``_apply_gate``, their own
   forward kept (transformers' GEMM implementations call the hook).
@@ -80,6 +81,7 @@ class MLP:
     "falcon_h1": SwiGLU with Falcon-H1's gate and down multipliers;
     "clamped_swiglu": SwiGLU of DeepSeek-V4's clamped gate and up projections;
     "experts": stacked experts ``gate_up_proj [E, 2I, H]`` / ``down_proj [E, H, I]``, SiLU;
+    "geglu_experts": the same layout with tanh-GELU (Gemma-4's experts), ligerd's GeGLU;
     "llama4_experts": Llama-4's transposed experts ``gate_up_proj [E, H, 2I]`` /
     ``down_proj [E, I, H]`` between ``bmm``s, SiLU;
     "gpt_oss_experts": GPT-OSS's experts, their ``_apply_gate`` (interleaved, clamped, alpha,
@@ -260,8 +262,8 @@ def patch_layer_norm_instance(module) -> None:
 _SILU = ("SiLU", "SiLUActivation")
 _GELU_TANH = ("GELUTanh", "PytorchGELUTanh", "NewGELUActivation", "GELUPytorchTanh")
 _RELU2 = ("ReLUSquaredActivation", "LigerReLUSquared")
-_KERNEL_NAMES = {"geglu": "GeGLU", "relu2": "squared-ReLU", "gpt_oss_experts": "clamped-GLU",
-                 "clamped_experts": "clamped-GLU"}  # what _warn_mlp_kept names; else SwiGLU
+_KERNEL_NAMES = {"geglu": "GeGLU", "geglu_experts": "GeGLU", "relu2": "squared-ReLU",
+                 "gpt_oss_experts": "clamped-GLU", "clamped_experts": "clamped-GLU"}  # what _warn_mlp_kept names; else SwiGLU
 
 
 def _act_name(module) -> str:
@@ -294,7 +296,7 @@ def _mlp_unsupported(module, kind: str) -> Optional[str]:
         lim = getattr(module, "limit", None)
         if not _number(lim) or lim < 0:
             return f"its limit is {lim!r}, not a number >= 0"
-    if kind == "geglu":
+    if kind in ("geglu", "geglu_experts"):
         if act not in _GELU_TANH:
             return f"its activation is {act}, not the tanh-approximated GELU of ligerd's GeGLU"
     elif kind == "relu2":
@@ -312,7 +314,7 @@ def _mlp_unsupported(module, kind: str) -> Optional[str]:
     elif kind == "fused_swiglu":
         if not isinstance(getattr(module, "gate_up_proj", None), nn.Module):
             return "it has no gate_up_proj module"
-    elif kind in ("experts", "clamped_experts"):
+    elif kind in ("experts", "clamped_experts", "geglu_experts"):
         gu, dn = getattr(module, "gate_up_proj", None), getattr(module, "down_proj", None)
         if getattr(module, "has_bias", False) or getattr(module, "gate_up_proj_bias", None) is not None:
             return "its experts have biases"
@@ -376,6 +378,11 @@ def _clamped_experts_apply_gate(self, gate_up):
     return clamped_experts_apply_gate(self, gate_up)
 
 
+def _geglu_experts_apply_gate(self, gate_up_out):
+    from ligerd.transformers.mlp_variants import geglu_experts_apply_gate
+    return geglu_experts_apply_gate(self, gate_up_out)
+
+
 def _llama4_experts_forward(self, hidden_states):
     from ligerd.transformers.mlp_variants import llama4_experts_forward
     return llama4_experts_forward(self, hidden_states)
@@ -390,6 +397,7 @@ MLP_FORWARDS: Dict[str, Callable] = {
     "swiglu": _swiglu_forward, "geglu": _geglu_forward, "fused_swiglu": _fused_swiglu_forward,
     "falcon_h1": _falcon_h1_forward, "clamped_swiglu": _clamped_swiglu_forward,
     "experts": _experts_forward, "relu2": _relu2_forward,
+    "geglu_experts": _experts_forward,  # Gemma-4's eager loop calls act_fn, not _apply_gate
     "llama4_experts": _llama4_experts_forward,
     "gpt_oss_experts": None, "clamped_experts": None,  # the class's own forward (it calls _apply_gate)
 }
@@ -397,7 +405,7 @@ MLP_FORWARDS: Dict[str, Callable] = {
 # grouped_mm / batched_mm / eager paths call) is ligerd's.
 GATE_HOOKS: Dict[str, Callable] = {
     "experts": _experts_apply_gate, "gpt_oss_experts": _gpt_oss_experts_apply_gate,
-    "clamped_experts": _clamped_experts_apply_gate,
+    "clamped_experts": _clamped_experts_apply_gate, "geglu_experts": _geglu_experts_apply_gate,
 }
 
 
