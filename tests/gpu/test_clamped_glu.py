@@ -1,8 +1,9 @@
 """The clamped GLU of GPT-OSS's and DeepSeek-V4's MoE experts on the GPU through ligerd's local
 executor (dispatch pinned to local), against a float64 reference; remote dispatch bitwise local
 where LIGERD_BIN names a built daemon; torch.compile; the patched experts modules (and
-Llama-4's, on ligerd's SwiGLU) against transformers' own; tiny GPT-OSS / DeepSeek-V4 / Llama-4
-models patched with swiglu=True against transformers.
+Llama-4's, on ligerd's SwiGLU, and Gemma-4's, on ligerd's GeGLU) against transformers' own; tiny
+GPT-OSS / DeepSeek-V4 / Llama-4 models patched with swiglu=True and a tiny Gemma-4 MoE model
+with geglu=True against transformers.
 
 Run by tests/gpu/run.sh (or: PYTHONPATH=<build>/python python3 -m pytest
 tests/gpu/test_clamped_glu.py). Skips without CUDA. Every output buffer the test owns is poisoned
@@ -243,6 +244,17 @@ def _experts(name, impl, dtype):
             m.down_proj.normal_(0, I ** -0.5)
             m.down_proj_bias.normal_(0, 0.1)
         kind = "gpt_oss_experts"
+    elif name == "gemma4":  # tanh-GELU experts (ligerd's GeGLU), gate spread over GELU's curve
+        from transformers.models.gemma4.configuration_gemma4 import Gemma4TextConfig
+        from transformers.models.gemma4.modeling_gemma4 import Gemma4TextExperts
+        cfg = Gemma4TextConfig(hidden_size=H, moe_intermediate_size=I, num_experts=E,
+                               top_k_experts=2, enable_moe_block=True)
+        cfg._experts_implementation = impl
+        m = Gemma4TextExperts(cfg)
+        with torch.no_grad():
+            m.gate_up_proj.normal_(0, 1.5 * H ** -0.5)
+            m.down_proj.normal_(0, I ** -0.5)
+        kind = "geglu_experts"
     else:
         from transformers.models.deepseek_v4.configuration_deepseek_v4 import DeepseekV4Config
         from transformers.models.deepseek_v4.modeling_deepseek_v4 import DeepseekV4Experts
@@ -263,10 +275,11 @@ def _experts(name, impl, dtype):
 
 
 @pytest.mark.parametrize("impl", ["eager", "batched_mm", "grouped_mm"])
-@pytest.mark.parametrize("name", ["gpt_oss", "deepseek_v4"])
+@pytest.mark.parametrize("name", ["gpt_oss", "deepseek_v4", "gemma4"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=_id)
 def test_experts_match_transformers(dtype, name, impl):
-    """The patched module (its _apply_gate on ligerd's op) against the same module's stock
+    """The patched module (its _apply_gate on ligerd's op: clamped GLU, or GeGLU for Gemma-4,
+    whose forward is ligerd's too) against the same module's stock
     forward/backward in the same dtype, both against a float64 copy run eagerly: ligerd's error at
     most 1.25x stock's plus 1e-3 (bf16) / 1e-5 (fp32) of the result's norm."""
     import copy
@@ -328,11 +341,14 @@ def test_llama4_experts_match_transformers():
         assert ea <= 1.25 * es + 1e-3 * r.norm().item(), (ea, es)
 
 
-@pytest.mark.parametrize("model_type", ["gpt_oss", "deepseek_v4", "llama4"])
-def test_tiny_model_matches_transformers(model_type):
-    """fp32, real kernels, only swiglu=True: the loss to 1e-5 relative and every gradient to 1e-4
+@pytest.mark.parametrize("model_type,flag", [("gpt_oss", "swiglu"), ("deepseek_v4", "swiglu"),
+                                             ("llama4", "swiglu"), ("gemma4_text", "geglu")])
+def test_tiny_model_matches_transformers(model_type, flag):
+    """fp32, real kernels, only swiglu=True (geglu=True for Gemma-4, whose tiny config has the MoE
+    block on; it patches the dense MLP too): the loss to 1e-5 relative and every gradient to 1e-4
     norm-wise against transformers on the same weights."""
-    pytest.importorskip(f"transformers.models.{model_type}.modeling_{model_type}")
+    module = model_type.removesuffix("_text")
+    pytest.importorskip(f"transformers.models.{module}.modeling_{module}")
     import ligerd.transformers as lt
     from ligerd.testing import tiny_models as tm
     from ligerd.transformers import spec_patching
@@ -343,5 +359,5 @@ def test_tiny_model_matches_transformers(model_type):
 
     apply = getattr(lt, f"apply_liger_kernel_to_{model_type}")
     tm.assert_patch_matches(
-        model_type, lambda: apply(rope=False, rms_norm=False, fused_linear_cross_entropy=False, swiglu=True),
+        model_type, lambda: apply(rope=False, rms_norm=False, fused_linear_cross_entropy=False, **{flag: True}),
         grad_tol=1e-4, device=DEV, check=experts_are_ligerds)
