@@ -25,6 +25,7 @@
 #include "kernels/ops/clamped_glu_params.h"
 #include "kernels/ops/dtype_names.h"
 #include "kernels/ops/entries/clamped_glu.h"
+#include "kernels/ops/flat_launch.h"
 #include "kernels/status_macros.h"
 #include "kernels/validate.h"
 
@@ -34,10 +35,15 @@ namespace {
 namespace fwd = entry::clamped_glu_fwd;
 namespace bwd = entry::clamped_glu_bwd;
 
-constexpr int kDefaultBlock = 256;
 // One block limit for the family's kernels, from their launch bounds (clamped_glu.toml).
 constexpr int kMaxThreadsPerBlock = std::min(SmallestBound(fwd::kBounds), SmallestBound(bwd::kBounds));
 constexpr size_t kVectorAlign = 16;
+// The family's launch shape (flat_launch.h).
+constexpr FlatFamily kFamily{
+    "clamped-GLU",
+    "vectorized access needs 16-byte aligned pointers and I and every row stride divisible "
+    "by the vector width",
+    kMaxThreadsPerBlock, LIGERD_CGLU_POSITIONS_PER_THREAD};
 constexpr int64_t kMaxGrid = 0x7fffffff;  // gridDim.x limit
 constexpr double kMaxFloat = 3.4028234663852886e38;
 
@@ -187,33 +193,10 @@ OpSpec MakeSpec(bool backward) {
 
 int ClampedGluVectorWidth(DType x) { return static_cast<int>(kVectorAlign) / DTypeBytes(x); }
 
-LaunchConfig ClampedGluDefaultConfig(bool vectorized) {
-  LaunchConfig c;
-  c.threads_per_row = kDefaultBlock;
-  c.rows_per_block = 1;
-  c.iters = LIGERD_CGLU_POSITIONS_PER_THREAD;
-  c.vectorized = vectorized;
-  c.grid = 0;
-  return c;
-}
+LaunchConfig ClampedGluDefaultConfig(bool vectorized) { return FlatDefaultConfig(kFamily, vectorized); }
 
 absl::Status ClampedGluCheckConfig(const LaunchConfig& c, bool vectorized_ok) {
-  if (c.vectorized && !vectorized_ok)
-    return absl::InvalidArgumentError(
-        "vectorized access needs 16-byte aligned pointers and I and every row stride divisible "
-        "by the vector width");
-  if (c.threads_per_row < 32 || c.threads_per_row > kMaxThreadsPerBlock || c.threads_per_row % 32 != 0)
-    return absl::InvalidArgumentError(absl::StrCat("block of ", c.threads_per_row,
-                                                   " threads must be a multiple of 32 <= ",
-                                                   kMaxThreadsPerBlock));
-  if (c.rows_per_block != 1)
-    return absl::InvalidArgumentError("the clamped-GLU kernels take 1-D blocks (rows_per_block 1)");
-  if (c.iters != LIGERD_CGLU_POSITIONS_PER_THREAD)
-    return absl::InvalidArgumentError(absl::StrCat("iters ", c.iters, " not available (the kernels take ",
-                                                   LIGERD_CGLU_POSITIONS_PER_THREAD, " positions per thread)"));
-  if (c.grid < 0) return absl::InvalidArgumentError("grid must be >= 0");
-  if (c.cluster > 1) return absl::InvalidArgumentError("the clamped-GLU kernels take no clusters");
-  return absl::OkStatus();
+  return FlatCheckConfig(kFamily, c, vectorized_ok);
 }
 
 std::string ClampedGluKernelName(bool backward, bool vectorized) {

@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/ops/dtype_names.h"
 #include "kernels/ops/entries/relu_squared.h"
+#include "kernels/ops/flat_launch.h"
 #include "kernels/ops/relu_squared_params.h"
 #include "kernels/status_macros.h"
 #include "kernels/validate.h"
@@ -28,10 +29,15 @@ namespace {
 namespace fwd = entry::relu_squared_fwd;
 namespace bwd = entry::relu_squared_bwd;
 
-constexpr int kDefaultBlock = 256;
 // One block limit for the family's kernels, from their launch bounds (relu_squared.toml).
 constexpr int kMaxThreadsPerBlock = std::min(SmallestBound(fwd::kBounds), SmallestBound(bwd::kBounds));
 constexpr size_t kVectorAlign = 16;
+// The family's launch shape (flat_launch.h).
+constexpr FlatFamily kFamily{
+    "squared-ReLU",
+    "vectorized access needs 16-byte aligned pointers, row strides divisible by the vector "
+    "width and, unless the tensors are one dense block, a last dim divisible by it too",
+    kMaxThreadsPerBlock, LIGERD_RELU2_POSITIONS_PER_THREAD};
 constexpr int64_t kMaxGrid = 0x7fffffff;  // gridDim.x limit
 
 KernelVariant MakeVariant(bool backward, DType x) {
@@ -133,33 +139,10 @@ OpSpec MakeSpec(bool backward) {
 
 int ReluSquaredVectorWidth(DType x) { return static_cast<int>(kVectorAlign) / DTypeBytes(x); }
 
-LaunchConfig ReluSquaredDefaultConfig(bool vectorized) {
-  LaunchConfig c;
-  c.threads_per_row = kDefaultBlock;
-  c.rows_per_block = 1;
-  c.iters = LIGERD_RELU2_POSITIONS_PER_THREAD;
-  c.vectorized = vectorized;
-  c.grid = 0;
-  return c;
-}
+LaunchConfig ReluSquaredDefaultConfig(bool vectorized) { return FlatDefaultConfig(kFamily, vectorized); }
 
 absl::Status ReluSquaredCheckConfig(const LaunchConfig& c, bool vectorized_ok) {
-  if (c.vectorized && !vectorized_ok)
-    return absl::InvalidArgumentError(
-        "vectorized access needs 16-byte aligned pointers, row strides divisible by the vector "
-        "width and, unless the tensors are one dense block, a last dim divisible by it too");
-  if (c.threads_per_row < 32 || c.threads_per_row > kMaxThreadsPerBlock || c.threads_per_row % 32 != 0)
-    return absl::InvalidArgumentError(absl::StrCat("block of ", c.threads_per_row,
-                                                   " threads must be a multiple of 32 <= ",
-                                                   kMaxThreadsPerBlock));
-  if (c.rows_per_block != 1)
-    return absl::InvalidArgumentError("the squared-ReLU kernels take 1-D blocks (rows_per_block 1)");
-  if (c.iters != LIGERD_RELU2_POSITIONS_PER_THREAD)
-    return absl::InvalidArgumentError(absl::StrCat("iters ", c.iters, " not available (the kernels take ",
-                                                   LIGERD_RELU2_POSITIONS_PER_THREAD, " positions per thread)"));
-  if (c.grid < 0) return absl::InvalidArgumentError("grid must be >= 0");
-  if (c.cluster > 1) return absl::InvalidArgumentError("the squared-ReLU kernels take no clusters");
-  return absl::OkStatus();
+  return FlatCheckConfig(kFamily, c, vectorized_ok);
 }
 
 std::string ReluSquaredKernelName(bool backward, bool vectorized) {
