@@ -13,6 +13,23 @@ _LIGERD_ENV = ("LIGERD_DISPATCH", "LIGERD_SOCKET", "LIGERD_AUTOSTART", "LIGERD_B
                "LIGERD_CACHE_DIR", "LIGERD_NO_DAEMON", "XDG_RUNTIME_DIR", "XDG_CACHE_HOME")
 
 
+@pytest.fixture
+def launcher(monkeypatch):
+    """The executor replaced by its float64 reference (ligerd.testing.ref_executor), each launch
+    described by its tensors' shapes, pointers and strides. A module may define its own."""
+    from ligerd.testing import ref_executor
+    return ref_executor.install(monkeypatch, describe=ref_executor.shape_ptr_stride)
+
+
+@pytest.fixture
+def clean_patches():
+    """Liger-style patches reverted before and after the test."""
+    from ligerd import transformers as lt
+    lt.revert_liger_kernel_patches()
+    yield
+    lt.revert_liger_kernel_patches()
+
+
 @pytest.fixture(autouse=True)
 def clean_ligerd_state(monkeypatch, tmp_path):
     """Each test starts with no ligerd env settings, no session, no warnings remembered."""

@@ -16,14 +16,7 @@ torch = pytest.importorskip("torch", reason="torch is not installed")
 
 from ligerd._errors import OpInputError  # noqa: E402
 from ligerd.ops.clamped_glu import clamped_glu, clamped_swiglu, gpt_oss_glu  # noqa: E402
-from ligerd.testing import ref_executor  # noqa: E402
 from ligerd.testing.reference import clamped_glu as ref  # noqa: E402
-
-
-@pytest.fixture
-def launcher(monkeypatch):
-    """The executor replaced by its float64 reference (ligerd.testing.ref_executor)."""
-    return ref_executor.install(monkeypatch, describe=ref_executor.shape_ptr_stride)
 
 
 def hf_gpt_oss(gate_up, alpha, limit):

@@ -12,13 +12,6 @@ torch = pytest.importorskip("torch", reason="torch is not installed")
 import ligerd  # noqa: E402
 from ligerd.transformers import (LigerGEGLUMLP, LigerSwiGLUMLP, liger_geglu,  # noqa: E402
                                  liger_swiglu)
-from ligerd.testing import ref_executor  # noqa: E402
-
-@pytest.fixture
-def launcher(monkeypatch):
-    """The executor replaced by its float64 reference (tests/python/ref_executor.py)."""
-    return ref_executor.install(monkeypatch, describe=ref_executor.shape_ptr_stride)
-
 
 def torch_ref(a, b, kind):
     act = torch.nn.functional.silu(a) if kind == "swiglu" else torch.nn.functional.gelu(a, approximate="tanh")

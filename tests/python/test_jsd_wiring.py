@@ -12,16 +12,10 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch is not installed")
 
 import ligerd  # noqa: E402
-from ligerd.testing import ref_executor  # noqa: E402
 from ligerd.transformers import LigerJSD, liger_jsd  # noqa: E402
 from ligerd.transformers import functional  # noqa: E402
 
 II = -100
-
-
-@pytest.fixture
-def launcher(monkeypatch):
-    return ref_executor.install(monkeypatch, describe=ref_executor.shape_ptr_stride)
 
 
 def make(rows, V, seed, ignored=()):

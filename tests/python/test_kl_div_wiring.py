@@ -14,7 +14,6 @@ torch = pytest.importorskip("torch", reason="torch is not installed")
 import torch.nn.functional as F  # noqa: E402
 
 import ligerd  # noqa: E402
-from ligerd.testing import ref_executor  # noqa: E402
 from ligerd.transformers import LigerKLDIVLoss, liger_kl_div  # noqa: E402
 from ligerd.transformers import functional  # noqa: E402
 
@@ -22,11 +21,6 @@ REDUCTIONS = ["none", "sum", "mean", "batchmean"]
 # torch's own warnings about its "mean" and legacy arguments (the semantics under test).
 pytestmark = [pytest.mark.filterwarnings("ignore:reduction. 'mean' divides:UserWarning"),
               pytest.mark.filterwarnings("ignore:size_average and reduce args:UserWarning")]
-
-
-@pytest.fixture
-def launcher(monkeypatch):
-    return ref_executor.install(monkeypatch, describe=ref_executor.shape_ptr_stride)
 
 
 def make(shape, seed, log_target=False):

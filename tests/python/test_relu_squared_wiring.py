@@ -12,17 +12,10 @@ torch = pytest.importorskip("torch", reason="torch is not installed")
 
 import ligerd  # noqa: E402
 from ligerd.ops import relu_squared as relu2_ops  # noqa: E402
-from ligerd.testing import ref_executor  # noqa: E402
 from ligerd.testing.compile_check import assert_compiled_grads_match  # noqa: E402
 from ligerd.testing.reference import relu_squared as ref  # noqa: E402
 from ligerd.transformers import LigerReLUSquared, liger_relu_squared  # noqa: E402
 from ligerd.transformers.functional import LigerReLUSquaredFunction  # noqa: E402
-
-
-@pytest.fixture
-def launcher(monkeypatch):
-    """The executor replaced by its float64 reference (ligerd.testing.ref_executor)."""
-    return ref_executor.install(monkeypatch, describe=ref_executor.shape_ptr_stride)
 
 
 def torch_relu2(x):

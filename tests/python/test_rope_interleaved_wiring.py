@@ -38,23 +38,10 @@ import ligerd  # noqa: E402
 import ligerd.transformers as lt  # noqa: E402
 from ligerd._errors import LigerdWarning  # noqa: E402
 from ligerd.ops import rope_interleaved as ri_ops  # noqa: E402
-from ligerd.testing import ref_executor  # noqa: E402
 from ligerd.transformers import rope_interleaved as ri  # noqa: E402
 from ligerd.transformers.rope import liger_rotary_pos_emb_vision  # noqa: E402
 
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.bfloat16: dict(rtol=1e-2, atol=2e-2)}
-
-
-@pytest.fixture
-def launcher(monkeypatch):
-    return ref_executor.install(monkeypatch, describe=ref_executor.shape_ptr_stride)
-
-
-@pytest.fixture
-def clean_patches():
-    lt.revert_liger_kernel_patches()
-    yield
-    lt.revert_liger_kernel_patches()
 
 
 def _modeling(module):

@@ -31,17 +31,11 @@ torch = pytest.importorskip("torch", reason="torch is not installed")
 import ligerd  # noqa: E402
 import ligerd.transformers as lt  # noqa: E402
 from ligerd._errors import LigerdWarning  # noqa: E402
-from ligerd.testing import ref_executor  # noqa: E402
 from ligerd.transformers import liger_rotary_pos_emb  # noqa: E402
 from ligerd.transformers.functional import LigerQwen2VLMRopeFunction, liger_qwen2vl_mrope  # noqa: E402
 from ligerd.transformers.qwen2vl_mrope import liger_multimodal_rotary_pos_emb  # noqa: E402
 
 TOL = dict(rtol=1e-5, atol=1e-6)
-
-
-@pytest.fixture
-def launcher(monkeypatch):
-    return ref_executor.install(monkeypatch, describe=ref_executor.shape_ptr_stride)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,13 +343,6 @@ def _config(model_type):
     if model_type == "phi3":  # Phi-4-mini style: 3/4 of the head rotated
         cfg.rope_parameters = dict(cfg.rope_parameters, partial_rotary_factor=0.75)
     return cfg
-
-
-@pytest.fixture
-def clean_patches():
-    lt.revert_liger_kernel_patches()
-    yield
-    lt.revert_liger_kernel_patches()
 
 
 @pytest.mark.parametrize("model_type", PATCHED)

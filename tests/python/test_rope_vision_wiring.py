@@ -34,7 +34,6 @@ pytest.importorskip("transformers")
 import ligerd  # noqa: E402
 import ligerd.transformers as lt  # noqa: E402
 from ligerd._errors import LigerdWarning  # noqa: E402
-from ligerd.testing import ref_executor  # noqa: E402
 from ligerd.testing import tiny_vision as tv  # noqa: E402
 from ligerd.testing.compile_check import assert_compiled_grads_match  # noqa: E402
 from ligerd.testing.rope_vision_cases import Case, check, run, strides  # noqa: E402
@@ -43,18 +42,6 @@ from ligerd.transformers.rope import liger_rotary_pos_emb_vision  # noqa: E402
 TYPES = list(tv.TOWERS)  # every model type whose modeling module has apply_rotary_pos_emb_vision
 DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
 DT_ID = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float64: "fp64"}
-
-
-@pytest.fixture
-def launcher(monkeypatch):
-    return ref_executor.install(monkeypatch, describe=ref_executor.shape_ptr_stride)
-
-
-@pytest.fixture
-def clean_patches():
-    lt.revert_liger_kernel_patches()
-    yield
-    lt.revert_liger_kernel_patches()
 
 
 def _hf(model_type):

@@ -12,13 +12,6 @@ import ligerd  # noqa: E402
 from ligerd.ops.rope import LigerRopeFunction  # noqa: E402
 from ligerd.transformers import liger_rotary_pos_emb  # noqa: E402
 from ligerd.transformers.functional import liger_rope  # noqa: E402
-from ligerd.testing import ref_executor  # noqa: E402
-
-
-@pytest.fixture
-def launcher(monkeypatch):
-    """The executor replaced by its float64 reference (tests/python/ref_executor.py)."""
-    return ref_executor.install(monkeypatch, describe=ref_executor.shape_ptr_stride)
 
 
 def rotate_half(x):

@@ -11,15 +11,8 @@ torch = pytest.importorskip("torch", reason="torch is not installed")
 
 import ligerd  # noqa: E402
 from ligerd.ops import softmax as softmax_ops  # noqa: E402
-from ligerd.testing import ref_executor  # noqa: E402
 from ligerd.testing.compile_check import assert_compiled_grads_match  # noqa: E402
 from ligerd.transformers import LigerSoftmax, liger_softmax  # noqa: E402
-
-
-@pytest.fixture
-def launcher(monkeypatch):
-    """The executor replaced by its float64 reference (ligerd.testing.ref_executor)."""
-    return ref_executor.install(monkeypatch, describe=ref_executor.shape_ptr_stride)
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (3, 17), (2, 5, 33), (2, 3, 4, 9), (9,), (4, 1)])

@@ -11,17 +11,11 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch is not installed")
 
 import ligerd  # noqa: E402
-from ligerd.testing import ref_executor  # noqa: E402
 from ligerd.transformers import LigerTVDLoss, liger_tvd  # noqa: E402
 from ligerd.transformers import functional  # noqa: E402
 
 II = -100
 REDUCTIONS = ["none", "sum", "mean", "batchmean"]
-
-
-@pytest.fixture
-def launcher(monkeypatch):
-    return ref_executor.install(monkeypatch, describe=ref_executor.shape_ptr_stride)
 
 
 def make(rows, V, seed, ignored=()):
