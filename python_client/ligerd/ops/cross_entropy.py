@@ -34,7 +34,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from ligerd import _backend
+from ligerd import _backend, _dispatch
 from ligerd._errors import OpInputError
 from ligerd.ops import _opdef
 
@@ -133,6 +133,11 @@ def check_targets_later(denom: torch.Tensor, target: torch.Tensor, num_classes: 
 
 def _raise_if_bad(bad: int, target, num_classes, ignore_index, op) -> None:
     if bad:
+        # The count may come from a daemon that died before writing it (the client then releases
+        # the GPU's wait: the buffer holds whatever was there). Blaming the targets would be wrong:
+        # raise DaemonUnavailableError as ligerd.synchronize() would.
+        if target.is_cuda:
+            _dispatch.synchronize(target.device)
         valid = target != ignore_index
         t = target[valid]
         lo, hi = int(t.min().item()), int(t.max().item())
