@@ -6,6 +6,8 @@ order the executor takes them; ligerd._backend.call(op, **named) puts named argu
 in that order."""
 
 ENTRIES = {
+    'ce_slice_stats': ((('X', 'input', False, ''), ('target', 'input', False, ''), ('weight', 'input', True, ''), ('stats', 'output', False, ''), ('idx', 'output', True, ''),), ('v0', 'first', 'softcap')),
+    'ce_slice_grad': ((('X', 'input', False, ''), ('target', 'input', False, ''), ('weight', 'input', True, ''), ('coef', 'input', False, ''), ('dX', 'output', False, 'X'),), ('v0', 'softcap', 'ignore_index')),
     'clamped_glu_fwd': ((('X', 'input', False, ''), ('Y', 'output', False, ''),), ('alpha', 'limit', 'up_offset', 'pairs')),
     'clamped_glu_bwd': ((('dY', 'input', False, ''), ('X', 'input', False, ''), ('dX', 'output', False, ''),), ('alpha', 'limit', 'up_offset', 'pairs')),
     'cross_entropy_count': ((('target', 'input', False, ''), ('weight', 'input', True, ''), ('denom', 'output', False, ''),), ('ignore_index', 'num_classes')),

@@ -1,0 +1,213 @@
+// Vocabulary-sliced cross-entropy: the per-slice steps of the fused linear cross-entropy's sliced
+// path, where a block of tokens' logits is computed one slice of classes at a time (a GEMM per
+// slice) and never exists whole. Compiled by NVRTC (see ce_slice.cc). Semantics and the float64
+// reference: python_client/ligerd/testing/reference/ce_slice.py.
+//
+//   ce_slice_stats  per row, the online-softmax statistics of this slice merged into the running
+//                   ones: m (max z), s (sum of exp(z - m)), sz (sum of w_j z_j), the target's z
+//                   and the first argmax. One read of the slice: rows * n * b bytes.
+//   ce_slice_grad   per row, dX_j = (A p_j + B w_j + C [j == y]) (* softcap'), p_j = exp(z_j - lse),
+//                   from the caller's per-row coef = (lse, A, B, C): one read and one write of the
+//                   slice, 2 * rows * n * b bytes, written over the logits.
+// Both are bound by HBM bandwidth (~3.35 TB/s on an H100 SXM; a 2048 x 4096 bf16 slice is 16 MiB,
+// ~5 us to read); the GEMM that produced the slice (2 * rows * n * H flops) takes ~15x longer at
+// H = 4096, so these kernels aim at streaming, not at the last few percent.
+//
+// Specialisation (-D defines): LIGERD_XT = float | ligerd::bf16 | ligerd::f16 (the logits);
+// LIGERD_CE_SLICE_PART = 0 (stats) | 1 (grad). One block per row (a persistent loop over rows
+// when the grid is smaller), 16-byte accesses over the row's aligned middle, the unaligned head
+// and tail element by element.
+#include "kernels/ops/ce_slice_params.h"
+#include "kernels/ops/common.cuh"
+
+namespace ligerd {
+namespace ce_slice {
+
+using XT = LIGERD_XT;
+constexpr int kVec = 16 / static_cast<int>(sizeof(XT));  // elements per 16-byte access
+using XVec = Vec<XT, kVec>;
+constexpr float kLog2e = 1.4426950408889634f;
+// The running max starts finite so that 2^(z - m) of a -inf logit is 0, never NaN.
+constexpr float kLowest = -3.402823466e+38f;
+constexpr long long kNoIndex = 0x7fffffffffffffffLL;
+constexpr int kMaxWarps = 32;  // 1024 threads
+
+// 2^x in one MUFU instruction (relative error < 2^-22; ex2(-inf) = 0), as cross_entropy.cuh.
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+__device__ __forceinline__ float capped(float x, float c) { return c > 0.f ? c * tanhf(x / c) : x; }
+
+// A row's 16-byte-aligned middle: `head` elements one by one, `nvec` vectors, then the tail.
+struct RowSplit {
+  long long head, nvec, tail_start;
+};
+__device__ __forceinline__ RowSplit split_row(const void* row, long long cols) {
+  const unsigned mis = static_cast<unsigned>(reinterpret_cast<unsigned long long>(row) & 15u) /
+                       static_cast<unsigned>(sizeof(XT));
+  long long head = mis ? kVec - mis : 0;
+  if (head > cols) head = cols;
+  const long long nvec = (cols - head) / kVec;
+  return {head, nvec, head + nvec * kVec};
+}
+
+}  // namespace ce_slice
+}  // namespace ligerd
+
+#if LIGERD_CE_SLICE_PART == 0
+namespace ligerd {
+namespace ce_slice {
+
+// Online-softmax state: running max m, s = sum exp(z - m), sz = sum w z, idx = first argmax.
+struct Stat {
+  float m, s, sz;
+  long long idx;
+};
+
+__device__ __forceinline__ Stat combine(const Stat& a, const Stat& b) {
+  Stat r;
+  r.m = fmaxf(a.m, b.m);
+  r.s = a.s * ex2((a.m - r.m) * kLog2e) + b.s * ex2((b.m - r.m) * kLog2e);
+  r.sz = a.sz + b.sz;
+  r.idx = a.m > b.m ? a.idx : (b.m > a.m ? b.idx : (a.idx < b.idx ? a.idx : b.idx));
+  return r;
+}
+
+// One value z at slice column j (columns increase per thread, so "strictly greater" keeps the
+// thread's first argmax).
+__device__ __forceinline__ void add(Stat& st, float z, long long j, float w) {
+  if (z > st.m) {
+    st.s *= ex2((st.m - z) * kLog2e);
+    st.m = z;
+    st.idx = j;
+  }
+  st.s += ex2((z - st.m) * kLog2e);
+  st.sz = fmaf(w, z, st.sz);
+}
+
+// The block's statistics in a fixed combination order (deterministic), valid in thread 0.
+__device__ __forceinline__ Stat block_combine(Stat st, Stat* red) {
+  for (int off = 16; off > 0; off >>= 1) {
+    Stat o;
+    o.m = __shfl_xor_sync(0xffffffffu, st.m, off);
+    o.s = __shfl_xor_sync(0xffffffffu, st.s, off);
+    o.sz = __shfl_xor_sync(0xffffffffu, st.sz, off);
+    o.idx = __shfl_xor_sync(0xffffffffu, st.idx, off);
+    st = combine(st, o);
+  }
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = st;
+  __syncthreads();
+  Stat r = red[0];
+  if (threadIdx.x == 0)
+    for (int i = 1; i < static_cast<int>(blockDim.x >> 5); ++i) r = combine(r, red[i]);
+  __syncthreads();  // red is reused by the next row
+  return r;
+}
+
+extern "C" __global__ void __launch_bounds__(LIGERD_LB_STATS) ce_slice_stats(LigerdCeSliceStatsParams p) {
+  __shared__ Stat red[kMaxWarps];
+  const int tid = threadIdx.x, bs = blockDim.x;
+  const float c = p.softcap;
+  for (long long r = blockIdx.x; r < p.rows; r += gridDim.x) {
+    const XT* x = static_cast<const XT*>(p.x) + r * p.x_stride;
+    const RowSplit sp = split_row(x, p.n);
+    Stat st{kLowest, 0.f, 0.f, kNoIndex};
+    for (long long j = tid; j < sp.head; j += bs)
+      add(st, capped(load_one(x + j), c), j, p.weight ? __ldg(p.weight + p.v0 + j) : 1.f);
+    for (long long v = tid; v < sp.nvec; v += bs) {
+      XVec in;
+      in.load(x + sp.head + v * kVec);
+      const long long j0 = sp.head + v * kVec;
+#pragma unroll
+      for (int k = 0; k < kVec; ++k)
+        add(st, capped(in.get(k), c), j0 + k, p.weight ? __ldg(p.weight + p.v0 + j0 + k) : 1.f);
+    }
+    for (long long j = sp.tail_start + tid; j < p.n; j += bs)
+      add(st, capped(load_one(x + j), c), j, p.weight ? __ldg(p.weight + p.v0 + j) : 1.f);
+    const Stat b = block_combine(st, red);
+    if (tid != 0) continue;
+    float* out = p.stats + r * 4;
+    const long long y = p.target[r] - p.v0;
+    const bool here = y >= 0 && y < p.n;
+    const float zy = here ? capped(load_one(x + y), c) : (p.first ? 0.f : out[3]);
+    const long long idx = b.idx == kNoIndex ? kNoIndex : p.v0 + b.idx;
+    Stat m = {b.m, b.s, b.sz, idx};
+    if (!p.first) {
+      const Stat prev{out[0], out[1], out[2], p.idx ? p.idx[r] : kNoIndex};
+      m = combine(prev, m);
+      // The earlier slices' classes come first: a tie keeps their argmax.
+      m.idx = b.m > prev.m ? idx : prev.idx;
+    }
+    out[0] = m.m;
+    out[1] = m.s;
+    out[2] = m.sz;
+    out[3] = zy;
+    if (p.idx) p.idx[r] = m.idx;
+  }
+}
+
+}  // namespace ce_slice
+}  // namespace ligerd
+#endif  // LIGERD_CE_SLICE_PART == 0
+
+#if LIGERD_CE_SLICE_PART == 1
+namespace ligerd {
+namespace ce_slice {
+
+struct RowCoef {
+  float mb, A, B, C, c;  // mb = lse * log2(e)
+  long long y;           // the target's column in this slice (may lie outside it)
+};
+
+__device__ __forceinline__ float grad_at(float x, long long j, const RowCoef& k, const float* w, long long v0) {
+  float t = 0.f, z = x;
+  if (k.c > 0.f) {
+    t = tanhf(x / k.c);
+    z = k.c * t;
+  }
+  float g = k.A * ex2(fmaf(z, kLog2e, -k.mb));
+  g = fmaf(k.B, w ? __ldg(w + v0 + j) : 1.f, g);
+  if (j == k.y) g += k.C;  // in fp32 before rounding: p_y - 1 keeps its bits
+  return k.c > 0.f ? g * (1.f - t * t) : g;
+}
+
+extern "C" __global__ void __launch_bounds__(LIGERD_LB_GRAD) ce_slice_grad(LigerdCeSliceGradParams p) {
+  const int tid = threadIdx.x, bs = blockDim.x;
+  for (long long r = blockIdx.x; r < p.rows; r += gridDim.x) {
+    const XT* x = static_cast<const XT*>(p.x) + r * p.x_stride;
+    XT* dx = static_cast<XT*>(p.dx) + r * p.dx_stride;
+    const RowSplit sp = split_row(x, p.n);
+    const bool dx_vec = split_row(dx, p.n).head == sp.head;
+    const long long target = p.target[r];
+    const bool ignored = target == p.ignore_index;
+    const float* cf = p.coef + r * 4;
+    const RowCoef k{cf[0] * kLog2e, cf[1], cf[2], cf[3], p.softcap, target - p.v0};
+    for (long long j = tid; j < sp.head; j += bs)
+      store_one(dx + j, ignored ? 0.f : grad_at(load_one(x + j), j, k, p.weight, p.v0));
+    for (long long v = tid; v < sp.nvec; v += bs) {
+      const long long j0 = sp.head + v * kVec;
+      XVec in;
+      in.load(x + j0);
+      float g[kVec];
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) g[i] = ignored ? 0.f : grad_at(in.get(i), j0 + i, k, p.weight, p.v0);
+      if (dx_vec) {
+        XVec out;
+        out.set_all(g);
+        out.store(dx + j0);
+      } else {
+#pragma unroll
+        for (int i = 0; i < kVec; ++i) store_one(dx + j0 + i, g[i]);
+      }
+    }
+    for (long long j = sp.tail_start + tid; j < p.n; j += bs)
+      store_one(dx + j, ignored ? 0.f : grad_at(load_one(x + j), j, k, p.weight, p.v0));
+  }
+}
+
+}  // namespace ce_slice
+}  // namespace ligerd
+#endif  // LIGERD_CE_SLICE_PART == 1
