@@ -18,6 +18,8 @@ recover between steps, so compare impls within one column, not across columns).
     python3 bench/flce.py --chunks 512 640 1024 --profile   # + ligerd at other chunk sizes
                                                 # (rows "ligerd@<tokens>"), and where one ligerd
                                                 # step's GPU time goes (flce_profile.txt)
+    python3 bench/flce.py --sliced 2048,4096 4096,4096   # + ligerd's sliced sweep (the
+                                                # default blocks, then these "T,S")
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ def parse_args():
     ap.add_argument("--impls", nargs="+", default=["ligerd", "liger", "torch.compile", "eager"])
     ap.add_argument("--chunks", nargs="*", type=int, default=[],
                     help="also time ligerd with LIGERD_FLCE_CHUNK set to each of these (tokens)")
+    ap.add_argument("--sliced", nargs="*", default=None, metavar="T,S",
+                    help="also time ligerd's sliced sweep (row ligerd-sliced), and at each 'T,S' "
+                         "(tokens per block, classes per slice) given")
     ap.add_argument("--profile", action="store_true",
                     help="write a per-kernel breakdown of one ligerd step to flce_profile.txt")
     ap.add_argument("--results", default=None,
@@ -98,6 +103,18 @@ def unfused(x, W, t):
     return F.cross_entropy((x @ W.t()).float(), t, ignore_index=IGNORE)
 
 
+def ligerd_env(name: str) -> dict:
+    """The environment of a ligerd row: "ligerd" the defaults (the caller's environment);
+    "ligerd@C" the chunked sweep in chunks of C tokens; "ligerd-sliced" the sliced sweep,
+    "ligerd-sliced@T,S" with blocks of T tokens and slices of S classes."""
+    base, _, setting = name.partition("@")
+    if base == "ligerd-sliced":
+        return {"LIGERD_FLCE_MODE": "sliced", "LIGERD_FLCE_SLICE": setting or None}
+    if setting:
+        return {"LIGERD_FLCE_MODE": "chunked", "LIGERD_FLCE_CHUNK": setting}
+    return {}
+
+
 def make_impl(name):
     if name == "eager":
         return unfused
@@ -108,22 +125,13 @@ def make_impl(name):
         from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss as L
         m = L(ignore_index=IGNORE)
         return lambda x, W, t: m(W, x, t)
-    if name == "ligerd" or name.startswith("ligerd@"):
+    if name == "ligerd" or name.startswith(("ligerd@", "ligerd-sliced")):
         from ligerd.transformers import liger_fused_linear_cross_entropy
-        chunk = name.partition("@")[2]
+        env = ligerd_env(name)
 
         def run(x, W, t):
-            saved = os.environ.get("LIGERD_FLCE_CHUNK")
-            if chunk:
-                os.environ["LIGERD_FLCE_CHUNK"] = chunk
-            try:
+            with common.env_overrides(env):
                 return liger_fused_linear_cross_entropy(x, W, t, ignore_index=IGNORE)
-            finally:
-                if chunk:
-                    if saved is None:
-                        os.environ.pop("LIGERD_FLCE_CHUNK")
-                    else:
-                        os.environ["LIGERD_FLCE_CHUNK"] = saved
         return run
     raise ValueError(name)
 
@@ -193,6 +201,9 @@ def main():
     if "ligerd" in impls:
         at = impls.index("ligerd") + 1
         impls[at:at] = [f"ligerd@{c}" for c in args.chunks]
+        if args.sliced is not None:
+            at += len(args.chunks)
+            impls[at:at] = ["ligerd-sliced"] + [f"ligerd-sliced@{ts}" for ts in args.sliced]
     for name in impls:
         row = {"impl": name, "M": M, "D": D, "V": V, "gemm_tflops": round(gemm, 1),
                "gemm_shape_tflops": round(gemm_shape, 1)}

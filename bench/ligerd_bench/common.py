@@ -24,6 +24,7 @@ import math
 import os
 import statistics
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
@@ -33,6 +34,25 @@ import torch
 # environment itself (`pip install --target DIR` of carried wheels): the setting $LIGERD_PEER_SITE
 # (tests/gpu/run.sh sets it); unset, peers come from the environment alone.
 PEER_SITE = os.environ.get("LIGERD_PEER_SITE", "").strip() or None
+
+
+@contextmanager
+def env_overrides(env: Dict[str, Optional[str]]):
+    """Sets the variables of ``env`` (None: unset) for the block, then restores them."""
+    saved = {k: os.environ.get(k) for k in env}
+    try:
+        for k, v in env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def add_peer_site() -> None:

@@ -78,11 +78,20 @@ CASES = {
 }
 
 
+@pytest.fixture(params=["chunked", "sliced"])
+def sweep(request, monkeypatch):
+    """Both sweeps (fused_linear_cross_entropy.sweep_mode): chunks of 384 tokens (3, the last
+    partial), or blocks of 384 tokens and slices of 16384 classes (50257: 4, the last partial)."""
+    monkeypatch.setenv("LIGERD_FLCE_MODE", request.param)
+    monkeypatch.setenv("LIGERD_FLCE_CHUNK", "384")
+    monkeypatch.setenv("LIGERD_FLCE_SLICE", "384,16384")
+    return request.param
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("dtype", DTYPES, ids=_id)
-def test_matches_float64_reference(dtype, case, reduction, monkeypatch):
-    monkeypatch.setenv("LIGERD_FLCE_CHUNK", "384")  # 3 chunks, the last partial
+def test_matches_float64_reference(dtype, case, reduction, sweep):
     c = dict(CASES[case])
     bt, H, V = 1000, 256, 50257
     x, W, b, t = inputs(bt, H, V, dtype, seed=len(case) * 7 + len(reduction), bias=c.pop("bias", False))
@@ -105,18 +114,17 @@ def test_matches_float64_reference(dtype, case, reduction, monkeypatch):
             continue
         assert o.shape == r.shape and not torch.isnan(o).any(), f"{name}: shape or NaN"
         e, eb = rel(o, r), rel(bb, r)
-        assert e <= 2 * eb + FLOOR[dtype], (f"{_id(dtype)} {case} {reduction}: {name} rel err {e:.3g} vs "
+        assert e <= 2 * eb + FLOOR[dtype], (f"{sweep} {_id(dtype)} {case} {reduction}: {name} rel err {e:.3g} vs "
                                             f"torch {_id(dtype)} {eb:.3g}")
     assert ours[0].dtype == torch.float32  # the loss is fp32, as Liger's
 
 
 @pytest.mark.parametrize("divisor", ["int", "tensor"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=_id)
-def test_mean_divisor_is_sum_over_n(dtype, divisor, monkeypatch):
+def test_mean_divisor_is_sum_over_n(dtype, divisor, sweep):
     """mean_divisor (transformers' num_items_in_batch): the loss is sum / n and the gradients
     those of sum / n, against the float64 reference, with the same tolerance rule as above; n is
     not this call's token count (gradient accumulation counts the whole accumulated batch)."""
-    monkeypatch.setenv("LIGERD_FLCE_CHUNK", "384")
     bt, H, V = 1000, 256, 32000
     x, W, b, t = inputs(bt, H, V, dtype, seed=5, bias=False)
     n = 3 * int((t != II).sum())
@@ -176,6 +184,29 @@ def test_peak_memory_beyond_inputs_and_grads():
     full_logits = bt * V * 2
     assert extra <= 0.10 * full_logits, f"extra {extra / 2**20:.1f} MiB > 10% of {full_logits / 2**20:.0f} MiB"
     assert flce_mod.chunk_tokens(bt, V, 2) == 768
+
+
+def test_sliced_peak_memory_within_liger_budget(monkeypatch):
+    """The sliced sweep at the chunked test's head: beyond the inputs and their gradients, one
+    [T, S] logits slice, the [T, H] fp32 dx accumulator and per-token vectors (block_shape's 56
+    MiB budget) and cuBLASLt's workspace; far below the chunked sweep's buffer."""
+    monkeypatch.setenv("LIGERD_FLCE_MODE", "sliced")
+    monkeypatch.delenv("LIGERD_FLCE_SLICE", raising=False)
+    bt, H, V = 8192, 1024, 128256
+    x, W, _, t = inputs(bt, H, V, torch.bfloat16, seed=2, bias=False)
+    xs, Ws = x.clone().requires_grad_(), W.clone().requires_grad_()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    loss = liger_fused_linear_cross_entropy(xs, Ws, t)
+    loss.backward()
+    torch.cuda.synchronize()
+    grads = xs.grad.numel() * 2 + Ws.grad.numel() * 2
+    extra = torch.cuda.max_memory_allocated() - base - grads
+    from ligerd.ops import _flce_sliced
+    T, S = _flce_sliced.block_shape(bt, V, H, 2, False)
+    assert extra <= (56 + 4 + 1) * 2 ** 20, f"extra {extra / 2**20:.1f} MiB (blocks {T} x {S})"
+    assert extra < 0.5 * flce_mod.chunk_tokens(bt, V, 2) * V * 2
 
 
 @pytest.mark.parametrize("reduction", ["mean", "none"])

@@ -192,10 +192,13 @@ def flce_inputs(bt=21, H=8, V=13, bias=True, seed=1):
     return x, W, b, t
 
 
+@pytest.mark.parametrize("mode", ["chunked", "sliced"])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("bias", [False, True])
-def test_flce_matches_linear_plus_cross_entropy(launcher, monkeypatch, reduction, bias):
+def test_flce_matches_linear_plus_cross_entropy(launcher, monkeypatch, reduction, bias, mode):
+    monkeypatch.setenv("LIGERD_FLCE_MODE", mode)
     monkeypatch.setenv("LIGERD_FLCE_CHUNK", "4")  # 6 chunks, the last one partial
+    monkeypatch.setenv("LIGERD_FLCE_SLICE", "4,5")  # 6 token blocks x 3 slices (5, 5, 3 classes)
     x0, W0, b0, t = flce_inputs(bias=bias)
     w_ce = torch.rand(13, dtype=torch.float64) + 0.5
     gs = torch.randn(21, dtype=torch.float64) if reduction == "none" else torch.tensor(1.3, dtype=torch.float64)
@@ -222,7 +225,76 @@ def test_flce_matches_linear_plus_cross_entropy(launcher, monkeypatch, reduction
     if bias:
         torch.testing.assert_close(b.grad.double(), br.grad, rtol=1e-4, atol=1e-5)
     ops = [c[0] for c in launcher.calls]
-    assert ops.count("cross_entropy_fwd") == (12 if reduction == "none" else 6)  # none recomputes
+    if mode == "chunked":
+        assert ops.count("cross_entropy_fwd") == (12 if reduction == "none" else 6)  # none recomputes
+    else:
+        assert "cross_entropy_fwd" not in ops
+        assert ops.count("ce_slice_stats") == (36 if reduction == "none" else 18)
+        assert ops.count("ce_slice_grad") == 18
+        # per block: pass 1's 3 logits GEMMs; pass 2 recomputes 2 (the last slice of pass 1 is
+        # still in the buffer), then a dx and a dW GEMM per slice: 11; "none"'s forward adds 3.
+        assert ops.count("gemm") == 6 * 11 + (6 * 3 if reduction == "none" else 0)
+
+
+def _rel(a, b):
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("opts", [dict(softcap=3.0, return_z_loss=True, lse_square_scale=1e-3),
+                                  dict(use_token_scaling=True, return_token_accuracy=True,
+                                       return_predicted_tokens=True),
+                                  dict(reduction="sum", label_smoothing=0.2)], ids=["softcap", "tokens", "smooth"])
+def test_flce_sliced_matches_chunked(launcher, monkeypatch, dtype, opts):
+    """Every option of the sliced sweep against the chunked one (checked against torch above):
+    softcap and z-loss, token scaling with accuracy and predictions, label smoothing; fp16's
+    "mean" runs scaled (the chunked sweep's fp16 rule). Both round the logits to the buffer's
+    dtype; dx sums its slices in fp32 before one rounding where chunked rounds one GEMM: 1e-6
+    relative in fp32, 2^-7 in 16-bit types (norm-wise)."""
+    x0, W0, b0, t = flce_inputs(bt=37, H=16, V=29, seed=4)
+    x0 = x0 * 2  # logits of a few units: the softcap bends them
+    t[10] = -100
+    runs = {}
+    for mode in ("chunked", "sliced"):
+        monkeypatch.setenv("LIGERD_FLCE_MODE", mode)
+        monkeypatch.setenv("LIGERD_FLCE_CHUNK", "8")
+        monkeypatch.setenv("LIGERD_FLCE_SLICE", "16,8")  # 3 blocks (16, 16, 5) x 4 slices (8 x 3, 5)
+        x, W, b = (v.to(dtype).requires_grad_() for v in (x0, W0, b0))
+        loss, z, acc, pred = flce_mod.fused_linear_cross_entropy(x, W, t, b, **opts)
+        loss.backward()
+        runs[mode] = (loss, z, acc, pred, x.grad, W.grad, b.grad)
+    tol = 1e-6 if dtype == torch.float32 else 2.0 ** -7
+    for name, a, b_ in zip(("loss", "z_loss", "accuracy", "pred", "dx", "dW", "db"), runs["sliced"], runs["chunked"]):
+        assert (a is None) == (b_ is None), name
+        if a is None:
+            continue
+        if name == "pred":
+            assert torch.equal(a, b_)
+            continue
+        assert a.dtype == b_.dtype, name
+        assert torch.isfinite(a).all(), name
+        assert _rel(a, b_) <= tol, f"{name}: {_rel(a, b_):.3g}"
+
+
+def test_flce_sliced_block_rule_and_bad_env(launcher, monkeypatch):
+    monkeypatch.delenv("LIGERD_FLCE_SLICE", raising=False)
+    from ligerd.ops import _flce_sliced as sl
+    T, S = sl.block_shape(8192, 128256, 4096, 2, False)
+    assert (T, S) == (2048, 4096)
+    # the buffer, the fp32 dx accumulator and the per-token vectors within the 56 MiB budget
+    assert T * (S * 2 + 4096 * 4 + 48) <= 56 << 20
+    assert sl.block_shape(8191, 128256, 4096, 2, False) == (2048, 4096)  # 4 blocks, the last short
+    T8 = sl.block_shape(16384, 128256, 8192, 2, False)[0]  # H = 8192: a larger accumulator
+    assert T8 == 1408 and T8 * (4096 * 2 + 8192 * 4 + 48) <= 56 << 20
+    assert sl.block_shape(100, 50, 64, 4, True) == (100, 50)
+    monkeypatch.setenv("LIGERD_FLCE_SLICE", "12")
+    with pytest.raises(OpInputError, match="LIGERD_FLCE_SLICE"):
+        sl.block_shape(10, 10, 8, 2, False)
+    monkeypatch.setenv("LIGERD_FLCE_MODE", "fast")
+    x0, W0, _, t = flce_inputs()
+    with pytest.raises(OpInputError, match="LIGERD_FLCE_MODE must be 'chunked' or 'sliced'"):
+        liger_fused_linear_cross_entropy(x0.float(), W0.float(), t)
 
 
 def test_flce_module_weight_first_and_accum_dtype(monkeypatch):

@@ -26,6 +26,11 @@ fewer, larger chunks are faster (docs/perf/fused_linear_cross_entropy.md), and 9
 workspace and per-token vectors room under the 10% budget. ``LIGERD_FLCE_CHUNK``
 overrides it (tokens).
 
+The sliced sweep (``LIGERD_FLCE_MODE=sliced``; ligerd/ops/_flce_sliced.py) holds less: blocks of
+tokens whose logits are computed one slice of classes at a time, twice (statistics, then
+gradients), never a [chunk, V] buffer: one more GEMM, and dW read and written once per block
+instead of once per chunk. docs/perf/fused_linear_cross_entropy.md measures both.
+
 ``accum_dtype`` (e.g. torch.float32) accumulates dW and db in that dtype and casts back at the end
 (as Liger); the default accumulates in the weight's dtype.
 
@@ -52,7 +57,7 @@ from typing import Optional, Tuple
 
 from ligerd import _telemetry
 from ligerd._errors import OpInputError
-from ligerd.ops import _opdef
+from ligerd.ops import _flce_sliced, _opdef
 from ligerd.ops import cross_entropy as ce
 from ligerd.ops.gemm import gemm_
 
@@ -84,11 +89,49 @@ def chunk_tokens(bt: int, v: int, elem_bytes: int) -> int:
     return max(min(c, bt), 1)
 
 
+def sweep_mode(bt: int, V: int) -> str:
+    """"chunked" or "sliced" (see the module docstring): LIGERD_FLCE_MODE, else chunked."""
+    mode = os.environ.get("LIGERD_FLCE_MODE", "").strip() or "chunked"
+    if mode not in ("chunked", "sliced"):
+        _fail(f"LIGERD_FLCE_MODE must be 'chunked' or 'sliced', got {mode!r}")
+    return mode
+
+
 def _chunked(x, W, target, b, w32, denom, args, want_z, want_pred, *, grads: bool, need_dx: bool,
              need_dw: bool, need_db: bool, accum_dtype, row_scale=None, token_scaling=False,
              after_first_chunk=None):
-    """One sweep over the chunks. Returns (loss_rows, z_rows, pred, dx, dW, db).
-    ``after_first_chunk`` is called once the first chunk is queued (the deferred target check)."""
+    """One sweep over the gradients' chunks or the vocabulary's slices (sweep_mode). Returns
+    (loss_rows, z_rows, pred, dx, dW, db). ``after_first_chunk`` is called once the first chunk
+    is queued (the deferred target check)."""
+    # fp16 and "mean": d logits = (p - onehot) / n are mostly below fp16's smallest normal
+    # (p ~ 1/V, n ~ thousands) and would lose their bits; they are held multiplied by
+    # s = min(n, 4096) (inside the kernel, in fp32, before rounding) and the three gradients
+    # divided by s once at the end. bf16 has fp32's exponent range and needs none of this.
+    fp16_scale = None
+    if grads and x.dtype == torch.float16 and args[3] == ce.REDUCTIONS["mean"] and row_scale is None:
+        fp16_scale = denom[1:2].clamp(1.0, _FP16_MEAN_SCALE_MAX)
+        row_scale = fp16_scale.expand(x.shape[0]).contiguous()
+    run = _flce_sliced.sliced if sweep_mode(x.shape[0], W.shape[0]) == "sliced" else _token_chunks
+    loss_rows, z_rows, pred, dx, dW, db = run(
+        x, W, target, b, w32, denom, args, want_z, want_pred, grads=grads, need_dx=need_dx,
+        need_dw=need_dw, need_db=need_db, accum_dtype=accum_dtype, row_scale=row_scale,
+        token_scaling=token_scaling, after_first_chunk=after_first_chunk)
+    if fp16_scale is not None:
+        inv = 1.0 / fp16_scale
+        for g in (dx, dW, db):
+            if g is not None:
+                ce.scale_(g, inv)
+    if dW is not None and dW.dtype != W.dtype:
+        dW = dW.to(W.dtype)
+    if db is not None and db.dtype != b.dtype:
+        db = db.to(b.dtype)
+    return loss_rows, z_rows, pred, dx, dW, db
+
+
+def _token_chunks(x, W, target, b, w32, denom, args, want_z, want_pred, *, grads: bool, need_dx: bool,
+                  need_dw: bool, need_db: bool, accum_dtype, row_scale=None, token_scaling=False,
+                  after_first_chunk=None):
+    """The chunked sweep (the module docstring), before _chunked's fp16 unscaling and casts."""
     bt, _ = x.shape
     V = W.shape[0]
     dev = x.device
@@ -100,14 +143,6 @@ def _chunked(x, W, target, b, w32, denom, args, want_z, want_pred, *, grads: boo
     acc = accum_dtype if accum_dtype is not None else W.dtype
     dW = torch.empty(W.shape, dtype=acc, device=dev) if grads and need_dw else None
     db = torch.zeros(V, dtype=accum_dtype or torch.float32, device=dev) if grads and need_db else None
-    # fp16 and "mean": d logits = (p - onehot) / n are mostly below fp16's smallest normal
-    # (p ~ 1/V, n ~ thousands) and would lose their bits; they are held multiplied by
-    # s = min(n, 4096) (inside the kernel, in fp32, before rounding) and the three gradients
-    # divided by s once at the end. bf16 has fp32's exponent range and needs none of this.
-    fp16_scale = None
-    if grads and x.dtype == torch.float16 and args[3] == ce.REDUCTIONS["mean"] and row_scale is None:
-        fp16_scale = denom[1:2].clamp(1.0, _FP16_MEAN_SCALE_MAX)
-        row_scale = fp16_scale.expand(bt).contiguous()
     buf = torch.empty((min(C, bt), V), dtype=x.dtype, device=dev)
     Wt = W.t()
     for s in range(0, bt, C):
@@ -139,16 +174,6 @@ def _chunked(x, W, target, b, w32, denom, args, want_z, want_pred, *, grads: boo
             db += logits.sum(dim=0, dtype=db.dtype)
     if bt == 0 and after_first_chunk is not None:
         after_first_chunk()
-    del buf
-    if fp16_scale is not None:
-        inv = 1.0 / fp16_scale
-        for g in (dx, dW, db):
-            if g is not None:
-                ce.scale_(g, inv)
-    if dW is not None and dW.dtype != W.dtype:
-        dW = dW.to(W.dtype)
-    if db is not None and db.dtype != b.dtype:
-        db = db.to(b.dtype)
     return loss_rows, z_rows, pred, dx, dW, db
 
 
@@ -396,7 +421,7 @@ def fused_linear_cross_entropy(x, W, target, b=None, ce_weight=None, ignore_inde
         loss, z_rows, pred = _FusedLinearCrossEntropy.apply(
             x2, W, t2, b, w32, denom, ignore_index, float(lse_square_scale), float(label_smoothing), red,
             cap, return_z_loss, want_pred, accum_dtype, bool(use_token_scaling), check)
-        _report(loss if reduction != "none" else None, t2.numel(), V, x2.element_size())
+        _report(loss if reduction != "none" else None, t2.numel(), V, H, x2.element_size())
     else:  # compiled or traced: the registered op (see the module docstring)
         grad = torch.is_grad_enabled()
         loss, z_rows, pred, _, _, _ = fused_linear_cross_entropy_fwd(
@@ -415,13 +440,19 @@ def fused_linear_cross_entropy(x, W, target, b=None, ce_weight=None, ignore_inde
     return loss, z_loss, token_accuracy, (pred if return_predicted_tokens else None)
 
 
-def _report(loss, tokens: int, V: int, elem_bytes: int) -> None:
+def _report(loss, tokens: int, V: int, H: int, elem_bytes: int) -> None:
     """Telemetry (ligerd._telemetry): the tokens this call saw, its loss (copied without a sync)
-    and the logits memory it did not allocate: the full [tokens, V] against its chunk buffer."""
+    and the logits memory it did not allocate: the full [tokens, V] against its chunk buffer (or
+    the sliced sweep's slice buffer and dx accumulator)."""
     rep = _telemetry.get()
     if rep is not None:
-        saved = max(0, tokens - min(tokens, chunk_tokens(tokens, V, elem_bytes))) * V * elem_bytes
-        rep.note_loss(tokens, loss, memory_saved=saved)
+        full = tokens * V * elem_bytes
+        if sweep_mode(tokens, V) == "sliced":
+            T, S = _flce_sliced.block_shape(tokens, V, H, elem_bytes, elem_bytes == 4)
+            held = T * S * elem_bytes + (0 if elem_bytes == 4 else T * H * 4)
+        else:
+            held = min(tokens, chunk_tokens(tokens, V, elem_bytes)) * V * elem_bytes
+        rep.note_loss(tokens, loss, memory_saved=max(0, full - held))
 
 
 def _check_mean_divisor(d, reduction, ce_weight):

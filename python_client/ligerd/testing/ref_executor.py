@@ -14,6 +14,7 @@ from typing import Callable, Dict
 import torch
 
 from ligerd._entries import ENTRIES
+from ligerd.testing.reference import ce_slice as ce_slice_ref
 from ligerd.testing.reference import clamped_glu as clamped_glu_ref
 from ligerd.testing.reference import distill as distill_ref
 from ligerd.testing.reference import jsd_logits as jsd_logits_ref
@@ -365,6 +366,23 @@ def _cross_entropy_fwd(op, t, s):
         pred.copy_(torch.where(ignored, torch.full_like(am, -1), am))
     if dx is not None:
         dx.copy_(g)  # after every read: dx may be x
+
+# ---- vocabulary-sliced cross-entropy steps (kernels/ops/ce_slice.cc) ---------------------------
+
+@handles("ce_slice_stats")
+def _ce_slice_stats(op, t, s):
+    st, idx = ce_slice_ref.stats_update(t.X, t.target, t.weight, t.stats, t.idx, int(s.v0), bool(s.first),
+                                        float(s.softcap))
+    t.stats.copy_(st)
+    if t.idx is not None:
+        t.idx.copy_(idx)
+
+
+@handles("ce_slice_grad")
+def _ce_slice_grad(op, t, s):
+    g = ce_slice_ref.grad(t.X, t.target, t.weight, t.coef, int(s.v0), float(s.softcap), int(s.ignore_index))
+    t.dX.copy_(g)  # after every read: dX may be X
+
 
 @handles("cross_entropy_scale")
 def _cross_entropy_scale(op, t, s):

@@ -40,16 +40,18 @@ def softcapped(x: torch.Tensor, softcap: float) -> torch.Tensor:
 def stats_update(x: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor],
                  stats: torch.Tensor, idx: Optional[torch.Tensor], v0: int, first: bool,
                  softcap: float) -> tuple:
-    """The updated (stats [rows, 4] float64, idx [rows] int64 or None) after the slice x."""
+    """The updated (stats [rows, 4] float64, idx [rows] int64 or None) after the slice x (n >= 1)."""
     z = softcapped(x, softcap)
     rows, n = z.shape
     w = weight.double()[v0:v0 + n] if weight is not None else torch.ones(n, dtype=torch.float64, device=z.device)
-    sm, si = z.max(dim=1) if n else (torch.full((rows,), -torch.inf, dtype=torch.float64), None)
+    sm = z.amax(dim=1)
+    cols = torch.arange(n, device=z.device)
+    si = torch.where(z == sm[:, None], cols[None, :], n).amin(dim=1)  # the first argmax
     ss = torch.exp(z - sm[:, None]).sum(dim=1)
     ssz = (z * w[None, :]).sum(dim=1)
     local = target - v0
     here = (local >= 0) & (local < n)
-    zy = z.gather(1, local.clamp(0, max(n - 1, 0))[:, None])[:, 0] if n else torch.zeros(rows, dtype=torch.float64)
+    zy = z.gather(1, local.clamp(0, n - 1)[:, None])[:, 0]
     if first:
         m, s, sz, old_zy = sm, ss, ssz, torch.zeros_like(sm)
         new_idx = si + v0 if idx is not None else None
