@@ -24,7 +24,8 @@ TEST(Catalogue, ListsRmsNormWithItsVariants) {
                        "fused_add_rms_norm_bwd", "rope_fwd", "rope_bwd", "softmax_fwd", "softmax_bwd",
                        "relu_squared_fwd", "relu_squared_bwd",
                        "clamped_glu_fwd", "clamped_glu_bwd",
-                       "kl_div_fwd", "kl_div_bwd", "jsd_fwd", "tvd_fwd", "jsd_logits_fwd"}));
+                       "kl_div_fwd", "kl_div_bwd", "jsd_fwd", "tvd_fwd", "jsd_logits_fwd",
+                       "ce_slice_stats", "ce_slice_grad"}));
   auto info = [&all](std::string_view name) -> const OpInfo& {
     for (const OpInfo& o : all)
       if (o.name == name) return o;
@@ -148,6 +149,8 @@ TEST(Catalogue, VariantTagsAreUniqueAndSourcesEmbedded) {
       EXPECT_NE(op->main.text.find(op->name + "_v("), std::string_view::npos) << op->name;
     else if (op->name == "kl_div_fwd" || op->name == "kl_div_bwd" || op->name == "jsd_fwd" || op->name == "tvd_fwd")
       EXPECT_NE(op->main.text.find(op->name + "_v("), std::string_view::npos) << op->name;
+    else if (op->name.starts_with("ce_slice_"))  // the kernel is named after the op
+      EXPECT_NE(op->main.text.find(op->name + "(LigerdCeSlice"), std::string_view::npos) << op->name;
     else if (op->name == "jsd_logits_fwd")  // its kernel is in a header distill.cuh includes
       EXPECT_TRUE(std::any_of(op->headers.begin(), op->headers.end(), [](const SourceFile& h) {
         return h.text.find("jsd_logits_fwd_v(") != std::string_view::npos;
