@@ -18,6 +18,8 @@ leave state behind for the next configuration):
   ligerd-remote  the same with LIGERD_DISPATCH=remote (the daemon runs the kernels): run the whole
                  benchmark under MPS (bash .device/with-mps.sh python3 bench/e2e/run_e2e.py), as
                  remote dispatch is only fast there
+  ligerd-sliced  ligerd-local with the fused linear cross-entropy's sliced sweep
+                 (LIGERD_FLCE_MODE=sliced: less memory, one more GEMM)
   hf-compile     HF eager with the model wrapped in torch.compile(model) (Inductor, default mode)
   liger-compile  HF + Liger-Kernel, then torch.compile(model)
   ligerd-compile HF + ligerd local, then torch.compile(model)
@@ -127,6 +129,8 @@ CONFIGS: Dict[str, Dict[str, object]] = {
                          env={"LIGERD_DISPATCH": "local"}),
     "ligerd-remote": dict(label="HF + ligerd remote", patch=train_llama.LIGERD_PATCH,
                           env={"LIGERD_DISPATCH": "remote"}),
+    "ligerd-sliced": dict(label="HF + ligerd local, sliced loss", patch=train_llama.LIGERD_PATCH,
+                          env={"LIGERD_DISPATCH": "local", "LIGERD_FLCE_MODE": "sliced"}),
     # torch.compile(model) after patching ("compile": its mode; the module docstring says how)
     "hf-compile": dict(label="HF + torch.compile", patch=None, env={}, compile="default"),
     "liger-compile": dict(label="HF + Liger + compile",

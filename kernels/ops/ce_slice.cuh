@@ -17,6 +17,7 @@
 // LIGERD_CE_SLICE_PART = 0 (stats) | 1 (grad). One block per row (a persistent loop over rows
 // when the grid is smaller), 16-byte accesses over the row's aligned middle, the unaligned head
 // and tail element by element.
+#include "kernels/ops/ce_online.cuh"
 #include "kernels/ops/ce_slice_params.h"
 #include "kernels/ops/common.cuh"
 
@@ -26,32 +27,17 @@ namespace ce_slice {
 using XT = LIGERD_XT;
 constexpr int kVec = 16 / static_cast<int>(sizeof(XT));  // elements per 16-byte access
 using XVec = Vec<XT, kVec>;
-constexpr float kLog2e = 1.4426950408889634f;
-// The running max starts finite so that 2^(z - m) of a -inf logit is 0, never NaN.
-constexpr float kLowest = -3.402823466e+38f;
-constexpr long long kNoIndex = 0x7fffffffffffffffLL;
 constexpr int kMaxWarps = 32;  // 1024 threads
-
-// 2^x in one MUFU instruction (relative error < 2^-22; ex2(-inf) = 0), as cross_entropy.cuh.
-__device__ __forceinline__ float ex2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
+using ce_online::ex2;
+using ce_online::kLog2e;
+using ce_online::kLowest;
+using ce_online::kNoIndex;
+using ce_online::RowSplit;
 
 __device__ __forceinline__ float capped(float x, float c) { return c > 0.f ? c * tanhf(x / c) : x; }
 
-// A row's 16-byte-aligned middle: `head` elements one by one, `nvec` vectors, then the tail.
-struct RowSplit {
-  long long head, nvec, tail_start;
-};
 __device__ __forceinline__ RowSplit split_row(const void* row, long long cols) {
-  const unsigned mis = static_cast<unsigned>(reinterpret_cast<unsigned long long>(row) & 15u) /
-                       static_cast<unsigned>(sizeof(XT));
-  long long head = mis ? kVec - mis : 0;
-  if (head > cols) head = cols;
-  const long long nvec = (cols - head) / kVec;
-  return {head, nvec, head + nvec * kVec};
+  return ce_online::split_row<XT>(row, cols);
 }
 
 }  // namespace ce_slice
@@ -61,20 +47,9 @@ __device__ __forceinline__ RowSplit split_row(const void* row, long long cols) {
 namespace ligerd {
 namespace ce_slice {
 
-// Online-softmax state: running max m, s = sum exp(z - m), sz = sum w z, idx = first argmax.
-struct Stat {
-  float m, s, sz;
-  long long idx;
-};
-
-__device__ __forceinline__ Stat combine(const Stat& a, const Stat& b) {
-  Stat r;
-  r.m = fmaxf(a.m, b.m);
-  r.s = a.s * ex2((a.m - r.m) * kLog2e) + b.s * ex2((b.m - r.m) * kLog2e);
-  r.sz = a.sz + b.sz;
-  r.idx = a.m > b.m ? a.idx : (b.m > a.m ? b.idx : (a.idx < b.idx ? a.idx : b.idx));
-  return r;
-}
+using ce_online::block_combine;
+using ce_online::combine;
+using ce_online::Stat;
 
 // One value z at slice column j (columns increase per thread, so "strictly greater" keeps the
 // thread's first argmax).
@@ -88,26 +63,7 @@ __device__ __forceinline__ void add(Stat& st, float z, long long j, float w) {
   st.sz = fmaf(w, z, st.sz);
 }
 
-// The block's statistics in a fixed combination order (deterministic), valid in thread 0.
-__device__ __forceinline__ Stat block_combine(Stat st, Stat* red) {
-  for (int off = 16; off > 0; off >>= 1) {
-    Stat o;
-    o.m = __shfl_xor_sync(0xffffffffu, st.m, off);
-    o.s = __shfl_xor_sync(0xffffffffu, st.s, off);
-    o.sz = __shfl_xor_sync(0xffffffffu, st.sz, off);
-    o.idx = __shfl_xor_sync(0xffffffffu, st.idx, off);
-    st = combine(st, o);
-  }
-  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = st;
-  __syncthreads();
-  Stat r = red[0];
-  if (threadIdx.x == 0)
-    for (int i = 1; i < static_cast<int>(blockDim.x >> 5); ++i) r = combine(r, red[i]);
-  __syncthreads();  // red is reused by the next row
-  return r;
-}
-
-extern "C" __global__ void __launch_bounds__(LIGERD_LB_STATS) ce_slice_stats(LigerdCeSliceStatsParams p) {
+extern "C" __global__ void LIGERD_LB_STATS ce_slice_stats(LigerdCeSliceStatsParams p) {
   __shared__ Stat red[kMaxWarps];
   const int tid = threadIdx.x, bs = blockDim.x;
   const float c = p.softcap;
@@ -128,6 +84,7 @@ extern "C" __global__ void __launch_bounds__(LIGERD_LB_STATS) ce_slice_stats(Lig
     for (long long j = sp.tail_start + tid; j < p.n; j += bs)
       add(st, capped(load_one(x + j), c), j, p.weight ? __ldg(p.weight + p.v0 + j) : 1.f);
     const Stat b = block_combine(st, red);
+    __syncthreads();  // every thread has read red[]: the next row may refill it
     if (tid != 0) continue;
     float* out = p.stats + r * 4;
     const long long y = p.target[r] - p.v0;
@@ -174,7 +131,7 @@ __device__ __forceinline__ float grad_at(float x, long long j, const RowCoef& k,
   return k.c > 0.f ? g * (1.f - t * t) : g;
 }
 
-extern "C" __global__ void __launch_bounds__(LIGERD_LB_GRAD) ce_slice_grad(LigerdCeSliceGradParams p) {
+extern "C" __global__ void LIGERD_LB_GRAD ce_slice_grad(LigerdCeSliceGradParams p) {
   const int tid = threadIdx.x, bs = blockDim.x;
   for (long long r = blockIdx.x; r < p.rows; r += gridDim.x) {
     const XT* x = static_cast<const XT*>(p.x) + r * p.x_stride;

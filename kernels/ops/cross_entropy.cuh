@@ -55,6 +55,7 @@
 //    it is one read, M*V*b, and no stash is needed.
 // ce_scale (backward): read and write the stored gradient once, 2*M*V*b, skipped entirely when
 // the upstream gradient is exactly 1.0 (Liger skips it too; we decide on the device, no sync).
+#include "kernels/ops/ce_online.cuh"
 #include "kernels/ops/common.cuh"
 #include "kernels/ops/cross_entropy_params.h"
 
@@ -68,31 +69,15 @@ constexpr int kVec = 16 / static_cast<int>(sizeof(XT));
 // per thread, i.e. 32-64 KiB outstanding per SM with 1024 threads, above the ~20 KiB per SM that
 // HBM latency x bandwidth asks for; more would spill at 64 registers per thread.
 constexpr int kUnroll = 16 / kVec;
-constexpr float kLog2e = 1.4426950408889634f;
+using ce_online::ex2;
+using ce_online::kLog2e;
+using ce_online::kLowest;
+using ce_online::kNoIndex;
+using ce_online::RowSplit;
 constexpr float kLn2 = 0.6931471805599453f;
-// Running maximum starts finite so that 2^(z - m) of a -inf logit is 0, never NaN.
-constexpr float kLowest = -3.402823466e+38f;
-constexpr long long kNoIndex = 0x7fffffffffffffffLL;
 
-// 2^x in one MUFU instruction (relative error < 2^-22; ex2(-inf) = 0). Liger uses the same.
-__device__ __forceinline__ float ex2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
-// Where a row's 16-byte-aligned middle starts: `head` leading elements are handled one by one,
-// then `nvec` vectors, then the tail. Rows of an odd vocabulary (50257) start at any alignment.
-struct RowSplit {
-  long long head, nvec, tail_start;
-};
 __device__ __forceinline__ RowSplit split_row(const void* row, long long cols) {
-  const unsigned mis = static_cast<unsigned>(reinterpret_cast<unsigned long long>(row) & 15u) /
-                       static_cast<unsigned>(sizeof(XT));
-  long long head = mis ? kVec - mis : 0;
-  if (head > cols) head = cols;
-  const long long nvec = (cols - head) / kVec;
-  return {head, nvec, head + nvec * kVec};
+  return ce_online::split_row<XT>(row, cols);
 }
 
 }  // namespace ce
@@ -103,39 +88,9 @@ namespace ligerd {
 namespace ce {
 constexpr bool kSoftcap = LIGERD_CE_SOFTCAP != 0;
 
-// Online-softmax state of one thread (then of a warp, then of the block): running max m (of z),
-// s = sum 2^((z - m) log2 e), sz = sum of (w_j) z_j for label smoothing, idx = first argmax.
-struct Stat {
-  float m, s, sz;
-  long long idx;
-};
-
-__device__ __forceinline__ Stat combine(const Stat& a, const Stat& b) {
-  Stat r;
-  r.m = fmaxf(a.m, b.m);
-  r.s = a.s * ex2((a.m - r.m) * kLog2e) + b.s * ex2((b.m - r.m) * kLog2e);
-  r.sz = a.sz + b.sz;
-  r.idx = a.m > b.m ? a.idx : (b.m > a.m ? b.idx : (a.idx < b.idx ? a.idx : b.idx));
-  return r;
-}
-
-// Block-wide combination in a fixed order (deterministic), returned to every thread.
-__device__ __forceinline__ Stat block_combine(Stat st, Stat* red) {
-  for (int off = 16; off > 0; off >>= 1) {
-    Stat o;
-    o.m = __shfl_xor_sync(0xffffffffu, st.m, off);
-    o.s = __shfl_xor_sync(0xffffffffu, st.s, off);
-    o.sz = __shfl_xor_sync(0xffffffffu, st.sz, off);
-    o.idx = __shfl_xor_sync(0xffffffffu, st.idx, off);
-    st = combine(st, o);
-  }
-  const int warps = blockDim.x >> 5;
-  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = st;
-  __syncthreads();
-  Stat r = red[0];
-  for (int i = 1; i < warps; ++i) r = combine(r, red[i]);
-  return r;
-}
+using ce_online::block_combine;
+using ce_online::combine;
+using ce_online::Stat;
 
 __device__ __forceinline__ float softcapped(float x, float c, float inv_c) {
   if constexpr (kSoftcap) {
