@@ -82,6 +82,8 @@ std::vector<std::string> PlannableKernels(const std::string& op) {
   if (op == "cross_entropy_count") return {"ce_count"};
   if (op == "cross_entropy_fwd") return {"ce_fwd", "ce_fwd_cluster"};
   if (op == "cross_entropy_scale") return {"ce_scale"};
+  // ce_slice: one kernel per op, each in its own module (LIGERD_CE_SLICE_PART).
+  if (op == "ce_slice_stats" || op == "ce_slice_grad") return {op};
   if (op == "kl_div_fwd" || op == "kl_div_bwd" || op == "jsd_fwd" || op == "tvd_fwd" || op == "jsd_logits_fwd")
     return {DistillKernelName(op, true), DistillKernelName(op, false)};
   if (op.starts_with("softmax_")) {
