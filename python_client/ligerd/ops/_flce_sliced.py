@@ -126,6 +126,7 @@ def sliced(x, W, target, b, w32, denom, args, want_z, want_pred, *, grads: bool,
     V = W.shape[0]
     dev = x.device
     softcap, ii = args[4], args[0]
+    target = target.contiguous()  # the ce_slice kernels read target[r] (no stride)
     fp32_dx = x.dtype == torch.float32
     T, S = block_shape(bt, V, H, x.element_size(), fp32_dx)
     loss_rows = torch.empty(bt, dtype=torch.float32, device=dev)
