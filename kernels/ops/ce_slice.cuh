@@ -28,6 +28,9 @@ using XT = LIGERD_XT;
 constexpr int kVec = 16 / static_cast<int>(sizeof(XT));  // elements per 16-byte access
 using XVec = Vec<XT, kVec>;
 constexpr int kMaxWarps = 32;  // 1024 threads
+// 16-byte vectors a thread loads before using them: two loads in flight per thread (a 4096-class
+// bf16 row is 512 vectors, 2 per thread of a 256-thread block, loaded together).
+constexpr int kUnroll = 2;
 using ce_online::ex2;
 using ce_online::kLog2e;
 using ce_online::kLowest;
@@ -73,13 +76,19 @@ extern "C" __global__ void LIGERD_LB_STATS ce_slice_stats(LigerdCeSliceStatsPara
     Stat st{kLowest, 0.f, 0.f, kNoIndex};
     for (long long j = tid; j < sp.head; j += bs)
       add(st, capped(load_one(x + j), c), j, p.weight ? __ldg(p.weight + p.v0 + j) : 1.f);
-    for (long long v = tid; v < sp.nvec; v += bs) {
-      XVec in;
-      in.load(x + sp.head + v * kVec);
-      const long long j0 = sp.head + v * kVec;
+    for (long long v0 = tid; v0 < sp.nvec; v0 += kUnroll * bs) {
+      XVec in[kUnroll];
 #pragma unroll
-      for (int k = 0; k < kVec; ++k)
-        add(st, capped(in.get(k), c), j0 + k, p.weight ? __ldg(p.weight + p.v0 + j0 + k) : 1.f);
+      for (int u = 0; u < kUnroll; ++u)
+        if (v0 + u * bs < sp.nvec) in[u].load(x + sp.head + (v0 + u * bs) * kVec);
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        if (v0 + u * bs >= sp.nvec) break;
+        const long long j0 = sp.head + (v0 + u * bs) * kVec;
+#pragma unroll
+        for (int k = 0; k < kVec; ++k)
+          add(st, capped(in[u].get(k), c), j0 + k, p.weight ? __ldg(p.weight + p.v0 + j0 + k) : 1.f);
+      }
     }
     for (long long j = sp.tail_start + tid; j < p.n; j += bs)
       add(st, capped(load_one(x + j), c), j, p.weight ? __ldg(p.weight + p.v0 + j) : 1.f);
@@ -144,20 +153,26 @@ extern "C" __global__ void LIGERD_LB_GRAD ce_slice_grad(LigerdCeSliceGradParams 
     const RowCoef k{cf[0] * kLog2e, cf[1], cf[2], cf[3], p.softcap, target - p.v0};
     for (long long j = tid; j < sp.head; j += bs)
       store_one(dx + j, ignored ? 0.f : grad_at(load_one(x + j), j, k, p.weight, p.v0));
-    for (long long v = tid; v < sp.nvec; v += bs) {
-      const long long j0 = sp.head + v * kVec;
-      XVec in;
-      in.load(x + j0);
-      float g[kVec];
+    for (long long v0 = tid; v0 < sp.nvec; v0 += kUnroll * bs) {
+      XVec in[kUnroll];
 #pragma unroll
-      for (int i = 0; i < kVec; ++i) g[i] = ignored ? 0.f : grad_at(in.get(i), j0 + i, k, p.weight, p.v0);
-      if (dx_vec) {
-        XVec out;
-        out.set_all(g);
-        out.store(dx + j0);
-      } else {
+      for (int u = 0; u < kUnroll; ++u)
+        if (v0 + u * bs < sp.nvec) in[u].load(x + sp.head + (v0 + u * bs) * kVec);
 #pragma unroll
-        for (int i = 0; i < kVec; ++i) store_one(dx + j0 + i, g[i]);
+      for (int u = 0; u < kUnroll; ++u) {
+        if (v0 + u * bs >= sp.nvec) break;
+        const long long j0 = sp.head + (v0 + u * bs) * kVec;
+        float g[kVec];
+#pragma unroll
+        for (int i = 0; i < kVec; ++i) g[i] = ignored ? 0.f : grad_at(in[u].get(i), j0 + i, k, p.weight, p.v0);
+        if (dx_vec) {
+          XVec out;
+          out.set_all(g);
+          out.store(dx + j0);
+        } else {
+#pragma unroll
+          for (int i = 0; i < kVec; ++i) store_one(dx + j0 + i, g[i]);
+        }
       }
     }
     for (long long j = sp.tail_start + tid; j < p.n; j += bs)
