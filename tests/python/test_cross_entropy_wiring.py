@@ -281,12 +281,12 @@ def test_flce_sliced_block_rule_and_bad_env(launcher, monkeypatch):
     monkeypatch.delenv("LIGERD_FLCE_SLICE", raising=False)
     from ligerd.ops import _flce_sliced as sl
     T, S = sl.block_shape(8192, 128256, 4096, 2, False)
-    assert (T, S) == (2048, 4096)
+    assert (T, S) == (1024, 16384)
     # the buffer, the fp32 dx accumulator and the per-token vectors within the 56 MiB budget
     assert T * (S * 2 + 4096 * 4 + 48) <= 56 << 20
-    assert sl.block_shape(8191, 128256, 4096, 2, False) == (2048, 4096)  # 4 blocks, the last short
+    assert sl.block_shape(8191, 128256, 4096, 2, False) == (1024, 16384)  # 8 blocks, the last short
     T8 = sl.block_shape(16384, 128256, 8192, 2, False)[0]  # H = 8192: a larger accumulator
-    assert T8 == 1408 and T8 * (4096 * 2 + 8192 * 4 + 48) <= 56 << 20
+    assert T8 == 768 and T8 * (16384 * 2 + 8192 * 4 + 48) <= 56 << 20
     assert sl.block_shape(100, 50, 64, 4, True) == (100, 50)
     monkeypatch.setenv("LIGERD_FLCE_SLICE", "12")
     with pytest.raises(OpInputError, match="LIGERD_FLCE_SLICE"):

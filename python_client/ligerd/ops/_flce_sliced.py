@@ -19,8 +19,9 @@ classes (kernels/ops/ce_slice.cuh, semantics in ligerd/testing/reference/ce_slic
 Cost against the chunked sweep (fused_linear_cross_entropy._chunked): one more GEMM of the logits'
 size (the recomputation), but dW is read and written once per token block instead of once per
 token chunk; memory: the [T, S] buffer and the [T, H] fp32 accumulator instead of a [C, V] buffer.
-At 8192 x 4096 x 128256 bf16 with T = 2048, S = 4096: 16 + 32 MiB (docs/perf/fused_linear_cross_entropy.md
-has the measured trade-off). Same returns and options as _chunked.
+At 8192 x 4096 x 128256 bf16 with T = 1024, S = 16384: 32 + 16 MiB
+(docs/perf/fused_linear_cross_entropy.md has the measured trade-off). Same returns and options as
+_chunked.
 """
 
 from __future__ import annotations
@@ -36,7 +37,10 @@ from ligerd.ops.gemm import gemm_
 
 OP = "fused_linear_cross_entropy"
 _ALIGN = 128           # token-block rows: GEMM tiles
-_SLICE_CLASSES = 4096  # S: a GEMM of T x 4096 x H is large enough to run near cuBLASLt's best rate
+# S: wide slices mean fewer, larger GEMMs and kernel launches; within the budget T shrinks as S
+# grows (docs/perf/fused_linear_cross_entropy.md: at 8192 x 4096 x 128256, 1024 x 16384 was the
+# fastest shape within it)
+_SLICE_CLASSES = 16384
 # T from: the buffer, the fp32 dx accumulator and the per-token vectors within 56 MiB, which with
 # cuBLASLt's 4 MiB workspace stays under Liger-Kernel's 63 MiB at 8192 x 4096 x 128256 bf16.
 _BUDGET_BYTES = 56 << 20
@@ -60,7 +64,7 @@ def block_shape(bt: int, V: int, H: int, elem_bytes: int, fp32_dx: bool) -> tupl
     S = max(min(_SLICE_CLASSES, V), 1)
     per_token = S * elem_bytes + (0 if fp32_dx else H * 4) + 48
     most = max(_BUDGET_BYTES // per_token // _ALIGN * _ALIGN, _ALIGN)
-    blocks = -(-bt // most)  # then equal blocks: 8192 tokens in 4 of 2048, not 3 of 2304 and 1280
+    blocks = -(-bt // most)  # then equal blocks: 8192 tokens in 8 of 1024, not 7 of 1152 and 128
     T = -(-bt // max(blocks, 1) // _ALIGN) * _ALIGN if bt > most else bt
     return max(min(T, bt), 1), S
 
