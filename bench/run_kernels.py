@@ -44,7 +44,7 @@ PEERS = harness.PEERS
 # In report order; a module that is not there (yet) is skipped with a message.
 OPS = ("rms_norm", "fused_add_rms_norm", "layer_norm", "swiglu", "geglu", "rope", "rope_partial",
        "cross_entropy", "softmax", "kl_div", "jsd", "tvd", "relu_squared",
-       "clamped_glu", "rope_vision")
+       "clamped_glu", "rope_vision", "ce_slice")
 
 
 def parse_args():

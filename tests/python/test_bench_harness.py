@@ -28,7 +28,8 @@ TINY = {"rms_norm": {"M": 3, "N": 8}, "fused_add_rms_norm": {"M": 3, "N": 8},
         "rope_partial": {"B": 2, "S": 3, "Hq": 4, "Hk": 2, "D": 8, "R": 4},
         "softmax": {"M": 3, "N": 8}, "kl_div": {"M": 3, "V": 11}, "jsd": {"M": 3, "V": 11},
         "tvd": {"M": 3, "V": 11}, "relu_squared": {"M": 3, "N": 9},
-        "clamped_glu": {"M": 3, "N": 10, "pairs": 1}, "rope_vision": {"S": 5, "H": 2, "D": 8}}
+        "clamped_glu": {"M": 3, "N": 10, "pairs": 1}, "rope_vision": {"S": 5, "H": 2, "D": 8},
+        "ce_slice": {"M": 3, "N": 8}}
 
 
 @pytest.fixture(autouse=True)
