@@ -27,7 +27,6 @@ namespace ce_slice {
 using XT = LIGERD_XT;
 constexpr int kVec = 16 / static_cast<int>(sizeof(XT));  // elements per 16-byte access
 using XVec = Vec<XT, kVec>;
-constexpr int kMaxWarps = 32;  // 1024 threads
 // 16-byte vectors a thread loads before using them: two loads in flight per thread (a 4096-class
 // bf16 row is 512 vectors, 2 per thread of a 256-thread block, loaded together).
 constexpr int kUnroll = 2;
@@ -43,6 +42,24 @@ __device__ __forceinline__ RowSplit split_row(const void* row, long long cols) {
   return ce_online::split_row<XT>(row, cols);
 }
 
+// f(vector, its first column) over this thread's vectors of a row's aligned middle (vectors tid,
+// tid + bs, ...: increasing columns), kUnroll of them loaded before any is used, so that their
+// loads are in flight together.
+template <class F>
+__device__ __forceinline__ void for_each_vector(const XT* row, const RowSplit& sp, int tid, int bs, F&& f) {
+  for (long long v0 = tid; v0 < sp.nvec; v0 += kUnroll * bs) {
+    XVec in[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+      if (v0 + u * bs < sp.nvec) in[u].load(row + sp.head + (v0 + u * bs) * kVec);
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      if (v0 + u * bs >= sp.nvec) break;
+      f(in[u], sp.head + (v0 + u * bs) * kVec);
+    }
+  }
+}
+
 }  // namespace ce_slice
 }  // namespace ligerd
 
@@ -53,6 +70,7 @@ namespace ce_slice {
 using ce_online::block_combine;
 using ce_online::combine;
 using ce_online::Stat;
+constexpr int kMaxWarps = 32;  // block_combine's per-warp slots for blocks of up to 1024 threads
 
 // One value z at slice column j (columns increase per thread, so "strictly greater" keeps the
 // thread's first argmax).
@@ -76,20 +94,11 @@ extern "C" __global__ void LIGERD_LB_STATS ce_slice_stats(LigerdCeSliceStatsPara
     Stat st{kLowest, 0.f, 0.f, kNoIndex};
     for (long long j = tid; j < sp.head; j += bs)
       add(st, capped(load_one(x + j), c), j, p.weight ? __ldg(p.weight + p.v0 + j) : 1.f);
-    for (long long v0 = tid; v0 < sp.nvec; v0 += kUnroll * bs) {
-      XVec in[kUnroll];
+    for_each_vector(x, sp, tid, bs, [&](const XVec& in, long long j0) {
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u)
-        if (v0 + u * bs < sp.nvec) in[u].load(x + sp.head + (v0 + u * bs) * kVec);
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        if (v0 + u * bs >= sp.nvec) break;
-        const long long j0 = sp.head + (v0 + u * bs) * kVec;
-#pragma unroll
-        for (int k = 0; k < kVec; ++k)
-          add(st, capped(in[u].get(k), c), j0 + k, p.weight ? __ldg(p.weight + p.v0 + j0 + k) : 1.f);
-      }
-    }
+      for (int k = 0; k < kVec; ++k)
+        add(st, capped(in.get(k), c), j0 + k, p.weight ? __ldg(p.weight + p.v0 + j0 + k) : 1.f);
+    });
     for (long long j = sp.tail_start + tid; j < p.n; j += bs)
       add(st, capped(load_one(x + j), c), j, p.weight ? __ldg(p.weight + p.v0 + j) : 1.f);
     const Stat b = block_combine(st, red);
@@ -153,28 +162,19 @@ extern "C" __global__ void LIGERD_LB_GRAD ce_slice_grad(LigerdCeSliceGradParams 
     const RowCoef k{cf[0] * kLog2e, cf[1], cf[2], cf[3], p.softcap, target - p.v0};
     for (long long j = tid; j < sp.head; j += bs)
       store_one(dx + j, ignored ? 0.f : grad_at(load_one(x + j), j, k, p.weight, p.v0));
-    for (long long v0 = tid; v0 < sp.nvec; v0 += kUnroll * bs) {
-      XVec in[kUnroll];
+    for_each_vector(x, sp, tid, bs, [&](const XVec& in, long long j0) {
+      float g[kVec];
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u)
-        if (v0 + u * bs < sp.nvec) in[u].load(x + sp.head + (v0 + u * bs) * kVec);
+      for (int i = 0; i < kVec; ++i) g[i] = ignored ? 0.f : grad_at(in.get(i), j0 + i, k, p.weight, p.v0);
+      if (dx_vec) {
+        XVec out;
+        out.set_all(g);
+        out.store(dx + j0);
+      } else {
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        if (v0 + u * bs >= sp.nvec) break;
-        const long long j0 = sp.head + (v0 + u * bs) * kVec;
-        float g[kVec];
-#pragma unroll
-        for (int i = 0; i < kVec; ++i) g[i] = ignored ? 0.f : grad_at(in[u].get(i), j0 + i, k, p.weight, p.v0);
-        if (dx_vec) {
-          XVec out;
-          out.set_all(g);
-          out.store(dx + j0);
-        } else {
-#pragma unroll
-          for (int i = 0; i < kVec; ++i) store_one(dx + j0 + i, g[i]);
-        }
+        for (int i = 0; i < kVec; ++i) store_one(dx + j0 + i, g[i]);
       }
-    }
+    });
     for (long long j = sp.tail_start + tid; j < p.n; j += bs)
       store_one(dx + j, ignored ? 0.f : grad_at(load_one(x + j), j, k, p.weight, p.v0));
   }

@@ -33,6 +33,7 @@ import torch
 from ligerd import _backend
 from ligerd._errors import OpInputError
 from ligerd.ops import cross_entropy as ce
+from ligerd.ops._flce_rows import SweepRows
 from ligerd.ops.gemm import gemm_
 
 OP = "fused_linear_cross_entropy"
@@ -133,9 +134,7 @@ def sliced(x, W, target, b, w32, denom, args, want_z, want_pred, *, grads: bool,
     target = target.contiguous()  # the ce_slice kernels read target[r] (no stride)
     fp32_dx = x.dtype == torch.float32
     T, S = block_shape(bt, V, H, x.element_size(), fp32_dx)
-    loss_rows = torch.empty(bt, dtype=torch.float32, device=dev)
-    z_rows = torch.empty(bt if want_z else 0, dtype=torch.float32, device=dev)
-    pred = torch.empty(bt if want_pred else 0, dtype=torch.int64, device=dev)
+    out = SweepRows(bt, dev, want_z, want_pred)
     dx = torch.empty_like(x, memory_format=torch.contiguous_format) if grads and need_dx else None
     acc = accum_dtype if accum_dtype is not None else W.dtype
     dW = torch.empty(W.shape, dtype=acc, device=dev) if grads and need_dw else None
@@ -162,11 +161,7 @@ def sliced(x, W, target, b, w32, denom, args, want_z, want_pred, *, grads: bool,
             slice_stats_(logits(xb, v0, v1, m), tb, w32, st, ib, v0, v0 == 0, softcap)
         rs = row_scale[t0:t1] if row_scale is not None else None
         lr, zr, pr, coef = _finalize(st, ib, tb, w32, denom, args, V, rs, token_scaling)
-        loss_rows[t0:t1] = lr
-        if want_z:
-            z_rows[t0:t1] = zr
-        if want_pred:
-            pred[t0:t1] = pr
+        out.put(t0, t1, lr, zr, pr)
         if t0 == 0 and after_first_chunk is not None:
             after_first_chunk()  # raises on a bad target before any gradient GEMM is queued
         if not grads:
@@ -185,4 +180,4 @@ def sliced(x, W, target, b, w32, denom, args, want_z, want_pred, *, grads: bool,
             dx[t0:t1].copy_(dx_acc[:m])
     if bt == 0 and after_first_chunk is not None:
         after_first_chunk()
-    return loss_rows, z_rows, pred, dx, dW, db
+    return out.loss, out.z, out.pred, dx, dW, db

@@ -58,6 +58,7 @@ from typing import Optional, Tuple
 from ligerd import _telemetry
 from ligerd._errors import OpInputError
 from ligerd.ops import _flce_sliced, _opdef
+from ligerd.ops._flce_rows import SweepRows
 from ligerd.ops import cross_entropy as ce
 from ligerd.ops.gemm import gemm_
 
@@ -136,9 +137,7 @@ def _token_chunks(x, W, target, b, w32, denom, args, want_z, want_pred, *, grads
     V = W.shape[0]
     dev = x.device
     C = chunk_tokens(bt, V, x.element_size())
-    loss_rows = torch.empty(bt, dtype=torch.float32, device=dev)
-    z_rows = torch.empty(bt if want_z else 0, dtype=torch.float32, device=dev)
-    pred = torch.empty(bt if want_pred else 0, dtype=torch.int64, device=dev)
+    rows = SweepRows(bt, dev, want_z, want_pred)
     dx = torch.empty_like(x, memory_format=torch.contiguous_format) if grads and need_dx else None
     acc = accum_dtype if accum_dtype is not None else W.dtype
     dW = torch.empty(W.shape, dtype=acc, device=dev) if grads and need_dw else None
@@ -157,11 +156,7 @@ def _token_chunks(x, W, target, b, w32, denom, args, want_z, want_pred, *, grads
         else:
             lr, zr, pr, _ = ce.cross_entropy_fwd(
                 logits, target[s:e], w32, denom, *args, token_scaling, want_z, want_pred, False)
-        loss_rows[s:e] = lr
-        if want_z:
-            z_rows[s:e] = zr
-        if want_pred:
-            pred[s:e] = pr
+        rows.put(s, e, lr, zr, pr)
         if s == 0 and after_first_chunk is not None:
             after_first_chunk()  # raises on a bad target before any gradient GEMM is queued
         if not grads:
@@ -174,7 +169,7 @@ def _token_chunks(x, W, target, b, w32, denom, args, want_z, want_pred, *, grads
             db += logits.sum(dim=0, dtype=db.dtype)
     if bt == 0 and after_first_chunk is not None:
         after_first_chunk()
-    return loss_rows, z_rows, pred, dx, dW, db
+    return rows.loss, rows.z, rows.pred, dx, dW, db
 
 
 class _FusedLinearCrossEntropy(torch.autograd.Function):
