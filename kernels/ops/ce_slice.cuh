@@ -27,11 +27,9 @@ namespace ce_slice {
 using XT = LIGERD_XT;
 constexpr int kVec = 16 / static_cast<int>(sizeof(XT));  // elements per 16-byte access
 using XVec = Vec<XT, kVec>;
-// 16-byte vectors a thread loads before using them: a row is one block's, and a slice has only
-// a wave or two of rows, so each thread's loads are issued together to pay DRAM latency once, not
-// per vector (a 16384-class bf16 row is 2048 vectors, 8 per thread of a 256-thread block: two
-// rounds of 4).
-constexpr int kUnroll = 4;
+// 16-byte vectors a thread loads before using them: two loads in flight per thread (a 4096-class
+// bf16 row is 512 vectors, 2 per thread of a 256-thread block, loaded together).
+constexpr int kUnroll = 2;
 using ce_online::ex2;
 using ce_online::kLog2e;
 using ce_online::kLowest;
