@@ -41,8 +41,8 @@ namespace gr = entry::ce_slice_grad;
 
 enum Part { kStats = 0, kGrad = 1 };
 
-// 256 threads per block: a row of a 4096-class bf16 slice is 512 16-byte vectors, 2 per thread,
-// and 8 warps are enough to hide the block reduction's barrier while several blocks share an SM
+// 256 threads per block: a row of the sliced sweep's default 16384-class bf16 slice is 2048
+// 16-byte vectors, 8 per thread (a 4096-class one 2), and 8 warps are enough to hide the block reduction's barrier while several blocks share an SM
 // (one block's barrier stalls only its own warps).
 constexpr int kBlockThreads = 256;
 static_assert(kBlockThreads % 32 == 0, "the kernels reduce over whole warps");
