@@ -277,6 +277,30 @@ def test_flce_sliced_matches_chunked(launcher, monkeypatch, dtype, opts):
         assert _rel(a, b_) <= tol, f"{name}: {_rel(a, b_):.3g}"
 
 
+@pytest.mark.parametrize("bt,V", [(0, 13), (1, 13), (5, 1), (7, 40)], ids=["no-tokens", "one-token",
+                                                                     "one-class", "blocks-of-2"])
+def test_flce_sweeps_agree_at_the_edges(launcher, monkeypatch, bt, V):
+    """No tokens (every gradient zero, dW included: no block writes it), one token, one class,
+    and blocks of 2 tokens over slices of 16 classes (3, the last short): the sliced sweep equals
+    the chunked one, with z-loss and accuracy on."""
+    out = {}
+    for mode in ("chunked", "sliced"):
+        monkeypatch.setenv("LIGERD_FLCE_MODE", mode)
+        monkeypatch.setenv("LIGERD_FLCE_SLICE", "2,16")
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(bt, 8, generator=g).requires_grad_()
+        W = torch.randn(V, 8, generator=g).requires_grad_()
+        t = torch.randint(0, V, (bt,), generator=g)
+        loss, _, _, _ = flce_mod.fused_linear_cross_entropy(x, W, t, reduction="sum", return_z_loss=True,
+                                                            lse_square_scale=1e-2, return_token_accuracy=True)
+        loss.backward()
+        out[mode] = (loss, x.grad, W.grad)
+    for name, a, b in zip(("loss", "dx", "dW"), out["sliced"], out["chunked"]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=lambda m: f"{name}: {m}")
+    if bt == 0:
+        assert not out["sliced"][2].any() and not out["chunked"][2].any()
+
+
 def test_flce_sliced_block_rule_and_bad_env(launcher, monkeypatch):
     monkeypatch.delenv("LIGERD_FLCE_SLICE", raising=False)
     from ligerd.ops import _flce_sliced as sl

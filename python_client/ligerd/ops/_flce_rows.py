@@ -1,6 +1,6 @@
-"""The per-token outputs of one fused linear cross-entropy sweep (chunked or sliced, see
-fused_linear_cross_entropy.py and _flce_sliced.py): the loss rows, the z-loss rows and the
-predictions, filled block by block."""
+"""What one fused linear cross-entropy sweep (chunked or sliced, see fused_linear_cross_entropy.py
+and _flce_sliced.py) fills: the per-token outputs (loss rows, z-loss rows, predictions), block by
+block, and the gradient buffers."""
 
 from __future__ import annotations
 
@@ -24,3 +24,17 @@ class SweepRows:
             self.z[s:e] = z
         if self.want_pred:
             self.pred[s:e] = pred
+
+
+def grad_buffers(x, W, grads: bool, need_dx: bool, need_dw: bool, need_db: bool, accum_dtype):
+    """(dx, dW, db) for a sweep to write, None for each not asked for: dx like x (written whole),
+    dW in accum_dtype or W's (written, then accumulated, per block: zeros when there are no
+    tokens, so no block writes it), db zeros in accum_dtype or fp32 (accumulated)."""
+    if not grads:
+        return None, None, None
+    dev = x.device
+    dx = torch.empty_like(x, memory_format=torch.contiguous_format) if need_dx else None
+    acc = accum_dtype if accum_dtype is not None else W.dtype
+    dW = (torch.zeros if x.shape[0] == 0 else torch.empty)(W.shape, dtype=acc, device=dev) if need_dw else None
+    db = torch.zeros(W.shape[0], dtype=accum_dtype or torch.float32, device=dev) if need_db else None
+    return dx, dW, db

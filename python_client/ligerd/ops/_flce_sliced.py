@@ -33,7 +33,7 @@ import torch
 from ligerd import _backend
 from ligerd._errors import OpInputError
 from ligerd.ops import cross_entropy as ce
-from ligerd.ops._flce_rows import SweepRows
+from ligerd.ops._flce_rows import SweepRows, grad_buffers
 from ligerd.ops.gemm import gemm_
 
 OP = "fused_linear_cross_entropy"
@@ -135,10 +135,7 @@ def sliced(x, W, target, b, w32, denom, args, want_z, want_pred, *, grads: bool,
     fp32_dx = x.dtype == torch.float32
     T, S = block_shape(bt, V, H, x.element_size(), fp32_dx)
     out = SweepRows(bt, dev, want_z, want_pred)
-    dx = torch.empty_like(x, memory_format=torch.contiguous_format) if grads and need_dx else None
-    acc = accum_dtype if accum_dtype is not None else W.dtype
-    dW = torch.empty(W.shape, dtype=acc, device=dev) if grads and need_dw else None
-    db = torch.zeros(V, dtype=accum_dtype or torch.float32, device=dev) if grads and need_db else None
+    dx, dW, db = grad_buffers(x, W, grads, need_dx, need_dw, need_db, accum_dtype)
     rows = min(T, bt)
     buf = torch.empty((rows, S), dtype=x.dtype, device=dev)
     stats = torch.empty((rows, 4), dtype=torch.float32, device=dev)

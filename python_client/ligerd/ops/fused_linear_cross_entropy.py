@@ -58,7 +58,7 @@ from typing import Optional, Tuple
 from ligerd import _telemetry
 from ligerd._errors import OpInputError
 from ligerd.ops import _flce_sliced, _opdef
-from ligerd.ops._flce_rows import SweepRows
+from ligerd.ops._flce_rows import SweepRows, grad_buffers
 from ligerd.ops import cross_entropy as ce
 from ligerd.ops.gemm import gemm_
 
@@ -138,10 +138,7 @@ def _token_chunks(x, W, target, b, w32, denom, args, want_z, want_pred, *, grads
     dev = x.device
     C = chunk_tokens(bt, V, x.element_size())
     rows = SweepRows(bt, dev, want_z, want_pred)
-    dx = torch.empty_like(x, memory_format=torch.contiguous_format) if grads and need_dx else None
-    acc = accum_dtype if accum_dtype is not None else W.dtype
-    dW = torch.empty(W.shape, dtype=acc, device=dev) if grads and need_dw else None
-    db = torch.zeros(V, dtype=accum_dtype or torch.float32, device=dev) if grads and need_db else None
+    dx, dW, db = grad_buffers(x, W, grads, need_dx, need_dw, need_db, accum_dtype)
     buf = torch.empty((min(C, bt), V), dtype=x.dtype, device=dev)
     Wt = W.t()
     for s in range(0, bt, C):
