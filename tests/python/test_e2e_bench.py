@@ -38,8 +38,8 @@ def _have(name):
 
 def test_cli_defaults_and_quick():
     a = e2e.parse_args([])
-    assert a.configs == ["hf", "liger", "ligerd-local", "ligerd-remote", "hf-compile", "liger-compile",
-                         "ligerd-compile", "ligerd-cudagraph"]
+    assert a.configs == ["hf", "liger", "ligerd-local", "ligerd-remote", "ligerd-sliced", "hf-compile",
+                         "liger-compile", "ligerd-compile", "ligerd-cudagraph"]
     assert a.fullgraph == "auto" and a.compile_backend == "inductor"
     assert (a.seq, a.equal_batches, a.warmup, a.steps, a.refine, a.model) == (4096, [1, 2], 2, 4, 1, "1b")
     assert a.out.endswith(os.path.join("", "e2e"))
@@ -286,8 +286,11 @@ def test_compiled_configs_table():
     assert c["ligerd-compile"]["patch"] == c["ligerd-local"]["patch"]
     assert c["ligerd-compile"]["env"] == {"LIGERD_DISPATCH": "local"} and c["ligerd-compile"]["compile"] == "default"
     assert c["ligerd-cudagraph"]["compile"] == "reduce-overhead"
-    assert all("compile" not in c[n] for n in ("hf", "liger", "ligerd-local", "ligerd-remote"))
-    assert set(e2e.LIGERD_CONFIGS) == {"ligerd-local", "ligerd-remote", "ligerd-compile", "ligerd-cudagraph"}
+    assert all("compile" not in c[n] for n in ("hf", "liger", "ligerd-local", "ligerd-remote", "ligerd-sliced"))
+    assert c["ligerd-sliced"]["patch"] == c["ligerd-local"]["patch"]
+    assert c["ligerd-sliced"]["env"] == {"LIGERD_DISPATCH": "local", "LIGERD_FLCE_MODE": "sliced"}
+    assert set(e2e.LIGERD_CONFIGS) == {"ligerd-local", "ligerd-remote", "ligerd-sliced", "ligerd-compile",
+                                       "ligerd-cudagraph"}
     assert e2e.PEERS == {"hf": "hf", "liger": "liger", "hf-compile": "hfc"}
     assert e2e.COMPILE_WARMUP == {"default": 2, "reduce-overhead": 3}
     a = e2e.parse_args(["--fullgraph", "off", "--compile-backend", "aot_eager", "--configs", "hf-compile"])
