@@ -33,7 +33,8 @@
 #          per process at a time (--dist loadfile, or GPU_DIST=load: test by test, for a few long
 #          files); needs .whl/pytest_xdist-*.whl and execnet-*.whl, installed into
 #          <build>/test-tools; without them it runs in one process). 4 processes fit the whole
-#          suite on one 80 GB H100; 8 with GPU_DIST=load ran it out of memory).
+#          suite on one 80 GB H100; 8 with GPU_DIST=load ran it out of memory, and so did 4 with
+#          GPU_DIST=load for test_chunked_loss.py alone, whose large shapes take 17-21 GiB each).
 #
 # The GPU suite alone outlasts one 600 s device call: run it in parts, one call each, on the warm
 # machine (the build under $LIGERD_BUILD and the JIT cache are kept; the build step is then a
