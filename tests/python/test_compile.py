@@ -244,6 +244,17 @@ def test_each_op_compiles_fullgraph_inductor(launcher, case):
     _compare(case, "inductor")
 
 
+@pytest.mark.parametrize("case", ["flce_mean", "flce_none", "flce_bf16_fp32_accum"])
+def test_sliced_flce_compiles_fullgraph_aot_eager(launcher, monkeypatch, case):
+    """The sliced sweep (LIGERD_FLCE_MODE=sliced) inside the traced custom op: the same losses and
+    gradients as eager, with blocks and slices small enough that every loop runs several times."""
+    monkeypatch.setenv("LIGERD_FLCE_MODE", "sliced")
+    monkeypatch.setenv("LIGERD_FLCE_SLICE", "16,16")
+    _compare(case, "aot_eager")
+    ops = {c[0] for c in launcher.calls}
+    assert "ce_slice_stats" in ops and "ce_slice_grad" in ops and "cross_entropy_fwd" not in ops, ops
+
+
 def test_compiled_flce_is_one_custom_op_call(launcher):
     """The tracer sees the chunk loop as one node: the forward graph calls
     ligerd::fused_linear_cross_entropy_fwd, never the chunk ops; no graph break."""
