@@ -301,6 +301,45 @@ def test_flce_sweeps_agree_at_the_edges(launcher, monkeypatch, bt, V):
         assert not out["sliced"][2].any() and not out["chunked"][2].any()
 
 
+def test_flce_without_room_for_the_chunk_runs_the_sliced_sweep(launcher, monkeypatch):
+    """The chunk buffer's allocation runs out of memory: the call runs the sliced sweep (its ops
+    ran, its results are the sliced sweep's own), says so once, and nothing else is retried."""
+    from ligerd import LigerdWarning, _errors
+    monkeypatch.setattr(_errors, "_warned", set())
+    monkeypatch.setenv("LIGERD_FLCE_CHUNK", "8")
+    monkeypatch.setenv("LIGERD_FLCE_SLICE", "8,5")
+    x0, W0, b0, t = flce_inputs()
+    chunk_shape = (8, W0.shape[0])
+    real_empty = torch.empty
+
+    def empty(*shape, **kw):
+        if tuple(shape[0] if len(shape) == 1 and isinstance(shape[0], tuple) else shape) == chunk_shape:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_empty(*shape, **kw)
+
+    def run():
+        x, W, b = (v.float().requires_grad_() for v in (x0, W0, b0))
+        loss = liger_fused_linear_cross_entropy(x, W, t, b, label_smoothing=0.1)
+        loss.backward()
+        return loss, x.grad, W.grad, b.grad
+
+    monkeypatch.setenv("LIGERD_FLCE_MODE", "sliced")
+    want = run()
+    monkeypatch.setenv("LIGERD_FLCE_MODE", "chunked")
+    launcher.calls.clear()
+    monkeypatch.setattr(torch, "empty", empty)
+    with pytest.warns(LigerdWarning, match="no room for the 8 x 13 logits chunk.*runs the sliced sweep"):
+        got = run()
+    ops = [c[0] for c in launcher.calls]
+    assert "ce_slice_stats" in ops and "cross_entropy_fwd" not in ops
+    for a, b_ in zip(got, want):
+        torch.testing.assert_close(a, b_)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LigerdWarning)
+        run()  # once per process
+
+
 def test_flce_sliced_block_rule_and_bad_env(launcher, monkeypatch):
     monkeypatch.delenv("LIGERD_FLCE_SLICE", raising=False)
     from ligerd.ops import _flce_sliced as sl

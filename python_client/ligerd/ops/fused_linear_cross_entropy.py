@@ -56,7 +56,7 @@ import torch
 from typing import Optional, Tuple
 
 from ligerd import _telemetry
-from ligerd._errors import OpInputError
+from ligerd._errors import OpInputError, warn_once
 from ligerd.ops import _flce_sliced, _opdef
 from ligerd.ops._flce_rows import SweepRows, grad_buffers
 from ligerd.ops import cross_entropy as ce
@@ -112,11 +112,19 @@ def _chunked(x, W, target, b, w32, denom, args, want_z, want_pred, *, grads: boo
     if grads and x.dtype == torch.float16 and args[3] == ce.REDUCTIONS["mean"] and row_scale is None:
         fp16_scale = denom[1:2].clamp(1.0, _FP16_MEAN_SCALE_MAX)
         row_scale = fp16_scale.expand(x.shape[0]).contiguous()
-    run = _flce_sliced.sliced if sweep_mode(x.shape[0], W.shape[0]) == "sliced" else _token_chunks
-    loss_rows, z_rows, pred, dx, dW, db = run(
-        x, W, target, b, w32, denom, args, want_z, want_pred, grads=grads, need_dx=need_dx,
-        need_dw=need_dw, need_db=need_db, accum_dtype=accum_dtype, row_scale=row_scale,
-        token_scaling=token_scaling, after_first_chunk=after_first_chunk)
+    kw = dict(grads=grads, need_dx=need_dx, need_dw=need_dw, need_db=need_db, accum_dtype=accum_dtype,
+              row_scale=row_scale, token_scaling=token_scaling, after_first_chunk=after_first_chunk)
+    out = None
+    if sweep_mode(x.shape[0], W.shape[0]) == "chunked":
+        try:
+            out = _token_chunks(x, W, target, b, w32, denom, args, want_z, want_pred, **kw)
+        except _NoRoomForChunk as e:  # run the sliced sweep once this frame has let go of it
+            warn_once("flce-no-room", f"ligerd op {OP}: {e}; this call runs the sliced sweep instead "
+                      "(at most 56 MiB, 1.4-1.5x slower), as later calls will where the chunk does not "
+                      "fit. LIGERD_FLCE_MODE=sliced always uses it; LIGERD_FLCE_CHUNK sets a smaller chunk.")
+    if out is None:
+        out = _flce_sliced.sliced(x, W, target, b, w32, denom, args, want_z, want_pred, **kw)
+    loss_rows, z_rows, pred, dx, dW, db = out
     if fp16_scale is not None:
         inv = 1.0 / fp16_scale
         for g in (dx, dW, db):
@@ -129,6 +137,21 @@ def _chunked(x, W, target, b, w32, denom, args, want_z, want_pred, *, grads: boo
     return loss_rows, z_rows, pred, dx, dW, db
 
 
+class _NoRoomForChunk(Exception):
+    """The chunked sweep's logits buffer does not fit in the GPU's free memory."""
+
+
+def _chunk_buffer(shape, dtype, device) -> torch.Tensor:
+    """The [chunk, V] logits buffer, or _NoRoomForChunk where the allocator has no room for it
+    (the caller falls back to the sliced sweep, whose buffers are a fraction of it)."""
+    try:
+        return torch.empty(shape, dtype=dtype, device=device)
+    except torch.OutOfMemoryError:
+        nbytes = shape[0] * shape[1] * torch.empty((), dtype=dtype).element_size()
+        raise _NoRoomForChunk(f"no room for the {shape[0]} x {shape[1]} logits chunk "
+                              f"({nbytes / 2**20:.0f} MiB)") from None
+
+
 def _token_chunks(x, W, target, b, w32, denom, args, want_z, want_pred, *, grads: bool, need_dx: bool,
                   need_dw: bool, need_db: bool, accum_dtype, row_scale=None, token_scaling=False,
                   after_first_chunk=None):
@@ -137,9 +160,9 @@ def _token_chunks(x, W, target, b, w32, denom, args, want_z, want_pred, *, grads
     V = W.shape[0]
     dev = x.device
     C = chunk_tokens(bt, V, x.element_size())
+    buf = _chunk_buffer((min(C, bt), V), x.dtype, dev)  # first: if it does not fit, nothing else was made
     rows = SweepRows(bt, dev, want_z, want_pred)
     dx, dW, db = grad_buffers(x, W, grads, need_dx, need_dw, need_db, accum_dtype)
-    buf = torch.empty((min(C, bt), V), dtype=x.dtype, device=dev)
     Wt = W.t()
     for s in range(0, bt, C):
         e = min(s + C, bt)
