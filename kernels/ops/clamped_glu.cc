@@ -44,7 +44,6 @@ constexpr FlatFamily kFamily{
     "vectorized access needs 16-byte aligned pointers and I and every row stride divisible "
     "by the vector width",
     kMaxThreadsPerBlock, LIGERD_CGLU_POSITIONS_PER_THREAD};
-constexpr int64_t kMaxGrid = 0x7fffffff;  // gridDim.x limit
 constexpr double kMaxFloat = 3.4028234663852886e38;
 
 KernelVariant MakeVariant(bool backward, bool pairs, DType x) {
@@ -56,7 +55,6 @@ KernelVariant MakeVariant(bool backward, bool pairs, DType x) {
   return v;
 }
 
-int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 bool Aligned(const void* p, size_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; }
 
 // `t` ([..., I]) has X's ([..., 2I]) leading dims, half its last dim, and its dtype.
@@ -153,27 +151,12 @@ absl::StatusOr<OpPlan> Plan(const OpSpec& spec, const OpCall& call, bool backwar
     if (ptr == nullptr) continue;
     vec_ok = vec_ok && Aligned(ptr, kVectorAlign) && (rows == 1 || stride % vec == 0);
   }
-  if (call.tuned != nullptr) {
-    absl::Status s = ClampedGluCheckConfig(*call.tuned, vec_ok);
-    if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat(op, ": config: ", s.message()));
-    plan.config = *call.tuned;
-  } else {
-    plan.config = ClampedGluDefaultConfig(vec_ok);
-  }
+  LIGERD_ASSIGN_OR_RETURN(plan.config, FlatChooseConfig(kFamily, op, call.tuned, vec_ok));
   const LaunchConfig& c = plan.config;
 
-  // One block per chunk of block * positions-per-thread positions; a smaller (configured) grid
-  // loops over chunks.
+  // Positions: vectors or elements (flat_launch.h's FlatLaunch sizes the grid over them).
   const int64_t units = rows * (cols / (c.vectorized ? vec : 1));
-  const int64_t work = std::max<int64_t>(CeilDiv(units, int64_t{c.threads_per_row} * c.iters), 1);
-  const int64_t grid = std::min<int64_t>(c.grid > 0 ? std::min<int64_t>(c.grid, work) : work, kMaxGrid);
-
-  KernelLaunch launch;
-  launch.kernel = ClampedGluKernelName(backward, c.vectorized);
-  launch.grid[0] = static_cast<unsigned>(grid);
-  launch.block[0] = static_cast<unsigned>(c.threads_per_row);
-  launch.params.resize(sizeof(p));
-  std::memcpy(launch.params.data(), &p, sizeof(p));
+  KernelLaunch launch = FlatLaunch(ClampedGluKernelName(backward, c.vectorized), c, units, &p, sizeof(p));
   plan.launches.push_back(std::move(launch));
   return plan;
 }

@@ -1,11 +1,16 @@
 #include "kernels/ops/flat_launch.h"
 
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
 #include "absl/strings/str_cat.h"
 
 namespace ligerd::kernels {
 
 namespace {
 constexpr int kDefaultBlock = 256;
+constexpr int64_t kMaxGrid = 0x7fffffff;  // gridDim.x limit
 }  // namespace
 
 LaunchConfig FlatDefaultConfig(const FlatFamily& f, bool vectorized) {
@@ -31,6 +36,27 @@ absl::Status FlatCheckConfig(const FlatFamily& f, const LaunchConfig& c, bool ve
   if (c.grid < 0) return absl::InvalidArgumentError("grid must be >= 0");
   if (c.cluster > 1) return absl::InvalidArgumentError(absl::StrCat("the ", f.name, " kernels take no clusters"));
   return absl::OkStatus();
+}
+
+absl::StatusOr<LaunchConfig> FlatChooseConfig(const FlatFamily& f, const std::string& op, const LaunchConfig* tuned,
+                                              bool vectorized_ok) {
+  if (tuned == nullptr) return FlatDefaultConfig(f, vectorized_ok);
+  absl::Status s = FlatCheckConfig(f, *tuned, vectorized_ok);
+  if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat(op, ": config: ", s.message()));
+  return *tuned;
+}
+
+KernelLaunch FlatLaunch(std::string kernel, const LaunchConfig& c, int64_t units, const void* params, size_t size) {
+  const int64_t per_block = int64_t{c.threads_per_row} * c.iters;
+  const int64_t work = std::max<int64_t>((units + per_block - 1) / per_block, 1);
+  const int64_t grid = std::min<int64_t>(c.grid > 0 ? std::min<int64_t>(c.grid, work) : work, kMaxGrid);
+  KernelLaunch launch;
+  launch.kernel = std::move(kernel);
+  launch.grid[0] = static_cast<unsigned>(grid);
+  launch.block[0] = static_cast<unsigned>(c.threads_per_row);
+  launch.params.resize(size);
+  std::memcpy(launch.params.data(), params, size);
+  return launch;
 }
 
 }  // namespace ligerd::kernels

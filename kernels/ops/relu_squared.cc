@@ -38,7 +38,6 @@ constexpr FlatFamily kFamily{
     "vectorized access needs 16-byte aligned pointers, row strides divisible by the vector "
     "width and, unless the tensors are one dense block, a last dim divisible by it too",
     kMaxThreadsPerBlock, LIGERD_RELU2_POSITIONS_PER_THREAD};
-constexpr int64_t kMaxGrid = 0x7fffffff;  // gridDim.x limit
 
 KernelVariant MakeVariant(bool backward, DType x) {
   KernelVariant v;
@@ -48,7 +47,6 @@ KernelVariant MakeVariant(bool backward, DType x) {
   return v;
 }
 
-int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 bool Aligned(const void* p, size_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; }
 
 struct Operand {
@@ -90,13 +88,7 @@ absl::StatusOr<OpPlan> Plan(const OpSpec& spec, const OpCall& call, bool backwar
   bool vec_ok = p.rows == 1 || p.cols % vec == 0;
   for (const Operand& o : ops)
     vec_ok = vec_ok && Aligned(o.t->data, kVectorAlign) && (p.rows == 1 || o.m.row_stride % vec == 0);
-  if (call.tuned != nullptr) {
-    absl::Status s = ReluSquaredCheckConfig(*call.tuned, vec_ok);
-    if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat(op, ": config: ", s.message()));
-    plan.config = *call.tuned;
-  } else {
-    plan.config = ReluSquaredDefaultConfig(vec_ok);
-  }
+  LIGERD_ASSIGN_OR_RETURN(plan.config, FlatChooseConfig(kFamily, op, call.tuned, vec_ok));
   const LaunchConfig& c = plan.config;
 
   int k = 0;
@@ -109,18 +101,10 @@ absl::StatusOr<OpPlan> Plan(const OpSpec& spec, const OpCall& call, bool backwar
   p.out = ops[k].t->data;
   p.out_stride = ops[k++].m.row_stride;
 
-  // One block per chunk of block * positions-per-thread positions (vectors or elements); at least
-  // one, which also does a dense row's ragged end. A smaller (configured) grid loops over chunks.
+  // Positions: vectors or elements (flat_launch.h's FlatLaunch sizes the grid over them; at least
+  // one block, which also does a dense row's ragged end).
   const int64_t units = p.rows * (p.cols / (c.vectorized ? vec : 1));
-  const int64_t work = std::max<int64_t>(CeilDiv(units, int64_t{c.threads_per_row} * c.iters), 1);
-  const int64_t grid = std::min<int64_t>(c.grid > 0 ? std::min<int64_t>(c.grid, work) : work, kMaxGrid);
-
-  KernelLaunch launch;
-  launch.kernel = ReluSquaredKernelName(backward, c.vectorized);
-  launch.grid[0] = static_cast<unsigned>(grid);
-  launch.block[0] = static_cast<unsigned>(c.threads_per_row);
-  launch.params.resize(sizeof(p));
-  std::memcpy(launch.params.data(), &p, sizeof(p));
+  KernelLaunch launch = FlatLaunch(ReluSquaredKernelName(backward, c.vectorized), c, units, &p, sizeof(p));
   plan.launches.push_back(std::move(launch));
   return plan;
 }
