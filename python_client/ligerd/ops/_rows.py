@@ -21,16 +21,22 @@ def fail(op: str, msg: str):
     raise OpInputError(f"ligerd op {op}: {msg}", op=op)
 
 
-def check_rows(op: str, name: str, X, like: Optional[torch.Tensor] = None,
-               like_name: str = "X") -> None:
-    """X: a CUDA float tensor of 1 to 4 dims with a non-empty last dim; with ``like``, of its
-    shape, dtype and device too (a residual, a gradient)."""
+def check_float_tensor(op: str, name: str, X) -> None:
+    """X: a torch.Tensor on a CUDA device (the CPU only under a test launcher) of fp32, bf16 or
+    fp16."""
     if not isinstance(X, torch.Tensor):
         fail(op, f"{name} must be a torch.Tensor, got {type(X).__name__}")
     if not X.is_cuda and not _backend.cpu_allowed():
         fail(op, f"{name} must be a CUDA tensor, got a tensor on {X.device}")
     if X.dtype not in SUPPORTED_DTYPES:
         fail(op, f"{name} has dtype {X.dtype}; supported: float32, bfloat16, float16")
+
+
+def check_rows(op: str, name: str, X, like: Optional[torch.Tensor] = None,
+               like_name: str = "X") -> None:
+    """X: a CUDA float tensor of 1 to 4 dims with a non-empty last dim; with ``like``, of its
+    shape, dtype and device too (a residual, a gradient)."""
+    check_float_tensor(op, name, X)
     nd = X.dim()
     if nd < 1 or nd > MAX_DIMS:
         fail(op, f"{name} must have 1 to {MAX_DIMS} dimensions (rows flattened x hidden), got "

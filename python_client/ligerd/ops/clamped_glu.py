@@ -39,12 +39,7 @@ def check_inputs(x, alpha, limit, up_offset) -> None:
     """Friendly checks before anything reaches C++ (which checks again): a CUDA float tensor
     (fp32, bf16, fp16) of 1 to 4 dims with an even last dim, finite alpha and up_offset, a
     limit >= 0 (inf: no clamp)."""
-    if not isinstance(x, torch.Tensor):
-        _rows.fail(OP, f"x must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_cuda and not _backend.cpu_allowed():
-        _rows.fail(OP, f"x must be a CUDA tensor, got a tensor on {x.device}")
-    if x.dtype not in _rows.SUPPORTED_DTYPES:
-        _rows.fail(OP, f"x has dtype {x.dtype}; supported: float32, bfloat16, float16")
+    _rows.check_float_tensor(OP, "x", x)
     if x.dim() < 1 or x.dim() > _rows.MAX_DIMS:
         _rows.fail(OP, f"x must have 1 to {_rows.MAX_DIMS} dimensions, got shape {tuple(x.shape)}")
     if x.shape[-1] % 2 != 0:

@@ -29,12 +29,7 @@ def check_inputs(X) -> None:
     """Friendly checks before anything reaches C++ (which checks again): a CUDA float tensor (fp32,
     bf16, fp16). Any shape: the op is element-wise, and the wrapper hands the executor a
     (rows, last dim) view."""
-    if not isinstance(X, torch.Tensor):
-        _rows.fail(OP, f"X must be a torch.Tensor, got {type(X).__name__}")
-    if not X.is_cuda and not _backend.cpu_allowed():
-        _rows.fail(OP, f"X must be a CUDA tensor, got a tensor on {X.device}")
-    if X.dtype not in _rows.SUPPORTED_DTYPES:
-        _rows.fail(OP, f"X has dtype {X.dtype}; supported: float32, bfloat16, float16")
+    _rows.check_float_tensor(OP, "X", X)
 
 
 # The kernels read rows at any pitch; see ligerd.ops._rows.as_rows.

@@ -11,6 +11,7 @@ A test module takes the fixture by importing it:
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -72,3 +73,25 @@ def run(shim_dir: Path, code: str, timeout: float = 600, paths: tuple = ()) -> s
                        text=True, env=env, cwd=shim_dir.parent, timeout=timeout)
     assert p.returncode == 0, f"stdout:\n{p.stdout}\nstderr:\n{p.stderr}"
     return p.stdout
+
+
+def run_result(code: str, out: Path, *, device: str, path=(), env=None, timeout: float = 600) -> dict:
+    """Runs `code` (dedented; OUT and DEVICE are defined before it) in a fresh interpreter from the
+    empty folder `out` (nothing of the repository importable but what PYTHONPATH names), with
+    `path` then ligerd on PYTHONPATH (on the CPU: the source tree's, no CUDA device; on the GPU:
+    what PYTHONPATH already names, the built package), local dispatch unless LIGERD_DISPATCH says
+    otherwise, and `env` added; asserts it exits 0 and returns the JSON of its ``RESULT`` line."""
+    code = f"OUT = {str(out)!r}\nDEVICE = {device!r}\n" + textwrap.dedent(code)
+    path = [str(p) for p in path]
+    env = dict(os.environ, LIGERD_DISPATCH=os.environ.get("LIGERD_DISPATCH", "local"), PYTHONWARNINGS="ignore",
+               **(env or {}))
+    if device == "cpu":
+        path.append(str(PYTHON_CLIENT))
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    elif env.get("PYTHONPATH"):
+        path.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(path)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=str(out),
+                       timeout=timeout)
+    assert p.returncode == 0, f"stdout:\n{p.stdout[-6000:]}\nstderr:\n{p.stderr[-8000:]}"
+    return json.loads(p.stdout.split("RESULT ", 1)[1].splitlines()[0])

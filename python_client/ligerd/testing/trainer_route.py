@@ -18,7 +18,6 @@ test_integrations_gpu.py."""
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
 import os
 import subprocess
@@ -26,7 +25,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from ligerd.testing.compat_shim import PYTHON_CLIENT, build_shim
+from ligerd.testing.compat_shim import build_shim
+from ligerd.testing.compat_shim import run_result as shim_run_result
 from ligerd.testing.trl_grpo import RUN_WHEELS, TRL_VERSION, install_trl, install_wheels
 
 # What TRL 1.12's trainers import at run time beyond torch and transformers.
@@ -99,24 +99,9 @@ def carried_sites(tmp_path_factory, root: Path):
 
 
 def run_result(code: str, out: Path, *, device: str, path=(), timeout: float = 600) -> dict:
-    """Runs `code` (dedented; OUT and DEVICE are defined before it) in a fresh interpreter from the
-    empty folder `out`, with `path` then ligerd on PYTHONPATH (on the CPU: the source tree's, no CUDA
-    device; on the GPU: what PYTHONPATH already names, the built package), local dispatch; asserts it
-    exits 0 and returns the JSON of its ``RESULT`` line."""
-    code = f"OUT = {str(out)!r}\nDEVICE = {device!r}\n" + textwrap.dedent(code)
-    path = [str(p) for p in path]
-    env = dict(os.environ, LIGERD_DISPATCH=os.environ.get("LIGERD_DISPATCH", "local"), PYTHONWARNINGS="ignore",
-               HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    if device == "cpu":
-        path.append(str(PYTHON_CLIENT))
-        env["CUDA_VISIBLE_DEVICES"] = ""
-    elif env.get("PYTHONPATH"):
-        path.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = os.pathsep.join(path)
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=str(out),
-                       timeout=timeout)
-    assert p.returncode == 0, f"stdout:\n{p.stdout[-6000:]}\nstderr:\n{p.stderr[-8000:]}"
-    return json.loads(p.stdout.split("RESULT ", 1)[1].splitlines()[0])
+    """compat_shim.run_result, offline (HF_HUB_OFFLINE) and without tokenizer threads."""
+    return shim_run_result(code, out, device=device, path=path, timeout=timeout,
+                           env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
 
 
 # ------------------------------------------------------------------------------------------

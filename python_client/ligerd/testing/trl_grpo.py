@@ -30,7 +30,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from ligerd.testing.compat_shim import PYTHON_CLIENT
+from ligerd.testing.compat_shim import PYTHON_CLIENT, run_result
 
 TRL_VERSION = "1.12.0"
 
@@ -214,20 +214,6 @@ def run_grpo(shim_dir: Path, trl_dir: Path, out: Path, *, seed: int, loss_types,
     --target folder for the parity run), TRL 1.12 and ligerd (on the CPU: the source tree's; on the
     GPU: whatever PYTHONPATH already names, the built package) and returns its RESULT. `runs`: which
     of torch32, torch64, liger; `layers`: whether use_liger_kernel also patches the layers."""
-    import json
-    code = (f"OUT = {str(out)!r}\nSEED = {seed}\nLOSS_TYPES = {list(loss_types)!r}\nDEVICE = {device!r}\n"
-            f"RUNS = {list(runs)!r}\nLAYERS = {layers!r}\n" + textwrap.dedent(SCRIPT))
-    path = [str(shim_dir), str(trl_dir), *map(str, extra_path)]
-    env = dict(os.environ, LIGERD_DISPATCH=os.environ.get("LIGERD_DISPATCH", "local"),
-               PYTHONWARNINGS="ignore")
-    if device == "cpu":
-        path.append(str(PYTHON_CLIENT))
-        env["CUDA_VISIBLE_DEVICES"] = ""
-    elif env.get("PYTHONPATH"):
-        path.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = os.pathsep.join(path)
-    # Run from an empty folder: nothing of the repository is importable but what PYTHONPATH names.
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                       cwd=str(out), timeout=timeout)
-    assert p.returncode == 0, f"stdout:\n{p.stdout[-6000:]}\nstderr:\n{p.stderr[-8000:]}"
-    return json.loads(p.stdout.split("RESULT ", 1)[1].splitlines()[0])
+    code = (f"SEED = {seed}\nLOSS_TYPES = {list(loss_types)!r}\nRUNS = {list(runs)!r}\nLAYERS = {layers!r}\n"
+            + textwrap.dedent(SCRIPT))
+    return run_result(code, out, device=device, path=(shim_dir, trl_dir, *extra_path), timeout=timeout)
