@@ -120,8 +120,9 @@ def _chunked(x, W, target, b, w32, denom, args, want_z, want_pred, *, grads: boo
             out = _token_chunks(x, W, target, b, w32, denom, args, want_z, want_pred, **kw)
         except _NoRoomForChunk as e:  # run the sliced sweep once this frame has let go of it
             warn_once("flce-no-room", f"ligerd op {OP}: {e}; this call runs the sliced sweep instead "
-                      "(at most 56 MiB, 1.4-1.5x slower), as later calls will where the chunk does not "
-                      "fit. LIGERD_FLCE_MODE=sliced always uses it; LIGERD_FLCE_CHUNK sets a smaller chunk.")
+                      "(at most 56 MiB; slower: it computes the logits twice), as later calls will where "
+                      "the chunk does not fit. LIGERD_FLCE_MODE=sliced always uses it; LIGERD_FLCE_CHUNK "
+                      "sets a smaller chunk.")
     if out is None:
         out = _flce_sliced.sliced(x, W, target, b, w32, denom, args, want_z, want_pred, **kw)
     loss_rows, z_rows, pred, dx, dW, db = out
